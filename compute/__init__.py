@@ -1,0 +1,1 @@
+"""Torch computations run by tracker workers."""

@@ -1,0 +1,1 @@
+"""Loss-landscape experiment tracker."""

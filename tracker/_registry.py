@@ -1,0 +1,75 @@
+"""Task kinds: the registered functions that workers run for each kind of task.
+
+A kind has a ``run`` function (the computation: receives a TaskContext, writes arrays,
+returns a small JSON result) and an optional ``finalize`` function that writes result rows
+in the same transaction that marks the task done. Plugins are modules that register kinds
+when imported; workers import the built-in ones and any named with ``--plugin``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tracker._exceptions import ConfigError, NotFound
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from tracker._worker import TaskContext
+
+RunFn = Callable[["TaskContext"], "dict[str, Any] | None"]
+FinalizeFn = Callable[["Session", "TaskContext", "dict[str, Any] | None"], None]
+
+# Modules whose kinds every worker knows; later modules add the research methods.
+BUILTIN_PLUGINS: tuple[str, ...] = ("tracker._builtin",)
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    run: RunFn
+    finalize: FinalizeFn | None = None
+
+
+_KINDS: dict[str, TaskKind] = {}
+
+
+def task_kind(name: str, *, finalize: FinalizeFn | None = None) -> Callable[[RunFn], RunFn]:
+    """Register the decorated function as the body of tasks of kind ``name``."""
+
+    def register(fn: RunFn) -> RunFn:
+        existing = _KINDS.get(name)
+        if existing is not None and existing.run.__qualname__ != fn.__qualname__:
+            raise ValueError(f"task kind {name!r} is registered twice")
+        _KINDS[name] = TaskKind(name=name, run=fn, finalize=finalize)
+        return fn
+
+    return register
+
+
+def get_kind(name: str) -> TaskKind:
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise NotFound(
+            f"no function is registered for task kind {name!r}: load its plugin with --plugin MODULE"
+        ) from None
+
+
+def kind_names() -> list[str]:
+    return sorted(_KINDS)
+
+
+def load_plugins(modules: Iterable[str] = ()) -> list[str]:
+    """Import the built-in plugins and ``modules``; return the registered kind names."""
+    for module in (*BUILTIN_PLUGINS, *modules):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(
+                f"cannot import plugin module {module!r} ({err}): check its name and PYTHONPATH"
+            ) from None
+    return kind_names()

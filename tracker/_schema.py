@@ -1,0 +1,399 @@
+"""The SQL schema: one table per kind of result, one queue table for every kind of work.
+
+Every piece of work (a training run, a surface tile, a retrain, an analysis) is a row of
+``tasks``; the result tables point at the task that produces them. Arrays live in Zarr; rows
+hold references to them through ``arrays``. The schema is created only by the Alembic
+migrations in ``migrations/``; a test keeps them equal to this module.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TASK_STATUSES = ("pending", "running", "done", "failed")
+
+
+class Real(sa.types.TypeDecorator[float]):
+    """A double that keeps NaN: SQLite would turn a NaN into NULL, so it is stored as 'NaN'.
+
+    Infinities are native in both databases; PostgreSQL keeps NaN natively too.
+    """
+
+    impl = sa.Double
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        value = float(value)
+        if dialect.name == "sqlite" and math.isnan(value):
+            return "NaN"
+        return value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> float | None:
+        if value is None:
+            return None
+        return float(value)
+
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+UTCDateTime = sa.DateTime(timezone=True)
+
+
+def _enum(name: str, *values: str) -> sa.Enum:
+    return sa.Enum(*values, name=name, native_enum=False, create_constraint=True, length=16)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        float: Real(),
+        datetime: UTCDateTime,
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+    }
+
+
+class _Created:
+    created_at: Mapped[datetime] = mapped_column(server_default=sa.func.current_timestamp())
+
+
+class _Work(_Created):
+    """Columns shared by rows that a spec creates and a task fills in."""
+
+    @declared_attr
+    def study_id(cls) -> Mapped[int]:
+        return mapped_column(sa.ForeignKey("studies.id"), index=True)
+
+    @declared_attr
+    def task_id(cls) -> Mapped[int | None]:
+        return mapped_column(sa.ForeignKey("tasks.id", ondelete="SET NULL"), index=True)
+
+    spec_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+
+
+class Study(_Created, Base):
+    """A label that groups work for comparison."""
+
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class Task(_Created, Base):
+    """One claimable unit of work, whatever its kind; the queue is this table."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        sa.Index("ix_tasks_claim", "status", "priority", "id"),
+        sa.Index("ix_tasks_study_status", "study_id", "status"),
+        sa.CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        sa.CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(sa.ForeignKey("studies.id"))
+    kind: Mapped[str] = mapped_column(sa.String(64), index=True)
+    spec_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(_enum("task_status", *TASK_STATUSES), default="pending")
+    priority: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    lease_token: Mapped[str | None] = mapped_column(sa.String(36))
+    lease_expires_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(sa.String(200))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    result: Mapped[dict[str, Any] | None]
+
+    study: Mapped[Study] = relationship()
+
+
+class TaskDependency(Base):
+    """``task_id`` may run only once ``depends_on_id`` is done."""
+
+    __tablename__ = "task_dependencies"
+    task_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    depends_on_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ArrayRef(_Created, Base):
+    """A Zarr array in the store: its path, shape, dtype and chunking, and the task that wrote it."""
+
+    __tablename__ = "arrays"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(sa.String(500), unique=True)
+    shape: Mapped[list[Any]]
+    dtype: Mapped[str] = mapped_column(sa.String(32))
+    chunks: Mapped[list[Any]]
+    task_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("tasks.id", ondelete="SET NULL"), index=True
+    )
+
+
+def _array_fk() -> Mapped[int | None]:
+    return mapped_column(sa.ForeignKey("arrays.id", ondelete="SET NULL"))
+
+
+class Model(_Work, Base):
+    """A network to train: architecture, data set and optimiser settings as real columns."""
+
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str | None] = mapped_column(sa.String(200))
+    architecture: Mapped[str] = mapped_column(sa.String(64), index=True)
+    arch_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dataset: Mapped[str] = mapped_column(sa.String(64), index=True)
+    dataset_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    optimizer: Mapped[str] = mapped_column(sa.String(16))
+    lr: Mapped[float]
+    momentum: Mapped[float] = mapped_column(default=0.0)
+    weight_decay: Mapped[float] = mapped_column(default=0.0)
+    batch_size: Mapped[int] = mapped_column(index=True)
+    epochs: Mapped[int]
+    seed: Mapped[int]
+    label_corruption: Mapped[float] = mapped_column(default=0.0)
+    lr_schedule: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    train_loss: Mapped[float | None]
+    train_acc: Mapped[float | None]
+    test_loss: Mapped[float | None]
+    test_acc: Mapped[float | None]
+
+
+class Checkpoint(_Created, Base):
+    """A model's parameters (and buffers) at one epoch, with its metrics."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (sa.UniqueConstraint("model_id", "epoch"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"))
+    epoch: Mapped[int]
+    train_loss: Mapped[float | None]
+    train_acc: Mapped[float | None]
+    val_loss: Mapped[float | None]
+    val_acc: Mapped[float | None]
+    test_loss: Mapped[float | None]
+    test_acc: Mapped[float | None]
+    layout: Mapped[list[Any]] = mapped_column(default=list)
+    array_id: Mapped[int | None] = _array_fk()
+
+
+class Direction(_Work, Base):
+    """A direction in parameter space: random, interpolation between checkpoints, or PCA."""
+
+    __tablename__ = "directions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id"), index=True)
+    kind: Mapped[str] = mapped_column(_enum("direction_kind", "random", "interpolation", "pca"))
+    seed: Mapped[int | None]
+    normalization: Mapped[str] = mapped_column(
+        _enum("direction_norm", "filter", "layer", "model", "none")
+    )
+    ignore: Mapped[str] = mapped_column(_enum("direction_ignore", "biasbn", "none"))
+    target: Mapped[str] = mapped_column(_enum("direction_target", "weights", "states"))
+    checkpoint_a_id: Mapped[int | None] = mapped_column(sa.ForeignKey("checkpoints.id"))
+    checkpoint_b_id: Mapped[int | None] = mapped_column(sa.ForeignKey("checkpoints.id"))
+    pca_component: Mapped[int | None]
+    explained_variance: Mapped[float | None]
+    array_id: Mapped[int | None] = _array_fk()
+
+
+class Surface(_Work, Base):
+    """A 1D or 2D grid of loss (and accuracy) values around a centre checkpoint."""
+
+    __tablename__ = "surfaces"
+    __table_args__ = (
+        sa.CheckConstraint("nx >= 1", name="nx_positive"),
+        sa.CheckConstraint("ny IS NULL OR ny >= 1", name="ny_positive"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(sa.ForeignKey("checkpoints.id"), index=True)
+    x_direction_id: Mapped[int] = mapped_column(sa.ForeignKey("directions.id"))
+    y_direction_id: Mapped[int | None] = mapped_column(sa.ForeignKey("directions.id"))
+    x_min: Mapped[float]
+    x_max: Mapped[float]
+    nx: Mapped[int]
+    y_min: Mapped[float | None]
+    y_max: Mapped[float | None]
+    ny: Mapped[int | None]
+    tile_nx: Mapped[int]
+    tile_ny: Mapped[int | None]
+    split: Mapped[str] = mapped_column(sa.String(16))
+    subset_size: Mapped[int | None]
+    minibatch_size: Mapped[int | None]
+    n_minibatches: Mapped[int | None]
+    bn_mode: Mapped[str] = mapped_column(_enum("bn_mode", "eval", "train", "recompute"))
+    metrics: Mapped[list[Any]] = mapped_column(default=list)
+    eval_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    loss_array_id: Mapped[int | None] = _array_fk()
+    acc_array_id: Mapped[int | None] = _array_fk()
+    completed_at: Mapped[datetime | None]
+    centre_loss: Mapped[float | None]
+    min_loss: Mapped[float | None]
+    min_x: Mapped[float | None]
+    min_y: Mapped[float | None]
+    rise_r025: Mapped[float | None]
+    rise_r050: Mapped[float | None]
+    rise_r100: Mapped[float | None]
+    flatness_width: Mapped[float | None]
+
+
+class Tile(Base):
+    """A rectangle of a surface's grid [ix0, ix1) x [iy0, iy1), owning whole Zarr chunks."""
+
+    __tablename__ = "tiles"
+    __table_args__ = (sa.UniqueConstraint("surface_id", "ix0", "iy0"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    surface_id: Mapped[int] = mapped_column(sa.ForeignKey("surfaces.id", ondelete="CASCADE"))
+    ix0: Mapped[int]
+    ix1: Mapped[int]
+    iy0: Mapped[int]
+    iy1: Mapped[int]
+    task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id"), unique=True)
+
+
+class Retrain(_Work, Base):
+    """A jump from a trained model along a direction, then retraining at a constant rate."""
+
+    __tablename__ = "retrains"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id"), index=True)
+    checkpoint_id: Mapped[int] = mapped_column(sa.ForeignKey("checkpoints.id"))
+    direction_id: Mapped[int | None] = mapped_column(sa.ForeignKey("directions.id"))
+    seed: Mapped[int]
+    step_size: Mapped[float]
+    epochs: Mapped[int]
+    lr: Mapped[float]
+    momentum: Mapped[float]
+    weight_decay: Mapped[float]
+    batch_size: Mapped[int]
+    saves_per_epoch: Mapped[int] = mapped_column(default=1)
+    augment: Mapped[bool] = mapped_column(default=False)
+    mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    trajectory_array_id: Mapped[int | None] = _array_fk()
+
+
+class TrajectoryPoint(Base):
+    """One saved point of a retrain trajectory with its metrics on every split."""
+
+    __tablename__ = "trajectory_points"
+    __table_args__ = (sa.UniqueConstraint("retrain_id", "save_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    retrain_id: Mapped[int] = mapped_column(sa.ForeignKey("retrains.id", ondelete="CASCADE"))
+    save_index: Mapped[int]
+    epoch: Mapped[float]
+    train_loss: Mapped[float | None]
+    train_acc: Mapped[float | None]
+    val_loss: Mapped[float | None]
+    val_acc: Mapped[float | None]
+    test_loss: Mapped[float | None]
+    test_acc: Mapped[float | None]
+
+
+class Embedding(_Work, Base):
+    """A PHATE embedding of all trajectory points of a model's retrains."""
+
+    __tablename__ = "embeddings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id"), index=True)
+    method: Mapped[str] = mapped_column(sa.String(16), default="phate")
+    n_samples: Mapped[int | None]
+    seed: Mapped[int]
+    knn_dist: Mapped[str] = mapped_column(sa.String(16), default="cosine")
+    mds_dist: Mapped[str] = mapped_column(sa.String(16), default="cosine")
+    n_pca: Mapped[int | None]
+    t: Mapped[int | None]
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    coords_array_id: Mapped[int | None] = _array_fk()
+    potential_array_id: Mapped[int | None] = _array_fk()
+    order_array_id: Mapped[int | None] = _array_fk()
+
+
+class PersistenceDiagram(_Work, Base):
+    """Persistent homology of a loss-level filtration over an embedding's kNN graph."""
+
+    __tablename__ = "persistence_diagrams"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    embedding_id: Mapped[int] = mapped_column(sa.ForeignKey("embeddings.id"), index=True)
+    loss_name: Mapped[str] = mapped_column(sa.String(16))
+    knn: Mapped[int]
+    legacy: Mapped[bool] = mapped_column(default=False)
+    max_dimension: Mapped[int] = mapped_column(default=2)
+    diagram_array_id: Mapped[int | None] = _array_fk()
+    h0_count: Mapped[int | None]
+    h0_total_p1: Mapped[float | None]
+    h0_total_p2: Mapped[float | None]
+    h0_max: Mapped[float | None]
+    h1_count: Mapped[int | None]
+    h1_total_p1: Mapped[float | None]
+    h1_total_p2: Mapped[float | None]
+    h1_max: Mapped[float | None]
+
+
+class LevelSetRun(_Work, Base):
+    """A predictor/corrector traversal of a training-loss level set."""
+
+    __tablename__ = "levelset_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    setup: Mapped[str] = mapped_column(sa.String(32), index=True)
+    run_index: Mapped[int]
+    seed: Mapped[int]
+    max_predictor_steps: Mapped[int]
+    max_corrector_steps: Mapped[int]
+    eta_min: Mapped[float]
+    eta_c: Mapped[float]
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    l0: Mapped[float | None]
+    n_predictor_steps: Mapped[int | None]
+    n_corrector_steps: Mapped[int | None]
+    final_angle: Mapped[float | None]
+    final_weight_norm: Mapped[float | None]
+    final_train_loss: Mapped[float | None]
+    final_test_loss: Mapped[float | None]
+    final_test_acc: Mapped[float | None]
+    stop_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    trace_array_id: Mapped[int | None] = _array_fk()
+    snapshots_array_id: Mapped[int | None] = _array_fk()
+
+
+class MorseGraph(_Work, Base):
+    """A Morse graph of a learned map between two training checkpoints of an ensemble."""
+
+    __tablename__ = "morse_graphs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    setup: Mapped[str] = mapped_column(sa.String(32), index=True)
+    pick: Mapped[str] = mapped_column(sa.String(16))
+    subdiv: Mapped[int]
+    source: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    weight_names: Mapped[list[Any]] = mapped_column(default=list)
+    gp_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    n_nodes: Mapped[int | None]
+    n_edges: Mapped[int | None]
+    n_attractors: Mapped[int | None]
+    graph: Mapped[dict[str, Any] | None]
+    morse_sets_array_id: Mapped[int | None] = _array_fk()
+    retraction_array_id: Mapped[int | None] = _array_fk()

@@ -1,0 +1,132 @@
+"""What `tracker status` and `tracker show` report, as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tracker._db import utcnow
+from tracker._exceptions import CorruptArray
+from tracker._schema import ArrayRef, Study, Task
+from tracker._store import ArraySpec, ArrayStore
+
+
+@dataclass(frozen=True)
+class KindCounts:
+    study: str
+    kind: str
+    pending: int
+    running: int
+    done: int
+    failed: int
+    oldest_running_since: datetime | None
+    oldest_lease_expires: datetime | None
+
+
+@dataclass(frozen=True)
+class TaskError:
+    task_id: int
+    study: str
+    kind: str
+    status: str
+    attempts: int
+    max_attempts: int
+    message: str
+
+
+def error_summary(text: str | None) -> str:
+    """The line of an error text that says what went wrong (a traceback's last line)."""
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    head = lines[0].split(":", 1)[0] if lines[0].startswith("attempt ") else ""
+    last = lines[-1]
+    return f"{head}: {last}" if head and not last.startswith("attempt ") else last
+
+
+def queue_counts(session: Session, study_id: int | None = None) -> list[KindCounts]:
+    status_count = {
+        status: sa.func.sum(sa.case((Task.status == status, 1), else_=0))
+        for status in ("pending", "running", "done", "failed")
+    }
+    running = Task.status == "running"
+    query = (
+        sa.select(
+            Study.name,
+            Task.kind,
+            *status_count.values(),
+            sa.func.min(sa.case((running, Task.started_at))),
+            sa.func.min(sa.case((running, Task.lease_expires_at))),
+        )
+        .join(Study, Study.id == Task.study_id)
+        .group_by(Study.id, Study.name, Task.kind)
+        .order_by(Study.id, Task.kind)
+    )
+    if study_id is not None:
+        query = query.where(Task.study_id == study_id)
+    return [
+        KindCounts(name, kind, int(p or 0), int(r or 0), int(d or 0), int(f or 0), since, expires)
+        for name, kind, p, r, d, f, since, expires in session.execute(query)
+    ]
+
+
+def recent_errors(session: Session, study_id: int | None = None, limit: int = 5) -> list[TaskError]:
+    """The latest tasks with an error: failed ones, and pending ones that will be retried."""
+    query = (
+        sa.select(Task, Study.name)
+        .join(Study, Study.id == Task.study_id)
+        .where(Task.error.is_not(None), Task.status.in_(("failed", "pending")))
+        .order_by(sa.func.coalesce(Task.finished_at, Task.started_at).desc(), Task.id.desc())
+        .limit(limit)
+    )
+    if study_id is not None:
+        query = query.where(Task.study_id == study_id)
+    return [
+        TaskError(t.id, name, t.kind, t.status, t.attempts, t.max_attempts, error_summary(t.error))
+        for t, name in session.execute(query)
+    ]
+
+
+def expired_leases(session: Session) -> int:
+    return int(
+        session.scalar(
+            sa.select(sa.func.count()).where(
+                Task.status == "running", Task.lease_expires_at < utcnow()
+            )
+        )
+        or 0
+    )
+
+
+def broken_arrays(session: Session, store: ArrayStore) -> list[tuple[ArrayRef, str]]:
+    """Every referenced array that is missing, damaged or incomplete, with the reason."""
+    broken = []
+    for ref in session.scalars(sa.select(ArrayRef).order_by(ArrayRef.id)):
+        spec = ArraySpec(ref.path, tuple(ref.shape), ref.dtype, tuple(ref.chunks))
+        try:
+            store.verify(spec)
+        except CorruptArray as err:
+            broken.append((ref, str(err)))
+    return broken
+
+
+def task_details(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "study": task.study.name,
+        "kind": task.kind,
+        "status": task.status,
+        "attempts": f"{task.attempts}/{task.max_attempts}",
+        "worker": task.worker,
+        "created": task.created_at,
+        "started": task.started_at,
+        "finished": task.finished_at,
+        "lease expires": task.lease_expires_at,
+        "payload": task.payload,
+        "result": task.result,
+        "error": task.error,
+    }

@@ -1,0 +1,153 @@
+"""The array store: Zarr v3 under one root (a local path or any fsspec URL).
+
+Rows never hold arrays, only their path, shape, dtype and chunking (``arrays`` table).
+Arrays that several tasks fill (a surface's grid) are created once, before their tasks
+exist, with chunks equal to one task's block, so each writer owns whole chunks: two writers
+to one chunk would lose updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from tracker._exceptions import CorruptArray, StoreError
+
+# A chunk equal to the fill value (a tile of NaN losses) is still written, so a missing
+# chunk always means unfinished or lost work.
+_KEEP_EVERY_CHUNK = {"write_empty_chunks": True}
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What a row records about an array."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]
+
+
+def _spec(path: str, arr: zarr.Array) -> ArraySpec:
+    return ArraySpec(path, tuple(arr.shape), str(arr.dtype), tuple(arr.chunks))
+
+
+class ArrayStore:
+    """A Zarr group holding every array of one tracker installation."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.root = zarr.open_group(store=url, mode="a", zarr_format=3)
+        except Exception as err:
+            raise StoreError(
+                f"cannot open the array store at {url} ({type(err).__name__}: {err}): "
+                "fix TRACKER_STORE / --store"
+            ) from None
+
+    def create(
+        self,
+        path: str,
+        shape: Sequence[int],
+        dtype: Any,
+        chunks: Sequence[int],
+        fill_value: Any = None,
+    ) -> ArraySpec:
+        """Create an empty array, or keep an existing one with the same layout (idempotent)."""
+        shape, chunks = tuple(int(s) for s in shape), tuple(int(c) for c in chunks)
+        dtype = np.dtype(dtype)
+        if fill_value is None:
+            fill_value = np.nan if dtype.kind == "f" else 0
+        existing = self._open(path, missing_ok=True)
+        if existing is not None and (
+            tuple(existing.shape) == shape
+            and tuple(existing.chunks) == chunks
+            and existing.dtype == dtype
+        ):
+            return _spec(path, existing)
+        arr = self.root.create_array(
+            path,
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            fill_value=fill_value,
+            overwrite=True,
+            config=_KEEP_EVERY_CHUNK,
+        )
+        return _spec(path, arr)
+
+    def write(self, path: str, data: np.ndarray, chunks: Sequence[int] | None = None) -> ArraySpec:
+        """Write a whole array at ``path``, replacing whatever was there."""
+        data = np.asarray(data)
+        chunk_shape = tuple(chunks) if chunks is not None else (data.shape or ())
+        chunk_shape = tuple(max(1, int(c)) for c in chunk_shape)
+        arr = self.root.create_array(
+            path,
+            shape=data.shape,
+            chunks=chunk_shape,
+            dtype=data.dtype,
+            overwrite=True,
+            config=_KEEP_EVERY_CHUNK,
+        )
+        arr[...] = data
+        return _spec(path, arr)
+
+    def write_block(self, path: str, selection: tuple[slice, ...], data: np.ndarray) -> None:
+        """Write one block of an existing array (a task's own chunks)."""
+        arr = self._open(path)
+        arr[selection] = data
+
+    def read(self, path: str, selection: Any = Ellipsis) -> np.ndarray:
+        """Read an array (or a selection of it); a missing or damaged one is a CorruptArray."""
+        arr = self._open(path)
+        try:
+            return np.asarray(arr[selection])
+        except Exception as err:
+            raise self._corrupt(path, f"{type(err).__name__}: {err}") from None
+
+    def verify(self, spec: ArraySpec, *, complete: bool = True) -> None:
+        """Check that the array exists with the recorded layout, decodes, and has every chunk."""
+        arr = self._open(spec.path)
+        if tuple(arr.shape) != tuple(spec.shape) or str(arr.dtype) != spec.dtype:
+            raise self._corrupt(
+                spec.path,
+                f"it has shape {tuple(arr.shape)} and dtype {arr.dtype}, the row says "
+                f"{tuple(spec.shape)} and {spec.dtype}",
+            )
+        if complete and arr.nchunks_initialized < arr.nchunks:
+            raise self._corrupt(
+                spec.path, f"only {arr.nchunks_initialized} of {arr.nchunks} chunks were written"
+            )
+        self.read(spec.path)
+
+    def exists(self, path: str) -> bool:
+        return self._open(path, missing_ok=True) is not None
+
+    def delete(self, path: str) -> None:
+        if self.exists(path):
+            del self.root[path]
+
+    def _open(self, path: str, *, missing_ok: bool = False) -> zarr.Array | None:
+        try:
+            node = self.root[path]
+        except KeyError:
+            if missing_ok:
+                return None
+            raise self._corrupt(path, "it does not exist") from None
+        except Exception as err:
+            raise self._corrupt(
+                path, f"its metadata is unreadable ({type(err).__name__}: {err})"
+            ) from None
+        if not isinstance(node, zarr.Array):
+            raise self._corrupt(path, "it is a group, not an array")
+        return node.with_config(_KEEP_EVERY_CHUNK)
+
+    def _corrupt(self, path: str, why: str) -> CorruptArray:
+        return CorruptArray(
+            f"array {path!r} in the store {self.url} is unusable: {why}; "
+            "run `tracker requeue --broken` to recompute it"
+        )

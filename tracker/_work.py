@@ -1,0 +1,289 @@
+"""``tracker work``: start Dask workers and run one worker loop on each until drained.
+
+A LocalCluster by default (one single-threaded process per worker); ``--cuda`` uses
+dask_cuda.LocalCUDACluster (one worker per GPU); ``--scheduler`` starts this machine's
+workers attached to an existing scheduler, so several machines share one cluster and all
+of them claim from the same database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import IO, Any
+
+import sqlalchemy as sa
+
+from tracker._config import Settings
+from tracker._db import Database, open_database
+from tracker._exceptions import ConfigError, NoGPU, TrackerError
+from tracker._queue import find_study
+from tracker._registry import load_plugins
+from tracker._schema import Task
+from tracker._worker import WorkerConfig, run_worker
+
+WORKER_START_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class WorkSummary:
+    done: int
+    failed: int
+    seconds: float
+    workers: int
+
+
+def check_cuda() -> int:
+    """The number of usable GPUs; NoGPU (with the fix) when there is none."""
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        raise NoGPU(
+            "--cuda needs dask-cuda: pip install 'tracker[cuda]' (or run without --cuda)"
+        ) from None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+    except Exception as err:
+        raise NoGPU(
+            f"--cuda found no usable NVIDIA GPU ({type(err).__name__}): run without --cuda"
+        ) from None
+    if count == 0:
+        raise NoGPU("--cuda found no NVIDIA GPU on this machine: run without --cuda")
+    return int(count)
+
+
+def scope_counts(
+    db: Database, kinds: Sequence[str], study_ids: Sequence[int] | None
+) -> dict[str, int]:
+    query = sa.select(Task.status, sa.func.count()).where(Task.kind.in_(list(kinds)))
+    if study_ids is not None:
+        query = query.where(Task.study_id.in_(list(study_ids)))
+    with db.engine.connect() as conn:
+        rows = conn.execute(query.group_by(Task.status)).all()
+    counts = dict.fromkeys(("pending", "running", "done", "failed"), 0)
+    counts.update({status: int(n) for status, n in rows})
+    return counts
+
+
+class Progress:
+    """A one-line progress bar: tasks done / total, rate, running and failed counts."""
+
+    def __init__(self, stream: IO[str], start: dict[str, int], enabled: bool) -> None:
+        self.stream, self.enabled = stream, enabled
+        self.start_done = start["done"] + start["failed"]
+        self.t0 = time.monotonic()
+        self.tty = stream.isatty()
+        self.last_print = 0.0
+
+    def update(self, counts: dict[str, int], final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not (self.tty or final or now - self.last_print >= 10.0):
+            return
+        self.last_print = now
+        total = sum(counts.values())
+        finished = counts["done"] + counts["failed"]
+        rate = (finished - self.start_done) / max(now - self.t0, 1e-9)
+        width = 30
+        filled = int(width * finished / total) if total else width
+        bar = "#" * filled + "." * (width - filled)
+        line = (
+            f"[{bar}] {finished}/{total} tasks  {rate:.1f}/s  "
+            f"running {counts['running']}  failed {counts['failed']}"
+        )
+        end = "\n" if (final or not self.tty) else ""
+        self.stream.write(("\r" if self.tty else "") + line + end)
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def _local_cluster(n_workers: int, cuda: bool) -> Iterator[Any]:
+    from distributed import Client
+
+    if cuda:
+        from dask_cuda import LocalCUDACluster
+
+        cluster = LocalCUDACluster(threads_per_worker=1, dashboard_address=None)
+    else:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=0,
+            silence_logs=logging.ERROR,
+        )
+    with cluster, Client(cluster) as client:
+        yield client, list(client.scheduler_info()["workers"])
+
+
+@contextlib.contextmanager
+def _joined_cluster(address: str, n_workers: int, cuda: bool) -> Iterator[Any]:
+    """Start this machine's workers attached to ``address`` and yield their addresses."""
+    from distributed import Client
+
+    prefix = f"tracker-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    if cuda:
+        command = [sys.executable, "-m", "dask", "cuda", "worker", address, "--name", prefix]
+    else:
+        command = [sys.executable, "-m", "dask", "worker", address, "--name", prefix,
+                   "--nworkers", str(n_workers)]  # fmt: skip
+    command += ["--nthreads", "1", "--no-dashboard", "--memory-limit", "0"]
+    try:
+        client = Client(address, timeout="10s")
+    except OSError as err:
+        raise ConfigError(
+            f"cannot reach the Dask scheduler at {address} ({err}): start `dask scheduler` "
+            "there or fix --scheduler"
+        ) from None
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + WORKER_START_TIMEOUT
+        while True:
+            ours = [
+                addr
+                for addr, info in client.scheduler_info(n_workers=-1)["workers"].items()
+                if str(info.get("name", "")).startswith(prefix)
+            ]
+            if len(ours) >= n_workers:
+                break
+            if proc.poll() is not None:
+                err = (proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()
+                raise ConfigError(
+                    f"the Dask workers exited before joining {address}: "
+                    f"{err[-1] if err else 'no message'}"
+                )
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"the Dask workers did not join {address} within {WORKER_START_TIMEOUT:.0f} s"
+                )
+            time.sleep(0.2)
+        yield client, ours
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def work(
+    settings: Settings,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    cuda: bool = False,
+    forever: bool = False,
+    plugins: Sequence[str] = (),
+    kinds: Sequence[str] | None = None,
+    study: str | None = None,
+    lease_seconds: float = 60.0,
+    progress: bool = True,
+    stream: IO[str] = sys.stderr,
+) -> WorkSummary:
+    """Drain the queue (or serve it forever) with Dask workers; return what was done."""
+    db = open_database(settings.db_url)
+    known = load_plugins(plugins)
+    if kinds is not None:
+        unknown = sorted(set(kinds) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"no function is registered for task kind(s) {', '.join(unknown)}: "
+                "load their plugin with --plugin MODULE"
+            )
+    scope_kinds = list(kinds) if kinds is not None else known
+    study_ids = None
+    if study is not None:
+        with db.session() as session:
+            study_ids = [find_study(session, study).id]
+    _warn_unknown_kinds(db, known, study_ids, stream)
+    n_gpus = check_cuda() if cuda else 0
+    n_workers = n_gpus or workers or max(os.cpu_count() or 1, 1)
+    start = scope_counts(db, scope_kinds, study_ids)
+    if not forever and start["pending"] + start["running"] == 0:
+        stream.write("nothing to do: no pending or running tasks\n")
+        return WorkSummary(0, 0, 0.0, 0)
+
+    base = WorkerConfig(
+        db_url=settings.db_url,
+        store_url=settings.store_url,
+        plugins=tuple(plugins),
+        kinds=tuple(scope_kinds),
+        study_ids=tuple(study_ids) if study_ids is not None else None,
+        forever=forever,
+        lease_seconds=lease_seconds,
+    )
+    bar = Progress(stream, start, progress)
+    t0 = time.monotonic()
+    cluster = (
+        _joined_cluster(scheduler, n_workers, cuda)
+        if scheduler
+        else _local_cluster(n_workers, cuda)
+    )
+    with cluster as (client, addresses):
+        futures = [
+            client.submit(
+                run_worker,
+                replace(base, name=f"{addr}"),
+                key=f"tracker-worker-loop-{uuid.uuid4().hex}",
+                workers=[addr],
+                allow_other_workers=False,
+                pure=False,
+            )
+            for addr in addresses
+        ]
+        try:
+            while not all(f.done() for f in futures):
+                bar.update(scope_counts(db, scope_kinds, study_ids))
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            client.cancel(futures)
+            raise
+        errors = [f.exception() for f in futures if f.status == "error"]
+        for err in errors:
+            if isinstance(err, TrackerError):
+                raise err
+        if errors:
+            raise errors[0]
+        results = [f.result() for f in futures]
+    end = scope_counts(db, scope_kinds, study_ids)
+    bar.update(end, final=True)
+    db.dispose()
+    return WorkSummary(
+        done=sum(r["done"] for r in results),
+        failed=sum(r["failed"] for r in results),
+        seconds=time.monotonic() - t0,
+        workers=len(addresses),
+    )
+
+
+def _warn_unknown_kinds(
+    db: Database, known: Sequence[str], study_ids: Sequence[int] | None, stream: IO[str]
+) -> None:
+    query = sa.select(Task.kind, sa.func.count()).where(
+        Task.status == "pending", Task.kind.not_in(list(known))
+    )
+    if study_ids is not None:
+        query = query.where(Task.study_id.in_(list(study_ids)))
+    with db.engine.connect() as conn:
+        rows = conn.execute(query.group_by(Task.kind)).all()
+    for kind, n in rows:
+        stream.write(
+            f"note: {n} pending task(s) of kind {kind!r} have no registered function here "
+            "and are left for other workers (load their plugin with --plugin MODULE)\n"
+        )

@@ -1,0 +1,383 @@
+"""The `tracker` command line. Imports stay inside the commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from tracker._config import resolve
+
+    return resolve(db_url=args.db, store_url=args.store, home=args.home)
+
+
+def _open(args: argparse.Namespace, *, check: bool = True) -> Any:
+    from tracker._db import open_database
+
+    return open_database(_settings(args).db_url, check=check)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def _when(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
+
+
+# --- db -------------------------------------------------------------------------------------
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from tracker._db import redact
+    from tracker._exceptions import SchemaOutOfDate
+    from tracker._migrate import upgrade
+
+    db = _open(args, check=False)
+    try:
+        upgrade(db, args.revision)
+    except Exception as err:
+        if type(err).__module__.startswith("alembic"):
+            raise SchemaOutOfDate(
+                f"cannot upgrade {redact(db.url)} to {args.revision} ({err}): "
+                "the database may be newer than this tracker; upgrade tracker"
+            ) from None
+        raise
+    print(f"database {redact(db.url)} is at schema revision {db.revision()}")
+    return 0
+
+
+def cmd_db_downgrade(args: argparse.Namespace) -> int:
+    from tracker._db import redact
+    from tracker._migrate import downgrade
+
+    db = _open(args, check=False)
+    downgrade(db, args.revision)
+    print(f"database {redact(db.url)} is at schema revision {db.revision() or 'base (empty)'}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from tracker._db import SCHEMA_REVISION, redact
+
+    db = _open(args, check=False)
+    current = db.revision()
+    state = "up to date" if current == SCHEMA_REVISION else "run `tracker db upgrade`"
+    print(
+        f"{redact(db.url)}: revision {current or 'none'} (this tracker: {SCHEMA_REVISION}, {state})"
+    )
+    return 0
+
+
+# --- work -----------------------------------------------------------------------------------
+
+
+def cmd_work(args: argparse.Namespace) -> int:
+    from tracker._exceptions import ConfigError
+    from tracker._work import work
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.lease <= 0:
+        raise ConfigError(f"--lease must be positive, got {args.lease}")
+    summary = work(
+        _settings(args),
+        workers=args.workers,
+        scheduler=args.scheduler,
+        cuda=args.cuda,
+        forever=args.forever,
+        plugins=args.plugin,
+        kinds=args.kind or None,
+        study=args.study,
+        lease_seconds=args.lease,
+        progress=not args.no_progress,
+    )
+    if summary.workers:
+        rate = summary.done / summary.seconds if summary.seconds else 0.0
+        print(
+            f"done {summary.done}, failed {summary.failed} in {summary.seconds:.1f} s "
+            f"({rate:.1f} tasks/s) on {summary.workers} worker(s)"
+        )
+    if summary.failed:
+        print(
+            f"tracker: {summary.failed} task(s) failed: `tracker status` shows why", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+# --- status / show ----------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tracker._queue import find_study
+    from tracker._status import expired_leases, queue_counts, recent_errors
+
+    db = _open(args)
+    with db.session() as session:
+        study_id = find_study(session, args.study).id if args.study else None
+        counts = queue_counts(session, study_id)
+        errors = recent_errors(session, study_id, limit=args.errors)
+        expired = expired_leases(session)
+    if not counts:
+        print("no tasks yet: `tracker enqueue` adds work")
+        return 0
+    rows = [
+        (c.study, c.kind, c.pending, c.running, c.done, c.failed,
+         _when(c.oldest_running_since), _when(c.oldest_lease_expires))
+        for c in counts
+    ]  # fmt: skip
+    print(_table(
+        ("study", "kind", "pending", "running", "done", "failed", "oldest running since",
+         "its lease expires (UTC)"), rows))  # fmt: skip
+    if expired:
+        print(f"\n{expired} running task(s) have expired leases: the next claim reclaims them")
+    if errors:
+        print("\nlast errors:")
+        for e in errors:
+            retry = " (will retry)" if e.status == "pending" else ""
+            print(f"  task {e.task_id} [{e.study}/{e.kind}, attempt {e.attempts}/{e.max_attempts}]"
+                  f"{retry}: {e.message}")  # fmt: skip
+    return 0
+
+
+def cmd_show_task(args: argparse.Namespace) -> int:
+    from tracker._queue import find_task
+    from tracker._status import task_details
+
+    db = _open(args)
+    with db.session() as session:
+        details = task_details(find_task(session, args.id))
+    for key, value in details.items():
+        if key == "error" and value:
+            print(f"{key}:\n{value}")
+        else:
+            print(
+                f"{key}: {_when(value) if key in {'created', 'started', 'finished', 'lease expires'} else value}"
+            )
+    return 0
+
+
+def cmd_show_study(args: argparse.Namespace) -> int:
+    args.errors = 10
+    return cmd_status(args)
+
+
+# --- requeue / enqueue ------------------------------------------------------------------------
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from tracker._exceptions import ConfigError
+    from tracker._queue import find_study, requeue
+    from tracker._schema import Task
+    from tracker._status import broken_arrays
+    from tracker._store import ArrayStore
+
+    if not (args.ids or args.failed or args.broken):
+        raise ConfigError("say what to requeue: task ids, --failed or --broken")
+    db = _open(args)
+    with db.session() as session:
+        ids = set(args.ids)
+        study_id = find_study(session, args.study).id if args.study else None
+        if args.failed:
+            query = sa.select(Task.id).where(Task.status == "failed")
+            if study_id is not None:
+                query = query.where(Task.study_id == study_id)
+            ids.update(session.scalars(query))
+        if args.broken:
+            store = ArrayStore(_settings(args).store_url)
+            for ref, why in broken_arrays(session, store):
+                print(why)
+                if ref.task_id is not None:
+                    ids.add(ref.task_id)
+        requeued = requeue(session, ids)
+    print(
+        f"requeued {len(requeued)} task(s)"
+        + (f": {', '.join(map(str, requeued))}" if requeued and len(requeued) <= 20 else "")
+    )
+    return 0
+
+
+def cmd_enqueue_noop(args: argparse.Namespace) -> int:
+    from tracker._exceptions import SpecError
+    from tracker._queue import enqueue, get_or_create_study
+
+    if args.count < 1:
+        raise SpecError(f"--count must be at least 1, got {args.count}")
+    if args.seconds < 0:
+        raise SpecError(f"--seconds must not be negative, got {args.seconds}")
+    db = _open(args)
+    created = 0
+    with db.session() as session:
+        study = get_or_create_study(session, args.study)
+        for i in range(args.count):
+            _, new = enqueue(session, study, "noop", {"index": i, "seconds": args.seconds})
+            created += new
+    print(
+        f"study {args.study!r}: {created} new noop task(s), {args.count - created} already queued"
+    )
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="database URL (default: TRACKER_DB_URL, else SQLite under TRACKER_HOME)",
+    )
+    common.add_argument(
+        "--store",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="Zarr store path or fsspec URL (default: TRACKER_STORE, else TRACKER_HOME/store.zarr)",
+    )
+    common.add_argument("--home", default=argparse.SUPPRESS, metavar="DIR",
+                        help="folder of the embedded defaults (default: TRACKER_HOME, else ./.tracker)")  # fmt: skip
+
+    parser = argparse.ArgumentParser(
+        prog="tracker",
+        parents=[common],
+        description="Track loss-landscape experiments: a SQL schema, a Zarr array store and a "
+        "work queue drained by Dask workers.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="create, upgrade or inspect the database schema")
+    dbsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    p = dbsub.add_parser("upgrade", parents=[common], help="create or upgrade the schema")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_db_upgrade)
+    p = dbsub.add_parser(
+        "downgrade", parents=[common], help="downgrade the schema (base drops all)"
+    )
+    p.add_argument("revision")
+    p.set_defaults(func=cmd_db_downgrade)
+    p = dbsub.add_parser("current", parents=[common], help="show the schema revision")
+    p.set_defaults(func=cmd_db_current)
+
+    p = sub.add_parser("work", parents=[common], help="run Dask workers until the queue is drained")
+    p.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: CPU count)"
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="attach this machine's workers to an existing Dask scheduler",
+    )
+    p.add_argument("--cuda", action="store_true", help="one dask-cuda worker per GPU")
+    p.add_argument("--forever", action="store_true", help="keep polling for new work")
+    p.add_argument("--study", help="only tasks of this study")
+    p.add_argument(
+        "--kind", action="append", default=[], help="only tasks of this kind (repeatable)"
+    )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE to register more task kinds (repeatable)",
+    )
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="lease length; a silent worker's task is reclaimed after it (default 60)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")  # fmt: skip
+    p.set_defaults(func=cmd_work)
+
+    p = sub.add_parser(
+        "status", parents=[common], help="queue counts per study and kind, last errors"
+    )
+    p.add_argument("--study")
+    p.add_argument("--errors", type=int, default=5, metavar="N", help="show the last N errors")
+    p.set_defaults(func=cmd_status)
+
+    show = sub.add_parser("show", help="one task or study in detail")
+    showsub = show.add_subparsers(dest="show_command", required=True, metavar="WHAT")
+    p = showsub.add_parser("task", parents=[common], help="a task: payload, lease, error")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_show_task)
+    p = showsub.add_parser("study", parents=[common], help="a study's queue counts and errors")
+    p.add_argument("study")
+    p.set_defaults(func=cmd_show_study)
+
+    p = sub.add_parser(
+        "requeue", parents=[common], help="send failed or broken work back to the queue"
+    )
+    p.add_argument("ids", nargs="*", type=int, metavar="TASK_ID")
+    p.add_argument("--failed", action="store_true", help="every failed task (of --study)")
+    p.add_argument("--study")
+    p.add_argument("--broken", action="store_true",
+                   help="verify every stored array; requeue the tasks whose arrays are missing or damaged")  # fmt: skip
+    p.set_defaults(func=cmd_requeue)
+
+    enq = sub.add_parser("enqueue", help="add work to the queue")
+    enqsub = enq.add_subparsers(dest="enqueue_command", required=True, metavar="WHAT")
+    p = enqsub.add_parser("noop", parents=[common],
+                          help="no-op tasks: check that workers reach the database and store")  # fmt: skip
+    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=0.0, help="each task sleeps this long")
+    p.add_argument("--study", default="smoke-test")
+    p.set_defaults(func=cmd_enqueue_noop)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("db", "store", "home"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    from tracker._exceptions import TrackerError
+
+    try:
+        return int(args.func(args) or 0)
+    except TrackerError as err:
+        if os.environ.get("TRACKER_DEBUG"):
+            raise
+        print(f"tracker: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(
+            "tracker: interrupted; running tasks are reclaimed when their leases expire",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as err:
+        sa_exc = sys.modules.get("sqlalchemy.exc")
+        if (
+            sa_exc is not None
+            and isinstance(err, sa_exc.OperationalError)
+            and not os.environ.get("TRACKER_DEBUG")
+        ):
+            reason = str(err.orig or err).strip().splitlines()[0]
+            print(
+                f"tracker: error: the database failed ({reason}): check that it is up and retry",
+                file=sys.stderr,
+            )
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
