@@ -1,0 +1,125 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, a Zarr store, the CLI as a process.
+
+PostgreSQL tests use the server at TRACKER_TEST_PG (default 127.0.0.1:5432, trust auth) and
+a fresh database per test. Without a server they skip with a message, except under CI=true,
+where a missing server is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+PG_ADMIN_URL = os.environ.get(
+    "TRACKER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _pg_problem() -> str | None:
+    engine = sa.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as err:
+        return str(err).strip().splitlines()[0]
+    finally:
+        engine.dispose()
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    problem = _pg_problem()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs PostgreSQL at {PG_ADMIN_URL}: {problem}")
+        pytest.skip(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({problem}); start it to run this test"
+        )
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"tracker_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tracker.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return request.getfixturevalue(fixture)
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return str(tmp_path / "store.zarr")
+
+
+@pytest.fixture
+def db(db_url: str):
+    """A migrated database (SQLite or PostgreSQL)."""
+    from tracker._db import Database
+    from tracker._migrate import upgrade
+
+    database = Database(db_url)
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+def tracker_env(
+    tmp_path: Path, db_url: str | None = None, store_url: str | None = None
+) -> dict[str, str]:
+    """Environment for running the CLI as a subprocess, with the test plugins importable."""
+    env = dict(os.environ)
+    env["TRACKER_HOME"] = str(tmp_path / ".tracker")
+    env.pop("TRACKER_DEBUG", None)
+    if db_url:
+        env["TRACKER_DB_URL"] = db_url
+    if store_url:
+        env["TRACKER_STORE"] = store_url
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_tracker(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `tracker ARGS` in a fresh process and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "tracker.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=env.get("TRACKER_HOME", str(REPO)).rsplit("/.tracker", 1)[0],
+    )
