@@ -44,6 +44,13 @@ class Real(sa.types.TypeDecorator[float]):
             return "NaN"
         return value
 
+    def bind_processor(self, dialect: sa.Dialect) -> Any:
+        # Skip Double's own processor: it would turn the 'NaN' marker back into a float.
+        def process(value: Any) -> Any:
+            return self.process_bind_param(value, dialect)
+
+        return process
+
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> float | None:
         if value is None:
             return None

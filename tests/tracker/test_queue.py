@@ -1,0 +1,162 @@
+"""The queue's contract, on SQLite and PostgreSQL: leases, compare-and-swap, attempts, dependencies."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tracker._exceptions import QueueError
+from tracker._queue import Queue, enqueue, get_or_create_study, requeue
+from tracker._schema import Task
+
+
+def _add(db, n=1, kind="noop", study="s", **kw):
+    with db.session() as session:
+        st = get_or_create_study(session, study)
+        tasks = [
+            enqueue(session, st, kind, {"i": i, **kw.pop("payload", {})}, **kw)[0] for i in range(n)
+        ]
+        return [t.id for t in tasks]
+
+
+def _task(db, task_id) -> Task:
+    with db.session() as session:
+        return session.get(Task, task_id)
+
+
+def test_enqueue_same_spec_twice_is_a_noop(db):
+    with db.session() as session:
+        st = get_or_create_study(session, "s")
+        a, new_a = enqueue(session, st, "noop", {"x": 1, "y": [1, 2]})
+        b, new_b = enqueue(session, st, "noop", {"y": [1, 2], "x": 1})
+    assert new_a and not new_b and a.id == b.id
+    with db.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Task)) == 1
+
+
+def test_claim_leases_in_priority_then_id_order(db):
+    low = _add(db, 2)
+    with db.session() as session:
+        st = get_or_create_study(session, "s")
+        urgent, _ = enqueue(session, st, "noop", {"urgent": True}, priority=5)
+    q = Queue(db)
+    order = [q.claim("w").id for _ in range(3)]
+    assert order == [urgent.id, *low]
+    assert q.claim("w") is None
+
+
+def test_complete_is_compare_and_swap_on_the_lease_token(db):
+    (tid,) = _add(db)
+    q = Queue(db)
+    claimed = q.claim("w1")
+    forged = type(claimed)(**{**claimed.__dict__, "lease_token": "not-the-token"})
+    assert q.complete(forged) is False
+    assert _task(db, tid).status == "running"
+    assert q.complete(claimed, {"answer": 42}) is True
+    row = _task(db, tid)
+    assert (row.status, row.result, row.lease_token) == ("done", {"answer": 42}, None)
+    assert q.complete(claimed) is False  # a second completion changes nothing
+
+
+def test_expired_lease_is_reclaimed_once_and_the_old_holder_loses(db):
+    (tid,) = _add(db)
+    q = Queue(db, lease_seconds=0.4)
+    first = q.claim("w1")
+    assert q.claim("w2") is None  # the lease is live
+    time.sleep(0.8)
+    second = q.claim("w2")
+    assert second is not None and second.id == tid and second.attempt == 2
+    assert q.claim("w3") is None  # reclaimed once, not by everyone
+    assert q.heartbeat(first) is False
+    assert q.complete(first) is False
+    assert q.complete(second) is True
+    row = _task(db, tid)
+    assert (row.status, row.attempts, row.worker) == ("done", 2, "w2")
+
+
+def test_heartbeat_keeps_a_lease_alive(db):
+    _add(db)
+    q = Queue(db, lease_seconds=0.6)
+    held = q.claim("w1")
+    for _ in range(4):
+        time.sleep(0.3)
+        assert q.heartbeat(held) is True
+    assert q.claim("w2") is None
+    assert q.complete(held) is True
+
+
+def test_failures_are_retried_until_max_attempts_then_failed_with_the_error(db):
+    (tid,) = _add(db, max_attempts=2)
+    q = Queue(db)
+    assert q.fail(q.claim("w"), "ValueError: first") == "pending"
+    assert q.fail(q.claim("w"), "ValueError: second") == "failed"
+    row = _task(db, tid)
+    assert row.status == "failed" and row.attempts == 2
+    assert row.error == "attempt 2/2: ValueError: second"
+    assert q.claim("w") is None
+
+
+def test_lease_expiry_on_the_last_attempt_fails_the_task_inside_the_claim(db):
+    (tid,) = _add(db, max_attempts=1)
+    q = Queue(db, lease_seconds=0.3)
+    q.claim("w1")
+    time.sleep(0.6)
+    assert q.claim("w2") is None
+    row = _task(db, tid)
+    assert row.status == "failed"
+    assert "lease expired on attempt 1 of 1" in row.error and "w1" in row.error
+
+
+def test_dependencies_gate_claims_and_failures_cascade(db):
+    with db.session() as session:
+        st = get_or_create_study(session, "s")
+        parent, _ = enqueue(session, st, "noop", {"p": 1}, max_attempts=1)
+        child, _ = enqueue(session, st, "noop", {"c": 1}, depends_on=[parent])
+        grandchild, _ = enqueue(session, st, "noop", {"g": 1}, depends_on=[child])
+        other, _ = enqueue(session, st, "noop", {"o": 1})
+    q = Queue(db)
+    held = q.claim("w")
+    assert held.id == parent.id
+    assert q.claim("w").id == other.id  # the child waits for its parent
+    assert q.claim("w") is None
+    assert q.fail(held, "RuntimeError: boom") == "failed"
+    assert _task(db, child.id).status == "failed"
+    assert _task(db, child.id).error == f"dependency task {parent.id} failed"
+    assert _task(db, grandchild.id).status == "failed"
+
+    with db.session() as session:
+        assert requeue(session, [parent.id]) == sorted([parent.id, child.id, grandchild.id])
+    assert q.claim("w").id == parent.id
+    assert q.claim("w") is None
+
+
+def test_done_dependencies_release_children(db):
+    with db.session() as session:
+        st = get_or_create_study(session, "s")
+        parent, _ = enqueue(session, st, "noop", {"p": 1})
+        child, _ = enqueue(session, st, "noop", {"c": 1}, depends_on=[parent])
+    q = Queue(db)
+    held = q.claim("w")
+    assert q.claim("w") is None
+    assert q.complete(held)
+    assert q.claim("w").id == child.id
+
+
+def test_requeue_refuses_a_running_task(db):
+    (tid,) = _add(db)
+    Queue(db).claim("w")
+    with db.session() as session, pytest.raises(QueueError, match="running under a live lease"):
+        requeue(session, [tid])
+
+
+def test_claim_filters_by_kind_and_study(db):
+    a = _add(db, 1, kind="noop", study="a")
+    b = _add(db, 1, kind="other", study="b")
+    q = Queue(db)
+    assert q.claim("w", kinds=["other"]).id == b[0]
+    with db.session() as session:
+        sid = get_or_create_study(session, "a").id
+    assert q.claim("w", study_ids=[sid + 1000]) is None
+    assert q.claim("w", study_ids=[sid]).id == a[0]
