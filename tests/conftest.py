@@ -8,7 +8,6 @@ where a missing server is an error.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -17,10 +16,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-TESTS_DIR = Path(__file__).resolve().parent
-REPO = TESTS_DIR.parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+SUPPORT_DIR = Path(__file__).resolve().parent / "support"
+if str(SUPPORT_DIR) not in sys.path:
+    sys.path.insert(0, str(SUPPORT_DIR))
+
+from cli_support import run_tracker, tracker_env  # noqa: E402,F401  (re-exported for tests)
 
 PG_ADMIN_URL = os.environ.get(
     "TRACKER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -94,32 +94,3 @@ def db(db_url: str):
     upgrade(database)
     yield database
     database.dispose()
-
-
-def tracker_env(
-    tmp_path: Path, db_url: str | None = None, store_url: str | None = None
-) -> dict[str, str]:
-    """Environment for running the CLI as a subprocess, with the test plugins importable."""
-    env = dict(os.environ)
-    env["TRACKER_HOME"] = str(tmp_path / ".tracker")
-    env.pop("TRACKER_DEBUG", None)
-    if db_url:
-        env["TRACKER_DB_URL"] = db_url
-    if store_url:
-        env["TRACKER_STORE"] = store_url
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
-    return env
-
-
-def run_tracker(
-    *args: str, env: dict[str, str], timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """Run `tracker ARGS` in a fresh process and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "tracker.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=env.get("TRACKER_HOME", str(REPO)).rsplit("/.tracker", 1)[0],
-    )
