@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,11 +42,7 @@ class TaskError:
 def error_summary(text: str | None) -> str:
     """The line of an error text that says what went wrong (a traceback's last line)."""
     lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    head = lines[0].split(":", 1)[0] if lines[0].startswith("attempt ") else ""
-    last = lines[-1]
-    return f"{head}: {last}" if head and not last.startswith("attempt ") else last
+    return re.sub(r"^attempt \d+/\d+: ", "", lines[-1]) if lines else ""
 
 
 def queue_counts(session: Session, study_id: int | None = None) -> list[KindCounts]:

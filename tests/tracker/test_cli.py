@@ -1,0 +1,157 @@
+"""The CLI as a user meets it: real processes, real databases, one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from cli_support import run_tracker, tracker_env
+
+from tracker._db import Database
+from tracker._schema import Task
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_help_does_not_import_torch_or_the_database_stack():
+    code = (
+        "import sys, contextlib, io\n"
+        "import tracker.cli\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    tracker.cli.main(['--help'])\n"
+        "heavy = sorted(m for m in ('torch', 'sqlalchemy', 'zarr', 'dask') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_upgrade_enqueue_work_status_on_the_embedded_default(tmp_path: Path):
+    env = tracker_env(tmp_path)
+    up = run_tracker("db", "upgrade", env=env)
+    assert up.returncode == 0, up.stderr
+    assert (tmp_path / ".tracker" / "tracker.db").exists()
+    current = run_tracker("db", "current", env=env)
+    assert "up to date" in current.stdout
+    assert (
+        run_tracker("enqueue", "noop", "--count", "25", "--study", "smoke", env=env).returncode == 0
+    )
+    again = run_tracker("enqueue", "noop", "--count", "25", "--study", "smoke", env=env)
+    assert "0 new noop task(s), 25 already queued" in again.stdout
+    work = run_tracker("work", "--workers", "2", "--no-progress", env=env)
+    assert work.returncode == 0, work.stderr
+    assert "done 25, failed 0" in work.stdout
+    status = run_tracker("status", env=env)
+    row = next(line for line in status.stdout.splitlines() if line.startswith("smoke"))
+    assert row.split()[:6] == ["smoke", "noop", "0", "0", "25", "0"]
+
+
+def test_work_reports_failures_and_status_shows_the_error(tmp_path: Path, sqlite_url: str):
+    env = tracker_env(tmp_path, sqlite_url)
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    db = Database(sqlite_url)
+    from tracker._queue import enqueue, get_or_create_study
+
+    with db.session() as session:
+        st = get_or_create_study(session, "broken")
+        bad, _ = enqueue(session, st, "test.fail", {}, max_attempts=2)
+    work = run_tracker(
+        "work", "--workers", "1", "--plugin", "queue_kinds", "--no-progress", env=env
+    )
+    assert work.returncode == 1
+    assert "1 task(s) failed: `tracker status` shows why" in work.stderr
+    status = run_tracker("status", env=env)
+    assert (
+        f"task {bad.id} [broken/test.fail, attempt 2/2]: ValueError: task {bad.id} is designed to fail"
+        in status.stdout
+    )
+    shown = run_tracker("show", "task", str(bad.id), env=env)
+    assert "Traceback" in shown.stdout and "status: failed" in shown.stdout
+
+    requeued = run_tracker("requeue", "--failed", env=env)
+    assert f"requeued 1 task(s): {bad.id}" in requeued.stdout
+    with db.session() as session:
+        task = session.get(Task, bad.id)
+        assert (task.status, task.attempts) == ("pending", 0)
+
+
+def test_malformed_database_url(tmp_path: Path):
+    proc = run_tracker("status", "--db", "postgresql+nosuchdriver:/x:y@", env=tracker_env(tmp_path))
+    _one_line_error(proc, "malformed database URL")
+    proc = run_tracker("status", env=tracker_env(tmp_path, "not a url"))
+    _one_line_error(proc, "malformed database URL", "sqlite:///PATH")
+
+
+def test_unreachable_postgresql(tmp_path: Path):
+    url = "postgresql+psycopg://tracker@127.0.0.1:1/tracker"
+    proc = run_tracker("status", env=tracker_env(tmp_path, url))
+    _one_line_error(proc, "cannot reach the database at postgresql+psycopg://tracker@127.0.0.1:1/tracker",
+                    "TRACKER_DB_URL")  # fmt: skip
+
+
+def test_out_of_date_schema(tmp_path: Path, db_url: str):
+    env = tracker_env(tmp_path, db_url)
+    _one_line_error(run_tracker("status", env=env), "no tracker schema", "tracker db upgrade")
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000_old'"))
+    engine.dispose()
+    for command in (["status"], ["work"], ["enqueue", "noop"], ["requeue", "--failed"]):
+        _one_line_error(run_tracker(*command, env=env), "revision 0000_old", "`tracker db upgrade`")
+
+
+def test_cuda_without_a_gpu(tmp_path: Path):
+    env = tracker_env(tmp_path)
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    _one_line_error(run_tracker("work", "--cuda", env=env), "--cuda", "run without --cuda")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["status", "--study", "nope"], ["unknown study 'nope'"]),
+        (["work", "--study", "nope"], ["unknown study 'nope'"]),
+        (["show", "task", "4242"], ["unknown task id 4242"]),
+        (["requeue", "4242"], ["unknown task id 4242"]),
+        (["work", "--kind", "no.such.kind"], ["no.such.kind", "--plugin"]),
+        (["work", "--plugin", "no_such_module"], ["cannot import plugin module 'no_such_module'"]),
+        (["work", "--workers", "0"], ["--workers must be at least 1"]),
+        (["enqueue", "noop", "--count", "0"], ["--count must be at least 1"]),
+        (["requeue"], ["task ids, --failed or --broken"]),
+    ],
+)
+def test_bad_requests_name_the_problem(tmp_path: Path, args: list[str], needles: list[str]):
+    env = tracker_env(tmp_path)
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    run_tracker("enqueue", "noop", "--count", "1", "--study", "known", env=env)
+    _one_line_error(run_tracker(*args, env=env), *needles)
+
+
+def test_unknown_kinds_are_left_for_other_workers_with_a_note(tmp_path: Path, sqlite_url: str):
+    env = tracker_env(tmp_path, sqlite_url)
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    from tracker._queue import enqueue, get_or_create_study
+
+    db = Database(sqlite_url)
+    with db.session() as session:
+        st = get_or_create_study(session, "mixed")
+        enqueue(session, st, "test.append", {"log": str(tmp_path / "log")})
+        enqueue(session, st, "noop", {})
+    work = run_tracker("work", "--workers", "1", "--no-progress", env=env)
+    assert work.returncode == 0, work.stderr
+    assert "1 pending task(s) of kind 'test.append' have no registered function here" in work.stderr
+    with db.session() as session:
+        statuses = dict(session.execute(sa.select(Task.kind, Task.status)).all())
+    assert statuses == {"test.append": "pending", "noop": "done"}
