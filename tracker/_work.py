@@ -149,7 +149,9 @@ def _joined_cluster(address: str, n_workers: int, cuda: bool) -> Iterator[Any]:
             f"cannot reach the Dask scheduler at {address} ({err}): start `dask scheduler` "
             "there or fix --scheduler"
         ) from None
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The workers' stderr is inherited: it holds the tasks' logs (and `docker logs` shows
+    # them); a pipe nobody reads would block the workers once it filled.
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + WORKER_START_TIMEOUT
         while True:
@@ -161,10 +163,9 @@ def _joined_cluster(address: str, n_workers: int, cuda: bool) -> Iterator[Any]:
             if len(ours) >= n_workers:
                 break
             if proc.poll() is not None:
-                err = (proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()
                 raise ConfigError(
-                    f"the Dask workers exited before joining {address}: "
-                    f"{err[-1] if err else 'no message'}"
+                    f"the Dask workers exited (status {proc.returncode}) before joining "
+                    f"{address}: their messages are above"
                 )
             if time.monotonic() > deadline:
                 raise ConfigError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -91,6 +92,9 @@ def cmd_work(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     if args.lease <= 0:
         raise ConfigError(f"--lease must be positive, got {args.lease}")
+    # `docker stop` and schedulers send SIGTERM: exit through the clean-up path so the Dask
+    # workers this command started stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     summary = work(
         _settings(args),
         workers=args.workers,

@@ -55,3 +55,13 @@ def write_array(ctx: TaskContext) -> dict[str, Any]:
 def read_log(path: str | Path) -> list[int]:
     p = Path(path)
     return [int(x) for x in p.read_text().split()] if p.exists() else []
+
+
+@task_kind("test.noisy")
+def noisy(ctx: TaskContext) -> None:
+    """Write a lot to stderr, as progress bars and warnings do."""
+    import sys
+
+    sys.stderr.write("x" * int(ctx.payload.get("bytes", 100_000)) + "\n")
+    sys.stderr.flush()
+    append_line(ctx.payload["log"], str(ctx.id))
