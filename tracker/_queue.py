@@ -1,17 +1,22 @@
 """The work queue: one claim mechanism for every kind of task.
 
-A claim takes the first ready task (pending, or running with an expired lease, with every
-dependency done) and stamps it with a fresh lease token and an expiry from the database
-clock. PostgreSQL locks the row with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers pass
-each other; SQLite serialises claimers with ``BEGIN IMMEDIATE``. Heartbeats, completion and
-failure are compare-and-swap updates on the lease token: a worker whose lease was taken over
-changes nothing.
+A task whose dependencies are not all done is ``waiting``; the transaction that completes
+its last dependency makes it ``pending``. A claim takes the first pending task in
+(priority, id) order straight off an index (lower priority first), or reclaims a running
+task whose lease expired, and stamps it with a fresh lease token and an expiry from the
+database clock. PostgreSQL
+locks the row with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers pass each other; SQLite
+serialises claimers with ``BEGIN IMMEDIATE``. Heartbeats, completion and failure are
+compare-and-swap updates on the lease token: a worker whose lease was taken over changes
+nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, aliased
 
-from tracker._db import Database, utcnow, utcnow_plus
+from tracker._db import Database, utcnow
 from tracker._exceptions import NotFound, QueueError
 from tracker._schema import Study, Task, TaskDependency
 
@@ -107,6 +112,22 @@ def enqueue(
     if task is not None:
         return task, False
     parents = list(depends_on)
+    status, error = "pending", None
+    if parents:
+        # Lock the parents (FOR SHARE) so none can finish between this check and our commit
+        # unseen: the completing transaction must find this task to release it.
+        states = dict(
+            session.execute(
+                sa.select(_tasks.c.id, _tasks.c.status)
+                .where(_tasks.c.id.in_([p.id for p in parents]))
+                .with_for_update(read=True)
+            ).all()
+        )
+        failed = sorted(pid for pid, st in states.items() if st == "failed")
+        if failed:
+            status, error = "failed", f"dependency task {failed[0]} failed"
+        elif any(st != "done" for st in states.values()):
+            status = "waiting"
     try:
         with session.begin_nested():
             task = Task(
@@ -116,6 +137,8 @@ def enqueue(
                 payload=payload,
                 priority=priority,
                 max_attempts=max_attempts,
+                status=status,
+                error=error,
             )
             session.add(task)
             session.flush()
@@ -128,19 +151,137 @@ def enqueue(
     return task, True
 
 
+# The hot path's statements are built once; each call only binds values.
+_t = _tasks.c
+_CLAIM_COLUMNS = (_t.id, _t.kind, _t.study_id, _t.payload, _t.status, _t.attempts,
+                  _t.max_attempts, _t.worker)  # fmt: skip
+_HELD = sa.and_(
+    _t.id == sa.bindparam("tid"),
+    _t.lease_token == sa.bindparam("token"),
+    _t.status == "running",
+)
+_LEASE_END = utcnow(sa.bindparam("lease", type_=sa.Double()))
+_MARK_RUNNING = (
+    _tasks.update()
+    .where(_t.id == sa.bindparam("tid"))
+    .values(
+        status="running",
+        lease_token=sa.bindparam("token"),
+        lease_expires_at=_LEASE_END,
+        heartbeat_at=utcnow(),
+        started_at=utcnow(),
+        finished_at=None,
+        worker=sa.bindparam("worker"),
+        attempts=_t.attempts + 1,
+    )
+)
+_MARK_EXHAUSTED = (
+    _tasks.update()
+    .where(_t.id == sa.bindparam("tid"))
+    .values(
+        status="failed",
+        error=sa.bindparam("error"),
+        lease_token=None,
+        lease_expires_at=None,
+        finished_at=utcnow(),
+    )
+)
+_HEARTBEAT = _tasks.update().where(_HELD).values(lease_expires_at=_LEASE_END, heartbeat_at=utcnow())
+_MARK_DONE = (
+    _tasks.update()
+    .where(_HELD)
+    .values(
+        status="done",
+        result=sa.bindparam("result", type_=_t.result.type),
+        lease_token=None,
+        lease_expires_at=None,
+        finished_at=utcnow(),
+    )
+)
+_MARK_FAILED_OR_RETRY = (
+    _tasks.update()
+    .where(_HELD)
+    .values(
+        status=sa.bindparam("status"),
+        error=sa.bindparam("error"),
+        lease_token=None,
+        lease_expires_at=None,
+        finished_at=sa.case((sa.bindparam("final", type_=sa.Boolean()), utcnow()), else_=None),
+    )
+)
+_parent = _tasks.alias("parent")
+_UNFINISHED_PARENT = (
+    sa.select(sa.literal(1))
+    .select_from(_deps.join(_parent, _parent.c.id == _deps.c.depends_on_id))
+    .where(_deps.c.task_id == _t.id, _parent.c.status != "done")
+    .exists()
+)
+_LOCK_WAITING_CHILDREN = (
+    sa.select(_t.id)
+    .where(
+        _t.id.in_(
+            sa.select(_deps.c.task_id)
+            .where(_deps.c.depends_on_id == sa.bindparam("done_id"))
+            .scalar_subquery()
+        ),
+        _t.status == "waiting",
+    )
+    .order_by(_t.id)
+    .with_for_update()
+)
+_RELEASE = (
+    _tasks.update()
+    .where(
+        _t.id.in_(sa.bindparam("ids", expanding=True)),
+        _t.status == "waiting",
+        ~_UNFINISHED_PARENT,
+    )
+    .values(status="pending")
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_queries(
+    kinds: tuple[str, ...] | None, study_ids: tuple[int, ...] | None
+) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """(expired leases, pending tasks), each locking at most one row and skipping locked ones."""
+    expired = (
+        sa.select(*_CLAIM_COLUMNS)
+        .where(_t.status == "running", _t.lease_expires_at < utcnow())
+        .order_by(_t.lease_expires_at)
+    )
+    pending = sa.select(*_CLAIM_COLUMNS).where(_t.status == "pending").order_by(_t.priority, _t.id)
+    queries = []
+    for query in (expired, pending):
+        if kinds is not None:
+            query = query.where(_t.kind.in_(kinds))
+        if study_ids is not None:
+            query = query.where(_t.study_id.in_(study_ids))
+        queries.append(query.limit(1).with_for_update(skip_locked=True, of=_tasks))
+    return queries[0], queries[1]
+
+
 class Queue:
     """Claim, heartbeat, complete and fail tasks on one database."""
 
     def __init__(self, db: Database, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self.db = db
         self.lease_seconds = float(lease_seconds)
-        parent = aliased(Task)
-        self._unfinished_dependency = (
-            sa.select(sa.literal(1))
-            .select_from(_deps.join(parent, parent.id == _deps.c.depends_on_id))
-            .where(_deps.c.task_id == _tasks.c.id, parent.status != "done")
-            .exists()
-        )
+        # Expired leases are looked for at most every quarter lease (and whenever nothing is
+        # pending), so a claim is usually one indexed read and one update.
+        self._expired_every = self.lease_seconds / 4.0
+        self._next_expired_check = 0.0
+        self._relaxed = db.dialect == "postgresql"
+
+    def _relax_durability(self, conn: sa.Connection) -> None:
+        """Claims and heartbeats need not wait for the WAL flush (PostgreSQL).
+
+        If the server crashed right after, the lost claim or heartbeat only means the task
+        is claimed again; the old holder's compare-and-swap then fails. Completions stay
+        durable.
+        """
+        if self._relaxed:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
     def claim(
         self,
@@ -148,35 +289,27 @@ class Queue:
         kinds: Sequence[str] | None = None,
         study_ids: Sequence[int] | None = None,
     ) -> ClaimedTask | None:
-        """Lease the first ready task, or return None when nothing is claimable now.
+        """Lease the next task, or return None when nothing is claimable now.
 
-        An expired lease is reclaimed here; one whose task has used all its attempts is
-        failed instead, with the reason stored, and the claim moves on.
+        A running task whose lease expired comes first; one that has used all its attempts
+        is failed here instead, with the reason stored, and the claim moves on.
         """
-        expired = sa.and_(_tasks.c.status == "running", _tasks.c.lease_expires_at < utcnow())
-        query = (
-            sa.select(
-                _tasks.c.id,
-                _tasks.c.kind,
-                _tasks.c.study_id,
-                _tasks.c.payload,
-                _tasks.c.status,
-                _tasks.c.attempts,
-                _tasks.c.max_attempts,
-                _tasks.c.worker,
-            )
-            .where(sa.or_(_tasks.c.status == "pending", expired), ~self._unfinished_dependency)
-            .order_by(_tasks.c.priority.desc(), _tasks.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True, of=_tasks)
+        expired, pending = _claim_queries(
+            tuple(kinds) if kinds is not None else None,
+            tuple(study_ids) if study_ids is not None else None,
         )
-        if kinds is not None:
-            query = query.where(_tasks.c.kind.in_(list(kinds)))
-        if study_ids is not None:
-            query = query.where(_tasks.c.study_id.in_(list(study_ids)))
         while True:
             with self.db.connection() as conn:
-                row = conn.execute(query).first()
+                self._relax_durability(conn)
+                row, looked_for_expired = None, False
+                now = time.monotonic()
+                if now >= self._next_expired_check:
+                    row, looked_for_expired = conn.execute(expired).first(), True
+                    self._next_expired_check = now + self._expired_every
+                if row is None:
+                    row = conn.execute(pending).first()
+                if row is None and not looked_for_expired:
+                    row = conn.execute(expired).first()
                 if row is None:
                     return None
                 if row.status == "running" and row.attempts >= row.max_attempts:
@@ -184,34 +317,15 @@ class Queue:
                         f"lease expired on attempt {row.attempts} of {row.max_attempts} "
                         f"(worker {row.worker} stopped answering)"
                     )
-                    conn.execute(
-                        _tasks.update()
-                        .where(_tasks.c.id == row.id)
-                        .values(
-                            status="failed",
-                            error=message,
-                            lease_token=None,
-                            lease_expires_at=None,
-                            finished_at=utcnow(),
-                        )
-                    )
+                    conn.execute(_MARK_EXHAUSTED, {"tid": row.id, "error": message})
                     _fail_dependents(conn, [row.id])
                     continue
                 token = uuid.uuid4().hex
                 conn.execute(
-                    _tasks.update()
-                    .where(_tasks.c.id == row.id)
-                    .values(
-                        status="running",
-                        lease_token=token,
-                        lease_expires_at=utcnow_plus(self.lease_seconds),
-                        heartbeat_at=utcnow(),
-                        started_at=utcnow(),
-                        finished_at=None,
-                        worker=worker[:200],
-                        attempts=_tasks.c.attempts + 1,
-                    )
-                )
+                    _MARK_RUNNING,
+                    {"tid": row.id, "token": token, "lease": self.lease_seconds,
+                     "worker": worker[:200]},
+                )  # fmt: skip
                 return ClaimedTask(
                     id=row.id,
                     kind=row.kind,
@@ -222,22 +336,12 @@ class Queue:
                     lease_token=token,
                 )
 
-    def _held(self, task: ClaimedTask) -> sa.ColumnElement[bool]:
-        return sa.and_(
-            _tasks.c.id == task.id,
-            _tasks.c.lease_token == task.lease_token,
-            _tasks.c.status == "running",
-        )
-
     def heartbeat(self, task: ClaimedTask) -> bool:
         """Extend the lease; False means the lease was lost to another worker."""
         with self.db.connection() as conn:
-            result = conn.execute(
-                _tasks.update()
-                .where(self._held(task))
-                .values(lease_expires_at=utcnow_plus(self.lease_seconds), heartbeat_at=utcnow())
-            )
-            return result.rowcount == 1
+            self._relax_durability(conn)
+            params = {"tid": task.id, "token": task.lease_token, "lease": self.lease_seconds}
+            return conn.execute(_HEARTBEAT, params).rowcount == 1
 
     def complete(
         self,
@@ -245,29 +349,25 @@ class Queue:
         result: dict[str, Any] | None = None,
         on_commit: Callable[[Session], None] | None = None,
     ) -> bool:
-        """Mark the task done if this worker still holds its lease.
+        """Mark the task done if this worker still holds its lease, and release its dependents.
 
         ``on_commit`` writes the task's result rows in the same transaction, so the rows and
         the done mark land together or not at all. Returns False (and writes nothing) when
         the lease was lost.
         """
+        params = {"tid": task.id, "token": task.lease_token, "result": result}
         try:
-            with self.db.session() as session:
-                updated = session.execute(
-                    _tasks.update()
-                    .where(self._held(task))
-                    .values(
-                        status="done",
-                        result=result,
-                        lease_token=None,
-                        lease_expires_at=None,
-                        finished_at=utcnow(),
-                    ),
-                    execution_options={"synchronize_session": False},
-                )
-                if updated.rowcount != 1:
-                    raise _LeaseGone
-                if on_commit is not None:
+            if on_commit is None:
+                with self.db.connection() as conn:
+                    if conn.execute(_MARK_DONE, params).rowcount != 1:
+                        raise _LeaseGone
+                    _release_dependents(conn, task.id)
+            else:
+                with self.db.session() as session:
+                    conn = session.connection()
+                    if conn.execute(_MARK_DONE, params).rowcount != 1:
+                        raise _LeaseGone
+                    _release_dependents(conn, task.id)
                     on_commit(session)
         except _LeaseGone:
             return False
@@ -278,22 +378,17 @@ class Queue:
 
         Returns the new status, or None when the lease had been lost already.
         """
-        error = error[-ERROR_TEXT_LIMIT:]
         final = (not retry) or task.attempt >= task.max_attempts
         status = "failed" if final else "pending"
+        params = {
+            "tid": task.id,
+            "token": task.lease_token,
+            "status": status,
+            "final": final,
+            "error": f"attempt {task.attempt}/{task.max_attempts}: {error[-ERROR_TEXT_LIMIT:]}",
+        }
         with self.db.connection() as conn:
-            updated = conn.execute(
-                _tasks.update()
-                .where(self._held(task))
-                .values(
-                    status=status,
-                    error=f"attempt {task.attempt}/{task.max_attempts}: {error}",
-                    lease_token=None,
-                    lease_expires_at=None,
-                    finished_at=utcnow() if final else None,
-                )
-            )
-            if updated.rowcount != 1:
+            if conn.execute(_MARK_FAILED_OR_RETRY, params).rowcount != 1:
                 return None
             if final:
                 _fail_dependents(conn, [task.id])
@@ -303,15 +398,25 @@ class Queue:
         self, kinds: Sequence[str] | None = None, study_ids: Sequence[int] | None = None
     ) -> bool:
         """Whether any task is running under a live lease (it may unblock others)."""
-        query = sa.select(_tasks.c.id).where(
-            _tasks.c.status == "running", _tasks.c.lease_expires_at >= utcnow()
-        )
+        query = sa.select(_t.id).where(_t.status == "running", _t.lease_expires_at >= utcnow())
         if kinds is not None:
-            query = query.where(_tasks.c.kind.in_(list(kinds)))
+            query = query.where(_t.kind.in_(list(kinds)))
         if study_ids is not None:
-            query = query.where(_tasks.c.study_id.in_(list(study_ids)))
+            query = query.where(_t.study_id.in_(list(study_ids)))
         with self.db.engine.connect() as conn:
             return conn.execute(query.limit(1)).first() is not None
+
+
+def _release_dependents(conn: sa.Connection, done_id: int) -> None:
+    """Make pending every waiting task whose last unfinished dependency was ``done_id``.
+
+    The children are locked first (in id order, so two completions cannot deadlock), and
+    the readiness check runs after the lock is held: when two parents of one child finish
+    at once, the second to get the lock sees the first one's done mark and releases it.
+    """
+    locked = list(conn.execute(_LOCK_WAITING_CHILDREN, {"done_id": done_id}).scalars())
+    if locked:
+        conn.execute(_RELEASE, {"ids": locked})
 
 
 def _fail_dependents(conn: sa.Connection, failed_ids: list[int]) -> None:
@@ -321,13 +426,13 @@ def _fail_dependents(conn: sa.Connection, failed_ids: list[int]) -> None:
         rows = conn.execute(
             sa.select(_deps.c.task_id, _deps.c.depends_on_id)
             .join(_tasks, _tasks.c.id == _deps.c.task_id)
-            .where(_deps.c.depends_on_id.in_(frontier), _tasks.c.status == "pending")
+            .where(_deps.c.depends_on_id.in_(frontier), _tasks.c.status == "waiting")
         ).all()
         frontier = []
         for child, parent in rows:
             conn.execute(
                 _tasks.update()
-                .where(_tasks.c.id == child, _tasks.c.status == "pending")
+                .where(_tasks.c.id == child, _tasks.c.status == "waiting")
                 .values(
                     status="failed",
                     error=f"dependency task {parent} failed",
@@ -363,11 +468,19 @@ def requeue(session: Session, task_ids: Iterable[int]) -> list[int]:
                 .where(_deps.c.depends_on_id.in_(batch), _tasks.c.status == "failed")
             )
         )
+    # A requeued task waits while any parent is unfinished, requeued parents included.
+    parent = aliased(Task)
+    unfinished = (
+        sa.select(sa.literal(1))
+        .select_from(_deps.join(parent, parent.id == _deps.c.depends_on_id))
+        .where(_deps.c.task_id == _tasks.c.id, sa.or_(parent.status != "done", parent.id.in_(seen)))
+        .exists()
+    )
     session.execute(
         _tasks.update()
         .where(_tasks.c.id.in_(seen))
         .values(
-            status="pending",
+            status=sa.case((unfinished, "waiting"), else_="pending"),
             attempts=0,
             lease_token=None,
             lease_expires_at=None,

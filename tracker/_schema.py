@@ -24,7 +24,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-TASK_STATUSES = ("pending", "running", "done", "failed")
+# waiting: some dependency is not done yet; pending: claimable.
+TASK_STATUSES = ("waiting", "pending", "running", "done", "failed")
 
 
 class Real(sa.types.TypeDecorator[float]):
@@ -107,6 +108,7 @@ class Task(_Created, Base):
 
     __tablename__ = "tasks"
     __table_args__ = (
+        # The claim reads this index in order and stops at the first unlocked row.
         sa.Index("ix_tasks_claim", "status", "priority", "id"),
         sa.Index("ix_tasks_study_status", "study_id", "status"),
         sa.CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
@@ -118,6 +120,7 @@ class Task(_Created, Base):
     spec_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(_enum("task_status", *TASK_STATUSES), default="pending")
+    # Lower runs first (FIFO within a priority); negative values jump the queue.
     priority: Mapped[int] = mapped_column(default=0)
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int] = mapped_column(default=3)

@@ -20,6 +20,7 @@ from tracker._store import ArraySpec, ArrayStore
 class KindCounts:
     study: str
     kind: str
+    waiting: int
     pending: int
     running: int
     done: int
@@ -48,7 +49,7 @@ def error_summary(text: str | None) -> str:
 def queue_counts(session: Session, study_id: int | None = None) -> list[KindCounts]:
     status_count = {
         status: sa.func.sum(sa.case((Task.status == status, 1), else_=0))
-        for status in ("pending", "running", "done", "failed")
+        for status in ("waiting", "pending", "running", "done", "failed")
     }
     running = Task.status == "running"
     query = (
@@ -66,8 +67,8 @@ def queue_counts(session: Session, study_id: int | None = None) -> list[KindCoun
     if study_id is not None:
         query = query.where(Task.study_id == study_id)
     return [
-        KindCounts(name, kind, int(p or 0), int(r or 0), int(d or 0), int(f or 0), since, expires)
-        for name, kind, p, r, d, f, since, expires in session.execute(query)
+        KindCounts(name, kind, *(int(n or 0) for n in counts), since, expires)
+        for name, kind, *counts, since, expires in session.execute(query)
     ]
 
 

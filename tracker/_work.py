@@ -70,7 +70,7 @@ def scope_counts(
         query = query.where(Task.study_id.in_(list(study_ids)))
     with db.engine.connect() as conn:
         rows = conn.execute(query.group_by(Task.status)).all()
-    counts = dict.fromkeys(("pending", "running", "done", "failed"), 0)
+    counts = dict.fromkeys(("waiting", "pending", "running", "done", "failed"), 0)
     counts.update({status: int(n) for status, n in rows})
     return counts
 
@@ -216,8 +216,8 @@ def work(
     n_gpus = check_cuda() if cuda else 0
     n_workers = n_gpus or workers or max(os.cpu_count() or 1, 1)
     start = scope_counts(db, scope_kinds, study_ids)
-    if not forever and start["pending"] + start["running"] == 0:
-        stream.write("nothing to do: no pending or running tasks\n")
+    if not forever and start["waiting"] + start["pending"] + start["running"] == 0:
+        stream.write("nothing to do: no waiting, pending or running tasks\n")
         return WorkSummary(0, 0, 0.0, 0)
 
     base = WorkerConfig(

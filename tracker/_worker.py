@@ -163,7 +163,8 @@ def execute(queue: Queue, store: ArrayStore, task: ClaimedTask, stats: WorkerSta
         if kind.finalize is not None:
             kind.finalize(session, ctx, result)
 
-    if queue.complete(task, result, on_commit=on_commit):
+    needs_rows = bool(ctx.arrays) or kind.finalize is not None
+    if queue.complete(task, result, on_commit=on_commit if needs_rows else None):
         stats.done += 1
     else:
         stats.lost += 1

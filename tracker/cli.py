@@ -138,12 +138,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no tasks yet: `tracker enqueue` adds work")
         return 0
     rows = [
-        (c.study, c.kind, c.pending, c.running, c.done, c.failed,
+        (c.study, c.kind, c.waiting, c.pending, c.running, c.done, c.failed,
          _when(c.oldest_running_since), _when(c.oldest_lease_expires))
         for c in counts
     ]  # fmt: skip
     print(_table(
-        ("study", "kind", "pending", "running", "done", "failed", "oldest running since",
+        ("study", "kind", "waiting", "pending", "running", "done", "failed", "oldest running since",
          "its lease expires (UTC)"), rows))  # fmt: skip
     if expired:
         print(f"\n{expired} running task(s) have expired leases: the next claim reclaims them")

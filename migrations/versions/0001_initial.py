@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column(
             "status",
             sa.Enum(
+                "waiting",
                 "pending",
                 "running",
                 "done",

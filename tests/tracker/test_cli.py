@@ -54,7 +54,7 @@ def test_upgrade_enqueue_work_status_on_the_embedded_default(tmp_path: Path):
     assert "done 25, failed 0" in work.stdout
     status = run_tracker("status", env=env)
     row = next(line for line in status.stdout.splitlines() if line.startswith("smoke"))
-    assert row.split()[:6] == ["smoke", "noop", "0", "0", "25", "0"]
+    assert row.split()[:7] == ["smoke", "noop", "0", "0", "0", "25", "0"]
 
 
 def test_work_reports_failures_and_status_shows_the_error(tmp_path: Path, sqlite_url: str):

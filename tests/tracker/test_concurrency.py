@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -43,9 +44,25 @@ def _status_counts(db) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_worker_processes_drain_2000_tasks_each_exactly_once(db, store_url, tmp_path: Path):
+    """1,000 independent tasks and 1,000 that each wait for two of them (fan-in, so two
+    parents often finish at the same moment); a child stranded in 'waiting' would fail this."""
     n_workers = 4 if db.dialect == "sqlite" else 8
     log = tmp_path / "ran.log"
-    ids = _enqueue(db, "test.append", [{"log": str(log), "n": i} for i in range(2000)])
+    rng = random.Random(1234)
+    with db.session() as session:
+        st = get_or_create_study(session, "concurrency")
+        parents = [
+            enqueue(session, st, "test.append", {"log": str(log), "p": i})[0] for i in range(1000)
+        ]
+        pairs = {}
+        for i in range(1000):
+            a, b = rng.sample(parents, 2)
+            child, _ = enqueue(
+                session, st, "test.append", {"log": str(log), "c": i}, depends_on=[a, b]
+            )
+            pairs[child.id] = (a.id, b.id)
+        ids = [p.id for p in parents] + list(pairs)
+    assert _status_counts(db) == {"pending": 1000, "waiting": 1000}
     cfg = WorkerConfig(db.url, store_url, plugins=("queue_kinds",), lease_seconds=60)
     procs = _start_workers(n_workers, cfg)
     for p in procs:
@@ -54,6 +71,10 @@ def test_worker_processes_drain_2000_tasks_each_exactly_once(db, store_url, tmp_
     ran = read_log(log)
     assert len(ran) == 2000
     assert sorted(ran) == sorted(ids)  # each task ran once: none lost, none twice
+    position = {task_id: i for i, task_id in enumerate(ran)}
+    assert all(
+        position[c] > position[a] and position[c] > position[b] for c, (a, b) in pairs.items()
+    )
     assert _status_counts(db) == {"done": 2000}
     with db.session() as session:
         attempts = set(session.scalars(sa.select(Task.attempts)))

@@ -40,7 +40,7 @@ def test_claim_leases_in_priority_then_id_order(db):
     low = _add(db, 2)
     with db.session() as session:
         st = get_or_create_study(session, "s")
-        urgent, _ = enqueue(session, st, "noop", {"urgent": True}, priority=5)
+        urgent, _ = enqueue(session, st, "noop", {"urgent": True}, priority=-5)
     q = Queue(db)
     order = [q.claim("w").id for _ in range(3)]
     assert order == [urgent.id, *low]
@@ -160,3 +160,36 @@ def test_claim_filters_by_kind_and_study(db):
         sid = get_or_create_study(session, "a").id
     assert q.claim("w", study_ids=[sid + 1000]) is None
     assert q.claim("w", study_ids=[sid]).id == a[0]
+
+
+def test_a_task_waits_until_every_dependency_is_done(db):
+    with db.session() as session:
+        st = get_or_create_study(session, "s")
+        a, _ = enqueue(session, st, "noop", {"a": 1})
+        b, _ = enqueue(session, st, "noop", {"b": 1})
+        child, _ = enqueue(session, st, "noop", {"c": 1}, depends_on=[a, b])
+    assert _task(db, child.id).status == "waiting"
+    q = Queue(db)
+    held_a, held_b = q.claim("w"), q.claim("w")
+    assert q.complete(held_a)
+    assert _task(db, child.id).status == "waiting"  # b is still running
+    assert q.complete(held_b)
+    assert _task(db, child.id).status == "pending"
+    assert q.claim("w").id == child.id
+
+
+def test_enqueue_after_the_dependency_finished_or_failed(db):
+    with db.session() as session:
+        st = get_or_create_study(session, "s")
+        ok, _ = enqueue(session, st, "noop", {"ok": 1})
+        bad, _ = enqueue(session, st, "noop", {"bad": 1}, max_attempts=1)
+    q = Queue(db)
+    q.complete(q.claim("w"))
+    q.fail(q.claim("w"), "boom")
+    with db.session() as session:
+        st = get_or_create_study(session, "s")
+        after_ok, _ = enqueue(session, st, "noop", {"after": "ok"}, depends_on=[ok])
+        after_bad, _ = enqueue(session, st, "noop", {"after": "bad"}, depends_on=[bad])
+    assert _task(db, after_ok.id).status == "pending"
+    row = _task(db, after_bad.id)
+    assert (row.status, row.error) == ("failed", f"dependency task {bad.id} failed")
