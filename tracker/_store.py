@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+import zarr.errors
 
 from tracker._exceptions import CorruptArray, StoreError
 
@@ -42,7 +43,11 @@ class ArrayStore:
     def __init__(self, url: str) -> None:
         self.url = url
         try:
-            self.root = zarr.open_group(store=url, mode="a", zarr_format=3)
+            try:
+                self.root = zarr.open_group(store=url, mode="a", zarr_format=3)
+            except zarr.errors.ContainsGroupError:
+                # Another worker created the root between our look and our create.
+                self.root = zarr.open_group(store=url, mode="r+", zarr_format=3)
         except Exception as err:
             raise StoreError(
                 f"cannot open the array store at {url} ({type(err).__name__}: {err}): "

@@ -29,6 +29,31 @@ def test_create_is_idempotent_and_blocks_fill_whole_chunks(store_url: str):
         store.verify(spec)
 
 
+def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path: Path):
+    """Regression: the losers of the race to create the root group got ContainsGroupError."""
+    import threading
+
+    for attempt in range(10):
+        url = str(tmp_path / f"store-{attempt}.zarr")
+        barrier, errors = threading.Barrier(8), []
+
+        def open_store(
+            url: str = url, barrier: threading.Barrier = barrier, errors: list = errors
+        ) -> None:
+            barrier.wait()
+            try:
+                ArrayStore(url).write(f"w/{threading.get_ident()}", np.zeros(2))
+            except Exception as err:
+                errors.append(err)
+
+        threads = [threading.Thread(target=open_store) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+
+
 def test_a_block_of_nan_losses_still_counts_as_written(store_url: str):
     store = ArrayStore(store_url)
     spec = store.create("s/nan", (2, 2), "float64", (1, 2))
