@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from tracker._config import Settings
 from tracker._db import Database, open_database
 from tracker._exceptions import ConfigError, NoGPU, TrackerError
-from tracker._queue import find_study
+from tracker._queue import DEFAULT_LEASE_SECONDS, find_study
 from tracker._registry import load_plugins
 from tracker._schema import Task
 from tracker._worker import WorkerConfig, run_worker
@@ -193,7 +193,7 @@ def work(
     plugins: Sequence[str] = (),
     kinds: Sequence[str] | None = None,
     study: str | None = None,
-    lease_seconds: float = 60.0,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
     progress: bool = True,
     stream: IO[str] = sys.stderr,
 ) -> WorkSummary:

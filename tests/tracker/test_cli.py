@@ -155,3 +155,11 @@ def test_unknown_kinds_are_left_for_other_workers_with_a_note(tmp_path: Path, sq
     with db.session() as session:
         statuses = dict(session.execute(sa.select(Task.kind, Task.status)).all())
     assert statuses == {"test.append": "pending", "noop": "done"}
+
+
+def test_unreachable_dask_scheduler(tmp_path: Path):
+    env = tracker_env(tmp_path)
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    assert run_tracker("enqueue", "noop", "--count", "1", env=env).returncode == 0
+    proc = run_tracker("work", "--scheduler", "tcp://127.0.0.1:1", env=env)
+    _one_line_error(proc, "cannot reach the Dask scheduler at tcp://127.0.0.1:1", "--scheduler")
