@@ -2,21 +2,25 @@
 
 Each case gets a fresh database (an SQLite file in a temporary directory, or a PostgreSQL
 database created for the case and dropped afterwards), migrated to the schema head, with N
-tasks of the built-in kind ``noop`` enqueued before the clock starts. Worker processes
-(``spawn``) import everything, report ready and wait; the clock starts when they are all
-released and stops when the last one has returned from ``run_worker`` (the production loop,
-heartbeat thread included), so it covers draining the queue and the workers' own startup
-(engine, schema check, store) and drain-detection tail. The task body does nothing, so the
-time per task is the queue's own cost.
+tasks of the built-in kind ``noop`` enqueued (one session, ``enqueue`` per task) before the
+clock starts, and a Zarr store created up front. Worker processes (``spawn``) import
+everything, report ready and wait; the clock starts when they are all released and stops
+when the last one has returned from ``run_worker`` -- the production loop, heartbeat thread
+included -- so it covers draining the queue plus the workers' own startup inside
+``run_worker`` and their drain detection at the end (both shown separately). The task body
+does nothing, so the time per task is the queue's own cost. Afterwards every task must be
+'done'; anything else is printed as an ERROR.
 
     python benchmarks/queue.py [--tasks N] [--workers 1,4,8] [--backends sqlite,postgresql]
-                               [--pg-admin-url URL] [--profile DIR]
+                               [--pg-admin-url URL] [--analyze] [--profile DIR]
 
 Targets (ratios are actual/target for throughput and target/actual for overhead, so a
 ratio >= 1.0 means the target is met): at least 1,000 tasks/s with 8 workers on
 PostgreSQL, at least 200 tasks/s on SQLite (any number of workers), and a queue overhead
-under 5 ms per task (the 1-worker time per task). The exit status is 0 whatever the result.
-"""
+under 5 ms per task (the 1-worker time per task). Besides wall time the table shows the CPU
+time per task of the workers and of their PostgreSQL backends (read from /proc, so only
+for a server on this machine) and the throughput those costs allow on this machine's cores.
+The exit status is 0 whatever the result: this is a measurement, not a test."""
 
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -65,6 +70,11 @@ class CaseResult:
     tasks: int
     enqueue_s: float
     seconds: float
+    worker_cpu_s: float | None
+    server_cpu_s: float | None
+    cpu_s: float | None
+    steal_s: float | None
+    first_claim_s: float | None
     last_done_s: float | None
     done: int
     counts: dict[str, int]
@@ -79,6 +89,28 @@ class CaseResult:
     def ms_per_task_per_worker(self) -> float:
         return 1000.0 * self.workers / self.tps
 
+    def _per_task_ms(self, seconds: float | None) -> float | None:
+        return None if seconds is None else 1000.0 * seconds / self.tasks
+
+    @property
+    def cpu_ms_per_task(self) -> float | None:
+        return self._per_task_ms(self.cpu_s)
+
+    @property
+    def worker_cpu_ms_per_task(self) -> float | None:
+        return self._per_task_ms(self.worker_cpu_s)
+
+    @property
+    def server_cpu_ms_per_task(self) -> float | None:
+        return self._per_task_ms(self.server_cpu_s)
+
+    @property
+    def own_cpu_ms_per_task(self) -> float | None:
+        """CPU of this case's own processes per task: the workers plus their DB backends."""
+        if self.worker_cpu_s is None or self.server_cpu_s is None:
+            return None
+        return self._per_task_ms(self.worker_cpu_s + self.server_cpu_s)
+
     @property
     def tps_target(self) -> float | None:
         if self.backend == "sqlite":
@@ -86,6 +118,28 @@ class CaseResult:
         if self.workers == TARGET_PG_WORKERS:
             return TARGET_PG_TPS
         return None
+
+
+def cpu_busy_seconds() -> tuple[float, float] | None:
+    """Machine-wide (busy, stolen) CPU seconds so far, from /proc/stat; None off Linux.
+
+    Busy is every CPU's time outside idle, iowait and steal: the workers, the database
+    server and anything else running. Its rise during a case, per task, says how many tasks
+    per second the machine's cores could reach at best.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    steal = ticks[7] if len(ticks) > 7 else 0
+    guest = sum(ticks[8:10])  # already counted in user/nice
+    return (sum(ticks) - guest - idle - steal) / hz, steal / hz
 
 
 # --- databases -------------------------------------------------------------------------
@@ -119,8 +173,12 @@ def fresh_database(backend: str, pg_admin_url: str, tmp: Path) -> Iterator[str]:
         admin.dispose()
 
 
-def prepare(db_url: str, tasks: int) -> tuple[float, int]:
-    """Migrate the database and enqueue ``tasks`` no-op tasks; return (seconds, study id)."""
+def prepare(db_url: str, tasks: int, analyze: bool = False) -> tuple[float, int]:
+    """Migrate the database and enqueue ``tasks`` no-op tasks; return (seconds, study id).
+
+    With ``analyze`` the planner statistics are refreshed after enqueueing, as PostgreSQL's
+    autovacuum would do within a minute or so (SQLite never does it by itself).
+    """
     from tracker._db import Database
     from tracker._migrate import upgrade
     from tracker._queue import enqueue, get_or_create_study
@@ -134,13 +192,28 @@ def prepare(db_url: str, tasks: int) -> tuple[float, int]:
             for i in range(tasks):
                 enqueue(session, study, "noop", {"index": i})
             study_id = study.id
-        return time.perf_counter() - start, study_id
+        elapsed = time.perf_counter() - start
+        if analyze:
+            with db.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE")
+        return elapsed, study_id
     finally:
         db.dispose()
 
 
-def outcome(db_url: str) -> tuple[dict[str, int], float | None]:
-    """Task counts per status, and the wall-clock (epoch) time the last task finished."""
+def _epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite may hand back the text it stored
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def outcome(db_url: str) -> tuple[dict[str, int], float | None, float | None]:
+    """Task counts per status, and the wall-clock (epoch) times of the first claim and the
+    last completion (the database clock, which is this machine's clock)."""
     import sqlalchemy as sa
 
     from tracker._db import Database
@@ -151,23 +224,60 @@ def outcome(db_url: str) -> tuple[dict[str, int], float | None]:
         with db.engine.connect() as conn:
             rows = conn.execute(sa.select(Task.status, sa.func.count()).group_by(Task.status))
             counts = {status: int(n) for status, n in rows}
-            last = conn.execute(sa.select(sa.func.max(Task.finished_at))).scalar()
+            first, last = conn.execute(
+                sa.select(sa.func.min(Task.started_at), sa.func.max(Task.finished_at))
+            ).one()
     finally:
         db.dispose()
-    if last is None:
-        return counts, None
-    if isinstance(last, str):  # SQLite may hand back the text it stored
-        from datetime import datetime
-
-        last = datetime.fromisoformat(last)
-    if last.tzinfo is None:
-        from datetime import UTC
-
-        last = last.replace(tzinfo=UTC)
-    return counts, last.timestamp()
+    return counts, _epoch(first), _epoch(last)
 
 
 # --- workers ---------------------------------------------------------------------------
+
+
+def _process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process on this machine, from /proc; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _ServerCpu:
+    """Sums the CPU time of the PostgreSQL backends serving this process's connections.
+
+    Each new pooled connection notes its backend's pid and CPU time; when the pool closes
+    it (run_worker disposes its engine at the end), the backend's CPU since then is added.
+    Works only where the server runs on this machine; otherwise the sum stays unknown.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: float | None = 0.0
+
+    def install(self) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.pool import Pool
+
+        event.listen(Pool, "connect", self._on_connect)
+        event.listen(Pool, "close", self._on_close)
+
+    def _on_connect(self, dbapi_conn: Any, record: Any) -> None:
+        pid = getattr(getattr(dbapi_conn, "info", None), "backend_pid", None)
+        if pid is None:
+            return  # SQLite: the "server" runs inside the worker, counted with it
+        record.info["bench_backend"] = (pid, _process_cpu_seconds(pid))
+
+    def _on_close(self, dbapi_conn: Any, record: Any) -> None:
+        pid, before = record.info.pop("bench_backend", (None, None))
+        if pid is None or self.seconds is None:
+            return
+        after = _process_cpu_seconds(pid)
+        if before is None or after is None:
+            self.seconds = None
+        else:
+            self.seconds += after - before
 
 
 def _worker_process(
@@ -184,6 +294,8 @@ def _worker_process(
         from tracker._worker import WorkerConfig, run_worker
 
         cfg = WorkerConfig(db_url=db_url, store_url=store_url)
+        server_cpu = _ServerCpu()
+        server_cpu.install()
         profiler = None
         if profile_path:
             import cProfile
@@ -198,16 +310,19 @@ def _worker_process(
         results.put({"error": "never released"})
         return
     start = time.monotonic()
+    cpu_start = time.process_time()
     try:
-        if profiler is not None:
-            stats = profiler.runcall(run_worker, cfg)
-            profiler.dump_stats(profile_path)
-        else:
-            stats = run_worker(cfg)
+        stats = run_worker(cfg) if profiler is None else profiler.runcall(run_worker, cfg)
     except BaseException as err:
         results.put({"error": f"run_worker raised {type(err).__name__}: {err}"})
         return
-    results.put({"start": start, "end": time.monotonic(), "stats": stats})
+    end = time.monotonic()
+    cpu = time.process_time() - cpu_start
+    if profiler is not None:
+        profiler.dump_stats(profile_path)
+    results.put(
+        {"start": start, "end": end, "stats": stats, "cpu": cpu, "server_cpu": server_cpu.seconds}
+    )
 
 
 def run_case(
@@ -217,11 +332,17 @@ def run_case(
     pg_admin_url: str,
     tmp: Path,
     profile_dir: Path | None,
+    analyze: bool = False,
 ) -> CaseResult:
     ctx = mp.get_context("spawn")
     with fresh_database(backend, pg_admin_url, tmp) as db_url:
-        enqueue_s, _ = prepare(db_url, tasks)
+        enqueue_s, _ = prepare(db_url, tasks, analyze)
         store_url = str(tmp / f"store_{uuid.uuid4().hex[:8]}.zarr")
+        # Create the store before the workers open it: several processes creating one fresh
+        # Zarr group at once race (zarr's ContainsGroupError, raised as StoreError).
+        from tracker._store import ArrayStore
+
+        ArrayStore(store_url)
         ready = ctx.Semaphore(0)
         go = ctx.Event()
         results = ctx.Queue()
@@ -246,12 +367,14 @@ def run_case(
             for _ in procs:
                 if not ready.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
                     raise RuntimeError(f"workers not ready after {READY_TIMEOUT:.0f} s")
+            cpu_start = cpu_busy_seconds()
             wall_start = time.time()
             start = time.monotonic()
             go.set()
             reports = []
             for _ in procs:
                 reports.append(results.get(timeout=DRAIN_TIMEOUT))
+            cpu_end = cpu_busy_seconds()
             for p in procs:
                 p.join(timeout=30)
         finally:
@@ -261,15 +384,26 @@ def run_case(
                     p.join(timeout=5)
         ends = []
         per_worker = []
+        worker_cpu: float | None = 0.0
+        server_cpu: float | None = 0.0
         for report in reports:
             if "error" in report:
                 errors.append(report["error"])
                 continue
             ends.append(report["end"])
             per_worker.append(int(report["stats"]["done"]))
+            worker_cpu = report["cpu"] + worker_cpu if worker_cpu is not None else None
+            if server_cpu is not None and report["server_cpu"] is not None:
+                server_cpu += report["server_cpu"]
+            else:
+                server_cpu = None
         seconds = (max(ends) if ends else time.monotonic()) - start
-        counts, last_finished = outcome(db_url)
+        counts, first_started, last_finished = outcome(db_url)
+        first_claim_s = None if first_started is None else first_started - wall_start
         last_done_s = None if last_finished is None else last_finished - wall_start
+    cpu_s = steal_s = None
+    if cpu_start is not None and cpu_end is not None:
+        cpu_s, steal_s = cpu_end[0] - cpu_start[0], cpu_end[1] - cpu_start[1]
     done = counts.get("done", 0)
     if done != tasks:
         errors.append(f"{done} of {tasks} tasks done afterwards (status counts {counts})")
@@ -279,6 +413,11 @@ def run_case(
         tasks=tasks,
         enqueue_s=enqueue_s,
         seconds=seconds,
+        worker_cpu_s=worker_cpu,
+        server_cpu_s=server_cpu,
+        cpu_s=cpu_s,
+        steal_s=steal_s,
+        first_claim_s=first_claim_s,
         last_done_s=last_done_s,
         done=done,
         counts=counts,
@@ -294,11 +433,17 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def print_table(results: list[CaseResult]) -> None:
+    ncpu = os.cpu_count() or 1
     header = (
-        f"{'backend':<11}{'workers':>8}{'tasks':>7}{'enqueue s':>10}{'seconds':>9}"
-        f"{'last done s':>12}{'tasks/s':>9}{'vs target':>10}{'ms/task/worker':>15}"
-        f"{'vs 5 ms':>8}  per-worker done"
+        f"{'backend':<11}{'workers':>8}{'tasks':>6}{'enqueue s':>10}{'seconds':>9}"
+        f"{'start':>7}{'last done':>10}{'tasks/s':>8}{'vs target':>10}{'ms/task/worker':>15}"
+        f"{'vs 5 ms':>8}{'cpu ms/task: workers':>21}{'db':>6}{'machine':>8}{'cap/s':>7}"
+        "  done/worker"
     )
     print(header)
     print("-" * len(header))
@@ -306,18 +451,35 @@ def print_table(results: list[CaseResult]) -> None:
         target = r.tps_target
         tps_ratio = r.tps / target if target else None
         overhead_ratio = TARGET_OVERHEAD_MS / r.ms_per_task_per_worker if r.workers == 1 else None
-        last = "-" if r.last_done_s is None else f"{r.last_done_s:.3f}"
-        spread = ",".join(str(n) for n in r.per_worker)
+        own = r.own_cpu_ms_per_task or r.cpu_ms_per_task
+        cap = 1000.0 * ncpu / own if own else None
+        spread = f"{min(r.per_worker)}-{max(r.per_worker)}" if r.per_worker else "-"
+        db_cpu = "-" if r.backend == "sqlite" else _num(r.server_cpu_ms_per_task, ".2f")
         print(
-            f"{r.backend:<11}{r.workers:>8}{r.tasks:>7}{r.enqueue_s:>10.2f}{r.seconds:>9.3f}"
-            f"{last:>12}{r.tps:>9.0f}{_ratio(tps_ratio):>10}{r.ms_per_task_per_worker:>15.2f}"
-            f"{_ratio(overhead_ratio):>8}  {spread}"
+            f"{r.backend:<11}{r.workers:>8}{r.tasks:>6}{r.enqueue_s:>10.2f}{r.seconds:>9.3f}"
+            f"{_num(r.first_claim_s, '.3f'):>7}{_num(r.last_done_s, '.3f'):>10}{r.tps:>8.0f}"
+            f"{_ratio(tps_ratio):>10}{r.ms_per_task_per_worker:>15.2f}{_ratio(overhead_ratio):>8}"
+            f"{_num(r.worker_cpu_ms_per_task, '.2f'):>21}{db_cpu:>6}"
+            f"{_num(r.cpu_ms_per_task, '.2f'):>8}{_num(cap, '.0f'):>7}  {spread}"
         )
+    steal = sum(r.steal_s or 0.0 for r in results)
+    wall = sum(r.seconds for r in results) * ncpu
     print(
-        "\nseconds: release of the workers until the last one returned; last done s: release "
-        "until the\nlast task's finished_at (database clock); vs target: tasks/s / target "
-        f"(PostgreSQL {TARGET_PG_WORKERS} workers: {TARGET_PG_TPS:.0f}/s, SQLite: "
-        f"{TARGET_SQLITE_TPS:.0f}/s); vs 5 ms: {TARGET_OVERHEAD_MS:.0f} ms / (1-worker ms per task)"
+        f"""
+seconds      release of the workers until the last one returned from run_worker
+start        release until the first claim (database clock): the workers' own startup
+             (engine, ping, schema check, store) inside run_worker
+last done    release until the last task's finished_at (database clock); the rest is the
+             workers' drain detection (poll sleep, final claim) and exit
+vs target    tasks/s / target: PostgreSQL with {TARGET_PG_WORKERS} workers {TARGET_PG_TPS:.0f}/s, \
+SQLite {TARGET_SQLITE_TPS:.0f}/s
+vs 5 ms      {TARGET_OVERHEAD_MS:.0f} ms / (1-worker ms per task): the queue overhead target
+cpu ms/task  CPU time per task of the worker processes, of the PostgreSQL backends serving
+             them (SQLite runs inside the workers), and of the whole machine (busy time from
+             /proc/stat: machine > workers + db means something else ran meanwhile)
+cap/s        {ncpu} CPU(s) / (workers + db CPU per task): the most tasks/s this machine
+             could reach at that cost per task, however many workers
+hypervisor steal during the cases: {100.0 * steal / wall if wall else 0.0:.1f}% of CPU time"""
     )
 
 
@@ -338,9 +500,11 @@ def print_targets(results: list[CaseResult]) -> None:
         ms = ones[0].ms_per_task_per_worker
         what = f"{backend} overhead: {ms:.2f} ms per task (target < {TARGET_OVERHEAD_MS:.0f} ms)"
         lines.append((ms < TARGET_OVERHEAD_MS and not ones[0].errors, what))
-    if not any(r.backend == "postgresql" and r.workers == TARGET_PG_WORKERS for r in results):
-        if any(r.backend == "postgresql" for r in results):
-            print(f"  ----  postgresql: no {TARGET_PG_WORKERS}-worker case run")
+    pg_run = any(r.backend == "postgresql" for r in results)
+    if pg_run and not any(
+        r.backend == "postgresql" and r.workers == TARGET_PG_WORKERS for r in results
+    ):
+        print(f"  ----  postgresql: no {TARGET_PG_WORKERS}-worker case run")
     for ok, what in lines:
         print(f"  {'PASS' if ok else 'MISS'}  {what}")
 
@@ -397,6 +561,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a PostgreSQL URL allowed to CREATE/DROP DATABASE (default %(default)s)",
     )
     parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="run ANALYZE after enqueueing (planner statistics, as autovacuum would do later)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -416,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"queue benchmark: {args.tasks} no-op tasks per case, workers {args.workers}, "
         f"backends {args.backends}, {os.cpu_count()} CPU(s), python {sys.version.split()[0]}"
+        + (", ANALYZE after enqueue" if args.analyze else "")
     )
     results: list[CaseResult] = []
     with tempfile.TemporaryDirectory(prefix="bench_queue_") as tmpdir:
@@ -423,7 +593,15 @@ def main(argv: list[str] | None = None) -> int:
         for backend in args.backends:
             for workers in args.workers:
                 try:
-                    r = run_case(backend, workers, args.tasks, args.pg_admin_url, tmp, profile_dir)
+                    r = run_case(
+                        backend,
+                        workers,
+                        args.tasks,
+                        args.pg_admin_url,
+                        tmp,
+                        profile_dir,
+                        args.analyze,
+                    )
                 except Exception as err:
                     print(
                         f"ERROR {backend} {workers} worker(s): {type(err).__name__}: {err}",
