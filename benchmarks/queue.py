@@ -293,7 +293,8 @@ def _worker_process(
         import tracker._builtin  # noqa: F401  (the noop kind)
         from tracker._worker import WorkerConfig, run_worker
 
-        cfg = WorkerConfig(db_url=db_url, store_url=store_url)
+        max_batch = int(os.environ.get("TRACKER_BENCH_MAX_BATCH", WorkerConfig.max_batch))
+        cfg = WorkerConfig(db_url=db_url, store_url=store_url, max_batch=max_batch)
         server_cpu = _ServerCpu()
         server_cpu.install()
         profiler = None
@@ -566,6 +567,14 @@ def main(argv: list[str] | None = None) -> int:
         help="run ANALYZE after enqueueing (planner statistics, as autovacuum would do later)",
     )
     parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most tasks a worker claims at once (default: the worker's own, 32; 1 = one "
+        "claim per task)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -575,6 +584,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tasks < 1:
         parser.error("--tasks must be at least 1")
+    if args.max_batch is not None:
+        if args.max_batch < 1:
+            parser.error("--max-batch must be at least 1")
+        os.environ["TRACKER_BENCH_MAX_BATCH"] = str(args.max_batch)  # the spawned workers read it
     if Path.cwd().resolve() == _HERE:
         os.chdir(_REPO)  # spawned children put the cwd first on sys.path: see the top
 
@@ -586,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         f"queue benchmark: {args.tasks} no-op tasks per case, workers {args.workers}, "
         f"backends {args.backends}, {os.cpu_count()} CPU(s), python {sys.version.split()[0]}"
         + (", ANALYZE after enqueue" if args.analyze else "")
+        + f", max batch {os.environ.get('TRACKER_BENCH_MAX_BATCH', 'default (32)')}"
     )
     results: list[CaseResult] = []
     with tempfile.TemporaryDirectory(prefix="bench_queue_") as tmpdir:

@@ -163,7 +163,7 @@ _HELD = sa.and_(
 _LEASE_END = utcnow(sa.bindparam("lease", type_=sa.Double()))
 _MARK_RUNNING = (
     _tasks.update()
-    .where(_t.id == sa.bindparam("tid"))
+    .where(_t.id.in_(sa.bindparam("tids", expanding=True)))
     .values(
         status="running",
         lease_token=sa.bindparam("token"),
@@ -186,7 +186,15 @@ _MARK_EXHAUSTED = (
         finished_at=utcnow(),
     )
 )
-_HEARTBEAT = _tasks.update().where(_HELD).values(lease_expires_at=_LEASE_END, heartbeat_at=utcnow())
+_HEARTBEAT = (
+    _tasks.update()
+    .where(
+        _t.id.in_(sa.bindparam("tids", expanding=True)),
+        _t.lease_token == sa.bindparam("token"),
+        _t.status == "running",
+    )
+    .values(lease_expires_at=_LEASE_END, heartbeat_at=utcnow())
+)
 _MARK_DONE = (
     _tasks.update()
     .where(_HELD)
@@ -221,7 +229,7 @@ _LOCK_WAITING_CHILDREN = (
     .where(
         _t.id.in_(
             sa.select(_deps.c.task_id)
-            .where(_deps.c.depends_on_id == sa.bindparam("done_id"))
+            .where(_deps.c.depends_on_id.in_(sa.bindparam("done_ids", expanding=True)))
             .scalar_subquery()
         ),
         _t.status == "waiting",
@@ -244,7 +252,7 @@ _RELEASE = (
 def _claim_queries(
     kinds: tuple[str, ...] | None, study_ids: tuple[int, ...] | None
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """(expired leases, pending tasks), each locking at most one row and skipping locked ones."""
+    """(expired leases, pending tasks), each locking at most ``n`` rows, skipping locked ones."""
     expired = (
         sa.select(*_CLAIM_COLUMNS)
         .where(_t.status == "running", _t.lease_expires_at < utcnow())
@@ -257,7 +265,7 @@ def _claim_queries(
             query = query.where(_t.kind.in_(kinds))
         if study_ids is not None:
             query = query.where(_t.study_id.in_(study_ids))
-        queries.append(query.limit(1).with_for_update(skip_locked=True, of=_tasks))
+        queries.append(query.limit(sa.bindparam("n")).with_for_update(skip_locked=True, of=_tasks))
     return queries[0], queries[1]
 
 
@@ -289,10 +297,22 @@ class Queue:
         kinds: Sequence[str] | None = None,
         study_ids: Sequence[int] | None = None,
     ) -> ClaimedTask | None:
-        """Lease the next task, or return None when nothing is claimable now.
+        """Lease the next task, or return None when nothing is claimable now."""
+        batch = self.claim_batch(worker, 1, kinds, study_ids)
+        return batch[0] if batch else None
 
-        A running task whose lease expired comes first; one that has used all its attempts
-        is failed here instead, with the reason stored, and the claim moves on.
+    def claim_batch(
+        self,
+        worker: str,
+        limit: int,
+        kinds: Sequence[str] | None = None,
+        study_ids: Sequence[int] | None = None,
+    ) -> list[ClaimedTask]:
+        """Lease up to ``limit`` tasks in one transaction, under one lease token.
+
+        A running task whose lease expired comes first, alone; one that has used all its
+        attempts is failed here instead, with the reason stored, and the claim moves on.
+        Batches let a worker running short tasks pay for one claim per batch, not per task.
         """
         expired, pending = _claim_queries(
             tuple(kinds) if kinds is not None else None,
@@ -301,47 +321,65 @@ class Queue:
         while True:
             with self.db.connection() as conn:
                 self._relax_durability(conn)
-                row, looked_for_expired = None, False
+                rows: list[Any] = []
+                looked_for_expired = False
                 now = time.monotonic()
                 if now >= self._next_expired_check:
-                    row, looked_for_expired = conn.execute(expired).first(), True
+                    rows, looked_for_expired = conn.execute(expired, {"n": 1}).all(), True
                     self._next_expired_check = now + self._expired_every
-                if row is None:
-                    row = conn.execute(pending).first()
-                if row is None and not looked_for_expired:
-                    row = conn.execute(expired).first()
-                if row is None:
-                    return None
-                if row.status == "running" and row.attempts >= row.max_attempts:
+                if not rows:
+                    rows = conn.execute(pending, {"n": max(int(limit), 1)}).all()
+                if not rows and not looked_for_expired:
+                    rows = conn.execute(expired, {"n": 1}).all()
+                if not rows:
+                    return []
+                exhausted = [
+                    r for r in rows if r.status == "running" and r.attempts >= r.max_attempts
+                ]
+                for row in exhausted:
                     message = (
                         f"lease expired on attempt {row.attempts} of {row.max_attempts} "
                         f"(worker {row.worker} stopped answering)"
                     )
                     conn.execute(_MARK_EXHAUSTED, {"tid": row.id, "error": message})
                     _fail_dependents(conn, [row.id])
+                if exhausted:
                     continue
                 token = uuid.uuid4().hex
                 conn.execute(
                     _MARK_RUNNING,
-                    {"tid": row.id, "token": token, "lease": self.lease_seconds,
+                    {"tids": [r.id for r in rows], "token": token, "lease": self.lease_seconds,
                      "worker": worker[:200]},
                 )  # fmt: skip
-                return ClaimedTask(
-                    id=row.id,
-                    kind=row.kind,
-                    study_id=row.study_id,
-                    payload=row.payload or {},
-                    attempt=row.attempts + 1,
-                    max_attempts=row.max_attempts,
-                    lease_token=token,
-                )
+                return [
+                    ClaimedTask(
+                        id=row.id,
+                        kind=row.kind,
+                        study_id=row.study_id,
+                        payload=row.payload or {},
+                        attempt=row.attempts + 1,
+                        max_attempts=row.max_attempts,
+                        lease_token=token,
+                    )
+                    for row in rows
+                ]
 
     def heartbeat(self, task: ClaimedTask) -> bool:
         """Extend the lease; False means the lease was lost to another worker."""
+        return self.heartbeat_batch([task])
+
+    def heartbeat_batch(self, tasks: Sequence[ClaimedTask]) -> bool:
+        """Extend the leases of tasks claimed together; False if any of them was lost."""
+        if not tasks:
+            return True
         with self.db.connection() as conn:
             self._relax_durability(conn)
-            params = {"tid": task.id, "token": task.lease_token, "lease": self.lease_seconds}
-            return conn.execute(_HEARTBEAT, params).rowcount == 1
+            params = {
+                "tids": [t.id for t in tasks],
+                "token": tasks[0].lease_token,
+                "lease": self.lease_seconds,
+            }
+            return conn.execute(_HEARTBEAT, params).rowcount == len(tasks)
 
     def complete(
         self,
@@ -355,23 +393,42 @@ class Queue:
         the done mark land together or not at all. Returns False (and writes nothing) when
         the lease was lost.
         """
+        if on_commit is None:
+            return self.complete_batch([(task, result)]) == [True]
         params = {"tid": task.id, "token": task.lease_token, "result": result}
         try:
-            if on_commit is None:
-                with self.db.connection() as conn:
-                    if conn.execute(_MARK_DONE, params).rowcount != 1:
-                        raise _LeaseGone
-                    _release_dependents(conn, task.id)
-            else:
-                with self.db.session() as session:
-                    conn = session.connection()
-                    if conn.execute(_MARK_DONE, params).rowcount != 1:
-                        raise _LeaseGone
-                    _release_dependents(conn, task.id)
-                    on_commit(session)
+            with self.db.session() as session:
+                conn = session.connection()
+                if conn.execute(_MARK_DONE, params).rowcount != 1:
+                    raise _LeaseGone
+                _release_dependents(conn, [task.id])
+                on_commit(session)
         except _LeaseGone:
             return False
         return True
+
+    def complete_batch(
+        self, finished: Sequence[tuple[ClaimedTask, dict[str, Any] | None]]
+    ) -> list[bool]:
+        """Mark several finished tasks done in one durable commit; True where the lease held.
+
+        Each task is still a compare-and-swap on its own lease token: one whose lease was
+        lost is left alone while the others are marked.
+        """
+        if not finished:
+            return []
+        with self.db.connection() as conn:
+            marked = [
+                conn.execute(
+                    _MARK_DONE, {"tid": task.id, "token": task.lease_token, "result": result}
+                ).rowcount
+                == 1
+                for task, result in finished
+            ]
+            done_ids = [task.id for (task, _), ok in zip(finished, marked, strict=True) if ok]
+            if done_ids:
+                _release_dependents(conn, done_ids)
+        return marked
 
     def fail(self, task: ClaimedTask, error: str, *, retry: bool = True) -> str | None:
         """Record an error; the task goes back to pending, or fails once out of attempts.
@@ -407,14 +464,14 @@ class Queue:
             return conn.execute(query.limit(1)).first() is not None
 
 
-def _release_dependents(conn: sa.Connection, done_id: int) -> None:
-    """Make pending every waiting task whose last unfinished dependency was ``done_id``.
+def _release_dependents(conn: sa.Connection, done_ids: list[int]) -> None:
+    """Make pending every waiting task whose last unfinished dependencies were ``done_ids``.
 
     The children are locked first (in id order, so two completions cannot deadlock), and
     the readiness check runs after the lock is held: when two parents of one child finish
     at once, the second to get the lock sees the first one's done mark and releases it.
     """
-    locked = list(conn.execute(_LOCK_WAITING_CHILDREN, {"done_id": done_id}).scalars())
+    locked = list(conn.execute(_LOCK_WAITING_CHILDREN, {"done_ids": done_ids}).scalars())
     if locked:
         conn.execute(_RELEASE, {"ids": locked})
 

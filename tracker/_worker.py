@@ -79,6 +79,7 @@ class WorkerConfig:
     poll_seconds: float = 0.2
     max_poll_seconds: float = 2.0
     max_tasks: int | None = None
+    max_batch: int = 32
     name: str | None = None
 
 
@@ -95,22 +96,22 @@ class WorkerStats:
 
 
 class _Heartbeat(threading.Thread):
-    """Extends a task's lease every third of the lease time until stopped."""
+    """Extends the leases of the tasks still held every third of the lease time."""
 
-    def __init__(self, queue: Queue, task: ClaimedTask, lost: threading.Event) -> None:
-        super().__init__(name=f"heartbeat-{task.id}", daemon=True)
-        self.queue, self.task, self.lost = queue, task, lost
+    def __init__(self, queue: Queue, held: list[ClaimedTask], lost: threading.Event) -> None:
+        super().__init__(name="tracker-heartbeat", daemon=True)
+        self.queue, self.held, self.lost = queue, held, lost
         self.interval = max(queue.lease_seconds / 3.0, 0.05)
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             try:
-                if not self.queue.heartbeat(self.task):
+                if not self.queue.heartbeat_batch(list(self.held)):
                     self.lost.set()
                     return
             except Exception:  # a database hiccup: the next beat may still make it in time
-                log.warning("heartbeat for task %s failed", self.task.id, exc_info=True)
+                log.warning("heartbeat failed", exc_info=True)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -133,41 +134,81 @@ def worker_name(suffix: str | None = None) -> str:
     return f"{base}:{suffix}" if suffix else base
 
 
-def execute(queue: Queue, store: ArrayStore, task: ClaimedTask, stats: WorkerStats) -> None:
-    """Run one claimed task to its outcome: done, retried, failed, or abandoned (lease lost)."""
-    kind = get_kind(task.kind)
-    ctx = TaskContext(task=task, store=store)
-    beat = _Heartbeat(queue, task, ctx.lease_lost)
+def execute_batch(
+    queue: Queue, store: ArrayStore, tasks: list[ClaimedTask], stats: WorkerStats
+) -> None:
+    """Run tasks claimed together, each to its outcome: done, retried, failed or abandoned.
+
+    Tasks that write no rows are marked done together at the end of the batch (one commit);
+    the others commit their rows and done mark one by one, as each finishes.
+    """
+    held = list(tasks)
+    lost = threading.Event()
+    beat = _Heartbeat(queue, held, lost)
     beat.start()
+    finished: list[tuple[ClaimedTask, dict[str, Any] | None]] = []
     try:
-        result = kind.run(ctx)
-    except LeaseLost:
-        beat.stop()
-        stats.lost += 1
-        return
-    except Exception as err:
-        beat.stop()
-        text = "".join(traceback.format_exception(err)).strip()
-        status = queue.fail(task, text, retry=not isinstance(err, SpecError))
-        if status == "pending":
-            stats.retried += 1
-        elif status == "failed":
-            stats.failed += 1
-        else:
-            stats.lost += 1
-        return
-    beat.stop()
+        for task in tasks:
+            kind = get_kind(task.kind)
+            ctx = TaskContext(task=task, store=store, lease_lost=lost)
+            try:
+                ctx.check_lease()
+                result = kind.run(ctx)
+            except LeaseLost:
+                held.remove(task)
+                stats.lost += 1
+                continue
+            except Exception as err:
+                held.remove(task)
+                text = "".join(traceback.format_exception(err)).strip()
+                status = queue.fail(task, text, retry=not isinstance(err, SpecError))
+                if status == "pending":
+                    stats.retried += 1
+                elif status == "failed":
+                    stats.failed += 1
+                else:
+                    stats.lost += 1
+                continue
+            if not ctx.arrays and kind.finalize is None:
+                finished.append((task, result))
+                continue
 
-    def on_commit(session: Session) -> None:
-        _record_arrays(session, ctx)
-        if kind.finalize is not None:
-            kind.finalize(session, ctx, result)
+            def on_commit(session: Session, ctx: TaskContext = ctx, kind: Any = kind,
+                          result: Any = result) -> None:  # fmt: skip
+                _record_arrays(session, ctx)
+                if kind.finalize is not None:
+                    kind.finalize(session, ctx, result)
 
-    needs_rows = bool(ctx.arrays) or kind.finalize is not None
-    if queue.complete(task, result, on_commit=on_commit if needs_rows else None):
-        stats.done += 1
-    else:
-        stats.lost += 1
+            ok = queue.complete(task, result, on_commit=on_commit)
+            held.remove(task)
+            stats.done += ok
+            stats.lost += not ok
+        marked = queue.complete_batch(finished)
+        stats.done += sum(marked)
+        stats.lost += len(marked) - sum(marked)
+    finally:
+        beat.stop()
+
+
+class _BatchSize:
+    """How many tasks to claim at once: about ``target`` seconds of work, from recent tasks.
+
+    Long tasks (training, big tiles) are claimed one at a time; no-op-sized ones in batches,
+    so the claim's round trips and commit are shared.
+    """
+
+    def __init__(self, maximum: int, target: float = 0.25) -> None:
+        self.maximum, self.target = max(int(maximum), 1), target
+        self.mean: float | None = None
+
+    def observe(self, seconds: float, n: int) -> None:
+        per_task = seconds / max(n, 1)
+        self.mean = per_task if self.mean is None else 0.7 * self.mean + 0.3 * per_task
+
+    def next(self) -> int:
+        if self.mean is None:
+            return 1
+        return max(1, min(self.maximum, int(self.target / max(self.mean, 1e-6))))
 
 
 def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
@@ -182,21 +223,27 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     studies = list(cfg.study_ids) if cfg.study_ids is not None else None
     pause = cfg.poll_seconds
     handled = 0
+    sizer = _BatchSize(cfg.max_batch)
     try:
         while cfg.max_tasks is None or handled < cfg.max_tasks:
-            task = queue.claim(name, kinds, studies)
-            if task is None and not cfg.forever and not queue.active(kinds, studies):
+            limit = sizer.next()
+            if cfg.max_tasks is not None:
+                limit = min(limit, cfg.max_tasks - handled)
+            batch = queue.claim_batch(name, limit, kinds, studies)
+            if not batch and not cfg.forever and not queue.active(kinds, studies):
                 # Nothing runs anywhere that could unblock more work: one last look, then stop.
-                task = queue.claim(name, kinds, studies)
-                if task is None:
+                batch = queue.claim_batch(name, limit, kinds, studies)
+                if not batch:
                     break
-            if task is None:
+            if not batch:
                 time.sleep(pause)
                 pause = min(pause * 1.5, cfg.max_poll_seconds)
                 continue
             pause = cfg.poll_seconds
-            execute(queue, store, task, stats)
-            handled += 1
+            started = time.monotonic()
+            execute_batch(queue, store, batch, stats)
+            sizer.observe(time.monotonic() - started, len(batch))
+            handled += len(batch)
     finally:
         db.dispose()
     return stats.as_dict()

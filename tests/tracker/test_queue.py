@@ -193,3 +193,36 @@ def test_enqueue_after_the_dependency_finished_or_failed(db):
     assert _task(db, after_ok.id).status == "pending"
     row = _task(db, after_bad.id)
     assert (row.status, row.error) == ("failed", f"dependency task {bad.id} failed")
+
+
+def test_a_batch_claim_leases_tasks_in_order_under_one_token(db):
+    ids = _add(db, 5)
+    q = Queue(db, lease_seconds=0.5)
+    batch = q.claim_batch("w", 3)
+    assert [t.id for t in batch] == ids[:3]
+    assert len({t.lease_token for t in batch}) == 1 and all(t.attempt == 1 for t in batch)
+    rest = q.claim_batch("w2", 10)
+    assert [t.id for t in rest] == ids[3:]
+    for _ in range(3):
+        time.sleep(0.3)
+        assert q.heartbeat_batch(batch)  # all three leases stay alive together
+        assert q.heartbeat_batch(rest)
+    assert q.claim("w3") is None
+
+
+def test_complete_batch_marks_only_the_tasks_still_held_and_releases_dependents(db):
+    with db.session() as session:
+        st = get_or_create_study(session, "s")
+        a, _ = enqueue(session, st, "noop", {"a": 1})
+        b, _ = enqueue(session, st, "noop", {"b": 1})
+        child, _ = enqueue(session, st, "noop", {"c": 1}, depends_on=[a, b])
+    q = Queue(db, lease_seconds=0.3)
+    batch = q.claim_batch("w1", 2)
+    time.sleep(0.6)
+    (stolen,) = Queue(db).claim_batch("w2", 1)  # a's lease expired and went to w2
+    assert stolen.id == a.id
+    assert q.complete_batch([(t, {"n": t.id}) for t in batch]) == [False, True]
+    assert _task(db, b.id).result == {"n": b.id}
+    assert _task(db, child.id).status == "waiting"  # a is not done yet
+    assert q.complete_batch([(stolen, None)]) == [True]
+    assert _task(db, child.id).status == "pending"
