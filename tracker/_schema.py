@@ -94,6 +94,17 @@ class _Work(_Created):
     spec_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
 
 
+class _SplitMetrics:
+    """Loss and accuracy on each split, as real columns for SQL filters."""
+
+    train_loss: Mapped[float | None]
+    train_acc: Mapped[float | None]
+    val_loss: Mapped[float | None]
+    val_acc: Mapped[float | None]
+    test_loss: Mapped[float | None]
+    test_acc: Mapped[float | None]
+
+
 class Study(_Created, Base):
     """A label that groups work for comparison."""
 
@@ -193,7 +204,7 @@ class Model(_Work, Base):
     test_acc: Mapped[float | None]
 
 
-class Checkpoint(_Created, Base):
+class Checkpoint(_SplitMetrics, _Created, Base):
     """A model's parameters (and buffers) at one epoch, with its metrics."""
 
     __tablename__ = "checkpoints"
@@ -201,12 +212,6 @@ class Checkpoint(_Created, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"))
     epoch: Mapped[int]
-    train_loss: Mapped[float | None]
-    train_acc: Mapped[float | None]
-    val_loss: Mapped[float | None]
-    val_acc: Mapped[float | None]
-    test_loss: Mapped[float | None]
-    test_acc: Mapped[float | None]
     layout: Mapped[list[Any]] = mapped_column(default=list)
     array_id: Mapped[int | None] = _array_fk()
 
@@ -306,7 +311,7 @@ class Retrain(_Work, Base):
     trajectory_array_id: Mapped[int | None] = _array_fk()
 
 
-class TrajectoryPoint(Base):
+class TrajectoryPoint(_SplitMetrics, Base):
     """One saved point of a retrain trajectory with its metrics on every split."""
 
     __tablename__ = "trajectory_points"
@@ -315,12 +320,6 @@ class TrajectoryPoint(Base):
     retrain_id: Mapped[int] = mapped_column(sa.ForeignKey("retrains.id", ondelete="CASCADE"))
     save_index: Mapped[int]
     epoch: Mapped[float]
-    train_loss: Mapped[float | None]
-    train_acc: Mapped[float | None]
-    val_loss: Mapped[float | None]
-    val_acc: Mapped[float | None]
-    test_loss: Mapped[float | None]
-    test_acc: Mapped[float | None]
 
 
 class Embedding(_Work, Base):
