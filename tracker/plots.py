@@ -46,7 +46,7 @@ def save_figure(fig: Figure, path_stem: str | os.PathLike[str], *, dpi: int = 15
     paths = [Path(f"{stem}.png"), Path(f"{stem}.pdf")]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for path in paths:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        fig.savefig(path, dpi=dpi)  # constrained layout already fits the labels
     return paths
 
 
@@ -304,6 +304,7 @@ def figure_2d(
         fig.colorbar(surf, ax=ax, shrink=0.6, label=value_label)
     else:
         ax = fig.add_subplot()
+        ax.set_facecolor(_MISSING_COLOUR)  # holes left by masked points, as in the heatmap
         mappable: Any = None
         if kind == "heatmap":
             mappable = ax.pcolormesh(x, y, masked, shading="nearest", cmap=colours, norm=norm)
