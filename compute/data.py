@@ -399,7 +399,7 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream])
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)  # a CIFAR-10 variant is ~0.7 GB
 def _build(
     name: str, files: tuple[str, ...], seed: int, p: float, augment: bool, val_fraction: float
 ) -> Dataset:
