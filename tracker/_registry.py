@@ -24,7 +24,7 @@ RunFn = Callable[["TaskContext"], "dict[str, Any] | None"]
 FinalizeFn = Callable[["Session", "TaskContext", "dict[str, Any] | None"], None]
 
 # Modules whose kinds every worker knows; later modules add the research methods.
-BUILTIN_PLUGINS: tuple[str, ...] = ("tracker._builtin",)
+BUILTIN_PLUGINS: tuple[str, ...] = ("tracker._builtin", "compute.kinds")
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,8 @@ class Direction(_Work, Base):
     pca_component: Mapped[int | None]
     explained_variance: Mapped[float | None]
     array_id: Mapped[int | None] = _array_fk()
+    # PCA x direction: the checkpoints' (epoch, x, y) on the plane.
+    projection_array_id: Mapped[int | None] = _array_fk()
 
 
 class Surface(_Work, Base):
@@ -245,8 +247,9 @@ class Surface(_Work, Base):
         sa.CheckConstraint("ny IS NULL OR ny >= 1", name="ny_positive"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    checkpoint_id: Mapped[int] = mapped_column(sa.ForeignKey("checkpoints.id"), index=True)
-    x_direction_id: Mapped[int] = mapped_column(sa.ForeignKey("directions.id"))
+    # Both empty only for a surface imported from a file (``source``).
+    checkpoint_id: Mapped[int | None] = mapped_column(sa.ForeignKey("checkpoints.id"), index=True)
+    x_direction_id: Mapped[int | None] = mapped_column(sa.ForeignKey("directions.id"))
     y_direction_id: Mapped[int | None] = mapped_column(sa.ForeignKey("directions.id"))
     x_min: Mapped[float]
     x_max: Mapped[float]
@@ -274,6 +277,7 @@ class Surface(_Work, Base):
     rise_r050: Mapped[float | None]
     rise_r100: Mapped[float | None]
     flatness_width: Mapped[float | None]
+    source: Mapped[str | None] = mapped_column(sa.String(500))
 
 
 class Tile(Base):

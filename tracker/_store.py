@@ -74,15 +74,24 @@ class ArrayStore:
             and existing.dtype == dtype
         ):
             return _spec(path, existing)
-        arr = self.root.create_array(
-            path,
-            shape=shape,
-            chunks=chunks,
-            dtype=dtype,
-            fill_value=fill_value,
-            overwrite=True,
-            config=_KEEP_EVERY_CHUNK,
-        )
+        try:
+            # Only replace an array whose layout differs; tiles of one surface race to create
+            # theirs, and an overwrite would drop chunks another tile has just written.
+            arr = self.root.create_array(
+                path,
+                shape=shape,
+                chunks=chunks,
+                dtype=dtype,
+                fill_value=fill_value,
+                overwrite=existing is not None,
+                config=_KEEP_EVERY_CHUNK,
+            )
+        except (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
+            arr = self._open(path)
+            if (tuple(arr.shape), tuple(arr.chunks), arr.dtype) != (shape, chunks, dtype):
+                raise self._corrupt(
+                    path, "another writer created it with a different layout"
+                ) from None
         return _spec(path, arr)
 
     def write(self, path: str, data: np.ndarray, chunks: Sequence[int] | None = None) -> ArraySpec:

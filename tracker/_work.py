@@ -111,6 +111,8 @@ class Progress:
 def _local_cluster(n_workers: int, cuda: bool) -> Iterator[Any]:
     from distributed import Client
 
+    # Worker processes inherit this: torch in each uses its share of the cores, not all.
+    os.environ.setdefault("TRACKER_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // n_workers)))
     if cuda:
         from dask_cuda import LocalCUDACluster
 
@@ -223,6 +225,7 @@ def work(
     base = WorkerConfig(
         db_url=settings.db_url,
         store_url=settings.store_url,
+        mlflow_uri=settings.mlflow_uri,
         plugins=tuple(plugins),
         kinds=tuple(scope_kinds),
         study_ids=tuple(study_ids) if study_ids is not None else None,

@@ -19,7 +19,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tracker._db import open_database
+from tracker._db import Database, open_database
 from tracker._exceptions import LeaseLost, SpecError
 from tracker._queue import DEFAULT_LEASE_SECONDS, ClaimedTask, Queue
 from tracker._registry import get_kind, load_plugins
@@ -37,6 +37,8 @@ class TaskContext:
     store: ArrayStore
     lease_lost: threading.Event = field(default_factory=threading.Event)
     arrays: list[ArraySpec] = field(default_factory=list)
+    db: Database | None = None
+    mlflow_uri: str | None = None
 
     @property
     def id(self) -> int:
@@ -64,6 +66,16 @@ class TaskContext:
         self.arrays.append(spec)
         return spec
 
+    def record_array(self, spec: ArraySpec) -> None:
+        """Record an array written block by block (``store.write_block``) as this task's."""
+        self.arrays.append(spec)
+
+    def session(self) -> Session:
+        """A read session on the tracker database (rows the task body needs to look up)."""
+        if self.db is None:
+            raise RuntimeError("this task context has no database")
+        return Session(self.db.engine)
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -81,6 +93,7 @@ class WorkerConfig:
     max_tasks: int | None = None
     max_batch: int = 32
     name: str | None = None
+    mlflow_uri: str | None = None
 
 
 @dataclass
@@ -135,7 +148,12 @@ def worker_name(suffix: str | None = None) -> str:
 
 
 def execute_batch(
-    queue: Queue, store: ArrayStore, tasks: list[ClaimedTask], stats: WorkerStats
+    queue: Queue,
+    store: ArrayStore,
+    tasks: list[ClaimedTask],
+    stats: WorkerStats,
+    *,
+    mlflow_uri: str | None = None,
 ) -> None:
     """Run tasks claimed together, each to its outcome: done, retried, failed or abandoned.
 
@@ -150,7 +168,9 @@ def execute_batch(
     try:
         for task in tasks:
             kind = get_kind(task.kind)
-            ctx = TaskContext(task=task, store=store, lease_lost=lost)
+            ctx = TaskContext(
+                task=task, store=store, lease_lost=lost, db=queue.db, mlflow_uri=mlflow_uri
+            )
             try:
                 ctx.check_lease()
                 result = kind.run(ctx)
@@ -241,7 +261,7 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
                 continue
             pause = cfg.poll_seconds
             started = time.monotonic()
-            execute_batch(queue, store, batch, stats)
+            execute_batch(queue, store, batch, stats, mlflow_uri=cfg.mlflow_uri)
             sizer.observe(time.monotonic() - started, len(batch))
             handled += len(batch)
     finally:

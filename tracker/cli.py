@@ -343,11 +343,97 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=0.0, help="each task sleeps this long")
     p.add_argument("--study", default="smoke-test")
     p.set_defaults(func=cmd_enqueue_noop)
+    _landscape_parsers(sub, enqsub, common)
     return parser
+
+
+def _lazy(name: str) -> Any:
+    """A command function of tracker._cmd_landscape, imported only when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        from tracker import _cmd_landscape
+
+        return int(getattr(_cmd_landscape, name)(args) or 0)
+
+    return run
+
+
+def _landscape_parsers(sub: Any, enqsub: Any, common: argparse.ArgumentParser) -> None:
+    p = enqsub.add_parser("study", parents=[common],
+                          help="a study file (TOML): models x directions x surfaces; "
+                          "`tracker enqueue FILE.toml` does the same")  # fmt: skip
+    p.add_argument("file", metavar="FILE.toml")
+    p.set_defaults(func=_lazy("cmd_enqueue_study"))
+
+    model_flags = argparse.ArgumentParser(add_help=False)
+    from tracker._cmd_args import add_model_flags, add_surface_flags
+
+    add_model_flags(model_flags)
+    p = enqsub.add_parser("model", parents=[common, model_flags], help="a model to train")
+    p.set_defaults(func=_lazy("cmd_enqueue_model"))
+    p = sub.add_parser("train", parents=[common, model_flags],
+                       help="train one model here, in the foreground (logged to MLflow)")  # fmt: skip
+    p.set_defaults(func=_lazy("cmd_train"))
+
+    p = enqsub.add_parser("surface", parents=[common],
+                          help="a 1D or 2D loss surface around a model, or an interpolation")  # fmt: skip
+    add_surface_flags(p)
+    p.set_defaults(func=_lazy("cmd_enqueue_surface"))
+
+    plot = sub.add_parser("plot", help="draw results (PNG and PDF)")
+    plotsub = plot.add_subparsers(dest="plot_command", required=True, metavar="WHAT")
+    p = plotsub.add_parser("surface", parents=[common],
+                           help="1D curve, or 2D contour/filled contour/heatmap/3D; --panel for "
+                           "seed 001's pairs x minibatches panel")  # fmt: skip
+    p.add_argument("ids", nargs="+", type=int, metavar="SURFACE_ID")
+    p.add_argument("--kind", action="append", choices=["contour", "contourf", "heatmap", "3d"],
+                   help="2D plot kinds (repeatable; default all)")  # fmt: skip
+    p.add_argument("--panel", action="store_true",
+                   help="one panel: a row per surface (direction pair), a column per minibatch")  # fmt: skip
+    p.add_argument("--centre-relative", action="store_true", help="panel: loss minus the centre")
+    p.add_argument("--contour", action="store_true", help="panel: contours instead of heatmaps")
+    p.add_argument("--out", metavar="DIR", help="folder for the files (default TRACKER_HOME/plots)")
+    p.set_defaults(func=_lazy("cmd_plot_surface"))
+
+    export = sub.add_parser("export", help="write results in other tools' formats")
+    exportsub = export.add_subparsers(dest="export_command", required=True, metavar="WHAT")
+    p = exportsub.add_parser("surface", parents=[common],
+                             help="h5 (Goldstein's names), vtp (ParaView) or csv")  # fmt: skip
+    p.add_argument("id", type=int, metavar="SURFACE_ID")
+    p.add_argument("--format", choices=["h5", "vtp", "csv"], default="h5")
+    p.add_argument("--out", metavar="FILE")
+    p.add_argument("--group", type=int, default=0, help="which minibatch grid (default 0)")
+    p.add_argument("--log", action="store_true", help="vtp: log(loss + 0.1)")
+    p.add_argument("--zmax", type=float, default=None, help="vtp: clip values above this")
+    p.set_defaults(func=_lazy("cmd_export_surface"))
+
+    imp = sub.add_parser("import", help="bring results from other tools into the database")
+    impsub = imp.add_subparsers(dest="import_command", required=True, metavar="WHAT")
+    p = impsub.add_parser("h5", parents=[common], help="a Goldstein loss-landscape surface file")
+    p.add_argument("file", metavar="FILE.h5")
+    p.add_argument("--study", default="imported")
+    p.set_defaults(func=_lazy("cmd_import_h5"))
+
+    p = sub.add_parser("demo", parents=[common],
+                       help="train two MLPs on digits, compute their surfaces, plot, summarise")  # fmt: skip
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_lazy("cmd_demo"))
+
+
+def _study_file_shortcut(argv: list[str]) -> list[str]:
+    """`tracker enqueue FILE.toml` means `tracker enqueue study FILE.toml`."""
+    if "enqueue" in argv:
+        i = argv.index("enqueue")
+        rest = argv[i + 1 :]
+        if rest and (rest[0].endswith(".toml") or os.path.isfile(rest[0])):
+            return [*argv[: i + 1], "study", *rest]
+    return argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = _study_file_shortcut(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     for name in ("db", "store", "home"):
         if not hasattr(args, name):
