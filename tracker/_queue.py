@@ -111,7 +111,7 @@ def enqueue(
     task = session.scalar(sa.select(Task).where(Task.spec_hash == digest))
     if task is not None:
         return task, False
-    parents = list(depends_on)
+    parents = list({p.id: p for p in depends_on}.values())  # each parent once
     status, error = "pending", None
     if parents:
         # Lock the parents (FOR SHARE) so none can finish between this check and our commit
