@@ -431,9 +431,26 @@ def _study_file_shortcut(argv: list[str]) -> list[str]:
     return argv
 
 
+def _glue_negative_grids(argv: list[str]) -> list[str]:
+    """`--x -1:1:51` reads as an option to argparse; pass it as `--x=-1:1:51`."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if word in ("--x", "--y") and nxt is not None and nxt.startswith("-") and ":" in nxt:
+            out.append(f"{word}={nxt}")
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = _study_file_shortcut(list(sys.argv[1:] if argv is None else argv))
+    argv = _glue_negative_grids(argv)
     args = parser.parse_args(argv)
     for name in ("db", "store", "home"):
         if not hasattr(args, name):

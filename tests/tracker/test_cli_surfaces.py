@@ -1,0 +1,150 @@
+"""The loss-surface commands as a user runs them: real processes, SQLite, Zarr, MLflow."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_support import run_tracker, tracker_env
+
+TABLES = ("tasks", "models", "checkpoints", "directions", "surfaces", "tiles", "arrays", "studies")
+
+
+def _counts(home: Path) -> dict[str, int]:
+    with sqlite3.connect(home / ".tracker" / "tracker.db") as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+
+def _ok(result) -> str:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _one_line_error(result, *needles: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr[-3000:])
+    err = result.stderr.strip()
+    assert "Traceback" not in result.stderr
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("tracker: error: ")
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A home with a trained MLP (model 1) and an untrained CNN (model 2)."""
+    root = tmp_path_factory.mktemp("cli")
+    env = tracker_env(root)
+    _ok(run_tracker("db", "upgrade", env=env))
+    out = _ok(run_tracker("train", "--arch", "mlp", "--widths", "16", "--dataset", "digits",
+                          "--epochs", "2", "--lr", "0.05", "--batch-size", "64", "--name", "mlp",
+                          "--checkpoints", "0,1", env=env))  # fmt: skip
+    assert "model 1: train loss" in out and "MLflow run" in out
+    _ok(run_tracker("enqueue", "model", "--arch", "cnn", "--dataset", "digits", "--name", "cnn",
+                    env=env))  # fmt: skip
+    return root, env
+
+
+BAD = [
+    (["enqueue", "model", "--arch", "transformer", "--dataset", "digits"], ["unknown architecture"]),
+    (["enqueue", "model", "--arch", "mlp", "--dataset", "imagenet"], ["unknown dataset"]),
+    (["enqueue", "surface", "--model", "1", "--x", "1:-1:0"], ["1:-1:0", "N >= 1"]),
+    (["enqueue", "surface", "--model", "1", "--x", "-1:1:5", "--y", "-1:1"], ["MIN:MAX:N"]),
+    (["enqueue", "surface", "--model", "999", "--x", "-1:1:5"], ["unknown model id 999"]),
+    (["enqueue", "surface", "--interpolate", "1", "2", "--x", "-0.5:1.5:5"],
+     ["cannot interpolate", "same architecture"]),
+    (["enqueue", "surface", "--model", "1", "--epoch", "7", "--x", "-1:1:5"], ["epoch 7"]),
+    (["enqueue", "model", "--arch", "resnet20", "--dataset", "cifar10", "--data-root", "EMPTY"],
+     ["cifar-10-batches-py"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "needles"), BAD, ids=[" ".join(a[:3]) + f"-{i}" for i, (a, _) in enumerate(BAD)])  # fmt: skip
+def test_bad_input_is_one_line_and_writes_nothing(trained, argv, needles) -> None:
+    root, env = trained
+    argv = [str(root / "empty-root") if a == "EMPTY" else a for a in argv]
+    (root / "empty-root").mkdir(exist_ok=True)
+    before = _counts(root)
+    _one_line_error(run_tracker(*argv, env=env), *needles)
+    assert _counts(root) == before
+
+
+def test_a_bad_study_file_writes_nothing(trained) -> None:
+    root, env = trained
+    before = _counts(root)
+    study = root / "bad.toml"
+    study.write_text('study = "bad"\n[[model]]\narchitecture = "mlp"\ndataset = "digits"\n'
+                     '[[surface]]\nx = "-1:1:5"\nflavour = "sharp"\n')  # fmt: skip
+    _one_line_error(run_tracker("enqueue", str(study), env=env), "unknown key 'flavour'")
+    # A valid model followed by a surface of zero points: still nothing written.
+    study.write_text('study = "bad"\n[[model]]\narchitecture = "mlp"\ndataset = "digits"\n'
+                     '[[surface]]\nx = "-1:1:0"\n')  # fmt: skip
+    _one_line_error(run_tracker("enqueue", str(study), env=env), "0 points")
+    assert _counts(root) == before
+
+
+def test_surface_flags_work_plot_export_and_import(trained) -> None:
+    root, env = trained
+    out = _ok(run_tracker("enqueue", "surface", "--model", "1", "--x", "-1:1:5", "--y", "-1:1:4",
+                          "--tile", "3x2", "--subset", "300", env=env))  # fmt: skip
+    assert "surface 1 (new, 4 tile task(s))" in out
+    again = _ok(run_tracker("enqueue", "surface", "--model", "1", "--x", "-1:1:5", "--y", "-1:1:4",
+                            "--tile", "3x2", "--subset", "300", env=env))  # fmt: skip
+    assert "already queued" in again
+    _ok(run_tracker("enqueue", "surface", "--model", "1", "--x", "-1:1:6", env=env))
+    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
+
+    plots = _ok(run_tracker("plot", "surface", "1", "2", "--out", str(root / "plots"), env=env))
+    files = [Path(p) for p in plots.split()]
+    assert {p.suffix for p in files} == {".png", ".pdf"}
+    assert len(files) == 2 * 4 + 2  # four 2D kinds, one 1D curve; PNG and PDF each
+    assert all(p.stat().st_size > 1000 for p in files)
+
+    # h5 round trip: export, import as a new surface, same grid and values.
+    h5 = root / "s1.h5"
+    _ok(run_tracker("export", "surface", "1", "--format", "h5", "--out", str(h5), env=env))
+    assert (root / "s1-directions.h5").exists()
+    imported = _ok(run_tracker("import", "h5", str(h5), env=env))
+    new_id = int(imported.split("as surface ")[1].split()[0])
+    with sqlite3.connect(root / ".tracker" / "tracker.db") as conn:
+        a = conn.execute("SELECT x_min, x_max, nx, y_min, y_max, ny, min_loss FROM surfaces WHERE id = 1").fetchone()  # fmt: skip
+        b = conn.execute(f"SELECT x_min, x_max, nx, y_min, y_max, ny, min_loss FROM surfaces WHERE id = {new_id}").fetchone()  # fmt: skip
+    assert a[:6] == b[:6]
+    assert a[6] == pytest.approx(b[6], rel=1e-6)
+    csv_a, csv_b = root / "a.csv", root / "b.csv"
+    _ok(run_tracker("export", "surface", "1", "--format", "csv", "--out", str(csv_a), env=env))
+    _ok(run_tracker("export", "surface", str(new_id), "--format", "csv", "--out", str(csv_b), env=env))  # fmt: skip
+    rows_a = list(csv.DictReader(csv_a.open()))
+    rows_b = list(csv.DictReader(csv_b.open()))
+    assert len(rows_a) == 5 * 4
+    np.testing.assert_allclose([float(r["loss"]) for r in rows_a], [float(r["loss"]) for r in rows_b], rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose([float(r["acc"]) for r in rows_a], [float(r["acc"]) for r in rows_b], rtol=1e-6)  # fmt: skip
+
+    # VTP, read back by VTK's own PolyData reader.
+    vtp = root / "s1.vtp"
+    _ok(run_tracker("export", "surface", "1", "--format", "vtp", "--out", str(vtp), env=env))
+    import vtk
+
+    reader = vtk.vtkXMLPolyDataReader()
+    reader.SetFileName(str(vtp))
+    reader.Update()
+    poly = reader.GetOutput()
+    assert poly.GetNumberOfPoints() == 5 * 4
+    assert poly.GetNumberOfCells() == (5 - 1) * (4 - 1)
+    zs = sorted(poly.GetPoint(i)[2] for i in range(poly.GetNumberOfPoints()))
+    np.testing.assert_allclose(zs, sorted(float(r["loss"]) for r in rows_a), rtol=1e-5)
+    _one_line_error(run_tracker("export", "surface", "2", "--format", "vtp", env=env), "1D")
+
+
+def test_unfinished_and_unknown_surfaces_say_so(trained) -> None:
+    root, env = trained
+    _one_line_error(run_tracker("plot", "surface", "424242", env=env), "unknown surface id 424242")
+    _ok(run_tracker("enqueue", "surface", "--model", "2", "--x", "-1:1:3", env=env))
+    with sqlite3.connect(root / ".tracker" / "tracker.db") as conn:
+        sid = conn.execute("SELECT max(id) FROM surfaces").fetchone()[0]
+    _one_line_error(run_tracker("export", "surface", str(sid), env=env), "not complete yet", "tracker work")  # fmt: skip
+    _one_line_error(run_tracker("import", "h5", str(root / "missing.h5"), env=env), "missing.h5")
