@@ -174,8 +174,52 @@ def cmd_show_task(args: argparse.Namespace) -> int:
 
 
 def cmd_show_study(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from tracker._queue import find_study
+    from tracker._schema import Checkpoint, Direction, Model, Surface
+
     args.errors = 10
-    return cmd_status(args)
+    code = cmd_status(args)
+    db = _open(args)
+    with db.session() as session:
+        study = find_study(session, args.study)
+        models = session.scalars(
+            sa.select(Model).where(Model.study_id == study.id).order_by(Model.id)
+        ).all()
+        surfaces = session.execute(
+            sa.select(Surface, Checkpoint.model_id, Checkpoint.epoch, Direction.kind)
+            .outerjoin(Checkpoint, Checkpoint.id == Surface.checkpoint_id)
+            .outerjoin(Direction, Direction.id == Surface.x_direction_id)
+            .where(Surface.study_id == study.id)
+            .order_by(Surface.id)
+        ).all()
+
+    def num(v: Any, fmt: str = ".4f") -> str:
+        return "" if v is None else format(v, fmt)
+
+    if models:
+        print("\nmodels:")
+        print(_table(
+            ["id", "name", "arch", "dataset", "batch", "lr", "wd", "seed", "epochs",
+             "train acc", "test acc", "mlflow run"],
+            [[m.id, m.name, m.architecture, m.dataset, m.batch_size, num(m.lr, "g"),
+              num(m.weight_decay, "g"), m.seed, m.epochs, num(m.train_acc), num(m.test_acc),
+              m.mlflow_run_id] for m in models],
+        ))  # fmt: skip
+    if surfaces:
+        print("\nsurfaces:")
+        print(_table(
+            ["id", "model", "epoch", "direction", "grid", "eval", "bn", "centre", "rise@0.5",
+             "flat width", "complete"],
+            [[s.id, mid, ep, kind or "imported",
+              f"{s.nx}" + (f"x{s.ny}" if s.ny else ""),
+              s.split + (f"/{s.subset_size}" if s.subset_size else "")
+              + (f"/{s.n_minibatches}x{s.minibatch_size}" if s.n_minibatches else ""),
+              s.bn_mode, num(s.centre_loss), num(s.rise_r050), num(s.flatness_width, ".3f"),
+              "yes" if s.completed_at else "no"] for s, mid, ep, kind in surfaces],
+        ))  # fmt: skip
+    return code
 
 
 # --- requeue / enqueue ------------------------------------------------------------------------

@@ -57,6 +57,20 @@ dataset = "digits"
 batch_size = 128
 epochs = 2
 
+[[model]]
+name = "reg"
+architecture = "mlp"
+arch = {{ widths = [8] }}
+dataset = "autompg"
+lr = 0.01
+batch_size = 32
+epochs = 1
+
+[[surface]]
+models = ["reg"]
+x = "-1:1:5"
+metrics = ["loss"]
+
 [[surface]]
 models = ["cnn"]
 x = "-1:1:5"
@@ -120,7 +134,7 @@ def done(tmp_path_factory: pytest.TempPathFactory) -> Home:
     """The study above, enqueued and drained once for the tests that only read it."""
     home = Home(tmp_path_factory.mktemp("surfaces"))
     counts = home.enqueue(STUDY)
-    assert counts["models_new"] == 2 and counts["surfaces_new"] == 5
+    assert counts["models_new"] == 3 and counts["surfaces_new"] == 6
     stats = home.drain()
     assert stats["failed"] == 0, home.statuses()
     assert home.statuses() == {"done": sum(home.statuses().values())}
@@ -191,13 +205,17 @@ def test_stored_surface_equals_an_independent_recomputation(done: Home, bn: str)
 def test_rows_arrays_and_summaries_are_complete(done: Home) -> None:
     with done.db.session() as s:
         surfaces = s.scalars(sa.select(Surface).order_by(Surface.id)).all()
-        assert len(surfaces) == 5
+        assert len(surfaces) == 6
+        reg = surfaces[0]
+        data = load_surface(s, done.store, reg.id)
+        assert np.isnan(data.acc).all() and np.isfinite(data.loss).all()  # MSE, no accuracy
         for surf in surfaces:
             assert surf.completed_at is not None and surf.loss_array_id and surf.acc_array_id
             data = load_surface(s, done.store, surf.id)
             groups = surf.n_minibatches or 1
             assert data.loss.shape == (groups, surf.ny or 1, surf.nx)
             assert np.isfinite(data.loss).all()
+            assert surf.id == reg.id or np.isfinite(data.acc).all()
             z = data.loss.mean(axis=0)
             assert surf.min_loss == pytest.approx(float(z.min()), rel=1e-6)
             # The centre (0, 0) is a grid point of every surface here but the 4-row one.

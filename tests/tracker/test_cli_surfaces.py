@@ -97,6 +97,8 @@ def test_surface_flags_work_plot_export_and_import(trained) -> None:
     assert "already queued" in again
     _ok(run_tracker("enqueue", "surface", "--model", "1", "--x", "-1:1:6", env=env))
     _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
+    shown = _ok(run_tracker("show", "study", "default", env=env))
+    assert "models:" in shown and "surfaces:" in shown and "5x4" in shown
 
     plots = _ok(run_tracker("plot", "surface", "1", "2", "--out", str(root / "plots"), env=env))
     files = [Path(p) for p in plots.split()]
