@@ -1,0 +1,567 @@
+"""Evaluate a model's loss and accuracy at many points ``centre + a * d1 + b * d2``.
+
+``SurfaceEvaluator`` keeps one working copy of the model on the device, whose parameters and
+floating buffers are views into a single flat vector, and the evaluation groups as ready tensors
+on the device. Two strategies compute the same numbers:
+
+- ``loop``: per point, the flat vector is overwritten in place and the model runs once per group
+  (in eval-BN mode a large group runs in sample batches; the loss is still the group's mean).
+- ``vmap``: K points at once, ``torch.func.vmap`` over ``functional_call`` with the moved tensors
+  stacked along a leading axis. Every call gets exactly K points (the last chunk is padded), so a
+  point's numbers do not depend on how the points were split into calls or tiles.
+
+``auto`` follows the rule next to ``VMAP_ROWS`` below: K is the power of two at or below
+``VMAP_ROWS / samples`` (capped); vmap is taken when K reaches ``VMAP_MIN_POINTS``, and on CPU
+only for models without convolutions. vmap pays off when one forward is too small to keep the
+device busy; for larger groups the loop is faster.
+
+First-affine lever: when the model implements the protocol (``first_affine``,
+``prepare_input``, ``forward_after_first``) the first layer is linear in its weights, so
+``f(x; W0 + a D1 + b D2, b0 + a e1 + b e2) = f(x; W0, b0) + a f(x; D1, e1) + b f(x; D2, e2)``.
+Those 1 + ndim outputs are computed once per group; each point then costs an axpy plus
+``forward_after_first``. It is used when the cached outputs fit in half the memory budget. On
+CPU, a 4-D first-layer output is cached channels-last (NHWC), so the rest of a convolutional
+network runs in that format: max pooling and convolution are several times faster there.
+
+BatchNorm: ``bn_mode='eval'`` uses the stored running statistics; ``'train'`` normalises with
+the group's batch statistics (the whole group as one batch). In the working copy the BatchNorm
+layers are put in training mode with ``track_running_stats=False``, so no running statistic is
+ever written; every other layer (dropout included) stays in eval mode.
+
+K (points per vmap call), the sample batch and the first-affine choice are deterministic
+functions of the sizes (model, groups, directions) and the memory budget, never of timing.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compute.state import Layout, check_length, layout_of, same_layout
+from tracker import SpecError
+
+LOSSES = ("cross_entropy", "mse")
+BN_MODES = ("eval", "train")
+STRATEGIES = ("auto", "loop", "vmap")
+
+# The vmap rule, per device kind: K is the power of two at or below ROWS / samples, capped by
+# MAX_POINTS and by the memory budget; 'auto' takes vmap when K >= MIN_POINTS (and, on CPU, the
+# model has no convolution: vmapped convolutions with per-point weights become grouped
+# convolutions, which are slower there than the loop). Measured on 2 CPU cores: vmap wins at
+# 128 samples per group, the loop from 256 on.
+VMAP_ROWS = {"cpu": 2048, "cuda": 16384}
+VMAP_MAX_POINTS = {"cpu": 32, "cuda": 64}
+VMAP_MIN_POINTS = {"cpu": 16, "cuda": 4}
+DEFAULT_BUDGET_CPU = 1 << 30  # bytes; on CUDA the default is a quarter of the device memory
+_ACTIVATION_FACTOR = 3  # activations kept alive at once, relative to the leaf-module outputs
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONVS = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
+class _Whole(nn.Module):
+    """The model's plain forward, under one name prefix for ``functional_call``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class _AfterFirst(nn.Module):
+    """The network after its first affine layer, as a module ``functional_call`` can run."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_after_first(z)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SpecError(f"{name}={value!r} is not one of {', '.join(allowed)}: pick one of those")
+    return value
+
+
+class SurfaceEvaluator:
+    """Loss and accuracy of ``model`` at points of the plane (or line) through ``centre``.
+
+    Args:
+        model: the network; it is copied, never modified.
+        layout: the flat layout of the model's state (``compute.state.layout_of``).
+        centre: the flat state at coordinates 0.
+        directions: one or two flat direction vectors of the layout's length.
+        groups: evaluation groups ``(x, y)``; every group gets its own value per point.
+        loss: ``'cross_entropy'`` (integer labels) or ``'mse'`` (float targets).
+        bn_mode: ``'eval'`` (running statistics) or ``'train'`` (the group's batch statistics).
+        device: where to evaluate.
+        strategy: ``'auto'``, ``'loop'`` or ``'vmap'`` (see the module docstring).
+        first_affine: use the first-affine lever when the model supports it.
+        points_per_call: K for vmap; by default derived from the memory budget.
+        max_memory_bytes: the memory budget; default 1 GiB on CPU, a quarter of a GPU's memory.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: Layout,
+        centre: torch.Tensor,
+        directions: list[torch.Tensor],
+        groups: list[tuple[torch.Tensor, torch.Tensor]],
+        *,
+        loss: str,
+        bn_mode: str,
+        device: torch.device | str,
+        strategy: str = "auto",
+        first_affine: bool = True,
+        points_per_call: int | None = None,
+        max_memory_bytes: int | None = None,
+    ) -> None:
+        self._loss = _choice("loss", loss, LOSSES)
+        self._bn_mode = _choice("bn_mode", bn_mode, BN_MODES)
+        _choice("strategy", strategy, STRATEGIES)
+        self._device = torch.device(device)
+        if not 1 <= len(directions) <= 2:
+            raise SpecError(f"a surface needs 1 or 2 directions, got {len(directions)}")
+        if points_per_call is not None and int(points_per_call) < 1:
+            raise SpecError(f"points_per_call must be at least 1, got {points_per_call}")
+        if not groups:
+            raise SpecError("no evaluation groups: pass at least one (x, y) pair")
+        self._ndim = len(directions)
+        self._layout = layout
+
+        centre_vec = self._vector(centre, "the centre")
+        dirs = [self._vector(d, f"direction {i + 1}") for i, d in enumerate(directions)]
+        self._centre = centre_vec.to(self._device)
+        self._dirs = [d.to(self._device) for d in dirs]
+
+        work = copy.deepcopy(model).float()
+        if not same_layout(layout_of(work), layout):
+            raise SpecError(
+                "the model's state does not match the layout: build the model with the "
+                "architecture and config the checkpoint was saved from"
+            )
+        work.to(self._device)
+        work.eval()
+        self._model = work
+        self._flat = self._centre.clone()
+        self._bind()
+
+        self._groups = [self._group(i, x, y) for i, (x, y) in enumerate(groups)]
+        # Entries that some direction moves, tensor by tensor.
+        self._moved = [
+            e
+            for e in layout
+            if any(bool(d[e["offset"] : e["offset"] + e["size"]].any()) for d in dirs)
+        ]
+
+        with torch.no_grad():
+            activations, first_out, first_dims = self._probe()
+        if self._bn_mode == "train":
+            for module in work.modules():
+                if isinstance(module, _BATCHNORMS):
+                    module.train()
+                    module.track_running_stats = False
+
+        self._plan = self._decide(
+            strategy,
+            first_affine,
+            points_per_call,
+            max_memory_bytes,
+            activations,
+            first_out,
+            first_dims,
+        )
+        self._runner: nn.Module = _AfterFirst(work) if self._plan["first_affine"] else _Whole(work)
+        self._cache: list[list[torch.Tensor]] = []
+        if self._plan["first_affine"]:
+            with torch.no_grad():
+                self._cache = [self._first_outputs(x) for x, _ in self._groups]
+
+    # ------------------------------------------------------------------ setup
+
+    def _vector(self, vec: torch.Tensor, what: str) -> torch.Tensor:
+        vec = torch.as_tensor(vec)
+        if vec.dim() != 1:
+            raise SpecError(f"{what} must be a flat state vector, got shape {tuple(vec.shape)}")
+        check_length(vec, self._layout)
+        vec = vec.detach().to("cpu", torch.float32)
+        if not bool(torch.isfinite(vec).all()):
+            raise SpecError(f"{what} contains NaN or infinite values: check the checkpoint")
+        return vec
+
+    def _bind(self) -> None:
+        """Make every floating state entry of the working model a view into ``self._flat``."""
+        for entry in self._layout:
+            module_name, _, attr = entry["name"].rpartition(".")
+            try:
+                module = self._model.get_submodule(module_name)
+            except AttributeError as err:
+                raise SpecError(
+                    f"state entry {entry['name']!r} names no submodule of the model: "
+                    "use a model whose state_dict keys follow its modules"
+                ) from err
+            view = self._flat[entry["offset"] : entry["offset"] + entry["size"]].view(
+                entry["shape"]
+            )
+            if attr in module._parameters:
+                module._parameters[attr].data = view
+            elif attr in module._buffers:
+                module._buffers[attr] = view
+            else:
+                raise SpecError(
+                    f"state entry {entry['name']!r} is neither a parameter nor a buffer: "
+                    "use a model whose state_dict keys follow its modules"
+                )
+
+    def _group(
+        self, index: int, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(x)
+        y = torch.as_tensor(y)
+        if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise SpecError(
+                f"group {index}: inputs {tuple(x.shape)} and targets {tuple(y.shape)} must have "
+                "the same, non-zero number of samples"
+            )
+        if self._loss == "cross_entropy":
+            if torch.is_floating_point(y):
+                raise SpecError(
+                    f"group {index}: cross_entropy needs integer class labels, got {y.dtype}: "
+                    "use loss='mse' for regression targets"
+                )
+            y = y.reshape(-1).long()
+        else:
+            y = y.reshape(y.shape[0], -1).float()
+        x = x.float() if torch.is_floating_point(x) else x
+        return x.to(self._device), y.to(self._device)
+
+    def _protocol_layer(self) -> tuple[nn.Module | None, str]:
+        model = self._model
+        name = getattr(model, "first_affine", None)
+        if not (
+            isinstance(name, str)
+            and callable(getattr(model, "prepare_input", None))
+            and callable(getattr(model, "forward_after_first", None))
+        ):
+            return None, "the model does not implement the first-affine protocol"
+        try:
+            layer = model.get_submodule(name)
+        except AttributeError:
+            return None, f"first_affine names no submodule ({name!r})"
+        if not isinstance(layer, _AFFINE):
+            return None, f"the first layer {name!r} is not nn.Linear or nn.Conv"
+        own = {f"{name}.{p}" for p, _ in layer.named_parameters(recurse=False)}
+        entries = {e["name"] for e in self._layout if e["name"].startswith(name + ".")}
+        if not entries <= own:
+            return None, f"the first layer {name!r} has state besides its weight and bias"
+        return layer, ""
+
+    def _probe(self) -> tuple[int, int, int]:
+        """Floats per sample output by leaf modules and by the first affine layer, and the
+        number of dimensions of the latter's output (0 without the protocol)."""
+        layer, _ = self._protocol_layer()
+        sizes: dict[int, int] = {}
+        dims: dict[int, int] = {}
+
+        def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                sizes[id(module)] = sizes.get(id(module), 0) + output[0].numel()
+                dims[id(module)] = output.dim()
+
+        leaves = [m for m in self._model.modules() if not any(True for _ in m.children())]
+        handles = [m.register_forward_hook(hook) for m in leaves]
+        try:
+            self._model(self._groups[0][0][:1])
+        except Exception as err:
+            raise SpecError(
+                f"the model cannot run on the evaluation inputs {tuple(self._groups[0][0].shape)}: "
+                f"{type(err).__name__}: {err}".splitlines()[0]
+            ) from err
+        finally:
+            for handle in handles:
+                handle.remove()
+        first = sizes.get(id(layer), 0) if layer is not None else 0
+        return max(1, sum(sizes.values())), first, dims.get(id(layer), 0)
+
+    def _decide(
+        self,
+        strategy: str,
+        first_affine: bool,
+        points_per_call: int | None,
+        max_memory_bytes: int | None,
+        activations: int,
+        first_out: int,
+        first_dims: int,
+    ) -> dict[str, Any]:
+        budget = (
+            int(max_memory_bytes) if max_memory_bytes is not None else default_budget(self._device)
+        )
+        sizes = [int(x.shape[0]) for x, _ in self._groups]
+        largest = max(sizes)
+        moved = sum(int(e["size"]) for e in self._moved)
+        values = sum(int(e["size"]) for e in self._layout)
+
+        layer, why_not = self._protocol_layer()
+        use_first = False
+        if not first_affine:
+            why_not = "first_affine=False"
+        elif layer is not None:
+            cache = 4 * (1 + self._ndim) * first_out * sum(sizes)
+            use_first = cache <= budget // 2
+            if not use_first:
+                why_not = f"its cached outputs ({cache:,} bytes) exceed half the budget"
+
+        per_point = 4 * (values + _ACTIVATION_FACTOR * largest * activations)
+        fit = max(1, budget // per_point)
+        kind = "cpu" if self._device.type == "cpu" else "cuda"
+        # K: a power of two near VMAP_ROWS / samples, capped per device and by the budget.
+        by_rows = 1 << max(0, (VMAP_ROWS[kind] // largest).bit_length() - 1)
+        k_auto = max(1, min(by_rows, VMAP_MAX_POINTS[kind], fit))
+        if strategy == "auto":
+            convs = kind == "cpu" and any(isinstance(m, _CONVS) for m in self._model.modules())
+            strategy = "vmap" if k_auto >= VMAP_MIN_POINTS[kind] and not convs else "loop"
+            reason = (
+                f"auto: {largest} samples per group -> K={k_auto} -> {strategy} (vmap when "
+                f"K = min({VMAP_ROWS[kind]}/samples, {VMAP_MAX_POINTS[kind]}, memory) >= "
+                f"{VMAP_MIN_POINTS[kind]}"
+                + (", and no convolution on CPU)" if kind == "cpu" else ")")
+            )
+        else:
+            reason = f"strategy={strategy} requested"
+        if strategy == "vmap":
+            k = int(points_per_call) if points_per_call is not None else k_auto
+            sample_batch = largest
+        else:
+            k = 1
+            if self._bn_mode == "train":
+                sample_batch = largest  # batch statistics need the whole group at once
+            else:
+                per_sample = 4 * _ACTIVATION_FACTOR * activations
+                sample_batch = int(min(largest, max(1, budget // per_sample)))
+        # NHWC activations: CPU max-pooling and convolution run several times faster.
+        channels_last = use_first and kind == "cpu" and first_dims == 4
+        return {
+            "strategy": strategy,
+            "points_per_call": k,
+            "sample_batch": sample_batch,
+            "first_affine": use_first,
+            "first_affine_note": "used" if use_first else f"not used: {why_not}",
+            "channels_last": channels_last,
+            "bn_mode": self._bn_mode,
+            "loss": self._loss,
+            "device": str(self._device),
+            "memory_budget_bytes": budget,
+            "moved_values": moved,
+            "groups": len(sizes),
+            "reason": reason,
+        }
+
+    def _first_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The first layer's output at the centre and along each direction (bias-free if none)."""
+        layer, _ = self._protocol_layer()
+        assert layer is not None
+        name = self._model.first_affine
+        step = self._plan["sample_batch"]
+        outputs: list[list[torch.Tensor]] = [[] for _ in range(1 + self._ndim)]
+        for start in range(0, x.shape[0], step):
+            u = self._model.prepare_input(x[start : start + step])
+            outputs[0].append(layer(u))
+            for k, d in enumerate(self._dirs):
+                params = {
+                    p: self._slice(d, f"{name}.{p}")
+                    for p, _ in layer.named_parameters(recurse=False)
+                }
+                outputs[k + 1].append(torch.func.functional_call(layer, params, (u,)))
+        merged = [torch.cat(parts) for parts in outputs]
+        if self._plan["channels_last"]:
+            merged = [z.contiguous(memory_format=torch.channels_last) for z in merged]
+        return merged
+
+    def _slice(self, vec: torch.Tensor, name: str) -> torch.Tensor:
+        for e in self._layout:
+            if e["name"] == name:
+                return vec[e["offset"] : e["offset"] + e["size"]].view(e["shape"])
+        raise SpecError(f"the layout has no entry {name!r}")
+
+    # ------------------------------------------------------------------ evaluation
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        """What the evaluator chose: strategy, points per call (K), first-affine use, budget."""
+        return dict(self._plan)
+
+    @property
+    def model(self) -> nn.Module:
+        """The working copy (its state is the centre between ``evaluate`` calls)."""
+        return self._model
+
+    def evaluate(self, coords: np.ndarray) -> dict[str, np.ndarray]:
+        """Loss and accuracy at ``coords`` [P, ndim]: ``{'loss': [G, P], 'acc': [G, P]}``.
+
+        The loss is the mean over a group's samples; accuracy is the fraction correct (NaN for
+        mse). Both are float64.
+        """
+        c = np.asarray(coords, dtype=np.float64)
+        if c.ndim != 2 or c.shape[1] != self._ndim:
+            raise SpecError(
+                f"coordinates must have shape [points, {self._ndim}] for {self._ndim} "
+                f"direction(s), got {c.shape}"
+            )
+        if not np.isfinite(c).all():
+            raise SpecError("coordinates contain NaN or infinite values")
+        n_points = c.shape[0]
+        n_groups = len(self._groups)
+        if not n_points:
+            return {"loss": np.zeros((n_groups, 0)), "acc": np.zeros((n_groups, 0))}
+        # Coordinates are used in float32, as the parameters are.
+        points = torch.as_tensor(c, dtype=torch.float32)
+        with torch.no_grad():
+            if self._plan["strategy"] == "vmap":
+                sums, hits = self._evaluate_vmap(points.to(self._device))
+            else:
+                try:
+                    sums, hits = self._evaluate_loop(points)
+                finally:
+                    self._flat.copy_(self._centre)
+        sizes = np.array([float(x.shape[0]) for x, _ in self._groups]).reshape(-1, 1)
+        loss = sums.cpu().double().numpy() / sizes
+        if self._loss == "cross_entropy":
+            acc = hits.cpu().double().numpy() / sizes
+        else:
+            acc = np.full(loss.shape, np.nan)
+        return {"loss": loss, "acc": acc}
+
+    def _evaluate_loop(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per point: parameters overwritten in place, one forward per sample batch."""
+        step = self._plan["sample_batch"]
+        use_first = self._plan["first_affine"]
+        # Per group, its sample batches: (inputs or cached first-layer outputs, targets, buffer).
+        # The buffer receives the mixed first-layer output: no allocation per point.
+        batches: list[list[tuple[Any, torch.Tensor, torch.Tensor | None]]] = []
+        for g, (x, y) in enumerate(self._groups):
+            parts = []
+            for start in range(0, x.shape[0], step):
+                stop = min(start + step, x.shape[0])
+                if use_first:
+                    cache = [z[start:stop] for z in self._cache[g]]
+                    parts.append((cache, y[start:stop], torch.empty_like(cache[0])))
+                else:
+                    parts.append((x[start:stop], y[start:stop], None))
+            batches.append(parts)
+
+        sums: list[list[torch.Tensor]] = [[] for _ in batches]
+        hits: list[list[torch.Tensor]] = [[] for _ in batches]
+        for point in points.tolist():
+            torch.add(self._centre, self._dirs[0], alpha=point[0], out=self._flat)
+            for k in range(1, self._ndim):
+                self._flat.add_(self._dirs[k], alpha=point[k])
+            for g, parts in enumerate(batches):
+                scores = []
+                for inputs, y, buffer in parts:
+                    if buffer is not None:
+                        torch.add(inputs[0], inputs[1], alpha=point[0], out=buffer)
+                        for k in range(1, self._ndim):
+                            buffer.add_(inputs[k + 1], alpha=point[k])
+                        out = self._model.forward_after_first(buffer)
+                    else:
+                        out = self._model(inputs)
+                    scores.append(self._score(out, y))
+                if len(scores) == 1:
+                    sums[g].append(scores[0][0])
+                    hits[g].append(scores[0][1])
+                else:
+                    sums[g].append(torch.stack([s[0] for s in scores]).double().sum())
+                    hits[g].append(torch.stack([s[1] for s in scores]).sum())
+        return (
+            torch.stack([torch.stack(v) for v in sums]),
+            torch.stack([torch.stack(v) for v in hits]),
+        )
+
+    def _evaluate_vmap(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K points per call; the last chunk is padded to K so every call has the same shape."""
+        k = self._plan["points_per_call"]
+        use_first = self._plan["first_affine"]
+        skip = f"{self._model.first_affine}." if use_first else None
+        moved = [e for e in self._moved if skip is None or not e["name"].startswith(skip)]
+        sums: list[list[torch.Tensor]] = [[] for _ in self._groups]
+        hits: list[list[torch.Tensor]] = [[] for _ in self._groups]
+        for start in range(0, points.shape[0], k):
+            chunk = points[start : start + k]
+            real = chunk.shape[0]
+            if real < k:
+                chunk = torch.cat([chunk, chunk[-1:].expand(k - real, -1)])
+            stacked = self._combine([self._centre, *self._dirs], chunk)
+            params = {
+                f"model.{e['name']}": stacked[:, e["offset"] : e["offset"] + e["size"]].view(
+                    k, *e["shape"]
+                )
+                for e in moved
+            }
+            for g, (x, y) in enumerate(self._groups):
+                inputs = self._combine(self._cache[g], chunk) if use_first else x
+                loss_sum, right = self._batched(params, inputs, y, use_first)
+                sums[g].append(loss_sum[:real])
+                hits[g].append(right[:real])
+        return (
+            torch.stack([torch.cat(v) for v in sums]),
+            torch.stack([torch.cat(v) for v in hits]),
+        )
+
+    def _combine(self, base: list[torch.Tensor], chunk: torch.Tensor) -> torch.Tensor:
+        """``base[0] + a base[1] (+ b base[2])`` for each of the K points: [K, *base[0].shape]."""
+        shape = (chunk.shape[0],) + (1,) * base[0].dim()
+        out = torch.addcmul(base[0].unsqueeze(0), chunk[:, 0].reshape(shape), base[1].unsqueeze(0))
+        for j in range(1, self._ndim):
+            out.addcmul_(chunk[:, j].reshape(shape), base[j + 1].unsqueeze(0))
+        return out
+
+    def _score(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss and number correct over a batch of outputs."""
+        if self._loss == "cross_entropy":
+            loss_sum = F.cross_entropy(out, y, reduction="sum")
+            hits = (out.argmax(dim=-1) == y).sum()
+            return loss_sum, hits
+        diff = out.reshape(y.shape) - y
+        return (diff * diff).mean(dim=1).sum(), torch.zeros((), device=out.device)
+
+    def _batched(
+        self,
+        params: dict[str, torch.Tensor],
+        inputs: torch.Tensor,
+        y: torch.Tensor,
+        inputs_batched: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        runner = self._runner
+
+        def one(p: dict[str, torch.Tensor], inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = torch.func.functional_call(runner, p, (inp,))
+            return self._score(out, y)
+
+        in_dims = (0, 0 if inputs_batched else None)
+        return torch.vmap(one, in_dims=in_dims)(params, inputs)
+
+
+def default_budget(device: torch.device | str) -> int:
+    """The memory budget used when none is given: 1 GiB on CPU, a quarter of a GPU's memory."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 4
+    return DEFAULT_BUDGET_CPU

@@ -1,0 +1,362 @@
+"""The surface engine: its values against a plain recomputation, its strategies against each
+other, determinism, BatchNorm policy and input checks."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compute.directions import random_direction
+from compute.engine import SurfaceEvaluator
+from compute.state import flatten_state, layout_of, load_flat
+from tracker import SpecError
+
+# --------------------------------------------------------------------------- models
+
+
+class ProtocolMLP(nn.Module):
+    """An MLP with the first-affine protocol."""
+
+    first_affine = "fc1"
+
+    def __init__(self, d_in: int = 16, width: int = 24, out: int = 5) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, width)
+        self.rest = nn.Sequential(
+            nn.Tanh(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out)
+        )
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    def forward_after_first(self, z: torch.Tensor) -> torch.Tensor:
+        return self.rest(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_after_first(self.fc1(self.prepare_input(x)))
+
+
+class ProtocolCNN(nn.Module):
+    """A small CNN with BatchNorm (2d and 1d) and max pooling, with the protocol."""
+
+    first_affine = "conv1"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 6, 3, padding=1)
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(6),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(8 * 3 * 3, 12),
+            nn.BatchNorm1d(12),
+            nn.ReLU(),
+            nn.Linear(12, 4),
+        )
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward_after_first(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_after_first(self.conv1(x))
+
+
+class PlainNet(nn.Module):
+    """No protocol: the engine must fall back to the plain forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4 * 6 * 6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def _settle_running_stats(model: nn.Module, x: torch.Tensor) -> None:
+    """A few training-mode passes so running statistics differ from their 0/1 defaults."""
+    model.train()
+    with torch.no_grad():
+        for k in range(3):
+            model(x * (1.0 + 0.2 * k) + 0.1 * k)
+    model.eval()
+
+
+def _problem(kind: str, n: int = 40, groups: int = 2, seed: int = 0):
+    torch.manual_seed(seed)
+    if kind == "mlp":
+        model: nn.Module = ProtocolMLP()
+        x = torch.randn(groups * n, 16)
+        classes = 5
+    else:
+        model = ProtocolCNN() if kind == "cnn" else PlainNet()
+        x = torch.randn(groups * n, 2, 6, 6)
+        classes = 4
+        _settle_running_stats(model, x)
+    y = torch.randint(0, classes, (groups * n,))
+    layout = layout_of(model)
+    centre = flatten_state(model, layout)
+    pairs = [(x[i * n : (i + 1) * n], y[i * n : (i + 1) * n]) for i in range(groups)]
+    return model, layout, centre, pairs
+
+
+def _directions(layout, centre, target="weights", ignore="biasbn", count=2):
+    return [
+        random_direction(layout, centre, seed=s, target=target, ignore=ignore)
+        for s in range(1, count + 1)
+    ]
+
+
+COORDS = np.array([[0.0, 0.0], [0.4, -0.2], [-0.7, 0.9], [1.0, 1.0], [-0.3, -0.6]])
+
+
+def _recompute(model, layout, centre, directions, pairs, coords, bn_mode, loss="cross_entropy"):
+    """Loss and accuracy by hand: a fresh copy loaded with centre + a d1 + b d2, one forward."""
+    losses = np.zeros((len(pairs), len(coords)))
+    accs = np.zeros_like(losses)
+    for p, point in enumerate(coords):
+        flat = centre.clone()
+        for c, d in zip(point, directions, strict=True):
+            flat = flat + float(c) * d
+        net = copy.deepcopy(model)
+        load_flat(net, flat, layout)
+        net.eval()
+        for g, (x, y) in enumerate(pairs):
+            if bn_mode == "train":
+                net = copy.deepcopy(net)  # batch statistics from exactly this group
+                for m in net.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.train()
+            with torch.no_grad():
+                out = net(x)
+            if loss == "cross_entropy":
+                losses[g, p] = F.cross_entropy(out, y).item()
+                accs[g, p] = (out.argmax(1) == y).double().mean().item()
+            else:
+                losses[g, p] = F.mse_loss(out, y).item()
+    return losses, accs
+
+
+def _evaluator(model, layout, centre, directions, pairs, **kwargs):
+    options = {"loss": "cross_entropy", "bn_mode": "eval", "device": "cpu"}
+    options.update(kwargs)
+    return SurfaceEvaluator(model, layout, centre, directions, pairs, **options)
+
+
+# --------------------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "plain"])
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_values_equal_a_plain_recomputation(kind, bn_mode):
+    model, layout, centre, pairs = _problem(kind)
+    directions = _directions(layout, centre)
+    expected_loss, expected_acc = _recompute(
+        model, layout, centre, directions, pairs, COORDS, bn_mode
+    )
+    for strategy in ("loop", "vmap"):
+        ev = _evaluator(
+            model, layout, centre, directions, pairs, bn_mode=bn_mode, strategy=strategy
+        )
+        out = ev.evaluate(COORDS)
+        assert out["loss"].shape == out["acc"].shape == (2, len(COORDS))
+        assert out["loss"].dtype == np.float64
+        np.testing.assert_allclose(out["loss"], expected_loss, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out["acc"], expected_acc, atol=1.01 / 40)
+    assert ev.plan["first_affine"] is (kind != "plain")
+
+
+def test_states_directions_move_the_running_statistics():
+    model, layout, centre, pairs = _problem("cnn")
+    directions = _directions(layout, centre, target="states", ignore="none")
+    expected, _ = _recompute(model, layout, centre, directions, pairs, COORDS, "eval")
+    weights_only, _ = _recompute(
+        model, layout, centre, _directions(layout, centre, ignore="none"), pairs, COORDS, "eval"
+    )
+    assert np.abs(expected - weights_only).max() > 1e-3  # the buffers' share is visible
+    for strategy in ("loop", "vmap"):
+        out = _evaluator(model, layout, centre, directions, pairs, strategy=strategy).evaluate(
+            COORDS
+        )
+        np.testing.assert_allclose(out["loss"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mse_loss_on_a_regression_model():
+    torch.manual_seed(3)
+    model = ProtocolMLP(d_in=16, width=24, out=1)
+    x, y = torch.randn(30, 16), torch.randn(30, 1)
+    layout = layout_of(model)
+    centre = flatten_state(model, layout)
+    directions = _directions(layout, centre)
+    expected, _ = _recompute(model, layout, centre, directions, [(x, y)], COORDS, "eval", "mse")
+    for strategy in ("loop", "vmap"):
+        out = _evaluator(
+            model, layout, centre, directions, [(x, y)], loss="mse", strategy=strategy
+        ).evaluate(COORDS)
+        np.testing.assert_allclose(out["loss"], expected, rtol=1e-5, atol=1e-6)
+        assert np.isnan(out["acc"]).all()
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_loop_vmap_and_first_affine_agree_in_float32(kind, bn_mode):
+    model, layout, centre, pairs = _problem(kind, n=48)
+    directions = _directions(layout, centre, ignore="none")
+    grid = np.linspace(-1.0, 1.0, 4)
+    coords = np.array([(a, b) for b in grid for a in grid])
+    results = {}
+    for strategy in ("loop", "vmap"):
+        for first in (False, True):
+            ev = _evaluator(
+                model, layout, centre, directions, pairs,
+                bn_mode=bn_mode, strategy=strategy, first_affine=first, points_per_call=3,
+            )  # fmt: skip
+            assert ev.plan["strategy"] == strategy and ev.plan["first_affine"] is first
+            results[strategy, first] = ev.evaluate(coords)
+    reference = results["loop", False]
+    for key, out in results.items():
+        np.testing.assert_allclose(
+            out["loss"], reference["loss"], rtol=1e-5, atol=1e-5, err_msg=str(key)
+        )
+        # a flipped arg-max on a near tie moves accuracy by one sample at most
+        assert np.abs(out["acc"] - reference["acc"]).max() <= 1.01 / 48, key
+
+
+def test_one_direction_gives_a_line():
+    model, layout, centre, pairs = _problem("mlp")
+    (direction,) = _directions(layout, centre, count=1)
+    xs = np.linspace(-1, 1, 7)[:, None]
+    expected, _ = _recompute(model, layout, centre, [direction], pairs, xs, "eval")
+    for strategy in ("loop", "vmap"):
+        out = _evaluator(model, layout, centre, [direction], pairs, strategy=strategy).evaluate(xs)
+        np.testing.assert_allclose(out["loss"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_plan_follows_group_size_and_model_kind():
+    model, layout, centre, pairs = _problem("mlp", n=100, groups=1)
+    directions = _directions(layout, centre)
+    small = _evaluator(model, layout, centre, directions, pairs)
+    assert small.plan["strategy"] == "vmap" and small.plan["points_per_call"] == 16
+    assert small.plan["first_affine"] is True
+    x, y = pairs[0]
+    large = _evaluator(model, layout, centre, directions, [(x.repeat(3, 1), y.repeat(3))])
+    assert large.plan["strategy"] == "loop" and large.plan["points_per_call"] == 1
+    cnn, cnn_layout, cnn_centre, cnn_pairs = _problem("cnn")
+    conv = _evaluator(cnn, cnn_layout, cnn_centre, _directions(cnn_layout, cnn_centre), cnn_pairs)
+    assert conv.plan["strategy"] == "loop" and conv.plan["channels_last"] is True
+    plain, p_layout, p_centre, p_pairs = _problem("plain")
+    fallback = _evaluator(plain, p_layout, p_centre, _directions(p_layout, p_centre), p_pairs)
+    assert fallback.plan["first_affine"] is False
+    assert "protocol" in fallback.plan["first_affine_note"]
+
+
+def test_a_tight_memory_budget_turns_the_first_affine_cache_off():
+    model, layout, centre, pairs = _problem("mlp")
+    directions = _directions(layout, centre)
+    ev = _evaluator(model, layout, centre, directions, pairs, max_memory_bytes=4096)
+    assert ev.plan["first_affine"] is False and "budget" in ev.plan["first_affine_note"]
+    assert ev.plan["sample_batch"] < 40  # eval mode: the group runs in sample batches
+    expected, _ = _recompute(model, layout, centre, directions, pairs, COORDS, "eval")
+    np.testing.assert_allclose(ev.evaluate(COORDS)["loss"], expected, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize(
+    ("kind", "strategy", "first"),
+    [("mlp", "vmap", True), ("mlp", "vmap", False), ("cnn", "vmap", True), ("cnn", "loop", True),
+     ("mlp", "loop", False)],
+)  # fmt: skip
+def test_results_are_bitwise_identical_across_repeats_and_tilings(kind, strategy, first):
+    model, layout, centre, pairs = _problem(kind)
+    directions = _directions(layout, centre)
+    rng = np.random.default_rng(5)
+    coords = rng.uniform(-1, 1, size=(11, 2))
+    ev = _evaluator(
+        model, layout, centre, directions, pairs,
+        strategy=strategy, first_affine=first, points_per_call=4,
+    )  # fmt: skip
+    whole = ev.evaluate(coords)
+    again = ev.evaluate(coords)
+    assert np.array_equal(whole["loss"], again["loss"]) and np.array_equal(
+        whole["acc"], again["acc"]
+    )
+    # Tiles that cut the K-point chunks elsewhere, evaluated by a fresh evaluator.
+    other = _evaluator(
+        model, layout, centre, directions, pairs,
+        strategy=strategy, first_affine=first, points_per_call=4,
+    )  # fmt: skip
+    tiles = [other.evaluate(coords[s]) for s in (slice(0, 5), slice(5, 6), slice(6, 11))]
+    assert np.array_equal(np.concatenate([t["loss"] for t in tiles], axis=1), whole["loss"])
+    assert np.array_equal(np.concatenate([t["acc"] for t in tiles], axis=1), whole["acc"])
+
+
+# --------------------------------------------------------------------------- BatchNorm
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_train_mode_uses_batch_statistics_and_never_writes_running_ones(strategy):
+    model, layout, centre, pairs = _problem("cnn")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    directions = _directions(layout, centre, target="states", ignore="none")
+    ev = _evaluator(model, layout, centre, directions, pairs, bn_mode="train", strategy=strategy)
+    train = ev.evaluate(COORDS)
+    # The working copy is back at the centre, running statistics included, bit for bit.
+    assert torch.equal(flatten_state(ev.model, layout), centre)
+    counters = [
+        m.num_batches_tracked for m in ev.model.modules() if hasattr(m, "num_batches_tracked")
+    ]
+    assert counters and all(int(c) == 3 for c in counters)  # the 3 settling passes only
+    # The caller's model is untouched.
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # Batch statistics really differ from the running ones.
+    eval_mode = _evaluator(model, layout, centre, directions, pairs, strategy=strategy)
+    assert np.abs(train["loss"] - eval_mode.evaluate(COORDS)["loss"]).max() > 1e-3
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def test_mismatched_lengths_and_shapes_raise_spec_errors():
+    model, layout, centre, pairs = _problem("mlp")
+    directions = _directions(layout, centre)
+    with pytest.raises(SpecError, match="different architectures"):
+        _evaluator(model, layout, centre, [directions[0][:-1], directions[1]], pairs)
+    with pytest.raises(SpecError, match="different architectures"):
+        _evaluator(model, layout, torch.cat([centre, torch.zeros(2)]), directions, pairs)
+    with pytest.raises(SpecError, match="1 or 2 directions"):
+        _evaluator(model, layout, centre, [*directions, directions[0]], pairs)
+    x, y = pairs[0]
+    with pytest.raises(SpecError, match="same, non-zero number of samples"):
+        _evaluator(model, layout, centre, directions, [(x, y[:-1])])
+    with pytest.raises(SpecError, match="integer class labels"):
+        _evaluator(model, layout, centre, directions, [(x, y.float())])
+    other = ProtocolMLP(d_in=16, width=23)
+    with pytest.raises(SpecError, match="does not match the layout"):
+        _evaluator(other, layout, centre, directions, pairs)
+    with pytest.raises(SpecError, match="strategy"):
+        _evaluator(model, layout, centre, directions, pairs, strategy="fast")
+    ev = _evaluator(model, layout, centre, directions, pairs)
+    with pytest.raises(SpecError, match=r"shape \[points, 2\]"):
+        ev.evaluate(np.zeros((4, 1)))
+    with pytest.raises(SpecError, match="NaN"):
+        ev.evaluate(np.array([[0.0, np.nan]]))
+    assert ev.evaluate(np.zeros((0, 2)))["loss"].shape == (2, 0)
