@@ -101,11 +101,11 @@ y = "-2:2:3"
 
 
 class Home:
-    """A tracker installation in a temp folder: SQLite, Zarr, MLflow, all real."""
+    """A tracker installation in a temp folder: SQLite (or ``db_url``), Zarr, MLflow, all real."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, db_url: str | None = None) -> None:
         self.root = root
-        self.settings = resolve(home=root / ".tracker")
+        self.settings = resolve(db_url=db_url, home=root / ".tracker")
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db = open_database(self.settings.db_url, check=False)
         upgrade(self.db, "head")
@@ -380,3 +380,29 @@ def test_a_killed_training_leaves_a_failed_mlflow_run(tmp_path: Path) -> None:
     assert client.get_run(first).info.status == "FAILED"
     second = run_id()
     assert second != first and client.get_run(second).info.status == "FINISHED"
+
+
+@pytest.mark.postgres
+def test_a_study_drains_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    home = Home(tmp_path, db_url=pg_url)
+    home.enqueue(f"""
+        study = "pg"
+        [[model]]
+        name = "cnn"
+        {CNN}
+        dataset = "digits"
+        epochs = 1
+        [[surface]]
+        x = "-1:1:6"
+        y = "-1:1:5"
+        tile = [3, 2]
+        subset = 100
+        bn = "train"
+    """)
+    assert home.drain()["failed"] == 0
+    assert set(home.statuses()) == {"done"}
+    with home.db.session() as s:
+        surf = s.scalar(sa.select(Surface))
+        data = load_surface(s, home.store, surf.id)
+        assert surf.completed_at is not None and surf.flatness_width is not None
+    assert data.loss.shape == (1, 5, 6) and np.isfinite(data.loss).all()
