@@ -15,9 +15,13 @@ One run, per case the same model, data, directions and grid, in grid points per 
   (d) the whole tracker path on a 51x51 grid: a temporary TRACKER_HOME (SQLite, Zarr, MLflow),
       the models enqueued and trained through the queue (epochs=0: the seeded initial weights,
       which (a)-(c) build directly), ``tracker work --forever`` started before any surface is
-      enqueued, then per case the time from ``add_surface`` (the function behind ``tracker
-      enqueue surface``) to the surface row's ``completed_at``. The cold start of ``tracker
-      work`` (launch to the first task claimed) is reported separately.
+      enqueued, then per case, after the workers have sat idle for ``--idle`` seconds (5: an
+      idle worker polls every 2 s at most, as a running fleet would when a user enqueues), the
+      time from ``add_surface`` (the function behind ``tracker enqueue surface``) to the
+      surface row's ``completed_at``: direction tasks, tile tasks and the completing task,
+      through SQLite and Zarr. The cold start of ``tracker work`` (launch to the first task
+      claimed) is reported separately. Models with the same spec are one model in the tracker
+      (digits-all and digits-mb128 share theirs, and so their directions).
 
 (b), (c) and (d) use the tracker's directions (filter-normalised Gaussian, seeds 0 and 1,
 biases ignored); the largest |loss(b) - loss(c)| over the grid is printed as a check that
@@ -41,8 +45,8 @@ this process with torch using every core; (d)'s workers share the cores (``track
 gives each of its N workers cores/N threads).
 
     python benchmarks/surface.py [--cases a,b] [--grid 21] [--tracker-grid 51] [--workers 2]
-                                 [--device cpu|cuda] [--threads N] [--repeat 2] [--quick]
-                                 [--no-tracker]
+                                 [--device cpu|cuda] [--threads N] [--repeat 2] [--idle 5]
+                                 [--quick] [--no-tracker] [--verbose]
 
 (a)-(c) run ``--repeat`` passes in turn and the fastest pass of each counts (the machine may be
 shared); (d) runs once. ``--quick`` shrinks the grids to 5x5 and 9x9 with one pass (a smoke
@@ -419,7 +423,12 @@ def _failed(db: Any, study_id: int) -> str | None:
 
 
 def run_tracker_path(
-    cases: list[Case], n: int, workers: int, samples: dict[str, int], verbose: bool = False
+    cases: list[Case],
+    n: int,
+    workers: int,
+    samples: dict[str, int],
+    idle: float = 0.0,
+    verbose: bool = False,
 ) -> tuple[float, dict[str, TrackerResult]]:
     """Cold start of `tracker work`, then enqueue-to-complete per case; see the module doc."""
     import sqlalchemy as sa
@@ -516,6 +525,8 @@ def run_tracker_path(
         for case in cases:
             ev = case.tracker_eval()
             assert ev is not None
+            # Idle workers poll ever more slowly (up to every 2 s): enqueue into that state.
+            time.sleep(idle)
             with db.session() as s:
                 last_task = s.scalar(sa.select(sa.func.max(Task.id))) or 0
             started = _now()
@@ -703,6 +714,7 @@ def report(results: list[CaseResult], n: int, nd: int, cold_start: float | None)
         parts = [
             f"  {r.case.name}: {plan.get('strategy', '?')} K={plan.get('points_per_call', '?')}",
             f"first-affine {plan.get('first_affine_note', '?')}",
+            *(["channels-last"] if plan.get("channels_last") else []),
             f"build {r.c_build_s:.2f} s" if r.c_build_s is not None else "build -",
         ]
         if r.max_diff is not None:
@@ -771,6 +783,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tracker", action="store_true", help="skip (d)")
     parser.add_argument("--verbose", action="store_true", help="(d): every task's timeline")
     parser.add_argument(
+        "--idle",
+        type=float,
+        default=None,
+        help="(d): seconds the workers sit idle before each enqueue (5; 0 with --quick)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=2, help="passes of (a)-(c) per case; the best counts (2)"
     )
     parser.add_argument(
@@ -791,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
     n, nd = (5, 9) if args.quick else (args.grid, args.tracker_grid)
     if args.quick:
         args.repeat = 1
+    if args.idle is None:
+        args.idle = 0.0 if args.quick else 5.0
     if n < 2 or nd < 2:
         parser.error("grids need at least 2 points a side")
     if args.repeat < 1 or args.workers < 1:
@@ -831,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(d) tracker path: {len(tracked)} surface(s) of {nd}x{nd}", flush=True)
         samples = {r.case.name: tracker_samples(r.case) for r in tracked}
         cold_start, d = run_tracker_path(
-            [r.case for r in tracked], nd, args.workers, samples, args.verbose
+            [r.case for r in tracked], nd, args.workers, samples, args.idle, args.verbose
         )
         for r in tracked:
             r.d = d[r.case.name]
