@@ -433,7 +433,7 @@ class SurfaceEvaluator:
             return {"loss": np.zeros((n_groups, 0)), "acc": np.zeros((n_groups, 0))}
         # Coordinates are used in float32, as the parameters are.
         points = torch.as_tensor(c, dtype=torch.float32)
-        with torch.no_grad():
+        with torch.inference_mode():
             if self._plan["strategy"] == "vmap":
                 sums, hits = self._evaluate_vmap(points.to(self._device))
             else:
@@ -550,6 +550,10 @@ class SurfaceEvaluator:
         inputs_batched: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         runner = self._runner
+        if not params and not inputs_batched:  # nothing moves: vmap still needs a batched input
+            k = self._plan["points_per_call"]
+            inputs = inputs.unsqueeze(0).expand(k, *inputs.shape)
+            inputs_batched = True
 
         def one(p: dict[str, torch.Tensor], inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
             out = torch.func.functional_call(runner, p, (inp,))

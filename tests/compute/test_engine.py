@@ -360,3 +360,15 @@ def test_mismatched_lengths_and_shapes_raise_spec_errors():
     with pytest.raises(SpecError, match="NaN"):
         ev.evaluate(np.array([[0.0, np.nan]]))
     assert ev.evaluate(np.zeros((0, 2)))["loss"].shape == (2, 0)
+
+
+def test_directions_that_move_nothing_give_the_centre_everywhere():
+    model, layout, centre, pairs = _problem("plain")
+    zero = torch.zeros_like(centre)
+    centre_only, _ = _recompute(model, layout, centre, [zero], pairs, np.zeros((1, 1)), "eval")
+    for strategy in ("loop", "vmap"):
+        ev = _evaluator(model, layout, centre, [zero, zero], pairs, strategy=strategy)
+        out = ev.evaluate(COORDS)
+        np.testing.assert_allclose(
+            out["loss"], np.repeat(centre_only, len(COORDS), axis=1), rtol=1e-6
+        )
