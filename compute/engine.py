@@ -58,7 +58,10 @@ VMAP_ROWS = {"cpu": 2048, "cuda": 16384}
 VMAP_MAX_POINTS = {"cpu": 32, "cuda": 64}
 VMAP_MIN_POINTS = {"cpu": 16, "cuda": 4}
 DEFAULT_BUDGET_CPU = 1 << 30  # bytes; on CUDA the default is a quarter of the device memory
-_ACTIVATION_FACTOR = 3  # activations kept alive at once, relative to the leaf-module outputs
+# Memory per sample of a forward: the sum of every leaf module's output, times this factor. The
+# sum already over-counts what inference keeps alive at once (a few layers' outputs); the factor
+# covers the copies vmap makes (per-point convolutions become one grouped convolution).
+_ACTIVATION_FACTOR = 2
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
