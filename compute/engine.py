@@ -470,19 +470,30 @@ class SurfaceEvaluator:
                     parts.append((x[start:stop], y[start:stop], None))
             batches.append(parts)
 
+        # A point is (centre + b d2) + a d1, and likewise for the first layer's output. The part
+        # in b is kept while b stays the same, as along a row of a grid: one add per point.
+        rows = self._ndim == 2
+        row_flat = torch.empty_like(self._centre) if rows else self._centre
+        row_z = [
+            [torch.empty_like(buffer) if rows else inputs[0] for inputs, _, buffer in parts]
+            for parts in batches
+        ] if use_first else []  # fmt: skip
+        row_key: float | None = None
         sums: list[list[torch.Tensor]] = [[] for _ in batches]
         hits: list[list[torch.Tensor]] = [[] for _ in batches]
         for point in points.tolist():
-            torch.add(self._centre, self._dirs[0], alpha=point[0], out=self._flat)
-            for k in range(1, self._ndim):
-                self._flat.add_(self._dirs[k], alpha=point[k])
+            if rows and point[1] != row_key:
+                row_key = point[1]
+                torch.add(self._centre, self._dirs[1], alpha=row_key, out=row_flat)
+                for g, parts in enumerate(batches if use_first else []):
+                    for (inputs, _, _), row in zip(parts, row_z[g], strict=True):
+                        torch.add(inputs[0], inputs[2], alpha=row_key, out=row)
+            torch.add(row_flat, self._dirs[0], alpha=point[0], out=self._flat)
             for g, parts in enumerate(batches):
                 scores = []
-                for inputs, y, buffer in parts:
+                for b, (inputs, y, buffer) in enumerate(parts):
                     if buffer is not None:
-                        torch.add(inputs[0], inputs[1], alpha=point[0], out=buffer)
-                        for k in range(1, self._ndim):
-                            buffer.add_(inputs[k + 1], alpha=point[k])
+                        torch.add(row_z[g][b], inputs[1], alpha=point[0], out=buffer)
                         out = self._model.forward_after_first(buffer)
                     else:
                         out = self._model(inputs)
