@@ -327,7 +327,8 @@ class SurfaceEvaluator:
         if not first_affine:
             why_not = "first_affine=False"
         elif layer is not None:
-            cache = 4 * (1 + self._ndim) * first_out * sum(sizes)
+            # z0 and one output per direction, plus the loop's two reusable buffers
+            cache = 4 * (3 + self._ndim) * first_out * sum(sizes)
             use_first = cache <= budget // 2
             if not use_first:
                 why_not = f"its cached outputs ({cache:,} bytes) exceed half the budget"
