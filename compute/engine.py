@@ -34,7 +34,9 @@ functions of the sizes (model, groups, directions) and the memory budget, never 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,7 @@ from tracker import SpecError
 LOSSES = ("cross_entropy", "mse")
 BN_MODES = ("eval", "train")
 STRATEGIES = ("auto", "loop", "vmap")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 # The vmap rule, per device kind: K is the power of two at or below ROWS / samples, capped by
 # MAX_POINTS and by the memory budget; 'auto' takes vmap when K >= MIN_POINTS (and, on CPU, the
@@ -73,6 +76,25 @@ _CONVS = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
 )
+
+
+@contextlib.contextmanager
+def _precision(mode: str, device: torch.device) -> Iterator[None]:
+    """fp32 (exact float32 matmuls), tf32 (TensorFloat-32 matmuls and convolutions) or bf16
+    (autocast to bfloat16; losses still reduced in float32)."""
+    if mode == "fp32" or device.type != "cuda":
+        yield
+        return
+    if mode == "bf16":
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 class _Whole(nn.Module):
@@ -136,8 +158,10 @@ class SurfaceEvaluator:
         first_affine: bool = True,
         points_per_call: int | None = None,
         max_memory_bytes: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         self._loss = _choice("loss", loss, LOSSES)
+        self._precision = _choice("precision", precision, PRECISIONS)
         self._bn_mode = _choice("bn_mode", bn_mode, BN_MODES)
         _choice("strategy", strategy, STRATEGIES)
         self._device = torch.device(device)
@@ -192,6 +216,11 @@ class SurfaceEvaluator:
             first_out,
             first_dims,
         )
+        # Reduced precision is opt-in and only on a GPU; a CPU worker computes in float32.
+        used = self._precision if self._device.type == "cuda" else "fp32"
+        self._plan["precision"] = used
+        if used != self._precision:
+            self._plan["precision_note"] = f"{self._precision} needs a GPU: computed in fp32"
         self._runner: nn.Module = _AfterFirst(work) if self._plan["first_affine"] else _Whole(work)
         self._cache: list[list[torch.Tensor]] = []
         if self._plan["first_affine"]:
@@ -437,7 +466,7 @@ class SurfaceEvaluator:
             return {"loss": np.zeros((n_groups, 0)), "acc": np.zeros((n_groups, 0))}
         # Coordinates are used in float32, as the parameters are.
         points = torch.as_tensor(c, dtype=torch.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), _precision(self._plan["precision"], self._device):
             if self._plan["strategy"] == "vmap":
                 sums, hits = self._evaluate_vmap(points.to(self._device))
             else:

@@ -88,7 +88,7 @@ def _train_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] |
             setattr(ckpt, key, value)
 
 
-@task_kind("train", finalize=_train_finalize)
+@task_kind("train", finalize=_train_finalize, batch=False)
 def train_task(ctx: TaskContext) -> dict[str, Any]:
     from compute.train import TrainSpec, train
 
@@ -181,7 +181,7 @@ def _direction_finalize(session: Session, ctx: TaskContext, result: dict[str, An
             )
 
 
-@task_kind("direction", finalize=_direction_finalize)
+@task_kind("direction", finalize=_direction_finalize, batch=False)
 def direction_task(ctx: TaskContext) -> dict[str, Any]:
     from compute import directions as dirs
 
@@ -320,6 +320,7 @@ def _build_evaluator(ctx: TaskContext, surface_id: int) -> tuple[Any, Surface]:
     evaluator = SurfaceEvaluator(
         model.to(dev), layout, centre, dir_vecs, evaluation_groups(surface, ds),
         loss=data_mod.loss_kind(ds), bn_mode=surface.bn_mode, device=dev,
+        precision=(surface.eval_config or {}).get("precision", "fp32"),
     )  # fmt: skip
     return evaluator, surface
 
@@ -336,7 +337,7 @@ def _array_shape(surface: Surface) -> tuple[tuple[int, int, int], tuple[int, int
     return shape, chunks
 
 
-@task_kind("surface.tile")
+@task_kind("surface.tile", batch=False)
 def surface_tile(ctx: TaskContext) -> dict[str, Any]:
     _setup_torch()
     surface_id = int(ctx.payload["surface_id"])

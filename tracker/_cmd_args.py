@@ -59,4 +59,6 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn", default="eval", choices=["eval", "train"],
                    help="BatchNorm: stored running statistics (eval) or batch statistics (train)")  # fmt: skip
     p.add_argument("--metrics", default="loss,acc", help="loss and/or acc (default loss,acc)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"],
+                   help="reduced precision on GPU workers (opt-in; CPU workers use fp32)")  # fmt: skip
     p.add_argument("--tile", metavar="NXxNY", help="points per tile task (default 16x16; 32 in 1D)")

@@ -144,7 +144,8 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     y = parse_grid(args.y, "--y grid") if args.y else None
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     ev = EvalSpec(split=args.split, subset=args.subset, minibatch_size=args.minibatch_size,
-                  minibatches=args.minibatches, bn=args.bn, metrics=metrics)  # fmt: skip
+                  minibatches=args.minibatches, bn=args.bn, metrics=metrics,
+                  precision=args.precision)  # fmt: skip
     if args.interpolate:
         a, b = args.interpolate
         spec = SurfaceSpec(model=a, other_model=b, x=x, y=y, epoch=args.epoch,

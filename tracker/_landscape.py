@@ -30,6 +30,7 @@ TARGETS = ("weights", "states")
 SPLITS = ("train", "test", "val")
 BN_MODES = ("eval", "train")
 METRICS = ("loss", "acc")
+PRECISIONS = ("fp32", "tf32", "bf16")
 MAX_GRID_POINTS = 4_000_000
 REGRESSION_DATASETS = frozenset({"autompg"})
 
@@ -127,6 +128,7 @@ class EvalSpec:
     bn: str = "eval"
     metrics: tuple[str, ...] = ("loss", "acc")
     subset_seed: int = 0
+    precision: str = "fp32"  # tf32 / bf16: opt-in, used on GPU workers only
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,8 @@ def check_direction(spec: DirectionSpec) -> None:
 def check_eval(spec: EvalSpec, regression: bool) -> None:
     if spec.split not in SPLITS:
         raise SpecError(f"unknown split {spec.split!r}: use one of {', '.join(SPLITS)}")
+    if spec.precision not in PRECISIONS:
+        raise SpecError(f"unknown precision {spec.precision!r}: use fp32, tf32 or bf16 (GPU only)")
     if spec.bn not in BN_MODES:
         raise SpecError(f"unknown BatchNorm mode {spec.bn!r}: use eval or train")
     for m in spec.metrics:
@@ -372,10 +376,16 @@ def add_direction(
     return rows
 
 
+def _balanced(n: int, target: int) -> int:
+    """A tile side near ``target`` that cuts n points into equal tiles (51 -> 13,13,13,12)."""
+    tiles = -(-n // target)
+    return -(-n // tiles)
+
+
 def default_tile(nx: int, ny: int | None) -> tuple[int, int]:
     if ny is None:
-        return (min(nx, 32), 1)
-    return (min(nx, 16), min(ny, 16))
+        return (_balanced(nx, 32), 1)
+    return (_balanced(nx, 16), _balanced(ny, 16))
 
 
 def add_surface(
@@ -434,7 +444,7 @@ def add_surface(
         raise SpecError(f"tile sizes must be at least 1, got {tnx}x{tny}")
     tny = 1 if ny is None else min(tny, ny)
     tnx = min(tnx, nx)
-    eval_config = {"subset_seed": ev.subset_seed}
+    eval_config = {"subset_seed": ev.subset_seed, "precision": ev.precision}
     digest = spec_hash(
         "surface", study.name, centre.id, xd.id, yd.id if yd else None, spec.x.text(),
         spec.y.text() if spec.y else None, asdict(ev), [tnx, tny],

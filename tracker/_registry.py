@@ -32,19 +32,26 @@ class TaskKind:
     name: str
     run: RunFn
     finalize: FinalizeFn | None = None
+    # Short tasks are claimed in batches; long ones (batch=False) one at a time.
+    batch: bool = True
 
 
 _KINDS: dict[str, TaskKind] = {}
 
 
-def task_kind(name: str, *, finalize: FinalizeFn | None = None) -> Callable[[RunFn], RunFn]:
-    """Register the decorated function as the body of tasks of kind ``name``."""
+def task_kind(
+    name: str, *, finalize: FinalizeFn | None = None, batch: bool = True
+) -> Callable[[RunFn], RunFn]:
+    """Register the decorated function as the body of tasks of kind ``name``.
+
+    ``batch=False`` marks a long kind: a worker claims its tasks one at a time.
+    """
 
     def register(fn: RunFn) -> RunFn:
         existing = _KINDS.get(name)
         if existing is not None and existing.run.__qualname__ != fn.__qualname__:
             raise ValueError(f"task kind {name!r} is registered twice")
-        _KINDS[name] = TaskKind(name=name, run=fn, finalize=finalize)
+        _KINDS[name] = TaskKind(name=name, run=fn, finalize=finalize, batch=batch)
         return fn
 
     return register

@@ -51,7 +51,8 @@ SWEEPABLE = ("lr", "batch_size", "weight_decay", "momentum", "seed", "epochs",
 MODEL_KEYS = {"name", "architecture", "arch", "dataset", "data", "optimizer", "lr", "momentum",
               "weight_decay", "batch_size", "epochs", "seed", "label_corruption", "lr_schedule",
               "checkpoints"}  # fmt: skip
-EVAL_KEYS = {"split", "subset", "minibatches", "minibatch_size", "bn", "metrics", "subset_seed"}
+EVAL_KEYS = {"split", "subset", "minibatches", "minibatch_size", "bn", "metrics", "subset_seed",
+             "precision"}  # fmt: skip
 SURFACE_KEYS = {
     "models",
     "x",
@@ -167,7 +168,7 @@ def eval_spec(table: dict[str, Any], where: str) -> EvalSpec:
         split=str(table.get("split", "train")), subset=table.get("subset"),
         minibatch_size=table.get("minibatch_size"), minibatches=table.get("minibatches"),
         bn=str(table.get("bn", "eval")), metrics=tuple(metrics),
-        subset_seed=int(table.get("subset_seed", 0)),
+        subset_seed=int(table.get("subset_seed", 0)), precision=str(table.get("precision", "fp32")),
     )  # fmt: skip
 
 

@@ -89,7 +89,7 @@ class WorkerConfig:
     forever: bool = False
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     poll_seconds: float = 0.2
-    max_poll_seconds: float = 2.0
+    max_poll_seconds: float = 0.5
     max_tasks: int | None = None
     max_batch: int = 32
     name: str | None = None
@@ -231,6 +231,26 @@ class _BatchSize:
         return max(1, min(self.maximum, int(self.target / max(self.mean, 1e-6))))
 
 
+def _claim(
+    queue: Queue,
+    name: str,
+    limit: int,
+    kinds: list[str],
+    batchable: list[str],
+    studies: list[int] | None,
+) -> list[ClaimedTask]:
+    """Claim a batch of short tasks if there are any, else one task of any kind.
+
+    Long kinds (training, tiles) are never claimed several at a time: a worker holding two
+    tiles would leave another idle while the second waits.
+    """
+    if limit > 1 and batchable:
+        batch = queue.claim_batch(name, limit, batchable, studies)
+        if batch:
+            return batch
+    return queue.claim_batch(name, 1, kinds, studies)
+
+
 def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     """Claim and run tasks until the queue is drained (or forever); return counts."""
     known = load_plugins(cfg.plugins)
@@ -244,15 +264,16 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     pause = cfg.poll_seconds
     handled = 0
     sizer = _BatchSize(cfg.max_batch)
+    batchable = [k for k in kinds if get_kind(k).batch]
     try:
         while cfg.max_tasks is None or handled < cfg.max_tasks:
             limit = sizer.next()
             if cfg.max_tasks is not None:
                 limit = min(limit, cfg.max_tasks - handled)
-            batch = queue.claim_batch(name, limit, kinds, studies)
+            batch = _claim(queue, name, limit, kinds, batchable, studies)
             if not batch and not cfg.forever and not queue.active(kinds, studies):
                 # Nothing runs anywhere that could unblock more work: one last look, then stop.
-                batch = queue.claim_batch(name, limit, kinds, studies)
+                batch = _claim(queue, name, limit, kinds, batchable, studies)
                 if not batch:
                     break
             if not batch:
@@ -262,7 +283,8 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
             pause = cfg.poll_seconds
             started = time.monotonic()
             execute_batch(queue, store, batch, stats, mlflow_uri=cfg.mlflow_uri)
-            sizer.observe(time.monotonic() - started, len(batch))
+            if batch[0].kind in batchable:
+                sizer.observe(time.monotonic() - started, len(batch))
             handled += len(batch)
     finally:
         db.dispose()

@@ -372,3 +372,15 @@ def test_directions_that_move_nothing_give_the_centre_everywhere():
         np.testing.assert_allclose(
             out["loss"], np.repeat(centre_only, len(COORDS), axis=1), rtol=1e-6
         )
+
+
+def test_reduced_precision_is_gpu_only_and_recorded_in_the_plan():
+    model, layout, centre, pairs = _problem("mlp")
+    dirs = _directions(layout, centre)
+    exact = _evaluator(model, layout, centre, dirs, pairs).evaluate(COORDS)
+    asked = _evaluator(model, layout, centre, dirs, pairs, precision="bf16")
+    assert asked.plan["precision"] == "fp32" and "needs a GPU" in asked.plan["precision_note"]
+    got = asked.evaluate(COORDS)
+    assert got["loss"].tobytes() == exact["loss"].tobytes()
+    with pytest.raises(SpecError, match="precision"):
+        _evaluator(model, layout, centre, dirs, pairs, precision="fp8")
