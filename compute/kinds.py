@@ -276,14 +276,21 @@ class _SurfaceCache:
 
     def __init__(self, size: int = 2) -> None:
         self.size = size
-        self.items: OrderedDict[int, Any] = OrderedDict()
+        self.items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
     def get(self, ctx: TaskContext, surface_id: int) -> tuple[Any, Surface]:
-        if surface_id in self.items:
-            self.items.move_to_end(surface_id)
-            return self.items[surface_id]
+        # Keyed on the database and the surface's spec hash too: one process may serve two
+        # databases (tests, a reset database), where the same id is another surface.
+        with ctx.session() as session:
+            digest = session.scalar(sa.select(Surface.spec_hash).where(Surface.id == surface_id))
+        if digest is None:
+            raise SpecError(f"surface {surface_id} no longer exists")
+        key = (ctx.db.url if ctx.db else "", ctx.store.url, surface_id, digest)
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
         value = _build_evaluator(ctx, surface_id)
-        self.items[surface_id] = value
+        self.items[key] = value
         while len(self.items) > self.size:
             self.items.popitem(last=False)
         return value

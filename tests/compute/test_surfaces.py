@@ -399,7 +399,10 @@ def test_a_study_drains_on_postgresql(tmp_path: Path, pg_url: str) -> None:
         subset = 100
         bn = "train"
     """)
-    assert home.drain()["failed"] == 0
+    stats = home.drain()
+    with home.db.session() as s:
+        errors = s.scalars(sa.select(Task.error).where(Task.status == "failed")).all()
+    assert stats["failed"] == 0, errors
     assert set(home.statuses()) == {"done"}
     with home.db.session() as s:
         surf = s.scalar(sa.select(Surface))
