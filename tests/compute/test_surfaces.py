@@ -409,3 +409,16 @@ def test_a_study_drains_on_postgresql(tmp_path: Path, pg_url: str) -> None:
         data = load_surface(s, home.store, surf.id)
         assert surf.completed_at is not None and surf.flatness_width is not None
     assert data.loss.shape == (1, 5, 6) and np.isfinite(data.loss).all()
+
+
+def test_seed001_panel_and_pca_plots_are_drawn(done: Home, tmp_path: Path) -> None:
+    from tracker._cmd_landscape import _plot_panel, plot_surface_files
+
+    with done.db.session() as s:
+        pair_ids = s.scalars(sa.select(Surface.id).where(Surface.n_minibatches == 2).order_by(Surface.id)).all()  # fmt: skip
+        assert len(pair_ids) == 2  # two direction pairs, each with a grid per minibatch
+        files = _plot_panel(s, done.store, list(pair_ids), tmp_path, True, False)
+        pca = s.scalar(sa.select(Surface.id).join(Direction, Direction.id == Surface.x_direction_id).where(Direction.kind == "pca"))  # fmt: skip
+        files += plot_surface_files(load_surface(s, done.store, pca), tmp_path, ["contour"])
+    assert sorted(p.suffix for p in files) == [".pdf", ".pdf", ".png", ".png"]
+    assert all(p.stat().st_size > 1000 for p in files)
