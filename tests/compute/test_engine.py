@@ -308,6 +308,51 @@ def test_results_are_bitwise_identical_across_repeats_and_tilings(kind, strategy
     assert np.array_equal(np.concatenate([t["acc"] for t in tiles], axis=1), whole["acc"])
 
 
+@pytest.mark.parametrize(
+    ("kind", "strategy", "bn_mode"),
+    [("mlp", "loop", "eval"), ("mlp", "vmap", "eval"), ("cnn", "loop", "train"),
+     ("cnn", "vmap", "eval")],
+)  # fmt: skip
+def test_point_threads_give_the_same_bytes_as_one_thread(kind, strategy, bn_mode):
+    model, layout, centre, pairs = _problem(kind)
+    directions = _directions(layout, centre, target="states", ignore="none")
+    coords = np.array([(a, b) for b in (-0.5, 0.1, 0.8) for a in np.linspace(-1, 1, 4)])[:11]
+    old = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            ev = _evaluator(
+                model, layout, centre, directions, pairs,
+                strategy=strategy, bn_mode=bn_mode, points_per_call=2,
+            )  # fmt: skip
+            assert ev.plan["point_threads"] == threads
+            results[threads] = ev.evaluate(coords)
+            assert torch.get_num_threads() == threads  # restored after the points ran
+            assert torch.equal(flatten_state(ev.model, layout), centre)
+    finally:
+        torch.set_num_threads(old)
+    assert results[1]["loss"].tobytes() == results[2]["loss"].tobytes()
+    assert results[1]["acc"].tobytes() == results[2]["acc"].tobytes()
+
+
+def test_point_threads_are_capped_by_the_memory_budget():
+    model, layout, centre, pairs = _problem("mlp")
+    directions = _directions(layout, centre)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        roomy = _evaluator(model, layout, centre, directions, pairs, strategy="loop")
+        tight = _evaluator(
+            model, layout, centre, directions, pairs, strategy="loop", max_memory_bytes=4096
+        )
+    finally:
+        torch.set_num_threads(old)
+    assert roomy.plan["point_threads"] == 2
+    assert tight.plan["point_threads"] == 1  # one more flat copy alone exceeds 4 KiB
+    assert roomy.evaluate(COORDS)["loss"].shape == (2, len(COORDS))
+
+
 # --------------------------------------------------------------------------- BatchNorm
 
 
