@@ -39,10 +39,13 @@ bytes. The process's threads are used across points instead: with ``torch.get_nu
 = T > 1 at construction, ``evaluate`` cuts the points into contiguous chunks (whole K-point
 calls for vmap, ``CHUNKS_PER_THREAD`` per thread) that T Python threads take in turn, each on
 its own working copy (model and flat vector; the groups and the first-affine cache are shared,
-read-only). ATen releases the GIL inside kernels. Measured on 2 cores for an MLP 64-100-100-10
-on 1,797 samples (loop): 2 point threads run 1.5-1.7x as fast as one thread, 2 intra-op
-threads 1.3-1.4x. T (``plan['point_threads']``) is capped so that T copies of the per-thread
-buffers fit the memory budget; it never changes a number.
+read-only). ATen releases the GIL inside kernels. Measured on 2 shared cores (best of 3-5,
+interleaved), MLP 64-100-100-10 on 1,797 samples (loop): 2 point threads 1,220-1,700 points/s,
+2 intra-op threads (the former way) 1,240-1,340, one thread 830-980; MLP 784-100-100-10 on
+4,000 samples: 475-496 against 539 for 2 intra-op threads (each thread now walks all rows, which
+no longer fit a core's L2): the price of numbers that do not depend on the thread count.
+T (``plan['point_threads']``) is capped so that T copies of the per-thread buffers fit the
+memory budget; it never changes a number.
 """
 
 from __future__ import annotations
