@@ -201,6 +201,18 @@ def load_dataset(
     return _build(name, files, int(seed), p, bool(augment), vf)
 
 
+def load_configured(name: str, config: dict[str, Any], label_corruption: float = 0.0) -> Dataset:
+    """The data set of a model row or spec: ``config`` holds root, seed, augment, val_fraction."""
+    return load_dataset(
+        name,
+        root=config.get("root"),
+        seed=int(config.get("seed", 0)),
+        label_corruption=label_corruption,
+        augment=bool(config.get("augment", False)),
+        val_fraction=float(config.get("val_fraction", 0.0)),
+    )
+
+
 def fixed_subset(
     x: torch.Tensor, y: torch.Tensor, size: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -391,11 +391,12 @@ def surface_complete(ctx: TaskContext) -> dict[str, Any]:
         session.expunge(surface)
     shape, chunks = _array_shape(surface)
     paths = _array_paths(surface)
-    for path in paths.values():
+    contents = {}
+    for name, path in paths.items():
         spec = ArraySpec(path, shape, "float32", chunks)
-        ctx.store.verify(spec)
+        contents[name] = ctx.store.verify(spec)
         ctx.record_array(spec)
-    loss = ctx.store.read(paths["loss"])
+    loss = contents["loss"]
     xs, ys = coordinates(surface)
     summary = summarize(xs, ys, loss)
     return {"surface_id": surface_id, "paths": paths, "summary": summary}

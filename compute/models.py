@@ -55,7 +55,8 @@ class FirstAffineNet(nn.Module):
         return x
 
     def forward_after_first(self, z: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The network after its first affine layer; every architecture here defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define forward_after_first")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first = getattr(self, self.first_affine)

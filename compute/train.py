@@ -62,15 +62,7 @@ class TrainSpec:
         )
 
     def load_data(self) -> data_mod.Dataset:
-        cfg = self.dataset_config
-        return data_mod.load_dataset(
-            self.dataset,
-            root=cfg.get("root"),
-            seed=int(cfg.get("seed", 0)),
-            label_corruption=self.label_corruption,
-            augment=bool(cfg.get("augment", False)),
-            val_fraction=float(cfg.get("val_fraction", 0.0)),
-        )
+        return data_mod.load_configured(self.dataset, self.dataset_config, self.label_corruption)
 
     def build(self, ds: data_mod.Dataset) -> nn.Module:
         return models_mod.build_model(

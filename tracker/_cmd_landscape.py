@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"training model {mid} ({spec.architecture} on {spec.dataset}, {spec.epochs} epochs)")
         run_worker(WorkerConfig(db_url=settings.db_url, store_url=settings.store_url,
                                 mlflow_uri=settings.mlflow_uri, kinds=("train",),
-                                study_ids=(sid,), max_tasks=None))  # fmt: skip
+                                study_ids=(sid,)))  # fmt: skip
     with db.session() as session:
         model = session.get(Model, mid)
         task = session.get(Task, tid)
@@ -136,7 +136,15 @@ def _direction_from_args(args: argparse.Namespace, seed: int) -> Any:
 def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from tracker._landscape import DirectionSpec, EvalSpec, SurfaceSpec, add_surface, parse_grid
+    from tracker._landscape import (
+        DirectionSpec,
+        EvalSpec,
+        SurfaceSpec,
+        add_surface,
+        find_model,
+        parse_grid,
+        surface_tasks,
+    )
     from tracker._queue import get_or_create_study
     from tracker._schema import Study
 
@@ -172,18 +180,13 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
                            y_direction=yd, evaluation=ev, tile=_tile(args.tile))  # fmt: skip
     db = _open(args)
     with db.session() as session:
-        from tracker._landscape import find_model
-
         model = find_model(session, spec.model)
         study = (
             get_or_create_study(session, args.study) if args.study
             else session.get(Study, model.study_id)
         )  # fmt: skip
         surface, new = add_surface(session, study, spec)
-        sid, tiles = surface.id, None
-        from tracker._landscape import surface_tasks
-
-        tiles = len(surface_tasks(session, surface))
+        sid, tiles = surface.id, len(surface_tasks(session, surface))
     state = f"new, {tiles} tile task(s)" if new else "already queued"
     print(f"surface {sid} ({state}) in study {study.name!r}; run `tracker work` to compute it")
     return 0

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from tracker._exceptions import NotFound, SpecError
@@ -177,15 +178,7 @@ def check_model(spec: ModelSpec) -> ModelSpec:
             f"{', '.join(models_mod.architecture_names())}"
         )
     arch_config = models_mod.check_architecture(spec.architecture, dict(spec.arch_config))
-    cfg = spec.dataset_config
-    ds = data_mod.load_dataset(
-        spec.dataset,
-        root=cfg.get("root"),
-        seed=int(cfg.get("seed", 0)),
-        label_corruption=spec.label_corruption,
-        augment=bool(cfg.get("augment", False)),
-        val_fraction=float(cfg.get("val_fraction", 0.0)),
-    )
+    ds = data_mod.load_configured(spec.dataset, spec.dataset_config, spec.label_corruption)
     # Building it checks that the architecture fits the data (a conv net on tabular data...).
     models_mod.build_model(
         spec.architecture, arch_config, input_shape=ds.input_shape,
@@ -253,12 +246,21 @@ def surface_dir(surface: Surface) -> str:
 
 
 def _get_or_add(session: Session, cls: type, digest: str, **values: Any) -> tuple[Any, bool]:
+    """The row with this spec hash, added if absent; a concurrent enqueue of the same spec
+    that commits first wins, and its row is returned (as ``enqueue`` does for tasks)."""
     row = session.scalar(sa.select(cls).where(cls.spec_hash == digest))
     if row is not None:
         return row, False
-    row = cls(spec_hash=digest, **values)
-    session.add(row)
-    session.flush()
+    try:
+        with session.begin_nested():
+            row = cls(spec_hash=digest, **values)
+            session.add(row)
+            session.flush()
+    except sa_exc.IntegrityError:
+        row = session.scalar(sa.select(cls).where(cls.spec_hash == digest))
+        if row is None:  # the violation was another constraint: report it
+            raise
+        return row, False
     return row, True
 
 
@@ -460,8 +462,9 @@ def add_surface(
     )  # fmt: skip
     if not new:
         return surface, False
+    # A PCA pair shares one direction task; enqueue() records each parent once.
     parents = [_train_task(session, model)] + [
-        session.get(Task, d.task_id) for d in {xd.id: xd, **({yd.id: yd} if yd else {})}.values()
+        session.get(Task, d.task_id) for d in (xd, yd) if d is not None
     ]
     tile_tasks: list[Task] = []
     for iy0 in range(0, ny or 1, tny):

@@ -50,8 +50,7 @@ def get_surface(session: Session, surface_id: int) -> Surface:
 def _read(store: ArrayStore, session: Session, array_id: int) -> np.ndarray:
     ref = session.get(ArrayRef, array_id)
     spec = ArraySpec(ref.path, tuple(ref.shape), ref.dtype, tuple(ref.chunks))
-    store.verify(spec)
-    return store.read(ref.path)
+    return store.verify(spec)
 
 
 def load_surface(session: Session, store: ArrayStore, surface_id: int) -> SurfaceData:

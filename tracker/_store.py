@@ -123,8 +123,9 @@ class ArrayStore:
         except Exception as err:
             raise self._corrupt(path, f"{type(err).__name__}: {err}") from None
 
-    def verify(self, spec: ArraySpec, *, complete: bool = True) -> None:
-        """Check that the array exists with the recorded layout, decodes, and has every chunk."""
+    def verify(self, spec: ArraySpec, *, complete: bool = True) -> np.ndarray:
+        """Check that the array exists with the recorded layout, decodes, and has every chunk;
+        return its contents (decoding them is part of the check)."""
         arr = self._open(spec.path)
         if tuple(arr.shape) != tuple(spec.shape) or str(arr.dtype) != spec.dtype:
             raise self._corrupt(
@@ -136,7 +137,7 @@ class ArrayStore:
             raise self._corrupt(
                 spec.path, f"only {arr.nchunks_initialized} of {arr.nchunks} chunks were written"
             )
-        self.read(spec.path)
+        return self.read(spec.path)
 
     def exists(self, path: str) -> bool:
         return self._open(path, missing_ok=True) is not None
