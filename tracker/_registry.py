@@ -24,7 +24,13 @@ RunFn = Callable[["TaskContext"], "dict[str, Any] | None"]
 FinalizeFn = Callable[["Session", "TaskContext", "dict[str, Any] | None"], None]
 
 # Modules whose kinds every worker knows; later modules add the research methods.
-BUILTIN_PLUGINS: tuple[str, ...] = ("tracker._builtin", "compute.kinds")
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "tracker._builtin",
+    "compute.kinds",
+    "compute.kinds_retrain",
+    "compute.kinds_levelset",
+    "compute.kinds_morse",
+)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -387,8 +388,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=0.0, help="each task sleeps this long")
     p.add_argument("--study", default="smoke-test")
     p.set_defaults(func=cmd_enqueue_noop)
-    _landscape_parsers(sub, enqsub, common)
+    groups = _landscape_parsers(sub, enqsub, common)
+    for module in FEATURE_CLI_MODULES:
+        importlib.import_module(module).add_parsers(common=common, **groups)
     return parser
+
+
+# Each of these modules defines add_parsers(sub, enqueue, plot, export, common): the commands of
+# one research method. They must not import torch at module top (`tracker --help` stays fast).
+FEATURE_CLI_MODULES: tuple[str, ...] = (
+    "tracker._cli_retrain",
+    "tracker._cli_levelset",
+    "tracker._cli_morse",
+    "tracker._cli_dashboard",
+)
+
+
+def lazy_command(module: str, name: str) -> Any:
+    """The command function ``name`` of ``module``, imported only when the command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), name)(args) or 0)
+
+    return run
 
 
 def _lazy(name: str) -> Any:
@@ -402,7 +424,7 @@ def _lazy(name: str) -> Any:
     return run
 
 
-def _landscape_parsers(sub: Any, enqsub: Any, common: argparse.ArgumentParser) -> None:
+def _landscape_parsers(sub: Any, enqsub: Any, common: argparse.ArgumentParser) -> dict[str, Any]:
     p = enqsub.add_parser("study", parents=[common],
                           help="a study file (TOML): models x directions x surfaces; "
                           "`tracker enqueue FILE.toml` does the same")  # fmt: skip
@@ -463,6 +485,7 @@ def _landscape_parsers(sub: Any, enqsub: Any, common: argparse.ArgumentParser) -
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_lazy("cmd_demo"))
+    return {"sub": sub, "enqueue": enqsub, "plot": plotsub, "export": exportsub}
 
 
 def _study_file_shortcut(argv: list[str]) -> list[str]:

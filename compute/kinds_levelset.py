@@ -1,0 +1,1 @@
+"""Task kinds of kinds_levelset (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""Task kinds of kinds_morse (filled in by its issue)."""
