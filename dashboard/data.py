@@ -1,0 +1,235 @@
+"""Read-only access to the tracker's database, array store and MLflow, for the dashboard.
+
+`tracker dashboard` puts the resolved locations in the environment (TRACKER_DB_URL,
+TRACKER_STORE, MLFLOW_TRACKING_URI, TRACKER_MLFLOW_UI); every page reads them through
+:func:`sources`. Nothing here writes: SQLite is opened with ``mode=ro`` and ``query_only``,
+PostgreSQL sessions default to read-only transactions with a statement timeout, and the Zarr
+store is opened with ``mode="r"``. The SQL box additionally runs one statement per request in
+a transaction that is always rolled back.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+import zarr
+
+from tracker._config import resolve
+from tracker._db import SCHEMA_REVISION, redact
+from tracker._exceptions import StoreError
+from tracker._store import ArrayStore
+
+STATEMENT_TIMEOUT_MS = 10_000
+MAX_ROWS = 10_000
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+class QueryRejected(Exception):
+    """A SQL-box statement that the dashboard refuses or the database rejected; one line."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where the dashboard reads from."""
+
+    db_url: str
+    store_url: str
+    mlflow_uri: str
+    mlflow_ui: str
+
+
+def sources() -> Sources:
+    """The locations `tracker dashboard` resolved (same rules as every tracker command)."""
+    settings = resolve()
+    ui = os.environ.get("TRACKER_MLFLOW_UI") or (
+        settings.mlflow_uri if settings.mlflow_uri.startswith("http") else DEFAULT_MLFLOW_UI
+    )
+    return Sources(settings.db_url, settings.store_url, settings.mlflow_uri, ui.rstrip("/"))
+
+
+# --- the database ---------------------------------------------------------------------------
+
+_SQLITE_DENIED = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
+
+
+def _sqlite_authorizer(action: int, *_args: Any) -> int:
+    # ATTACH could open another, writable file beside the read-only one.
+    return sqlite3.SQLITE_DENY if action in _SQLITE_DENIED else sqlite3.SQLITE_OK
+
+
+def _sqlite_readonly_connect(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA query_only = ON")
+    cur.execute("PRAGMA busy_timeout = 5000")
+    cur.close()
+    dbapi_conn.set_authorizer(_sqlite_authorizer)
+
+
+def readonly_engine(url: str) -> sa.Engine:
+    """An engine that cannot change the database at ``url``."""
+    parsed = sa.engine.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = Path(parsed.database or "")
+        if not parsed.database or parsed.database == ":memory:":
+            raise StoreError(f"the dashboard needs a database file, got {redact(url)}")
+        ro = f"sqlite:///file:{path.absolute()}?mode=ro&uri=true"
+        engine = sa.create_engine(ro, connect_args={"timeout": 5})
+        sa.event.listen(engine, "connect", _sqlite_readonly_connect)
+        return engine
+    if backend == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        options = f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        return sa.create_engine(
+            parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5, "options": options}
+        )
+    raise StoreError(f"unsupported database {backend!r} in {redact(url)}")
+
+
+def schema_problem(engine: sa.Engine) -> str | None:
+    """Why the database cannot be shown (unreachable, no schema, other revision), or None."""
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return "the database has no tracker schema: run `tracker db upgrade`"
+            current = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    except sa.exc.DBAPIError as err:
+        return f"cannot read the database ({_first_line(err)})"
+    if current != SCHEMA_REVISION:
+        return (
+            f"the database is at schema revision {current}, this dashboard needs "
+            f"{SCHEMA_REVISION}: run `tracker db upgrade`"
+        )
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def frame(engine: sa.Engine, query: str | sa.Executable, **params: Any) -> pd.DataFrame:
+    """The rows of ``query`` as a DataFrame (the dashboard's own, trusted queries)."""
+    stmt = sa.text(query) if isinstance(query, str) else query
+    with engine.connect() as conn:
+        result = conn.execute(stmt, params)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def _is_write_refusal(err: BaseException) -> bool:
+    sqlstate = getattr(err, "sqlstate", None)
+    if sqlstate == "25006":  # read_only_sql_transaction
+        return True
+    text = str(err).lower()
+    return "readonly" in text or "read-only" in text or "not authorized" in text
+
+
+def run_readonly_sql(engine: sa.Engine, sql: str, *, max_rows: int = MAX_ROWS) -> pd.DataFrame:
+    """One user-written statement, read-only, rolled back afterwards; at most ``max_rows`` rows.
+
+    PostgreSQL runs it as a prepared statement, which refuses a second statement after a
+    semicolon, inside ``SET TRANSACTION READ ONLY`` with a statement timeout; SQLite's driver
+    runs one statement only and the connection is opened read-only.
+    """
+    text = sql.strip().rstrip(";").strip()
+    if not text:
+        raise QueryRejected("the SQL box is empty: write one SELECT statement")
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        if engine.dialect.name == "postgresql":
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            cur.execute(text, prepare=True)
+        else:
+            cur.execute(text)
+        if cur.description is None:
+            raise QueryRejected(
+                "the statement returned no rows: the SQL box only runs queries (SELECT, WITH ...)"
+            )
+        columns = [d[0] for d in cur.description]
+        rows = cur.fetchmany(max_rows)
+    except QueryRejected:
+        raise
+    except Exception as err:
+        first = _first_line(err)
+        if _is_write_refusal(err):
+            raise QueryRejected(
+                f"refused: the dashboard is read-only, so INSERT, UPDATE, DELETE, DROP and other "
+                f"changes cannot run here (the database said: {first})"
+            ) from None
+        raise QueryRejected(f"the query failed: {first}") from None
+    finally:
+        try:
+            raw.rollback()
+        finally:
+            raw.close()
+    return pd.DataFrame([tuple(r) for r in rows], columns=columns)
+
+
+# --- the array store ------------------------------------------------------------------------
+
+
+class ReadOnlyStore(ArrayStore):
+    """The array store opened for reading only (a missing store is an error, not created)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.root = zarr.open_group(store=url, mode="r", zarr_format=3)
+        except Exception as err:
+            raise StoreError(
+                f"cannot open the array store at {url} ({type(err).__name__}: {err}): "
+                "fix TRACKER_STORE / --store"
+            ) from None
+
+
+def read_array(engine: sa.Engine, store: ArrayStore, array_id: int) -> np.ndarray:
+    """A stored array by its ``arrays`` row id."""
+    row = frame(engine, "SELECT path FROM arrays WHERE id = :id", id=int(array_id))
+    if row.empty:
+        raise StoreError(f"no array row {array_id}")
+    return store.read(str(row.iloc[0]["path"]))
+
+
+# --- MLflow ---------------------------------------------------------------------------------
+
+
+def mlflow_available(uri: str) -> str | None:
+    """Why MLflow cannot be read (a missing local database is not created), or None."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            return f"no MLflow database at {path}: train a model with `tracker work` first"
+    return None
+
+
+def metric_history(uri: str, run_id: str, keys: list[str]) -> pd.DataFrame:
+    """Every logged value of ``keys`` in one MLflow run: columns key, step, value."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    rows = [(key, m.step, m.value) for key in keys for m in client.get_metric_history(run_id, key)]
+    return pd.DataFrame(rows, columns=["key", "step", "value"]).sort_values(["key", "step"])
+
+
+def run_links(uri: str, ui: str, run_ids: list[str]) -> dict[str, str]:
+    """The MLflow UI address of each run (experiment id looked up in the tracking store)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    links = {}
+    for run_id in run_ids:
+        try:
+            exp = client.get_run(run_id).info.experiment_id
+        except Exception:
+            continue
+        links[run_id] = f"{ui}/#/experiments/{exp}/runs/{run_id}"
+    return links
