@@ -38,7 +38,7 @@ from tracker._schema import (
     Study,
     TrajectoryPoint,
 )
-from tracker._topology import diagram_path, embedding_dir, retrain_dir
+from tracker._topology import diagram_path, embedding_dir, retrain_dir, sample_loss
 from tracker._worker import TaskContext
 
 COLUMN_CHUNK = 1 << 16
@@ -223,21 +223,6 @@ def embedding_task(ctx: TaskContext) -> dict[str, Any]:
 # --- persistence ------------------------------------------------------------------------------
 
 
-def sample_losses(session: Session, order: np.ndarray, loss: str) -> np.ndarray:
-    """The chosen loss of every sample, in the embedding's order."""
-    column = getattr(TrajectoryPoint, f"{loss}_loss")
-    ids = sorted({int(i) for i in order[:, 0]})
-    rows = session.execute(
-        sa.select(TrajectoryPoint.retrain_id, TrajectoryPoint.save_index, column)
-        .where(TrajectoryPoint.retrain_id.in_(ids))
-    ).all()  # fmt: skip
-    table = {(r, s): v for r, s, v in rows}
-    values = [table.get((int(r), int(s))) for r, s in zip(order[:, 0], order[:, 2], strict=True)]
-    if any(v is None for v in values):
-        raise SpecError(f"some samples have no {loss} loss (no such split): use --loss test or train")  # fmt: skip
-    return np.asarray(values, dtype=np.float64)
-
-
 def _persistence_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:  # fmt: skip
     assert result is not None
     row = session.get(PersistenceDiagram, result["diagram_id"])
@@ -260,7 +245,9 @@ def persistence_task(ctx: TaskContext) -> dict[str, Any]:
             _ref(session, emb.potential_array_id, f"embedding {emb.id}").path
         )
         order = ctx.store.read(_ref(session, emb.order_array_id, f"embedding {emb.id}").path)
-        values = sample_losses(session, order, row.loss_name)
+        values = sample_loss(session, order, row.loss_name)
+        if np.isnan(values).all():  # a diverged sample is NaN; no value at all is no split
+            raise SpecError(f"the samples have no {row.loss_name} loss (no such split): use --loss test or train")  # fmt: skip
         knn, legacy, max_dim, path = row.knn, row.legacy, row.max_dimension, diagram_path(row)
     edges = knn_edges(potential, knn, legacy=legacy)
     diagram = persistence_diagram(values, edges, max_dimension=max_dim)
@@ -270,4 +257,4 @@ def persistence_task(ctx: TaskContext) -> dict[str, Any]:
             "edges": len(edges)}  # fmt: skip
 
 
-__all__ = ["ORDER_COLUMNS", "TrajectoryColumns", "sample_losses", "trajectory_chunks"]
+__all__ = ["ORDER_COLUMNS", "TrajectoryColumns", "trajectory_chunks"]

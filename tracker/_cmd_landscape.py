@@ -213,6 +213,10 @@ def enqueue_study(db: Any, path: str | Path) -> dict[str, Any]:
             _, new = add_surface(session, study, spec, names)
             counts["surfaces"] += 1
             counts["surfaces_new"] += new
+        if plan.retrains or plan.topologies:
+            from tracker._topology import add_study_topology
+
+            counts.update(add_study_topology(session, study, plan, names))
         counts["study_id"] = study.id
     counts["study"] = plan.name
     return counts

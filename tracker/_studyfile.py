@@ -74,6 +74,8 @@ class Study:
     description: str | None = None
     models: list[ModelSpec] = field(default_factory=list)
     surfaces: list[SurfaceSpec] = field(default_factory=list)
+    retrains: list[Any] = field(default_factory=list)  # tracker._topology.RetrainRequest
+    topologies: list[Any] = field(default_factory=list)  # tracker._topology.TopologyRequest
 
 
 def _check_keys(table: dict[str, Any], known: set[str], where: str) -> None:
@@ -207,7 +209,9 @@ def load(path: str | Path) -> Study:
             f"study file {path} is not valid TOML ({err}): fix the line it names"
         ) from None
     _check_keys(
-        doc, {"study", "description", "model", "surface", "interpolation", "pca"}, str(path)
+        doc,
+        {"study", "description", "model", "surface", "interpolation", "pca", "retrain", "topology"},
+        str(path),
     )
     name = doc.get("study")
     if not isinstance(name, str) or not name.strip():
@@ -291,4 +295,7 @@ def load(path: str | Path) -> Study:
                                       ignore=str(table.get("ignore", "biasbn")), target="weights"),
             evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
         ))  # fmt: skip
+    from tracker._topology import study_sections
+
+    study.retrains, study.topologies = study_sections(doc, names)
     return study
