@@ -367,13 +367,21 @@ class PersistenceDiagram(_Work, Base):
 
 
 class LevelSetRun(_Work, Base):
-    """A predictor/corrector traversal of a training-loss level set."""
+    """A predictor/corrector traversal of a training-loss level set (seed 002).
+
+    ``l0`` is the training loss after phase 1 (Adam); the ``final_*`` columns are the last
+    predictor step on the level set. The trace array is [predictor steps, len(trace_fields)];
+    the snapshots array holds theta (float32) before the predictor steps in ``snapshot_steps``
+    (its rows beyond that list are unused). ``stop_reason``: kkt, step_cap or corrector_cap.
+    """
 
     __tablename__ = "levelset_runs"
     id: Mapped[int] = mapped_column(primary_key=True)
     setup: Mapped[str] = mapped_column(sa.String(32), index=True)
     run_index: Mapped[int]
     seed: Mapped[int]
+    data_seed: Mapped[int | None]
+    phase1_epochs: Mapped[int | None]
     max_predictor_steps: Mapped[int]
     max_corrector_steps: Mapped[int]
     eta_min: Mapped[float]
@@ -383,14 +391,43 @@ class LevelSetRun(_Work, Base):
     n_predictor_steps: Mapped[int | None]
     n_corrector_steps: Mapped[int | None]
     final_angle: Mapped[float | None]
-    final_weight_norm: Mapped[float | None]
+    final_weight_norm_sq: Mapped[float | None]
     final_train_loss: Mapped[float | None]
+    final_train_acc: Mapped[float | None]
     final_test_loss: Mapped[float | None]
     final_test_acc: Mapped[float | None]
     stop_reason: Mapped[str | None] = mapped_column(sa.String(32))
     mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    trace_fields: Mapped[list[Any] | None]
+    snapshot_steps: Mapped[list[Any] | None]
     trace_array_id: Mapped[int | None] = _array_fk()
     snapshots_array_id: Mapped[int | None] = _array_fk()
+
+
+class L2BaselineRun(_Work, Base):
+    """The level-set setup's network trained with ``l2_lambda * sum(kernel^2)`` added (seed 002's
+    baseline). Losses are data losses, without the penalty; ``final_penalty`` is the penalty."""
+
+    __tablename__ = "l2_baseline_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    setup: Mapped[str] = mapped_column(sa.String(32), index=True)
+    l2_lambda: Mapped[float] = mapped_column(index=True)
+    run_index: Mapped[int]
+    seed: Mapped[int]
+    data_seed: Mapped[int]
+    epochs: Mapped[int]
+    lr: Mapped[float]
+    batch_size: Mapped[int]
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    final_train_loss: Mapped[float | None]
+    final_train_acc: Mapped[float | None]
+    final_test_loss: Mapped[float | None]
+    final_test_acc: Mapped[float | None]
+    final_penalty: Mapped[float | None]
+    final_kernel_sq_norm: Mapped[float | None]
+    final_weight_norm_sq: Mapped[float | None]
+    mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    params_array_id: Mapped[int | None] = _array_fk()
 
 
 class MorseGraph(_Work, Base):
