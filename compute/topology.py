@@ -138,7 +138,9 @@ def persistence_diagram(
     for a, b in np.asarray(edges, dtype=np.int64):
         st.insert([int(a), int(b)], filtration=float(max(f[a], f[b])))
     st.expansion(max_dimension)
-    st.compute_persistence(min_persistence=-1.0)
+    # persistence_dim_max: without triangles the complex is 1-dimensional, and gudhi would
+    # otherwise skip its top dimension (H1).
+    st.compute_persistence(min_persistence=-1.0, persistence_dim_max=True)
     parts = []
     for dim in (0, 1):
         iv = np.asarray(st.persistence_intervals_in_dimension(dim), dtype=np.float64).reshape(-1, 2)
