@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, aliased
 from tracker._db import Database, utcnow
 from tracker._exceptions import NotFound, QueueError
 from tracker._schema import Study, Task, TaskDependency
+from tracker._wake import notify_workers
 
 DEFAULT_LEASE_SECONDS = 60.0
 ERROR_TEXT_LIMIT = 20_000
@@ -144,6 +145,8 @@ def enqueue(
             session.flush()
             for parent in parents:
                 session.add(TaskDependency(task_id=task.id, depends_on_id=parent.id))
+            if status == "pending":
+                notify_workers(session.connection())
     except sa_exc.IntegrityError:
         task = session.scalar(sa.select(Task).where(Task.spec_hash == digest))
         assert task is not None
@@ -449,6 +452,8 @@ class Queue:
                 return None
             if final:
                 _fail_dependents(conn, [task.id])
+            else:
+                notify_workers(conn)
         return status
 
     def active(
@@ -472,8 +477,8 @@ def _release_dependents(conn: sa.Connection, done_ids: list[int]) -> None:
     at once, the second to get the lock sees the first one's done mark and releases it.
     """
     locked = list(conn.execute(_LOCK_WAITING_CHILDREN, {"done_ids": done_ids}).scalars())
-    if locked:
-        conn.execute(_RELEASE, {"ids": locked})
+    if locked and conn.execute(_RELEASE, {"ids": locked}).rowcount:
+        notify_workers(conn)
 
 
 def _fail_dependents(conn: sa.Connection, failed_ids: list[int]) -> None:
@@ -545,4 +550,5 @@ def requeue(session: Session, task_ids: Iterable[int]) -> list[int]:
         ),
         execution_options={"synchronize_session": False},
     )
+    notify_workers(session.connection())
     return sorted(seen)

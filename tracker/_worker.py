@@ -25,6 +25,7 @@ from tracker._queue import DEFAULT_LEASE_SECONDS, ClaimedTask, Queue
 from tracker._registry import get_kind, load_plugins
 from tracker._schema import ArrayRef
 from tracker._store import ArraySpec, ArrayStore
+from tracker._wake import open_waker
 
 log = logging.getLogger("tracker.worker")
 
@@ -265,6 +266,7 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     handled = 0
     sizer = _BatchSize(cfg.max_batch)
     batchable = [k for k in kinds if get_kind(k).batch]
+    waker = open_waker(cfg.db_url)
     try:
         while cfg.max_tasks is None or handled < cfg.max_tasks:
             limit = sizer.next()
@@ -277,8 +279,9 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
                 if not batch:
                     break
             if not batch:
-                time.sleep(pause)
-                pause = min(pause * 1.5, cfg.max_poll_seconds)
+                # Woken early when the queue may have changed; else back off to the next look.
+                if not waker.wait(pause):
+                    pause = min(pause * 1.5, cfg.max_poll_seconds)
                 continue
             pause = cfg.poll_seconds
             started = time.monotonic()
@@ -287,5 +290,6 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
                 sizer.observe(time.monotonic() - started, len(batch))
             handled += len(batch)
     finally:
+        waker.close()
         db.dispose()
     return stats.as_dict()
