@@ -430,11 +430,54 @@ class L2BaselineRun(_Work, Base):
     params_array_id: Mapped[int | None] = _array_fk()
 
 
+class Ensemble(_Work, Base):
+    """DOODL3's ensemble: many small models of one setup, weights kept at an early and the
+    final epoch. Trained by chunk tasks; ``task_id`` is the task that completes it."""
+
+    __tablename__ = "ensembles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    setup: Mapped[str] = mapped_column(sa.String(32), index=True)
+    n_models: Mapped[int]
+    epochs: Mapped[int]
+    early_epoch: Mapped[int]
+    batch_size: Mapped[int]
+    seed: Mapped[int]
+    data_seed: Mapped[int]
+    chunk_size: Mapped[int]
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    param_names: Mapped[list[Any]] = mapped_column(default=list)
+    kernel_columns: Mapped[list[Any]] = mapped_column(default=list)
+    mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    early_array_id: Mapped[int | None] = _array_fk()
+    final_array_id: Mapped[int | None] = _array_fk()
+    loss_array_id: Mapped[int | None] = _array_fk()
+    completed_at: Mapped[datetime | None]
+
+
+class EnsembleMember(Base):
+    """One model of an ensemble: its test metrics (the violin plots read these)."""
+
+    __tablename__ = "ensemble_members"
+    __table_args__ = (sa.UniqueConstraint("ensemble_id", "model_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ensemble_id: Mapped[int] = mapped_column(sa.ForeignKey("ensembles.id", ondelete="CASCADE"))
+    model_index: Mapped[int]
+    accuracy: Mapped[float | None]
+    balanced_accuracy: Mapped[float | None]
+    entropy: Mapped[float | None]
+    final_loss: Mapped[float | None]
+
+
 class MorseGraph(_Work, Base):
     """A Morse graph of a learned map between two training checkpoints of an ensemble."""
 
     __tablename__ = "morse_graphs"
     id: Mapped[int] = mapped_column(primary_key=True)
+    ensemble_id: Mapped[int | None] = mapped_column(sa.ForeignKey("ensembles.id"), index=True)
+    seed: Mapped[int | None]
+    conley: Mapped[bool | None]
+    seconds: Mapped[float | None]
+    completed_at: Mapped[datetime | None]
     setup: Mapped[str] = mapped_column(sa.String(32), index=True)
     pick: Mapped[str] = mapped_column(sa.String(16))
     subdiv: Mapped[int]
