@@ -22,7 +22,6 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -138,9 +137,7 @@ class LevelSetNet(nn.Module):
         return self.body(x)
 
 
-def build_model(
-    setup: Setup, input_shape: tuple[int, ...], outputs: int, seed: int
-) -> LevelSetNet:
+def build_model(setup: Setup, input_shape: tuple[int, ...], outputs: int, seed: int) -> LevelSetNet:
     """The setup's network with Glorot-normal kernels and zero biases, drawn from ``seed``."""
     model = LevelSetNet(setup, input_shape, outputs)
     gen = torch.Generator().manual_seed(int(seed))
@@ -149,6 +146,12 @@ def build_model(
             glorot_normal_(module.weight, gen)
             nn.init.zeros_(module.bias)
     return model
+
+
+def count_parameters(setup: Setup, data: SetupData) -> int:
+    """The number of entries of theta (weights and biases) of the setup's network."""
+    model = LevelSetNet(setup, data.input_shape, data.outputs)
+    return sum(p.numel() for p in model.parameters())
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -349,10 +352,16 @@ class FlatModel:
         out = functional_call(self.model, self._params(theta), (self.data.train_x,))
         loss = _loss(self.data.task, out, self.data.train_y)
         (grad,) = torch.autograd.grad(loss, theta)
-        return float(loss.detach()), grad, _accuracy(self.data.task, out.detach(), self.data.train_y)
+        return (
+            float(loss.detach()),
+            grad,
+            _accuracy(self.data.task, out.detach(), self.data.train_y),
+        )
 
     @torch.no_grad()
-    def evaluate(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    def evaluate(
+        self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[float, float]:
         out = functional_call(self.model, self._params(theta), (x,))
         return float(_loss(self.data.task, out, y)), _accuracy(self.data.task, out, y)
 
@@ -603,4 +612,4 @@ def _decades(lo: float, hi: float, text: str) -> list[float]:
     a, b = math.log10(lo), math.log10(hi)
     if abs(a - round(a)) > 1e-9 or abs(b - round(b)) > 1e-9:
         raise SpecError(f"--lambdas {text!r}: the values around '...' must be powers of ten")
-    return [10.0 ** e for e in range(round(a) + 1, round(b))]
+    return [10.0**e for e in range(round(a) + 1, round(b))]
