@@ -1,7 +1,9 @@
 """The tracker dashboard: `tracker dashboard` runs this with `streamlit run`.
 
-Pages are plain scripts under pages/; each reads the database, store and MLflow locations
+Pages are plain scripts under views/; each reads the database, store and MLflow locations
 that `tracker dashboard` put in the environment (see dashboard/data.py) and writes nothing.
+Not pages/: Streamlit treats a pages/ folder beside the entry script as its older multipage
+app and, for a URL such as /models, runs that script alone, without this navigation.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-PAGES = Path(__file__).resolve().parent / "pages"
+PAGES = Path(__file__).resolve().parent / "views"
 
 st.set_page_config(page_title="tracker", layout="wide")
 

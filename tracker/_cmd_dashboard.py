@@ -32,6 +32,7 @@ def streamlit_argv(args: argparse.Namespace) -> list[str]:
         "--browser.serverAddress", "localhost" if args.address == "127.0.0.1" else args.address,
         "--server.fileWatcherType", "none",
         "--global.developmentMode", "false",
+        "--client.toolbarMode", "minimal",
     ]  # fmt: skip
 
 

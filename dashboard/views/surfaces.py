@@ -50,7 +50,7 @@ def side_by_side(surfs: list[dict[str, Any]], metric: str, log: bool, view: str)
     zs = [_values(s, metric, log) for s in surfs]
     lo, hi = _range(zs)
     name = f"log10 {metric}" if log else metric
-    titles = [s["label"] for s in surfs]
+    titles = [f"#{s['id']}" for s in surfs]
     if view == "3D":
         fig = make_subplots(rows=1, cols=len(surfs), specs=[[{"type": "surface"}] * len(surfs)],
                             subplot_titles=titles)  # fmt: skip
@@ -177,6 +177,7 @@ else:
         st.caption("Pick a second surface to compare.")
     if surfs:
         st.plotly_chart(side_by_side(surfs, metric, log, view), width="stretch")
+        st.caption(" · ".join(s["label"] for s in surfs))
     if len(surfs) >= 2:
         st.subheader("Difference of two surfaces")
         by_id = {s["id"]: s for s in surfs}

@@ -1,0 +1,54 @@
+"""The dashboard as a user sees it: `tracker dashboard` in a subprocess, every page opened in
+headless Chromium, no error box, charts drawn, a screenshot of each page saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# url path -> what must be drawn there (Streamlit's plotly charts are .js-plotly-plot)
+PAGES = {
+    "overview": {"charts": 0, "text": "Recent failures"},
+    "models": {"charts": 1, "text": "Training curves"},
+    "surfaces": {"charts": 4, "text": "2D surfaces side by side"},
+    "topology": {"charts": 0, "text": "No results yet"},
+    "levelsets": {"charts": 0, "text": "No results yet"},
+    "morse": {"charts": 0, "text": "No results yet"},
+    "meta": {"charts": 2, "text": "SQL (read-only)"},
+}
+
+
+@pytest.mark.slow
+def test_every_page_renders_in_a_real_browser(served: str, chromium: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            for path, expect in PAGES.items():
+                page.goto(f"{served}/{path}", wait_until="domcontentloaded")
+                page.get_by_text(expect["text"], exact=False).first.wait_for(timeout=60_000)
+                if expect["charts"]:
+                    # Plotly draws into svg (and canvas for 3D/webgl) inside .js-plotly-plot.
+                    page.wait_for_function(
+                        "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
+                        arg=expect["charts"],
+                        timeout=60_000,
+                    )
+                # Let the script run finish: Streamlit shows its status widget while running.
+                page.wait_for_selector(
+                    '[data-testid="stStatusWidget"]', state="detached", timeout=60_000
+                )
+                shot = tmp_path / f"{path}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                assert shot.stat().st_size > 10_000, path
+                errors = page.locator('[data-testid="stException"]')
+                assert errors.count() == 0, f"{path}: {errors.first.inner_text()}"
+                drawn = page.locator(".js-plotly-plot").count()
+                assert drawn >= expect["charts"], (path, drawn)
+        finally:
+            browser.close()

@@ -1,0 +1,179 @@
+"""Every page through streamlit.testing.v1.AppTest over the seeded study: no exception, and
+the numbers on the page are the ones in the database, the Zarr store and MLflow."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from dashboard_support import Seeded, count
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+
+
+def run_page(page: str | None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    if page is not None:
+        at.switch_page(f"views/{page}.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def figures(at: AppTest) -> list[dict[str, Any]]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def values(encoded: Any) -> np.ndarray:
+    """A plotly array: a list, or the typed-array form {dtype, bdata, shape}."""
+    if isinstance(encoded, dict) and "bdata" in encoded:
+        arr = np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"])
+        shape = encoded.get("shape")
+        if isinstance(shape, str):
+            shape = [int(n) for n in shape.split(",")]
+        return arr.reshape(shape) if shape else arr
+    return np.asarray(encoded, dtype=float)
+
+
+def rows(db_url: str, sql: str) -> list[Any]:
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(sql)))
+    finally:
+        engine.dispose()
+
+
+def test_overview_counts_the_queue_and_shows_the_failure(dashboard_env: Seeded) -> None:
+    at = run_page(None)
+    metrics = {m.label: m.value for m in at.metric}
+    tasks = count(dashboard_env.db_url, "tasks")
+    assert metrics == {"Studies": "1", "Tasks": str(tasks), "Done": str(tasks - 1), "Failed": "1"}
+    per_kind = at.dataframe[1].value
+    assert per_kind["failed"].sum() == 1 and per_kind["done"].sum() == tasks - 1
+    assert set(per_kind.loc[per_kind["failed"] == 1, "kind"]) == {"test.fail"}
+    errors = [c.value for c in at.code]
+    assert any("is designed to fail" in text for text in errors), errors
+
+
+def test_models_table_and_training_curves_come_from_the_rows_and_mlflow(
+    dashboard_env: Seeded,
+) -> None:
+    at = run_page("models")
+    table = at.dataframe[0].value
+    assert sorted(table["batch_size"]) == [16, 64]
+    expected = {
+        r.id: (r.test_acc, r.train_loss, r.mlflow_run_id)
+        for r in rows(dashboard_env.db_url, "SELECT * FROM models")
+    }
+    for r in table.itertuples():
+        assert r.test_acc == pytest.approx(expected[r.id][0])
+        assert r.mlflow.endswith(f"/runs/{expected[r.id][2]}")
+    (fig,) = figures(at)
+    assert len(fig["data"]) == 2  # both models overlaid
+    for trace in fig["data"]:
+        model_id = int(trace["name"].split(":")[0])
+        steps, losses = values(trace["x"]), values(trace["y"])
+        assert list(steps) == [0, 1, 2, 3]  # epoch 0 and the three epochs
+        assert losses[-1] == pytest.approx(expected[model_id][1], rel=1e-6)
+
+
+def test_surfaces_share_one_colour_scale_and_show_the_stored_grids(dashboard_env: Seeded) -> None:
+    import zarr
+
+    at = run_page("surfaces")
+    side, diff, curves, panel = figures(at)
+    chosen = at.multiselect[0].value
+    assert len(side["data"]) == len(chosen) >= 2
+    root = zarr.open_group(dashboard_env.store_url, mode="r")
+    paths = dict(
+        (r.id, r.path)
+        for r in rows(
+            dashboard_env.db_url,
+            "SELECT s.id, a.path FROM surfaces s JOIN arrays a ON a.id = s.loss_array_id",
+        )
+    )
+    grids = {sid: np.asarray(root[paths[sid]])[0] for sid in chosen}
+    for trace, sid in zip(side["data"], chosen, strict=True):
+        assert trace["coloraxis"] == "coloraxis"
+        np.testing.assert_allclose(values(trace["z"]), grids[sid])
+    lo = min(float(np.nanmin(g)) for g in grids.values())
+    hi = max(float(np.nanmax(g)) for g in grids.values())
+    assert side["layout"]["coloraxis"]["cmin"] == pytest.approx(lo)
+    assert side["layout"]["coloraxis"]["cmax"] == pytest.approx(hi)
+    # A and B default to the first two chosen: the two models' 7x5 surfaces.
+    a, b = chosen[:2]
+    assert grids[a].shape == grids[b].shape == (5, 7)
+    np.testing.assert_allclose(values(diff["data"][0]["z"]), grids[a] - grids[b])
+    one_d = [r.id for r in rows(dashboard_env.db_url, "SELECT id FROM surfaces WHERE ny IS NULL")]
+    assert len(curves["data"]) == len(one_d) == 2
+    for trace, sid in zip(curves["data"], sorted(one_d), strict=True):
+        np.testing.assert_allclose(values(trace["y"]), np.asarray(root[paths[sid]])[0, 0])
+    # Seed 001's panel: one direction pair (row) x two minibatches (columns).
+    (multi,) = [
+        r.id
+        for r in rows(
+            dashboard_env.db_url,
+            "SELECT s.id FROM surfaces s JOIN checkpoints c ON c.id = s.checkpoint_id "
+            "WHERE s.n_minibatches = 2 AND c.model_id = (SELECT min(id) FROM models)",
+        )
+    ]
+    stored = np.asarray(root[paths[multi]])
+    assert [values(t["z"]).shape for t in panel["data"]] == [(3, 3), (3, 3)]
+    for g, trace in enumerate(panel["data"]):
+        np.testing.assert_allclose(values(trace["z"]), stored[g])
+
+
+@pytest.mark.parametrize("page", ["topology", "levelsets", "morse"])
+def test_pages_of_analyses_not_landed_yet_say_what_they_will_show(
+    dashboard_env: Seeded, page: str
+) -> None:
+    at = run_page(page)
+    messages = " ".join(i.value for i in at.info)
+    tables = {"topology": ["retrains", "embeddings", "persistence_diagrams"],
+              "levelsets": ["levelset_runs"], "morse": ["morse_graphs"]}[page]  # fmt: skip
+    for table in tables:
+        assert count(dashboard_env.db_url, table) == 0
+        assert f"the `{table}` table has no rows" in messages
+    assert "this page shows" in messages
+
+
+def test_meta_analysis_plots_sharpness_against_the_gap_by_batch_size(
+    dashboard_env: Seeded,
+) -> None:
+    at = run_page("meta")
+    sharp = at.dataframe[0].value
+    assert len(sharp) == count(dashboard_env.db_url, "surfaces") == 6
+    np.testing.assert_allclose(sharp["gap"], sharp["train_acc"] - sharp["test_acc"])
+    fig = figures(at)[0]
+    assert sorted(t["name"] for t in fig["data"]) == ["batch_size 16", "batch_size 64"]
+    # The SQL box: a query gives a table and a scatter of two numeric columns.
+    at.text_area(key="sql").set_value("SELECT id, batch_size, test_acc FROM models").run()
+    assert not at.exception and not at.error
+    assert sorted(at.dataframe[-1].value["batch_size"]) == [16, 64]
+    scatter = figures(at)[-1]
+    assert scatter["layout"]["xaxis"]["title"]["text"] == "id"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["INSERT INTO studies (name) VALUES ('x')", "UPDATE models SET lr = 1",
+     "DELETE FROM models", "DROP TABLE models"],
+)  # fmt: skip
+def test_sql_box_refuses_changes_with_a_clear_message(dashboard_env: Seeded, sql: str) -> None:
+    before = rows(dashboard_env.db_url, "SELECT id, lr FROM models ORDER BY id")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("views/meta.py")
+    at.run()
+    at.text_area(key="sql").set_value(sql).run()
+    assert not at.exception
+    assert [e.value for e in at.error] and "read-only" in at.error[0].value, at.error
+    assert rows(dashboard_env.db_url, "SELECT id, lr FROM models ORDER BY id") == before
+    assert count(dashboard_env.db_url, "studies") == 1
