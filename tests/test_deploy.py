@@ -36,6 +36,7 @@ EXPECTED_SERVICES = {
     "gpu-worker-0",
     "gpu-worker-1",
     "cpu-worker",
+    "dashboard",
 }
 # Services that run the `tracker` entrypoint (their command is tracker's argv).
 TRACKER_SERVICES = {"migrate", "gpu-worker-0", "gpu-worker-1", "cpu-worker"}
@@ -244,6 +245,35 @@ def test_mlflow_server_uses_its_own_database_and_answers_the_workers(
     assert not is_allowed_host_header(allowed, "attacker.example:5000")
     assert "MLFLOW_TRACKING_URI" not in mlflow["environment"]
     assert "http://127.0.0.1:5000/health" in " ".join(mlflow["healthcheck"]["test"])
+
+
+def test_dashboard_service_reads_the_same_database_and_store_read_only(
+    compose: dict[str, Any],
+) -> None:
+    from tracker._cmd_dashboard import streamlit_argv
+    from tracker.cli import build_parser
+
+    services = compose["services"]
+    dashboard = services["dashboard"]
+    assert dashboard["image"] == services["migrate"]["image"]
+    assert "entrypoint" not in dashboard, "the dashboard runs the image's tracker entrypoint"
+    args = build_parser().parse_args(_argv(dashboard))
+    assert args.func.__name__ == "run" and args.headless
+    assert (args.address, args.port) == ("0.0.0.0", 8501)
+    assert args.mlflow_ui == "http://localhost:5000"
+    argv = streamlit_argv(args)
+    assert _option(argv, "--browser.gatherUsageStats") == "false"
+    assert _option(argv, "--server.headless") == "true"
+    # Same PostgreSQL, store and MLflow as the workers; the store mounted read-only.
+    for key in ("TRACKER_DB_URL", "TRACKER_STORE", "MLFLOW_TRACKING_URI"):
+        assert dashboard["environment"][key] == services["cpu-worker"]["environment"][key], key
+    (store_mount,) = [v for v in dashboard["volumes"] if str(v).split(":")[1] == "/shared"]
+    assert str(store_mount).split(":") == ["shared", "/shared", "ro"]
+    published = [str(p) for p in dashboard["ports"]]
+    assert any(p.startswith("127.0.0.1:8501:8501") for p in published), published
+    deps = dashboard["depends_on"]
+    assert deps["migrate"]["condition"] == "service_completed_successfully"
+    assert "/_stcore/health" in " ".join(dashboard["healthcheck"]["test"])
 
 
 def test_compose_settings_come_from_the_environment() -> None:
