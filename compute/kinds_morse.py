@@ -1,1 +1,247 @@
-"""Task kinds of kinds_morse (filled in by its issue)."""
+"""Task kinds of DOODL3 ensembles and Morse graphs: ensemble.train, ensemble.complete, morse.
+
+Task graph of one ensemble and a Morse graph computed from it later::
+
+    ensemble.train (models [0, c)) ... ensemble.train (models [k c, n)) --> ensemble.complete
+    (enqueued once the ensemble is complete)                                 morse
+
+A chunk task owns its rows of the arrays [models, params] (chunk shape = chunk rows), so
+chunks never write the same Zarr chunk; ``ensemble.complete`` verifies the arrays, records
+them and logs the ensemble as one MLflow run. Every body can run twice with the same result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from compute import mlflow_log
+from tracker._db import utcnow
+from tracker._exceptions import SpecError
+from tracker._registry import task_kind
+from tracker._schema import ArrayRef, Ensemble, EnsembleMember, MorseGraph, Study
+from tracker._store import ArraySpec
+from tracker._worker import TaskContext
+
+MEMBER_METRICS = ("accuracy", "balanced_accuracy", "entropy", "final_loss")
+
+
+def ensemble_dir(ensemble: Ensemble) -> str:
+    # The spec hash in the path keeps a reset database from pointing at an old run's arrays.
+    return f"ensembles/{ensemble.id}-{ensemble.spec_hash[:10]}"
+
+
+def morse_dir(morse: MorseGraph) -> str:
+    return f"morse/{morse.id}-{morse.spec_hash[:10]}"
+
+
+def ensemble_arrays(ensemble: Ensemble) -> dict[str, ArraySpec]:
+    """The arrays of an ensemble: early and final weights, train loss per epoch."""
+    base, n, chunk = ensemble_dir(ensemble), ensemble.n_models, ensemble.chunk_size
+    params = len(ensemble.param_names)
+    return {
+        "early": ArraySpec(f"{base}/early", (n, params), "float32", (chunk, params)),
+        "final": ArraySpec(f"{base}/final", (n, params), "float32", (chunk, params)),
+        "loss": ArraySpec(
+            f"{base}/loss", (n, ensemble.epochs), "float32", (chunk, ensemble.epochs)
+        ),
+    }
+
+
+def _load_ensemble(ctx: TaskContext, ensemble_id: int) -> Ensemble:
+    with ctx.session() as session:
+        ensemble = session.get(Ensemble, ensemble_id)
+        if ensemble is None:
+            raise SpecError(f"ensemble {ensemble_id} no longer exists")
+        session.expunge(ensemble)
+    return ensemble
+
+
+def _single_thread() -> Any:
+    """Tiny stacked models run fastest on one thread (more only add synchronisation)."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def scope() -> Any:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    return scope()
+
+
+# --- ensemble.train ---------------------------------------------------------------------------
+
+
+def _train_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
+    assert result is not None
+    ensemble_id = int(result["ensemble_id"])
+    for item in result["members"]:
+        row = session.scalar(
+            sa.select(EnsembleMember).where(
+                EnsembleMember.ensemble_id == ensemble_id,
+                EnsembleMember.model_index == item["model_index"],
+            )
+        )
+        if row is None:
+            row = EnsembleMember(ensemble_id=ensemble_id, model_index=item["model_index"])
+            session.add(row)
+        for key in MEMBER_METRICS:
+            setattr(row, key, item[key])
+
+
+@task_kind("ensemble.train", finalize=_train_finalize, batch=False)
+def ensemble_train(ctx: TaskContext) -> dict[str, Any]:
+    from compute.doodl3 import train_chunk
+
+    ensemble = _load_ensemble(ctx, int(ctx.payload["ensemble_id"]))
+    start, stop = int(ctx.payload["start"]), int(ctx.payload["stop"])
+    with _single_thread():
+        out = train_chunk(
+            ensemble.setup, list(range(start, stop)), seed=ensemble.seed, epochs=ensemble.epochs,
+            early_epoch=ensemble.early_epoch, batch_size=ensemble.batch_size,
+            data_seed=ensemble.data_seed, should_stop=ctx.check_lease,
+        )  # fmt: skip
+    ctx.check_lease()
+    blocks = {"early": out.early, "final": out.final, "loss": out.loss_history}
+    for name, spec in ensemble_arrays(ensemble).items():
+        ctx.store.create(spec.path, spec.shape, np.float32, spec.chunks)
+        ctx.store.write_block(spec.path, (slice(start, stop), slice(None)), blocks[name])
+    members = [
+        {"model_index": start + i, "accuracy": float(out.accuracy[i]),
+         "balanced_accuracy": float(out.balanced_accuracy[i]), "entropy": float(out.entropy[i]),
+         "final_loss": float(out.loss_history[i, -1])}
+        for i in range(stop - start)
+    ]  # fmt: skip
+    return {"ensemble_id": ensemble.id, "members": members}
+
+
+# --- ensemble.complete ------------------------------------------------------------------------
+
+
+def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
+    assert result is not None
+    ensemble = session.get(Ensemble, result["ensemble_id"])
+    for name, path in result["paths"].items():
+        ref_id = session.scalar(sa.select(ArrayRef.id).where(ArrayRef.path == path))
+        setattr(ensemble, f"{name}_array_id", ref_id)
+    ensemble.mlflow_run_id = result["run_id"]
+    ensemble.completed_at = session.scalar(sa.select(utcnow()))
+
+
+def _log_ensemble(ctx: TaskContext, ensemble: Ensemble, loss: np.ndarray) -> str:
+    """One MLflow run per ensemble: the spec, the ensemble's loss per epoch and each model's
+    test metrics (step = model index), sent in batches."""
+    with ctx.session() as session:
+        study = session.get(Study, ensemble.study_id).name
+        members = session.scalars(
+            sa.select(EnsembleMember)
+            .where(EnsembleMember.ensemble_id == ensemble.id)
+            .order_by(EnsembleMember.model_index)
+        ).all()
+        previous = session.scalar(
+            sa.select(Ensemble.mlflow_run_id).where(Ensemble.id == ensemble.id)
+        )
+        rows = [(m.model_index, {k: getattr(m, k) for k in MEMBER_METRICS}) for m in members]
+    client = mlflow_log.client_for(ctx.mlflow_uri or "sqlite:///mlflow.db")
+    mlflow_log.mark_failed_if_running(client, previous, f"task {ctx.id} was interrupted")
+    params = {"setup": ensemble.setup, "n_models": ensemble.n_models, "epochs": ensemble.epochs,
+              "early_epoch": ensemble.early_epoch, "batch_size": ensemble.batch_size,
+              "seed": ensemble.seed, "data_seed": ensemble.data_seed,
+              "chunk_size": ensemble.chunk_size}  # fmt: skip
+    tags = {"tracker.ensemble_id": str(ensemble.id), "tracker.study": study,
+            "tracker.task_id": str(ctx.id), "tracker.attempt": str(ctx.attempt)}  # fmt: skip
+    run_id = mlflow_log.start_run(client, study, f"ensemble-{ensemble.id}", params, tags)
+    logger = mlflow_log.RunLogger(client, run_id, flush_seconds=1e9)
+    for epoch in range(loss.shape[1]):
+        column = loss[:, epoch]
+        logger.metrics({"train_loss_mean": float(np.mean(column)),
+                        "train_loss_median": float(np.median(column))}, step=epoch + 1)  # fmt: skip
+    for index, values in rows:
+        logger.metrics({f"model_{k}": v for k, v in values.items()}, step=index)
+    logger.flush()
+    mlflow_log.finish(client, run_id, "FINISHED")
+    return run_id
+
+
+@task_kind("ensemble.complete", finalize=_complete_finalize)
+def ensemble_complete(ctx: TaskContext) -> dict[str, Any]:
+    ensemble = _load_ensemble(ctx, int(ctx.payload["ensemble_id"]))
+    contents = {}
+    for name, spec in ensemble_arrays(ensemble).items():
+        contents[name] = ctx.store.verify(spec)
+        ctx.record_array(spec)
+    run_id = _log_ensemble(ctx, ensemble, contents["loss"])
+    paths = {name: spec.path for name, spec in ensemble_arrays(ensemble).items()}
+    return {"ensemble_id": ensemble.id, "paths": paths, "run_id": run_id}
+
+
+# --- morse ------------------------------------------------------------------------------------
+
+
+def _morse_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
+    assert result is not None
+    row = session.get(MorseGraph, result["morse_id"])
+    for key in ("weight_names", "gp_params", "n_nodes", "n_edges", "n_attractors", "graph",
+                "seconds"):  # fmt: skip
+        setattr(row, key, result[key])
+    row.source = {**(row.source or {}), "weight_columns": result["weight_columns"]}
+    for name, column in (
+        ("morse_sets", "morse_sets_array_id"),
+        ("retraction", "retraction_array_id"),
+    ):
+        ref_id = session.scalar(
+            sa.select(ArrayRef.id).where(ArrayRef.path == result["paths"][name])
+        )
+        setattr(row, column, ref_id)
+    row.completed_at = session.scalar(sa.select(utcnow()))
+
+
+def ensemble_weights(store: Any, ensemble: Ensemble) -> tuple[np.ndarray, np.ndarray]:
+    """Early and final weights [models, params]; row i of both is model i (pairs by id)."""
+    specs = ensemble_arrays(ensemble)
+    early = np.asarray(store.read(specs["early"].path), dtype=np.float64)
+    final = np.asarray(store.read(specs["final"].path), dtype=np.float64)
+    return early, final
+
+
+@task_kind("morse", finalize=_morse_finalize, batch=False)
+def morse_task(ctx: TaskContext) -> dict[str, Any]:
+    from compute import morse
+
+    morse_id = int(ctx.payload["morse_id"])
+    with ctx.session() as session:
+        row = session.get(MorseGraph, morse_id)
+        if row is None:
+            raise SpecError(f"Morse graph {morse_id} no longer exists")
+        ensemble = session.get(Ensemble, row.ensemble_id)
+        session.expunge_all()
+    early, final = ensemble_weights(ctx.store, ensemble)
+    columns = morse.pick_weights(final, list(ensemble.kernel_columns), row.pick)
+    result, gp_params = morse.morse_from_pairs(
+        early[:, columns], final[:, columns], int(row.subdiv), int(row.seed or 0),
+        conley=bool(row.conley),
+    )  # fmt: skip
+    ctx.check_lease()
+    base = morse_dir(row)
+    ny, nx = result.shape
+    chunks = (min(ny, 1024), min(nx, 1024))
+    paths = {
+        "morse_sets": ctx.write_array(f"{base}/morse_sets", result.morse_sets, chunks).path,
+        "retraction": ctx.write_array(f"{base}/retraction", result.retraction, chunks).path,
+    }
+    return {
+        "morse_id": morse_id, "paths": paths, "weight_columns": columns,
+        "weight_names": [ensemble.param_names[c] for c in columns], "gp_params": gp_params,
+        "n_nodes": len(result.nodes), "n_edges": len(result.edges),
+        "n_attractors": len(result.attractors), "graph": result.graph_json(),
+        "seconds": round(result.seconds, 4),
+    }  # fmt: skip
