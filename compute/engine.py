@@ -55,7 +55,7 @@ import copy
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -140,6 +140,8 @@ class _Replica:
     model: nn.Module
     flat: torch.Tensor
     runner: nn.Module
+    # Layer outputs an allocation-free forward reuses from point to point (see infer_after_first).
+    scratch: dict[Any, torch.Tensor] = field(default_factory=dict)
 
 
 class _Whole(nn.Module):
@@ -616,6 +618,10 @@ class SurfaceEvaluator:
         row_key: float | None = None
         sums: list[list[torch.Tensor]] = [[] for _ in batches]
         hits: list[list[torch.Tensor]] = [[] for _ in batches]
+        # The buffer is rebuilt for every point, so a forward may overwrite it in place.
+        infer = getattr(rep.model, "infer_after_first", None)
+        if infer is None:
+            infer = lambda z, _scratch: rep.model.forward_after_first(z)  # noqa: E731
         for point in points.tolist():
             if rows and point[1] != row_key:
                 row_key = point[1]
@@ -629,7 +635,7 @@ class SurfaceEvaluator:
                 for b, (inputs, y, buffer) in enumerate(parts):
                     if buffer is not None:
                         torch.add(row_z[g][b], inputs[1], alpha=point[0], out=buffer)
-                        out = rep.model.forward_after_first(buffer)
+                        out = infer(buffer, rep.scratch)
                     else:
                         out = rep.model(inputs)
                     scores.append(self._score(out, y))
