@@ -162,7 +162,7 @@ one_d = complete[complete["ny"].isna()]
 
 c1, c2, c3 = st.columns(3)
 metric = c1.radio("value", ["loss", "acc"], horizontal=True)
-view = c2.radio("view", VIEWS, horizontal=True)
+view = c2.radio("view", VIEWS, horizontal=True, key="view")
 log = c3.checkbox("log10 scale", value=False)
 
 st.subheader("2D surfaces side by side")
