@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from compute import mlflow_log
 from tracker._db import utcnow
-from tracker._exceptions import SpecError
+from tracker._exceptions import CorruptArray, SpecError
 from tracker._registry import task_kind
 from tracker._schema import ArrayRef, Ensemble, EnsembleMember, MorseGraph, Study
 from tracker._store import ArraySpec
@@ -60,24 +60,6 @@ def _load_ensemble(ctx: TaskContext, ensemble_id: int) -> Ensemble:
     return ensemble
 
 
-def _single_thread() -> Any:
-    """Tiny stacked models run fastest on one thread (more only add synchronisation)."""
-    import contextlib
-
-    import torch
-
-    @contextlib.contextmanager
-    def scope() -> Any:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    return scope()
-
-
 # --- ensemble.train ---------------------------------------------------------------------------
 
 
@@ -104,12 +86,11 @@ def ensemble_train(ctx: TaskContext) -> dict[str, Any]:
 
     ensemble = _load_ensemble(ctx, int(ctx.payload["ensemble_id"]))
     start, stop = int(ctx.payload["start"]), int(ctx.payload["stop"])
-    with _single_thread():
-        out = train_chunk(
-            ensemble.setup, list(range(start, stop)), seed=ensemble.seed, epochs=ensemble.epochs,
-            early_epoch=ensemble.early_epoch, batch_size=ensemble.batch_size,
-            data_seed=ensemble.data_seed, should_stop=ctx.check_lease,
-        )  # fmt: skip
+    out = train_chunk(
+        ensemble.setup, list(range(start, stop)), seed=ensemble.seed, epochs=ensemble.epochs,
+        early_epoch=ensemble.early_epoch, batch_size=ensemble.batch_size,
+        data_seed=ensemble.data_seed, should_stop=ctx.check_lease,
+    )  # fmt: skip
     ctx.check_lease()
     blocks = {"early": out.early, "final": out.final, "loss": out.loss_history}
     for name, spec in ensemble_arrays(ensemble).items():
@@ -205,12 +186,18 @@ def _morse_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] |
     row.completed_at = session.scalar(sa.select(utcnow()))
 
 
-def ensemble_weights(store: Any, ensemble: Ensemble) -> tuple[np.ndarray, np.ndarray]:
-    """Early and final weights [models, params]; row i of both is model i (pairs by id)."""
-    specs = ensemble_arrays(ensemble)
-    early = np.asarray(store.read(specs["early"].path), dtype=np.float64)
-    final = np.asarray(store.read(specs["final"].path), dtype=np.float64)
-    return early, final
+def ensemble_weights(
+    session: Session, store: Any, ensemble: Ensemble
+) -> tuple[np.ndarray, np.ndarray]:
+    """Early and final weights [models, params] from the arrays the ensemble row references;
+    row i of both is model i, so pairs match by model id."""
+    out = []
+    for what, array_id in (("early", ensemble.early_array_id), ("final", ensemble.final_array_id)):
+        ref = session.get(ArrayRef, array_id) if array_id is not None else None
+        if ref is None:
+            raise CorruptArray(f"ensemble {ensemble.id} has no stored {what} weights: requeue its tasks")  # fmt: skip
+        out.append(np.asarray(store.read(ref.path), dtype=np.float64))
+    return out[0], out[1]
 
 
 @task_kind("morse", finalize=_morse_finalize, batch=False)
@@ -223,8 +210,8 @@ def morse_task(ctx: TaskContext) -> dict[str, Any]:
         if row is None:
             raise SpecError(f"Morse graph {morse_id} no longer exists")
         ensemble = session.get(Ensemble, row.ensemble_id)
+        early, final = ensemble_weights(session, ctx.store, ensemble)
         session.expunge_all()
-    early, final = ensemble_weights(ctx.store, ensemble)
     columns = morse.pick_weights(final, list(ensemble.kernel_columns), row.pick)
     result, gp_params = morse.morse_from_pairs(
         early[:, columns], final[:, columns], int(row.subdiv), int(row.seed or 0),
