@@ -194,6 +194,44 @@ def test_states_directions_move_the_running_statistics():
         np.testing.assert_allclose(out["loss"], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("ignore", ["biasbn", "none"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_registry_mlp_fast_paths_equal_a_plain_recomputation(activation, ignore, loss):
+    """The registry MLP runs its own in-place loop forward and its own batched forward (no
+    vmap); parameters the directions leave alone (biases under biasbn) keep their values."""
+    from compute.models import build_model
+
+    classes = 10 if loss == "cross_entropy" else 1
+    model = build_model(
+        "mlp", {"widths": [24, 16], "activation": activation},
+        input_shape=(1, 4, 4), num_classes=classes, seed=1,
+    ).eval()  # fmt: skip
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 1, 4, 4, generator=gen)
+    if loss == "mse":
+        y = torch.randn(40, 1, generator=gen)
+    else:
+        y = torch.randint(0, classes, (40,), generator=gen)
+    layout = layout_of(model)
+    centre = flatten_state(model, layout)
+    directions = _directions(layout, centre, ignore=ignore)
+    expected, expected_acc = _recompute(
+        model, layout, centre, directions, [(x, y)], COORDS, "eval", loss
+    )
+    for strategy, k in (("loop", None), ("vmap", 2), ("vmap", None)):
+        ev = _evaluator(
+            model, layout, centre, directions, [(x, y)],
+            loss=loss, strategy=strategy, points_per_call=k,
+        )  # fmt: skip
+        if strategy == "vmap":
+            assert ev.plan["batched_by"].startswith("the model")
+        out = ev.evaluate(COORDS)
+        np.testing.assert_allclose(out["loss"], expected, rtol=1e-5, atol=1e-6)
+        if loss == "cross_entropy":
+            np.testing.assert_allclose(out["acc"], expected_acc, atol=1.01 / 40)
+
+
 def test_mse_loss_on_a_regression_model():
     torch.manual_seed(3)
     model = ProtocolMLP(d_in=16, width=24, out=1)
