@@ -23,7 +23,7 @@ import zarr
 
 from tracker._config import resolve
 from tracker._db import SCHEMA_REVISION, redact
-from tracker._exceptions import StoreError
+from tracker._exceptions import ConfigError, StoreError
 from tracker._store import ArrayStore
 
 STATEMENT_TIMEOUT_MS = 10_000
@@ -79,7 +79,7 @@ def readonly_engine(url: str) -> sa.Engine:
     if backend == "sqlite":
         path = Path(parsed.database or "")
         if not parsed.database or parsed.database == ":memory:":
-            raise StoreError(f"the dashboard needs a database file, got {redact(url)}")
+            raise ConfigError(f"the dashboard needs a database file, got {redact(url)}")
         ro = f"sqlite:///file:{path.absolute()}?mode=ro&uri=true"
         engine = sa.create_engine(ro, connect_args={"timeout": 5})
         sa.event.listen(engine, "connect", _sqlite_readonly_connect)
@@ -90,7 +90,9 @@ def readonly_engine(url: str) -> sa.Engine:
         return sa.create_engine(
             parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5, "options": options}
         )
-    raise StoreError(f"unsupported database {backend!r} in {redact(url)}")
+    raise ConfigError(
+        f"unsupported database {backend!r} in {redact(url)}: use sqlite:/// or postgresql+psycopg://"
+    )
 
 
 def schema_problem(engine: sa.Engine) -> str | None:

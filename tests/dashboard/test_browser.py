@@ -19,6 +19,13 @@ PAGES = {
 }
 
 
+# At least n plotly charts, each with its svg drawn.
+DRAWN = """n => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  return plots.length >= n && plots.every(p => p.querySelector('.main-svg'));
+}"""
+
+
 @pytest.mark.slow
 def test_every_page_renders_in_a_real_browser(served: str, chromium: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
@@ -34,11 +41,7 @@ def test_every_page_renders_in_a_real_browser(served: str, chromium: str, tmp_pa
                 page.get_by_text(expect["text"], exact=False).first.wait_for(timeout=60_000)
                 if expect["charts"]:
                     # Plotly draws into svg (and canvas for 3D/webgl) inside .js-plotly-plot.
-                    page.wait_for_function(
-                        "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
-                        arg=expect["charts"],
-                        timeout=60_000,
-                    )
+                    page.wait_for_function(DRAWN, arg=expect["charts"], timeout=60_000)
                 # Let the script run finish: Streamlit shows its status widget while running.
                 page.wait_for_selector(
                     '[data-testid="stStatusWidget"]', state="detached", timeout=60_000
