@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from tracker._exceptions import NotFound, SpecError
 from tracker._schema import Ensemble, EnsembleMember, MorseGraph, Study, Task
 
-SETUPS = ("doodl3-iris", "doodl3-mnist")
+SETUPS = ("doodl3-iris", "doodl3-mnist")  # compute.doodl3_params.SETUPS, kept import-free here
+
 PICKS = ("max-variance", "min-variance")
 SANE_SUBDIV = 18  # 262,144 boxes; more needs --force
 MAX_MODELS = 100_000
@@ -78,7 +79,7 @@ def _get_or_add(session: Session, cls: type, digest: str, **values: Any) -> tupl
 
 def add_ensemble(session: Session, study: Study, spec: EnsembleSpec) -> tuple[Ensemble, bool]:
     """The ensemble row, one train task per chunk of models, and the task completing it."""
-    from compute import doodl3
+    from compute import doodl3_params as doodl3
     from tracker._queue import enqueue, spec_hash
 
     check_ensemble(spec)
@@ -216,12 +217,14 @@ def cmd_enqueue_ensemble(args: argparse.Namespace) -> int:
 
     if args.setup not in SETUPS:  # before any default that depends on it
         raise SpecError(f"unknown setup {args.setup!r}: use one of {', '.join(SETUPS)}")
-    defaults = {"doodl3-iris": (150, 5), "doodl3-mnist": (8, 128)}[args.setup]
+    from compute.doodl3_params import DEFAULTS
+
+    defaults = DEFAULTS[args.setup]
     spec = EnsembleSpec(
         setup=args.setup, n_models=args.models,
-        epochs=args.epochs if args.epochs is not None else defaults[0],
+        epochs=args.epochs if args.epochs is not None else defaults["epochs"],
         early_epoch=args.early_epoch,
-        batch_size=args.batch_size if args.batch_size is not None else defaults[1],
+        batch_size=args.batch_size if args.batch_size is not None else defaults["batch_size"],
         seed=args.seed, data_seed=args.data_seed, chunk_size=args.chunk,
     )  # fmt: skip
     check_ensemble(spec)

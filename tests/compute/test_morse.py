@@ -3,6 +3,8 @@ DOODL3 ensemble goes through the queue to a stored, plotted Morse graph."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -171,19 +173,29 @@ def test_the_stored_graph_of_a_contraction_has_one_attractor(tmp_path: Path, db_
     assert _fixed_on_morse_sets(sets, retraction)
 
 
+def _cli(home: Home, *argv: str) -> tuple[int, str, str]:
+    """`tracker ARGV` in this process (exit code, stdout, stderr): cheaper than a process."""
+    from tracker.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([*argv, "--db", home.settings.db_url, "--store", home.settings.store_url,
+                     "--home", str(home.settings.home)])  # fmt: skip
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Home:
     """A 6-model Iris ensemble enqueued with the CLI and trained by `tracker work`."""
     home = Home(tmp_path_factory.mktemp("morse"))
-    out = run_tracker("enqueue", "ensemble", "--setup", "doodl3-iris", "--models", "6",
-                      "--epochs", "4", "--chunk", "3", env=home.env)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert "ensemble 1 (new, 2 training task(s))" in out.stdout
-    early = run_tracker("enqueue", "morse", "--ensemble", "1", env=home.env)
-    assert early.returncode != 0
-    home.early_error = early.stderr  # type: ignore[attr-defined]
+    code, out, err = _cli(home, "enqueue", "ensemble", "--setup", "doodl3-iris", "--models", "6",
+                          "--epochs", "4", "--chunk", "3")  # fmt: skip
+    assert code == 0, err
+    assert "ensemble 1 (new, 2 training task(s))" in out
+    code, _, home.early_error = _cli(home, "enqueue", "morse", "--ensemble", "1")  # type: ignore[attr-defined]
+    assert code != 0
     home.morse_rows_before_work = home.count(MorseGraph)  # type: ignore[attr-defined]
-    work = run_tracker("work", "--workers", "2", "--no-progress", env=home.env)
+    work = run_tracker("work", "--workers", "1", "--no-progress", env=home.env)
     assert work.returncode == 0, work.stderr[-3000:]
     return home
 
@@ -224,9 +236,9 @@ def test_the_ensemble_keeps_weights_metrics_and_one_mlflow_run(trained: Home) ->
 
 
 def test_a_morse_graph_of_the_ensemble_is_stored_shown_and_plotted(trained: Home) -> None:
-    out = run_tracker("enqueue", "morse", "--ensemble", "1", "--subdiv", "10", "--seed", "2",
-                      env=trained.env)  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    code, _, err = _cli(trained, "enqueue", "morse", "--ensemble", "1", "--subdiv", "10",
+                        "--seed", "2")  # fmt: skip
+    assert code == 0, err
     assert trained.drain(kinds=("morse",))["failed"] == 0
     with trained.db.session() as s:
         row = s.scalar(sa.select(MorseGraph))
@@ -235,12 +247,12 @@ def test_a_morse_graph_of_the_ensemble_is_stored_shown_and_plotted(trained: Home
         assert row.n_nodes == len(row.graph["nodes"]) >= 1 and row.n_attractors >= 1
         assert row.subdiv == 10 and row.source["ensemble_id"] == 1
     assert retraction.shape == (32, 32) and _fixed_on_morse_sets(sets, retraction)
-    shown = run_tracker("show", "morse", str(row.id), env=trained.env)
-    assert shown.returncode == 0 and f"{row.n_nodes} node(s)" in shown.stdout
-    plotted = run_tracker("plot", "morse", str(row.id), "--out", str(trained.settings.home / "p"),
-                          env=trained.env)  # fmt: skip
-    assert plotted.returncode == 0, plotted.stderr
-    files = [Path(p) for p in plotted.stdout.split()]
+    code, shown, _ = _cli(trained, "show", "morse", str(row.id))
+    assert code == 0 and f"{row.n_nodes} node(s)" in shown
+    code, plotted, err = _cli(trained, "plot", "morse", str(row.id), "--out",
+                              str(trained.settings.home / "p"))  # fmt: skip
+    assert code == 0, err
+    files = [Path(p) for p in plotted.split()]
     names = sorted(p.name for p in files)
     assert names == sorted(f"morse-{row.id}-{k}.{e}" for k in ("graph", "sets", "violins")
                            for e in ("png", "pdf"))  # fmt: skip
@@ -262,14 +274,11 @@ def test_a_morse_graph_of_the_ensemble_is_stored_shown_and_plotted(trained: Home
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_writes_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    tmp_path: Path, argv: list[str], message: str
 ) -> None:
-    from tracker.cli import main
-
     home = Home(tmp_path)
-    url = home.settings.db_url
-    code = main([*argv, "--db", url, "--store", home.settings.store_url])
-    err = capsys.readouterr().err.strip()
+    code, _, err = _cli(home, *argv)
+    err = err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and message in err, err
     assert home.count(Task) == home.count(Ensemble) == home.count(MorseGraph) == 0
 

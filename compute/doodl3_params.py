@@ -1,0 +1,47 @@
+"""The parameters of DOODL3's two setups: names, shapes, which are kernels; no torch import, so
+`tracker enqueue ensemble` validates and names parameters without loading torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SETUPS = ("doodl3-iris", "doodl3-mnist")
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "doodl3-iris": {"batch_size": 5, "epochs": 150},
+    "doodl3-mnist": {"batch_size": 128, "epochs": 8},
+}
+INIT_LIMIT = 2.0  # kernels start in U(-2, 2)
+LR, EPS = 1e-3, 1e-7  # Keras's Adam defaults
+
+
+def param_layout(setup: str) -> list[tuple[str, tuple[int, ...], bool]]:
+    """(name, shape, is_kernel) of each parameter tensor, in Keras order."""
+    if setup == "doodl3-iris":
+        return [("dense_kernel", (2, 3), True), ("dense_bias", (3,), False)]
+    if setup == "doodl3-mnist":
+        return [("conv_kernel", (3, 3, 1, 2), True), ("conv_bias", (2,), False),
+                ("dense_kernel", (18, 2), True), ("dense_bias", (2,), False)]  # fmt: skip
+    raise ValueError(f"unknown setup {setup!r}: use one of {', '.join(SETUPS)}")
+
+
+def param_names(setup: str) -> list[str]:
+    """One name per scalar parameter, e.g. ``dense_kernel_0_3``."""
+    names: list[str] = []
+    for name, shape, _ in param_layout(setup):
+        for idx in np.ndindex(*shape):
+            names.append(name + "_" + "_".join(str(i) for i in idx))
+    return names
+
+
+def kernel_columns(setup: str) -> list[int]:
+    """Flat indices of the kernel weights (the Morse graph's candidate axes)."""
+    out: list[int] = []
+    start = 0
+    for _, shape, is_kernel in param_layout(setup):
+        size = int(np.prod(shape))
+        if is_kernel:
+            out.extend(range(start, start + size))
+        start += size
+    return out
