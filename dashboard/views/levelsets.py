@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -38,7 +40,11 @@ if len(traced):
     row = traced[traced["id"] == rid].iloc[0]
     trace = np.asarray(common.array(src.db_url, src.store_url, int(row["trace_array_id"])), float)
     trace = trace.reshape(len(trace), -1)
-    col = st.selectbox("trace column", list(range(trace.shape[1])))
+    names = row.get("trace_fields")
+    names = json.loads(names) if isinstance(names, str) else names
+    if not isinstance(names, list) or len(names) != trace.shape[1]:
+        names = [f"column {i}" for i in range(trace.shape[1])]
+    col = st.selectbox("trace field", list(range(trace.shape[1])), format_func=names.__getitem__)
     fig = go.Figure(go.Scatter(y=trace[:, col], mode="lines"))
-    fig.update_layout(xaxis_title="predictor step", yaxis_title=f"trace column {col}", height=360)
+    fig.update_layout(xaxis_title="predictor step", yaxis_title=names[col], height=360)
     st.plotly_chart(fig, width="stretch")

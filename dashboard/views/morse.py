@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import common
@@ -25,19 +30,34 @@ if len(with_graph):
     gid = st.selectbox("graph", [int(i) for i in with_graph["id"]])
     graph = with_graph[with_graph["id"] == gid].iloc[0]["graph"]
     if isinstance(graph, str):
-        import json
-
         graph = json.loads(graph)
     nodes = graph.get("nodes", []) if isinstance(graph, dict) else []
     edges = graph.get("edges", []) if isinstance(graph, dict) else []
     lines = ["digraph morse {", "  node [shape=ellipse];"]
     for node in nodes:
         name = node.get("id", node) if isinstance(node, dict) else node
-        lines.append(f'  "{name}";')
+        shape = "doublecircle" if isinstance(node, dict) and node.get("attractor") else "ellipse"
+        lines.append(f'  "{name}" [shape={shape}];')
     for edge in edges:
         a, b = (edge.get("source"), edge.get("target")) if isinstance(edge, dict) else edge[:2]
         lines.append(f'  "{a}" -> "{b}";')
     lines.append("}")
+    st.caption("Morse graph (attractors drawn as double circles)")
     st.graphviz_chart("\n".join(lines))
+    row = with_graph[with_graph["id"] == gid].iloc[0]
+    sets_id = row.get("morse_sets_array_id")
+    if sets_id is not None and not pd.isna(sets_id):
+        sets = np.asarray(common.array(src.db_url, src.store_url, int(sets_id)), dtype=float)
+        sets[sets < 0] = np.nan  # boxes in no Morse set
+        lo, hi = graph.get("lo", [0, 0]), graph.get("hi", [1, 1])
+        xs = np.linspace(lo[0], hi[0], sets.shape[1])
+        ys = np.linspace(lo[1], hi[1], sets.shape[0])
+        fig = go.Figure(go.Heatmap(x=xs, y=ys, z=sets, colorscale="Turbo",
+                                   colorbar={"title": {"text": "Morse set"}}))  # fmt: skip
+        names = row.get("weight_names")
+        names = json.loads(names) if isinstance(names, str) else list(names or [])
+        fig.update_layout(xaxis_title=names[0] if len(names) > 1 else "x",
+                          yaxis_title=names[1] if len(names) > 1 else "y", height=420)  # fmt: skip
+        st.plotly_chart(fig, width="stretch")
     with st.expander("graph as stored"):
         st.json(graph)

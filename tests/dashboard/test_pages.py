@@ -3,7 +3,6 @@ the numbers on the page are the ones in the database, the Zarr store and MLflow.
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from dashboard_support import Seeded, count
+from dashboard_support import Seeded, count, values
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
@@ -29,17 +28,6 @@ def run_page(page: str | None) -> AppTest:
 
 def figures(at: AppTest) -> list[dict[str, Any]]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def values(encoded: Any) -> np.ndarray:
-    """A plotly array: a list, or the typed-array form {dtype, bdata, shape}."""
-    if isinstance(encoded, dict) and "bdata" in encoded:
-        arr = np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"])
-        shape = encoded.get("shape")
-        if isinstance(shape, str):
-            shape = [int(n) for n in shape.split(",")]
-        return arr.reshape(shape) if shape else arr
-    return np.asarray(encoded, dtype=float)
 
 
 def rows(db_url: str, sql: str) -> list[Any]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 
@@ -33,3 +36,14 @@ def count(db_url: str, table: str) -> int:
             return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() or 0)
     finally:
         engine.dispose()
+
+
+def values(encoded: Any) -> np.ndarray:
+    """A plotly array: a list, or the typed-array form {dtype, bdata, shape}."""
+    if isinstance(encoded, dict) and "bdata" in encoded:
+        arr = np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"])
+        shape = encoded.get("shape")
+        if isinstance(shape, str):
+            shape = [int(n) for n in shape.split(",")]
+        return arr.reshape(shape) if shape else arr
+    return np.asarray(encoded, dtype=float)

@@ -1,0 +1,151 @@
+"""The Topology, Level sets and Morse graphs pages once their results exist: rows written the
+way a task writes them (arrays in Zarr, rows referencing them), read back onto the page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from dashboard_support import values
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+
+
+def _filler(column: sa.Column[Any], i: int) -> Any:
+    """A value for a required column this test does not care about (schemas still evolve)."""
+    kind = column.type
+    if isinstance(kind, sa.types.TypeDecorator):
+        kind = kind.impl_instance
+    if isinstance(kind, sa.JSON):
+        return {}
+    return {int: 1, float: 0.5, bool: False, str: f"x{i}"}.get(kind.python_type)
+
+
+def insert(conn: sa.Connection, table: str, **values: Any) -> int:
+    """A row with ``values`` and a filler in every other required column; its id."""
+    from tracker._schema import Base
+
+    t = Base.metadata.tables[table]
+    row = dict(values)
+    for i, column in enumerate(t.columns):
+        required = not column.nullable and column.default is None
+        if required and column.server_default is None and not column.primary_key:
+            row.setdefault(column.name, _filler(column, i))
+    if "spec_hash" in t.columns:
+        row["spec_hash"] = f"{table}-{json.dumps(values, sort_keys=True, default=str)}"[:64]
+    return int(conn.execute(sa.insert(t).values(**row).returning(t.c.id)).scalar_one())
+
+
+def array(conn: sa.Connection, store: Any, path: str, data: np.ndarray) -> int:
+    spec = store.write(path, data)
+    return insert(conn, "arrays", path=spec.path, shape=list(spec.shape), dtype=spec.dtype,
+                  chunks=list(spec.chunks))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from tracker._db import Database
+    from tracker._migrate import upgrade
+    from tracker._store import ArrayStore
+
+    root = tmp_path_factory.mktemp("landed")
+    url, store_url = f"sqlite:///{root / 'tracker.db'}", str(root / "store.zarr")
+    db = Database(url)
+    upgrade(db)
+    store = ArrayStore(store_url)
+    rng = np.random.default_rng(0)
+    coords = rng.normal(size=(12, 2))
+    diagram = np.array([[0.1, 0.5, 0], [0.2, np.inf, 0], [0.3, 0.4, 1]])
+    trace = rng.random((6, 3))
+    sets = np.array([[0, 0, -1], [1, 1, -1]], dtype=np.int32)
+    graph = {"nodes": [{"id": 0, "attractor": True}, {"id": 1, "attractor": False}],
+             "edges": [[1, 0]], "lo": [-1.0, -2.0], "hi": [1.0, 2.0], "shape": [2, 3]}  # fmt: skip
+    with db.engine.begin() as conn:
+        study = insert(conn, "studies", name="landed")
+        model = insert(conn, "models", study_id=study, architecture="mlp", dataset="iris",
+                       optimizer="sgd", batch_size=16, test_acc=0.9)  # fmt: skip
+        ckpt = insert(conn, "checkpoints", model_id=model, epoch=3)
+        retrain = insert(conn, "retrains", study_id=study, model_id=model, checkpoint_id=ckpt,
+                         step_size=0.5)  # fmt: skip
+        for k in range(4):
+            insert(conn, "trajectory_points", retrain_id=retrain, save_index=k, epoch=k / 2)
+        emb = insert(conn, "embeddings", study_id=study, model_id=model,
+                     coords_array_id=array(conn, store, "t/coords", coords))  # fmt: skip
+        insert(conn, "persistence_diagrams", study_id=study, embedding_id=emb, loss_name="train",
+               knn=5, h0_count=2, h1_count=1,
+               diagram_array_id=array(conn, store, "t/diagram", diagram))  # fmt: skip
+        insert(conn, "levelset_runs", study_id=study, setup="mlp-iris", final_angle=0.3,
+               final_test_acc=0.8, trace_fields=["loss", "angle", "norm"],
+               trace_array_id=array(conn, store, "t/trace", trace))  # fmt: skip
+        insert(conn, "morse_graphs", study_id=study, setup="doodl3", n_nodes=2, graph=graph,
+               weight_names=["w1", "w2"],
+               morse_sets_array_id=array(conn, store, "t/sets", sets))  # fmt: skip
+    db.dispose()
+    return {"url": url, "store": store_url, "coords": coords, "diagram": diagram,
+            "trace": trace, "sets": sets}  # fmt: skip
+
+
+def page(
+    landed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, name: str, *, empty_ok: bool = False
+) -> AppTest:
+    monkeypatch.setenv("TRACKER_DB_URL", landed["url"])
+    monkeypatch.setenv("TRACKER_STORE", landed["store"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path(landed['store']).parent}/ml.db")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page(f"views/{name}.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    if not empty_ok:
+        assert not at.info, [i.value for i in at.info]  # no "nothing yet" message
+    return at
+
+
+def spec(at: AppTest, i: int) -> dict[str, Any]:
+    return json.loads(at.get("plotly_chart")[i].proto.spec)
+
+
+def test_topology_page_draws_the_embedding_and_the_diagram(landed, monkeypatch) -> None:
+    at = page(landed, monkeypatch, "topology")
+    assert [len(df.value) for df in at.dataframe] == [1, 1, 1]  # retrains, embeddings, diagrams
+    assert "4 trajectory points saved" in [c.value for c in at.caption]
+    phate = spec(at, 0)["data"][0]
+    np.testing.assert_allclose(values(phate["x"]), landed["coords"][:, 0])
+    np.testing.assert_allclose(values(phate["y"]), landed["coords"][:, 1])
+    h0, h1, _diagonal = spec(at, 1)["data"]
+    assert (h0["name"], h1["name"]) == ("H0", "H1")
+    np.testing.assert_allclose(values(h0["x"]), [0.1, 0.2])
+    np.testing.assert_allclose(values(h1["y"]), [0.4])
+    assert values(h0["y"])[1] > 0.5  # the infinite death is drawn above every finite one
+
+
+def test_levelset_page_plots_the_named_trace(landed, monkeypatch) -> None:
+    at = page(landed, monkeypatch, "levelsets")
+    assert at.dataframe[0].value["setup"].tolist() == ["mlp-iris"]
+    trace = spec(at, 1)
+    np.testing.assert_allclose(values(trace["data"][0]["y"]), landed["trace"][:, 0])
+    assert trace["layout"]["yaxis"]["title"]["text"] == "loss"
+
+
+def test_morse_page_draws_the_graph_and_its_morse_sets(landed, monkeypatch) -> None:
+    at = page(landed, monkeypatch, "morse")
+    dot = at.get("graphviz_chart")[0].proto.spec
+    assert '"1" -> "0"' in dot and '"0" [shape=doublecircle]' in dot
+    sets = spec(at, 0)["data"][0]
+    expected = np.where(landed["sets"] < 0, np.nan, landed["sets"])
+    np.testing.assert_allclose(values(sets["z"]), expected)
+    np.testing.assert_allclose(values(sets["x"]), [-1.0, 0.0, 1.0])
+
+
+def test_meta_page_plots_persistence_summaries_against_test_accuracy(landed, monkeypatch) -> None:
+    at = page(landed, monkeypatch, "meta", empty_ok=True)  # no surfaces in this database
+    (table,) = [df.value for df in at.dataframe if "h0_count" in df.value]
+    assert table[["h0_count", "h1_count", "test_acc"]].values.tolist() == [[2, 1, 0.9]]
+    (points,) = spec(at, 0)["data"]
+    assert points["name"] == "batch_size 16"
+    np.testing.assert_allclose(values(points["y"]), [0.9])
