@@ -1,8 +1,8 @@
 """A tiny real study, run once per session, for the dashboard tests.
 
-`tracker enqueue` two iris MLPs (batch sizes 16 and 64) with a 2D, a 1D and a two-minibatch
-surface each, one task designed to fail, then `tracker work`: the rows, Zarr arrays and
-MLflow runs the pages read are all real.
+`tracker enqueue` two iris MLPs (batch sizes 16 and 64) with a 2D and a 1D surface each and a
+two-minibatch surface of the first, one task designed to fail, then `tracker work`: the rows,
+Zarr arrays and MLflow runs the pages read are all real.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ y = "-1:1:5"
 x = "-1:1:9"
 
 [[surface]]
+models = ["mlp-bs16"]
 x = "-1:1:3"
 y = "-1:1:3"
 minibatches = 2
@@ -74,7 +75,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
         study = get_or_create_study(session, "iris-sweep")
         enqueue(session, study, "test.fail", {"why": "dashboard failure row"}, max_attempts=1)
     db.dispose()
-    work = _run("work", "--workers", "2", "--plugin", "queue_kinds", "--no-progress",
+    work = _run("work", "--workers", "1", "--plugin", "queue_kinds", "--no-progress",
                 env=env, ok=False)  # fmt: skip
     assert work.returncode == 1 and "1 task(s) failed" in work.stderr, work.stderr[-3000:]
     return Seeded(root, env, db_url, str(home / "store.zarr"), f"sqlite:///{home / 'mlflow.db'}")

@@ -138,7 +138,7 @@ def test_meta_analysis_plots_sharpness_against_the_gap_by_batch_size(
 ) -> None:
     at = run_page("meta")
     sharp = at.dataframe[0].value
-    assert len(sharp) == count(dashboard_env.db_url, "surfaces") == 6
+    assert len(sharp) == count(dashboard_env.db_url, "surfaces") == 5
     np.testing.assert_allclose(sharp["gap"], sharp["train_acc"] - sharp["test_acc"])
     fig = figures(at)[0]
     assert sorted(t["name"] for t in fig["data"]) == ["batch_size 16", "batch_size 64"]
