@@ -149,3 +149,32 @@ def test_meta_page_plots_persistence_summaries_against_test_accuracy(landed, mon
     (points,) = spec(at, 0)["data"]
     assert points["name"] == "batch_size 16"
     np.testing.assert_allclose(values(points["y"]), [0.9])
+
+
+PAGES = ["overview", "models", "surfaces", "topology", "levelsets", "morse", "meta"]
+
+
+def test_every_page_reads_postgresql_and_sqlite_alike(db, tmp_path, monkeypatch) -> None:
+    """The pages' own queries on both databases: a queue of no-op tasks, nothing else yet."""
+    from tracker._queue import enqueue, get_or_create_study
+
+    with db.session() as session:
+        study = get_or_create_study(session, "queue-only")
+        for i in range(3):
+            enqueue(session, study, "noop", {"index": i})
+    monkeypatch.setenv("TRACKER_DB_URL", db.url)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("TRACKER_STORE", str(elsewhere / "store.zarr"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere / 'mlflow.db'}")
+    for name in PAGES:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.switch_page(f"views/{name}.py")
+        at.run()
+        assert not at.exception, (name, [e.value for e in at.exception])
+        assert not at.error, (name, [e.value for e in at.error])
+        if name == "overview":
+            assert {m.label: m.value for m in at.metric}["Tasks"] == "3"
+        if name == "meta":
+            assert at.dataframe[-1].value.columns.tolist()[:2] == ["id", "name"]
+    assert list(elsewhere.iterdir()) == []  # no store or MLflow database was created
