@@ -213,6 +213,7 @@ def embedding_task(ctx: TaskContext) -> dict[str, Any]:
         "n_columns": len(columns), "pca": "exact, streamed Gram matrix (compute.topology)",
         "pca_components": int(pca.scores.shape[1]),
         "pca_explained": float(pca.explained_variance_ratio.sum()),
+        "phate_warnings": result.notes,
         "phate": {"knn": 5, "decay": 40, "knn_dist": "cosine", "mds_dist": "cosine",
                   "n_pca": None, "mds_solver": "sgd", "random_state": seed},
     }  # fmt: skip

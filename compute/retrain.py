@@ -17,7 +17,7 @@ callback.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from compute import data as data_mod
 from compute.state import Layout, flatten_state, load_flat
 from compute.train import TrainSpec, epoch_metrics, loss_fn
 from tracker import SpecError
+from tracker._topology import check_retrain_settings
 
 AUGMENT_STREAM = 1_000_003
 
@@ -51,20 +52,7 @@ class RetrainSpec:
 
 def check_retrain(spec: RetrainSpec) -> None:
     """Refuse settings that cannot run, with the fix in the message."""
-    if not (np.isfinite(spec.step_size) and spec.step_size > 0):
-        raise SpecError(f"step size must be positive, got {spec.step_size:g}: jump a distance s > 0 (e.g. 0.25)")  # fmt: skip
-    if not (np.isfinite(spec.lr) and spec.lr > 0):
-        raise SpecError(f"lr must be positive, got {spec.lr:g}")
-    if spec.momentum < 0 or spec.weight_decay < 0:
-        raise SpecError("momentum and weight decay must not be negative")
-    if spec.epochs < 1:
-        raise SpecError(f"epochs must be at least 1, got {spec.epochs}")
-    if spec.batch_size < 1:
-        raise SpecError(f"batch size must be at least 1, got {spec.batch_size}")
-    if spec.saves_per_epoch < 1:
-        raise SpecError(f"saves per epoch must be at least 1, got {spec.saves_per_epoch}")
-    if spec.seed < 0:
-        raise SpecError(f"seeds must not be negative, got {spec.seed}")
+    check_retrain_settings(**asdict(spec))
 
 
 def save_points(n_batches: int, saves_per_epoch: int) -> list[int]:

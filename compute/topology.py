@@ -26,8 +26,9 @@ Three steps, each a plain function of arrays so the task kinds and the benchmark
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -86,6 +87,7 @@ class Embedding:
     coords: np.ndarray  # [n, 2]
     potential: np.ndarray  # [n, n]
     t: int
+    notes: list[str] = field(default_factory=list)  # PHATE's warnings, if any
 
 
 def phate_embedding(scores: np.ndarray, seed: int, *, knn: int = PHATE_KNN) -> Embedding:
@@ -98,10 +100,14 @@ def phate_embedding(scores: np.ndarray, seed: int, *, knn: int = PHATE_KNN) -> E
         mds_dist="cosine", n_pca=None, n_landmark=None, random_state=int(seed), n_jobs=1,
         verbose=0,
     )  # fmt: skip
-    coords = np.asarray(op.fit_transform(np.ascontiguousarray(scores)), dtype=np.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        # PHATE warns (a disconnected kNN graph, an unconverged MDS): recorded on the row.
+        warnings.simplefilter("always")
+        coords = np.asarray(op.fit_transform(np.ascontiguousarray(scores)), dtype=np.float64)
+    notes = sorted({str(w.message).strip() for w in caught})
     potential = np.asarray(op.diff_potential, dtype=np.float64)
     t = int(op.optimal_t) if op.optimal_t is not None else int(op.t)
-    return Embedding(coords=coords, potential=potential, t=t)
+    return Embedding(coords=coords, potential=potential, t=t, notes=notes)
 
 
 def knn_edges(potential: np.ndarray, k: int, *, legacy: bool = False) -> np.ndarray:

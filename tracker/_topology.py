@@ -106,21 +106,39 @@ def parse_steps(text: str) -> tuple[float, ...]:
     return steps
 
 
-def check_retrain_request(req: RetrainRequest, dataset: str) -> None:
-    from compute.retrain import RetrainSpec, check_retrain
+def check_retrain_settings(
+    *, seed: int, step_size: float, epochs: int, lr: float, momentum: float,
+    weight_decay: float, batch_size: int, saves_per_epoch: int, augment: bool = False,
+) -> None:  # fmt: skip
+    """Refuse retrain settings that cannot run, with the fix in the message (no torch here:
+    `tracker enqueue retrain` answers at once)."""
+    del augment  # checked against the data set by the request
+    if not (math.isfinite(step_size) and step_size > 0):
+        raise SpecError(f"step size {step_size:g} is not positive: every step size must be > 0 (e.g. 0.25,0.5)")  # fmt: skip
+    if not (math.isfinite(lr) and lr > 0):
+        raise SpecError(f"lr must be positive, got {lr:g}")
+    if not (momentum >= 0 and weight_decay >= 0):
+        raise SpecError("momentum and weight decay must not be negative")
+    if epochs < 1:
+        raise SpecError(f"epochs must be at least 1, got {epochs}")
+    if batch_size < 1:
+        raise SpecError(f"batch size must be at least 1, got {batch_size}")
+    if saves_per_epoch < 1:
+        raise SpecError(f"saves per epoch must be at least 1, got {saves_per_epoch}")
+    if seed < 0:
+        raise SpecError(f"seeds must not be negative, got {seed}")
 
+
+def check_retrain_request(req: RetrainRequest, dataset: str) -> None:
     if not req.seeds or not req.steps:
         raise SpecError("give at least one seed and one step size")
-    for step in req.steps:
-        if not (math.isfinite(step) and step > 0):
-            raise SpecError(f"step size {step:g} is not positive: every step size must be > 0 (e.g. 0.25,0.5)")  # fmt: skip
     if len(req.seeds) * len(req.steps) > MAX_RETRAINS:
         raise SpecError(f"{len(req.seeds) * len(req.steps)} retrains is more than {MAX_RETRAINS}: use fewer seeds or steps")  # fmt: skip
     for seed in req.seeds:
-        check_retrain(RetrainSpec(seed=seed, step_size=req.steps[0], epochs=req.epochs,
-                                  lr=req.lr, momentum=req.momentum,
-                                  weight_decay=req.weight_decay, batch_size=req.batch_size,
-                                  saves_per_epoch=req.saves_per_epoch, augment=req.augment))  # fmt: skip
+        for step in req.steps:
+            check_retrain_settings(seed=seed, step_size=step, epochs=req.epochs, lr=req.lr,
+                                   momentum=req.momentum, weight_decay=req.weight_decay,
+                                   batch_size=req.batch_size, saves_per_epoch=req.saves_per_epoch)  # fmt: skip
     if req.augment and dataset != "cifar10":
         raise SpecError(f"--augment (crop + flip) is defined for cifar10 only, not {dataset!r}")
 
