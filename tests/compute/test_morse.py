@@ -289,3 +289,20 @@ def test_an_unknown_retraction_point_is_none() -> None:
     result = compute_morse_graph(lambda p: 0.5 * p, [-1, -1], [1, 1], 6)
     assert retract_points(result, np.array([[5.0, 5.0]]))[0] == NONE
     assert retract_points(result, np.array([[0.01, 0.01]]))[0] >= 0
+
+
+def test_the_grid_corner_map_equals_cmgdbs_corner_box_map() -> None:
+    import CMGDB
+
+    from compute.morse import GridCornerMap
+
+    rng = np.random.default_rng(1)
+    lo, hi = [-1.0, -2.0], [3.0, 1.0]
+    grid = GridCornerMap(_leslie, lo, hi, 7)  # 16 x 8 boxes
+    w = (np.array(hi) - np.array(lo)) / np.array([16, 8])
+    cells = rng.integers(0, [16, 8], size=(50, 2))
+    rects = np.hstack([np.array(lo) + cells * w, np.array(lo) + (cells + 1) * w])
+    off_grid = np.array([[0.1, 0.2, 0.3, 0.45]])  # not a box of the grid: evaluated directly
+    rects = np.vstack([rects, off_grid])
+    expected = CMGDB.BoxMapBatch(_leslie, rects, padding=True)
+    assert np.allclose(grid(rects), expected, rtol=1e-12, atol=1e-9)
