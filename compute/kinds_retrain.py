@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from compute import mlflow_log
 from compute.kinds import _checkpoint_vector, _read_vector, _ref, _setup_torch, device
 from compute.state import check_length
+from compute.topology import trajectory_chunks
 from tracker._exceptions import SpecError
 from tracker._registry import task_kind
 from tracker._schema import (
@@ -41,14 +42,9 @@ from tracker._schema import (
 from tracker._topology import diagram_path, embedding_dir, retrain_dir, sample_loss
 from tracker._worker import TaskContext
 
-COLUMN_CHUNK = 1 << 16
 METRIC_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 # Order array columns, one row per sample.
 ORDER_COLUMNS = ("retrain_id", "task_id", "save_index", "epoch", "seed", "step_size")
-
-
-def trajectory_chunks(n_columns: int) -> tuple[int, int]:
-    return (1, max(1, min(n_columns, COLUMN_CHUNK)))
 
 
 def _array_id(session: Session, path: str) -> int | None:
@@ -150,19 +146,6 @@ def _param_columns(layout: list[dict[str, Any]]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-class TrajectoryColumns:
-    """The samples of several trajectories as one [n, len(columns)] matrix, read by blocks."""
-
-    def __init__(self, store: Any, paths: list[str], columns: np.ndarray) -> None:
-        self.store, self.paths, self.columns = store, paths, columns
-
-    def __call__(self, cols: slice) -> np.ndarray:
-        idx = self.columns[cols]
-        lo, hi = int(idx[0]), int(idx[-1]) + 1
-        parts = [self.store.read(p, (slice(None), slice(lo, hi)))[:, idx - lo] for p in self.paths]
-        return np.concatenate(parts, axis=0)
-
-
 def _embedding_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
     row = session.get(Embedding, result["embedding_id"])
@@ -174,7 +157,7 @@ def _embedding_finalize(session: Session, ctx: TaskContext, result: dict[str, An
 
 @task_kind("embedding", finalize=_embedding_finalize, batch=False)
 def embedding_task(ctx: TaskContext) -> dict[str, Any]:
-    from compute.topology import phate_embedding, streamed_pca
+    from compute.topology import TrajectoryColumns, phate_embedding, streamed_pca
 
     _setup_torch()
     embedding_id = int(ctx.payload["embedding_id"])
@@ -258,4 +241,4 @@ def persistence_task(ctx: TaskContext) -> dict[str, Any]:
             "edges": len(edges)}  # fmt: skip
 
 
-__all__ = ["ORDER_COLUMNS", "TrajectoryColumns", "trajectory_chunks"]
+__all__ = ["ORDER_COLUMNS"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,15 @@ PHATE_KNN = 5  # phate's defaults, written out: they are part of the recorded me
 PHATE_DECAY = 40
 T_MAX = 100
 
+COLUMN_CHUNK = 1 << 16  # columns per Zarr chunk of a trajectory row
+
 ColumnReader = Callable[[slice], np.ndarray]
+
+
+def trajectory_chunks(n_columns: int) -> tuple[int, int]:
+    """Chunks of a [saves, D] trajectory: one save per chunk row, so each save owns its chunks
+    and a reader of a column block decodes only that block."""
+    return (1, max(1, min(n_columns, COLUMN_CHUNK)))
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,23 @@ def streamed_pca(
         if scores[np.argmax(np.abs(scores[:, j])), j] < 0:
             scores[:, j] = -scores[:, j]
     return PCAResult(scores, eigvals[:k] / total, n_columns)
+
+
+class TrajectoryColumns:
+    """The samples of several [saves, D] arrays as one [n, len(columns)] matrix, read by blocks.
+
+    ``store.read(path, selection)`` reads a selection of one array (``tracker._store``);
+    ``columns`` are the indices to keep (increasing), e.g. the trainable parameters.
+    """
+
+    def __init__(self, store: Any, paths: list[str], columns: np.ndarray) -> None:
+        self.store, self.paths, self.columns = store, paths, np.asarray(columns)
+
+    def __call__(self, cols: slice) -> np.ndarray:
+        idx = self.columns[cols]
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        parts = [self.store.read(p, (slice(None), slice(lo, hi)))[:, idx - lo] for p in self.paths]
+        return np.concatenate(parts, axis=0)
 
 
 @dataclass(frozen=True)
