@@ -3,12 +3,15 @@
 Revision ID: 0003_retrain_topology
 Revises: 0002_pca_projection
 Create Date: 2026-11-23
+
+No schema change: the tables of issue 4 (retrains, trajectory_points, embeddings,
+persistence_diagrams) came with 0001_initial and hold everything the retrain, embedding and
+persistence tasks store (trajectories, coordinates, potentials, orders and diagrams are Zarr
+arrays referenced through ``arrays``; what a PHATE run chose is in ``embeddings.config``).
+The revision stays in the chain so that the later revisions keep their parents.
 """
 
 from __future__ import annotations
-
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
 
 revision = "0003_retrain_topology"
 down_revision = "0002_pca_projection"
@@ -17,8 +20,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    """Nothing to change (see the module docstring)."""
 
 
 def downgrade() -> None:
-    pass
+    """Nothing to undo."""
