@@ -24,7 +24,9 @@ def add_parsers(
         help="address to listen on (default 127.0.0.1; 0.0.0.0 serves other machines)",
     )
     p.add_argument(
-        "--headless", action="store_true", help="do not open a browser window (servers, CI)"
+        "--headless",
+        action="store_true",
+        help="do not open a browser window (servers, CI); the server never prompts either way",
     )
     p.add_argument(
         "--mlflow-ui",

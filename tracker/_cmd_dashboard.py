@@ -27,13 +27,34 @@ def streamlit_argv(args: argparse.Namespace) -> list[str]:
         sys.executable, "-m", "streamlit", "run", str(app_path()),
         "--server.address", args.address,
         "--server.port", str(args.port),
-        "--server.headless", "true" if args.headless else "false",
+        # Always headless: otherwise Streamlit may stop at a first-run e-mail prompt.
+        "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
-        "--browser.serverAddress", "localhost" if args.address == "127.0.0.1" else args.address,
+        "--browser.serverAddress", _local(args.address),
         "--server.fileWatcherType", "none",
         "--global.developmentMode", "false",
         "--client.toolbarMode", "minimal",
     ]  # fmt: skip
+
+
+def _local(address: str) -> str:
+    return "127.0.0.1" if address in ("0.0.0.0", "::") else address
+
+
+def _open_browser_when_up(proc: subprocess.Popen[bytes], url: str, timeout: float = 30.0) -> None:
+    """Open ``url`` in the user's browser once Streamlit answers its health check."""
+    import time
+    import urllib.request
+    import webbrowser
+
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1):
+                webbrowser.open(url)
+                return
+        except OSError:
+            time.sleep(0.3)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -54,12 +75,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         MLFLOW_TRACKING_URI=settings.mlflow_uri,
         # Streamlit reads these too; the flags above win, these cover `streamlit` sub-steps.
         STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
-        STREAMLIT_SERVER_HEADLESS="true" if args.headless else "false",
+        STREAMLIT_SERVER_HEADLESS="true",
     )
     if args.mlflow_ui:
         env["TRACKER_MLFLOW_UI"] = args.mlflow_ui
     print(f"dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
     proc = subprocess.Popen(streamlit_argv(args), env=env)
+    if not args.headless:
+        _open_browser_when_up(proc, f"http://{_local(args.address)}:{args.port}")
     # `docker stop` sends SIGTERM: pass it on so Streamlit exits with us.
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
