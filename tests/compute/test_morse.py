@@ -192,6 +192,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Home:
                           "--epochs", "4", "--chunk", "3")  # fmt: skip
     assert code == 0, err
     assert "ensemble 1 (new, 2 training task(s))" in out
+    tasks = home.count(Task)
+    code, out, _ = _cli(home, "enqueue", "ensemble", "--setup", "doodl3-iris", "--models", "6",
+                        "--epochs", "4", "--chunk", "3")  # fmt: skip
+    assert code == 0 and "ensemble 1 (already queued)" in out and home.count(Task) == tasks == 3
     code, _, home.early_error = _cli(home, "enqueue", "morse", "--ensemble", "1")  # type: ignore[attr-defined]
     assert code != 0
     home.morse_rows_before_work = home.count(MorseGraph)  # type: ignore[attr-defined]
