@@ -310,3 +310,27 @@ def test_the_grid_corner_map_equals_cmgdbs_corner_box_map() -> None:
     rects = np.vstack([rects, off_grid])
     expected = CMGDB.BoxMapBatch(_leslie, rects, padding=True)
     assert np.allclose(grid(rects), expected, rtol=1e-12, atol=1e-9)
+
+
+def test_stacked_models_compute_what_each_network_computes_alone() -> None:
+    """The stacked forward pass (models as conv groups, Keras's channels-last flatten) equals
+    each model run as an ordinary torch network."""
+    import torch
+    import torch.nn.functional as F
+
+    split = doodl3.load_split("doodl3-mnist", 0)
+    x = split.test_x[:5]
+    params = [torch.tensor(np.stack(g), dtype=torch.float32)
+              for g in zip(*(doodl3._init("doodl3-mnist", 0, i) for i in range(3)), strict=True)]  # fmt: skip
+    params[1] += torch.tensor([[0.1, -0.2]])  # non-zero biases, so their use is checked too
+    params[3] += torch.tensor([[0.3, 0.05]])
+    stacked = doodl3._logits("doodl3-mnist", params, x.unsqueeze(0).expand(3, *x.shape), None)
+    for m in range(3):
+        ck, cb, dk, db = (p[m] for p in params)
+        z = F.relu(F.conv2d(x, ck.permute(3, 2, 0, 1), cb))  # [5, 2, 26, 26]
+        z = F.max_pool2d(z, 7).permute(0, 2, 3, 1).reshape(5, 18)  # (h, w, c) flatten
+        assert torch.allclose(stacked[m], z @ dk + db, atol=1e-4)
+    xi = doodl3.load_split("doodl3-iris", 0).test_x[:7]
+    w, b = torch.randn(2, 2, 3), torch.randn(2, 3)
+    out = doodl3._logits("doodl3-iris", [w, b], xi.unsqueeze(0).expand(2, *xi.shape), None)
+    assert torch.allclose(out[1], xi @ w[1] + b[1], atol=1e-6)
