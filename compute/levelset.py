@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 from torch.nn import functional as F
 
 from tracker._exceptions import SpecError
@@ -331,27 +330,28 @@ def angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class FlatModel:
-    """The model as a function of one flat parameter vector: loss, gradient, accuracy."""
+    """The model's parameters as views into one flat vector ``theta``.
+
+    A step on ``theta`` moves the model in place, and the loss and gradient come from the
+    model's own forward: no per-call re-binding of parameters (torch.func.functional_call
+    costs a visible share of an IRIS_FF step, where the forward itself is tiny).
+    """
 
     def __init__(self, model: nn.Module, data: SetupData) -> None:
         self.model, self.data = model, data
-        self.names = [n for n, _ in model.named_parameters()]
-        self.shapes = [p.shape for _, p in model.named_parameters()]
-        self.sizes = [p.numel() for _, p in model.named_parameters()]
+        self.params = list(model.parameters())
+        self.theta = torch.cat([p.detach().reshape(-1) for p in self.params])
+        offset = 0
+        for p in self.params:
+            p.data = self.theta[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
 
-    def flat(self) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).clone()
-
-    def _params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        parts = torch.split(theta, self.sizes)
-        return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes, strict=True)}
-
-    def loss_grad(self, theta: torch.Tensor) -> tuple[float, torch.Tensor, float]:
-        """Full-batch training loss, its gradient, and the training accuracy."""
-        theta = theta.detach().requires_grad_(True)
-        out = functional_call(self.model, self._params(theta), (self.data.train_x,))
+    def loss_grad(self) -> tuple[float, torch.Tensor, float]:
+        """Full-batch training loss at theta, its gradient, and the training accuracy."""
+        out = self.model(self.data.train_x)
         loss = _loss(self.data.task, out, self.data.train_y)
-        (grad,) = torch.autograd.grad(loss, theta)
+        grads = torch.autograd.grad(loss, self.params)
+        grad = torch.cat([g.reshape(-1) for g in grads])
         return (
             float(loss.detach()),
             grad,
@@ -359,10 +359,8 @@ class FlatModel:
         )
 
     @torch.no_grad()
-    def evaluate(
-        self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[float, float]:
-        out = functional_call(self.model, self._params(theta), (x,))
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        out = self.model(x)
         return float(_loss(self.data.task, out, y)), _accuracy(self.data.task, out, y)
 
 
@@ -399,9 +397,8 @@ def _traverse(
     adam_phase(model, data, epochs=cfg.phase1_epochs, seed=cfg.seed, lr=cfg.phase1_lr,
                batch_size=cfg.batch_size)  # fmt: skip
     fm = FlatModel(model, data)
-    theta = fm.flat()
-    l0, _, acc0 = fm.loss_grad(theta)
-    walk = _Walk(cfg, fm, theta, l0, on_step, on_snapshot, should_stop)
+    l0, _, acc0 = fm.loss_grad()
+    walk = _Walk(cfg, fm, fm.theta, l0, on_step, on_snapshot, should_stop)
     stop_reason = walk.run()
     return LevelSetResult(
         l0=l0, trace=np.asarray(walk.rows, dtype=np.float64).reshape(-1, len(TRACE_FIELDS)),
@@ -446,7 +443,7 @@ class _Walk:
         while k < int(cfg.max_predictor_steps):  # type: ignore[arg-type]
             if self.should_stop is not None and (k + since) % 64 == 0:
                 self.should_stop()
-            loss, g_l, acc = fm.loss_grad(self.theta)
+            loss, g_l, acc = fm.loss_grad()
             gap = loss - self.l0
             if gap * gap > cfg.level_tol:
                 if since >= cfg.max_corrector_steps:
@@ -461,7 +458,7 @@ class _Walk:
                 self._snapshot(k)
             r_hat = self._predictor_direction(g_r, g_l)
             self._adapt_eta(r_hat)
-            test_loss, test_acc = fm.evaluate(self.theta, fm.data.test_x, fm.data.test_y)
+            test_loss, test_acc = fm.evaluate(fm.data.test_x, fm.data.test_y)
             row = [k, angle, float(self.theta.dot(self.theta)), loss, acc, test_loss, test_acc,
                    self.eta_p, since, gap]  # fmt: skip
             self.rows.append(row)
@@ -557,12 +554,12 @@ def train_l2(
     setup = get_setup(cfg.setup)
     data = data or load_setup_data(setup, cfg.data_seed, cfg.data_root)
     model = build_model(setup, data.input_shape, data.outputs, cfg.seed)
-    fm = FlatModel(model, data)
+    fm = FlatModel(model, data)  # Adam updates the views, so fm.theta follows it
 
     def metrics() -> dict[str, float]:
-        theta = fm.flat()
-        tl, ta = fm.evaluate(theta, data.train_x, data.train_y)
-        vl, va = fm.evaluate(theta, data.test_x, data.test_y)
+        theta = fm.theta
+        tl, ta = fm.evaluate(data.train_x, data.train_y)
+        vl, va = fm.evaluate(data.test_x, data.test_y)
         pen = kernel_penalty(model)
         return {"train_loss": tl, "train_acc": ta, "test_loss": vl, "test_acc": va,
                 "kernel_sq_norm": pen, "penalty": cfg.l2 * pen,
@@ -577,7 +574,7 @@ def train_l2(
     with one_thread():
         adam_phase(model, data, epochs=int(cfg.epochs), seed=cfg.seed, lr=cfg.lr,  # type: ignore[arg-type]
                    batch_size=cfg.batch_size, l2=cfg.l2, on_epoch=epoch_done)  # fmt: skip
-        return metrics(), fm.flat().numpy().astype(np.float32)
+        return metrics(), fm.theta.numpy().astype(np.float32)
 
 
 def parse_lambdas(text: str) -> list[float]:
