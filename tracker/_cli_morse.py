@@ -24,7 +24,8 @@ def add_parsers(
                    "conv net on 0 vs 1)")  # fmt: skip
     p.add_argument("--models", type=int, default=100, help="ensemble size (default 100)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per model (default: iris 150, mnist 8)")  # fmt: skip
+                   help="epochs per model (default: iris 150; mnist 100, as many Adam steps as "
+                   "DOODL3's 8 epochs on full MNIST)")  # fmt: skip
     p.add_argument("--early-epoch", type=int, default=2,
                    help="the early checkpoint: weights after this many epochs (default 2, "
                    "Keras's epoch index 1)")  # fmt: skip
