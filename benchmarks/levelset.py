@@ -64,7 +64,7 @@ def plain_init(weight: torch.Tensor, gen: torch.Generator) -> None:
         weight.mul_(std)
 
 
-def plain_walk(x, y, tx, ty, seed: int, steps: int) -> tuple[float, int]:
+def plain_walk(x, y, tx, ty, seed: int, steps: int, epochs: int = 100) -> tuple[float, int]:
     """Phase 1 and the predictor/corrector walk; returns the final R and the predictor steps."""
     sizes = [x.shape[1], 100, 100, 100, 100, 3]
     layers: list[nn.Module] = [nn.Flatten()]
@@ -78,7 +78,7 @@ def plain_walk(x, y, tx, ty, seed: int, steps: int) -> tuple[float, int]:
             nn.init.zeros_(m.bias)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     order_gen = torch.Generator().manual_seed(seed + 1)
-    for _ in range(100):
+    for _ in range(epochs):
         order = torch.randperm(x.shape[0], generator=order_gen)
         for s in range(0, x.shape[0], 32):
             idx = order[s : s + 32]
@@ -157,7 +157,7 @@ def plain_walk(x, y, tx, ty, seed: int, steps: int) -> tuple[float, int]:
 # --- the tracker path -------------------------------------------------------------------------
 
 
-def tracker_walk(home: Path, steps: int) -> tuple[float, float, int]:
+def tracker_walk(home: Path, steps: int, epochs: int = 100) -> tuple[float, float, int]:
     """Enqueue one traversal and drain it with the worker loop; (seconds, final R, steps)."""
     from compute.kinds_levelset import mlflow_client
     from tracker._config import resolve
@@ -172,7 +172,7 @@ def tracker_walk(home: Path, steps: int) -> tuple[float, float, int]:
     mlflow_client(settings.mlflow_uri)  # one-off: tables and the worker's client, untimed
     load_plugins()  # a running worker has imported every task kind's module already
     assert main(["enqueue", "levelset", "--setup", SETUP, "--runs", "1", "--seed", str(BASE_SEED),
-                 "--max-predictor-steps", str(steps), *flags]) == 0  # fmt: skip
+                 "--max-predictor-steps", str(steps), "--phase1-epochs", str(epochs), *flags]) == 0  # fmt: skip
     cfg = WorkerConfig(db_url=settings.db_url, store_url=settings.store_url,
                        mlflow_uri=settings.mlflow_uri, kinds=("levelset.run",))  # fmt: skip
     started = time.perf_counter()
@@ -192,6 +192,7 @@ def tracker_walk(home: Path, steps: int) -> tuple[float, float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1000, help="predictor steps (default 1000)")
+    parser.add_argument("--phase1-epochs", type=int, default=100, help="Adam epochs (default 100)")
     parser.add_argument("--repeat", type=int, default=1, help="passes; the best time is kept")
     args = parser.parse_args()
 
@@ -205,13 +206,15 @@ def main() -> int:
     plain_times, tracker_times = [], []
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            t, r_tracker, n_tracker = tracker_walk(Path(tmp) / ".tracker", args.steps)
+            t, r_tracker, n_tracker = tracker_walk(
+                Path(tmp) / ".tracker", args.steps, args.phase1_epochs
+            )
         tracker_times.append(t)
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         started = time.perf_counter()
         r_plain, n_plain = plain_walk(data.train_x, data.train_y, data.test_x, data.test_y,
-                                      seed, args.steps)  # fmt: skip
+                                      seed, args.steps, args.phase1_epochs)  # fmt: skip
         plain_times.append(time.perf_counter() - started)
         torch.set_num_threads(before)
         print(f"pass {i + 1}: tracker {tracker_times[-1]:.2f} s, plain {plain_times[-1]:.2f} s",
