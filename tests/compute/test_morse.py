@@ -334,3 +334,20 @@ def test_stacked_models_compute_what_each_network_computes_alone() -> None:
     w, b = torch.randn(2, 2, 3), torch.randn(2, 3)
     out = doodl3._logits("doodl3-iris", [w, b], xi.unsqueeze(0).expand(2, *xi.shape), None)
     assert torch.allclose(out[1], xi @ w[1] + b[1], atol=1e-6)
+
+
+@pytest.mark.postgres
+def test_an_ensemble_trains_in_chunks_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    from tracker._cmd_morse import EnsembleSpec, add_ensemble
+
+    home = Home(tmp_path, pg_url)
+    spec = EnsembleSpec(setup="doodl3-iris", n_models=3, epochs=2, early_epoch=1, chunk_size=2)
+    with home.db.session() as s:
+        add_ensemble(s, get_or_create_study(s, "pg"), spec)
+    assert home.drain()["failed"] == 0
+    with home.db.session() as s:
+        ens = s.scalar(sa.select(Ensemble))
+        final = home.store.read(s.get(ArrayRef, ens.final_array_id).path)
+        members = s.scalars(sa.select(EnsembleMember.model_index)).all()
+        assert ens.completed_at is not None and ens.mlflow_run_id
+    assert sorted(members) == [0, 1, 2] and final.shape == (3, 9) and np.isfinite(final).all()
