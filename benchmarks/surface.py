@@ -23,6 +23,11 @@ One run, per case the same model, data, directions and grid, in grid points per 
       claimed) is reported separately. Models with the same spec are one model in the tracker
       (digits-all and digits-mb128 share theirs, and so their directions).
 
+  (p) plain inference for reference: one forward of the evaluation set per point with the
+      weights fixed. A tool that evaluates points one at a time cannot beat it, so p/b is
+      the most such a tool could gain over (b); the engine passes it only through work shared
+      across points (the first-affine cache, batched points).
+
 (b), (c) and (d) use the tracker's directions (filter-normalised Gaussian, seeds 0 and 1,
 biases ignored); the largest |loss(b) - loss(c)| over the grid is printed as a check that
 they compute the same surface.
@@ -166,6 +171,7 @@ class CaseResult:
     c_build_s: float | None = None
     c_plan: dict[str, Any] = field(default_factory=dict)
     loop: Timed | None = None  # the GPU case's per-point loop
+    plain: Timed | None = None  # (p) one forward per point at fixed weights
     max_diff: float | None = None  # largest |loss(b) - loss(c)|
     d: TrackerResult | None = None
 
@@ -347,6 +353,24 @@ def run_engine(
     _sync(device)
     seconds = time.perf_counter() - start
     return Timed(coords.shape[0], seconds), build, evaluator.plan, values["loss"][0]
+
+
+# --- (p) plain inference: the ceiling of a per-point evaluator ---------------------------------
+
+
+def run_plain(p: Problem, coords: np.ndarray, device: torch.device) -> Timed:
+    """One forward of the evaluation set per point at fixed weights (nothing moves): no tool
+    that evaluates points one at a time can beat it, so p/b bounds what such a tool gains
+    over (b); beyond it only work shared across points helps (first-affine, batching)."""
+    x, y = p.x.to(device), p.y.to(device)
+    criterion = _criterion(p.loss)
+    _sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(coords.shape[0]):
+            criterion(p.model(x), y).item()
+    _sync(device)
+    return Timed(coords.shape[0], time.perf_counter() - start)
 
 
 # --- the GPU case's per-point loop ------------------------------------------------------------
@@ -643,6 +667,12 @@ def _ratio(top: Timed | TrackerResult | None, bottom: Timed | None, target: floa
     return f"{r:.2f}x {'PASS' if r >= target else 'MISS'}"
 
 
+def _plain_ratio(top: Timed | TrackerResult | None, bottom: Timed | None) -> str:
+    if top is None or bottom is None:
+        return "-"
+    return f"{top.rate / bottom.rate:.2f}x"
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = [
@@ -687,6 +717,27 @@ def report(results: list[CaseResult], n: int, nd: int, cold_start: float | None)
             f"targets c/a >= {TARGET_C_OVER_A}, d/a >= {TARGET_D_OVER_A}, d/b >= {TARGET_D_OVER_B}"
         )
         out.append(table(["case", "samples", "a", "b", "c", "d", "c/a", "d/a", "d/b"], rows))
+        out.append("")
+        out.append(
+            "(p) plain inference, one forward per point at fixed weights: p/b is the most any "
+            "per-point evaluator gains over (b); c/p is what the engine's shared work adds"
+        )
+        out.append(
+            table(
+                ["case", "p", "p/b", "c/p", "d/p"],
+                [
+                    [
+                        r.case.name,
+                        _rate(r.plain),
+                        _plain_ratio(r.plain, r.b),
+                        _plain_ratio(r.c, r.plain),
+                        _plain_ratio(r.d, r.plain),
+                    ]
+                    for r in results
+                    if r.plain is not None
+                ],
+            )
+        )
     gpu = [r for r in results if r.loop is not None]
     if gpu:
         out.append("")
@@ -844,6 +895,7 @@ def main(argv: list[str] | None = None) -> int:
                 r.a = _best(r.a, a)
                 b, b_loss = run_goldstein(p, coords, device)
                 r.b = _best(r.b, b)
+                r.plain = _best(r.plain, run_plain(p, coords, device))
                 r.max_diff = float(np.max(np.abs(b_loss - c_loss)))
                 line += f", (a) loss-landscapes {a.rate:,.1f}, (b) Goldstein loop {b.rate:,.1f}"
             print(f"[{name}] pass {rep + 1}: {line} points/s", flush=True)

@@ -93,6 +93,14 @@ _INFO = {
 }
 
 
+def dataset_shape(name: str) -> tuple[tuple[int, ...], int]:
+    """A data set's sample shape and output width, without loading it."""
+    if name not in _INFO:
+        raise SpecError(f"unknown dataset {name!r}: use one of {', '.join(sorted(_INFO))}")
+    _, shape, classes = _INFO[name]
+    return shape, classes
+
+
 @dataclass(eq=False)
 class Dataset:
     """A dataset as normalised float32 CPU tensors (see the module docstring per dataset)."""

@@ -356,8 +356,9 @@ class WideResNet(FirstAffineNet):
         self.bn = nn.BatchNorm2d(c_in)
         self.fc = nn.Linear(c_in, num_classes)
         _he_init(self, mode="fan_out")
-        nn.init.xavier_normal_(self.fc.weight)
-        nn.init.zeros_(self.fc.bias)
+        if not self.fc.weight.is_meta:
+            nn.init.xavier_normal_(self.fc.weight)
+            nn.init.zeros_(self.fc.bias)
 
     def forward_after_first(self, z: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn(self.blocks(z)))
@@ -366,6 +367,8 @@ class WideResNet(FirstAffineNet):
 
 def _he_init(model: nn.Module, *, mode: str) -> None:
     """He-normal convolutions, BatchNorm at identity; linear layers keep PyTorch's default."""
+    if any(p.is_meta for p in model.parameters()):
+        return  # sized only (parameter_count): normal_ on meta tensors takes seconds
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
@@ -510,3 +513,15 @@ def _construct(arch: str, cfg: dict[str, Any], shape: tuple[int, ...], classes: 
     if arch in _VGG_LAYERS:
         return VGG(arch, shape, classes, cfg["width"])
     return WideResNet(cfg["depth"], cfg["k"], shape[0], classes)
+
+
+def parameter_count(architecture: str, config: dict[str, Any] | None, dataset: str) -> int:
+    """The number of parameters of ``architecture`` on ``dataset``, built on the meta device
+    (no memory, no initialisation cost): a size for planning work, e.g. tiles."""
+    from compute.data import dataset_shape
+
+    input_shape, num_classes = dataset_shape(dataset)
+    cfg = check_architecture(architecture, config)
+    with torch.device("meta"):
+        model = _construct(architecture, cfg, tuple(input_shape), num_classes)
+    return sum(p.numel() for p in model.parameters())
