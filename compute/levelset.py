@@ -82,6 +82,8 @@ def get_setup(name: str) -> Setup:
 def run_seeds(base_seed: int, runs: int) -> list[int]:
     """Seeds in [0, 999] of runs 0..runs-1: a prefix of one seeded permutation, so asking for
     more runs later keeps the seeds (and the rows) of the earlier ones."""
+    if isinstance(base_seed, bool) or not isinstance(base_seed, int) or base_seed < 0:
+        raise SpecError(f"--seed must be a non-negative integer, got {base_seed!r}")
     if runs > 1000:
         raise SpecError(f"at most 1000 runs have distinct seeds in [0, 999], asked for {runs}")
     return [int(s) for s in np.random.default_rng(base_seed).permutation(1000)[:runs]]
@@ -285,7 +287,11 @@ class LevelSetConfig:
         s = get_setup(self.setup)
         cfg = LevelSetConfig(**{
             **asdict(self),
-            "max_predictor_steps": self.max_predictor_steps or s.max_predictor_steps,
+            "max_predictor_steps": (
+                s.max_predictor_steps
+                if self.max_predictor_steps is None
+                else self.max_predictor_steps
+            ),
             "eta_min": s.eta_min if self.eta_min is None else self.eta_min,
             "eta_c": s.eta_c if self.eta_c is None else self.eta_c,
         })  # fmt: skip
