@@ -37,6 +37,9 @@ def _filtered(models: pd.DataFrame) -> pd.DataFrame:
         chosen = col.multiselect(name.replace("_", " "), options, key=f"filter_{name}")
         if chosen:
             keep &= models[name].isin(chosen)
+    low = st.slider("minimum test accuracy", 0.0, 1.0, 0.0, 0.01, key="filter_test_acc")
+    if low > 0:
+        keep &= models["test_acc"].fillna(-1) >= low
     return models[keep]
 
 

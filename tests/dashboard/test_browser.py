@@ -9,13 +9,13 @@ import pytest
 
 # url path -> what must be drawn there (Streamlit's plotly charts are .js-plotly-plot)
 PAGES = {
-    "overview": {"charts": 0, "text": "Recent failures"},
-    "models": {"charts": 1, "text": "Training curves"},
-    "surfaces": {"charts": 4, "text": "2D surfaces side by side"},
-    "topology": {"charts": 0, "text": "No results yet"},
-    "levelsets": {"charts": 0, "text": "No results yet"},
-    "morse": {"charts": 0, "text": "No results yet"},
-    "meta": {"charts": 2, "text": "SQL (read-only)"},
+    "overview": {"title": "Overview", "charts": 0, "text": "Recent failures"},
+    "models": {"title": "Models", "charts": 1, "text": "Training curves"},
+    "surfaces": {"title": "Surfaces", "charts": 4, "text": "2D surfaces side by side"},
+    "topology": {"title": "Topology", "charts": 0, "text": "No results yet"},
+    "levelsets": {"title": "Level sets", "charts": 0, "text": "No results yet"},
+    "morse": {"title": "Morse graphs", "charts": 0, "text": "No results yet"},
+    "meta": {"title": "Meta-analysis", "charts": 2, "text": "SQL (read-only)"},
 }
 
 
@@ -38,6 +38,7 @@ def test_every_page_renders_in_a_real_browser(served: str, chromium: str, tmp_pa
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for path, expect in PAGES.items():
                 page.goto(f"{served}/{path}", wait_until="domcontentloaded")
+                page.locator("h1", has_text=expect["title"]).wait_for(timeout=60_000)
                 page.get_by_text(expect["text"], exact=False).first.wait_for(timeout=60_000)
                 if expect["charts"]:
                     # Plotly draws into svg (and canvas for 3D/webgl) inside .js-plotly-plot.

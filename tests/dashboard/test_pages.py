@@ -4,6 +4,7 @@ the numbers on the page are the ones in the database, the Zarr store and MLflow.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,17 @@ def test_models_table_and_training_curves_come_from_the_rows_and_mlflow(
         steps, losses = values(trace["x"]), values(trace["y"])
         assert list(steps) == [0, 1, 2, 3]  # epoch 0 and the three epochs
         assert losses[-1] == pytest.approx(expected[model_id][1], rel=1e-6)
+    # Filters narrow the table (and the curves).
+    at.multiselect(key="filter_batch_size").set_value([64]).run()
+    assert at.dataframe[0].value["batch_size"].tolist() == [64]
+    assert len(figures(at)[0]["data"]) == 1
+    best = max(r[0] for r in expected.values())
+    at.multiselect(key="filter_batch_size").set_value([]).run()
+    low = math.floor(best * 100) / 100
+    at.slider(key="filter_test_acc").set_value(low).run()
+    assert not at.exception
+    kept = at.dataframe[0].value
+    assert (kept["test_acc"] >= low).all() and best in kept["test_acc"].tolist()
 
 
 def test_surfaces_share_one_colour_scale_and_show_the_stored_grids(dashboard_env: Seeded) -> None:
