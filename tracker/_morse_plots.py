@@ -108,12 +108,15 @@ def figure_sets(data: dict[str, Any]) -> Any:
         ax.set_title(f"{title} (Morse graph {data['id']}, subdiv {data['subdiv']})")
         ax.set_xlabel(data["weight_names"][0])
         ax.set_ylabel(data["weight_names"][1])
-    handles = [Patch(facecolor=node_colour(n["id"]), edgecolor="black", label=f"node {n['id']}")
-               for n in graph["nodes"]]  # fmt: skip
-    present = {int(v) for v in np.unique(data["retraction"]) if v < 0}
-    handles += [Patch(facecolor=SPECIAL[v][1], edgecolor="black", label=SPECIAL[v][0])
-                for v in sorted(present) if v in SPECIAL]  # fmt: skip
-    axes[1].legend(handles=handles, loc="best", fontsize="small")
+    # Only the values drawn get a legend entry, outside the axes: a graph may have dozens of
+    # one-box nodes.
+    shown = sorted({int(v) for v in np.unique(data["retraction"])}
+                   | {int(v) for v in np.unique(data["morse_sets"])}, key=lambda v: (v < 0, v))  # fmt: skip
+    handles = [Patch(facecolor=node_colour(v), edgecolor="black",
+                     label=f"node {v}" if v >= 0 else SPECIAL.get(v, ("?", ""))[0])
+               for v in shown if v >= 0 or v in SPECIAL]  # fmt: skip
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small",
+               ncols=max(1, -(-len(handles) // 18)))  # fmt: skip
     return fig
 
 
