@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tracker._exceptions import QueueError, SpecError
@@ -171,3 +172,60 @@ def cmd_plot_persistence(args: argparse.Namespace) -> int:
     for p in plots_topology.plot_persistence(stem, diagram, title=title):
         print(p)
     return 0
+
+
+# --- tracker show study -----------------------------------------------------------------------
+
+
+def print_study_topology(db: Any, study_id: int) -> None:
+    """The study's retrains, embeddings and persistence diagrams, as `tracker show study` lists
+    its models and surfaces (nothing is printed for a study without them)."""
+    from tracker._schema import Embedding, PersistenceDiagram, Retrain, Task, TrajectoryPoint
+    from tracker.cli import _table
+
+    def num(v: Any, fmt: str = ".4f") -> str:
+        return "" if v is None else format(v, fmt)
+
+    with db.session() as session:
+        last = (
+            sa.select(TrajectoryPoint.retrain_id, sa.func.max(TrajectoryPoint.save_index).label("i"))
+            .group_by(TrajectoryPoint.retrain_id).subquery()
+        )  # fmt: skip
+        retrains = session.execute(
+            sa.select(Retrain, Task.status, TrajectoryPoint.test_loss)
+            .outerjoin(Task, Task.id == Retrain.task_id)
+            .outerjoin(last, last.c.retrain_id == Retrain.id)
+            .outerjoin(TrajectoryPoint, sa.and_(TrajectoryPoint.retrain_id == Retrain.id,
+                                                TrajectoryPoint.save_index == last.c.i))
+            .where(Retrain.study_id == study_id).order_by(Retrain.id)
+        ).all()  # fmt: skip
+        embeddings = session.scalars(
+            sa.select(Embedding).where(Embedding.study_id == study_id).order_by(Embedding.id)
+        ).all()
+        diagrams = session.scalars(
+            sa.select(PersistenceDiagram)
+            .where(PersistenceDiagram.study_id == study_id).order_by(PersistenceDiagram.id)
+        ).all()  # fmt: skip
+        if retrains:
+            print("\nretrains:")
+            print(_table(
+                ["id", "model", "seed", "step", "epochs", "lr", "task", "final test loss", "mlflow run"],
+                [[r.id, r.model_id, r.seed, num(r.step_size, "g"), r.epochs, num(r.lr, "g"),
+                  status, num(loss), r.mlflow_run_id] for r, status, loss in retrains],
+            ))  # fmt: skip
+        if embeddings:
+            print("\nembeddings:")
+            print(_table(
+                ["id", "model", "samples", "phate seed", "t", "complete"],
+                [[e.id, e.model_id, e.n_samples, e.seed, e.t,
+                  "yes" if e.coords_array_id else "no"] for e in embeddings],
+            ))  # fmt: skip
+        if diagrams:
+            print("\npersistence diagrams:")
+            print(_table(
+                ["id", "embedding", "loss", "knn", "legacy", "H0", "H0 total", "H1", "H1 total",
+                 "H1 max"],
+                [[d.id, d.embedding_id, d.loss_name, d.knn, "yes" if d.legacy else "",
+                  d.h0_count, num(d.h0_total_p1), d.h1_count, num(d.h1_total_p1),
+                  num(d.h1_max)] for d in diagrams],
+            ))  # fmt: skip

@@ -220,6 +220,9 @@ def cmd_show_study(args: argparse.Namespace) -> int:
               s.bn_mode, num(s.centre_loss), num(s.rise_r050), num(s.flatness_width, ".3f"),
               "yes" if s.completed_at else "no"] for s, mid, ep, kind in surfaces],
         ))  # fmt: skip
+    from tracker._cmd_retrain import print_study_topology
+
+    print_study_topology(db, study.id)
     return code
 
 

@@ -4,6 +4,7 @@ plots; a killed retrain; bad requests; the same study on PostgreSQL."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -223,6 +224,10 @@ def test_plots_and_idempotent_enqueue(done: Home, capsys: pytest.CaptureFixture[
     files += _cli(done, capsys, "plot", "persistence", str(did))[1].split()
     assert sorted(Path(f).suffix for f in files) == [".pdf", ".pdf", ".png", ".png"]
     assert all(Path(f).stat().st_size > 5000 for f in files)
+    code, out, _ = _cli(done, capsys, "show", "study", "topo")
+    assert code == 0 and "retrains:" in out and "persistence diagrams:" in out
+    # The embedding row: id, model, 16 samples, PHATE seed 0, t, complete.
+    assert re.search(rf"^{eid}\s+\d+\s+16\s+0\s+\d+\s+yes$", out, re.M), out
 
 
 BAD = [
