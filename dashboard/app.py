@@ -19,7 +19,8 @@ st.set_page_config(page_title="tracker", layout="wide")
 navigation = st.navigation(
     {
         "Runs": [
-            st.Page(PAGES / "overview.py", title="Overview", url_path="overview", default=True),
+            # The default page lives at "/" (Streamlit ignores its url_path).
+            st.Page(PAGES / "overview.py", title="Overview", default=True),
             st.Page(PAGES / "models.py", title="Models", url_path="models"),
             st.Page(PAGES / "surfaces.py", title="Surfaces", url_path="surfaces"),
         ],

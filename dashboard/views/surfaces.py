@@ -80,7 +80,9 @@ def side_by_side(surfs: list[dict[str, Any]], metric: str, log: bool, view: str)
     if view == "3D":
         scene = {"zaxis": {"range": [lo, hi], "title": {"text": name}}, "xaxis": {"title": {"text": "x"}},
                  "yaxis": {"title": {"text": "y"}}}  # fmt: skip
-        fig.update_scenes(**scene)
+        fig.update_scenes(
+            **scene, aspectmode="cube", camera={"eye": {"x": 1.7, "y": 1.7, "z": 1.1}}
+        )
     else:
         fig.update_xaxes(title_text="x")
         fig.update_yaxes(title_text="y", col=1)

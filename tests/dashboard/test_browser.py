@@ -37,7 +37,8 @@ def test_every_page_renders_in_a_real_browser(served: str, chromium: str, tmp_pa
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for path, expect in PAGES.items():
-                page.goto(f"{served}/{path}", wait_until="domcontentloaded")
+                url = f"{served}/" if path == "overview" else f"{served}/{path}"
+                page.goto(url, wait_until="domcontentloaded")
                 page.locator("h1", has_text=expect["title"]).wait_for(timeout=60_000)
                 page.get_by_text(expect["text"], exact=False).first.wait_for(timeout=60_000)
                 if expect["charts"]:
@@ -50,6 +51,7 @@ def test_every_page_renders_in_a_real_browser(served: str, chromium: str, tmp_pa
                 shot = tmp_path / f"{path}.png"
                 page.screenshot(path=str(shot), full_page=True)
                 assert shot.stat().st_size > 10_000, path
+                assert page.get_by_text("Page not found").count() == 0, path
                 errors = page.locator('[data-testid="stException"]')
                 assert errors.count() == 0, f"{path}: {errors.first.inner_text()}"
                 drawn = page.locator(".js-plotly-plot").count()
