@@ -357,6 +357,17 @@ def study_sections(
             augment=_number(table, "augment", bool, where, False),
             epoch=None if epoch is None else _number(table, "epoch", int, where, None),
         ))  # fmt: skip
+        req = retrains[-1]
+        for seed in req.seeds:
+            for step in req.steps:
+                try:
+                    check_retrain_settings(seed=seed, step_size=step, epochs=req.epochs,
+                                           lr=req.lr, momentum=req.momentum,
+                                           weight_decay=req.weight_decay,
+                                           batch_size=req.batch_size,
+                                           saves_per_epoch=req.saves_per_epoch)  # fmt: skip
+                except SpecError as err:
+                    raise SpecError(f"{where}: {err}") from None
     topologies: list[TopologyRequest] = []
     for i, table in enumerate(doc.get("topology", [])):
         where = f"[[topology]] number {i + 1}"
