@@ -7,6 +7,7 @@ worker process never share an active run. Runs live in an experiment named after
 from __future__ import annotations
 
 import fcntl
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -20,8 +21,22 @@ EXPERIMENT_PREFIX = "tracker/"
 _MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
 
+_CLIENTS: dict[str, MlflowClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 def client_for(uri: str) -> MlflowClient:
-    """A client whose tracking store exists (created once, under a lock, for local SQLite)."""
+    """A client whose tracking store exists, one per URI and process: a new client re-checks
+    MLflow's schema (seconds on SQLite), which every task of a worker would pay again."""
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(uri)
+        if client is None:
+            client = _CLIENTS[uri] = _new_client(uri)
+        return client
+
+
+def _new_client(uri: str) -> MlflowClient:
+    """Create the client; a local SQLite store is created once, under a lock."""
     if not uri.startswith("sqlite:///"):
         return MlflowClient(tracking_uri=uri)
     db_path = Path(uri.removeprefix("sqlite:///"))

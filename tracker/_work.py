@@ -29,6 +29,8 @@ from tracker._registry import load_plugins
 from tracker._schema import Task
 from tracker._worker import WorkerConfig, run_worker
 
+log = logging.getLogger(__name__)
+
 WORKER_START_TIMEOUT = 120.0
 
 
@@ -129,8 +131,27 @@ def _local_cluster(n_workers: int, cuda: bool) -> Iterator[Any]:
             memory_limit=0,
             silence_logs=logging.ERROR,
         )
-    with cluster, Client(cluster) as client:
+    try:
+        client = Client(cluster)
+    except BaseException:
+        _close_quietly(cluster)
+        raise
+    try:
         yield client, list(client.scheduler_info()["workers"])
+    finally:
+        _close_quietly(client, cluster)
+
+
+def _close_quietly(*closables: Any) -> None:
+    """Shut Dask down without turning a slow shutdown into a failure: by then every result is
+    committed (seen: a TimeoutError closing the cluster of a finished run on a loaded machine)."""
+    for thing in closables:
+        try:
+            thing.close()
+        except (TimeoutError, OSError, RuntimeError) as err:
+            log.warning(
+                "Dask shut down slowly (%s: %s); the results are stored", type(err).__name__, err
+            )
 
 
 def tune_worker_malloc() -> None:
