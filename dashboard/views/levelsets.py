@@ -24,7 +24,7 @@ if runs.empty:
     st.stop()
 
 st.dataframe(runs, hide_index=True, width="stretch")
-numeric = [c for c in ("final_angle", "final_weight_norm", "final_train_loss",
+numeric = [c for c in ("final_angle", "final_weight_norm_sq", "final_train_loss",
                        "final_test_loss", "final_test_acc") if c in runs]  # fmt: skip
 if len(numeric) >= 2:
     x, y = st.columns(2)
