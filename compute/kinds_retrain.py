@@ -16,6 +16,7 @@ by a per-sample loss and stores the diagram and its summaries.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -47,11 +48,21 @@ METRIC_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "t
 ORDER_COLUMNS = ("retrain_id", "task_id", "save_index", "epoch", "seed", "step_size")
 
 
+def _json_safe(metrics: dict[str, float]) -> dict[str, float | str]:
+    """A diverged loss (NaN, inf) as text: the task result is JSON, which PostgreSQL's JSONB
+    refuses NaN in; the finalize step turns it back into a float for the row."""
+    return {k: v if math.isfinite(v) else repr(float(v)) for k, v in metrics.items()}
+
+
 def _array_id(session: Session, path: str) -> int | None:
     return session.scalar(sa.select(ArrayRef.id).where(ArrayRef.path == path))
 
 
 # --- retrain ----------------------------------------------------------------------------------
+
+
+def _float(value: float | str | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _retrain_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
@@ -63,7 +74,7 @@ def _retrain_finalize(session: Session, ctx: TaskContext, result: dict[str, Any]
     for point in result["points"]:
         session.add(TrajectoryPoint(retrain_id=retrain.id, save_index=point["save_index"],
                                     epoch=point["epoch"],
-                                    **{k: point["metrics"].get(k) for k in METRIC_KEYS}))  # fmt: skip
+                                    **{k: _float(point["metrics"].get(k)) for k in METRIC_KEYS}))  # fmt: skip
 
 
 @task_kind("retrain", finalize=_retrain_finalize, batch=False)
@@ -116,7 +127,7 @@ def retrain_task(ctx: TaskContext) -> dict[str, Any]:
     def on_save(index: int, epoch: float, flat: np.ndarray, metrics: dict[str, float]) -> None:
         ctx.check_lease()
         ctx.store.write_block(path, (slice(index, index + 1), slice(None)), flat[None, :])
-        points.append({"save_index": index, "epoch": epoch, "metrics": metrics})
+        points.append({"save_index": index, "epoch": epoch, "metrics": _json_safe(metrics)})
         logger.metrics({**metrics, "epoch": epoch}, step=index)
 
     try:
@@ -157,7 +168,12 @@ def _embedding_finalize(session: Session, ctx: TaskContext, result: dict[str, An
 
 @task_kind("embedding", finalize=_embedding_finalize, batch=False)
 def embedding_task(ctx: TaskContext) -> dict[str, Any]:
-    from compute.topology import TrajectoryColumns, phate_embedding, streamed_pca
+    from compute.topology import (
+        NonFiniteSamples,
+        TrajectoryColumns,
+        phate_embedding,
+        streamed_pca,
+    )
 
     _setup_torch()
     embedding_id = int(ctx.payload["embedding_id"])
@@ -184,7 +200,15 @@ def embedding_task(ctx: TaskContext) -> dict[str, Any]:
         seed, n_pca, base = emb.seed, emb.n_pca or 100, embedding_dir(emb)
     columns = _param_columns(layout)
     reader = TrajectoryColumns(ctx.store, paths, columns)
-    pca = streamed_pca(reader, len(order), len(columns), n_pca)
+    try:
+        pca = streamed_pca(reader, len(order), len(columns), n_pca)
+    except NonFiniteSamples as err:
+        diverged = sorted({int(order[i][0]) for i in err.rows})
+        raise SpecError(
+            f"retrain(s) {', '.join(map(str, diverged))} diverged (NaN or infinite parameters): "
+            "PHATE cannot embed them; enqueue the topology after retraining with a smaller "
+            "step size or learning rate"
+        ) from None
     ctx.check_lease()
     result = phate_embedding(pca.scores, seed)
     out = {"coords": f"{base}/coords", "potential": f"{base}/potential", "order": f"{base}/order"}

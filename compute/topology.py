@@ -51,6 +51,14 @@ def trajectory_chunks(n_columns: int) -> tuple[int, int]:
     return (1, max(1, min(n_columns, COLUMN_CHUNK)))
 
 
+class NonFiniteSamples(SpecError):
+    """Some samples hold NaN or infinite values (a diverged retrain)."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+        super().__init__(f"{len(rows)} samples hold NaN or infinite parameters (rows {rows[:5].tolist()}...): drop the diverged runs or use smaller steps")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PCAResult:
     scores: np.ndarray  # [n, k] float64, U S of the centred samples
@@ -77,6 +85,9 @@ def streamed_pca(
             raise SpecError(f"a column block has shape {x.shape}, expected {(n_samples, cols.stop - cols.start)}")  # fmt: skip
         x -= x.mean(axis=0, keepdims=True)
         gram += x @ x.T
+    bad = np.flatnonzero(~np.isfinite(np.diag(gram)))
+    if len(bad):
+        raise NonFiniteSamples(bad)
     eigvals, eigvecs = np.linalg.eigh(gram)
     eigvals, eigvecs = eigvals[::-1].clip(min=0.0), eigvecs[:, ::-1]
     total = float(eigvals.sum())

@@ -339,19 +339,48 @@ def test_a_killed_retrain_restarts_cleanly(tmp_path: Path) -> None:
     assert stored.tobytes() == np.stack(clean).tobytes()
 
 
+DIVERGING = """
+[[model]]
+name = "wild"
+architecture = "mlp"
+arch = { widths = [16] }
+dataset = "digits"
+epochs = 1
+seed = 1
+
+[[retrain]]
+model = "wild"
+seeds = [0]
+steps = [0.5, 1.0]
+epochs = 1
+lr = 1e6
+
+[[topology]]
+model = "wild"
+knn = 2
+"""
+
+
 @pytest.mark.postgres
 def test_the_topology_study_drains_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """The study on PostgreSQL, plus a model whose retrains diverge: their NaN losses are
+    stored (JSONB refuses NaN in task results), and its embedding fails, naming them."""
     from tracker._cmd_landscape import enqueue_study
     from tracker._worker import WorkerConfig, run_worker
 
     home = Home(tmp_path, db_url=pg_url)
     study = STUDY.format(base_epochs=1, epochs=1, batch=128).replace("knn = 4", "knn = 3")
-    enqueue_study(home.db, home.study(study))
+    enqueue_study(home.db, home.study(study + DIVERGING))
     stats = run_worker(WorkerConfig(db_url=pg_url, store_url=home.settings.store_url,
                                     mlflow_uri=home.settings.mlflow_uri))  # fmt: skip
     with home.db.session() as s:
-        errors = s.scalars(sa.select(Task.error).where(Task.status == "failed")).all()
-        assert stats["failed"] == 0, errors
-        row = s.scalar(sa.select(PersistenceDiagram))
+        failed = dict(s.execute(sa.select(Task.kind, Task.error).where(Task.status == "failed")).all())  # fmt: skip
+        assert stats["failed"] == 1 and set(failed) == {"embedding", "persistence"}, failed
+        wild = s.scalar(sa.select(Model.id).where(Model.name == "wild"))
+        ids = s.scalars(sa.select(Retrain.id).where(Retrain.model_id == wild).order_by(Retrain.id)).all()  # fmt: skip
+        assert f"retrain(s) {ids[0]}, {ids[1]} diverged" in failed["embedding"]
+        losses = s.scalars(sa.select(TrajectoryPoint.test_loss).join(Retrain).where(Retrain.model_id == wild)).all()  # fmt: skip
+        assert len(losses) == 4 and any(np.isnan(v) for v in losses)
+        row = s.scalar(sa.select(PersistenceDiagram).join(Embedding).where(Embedding.model_id != wild))  # fmt: skip
         assert row.h0_count == 8 and row.diagram_array_id is not None
-        assert s.scalar(sa.select(sa.func.count()).select_from(TrajectoryPoint)) == 8
+        assert s.scalar(sa.select(sa.func.count()).select_from(TrajectoryPoint)) == 12
