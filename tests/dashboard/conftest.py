@@ -1,8 +1,9 @@
 """A tiny real study, run once per session, for the dashboard tests.
 
 `tracker enqueue` two iris MLPs (batch sizes 16 and 64) with a 2D and a 1D surface each and a
-two-minibatch surface of the first, one task designed to fail, then `tracker work`: the rows,
-Zarr arrays and MLflow runs the pages read are all real.
+two-minibatch surface of the first, one task designed to fail, two short IRIS_FF level-set
+traversals and a two-lambda L2 baseline (seed 002), then `tracker work`: the rows, Zarr arrays
+and MLflow runs the pages read are all real.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     _run("db", "upgrade", env=env)
     (root / "study.toml").write_text(STUDY)
     _run("enqueue", str(root / "study.toml"), env=env)
+    _run("enqueue", "levelset", "--setup", "IRIS_FF", "--runs", "2", "--study", "iris-sweep",
+         "--max-predictor-steps", "20", "--phase1-epochs", "3", env=env)  # fmt: skip
+    _run("enqueue", "l2-baseline", "--setup", "IRIS_FF", "--lambdas", "0,1e-3", "--runs", "1",
+         "--epochs", "3", "--study", "iris-sweep", env=env)  # fmt: skip
     db = Database(db_url)
     with db.session() as session:
         study = get_or_create_study(session, "iris-sweep")

@@ -177,4 +177,6 @@ def test_every_page_reads_postgresql_and_sqlite_alike(db, tmp_path, monkeypatch)
             assert {m.label: m.value for m in at.metric}["Tasks"] == "3"
         if name == "meta":
             assert at.dataframe[-1].value.columns.tolist()[:2] == ["id", "name"]
+        if name == "levelsets":
+            assert "the `levelset_runs` table has no rows" in at.info[0].value
     assert list(elsewhere.iterdir()) == []  # no store or MLflow database was created

@@ -13,7 +13,8 @@ PAGES = {
     "models": {"title": "Models", "charts": 1, "text": "Training curves"},
     "surfaces": {"title": "Surfaces", "charts": 4, "text": "2D surfaces side by side"},
     "topology": {"title": "Topology", "charts": 0, "text": "No results yet"},
-    "levelsets": {"title": "Level sets", "charts": 0, "text": "No results yet"},
+    # Figure 2, Figure 7 (3D scatter), the runs' scatter and one run's trace.
+    "levelsets": {"title": "Level sets", "charts": 4, "text": "Figure 2"},
     "morse": {"title": "Morse graphs", "charts": 0, "text": "No results yet"},
     "meta": {"title": "Meta-analysis", "charts": 2, "text": "SQL (read-only)"},
 }

@@ -131,18 +131,66 @@ def test_surfaces_share_one_colour_scale_and_show_the_stored_grids(dashboard_env
         np.testing.assert_allclose(values(trace["z"]), stored[g])
 
 
-@pytest.mark.parametrize("page", ["topology", "levelsets", "morse"])
+@pytest.mark.parametrize("page", ["topology", "morse"])
 def test_pages_of_analyses_not_landed_yet_say_what_they_will_show(
     dashboard_env: Seeded, page: str
 ) -> None:
     at = run_page(page)
     messages = " ".join(i.value for i in at.info)
     tables = {"topology": ["retrains", "embeddings", "persistence_diagrams"],
-              "levelsets": ["levelset_runs"], "morse": ["morse_graphs"]}[page]  # fmt: skip
+              "morse": ["morse_graphs"]}[page]  # fmt: skip
     for table in tables:
         assert count(dashboard_env.db_url, table) == 0
         assert f"the `{table}` table has no rows" in messages
     assert "this page shows" in messages
+
+
+def test_levelset_page_shows_figure2_table1_and_figure7_of_the_stored_runs(
+    dashboard_env: Seeded,
+) -> None:
+    """The figures of `tracker plot levelset`, recomputed here from the rows and Zarr arrays."""
+    import zarr
+
+    before = rows(dashboard_env.db_url, "SELECT * FROM levelset_runs ORDER BY id")
+    at = run_page("levelsets")
+    assert [s.value for s in at.selectbox[:2]] == ["IRIS_FF", "(all)"]
+    runs = rows(dashboard_env.db_url,
+                "SELECT r.final_test_loss, r.final_test_acc, r.snapshot_steps, t.path AS trace "
+                "FROM levelset_runs r JOIN arrays t ON t.id = r.trace_array_id "
+                "ORDER BY r.run_index")  # fmt: skip
+    l2 = rows(dashboard_env.db_url, "SELECT l2_lambda, final_test_loss FROM l2_baseline_runs "
+                                    "ORDER BY l2_lambda")  # fmt: skip
+    assert len(runs) == 2 and len(l2) == 2
+    # Table 1: the traversal's mean final test loss, then one row per lambda.
+    table = next(df.value for df in at.dataframe if "l2_lambda" in df.value)
+    assert table["method"].tolist() == ["levelset", "l2", "l2"]
+    assert table["n_runs"].tolist() == [2, 1, 1]
+    assert table["l2_lambda"].tolist()[1:] == [0.0, 1e-3]
+    assert table["test_loss_mean"].iloc[0] == pytest.approx(np.mean([r[0] for r in runs]))
+    assert table["test_acc_std"].iloc[0] == pytest.approx(np.std([r[1] for r in runs]))
+    assert table["test_loss_mean"].tolist()[1:] == pytest.approx([r[1] for r in l2])
+    # Figure 2: four panels; R's mean line is the mean of the two stored traces.
+    fig2, fig7 = figures(at)[:2]
+    root = zarr.open_group(dashboard_env.store_url, mode="r")
+    traces = [np.asarray(root[r.trace]) for r in runs]
+    assert [t.shape[0] for t in traces] == [20, 20]
+    titles = [a["text"] for a in fig2["layout"]["annotations"]]
+    assert titles == ["angle(grad R, grad L) [deg]", "R = |theta|^2", "test loss", "test accuracy"]
+    means = [t for t in fig2["data"] if t["name"].endswith(" mean")]
+    assert [t["name"] for t in means] == [f"{n} mean" for n in
+                                          ("angle_deg", "weight_norm_sq", "test_loss", "test_acc")]  # fmt: skip
+    from compute.levelset import TRACE_FIELDS
+
+    r_col = TRACE_FIELDS.index("weight_norm_sq")
+    expected = np.mean([t[:, r_col] for t in traces], axis=0)
+    np.testing.assert_allclose(values(means[1]["y"]), expected, rtol=1e-6)
+    # Figure 7: every snapshot of both runs, the mean traversal end and the lambda=1e-3 end.
+    n_snaps = sum(len(json.loads(r[2]) if isinstance(r[2], str) else r[2]) for r in runs)
+    points, *ends = fig7["data"]
+    assert points["type"] == "scatter3d" and len(values(points["x"])) == n_snaps
+    assert [e["name"] for e in ends] == ["traversal end (mean)", "L2 end, lambda=0.001 (mean)"]
+    # Read-only: the page changed nothing.
+    assert rows(dashboard_env.db_url, "SELECT * FROM levelset_runs ORDER BY id") == before
 
 
 def test_meta_analysis_plots_sharpness_against_the_gap_by_batch_size(
