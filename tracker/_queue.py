@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -90,6 +91,18 @@ def find_task(session: Session, task_id: int) -> Task:
     if task is None:
         raise NotFound(f"unknown task id {task_id}: `tracker status` lists the studies and tasks")
     return task
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no such numbers (PostgreSQL's JSONB
+    refuses them), yet a task's summary may hold them, e.g. the accuracy of a regression."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def enqueue(
@@ -398,7 +411,7 @@ class Queue:
         """
         if on_commit is None:
             return self.complete_batch([(task, result)]) == [True]
-        params = {"tid": task.id, "token": task.lease_token, "result": result}
+        params = {"tid": task.id, "token": task.lease_token, "result": json_safe(result)}
         try:
             with self.db.session() as session:
                 conn = session.connection()
@@ -423,7 +436,8 @@ class Queue:
         with self.db.connection() as conn:
             marked = [
                 conn.execute(
-                    _MARK_DONE, {"tid": task.id, "token": task.lease_token, "result": result}
+                    _MARK_DONE,
+                    {"tid": task.id, "token": task.lease_token, "result": json_safe(result)},
                 ).rowcount
                 == 1
                 for task, result in finished

@@ -226,3 +226,18 @@ def test_complete_batch_marks_only_the_tasks_still_held_and_releases_dependents(
     assert _task(db, child.id).status == "waiting"  # a is not done yet
     assert q.complete_batch([(stolen, None)]) == [True]
     assert _task(db, child.id).status == "pending"
+
+
+def test_non_finite_numbers_in_a_result_are_stored_as_null(db):
+    """A regression model's accuracy is NaN; PostgreSQL's JSONB refuses NaN in a result."""
+    queue = Queue(db)
+    with db.session() as s:
+        enqueue(s, get_or_create_study(s, "nan"), "noop", {"i": 1})
+    (claimed,) = queue.claim_batch("w", 1, ["noop"], None)
+    seen = {}
+    result = {"final": {"test_acc": float("nan"), "loss": 0.5}, "curve": [float("inf"), 1.0]}
+    assert queue.complete(claimed, result, on_commit=lambda s: seen.update(result))
+    with db.session() as s:
+        stored = s.get(Task, claimed.id).result
+    assert stored == {"final": {"test_acc": None, "loss": 0.5}, "curve": [None, 1.0]}
+    assert seen["final"]["test_acc"] != seen["final"]["test_acc"]  # finalize still sees NaN
