@@ -57,4 +57,3 @@ def test_an_unreachable_database_falls_back_to_sleeping():
     waker = open_waker("postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert type(waker).__name__ == "Waker"
     assert waker.wait(0.01) is False
-
