@@ -1,4 +1,9 @@
-"""Surfaces: two to four side by side on one colour scale, 1D curves, differences, panels."""
+"""Surfaces: two to four side by side on one colour scale, 1D curves, differences, panels.
+
+Heatmaps, contours, differences, curves and panels are PNG images drawn on the server
+(dashboard/render.py) and cached per surface set, so a page of four 101x101 surfaces shows in
+the browser without Plotly's 4.7 MB bundle; Plotly draws only the interactive 3D view.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from dashboard import common
+from dashboard import common, render
 
 SURFACES = """
 SELECT s.id, st.name AS study, m.id AS model_id, m.name AS model, c.epoch,
@@ -23,7 +28,7 @@ LEFT JOIN models m ON m.id = c.model_id
 LEFT JOIN directions d ON d.id = s.x_direction_id
 ORDER BY s.id
 """
-VIEWS = ["heatmap", "contour", "3D"]
+VIEWS = ["heatmap", "contour", "3D"]  # "3D" is the interactive Plotly view
 
 
 def _label(row: Any) -> str:
@@ -33,72 +38,22 @@ def _label(row: Any) -> str:
     return f"#{row.id} {who}{epoch} {row.direction or ''} {grid}"
 
 
-def _values(s: dict[str, Any], metric: str, log: bool, group: int = 0) -> np.ndarray:
-    z = s[metric][min(group, s[metric].shape[0] - 1)]
-    return np.log10(np.maximum(z, 1e-12)) if log else z
-
-
-def _range(arrays: list[np.ndarray]) -> tuple[float, float]:
-    finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays])
-    if finite.size == 0:
-        return 0.0, 1.0
-    return float(finite.min()), float(finite.max())
-
-
-def side_by_side(surfs: list[dict[str, Any]], metric: str, log: bool, view: str) -> go.Figure:
-    """The surfaces in one figure: one colour scale (and z range) and the same axes for all."""
-    zs = [_values(s, metric, log) for s in surfs]
-    lo, hi = _range(zs)
+def side_by_side_3d(surfs: list[dict[str, Any]], metric: str, log: bool) -> go.Figure:
+    """The surfaces as rotatable 3D plots: one colour scale and z range, the same axes."""
+    zs = [render.values(s, metric, log) for s in surfs]
+    lo, hi = render.value_range(zs)
     name = f"log10 {metric}" if log else metric
-    titles = [f"#{s['id']}" for s in surfs]
-    if view == "3D":
-        fig = make_subplots(rows=1, cols=len(surfs), specs=[[{"type": "surface"}] * len(surfs)],
-                            subplot_titles=titles)  # fmt: skip
-    else:
-        fig = make_subplots(rows=1, cols=len(surfs), shared_xaxes="all", shared_yaxes="all",
-                            subplot_titles=titles)  # fmt: skip
+    fig = make_subplots(rows=1, cols=len(surfs), specs=[[{"type": "surface"}] * len(surfs)],
+                        subplot_titles=[f"#{s['id']}" for s in surfs])  # fmt: skip
     for i, (s, z) in enumerate(zip(surfs, zs, strict=True), start=1):
-        common_args = {
-            "x": s["xs"],
-            "y": s["ys"],
-            "z": z,
-            "coloraxis": "coloraxis",
-            "name": s["label"],
-        }
-        if view == "heatmap":
-            trace: Any = go.Heatmap(**common_args)
-        elif view == "contour":
-            trace = go.Contour(
-                **common_args, contours={"start": lo, "end": hi, "size": (hi - lo) / 20 or 1}
-            )
-        else:
-            trace = go.Surface(**common_args, cmin=lo, cmax=hi)
-        fig.add_trace(trace, row=1, col=i)
+        fig.add_trace(go.Surface(x=s["xs"], y=s["ys"], z=z, coloraxis="coloraxis",
+                                 name=s["label"], cmin=lo, cmax=hi), row=1, col=i)  # fmt: skip
     fig.update_layout(coloraxis={"cmin": lo, "cmax": hi, "colorscale": "Viridis",
                                  "colorbar": {"title": {"text": name}}},
-                      height=480 if view == "3D" else 420, margin={"t": 40, "b": 30})  # fmt: skip
-    if view == "3D":
-        scene = {"zaxis": {"range": [lo, hi], "title": {"text": name}}, "xaxis": {"title": {"text": "x"}},
-                 "yaxis": {"title": {"text": "y"}}}  # fmt: skip
-        fig.update_scenes(
-            **scene, aspectmode="cube", camera={"eye": {"x": 1.7, "y": 1.7, "z": 1.1}}
-        )
-    else:
-        fig.update_xaxes(title_text="x")
-        fig.update_yaxes(title_text="y", col=1)
-    return fig
-
-
-def curves(surfs: list[dict[str, Any]], metric: str, log: bool) -> go.Figure:
-    """1D surfaces overlaid (every minibatch group of each)."""
-    fig = go.Figure()
-    for s in surfs:
-        for g in range(s[metric].shape[0]):
-            suffix = f" (minibatch {g + 1})" if s[metric].shape[0] > 1 else ""
-            fig.add_trace(go.Scatter(x=s["xs"], y=_values(s, metric, log, g)[0], mode="lines",
-                                     name=s["label"] + suffix))  # fmt: skip
-    fig.update_layout(xaxis_title="alpha", yaxis_title=f"log10 {metric}" if log else metric,
-                      height=400, margin={"t": 30, "b": 40})  # fmt: skip
+                      height=480, margin={"t": 40, "b": 30})  # fmt: skip
+    scene = {"zaxis": {"range": [lo, hi], "title": {"text": name}},
+             "xaxis": {"title": {"text": "x"}}, "yaxis": {"title": {"text": "y"}}}  # fmt: skip
+    fig.update_scenes(**scene, aspectmode="cube", camera={"eye": {"x": 1.7, "y": 1.7, "z": 1.1}})
     return fig
 
 
@@ -110,32 +65,30 @@ def same_grid(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
-def difference(a: dict[str, Any], b: dict[str, Any], metric: str) -> go.Figure:
-    diff = _values(a, metric, False) - _values(b, metric, False)
-    fig = go.Figure(go.Heatmap(x=a["xs"], y=a["ys"], z=diff, colorscale="RdBu_r", zmid=0,
-                               colorbar={"title": {"text": "difference"}}))  # fmt: skip
-    fig.update_layout(title=f"{metric}: #{a['id']} minus #{b['id']}", height=420,
-                      xaxis_title="x", yaxis_title="y", margin={"t": 40, "b": 30})  # fmt: skip
-    return fig
+@st.cache_data(ttl=common.ARRAY_TTL, show_spinner=False, max_entries=128)
+def chart_png(
+    db_url: str, store_url: str, chart: str, ids: tuple[int, ...], metric: str, log: bool,
+    view: str = "heatmap",
+) -> bytes:  # fmt: skip
+    """One server-drawn chart of these surfaces as PNG bytes, drawn once per surface set."""
+    surfs = [common.surface(db_url, store_url, i) for i in ids]
+    if chart == "side":
+        fig = render.side_by_side(surfs, metric, log, view)
+    elif chart == "difference":
+        fig = render.difference(surfs[0], surfs[1], metric)
+    elif chart == "curves":
+        fig = render.curves(surfs, metric, log)
+    else:
+        fig = render.panel(surfs, metric, log)
+    return render.png(fig)
 
 
-def panel(surfs: list[dict[str, Any]], metric: str, log: bool) -> go.Figure:
-    """Seed 001's panel: a row per direction pair, a column per minibatch, one colour scale."""
-    groups = max(s[metric].shape[0] for s in surfs)
-    zs = [[_values(s, metric, log, g) for g in range(s[metric].shape[0])] for s in surfs]
-    lo, hi = _range([z for row in zs for z in row])
-    fig = make_subplots(rows=len(surfs), cols=groups, shared_xaxes="all", shared_yaxes="all",
-                        column_titles=[f"minibatch {g + 1}" for g in range(groups)],
-                        row_titles=[f"#{s['id']}" for s in surfs],
-                        horizontal_spacing=0.02, vertical_spacing=0.04)  # fmt: skip
-    for r, (s, row) in enumerate(zip(surfs, zs, strict=True), start=1):
-        for g, z in enumerate(row, start=1):
-            fig.add_trace(
-                go.Heatmap(x=s["xs"], y=s["ys"], z=z, coloraxis="coloraxis"), row=r, col=g
-            )
-    fig.update_layout(coloraxis={"cmin": lo, "cmax": hi, "colorscale": "Viridis"},
-                      height=max(260, 200 * len(surfs)), margin={"t": 40, "b": 20})  # fmt: skip
-    return fig
+def show_png(src: Any, chart: str, surfs: list[dict[str, Any]], caption: str, **kw: Any) -> None:
+    """The chart as an image; ``kw``: metric, log and, for the side-by-side, view."""
+    ids = tuple(int(s["id"]) for s in surfs)
+    image = chart_png(src.db_url, src.store_url, chart, ids, **kw)
+    width = "stretch" if chart != "difference" else "content"
+    st.image(image, caption=caption, width=width, output_format="PNG")
 
 
 def _load(src: Any, ids: list[int]) -> list[dict[str, Any]]:
@@ -164,7 +117,8 @@ one_d = complete[complete["ny"].isna()]
 
 c1, c2, c3 = st.columns(3)
 metric = c1.radio("value", ["loss", "acc"], horizontal=True)
-view = c2.radio("view", VIEWS, horizontal=True, key="view")
+view = c2.radio("view", VIEWS, horizontal=True, key="view",
+                help="3D is interactive (Plotly); the others are drawn as images")  # fmt: skip
 log = c3.checkbox("log10 scale", value=False)
 
 st.subheader("2D surfaces side by side")
@@ -177,9 +131,19 @@ else:
     surfs = _load(src, chosen)
     if len(surfs) == 1:
         st.caption("Pick a second surface to compare.")
-    if surfs:
-        st.plotly_chart(side_by_side(surfs, metric, log, view), width="stretch")
+    if surfs and view == "3D":
+        st.plotly_chart(side_by_side_3d(surfs, metric, log), width="stretch")
         st.caption(" · ".join(s["label"] for s in surfs))
+    elif surfs:
+        show_png(
+            src,
+            "side",
+            surfs,
+            " · ".join(s["label"] for s in surfs),
+            metric=metric,
+            log=log,
+            view=view,
+        )
     if len(surfs) >= 2:
         st.subheader("Difference of two surfaces")
         by_id = {s["id"]: s for s in surfs}
@@ -187,7 +151,14 @@ else:
         a = a_col.selectbox("A", list(by_id), index=0, format_func=labels.__getitem__)
         b = b_col.selectbox("B", list(by_id), index=1, format_func=labels.__getitem__)
         if same_grid(by_id[a], by_id[b]):
-            st.plotly_chart(difference(by_id[a], by_id[b], metric), width="stretch")
+            show_png(
+                src,
+                "difference",
+                [by_id[a], by_id[b]],
+                f"#{a} minus #{b}",
+                metric=metric,
+                log=False,
+            )
         else:
             st.warning(f"#{a} and #{b} are on different grids: a difference needs the same grid.")
 
@@ -200,7 +171,9 @@ else:
                              format_func=labels.__getitem__)  # fmt: skip
     curves1 = _load(src, chosen1)
     if curves1:
-        st.plotly_chart(curves(curves1, metric, log), width="stretch")
+        show_png(
+            src, "curves", curves1, " · ".join(s["label"] for s in curves1), metric=metric, log=log
+        )
 
 st.subheader("Minibatch panels per epoch (seed 001)")
 multi = two_d[two_d["n_minibatches"].fillna(1) > 1]
@@ -214,6 +187,6 @@ else:
     epoch = st.select_slider("epoch", epochs) if len(epochs) > 1 else epochs[0]
     rows = _load(src, [int(i) for i in of_model[of_model["epoch"] == epoch]["id"]])
     if rows and all(same_grid(rows[0], r) for r in rows):
-        st.plotly_chart(panel(rows, metric, log), width="stretch")
+        show_png(src, "panel", rows, f"model {model_id}, epoch {epoch}", metric=metric, log=log)
     elif rows:
         st.warning("These surfaces are on different grids; a panel needs one grid.")

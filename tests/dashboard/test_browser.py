@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-# url path -> what must be drawn there (Streamlit's plotly charts are .js-plotly-plot)
+# url path -> what must be drawn there: Plotly charts (.js-plotly-plot) and server-drawn
+# images in the main block (the Surfaces page's heatmaps, difference, curves and panel)
 PAGES = {
     "overview": {"title": "Overview", "charts": 0, "text": "Recent failures"},
     "models": {"title": "Models", "charts": 1, "text": "Training curves"},
-    "surfaces": {"title": "Surfaces", "charts": 4, "text": "2D surfaces side by side"},
+    "surfaces": {"title": "Surfaces", "charts": 0, "images": 4, "text": "2D surfaces side by side"},
     "topology": {"title": "Topology", "charts": 0, "text": "No results yet"},
     # Figure 2, Figure 7 (3D scatter), the runs' scatter and one run's trace.
     "levelsets": {"title": "Level sets", "charts": 4, "text": "Figure 2"},
@@ -24,6 +25,11 @@ PAGES = {
 DRAWN = """n => {
   const plots = [...document.querySelectorAll('.js-plotly-plot')];
   return plots.length >= n && plots.every(p => p.querySelector('.main-svg'));
+}"""
+# At least n images in the main block, each loaded and decoded.
+IMAGES = """n => {
+  const imgs = [...document.querySelectorAll('[data-testid="stMain"] img')];
+  return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0);
 }"""
 
 
@@ -45,6 +51,8 @@ def test_every_page_renders_in_a_real_browser(served: str, chromium: str, tmp_pa
                 if expect["charts"]:
                     # Plotly draws into svg (and canvas for 3D/webgl) inside .js-plotly-plot.
                     page.wait_for_function(DRAWN, arg=expect["charts"], timeout=60_000)
+                if expect.get("images"):
+                    page.wait_for_function(IMAGES, arg=expect["images"], timeout=60_000)
                 # Let the script run finish: Streamlit shows its status widget while running.
                 page.wait_for_selector(
                     '[data-testid="stStatusWidget"]', state="detached", timeout=60_000

@@ -85,50 +85,94 @@ def test_models_table_and_training_curves_come_from_the_rows_and_mlflow(
     assert (kept["test_acc"] >= low).all() and best in kept["test_acc"].tolist()
 
 
-def test_surfaces_share_one_colour_scale_and_show_the_stored_grids(dashboard_env: Seeded) -> None:
+def _stored(db_url: str, store_url: str) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    """Every surface's stored loss array (read apart from the dashboard) and its minibatches."""
     import zarr
 
+    root = zarr.open_group(store_url, mode="r")
+    found = rows(db_url, "SELECT s.id, a.path, s.n_minibatches FROM surfaces s "
+                         "JOIN arrays a ON a.id = s.loss_array_id")  # fmt: skip
+    return {r.id: np.asarray(root[r.path]) for r in found}, {r.id: r.n_minibatches for r in found}
+
+
+def test_surfaces_page_draws_images_and_plotly_only_in_3d(dashboard_env: Seeded) -> None:
+    """Heatmaps, difference, curves and panel are server-drawn images (no Plotly bundle for
+    the browser); the 3D view is Plotly, on one colour scale, with the stored grids."""
     at = run_page("surfaces")
-    side, diff, curves, panel = figures(at)
+    assert figures(at) == []
+    images = at.get("image")
     chosen = at.multiselect[0].value
-    assert len(side["data"]) == len(chosen) >= 2
-    root = zarr.open_group(dashboard_env.store_url, mode="r")
-    paths = dict(
-        (r.id, r.path)
-        for r in rows(
-            dashboard_env.db_url,
-            "SELECT s.id, a.path FROM surfaces s JOIN arrays a ON a.id = s.loss_array_id",
-        )
-    )
-    grids = {sid: np.asarray(root[paths[sid]])[0] for sid in chosen}
-    for trace, sid in zip(side["data"], chosen, strict=True):
-        assert trace["coloraxis"] == "coloraxis"
+    assert len(chosen) >= 2 and len(images) == 4  # side by side, difference, curves, panel
+    side, diff, *_ = [img.proto.imgs[0] for img in images]
+    assert len(side.caption.split(" · ")) == len(chosen)
+    assert diff.caption == f"#{chosen[0]} minus #{chosen[1]}"
+    assert all(img.proto.imgs[0].url for img in images)
+    at.radio(key="view").set_value("contour").run()
+    assert not at.exception and figures(at) == [] and len(at.get("image")) == 4
+    at.radio(key="view").set_value("3D").run()
+    assert not at.exception
+    (side3d,) = figures(at)
+    stored, _ = _stored(dashboard_env.db_url, dashboard_env.store_url)
+    grids = {sid: stored[sid][0] for sid in chosen}
+    for trace, sid in zip(side3d["data"], chosen, strict=True):
+        assert trace["type"] == "surface" and trace["coloraxis"] == "coloraxis"
         np.testing.assert_allclose(values(trace["z"]), grids[sid])
     lo = min(float(np.nanmin(g)) for g in grids.values())
     hi = max(float(np.nanmax(g)) for g in grids.values())
-    assert side["layout"]["coloraxis"]["cmin"] == pytest.approx(lo)
-    assert side["layout"]["coloraxis"]["cmax"] == pytest.approx(hi)
-    # A and B default to the first two chosen: the two models' 7x5 surfaces.
-    a, b = chosen[:2]
-    assert grids[a].shape == grids[b].shape == (5, 7)
-    np.testing.assert_allclose(values(diff["data"][0]["z"]), grids[a] - grids[b])
-    one_d = [r.id for r in rows(dashboard_env.db_url, "SELECT id FROM surfaces WHERE ny IS NULL")]
-    assert len(curves["data"]) == len(one_d) == 2
-    for trace, sid in zip(curves["data"], sorted(one_d), strict=True):
-        np.testing.assert_allclose(values(trace["y"]), np.asarray(root[paths[sid]])[0, 0])
+    assert side3d["layout"]["coloraxis"]["cmin"] == pytest.approx(lo)
+    assert side3d["layout"]["coloraxis"]["cmax"] == pytest.approx(hi)
+
+
+def test_surface_images_share_one_colour_scale_and_show_the_stored_grids(
+    dashboard_env: Seeded,
+) -> None:
+    """The image charts' content, through the page's own loader and drawing functions."""
+    from matplotlib.collections import QuadMesh
+
+    from dashboard import common, render
+
+    stored, minibatches = _stored(dashboard_env.db_url, dashboard_env.store_url)
+
+    def load(sid: int) -> dict[str, Any]:
+        return common.surface(dashboard_env.db_url, dashboard_env.store_url, sid)
+
+    two_d = sorted(sid for sid, arr in stored.items() if arr.shape[1] > 1)
+    surfs = [load(sid) for sid in two_d]
+    for view in ("heatmap", "contour"):
+        fig = render.side_by_side(surfs, "loss", False, view)
+        assert render.png(fig).startswith(b"\x89PNG")
+        lo = min(float(np.nanmin(stored[sid][0])) for sid in two_d)
+        hi = max(float(np.nanmax(stored[sid][0])) for sid in two_d)
+        panels = fig.axes[: len(surfs)]
+        assert [ax.get_title() for ax in panels] == [f"#{sid}" for sid in two_d]
+        for ax, sid in zip(panels, two_d, strict=True):
+            drawn = ax.collections[0]
+            assert drawn.norm.vmin == pytest.approx(lo) and drawn.norm.vmax == pytest.approx(hi)
+            if view == "heatmap":
+                assert isinstance(drawn, QuadMesh)
+                np.testing.assert_allclose(drawn.get_array().reshape(stored[sid][0].shape),
+                                           stored[sid][0])  # fmt: skip
+        assert panels[0].get_shared_x_axes().joined(panels[0], panels[-1])
+    # The difference of the two models' 7x5 surfaces, centred on zero.
+    a, b = [sid for sid in two_d if stored[sid].shape[1:] == (5, 7)][:2]
+    mesh = render.difference(load(a), load(b), "loss").axes[0].collections[0]
+    np.testing.assert_allclose(mesh.get_array().reshape(5, 7), stored[a][0] - stored[b][0])
+    assert mesh.norm.vmin == pytest.approx(-mesh.norm.vmax)
+    # 1D curves: one line per stored 1D surface.
+    one_d = sorted(sid for sid, arr in stored.items() if arr.shape[1] == 1)
+    lines = render.curves([load(sid) for sid in one_d], "loss", False).axes[0].lines
+    assert len(lines) == len(one_d) == 2
+    for line, sid in zip(lines, one_d, strict=True):
+        np.testing.assert_allclose(line.get_ydata(), stored[sid][0, 0])
     # Seed 001's panel: one direction pair (row) x two minibatches (columns).
-    (multi,) = [
-        r.id
-        for r in rows(
-            dashboard_env.db_url,
-            "SELECT s.id FROM surfaces s JOIN checkpoints c ON c.id = s.checkpoint_id "
-            "WHERE s.n_minibatches = 2 AND c.model_id = (SELECT min(id) FROM models)",
-        )
-    ]
-    stored = np.asarray(root[paths[multi]])
-    assert [values(t["z"]).shape for t in panel["data"]] == [(3, 3), (3, 3)]
-    for g, trace in enumerate(panel["data"]):
-        np.testing.assert_allclose(values(trace["z"]), stored[g])
+    (multi,) = [sid for sid, n in minibatches.items() if n == 2]
+    fig = render.panel([load(multi)], "loss", False)
+    meshes = [ax.collections[0] for ax in fig.axes[:2]]
+    for g, m in enumerate(meshes):
+        np.testing.assert_allclose(m.get_array().reshape(3, 3), stored[multi][g])
+    assert {(m.norm.vmin, m.norm.vmax) for m in meshes} == {
+        (float(np.nanmin(stored[multi])), float(np.nanmax(stored[multi])))
+    }
 
 
 @pytest.mark.parametrize("page", ["topology", "morse"])
