@@ -179,12 +179,25 @@ IMAGES_DRAWN = """() => {
 }"""
 
 
-def browser_times(home: Path, repeat: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(navigation drawn, four heatmaps drawn) seconds after opening /surfaces: the first visit
-    (fresh server) and the best later visit."""
+def _settled(page: object) -> None:
+    """Streamlit's running indicator is gone and the page shows no error box."""
+    page.wait_for_selector(  # type: ignore[attr-defined]
+        '[data-testid="stStatusWidget"]', state="detached", timeout=60_000
+    )
+    if page.locator('[data-testid="stException"]').count():  # type: ignore[attr-defined]
+        raise SystemExit("the dashboard shows an error in the browser")
+
+
+def browser_times(home: Path, repeat: int) -> dict[str, tuple[float, float]]:
+    """Seconds, best of ``repeat`` unless said: "first" and "later", opening /surfaces in a
+    new tab (navigation drawn, four heatmaps drawn; "first" on a fresh server); "floor",
+    opening the Overview (no charts) in a new tab (navigation drawn, run finished): what
+    Streamlit's own page boot costs on this machine now; "click", from the Overview in the
+    same tab, clicking Surfaces in the sidebar until the heatmaps are drawn (twice the same)."""
     from playwright.sync_api import sync_playwright
 
     times = []
+    out: dict[str, tuple[float, float]] = {}
     with serve(home) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path="/usr/bin/chromium",
@@ -202,12 +215,29 @@ def browser_times(home: Path, repeat: int) -> tuple[tuple[float, float], tuple[f
                     '[data-testid="stStatusWidget"]', state="detached", timeout=60_000
                 )
                 times.append((nav, time.perf_counter() - start))
-                if page.locator('[data-testid="stException"]').count():
-                    raise SystemExit("the Surfaces page shows an error in the browser")
+                _settled(page)
+                page.close()
+            floor, click = [], []
+            for _ in range(repeat):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                start = time.perf_counter()
+                page.goto(f"{base}/", wait_until="domcontentloaded")
+                page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=60_000)
+                nav = time.perf_counter() - start
+                _settled(page)
+                floor.append((nav, time.perf_counter() - start))
+                start = time.perf_counter()
+                page.locator('[data-testid="stSidebarNav"] a[href$="/surfaces"]').click()
+                page.wait_for_function(IMAGES_DRAWN, timeout=60_000)
+                _settled(page)
+                click.append((0.0, time.perf_counter() - start))
                 page.close()
         finally:
             browser.close()
-    return times[0], min(times[1:], key=lambda t: t[1])
+    out["first"], out["later"] = times[0], min(times[1:], key=lambda t: t[1])
+    out["floor"] = min(floor, key=lambda t: t[1])
+    out["click"] = min(click, key=lambda t: t[1])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,12 +273,19 @@ def main(argv: list[str] | None = None) -> int:
               f"{slowest:.2f} s (caches empty): {verdict} the {TARGET_S:.0f} s target; "
               f"{first:.2f} s for the first page of a fresh server process")  # fmt: skip
         if not args.no_browser:
-            (nav1, full1), (nav2, full2) = browser_times(home, args.repeat)
-            print(f"(b) Chromium, /surfaces: first visit navigation {nav1:.2f} s, four heatmaps "
-                  f"{full1:.2f} s; later visits {nav2:.2f} s, {full2:.2f} s")  # fmt: skip
-            verdict = "meets" if full2 < TARGET_S else "MISSES"
-            print(f"browser: {full2:.2f} s for a later visit: {verdict} the {TARGET_S:.0f} s target"
-                  f" (load average now {os.getloadavg()[0]:.1f})")  # fmt: skip
+            b = browser_times(home, args.repeat)
+            (nav1, full1), (nav2, full2) = b["first"], b["later"]
+            print(f"(b) Chromium, /surfaces in a new tab: first visit navigation {nav1:.2f} s, "
+                  f"four heatmaps {full1:.2f} s; later visits {nav2:.2f} s, {full2:.2f} s")  # fmt: skip
+            print(f"(b) Chromium, Streamlit's boot alone (Overview, no charts, new tab): "
+                  f"navigation {b['floor'][0]:.2f} s, run finished {b['floor'][1]:.2f} s")  # fmt: skip
+            print(f"(b) Chromium, Overview -> Surfaces by the sidebar link (same tab): four "
+                  f"heatmaps drawn {b['click'][1]:.2f} s")  # fmt: skip
+            for what, secs in (("a later visit in a new tab", full2),
+                               ("a visit by the sidebar link", b["click"][1])):  # fmt: skip
+                verdict = "meets" if secs < TARGET_S else "MISSES"
+                print(f"browser: {secs:.2f} s for {what}: {verdict} the {TARGET_S:.0f} s target"
+                      f" (load average now {os.getloadavg()[0]:.1f})")  # fmt: skip
     return 0
 
 
