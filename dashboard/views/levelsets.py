@@ -107,14 +107,17 @@ def figure2_chart(series: dict[str, np.ndarray]) -> go.Figure | None:
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[1] for p in panels],
                         horizontal_spacing=0.06)  # fmt: skip
     x = series["step"]
+    colours = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
     for col, (name, _label) in enumerate(panels, start=1):
         mean, std = series[f"{name}_mean"], series[f"{name}_std"]
+        colour = colours[(col - 1) % len(colours)]
         band = np.concatenate([mean + std, (mean - std)[::-1]])
         fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=band, fill="toself",
-                                 line={"width": 0}, opacity=0.3, hoverinfo="skip",
+                                 line={"width": 0, "color": colour}, fillcolor=colour,
+                                 opacity=0.25, hoverinfo="skip",
                                  name=f"{name} +- std", showlegend=False), row=1, col=col)  # fmt: skip
         fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=f"{name} mean",
-                                 showlegend=False), row=1, col=col)  # fmt: skip
+                                 line={"color": colour}, showlegend=False), row=1, col=col)  # fmt: skip
         fig.update_xaxes(title_text="predictor step", row=1, col=col)
     fig.update_layout(height=320, margin={"t": 40, "b": 40})
     return fig
@@ -138,9 +141,10 @@ def figure7_chart(pca: dict[str, np.ndarray]) -> go.Figure:
                                        mode="markers", name=label,
                                        marker={"size": 7, "color": colour, "symbol": "diamond"}))  # fmt: skip
     explained = pca["explained"]
-    titles = {f"{a}axis": {"title": {"text": f"PC{d + 1} ({explained[d]:.0%})"}}
+    titles = {f"{a}axis": {"title": {"text": f"PC{d + 1} ({explained[d]:.1%})"}}
               for a, d in zip("xyz", dims, strict=True)}  # fmt: skip
-    fig.update_layout(scene=titles, height=480, margin={"t": 30, "b": 10})
+    fig.update_layout(scene=titles, height=480, margin={"t": 30, "b": 10},
+                      legend={"x": 0.0, "y": 1.0, "xanchor": "left"})  # fmt: skip
     return fig
 
 
