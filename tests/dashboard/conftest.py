@@ -63,6 +63,7 @@ def _run(*args: str, env: dict[str, str], ok: bool = True) -> subprocess.Complet
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     from tracker._db import Database
     from tracker._queue import enqueue, get_or_create_study
+    from tracker.cli import main as tracker_main
 
     root = tmp_path_factory.mktemp("dashboard")
     env = tracker_env(root)
@@ -71,10 +72,13 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     _run("db", "upgrade", env=env)
     (root / "study.toml").write_text(STUDY)
     _run("enqueue", str(root / "study.toml"), env=env)
-    _run("enqueue", "levelset", "--setup", "IRIS_FF", "--runs", "2", "--study", "iris-sweep",
-         "--max-predictor-steps", "20", "--phase1-epochs", "3", env=env)  # fmt: skip
-    _run("enqueue", "l2-baseline", "--setup", "IRIS_FF", "--lambdas", "0,1e-3", "--runs", "1",
-         "--epochs", "3", "--study", "iris-sweep", env=env)  # fmt: skip
+    # In-process (one torch import instead of one per command): the same commands a user types.
+    where = ["--home", str(home), "--db", db_url, "--store", str(home / "store.zarr"),
+             "--study", "iris-sweep", "--setup", "IRIS_FF"]  # fmt: skip
+    assert tracker_main(["enqueue", "levelset", *where, "--runs", "2",
+                         "--max-predictor-steps", "20", "--phase1-epochs", "3"]) == 0  # fmt: skip
+    assert tracker_main(["enqueue", "l2-baseline", *where, "--lambdas", "0,1e-3", "--runs", "1",
+                         "--epochs", "3"]) == 0  # fmt: skip
     db = Database(db_url)
     with db.session() as session:
         study = get_or_create_study(session, "iris-sweep")
