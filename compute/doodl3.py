@@ -25,8 +25,6 @@ the Morse graph's two axes.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -45,6 +43,7 @@ from compute.doodl3_params import (  # noqa: F401  (re-exported: the setups' con
     param_layout,
     param_names,
 )
+from compute.threads import one_thread
 
 DROPOUT = 0.5
 MNIST_TEST = 100  # DOODL3 tests on 100 images; the other 0s and 1s of mnist5k train
@@ -176,21 +175,9 @@ def train_chunk(
     should_stop: Any = None,
 ) -> ChunkResult:
     """Train models ``indices`` of the ensemble together; keep the early and final weights."""
-    with _one_thread():
+    with one_thread():
         return _train(setup, indices, seed=seed, epochs=epochs, early_epoch=early_epoch,
                       batch_size=batch_size, data_seed=data_seed, should_stop=should_stop)  # fmt: skip
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Tiny stacked models train fastest on one thread: more only add synchronisation (a
-    25-model Iris chunk took 57 s on 2 busy cores against 4.5 s on one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(

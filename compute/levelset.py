@@ -19,8 +19,7 @@ back for progress, so a task kind, a test or a benchmark can drive it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from compute.threads import one_thread
 from tracker._exceptions import SpecError
 
 # --- setups -----------------------------------------------------------------------------------
@@ -192,22 +192,6 @@ def _accuracy(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
     if task == "regression":
         return float("nan")
     return float((out.argmax(1) == y).float().mean())
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread, then restore the count.
-
-    These networks are small: one thread is as fast on a shared machine (measured 2.7-4.8x
-    faster on a loaded 2-core box), and a float32 sum then does not depend on the worker's
-    thread count, so the same seed gives the same bits on every worker.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --- phase 1 ----------------------------------------------------------------------------------
