@@ -49,6 +49,11 @@ def device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def array_id(session: Session, path: str) -> int | None:
+    """The id of the array row at ``path`` (written by the task that is finishing)."""
+    return session.scalar(sa.select(ArrayRef.id).where(ArrayRef.path == path))
+
+
 def _ref(session: Session, array_id: int | None, what: str) -> ArrayRef:
     ref = session.get(ArrayRef, array_id) if array_id is not None else None
     if ref is None:
@@ -172,13 +177,11 @@ def _direction_finalize(session: Session, ctx: TaskContext, result: dict[str, An
     assert result is not None
     for item in result["directions"]:
         row = session.get(Direction, item["id"])
-        row.array_id = session.scalar(sa.select(ArrayRef.id).where(ArrayRef.path == item["path"]))
+        row.array_id = array_id(session, item["path"])
         if item.get("explained_variance") is not None:
             row.explained_variance = item["explained_variance"]
         if item.get("projection"):
-            row.projection_array_id = session.scalar(
-                sa.select(ArrayRef.id).where(ArrayRef.path == item["projection"])
-            )
+            row.projection_array_id = array_id(session, item["projection"])
 
 
 @task_kind("direction", finalize=_direction_finalize, batch=False)
@@ -375,9 +378,7 @@ def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any
     assert result is not None
     surface = session.get(Surface, result["surface_id"])
     for name, column in (("loss", "loss_array_id"), ("acc", "acc_array_id")):
-        setattr(surface, column, session.scalar(
-            sa.select(ArrayRef.id).where(ArrayRef.path == result["paths"][name])
-        ))  # fmt: skip
+        setattr(surface, column, array_id(session, result["paths"][name]))
     for key, value in result["summary"].items():
         setattr(surface, key, value)
     surface.completed_at = session.scalar(sa.select(utcnow()))

@@ -20,9 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from compute import mlflow_log
+from compute.kinds import array_id
 from tracker._exceptions import SpecError
 from tracker._registry import task_kind
-from tracker._schema import ArrayRef, L2BaselineRun, LevelSetRun, Study
+from tracker._schema import L2BaselineRun, LevelSetRun, Study
 from tracker._store import ArraySpec
 from tracker._worker import TaskContext
 
@@ -38,20 +39,9 @@ def run_dir(row: LevelSetRun | L2BaselineRun) -> str:
     return f"{base}/{row.id}-{row.spec_hash[:10]}"
 
 
-def _array_id(session: Session, path: str) -> int | None:
-    return session.scalar(sa.select(ArrayRef.id).where(ArrayRef.path == path))
-
-
-_CLIENTS: dict[str, Any] = {}
-
-
 def mlflow_client(uri: str | None) -> Any:
-    """One MLflow client per tracking URI and process: building one opens MLflow's store,
-    which checks its schema (measured 10-15 s on a loaded 2-core machine), per task otherwise."""
-    uri = uri or "sqlite:///mlflow.db"
-    if uri not in _CLIENTS:
-        _CLIENTS[uri] = mlflow_log.client_for(uri)
-    return _CLIENTS[uri]
+    """The process's MLflow client for ``uri`` (client_for keeps one per URI)."""
+    return mlflow_log.client_for(uri or "sqlite:///mlflow.db")
 
 
 class _MlflowRun:
@@ -97,8 +87,8 @@ def _run_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | N
     row = session.get(LevelSetRun, result["id"])
     for key, value in result["columns"].items():
         setattr(row, key, value)
-    row.trace_array_id = _array_id(session, result["trace"])
-    row.snapshots_array_id = _array_id(session, result["snapshots"])
+    row.trace_array_id = array_id(session, result["trace"])
+    row.snapshots_array_id = array_id(session, result["snapshots"])
 
 
 @task_kind("levelset.run", finalize=_run_finalize, batch=False)
@@ -172,7 +162,7 @@ def _l2_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | No
     row = session.get(L2BaselineRun, result["id"])
     for key, value in result["columns"].items():
         setattr(row, key, value)
-    row.params_array_id = _array_id(session, result["params"])
+    row.params_array_id = array_id(session, result["params"])
 
 
 @task_kind("levelset.l2", finalize=_l2_finalize, batch=False)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from compute import mlflow_log
+from compute.kinds import array_id
 from tracker._db import utcnow
 from tracker._exceptions import CorruptArray, SpecError
 from tracker._registry import task_kind
@@ -112,8 +113,7 @@ def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any
     assert result is not None
     ensemble = session.get(Ensemble, result["ensemble_id"])
     for name, path in result["paths"].items():
-        ref_id = session.scalar(sa.select(ArrayRef.id).where(ArrayRef.path == path))
-        setattr(ensemble, f"{name}_array_id", ref_id)
+        setattr(ensemble, f"{name}_array_id", array_id(session, path))
     ensemble.mlflow_run_id = result["run_id"]
     ensemble.completed_at = session.scalar(sa.select(utcnow()))
 
@@ -179,10 +179,7 @@ def _morse_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] |
         ("morse_sets", "morse_sets_array_id"),
         ("retraction", "retraction_array_id"),
     ):
-        ref_id = session.scalar(
-            sa.select(ArrayRef.id).where(ArrayRef.path == result["paths"][name])
-        )
-        setattr(row, column, ref_id)
+        setattr(row, column, array_id(session, result["paths"][name]))
     row.completed_at = session.scalar(sa.select(utcnow()))
 
 
@@ -192,8 +189,8 @@ def ensemble_weights(
     """Early and final weights [models, params] from the arrays the ensemble row references;
     row i of both is model i, so pairs match by model id."""
     out = []
-    for what, array_id in (("early", ensemble.early_array_id), ("final", ensemble.final_array_id)):
-        ref = session.get(ArrayRef, array_id) if array_id is not None else None
+    for what, ref_id in (("early", ensemble.early_array_id), ("final", ensemble.final_array_id)):
+        ref = session.get(ArrayRef, ref_id) if ref_id is not None else None
         if ref is None:
             raise CorruptArray(f"ensemble {ensemble.id} has no stored {what} weights: requeue its tasks")  # fmt: skip
         out.append(np.asarray(store.read(ref.path), dtype=np.float64))

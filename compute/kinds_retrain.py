@@ -16,7 +16,6 @@ by a per-sample loss and stores the diagram and its summaries.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -24,13 +23,19 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from compute import mlflow_log
-from compute.kinds import _checkpoint_vector, _read_vector, _ref, _setup_torch, device
+from compute.kinds import (
+    _checkpoint_vector,
+    _read_vector,
+    _ref,
+    _setup_torch,
+    array_id,
+    device,
+)
 from compute.state import check_length
 from compute.topology import trajectory_chunks
 from tracker._exceptions import SpecError
 from tracker._registry import task_kind
 from tracker._schema import (
-    ArrayRef,
     Checkpoint,
     Direction,
     Embedding,
@@ -48,16 +53,6 @@ METRIC_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "t
 ORDER_COLUMNS = ("retrain_id", "task_id", "save_index", "epoch", "seed", "step_size")
 
 
-def _json_safe(metrics: dict[str, float]) -> dict[str, float | str]:
-    """A diverged loss (NaN, inf) as text: the task result is JSON, which PostgreSQL's JSONB
-    refuses NaN in; the finalize step turns it back into a float for the row."""
-    return {k: v if math.isfinite(v) else repr(float(v)) for k, v in metrics.items()}
-
-
-def _array_id(session: Session, path: str) -> int | None:
-    return session.scalar(sa.select(ArrayRef.id).where(ArrayRef.path == path))
-
-
 # --- retrain ----------------------------------------------------------------------------------
 
 
@@ -68,7 +63,7 @@ def _float(value: float | str | None) -> float | None:
 def _retrain_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
     retrain = session.get(Retrain, result["retrain_id"])
-    retrain.trajectory_array_id = _array_id(session, result["path"])
+    retrain.trajectory_array_id = array_id(session, result["path"])
     retrain.mlflow_run_id = result["run_id"]
     session.execute(sa.delete(TrajectoryPoint).where(TrajectoryPoint.retrain_id == retrain.id))
     for point in result["points"]:
@@ -127,7 +122,7 @@ def retrain_task(ctx: TaskContext) -> dict[str, Any]:
     def on_save(index: int, epoch: float, flat: np.ndarray, metrics: dict[str, float]) -> None:
         ctx.check_lease()
         ctx.store.write_block(path, (slice(index, index + 1), slice(None)), flat[None, :])
-        points.append({"save_index": index, "epoch": epoch, "metrics": _json_safe(metrics)})
+        points.append({"save_index": index, "epoch": epoch, "metrics": dict(metrics)})
         logger.metrics({**metrics, "epoch": epoch}, step=index)
 
     try:
@@ -161,7 +156,7 @@ def _embedding_finalize(session: Session, ctx: TaskContext, result: dict[str, An
     assert result is not None
     row = session.get(Embedding, result["embedding_id"])
     for key in ("coords", "potential", "order"):
-        setattr(row, f"{key}_array_id", _array_id(session, result["paths"][key]))
+        setattr(row, f"{key}_array_id", array_id(session, result["paths"][key]))
     row.t, row.n_samples = result["t"], result["n_samples"]
     row.config = {**(row.config or {}), **result["config"]}
 
@@ -234,7 +229,7 @@ def embedding_task(ctx: TaskContext) -> dict[str, Any]:
 def _persistence_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:  # fmt: skip
     assert result is not None
     row = session.get(PersistenceDiagram, result["diagram_id"])
-    row.diagram_array_id = _array_id(session, result["path"])
+    row.diagram_array_id = array_id(session, result["path"])
     for key, value in result["summary"].items():
         setattr(row, key, value)
 

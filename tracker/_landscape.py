@@ -11,6 +11,8 @@ Task graph of one surface::
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -420,13 +422,21 @@ def _point_cost(model: Model, ev: EvalSpec) -> float | None:
         samples = _SPLIT_SIZES[model.dataset][0 if ev.split == "train" else 1]
     else:
         return None
+    params = _parameter_count(
+        model.architecture, json.dumps(model.arch_config or {}, sort_keys=True), model.dataset
+    )
+    return None if params is None else float(samples) * float(params)
+
+
+@functools.lru_cache(maxsize=64)
+def _parameter_count(architecture: str, config_json: str, dataset: str) -> int | None:
+    """Cached per (architecture, config, dataset): a study adds many surfaces of one model."""
     try:
         from compute.models import parameter_count
 
-        params = parameter_count(model.architecture, dict(model.arch_config or {}), model.dataset)
+        return parameter_count(architecture, json.loads(config_json), dataset)
     except Exception:  # sizing is a heuristic: the default tiles are always valid
         return None
-    return float(samples) * float(params)
 
 
 def add_surface(
