@@ -38,6 +38,12 @@ def _schema_problem(db_url: str) -> str | None:
     return data.schema_problem(engine(db_url))
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def sql_box_problem(db_url: str) -> str | None:
+    """Why the connected role may not run the SQL box (checked once a minute), or None."""
+    return data.sql_box_problem(engine(db_url))
+
+
 def sources() -> data.Sources:
     """The configured locations; stops the page with a clear message if the database is unusable."""
     src = data.sources()

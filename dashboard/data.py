@@ -4,8 +4,8 @@
 TRACKER_STORE, MLFLOW_TRACKING_URI, TRACKER_MLFLOW_UI); every page reads them through
 :func:`sources`. Nothing here writes: SQLite is opened with ``mode=ro`` and ``query_only``,
 PostgreSQL sessions default to read-only transactions with a statement timeout, and the Zarr
-store is opened with ``mode="r"``. The SQL box additionally runs one statement per request in
-a transaction that is always rolled back.
+store is opened with ``mode="r"``. The SQL box goes through tracker._readonly: a statement
+allow-list, a role without write privileges, time/row/size limits (see that module).
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ import pandas as pd
 import sqlalchemy as sa
 import zarr
 
+from tracker import _readonly
 from tracker._config import resolve
 from tracker._db import SCHEMA_REVISION, redact
 from tracker._exceptions import ConfigError, StoreError
+from tracker._exceptions import QueryRejected as QueryRejected  # the SQL box's refusals
 from tracker._store import ArrayStore
 
-STATEMENT_TIMEOUT_MS = 10_000
-MAX_ROWS = 10_000
+STATEMENT_TIMEOUT_MS = _readonly.STATEMENT_SECONDS * 1000
+MAX_ROWS = _readonly.MAX_ROWS
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
-
-
-class QueryRejected(Exception):
-    """A SQL-box statement that the dashboard refuses or the database rejected; one line."""
 
 
 @dataclass(frozen=True)
@@ -125,55 +123,23 @@ def frame(engine: sa.Engine, query: str | sa.Executable, **params: Any) -> pd.Da
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def _is_write_refusal(err: BaseException) -> bool:
-    sqlstate = getattr(err, "sqlstate", None)
-    if sqlstate == "25006":  # read_only_sql_transaction
-        return True
-    text = str(err).lower()
-    return "readonly" in text or "read-only" in text or "not authorized" in text
+def run_readonly_sql(engine: sa.Engine, sql: str) -> pd.DataFrame:
+    """One user-written query through the allow-list and the read-only connection.
 
-
-def run_readonly_sql(engine: sa.Engine, sql: str, *, max_rows: int = MAX_ROWS) -> pd.DataFrame:
-    """One user-written statement, read-only, rolled back afterwards; at most ``max_rows`` rows.
-
-    PostgreSQL runs it as a prepared statement, which refuses a second statement after a
-    semicolon, inside ``SET TRANSACTION READ ONLY`` with a statement timeout; SQLite's driver
-    runs one statement only and the connection is opened read-only.
+    The frame's ``attrs["note"]`` says when the result was cut at the row or size limit.
     """
-    text = sql.strip().rstrip(";").strip()
-    if not text:
-        raise QueryRejected("the SQL box is empty: write one SELECT statement")
-    raw = engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        if engine.dialect.name == "postgresql":
-            cur.execute("SET TRANSACTION READ ONLY")
-            cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            cur.execute(text, prepare=True)
-        else:
-            cur.execute(text)
-        if cur.description is None:
-            raise QueryRejected(
-                "the statement returned no rows: the SQL box only runs queries (SELECT, WITH ...)"
-            )
-        columns = [d[0] for d in cur.description]
-        rows = cur.fetchmany(max_rows)
-    except QueryRejected:
-        raise
-    except Exception as err:
-        first = _first_line(err)
-        if _is_write_refusal(err):
-            raise QueryRejected(
-                f"refused: the dashboard is read-only, so INSERT, UPDATE, DELETE, DROP and other "
-                f"changes cannot run here (the database said: {first})"
-            ) from None
-        raise QueryRejected(f"the query failed: {first}") from None
-    finally:
-        try:
-            raw.rollback()
-        finally:
-            raw.close()
-    return pd.DataFrame([tuple(r) for r in rows], columns=columns)
+    result = _readonly.run_query(engine, sql)
+    df = pd.DataFrame(result.rows, columns=result.columns)
+    df.attrs["note"] = result.note
+    return df
+
+
+def sql_box_problem(engine: sa.Engine) -> str | None:
+    """Why the SQL box must stay hidden (a superuser or writing role), or None."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return _readonly.role_problem(conn)
 
 
 # --- the array store ------------------------------------------------------------------------

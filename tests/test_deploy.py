@@ -37,9 +37,10 @@ EXPECTED_SERVICES = {
     "gpu-worker-1",
     "cpu-worker",
     "dashboard",
+    "reader",
 }
 # Services that run the `tracker` entrypoint (their command is tracker's argv).
-TRACKER_SERVICES = {"migrate", "gpu-worker-0", "gpu-worker-1", "cpu-worker"}
+TRACKER_SERVICES = {"migrate", "reader", "gpu-worker-0", "gpu-worker-1", "cpu-worker"}
 WORKERS = {"gpu-worker-0", "gpu-worker-1", "cpu-worker"}
 
 
@@ -134,6 +135,8 @@ def test_compose_file_defines_the_deployment(compose: dict[str, Any]) -> None:
         args = parser.parse_args(_argv(service))
         if name == "migrate":
             assert args.func is cmd_db_upgrade and args.revision == "head"
+        elif name == "reader":
+            assert args.func.__name__ == "cmd_db_create_reader"
         else:
             assert args.func is cmd_work, name
             assert args.scheduler == SCHEDULER and args.forever, name
@@ -264,15 +267,27 @@ def test_dashboard_service_reads_the_same_database_and_store_read_only(
     argv = streamlit_argv(args)
     assert _option(argv, "--browser.gatherUsageStats") == "false"
     assert _option(argv, "--server.headless") == "true"
-    # Same PostgreSQL, store and MLflow as the workers; the store mounted read-only.
-    for key in ("TRACKER_DB_URL", "TRACKER_STORE", "MLFLOW_TRACKING_URI"):
+    # Same PostgreSQL (as the read-only role the `reader` service makes), store and MLflow as
+    # the workers; the store mounted read-only.
+    for key in ("TRACKER_STORE", "MLFLOW_TRACKING_URI"):
         assert dashboard["environment"][key] == services["cpu-worker"]["environment"][key], key
+    reader_url = sa.engine.make_url(dashboard["environment"]["TRACKER_DB_URL"])
+    owner_url = sa.engine.make_url(services["cpu-worker"]["environment"]["TRACKER_DB_URL"])
+    assert reader_url.username == "tracker_reader" != owner_url.username
+    assert (reader_url.host, reader_url.database) == (owner_url.host, owner_url.database)
+    reader = services["reader"]
+    reader_args = build_parser().parse_args(_argv(reader))
+    assert reader_args.func.__name__ == "cmd_db_create_reader"
+    assert reader_args.role == "tracker_reader"
+    assert reader["environment"]["TRACKER_READER_PASSWORD"] == reader_url.password
+    assert reader["environment"]["TRACKER_DB_URL"] == str(owner_url.render_as_string(False))
+    assert reader["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     (store_mount,) = [v for v in dashboard["volumes"] if str(v).split(":")[1] == "/shared"]
     assert str(store_mount).split(":") == ["shared", "/shared", "ro"]
     published = [str(p) for p in dashboard["ports"]]
     assert any(p.startswith("127.0.0.1:8501:8501") for p in published), published
     deps = dashboard["depends_on"]
-    assert deps["migrate"]["condition"] == "service_completed_successfully"
+    assert deps["reader"]["condition"] == "service_completed_successfully"
     assert "/_stcore/health" in " ".join(dashboard["healthcheck"]["test"])
 
 

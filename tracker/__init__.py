@@ -20,6 +20,7 @@ __all__ = [
     "LeaseLost",
     "NoGPU",
     "NotFound",
+    "QueryRejected",
     "Queue",
     "QueueError",
     "SchemaOutOfDate",
@@ -56,7 +57,7 @@ _WHERE = {
         name: "tracker._exceptions"
         for name in (
             "ConfigError", "CorruptArray", "DatabaseUnreachable", "LeaseLost", "NoGPU",
-            "NotFound", "QueueError", "SchemaOutOfDate", "SpecError", "StoreError", "TrackerError",
+            "NotFound", "QueryRejected", "QueueError", "SchemaOutOfDate", "SpecError", "StoreError", "TrackerError",
         )
     },
 }  # fmt: skip

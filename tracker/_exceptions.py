@@ -10,6 +10,7 @@
     │   └── CorruptArray         an array a row references is missing or unreadable
     ├── QueueError               a queue operation that the task's state forbids
     ├── LeaseLost                a task's lease was taken by another worker
+    ├── QueryRejected            SQL typed into the dashboard that is not one read-only query
     └── NoGPU                    `--cuda` asked for on a machine without a usable GPU
 
 Each message says what is wrong and how to fix it.
@@ -58,6 +59,10 @@ class QueueError(TrackerError):
 
 class LeaseLost(TrackerError):
     """The worker no longer holds the lease of the task it is running."""
+
+
+class QueryRejected(TrackerError):
+    """User-written SQL that the read-only SQL box refuses, or that the database rejected."""
 
 
 class NoGPU(TrackerError):

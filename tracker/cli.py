@@ -82,6 +82,16 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_create_reader(args: argparse.Namespace) -> int:
+    from tracker._readonly import READER_PASSWORD_ENV, create_reader
+
+    db = _open(args, check=False)  # SQLite is refused with its own reason first
+    url = create_reader(db.engine, args.role, os.environ.get(READER_PASSWORD_ENV))
+    print(f"role {args.role!r} reads the tracker's tables and nothing else; "
+          f"start the dashboard with --db {url}")  # fmt: skip
+    return 0
+
+
 # --- work -----------------------------------------------------------------------------------
 
 
@@ -324,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_db_downgrade)
     p = dbsub.add_parser("current", parents=[common], help="show the schema revision")
     p.set_defaults(func=cmd_db_current)
+    p = dbsub.add_parser(
+        "create-reader", parents=[common],
+        help="make the read-only PostgreSQL role the dashboard connects as",
+        description="Create (or reset) a login role with SELECT on the tracker's tables and "
+        "nothing else: no superuser, no write, no server files, programs or signals. Its password "
+        "comes from $TRACKER_READER_PASSWORD (none: the server's own authentication decides). "
+        "Run it as the database owner after `tracker db upgrade`.",
+    )  # fmt: skip
+    p.add_argument("--role", default="tracker_reader", help="role name (default tracker_reader)")
+    p.set_defaults(func=cmd_db_create_reader)
 
     p = sub.add_parser("work", parents=[common], help="run Dask workers until the queue is drained")
     p.add_argument(

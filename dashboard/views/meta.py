@@ -91,14 +91,21 @@ else:
     st.dataframe(pers, hide_index=True, width="stretch")
 
 st.subheader("SQL (read-only)")
-st.caption("One SELECT per run; the database refuses any change. At most "
-           f"{data.MAX_ROWS:,} rows are shown.")  # fmt: skip
+engine = common.engine(src.db_url)
+problem = common.sql_box_problem(src.db_url)
+if problem is not None:
+    st.warning(f"The SQL box is off: {problem}.")
+    st.stop()
+st.caption("One SELECT, WITH, VALUES or EXPLAIN per run, as a role that can only read; at most "
+           f"{data.MAX_ROWS:,} rows and {data.STATEMENT_TIMEOUT_MS // 1000} s.")  # fmt: skip
 sql = st.text_area("query", value=EXAMPLE_SQL, height=120, key="sql")
 try:
-    result = data.run_readonly_sql(common.engine(src.db_url), sql)
+    result = data.run_readonly_sql(engine, sql)
 except data.QueryRejected as err:
     st.error(str(err))
     st.stop()
+if result.attrs.get("note"):
+    st.caption(result.attrs["note"])
 result = common.numeric(result)
 st.dataframe(result, hide_index=True, width="stretch")
 cols = numeric_columns(result)

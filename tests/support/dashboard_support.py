@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,3 +49,20 @@ def values(encoded: Any) -> np.ndarray:
             shape = [int(n) for n in shape.split(",")]
         return arr.reshape(shape) if shape else arr
     return np.asarray(encoded, dtype=float)
+
+
+@contextlib.contextmanager
+def reader_role(db: Any) -> Iterator[str]:
+    """A read-only role made by `tracker db create-reader`'s function on the PostgreSQL
+    database ``db`` (named after it: roles are server-wide), dropped afterwards; yields its URL."""
+    from tracker._readonly import create_reader
+
+    role = f"r_{db.engine.url.database}"[:63]
+    create_reader(db.engine, role, None)
+    url = db.engine.url.set(username=role, password=None).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')

@@ -10,6 +10,7 @@ def test_public_names_are_exactly_these():
     assert set(tracker.__all__) == {
         "ArraySpec", "ArrayStore", "ClaimedTask", "ConfigError", "CorruptArray", "Database",
         "DatabaseUnreachable", "LeaseLost", "NoGPU", "NotFound", "Queue", "QueueError",
+        "QueryRejected",
         "SchemaOutOfDate", "Settings", "SpecError", "StoreError", "TaskContext", "TrackerError",
         "WorkerConfig", "enqueue", "get_or_create_study", "open_database", "resolve_settings",
         "run_worker", "task_kind",
@@ -22,7 +23,7 @@ def test_every_user_facing_error_is_a_tracker_error():
     errors = [
         getattr(tracker, n)
         for n in tracker.__all__
-        if n.endswith(("Error", "Found", "Date", "Unreachable", "Array", "Lost", "GPU"))
+        if n.endswith(("Error", "Found", "Date", "Unreachable", "Array", "Lost", "GPU", "Rejected"))
     ]
     assert errors and all(issubclass(e, TrackerError) for e in errors)
 
