@@ -20,16 +20,17 @@ import torch
 from sqlalchemy.orm import Session
 
 from compute import data as data_mod
-from compute import mlflow_log
 from compute.state import Layout, check_length
 from compute.summary import summarize
+from tracker._arrays import array_id, read_array
+from tracker._context import TaskContext
 from tracker._db import utcnow
-from tracker._exceptions import CorruptArray, SpecError
+from tracker._exceptions import SpecError
 from tracker._landscape import checkpoint_path, direction_path, surface_dir
+from tracker._mlflow import tracked_run
 from tracker._registry import task_kind
-from tracker._schema import ArrayRef, Checkpoint, Direction, Model, Study, Surface
+from tracker._schema import Checkpoint, Direction, Model, Study, Surface
 from tracker._store import ArraySpec
-from tracker._worker import TaskContext
 
 _THREADS_SET = False
 
@@ -49,20 +50,10 @@ def device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def array_id(session: Session, path: str) -> int | None:
-    """The id of the array row at ``path`` (written by the task that is finishing)."""
-    return session.scalar(sa.select(ArrayRef.id).where(ArrayRef.path == path))
-
-
-def _ref(session: Session, array_id: int | None, what: str) -> ArrayRef:
-    ref = session.get(ArrayRef, array_id) if array_id is not None else None
-    if ref is None:
-        raise CorruptArray(f"{what} has no stored array: its producing task has not finished")
-    return ref
-
-
-def _read_vector(ctx: TaskContext, ref: ArrayRef) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(ctx.store.read(ref.path), dtype=np.float32))
+def read_vector(ctx: TaskContext, session: Session, array_id: int | None, what: str) -> torch.Tensor:
+    """A stored flat vector (weights, a direction) as a float32 tensor."""
+    data = read_array(session, ctx.store, array_id, verify=False, what=what)
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
 
 
 def _chunks(n: int) -> tuple[int]:
@@ -86,8 +77,7 @@ def _train_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] |
         if ckpt is None:
             ckpt = Checkpoint(model_id=model.id, epoch=epoch)
             session.add(ckpt)
-        ref = session.scalar(sa.select(ArrayRef).where(ArrayRef.path == info["path"]))
-        ckpt.array_id = ref.id
+        ckpt.array_id = array_id(session, info["path"])
         ckpt.layout = result["layout"]
         for key, value in info["metrics"].items():
             setattr(ckpt, key, value)
@@ -109,10 +99,6 @@ def train_task(ctx: TaskContext) -> dict[str, Any]:
         paths = {e: checkpoint_path(model, e) for e in spec.checkpoint_epochs}
         name = model.name or f"model-{model.id}"
         paths.setdefault(spec.epochs, checkpoint_path(model, spec.epochs))
-    client = mlflow_log.client_for(ctx.mlflow_uri or "sqlite:///mlflow.db")
-    mlflow_log.mark_failed_if_running(
-        client, previous_run, f"task {ctx.id} was interrupted (worker killed or lease lost)"
-    )
     params = {
         "architecture": spec.architecture, "arch_config": spec.arch_config,
         "dataset": spec.dataset, "dataset_config": spec.dataset_config,
@@ -123,16 +109,8 @@ def train_task(ctx: TaskContext) -> dict[str, Any]:
     }  # fmt: skip
     tags = {"tracker.model_id": str(model_id), "tracker.study": study,
             "tracker.task_id": str(ctx.id), "tracker.attempt": str(ctx.attempt)}  # fmt: skip
-    run_id = mlflow_log.start_run(client, study, name, params, tags)
-    # Record the run at once: if this worker dies, the next attempt finds and closes it.
-    with ctx.db.session() as session:  # type: ignore[union-attr]
-        session.execute(sa.update(Model).where(Model.id == model_id).values(mlflow_run_id=run_id))
-    logger = mlflow_log.RunLogger(client, run_id)
     saved: dict[str, Any] = {}
     layout_seen: list[Layout] = []
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        logger.metrics(metrics, step=epoch)
 
     def on_checkpoint(
         epoch: int, flat: np.ndarray, layout: Layout, metrics: dict[str, float]
@@ -141,21 +119,23 @@ def train_task(ctx: TaskContext) -> dict[str, Any]:
         saved[str(epoch)] = {"path": spec_.path, "metrics": metrics}
         layout_seen[:] = [layout]
 
-    try:
+    with tracked_run(
+        ctx.mlflow_uri, study=study, name=name, params=params, tags=tags,
+        previous_run_id=previous_run,
+        interrupted=f"task {ctx.id} was interrupted (worker killed or lease lost)",
+    ) as run:  # fmt: skip
+        run_id = run.run_id
+        # Record the run at once: if this worker dies, the next attempt finds and closes it.
+        with ctx.db.session() as session:  # type: ignore[union-attr]
+            session.execute(
+                sa.update(Model).where(Model.id == model_id).values(mlflow_run_id=run_id)
+            )
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            run.logger.metrics(metrics, step=epoch)
+
         final = train(spec, device=device(), on_epoch=on_epoch, on_checkpoint=on_checkpoint,
                       should_stop=ctx.check_lease)  # fmt: skip
-        logger.flush()
-    except BaseException as err:
-        try:
-            logger.flush()
-            mlflow_log.tag(
-                client, run_id, {"tracker.failure": f"{type(err).__name__}: {err}"[:5000]}
-            )
-            mlflow_log.finish(client, run_id, "FAILED")
-        except Exception:  # the task's own error is the one to report
-            pass
-        raise
-    mlflow_log.finish(client, run_id, "FINISHED")
     return {"model_id": model_id, "run_id": run_id, "final": final, "checkpoints": saved,
             "layout": layout_seen[0]}  # fmt: skip
 
@@ -167,8 +147,7 @@ def _checkpoint_vector(
     ctx: TaskContext, session: Session, ckpt_id: int
 ) -> tuple[torch.Tensor, Layout]:
     ckpt = session.get(Checkpoint, ckpt_id)
-    ref = _ref(session, ckpt.array_id, f"checkpoint {ckpt_id} (model {ckpt.model_id}, epoch {ckpt.epoch})")  # fmt: skip
-    vec = _read_vector(ctx, ref)
+    vec = read_vector(ctx, session, ckpt.array_id, f"checkpoint {ckpt_id} (model {ckpt.model_id}, epoch {ckpt.epoch})")  # fmt: skip
     check_length(vec, ckpt.layout)
     return vec, ckpt.layout
 
@@ -319,8 +298,7 @@ def _build_evaluator(ctx: TaskContext, surface_id: int) -> tuple[Any, Surface]:
             if did is None:
                 continue
             drow = session.get(Direction, did)
-            ref = _ref(session, drow.array_id, f"direction {did}")
-            vec = _read_vector(ctx, ref)
+            vec = read_vector(ctx, session, drow.array_id, f"direction {did}")
             check_length(vec, layout)
             dir_vecs.append(vec)
         session.expunge(surface)

@@ -19,13 +19,13 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from compute import mlflow_log
 from compute.kinds import array_id
+from tracker import _mlflow as mlflow_log
+from tracker._context import TaskContext
 from tracker._exceptions import SpecError
 from tracker._registry import task_kind
 from tracker._schema import L2BaselineRun, LevelSetRun, Study
 from tracker._store import ArraySpec
-from tracker._worker import TaskContext
 
 # Every predictor step is in the trace array; MLflow gets every 10th (and the last), since a
 # logged metric costs ~1 ms in MLflow's SQLite store: all ten fields of every step made a

@@ -18,14 +18,14 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from compute import mlflow_log
 from compute.kinds import array_id
+from tracker import _mlflow as mlflow_log
+from tracker._context import TaskContext
 from tracker._db import utcnow
 from tracker._exceptions import CorruptArray, SpecError
 from tracker._registry import task_kind
 from tracker._schema import ArrayRef, Ensemble, EnsembleMember, MorseGraph, Study
 from tracker._store import ArraySpec
-from tracker._worker import TaskContext
 
 MEMBER_METRICS = ("accuracy", "balanced_accuracy", "entropy", "final_loss")
 

@@ -22,18 +22,13 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from compute import mlflow_log
-from compute.kinds import (
-    _checkpoint_vector,
-    _read_vector,
-    _ref,
-    _setup_torch,
-    array_id,
-    device,
-)
+from compute.kinds import _checkpoint_vector, _setup_torch, device, read_vector
 from compute.state import check_length
 from compute.topology import trajectory_chunks
+from tracker._arrays import array_id, array_ref
+from tracker._context import TaskContext
 from tracker._exceptions import SpecError
+from tracker._mlflow import tracked_run
 from tracker._registry import task_kind
 from tracker._schema import (
     Checkpoint,
@@ -46,7 +41,6 @@ from tracker._schema import (
     TrajectoryPoint,
 )
 from tracker._topology import diagram_path, embedding_dir, retrain_dir, sample_loss
-from tracker._worker import TaskContext
 
 METRIC_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 # Order array columns, one row per sample.
@@ -91,7 +85,7 @@ def retrain_task(ctx: TaskContext) -> dict[str, Any]:
                            augment=row.augment)  # fmt: skip
         theta_star, layout = _checkpoint_vector(ctx, session, row.checkpoint_id)
         direction_row = session.get(Direction, row.direction_id)
-        direction = _read_vector(ctx, _ref(session, direction_row.array_id, f"direction {row.direction_id}"))  # fmt: skip
+        direction = read_vector(ctx, session, direction_row.array_id, f"direction {row.direction_id}")  # fmt: skip
         check_length(direction, layout)
         path = retrain_dir(row) + "/trajectory"
         study = session.get(Study, row.study_id).name
@@ -101,10 +95,6 @@ def retrain_task(ctx: TaskContext) -> dict[str, Any]:
     n_columns = int(theta_star.numel())
     array = ctx.store.create(path, (spec.n_saves, n_columns), np.float32,
                              trajectory_chunks(n_columns))  # fmt: skip
-    client = mlflow_log.client_for(ctx.mlflow_uri or "sqlite:///mlflow.db")
-    mlflow_log.mark_failed_if_running(
-        client, previous_run, f"task {ctx.id} was interrupted (worker killed or lease lost)"
-    )
     params = {"seed": spec.seed, "step_size": spec.step_size, "epochs": spec.epochs,
               "lr": spec.lr, "momentum": spec.momentum, "weight_decay": spec.weight_decay,
               "batch_size": spec.batch_size, "saves_per_epoch": spec.saves_per_epoch,
@@ -113,33 +103,26 @@ def retrain_task(ctx: TaskContext) -> dict[str, Any]:
     tags = {"tracker.retrain_id": str(retrain_id), "tracker.model_id": str(model.id),
             "tracker.study": study, "tracker.task_id": str(ctx.id),
             "tracker.attempt": str(ctx.attempt)}  # fmt: skip
-    run_id = mlflow_log.start_run(client, study, name, params, tags, parent_run_id=parent_run)
-    with ctx.db.session() as session:  # type: ignore[union-attr]
-        session.execute(sa.update(Retrain).where(Retrain.id == retrain_id).values(mlflow_run_id=run_id))  # fmt: skip
-    logger = mlflow_log.RunLogger(client, run_id)
     points: list[dict[str, Any]] = []
+    with tracked_run(
+        ctx.mlflow_uri, study=study, name=name, params=params, tags=tags,
+        parent_run_id=parent_run, previous_run_id=previous_run,
+        interrupted=f"task {ctx.id} was interrupted (worker killed or lease lost)",
+    ) as run:  # fmt: skip
+        run_id = run.run_id
+        with ctx.db.session() as session:  # type: ignore[union-attr]
+            session.execute(sa.update(Retrain).where(Retrain.id == retrain_id).values(mlflow_run_id=run_id))  # fmt: skip
 
-    def on_save(index: int, epoch: float, flat: np.ndarray, metrics: dict[str, float]) -> None:
-        ctx.check_lease()
-        ctx.store.write_block(path, (slice(index, index + 1), slice(None)), flat[None, :])
-        points.append({"save_index": index, "epoch": epoch, "metrics": dict(metrics)})
-        logger.metrics({**metrics, "epoch": epoch}, step=index)
+        def on_save(index: int, epoch: float, flat: np.ndarray, metrics: dict[str, float]) -> None:
+            ctx.check_lease()
+            ctx.store.write_block(path, (slice(index, index + 1), slice(None)), flat[None, :])
+            points.append({"save_index": index, "epoch": epoch, "metrics": dict(metrics)})
+            run.logger.metrics({**metrics, "epoch": epoch}, step=index)
 
-    try:
         jump_and_retrain(base, spec, theta_star, direction, layout, on_save=on_save,
                          device=device(), should_stop=ctx.check_lease)  # fmt: skip
-        logger.flush()
-    except BaseException as err:
-        try:
-            logger.flush()
-            mlflow_log.tag(client, run_id, {"tracker.failure": f"{type(err).__name__}: {err}"[:5000]})  # fmt: skip
-            mlflow_log.finish(client, run_id, "FAILED")
-        except Exception:  # the task's own error is the one to report
-            pass
-        raise
-    ctx.check_lease()
-    ctx.record_array(array)
-    mlflow_log.finish(client, run_id, "FINISHED")
+        ctx.check_lease()
+        ctx.record_array(array)
     return {"retrain_id": retrain_id, "run_id": run_id, "path": path, "points": points}
 
 
@@ -182,7 +165,7 @@ def embedding_task(ctx: TaskContext) -> dict[str, Any]:
         layout = None
         for rid in ids:
             r = session.get(Retrain, rid)
-            ref = _ref(session, r.trajectory_array_id, f"retrain {rid}")
+            ref = array_ref(session, r.trajectory_array_id, f"retrain {rid}")
             paths.append(ref.path)
             layout = layout or session.get(Checkpoint, r.checkpoint_id).layout
             pts = session.execute(
@@ -245,9 +228,9 @@ def persistence_task(ctx: TaskContext) -> dict[str, Any]:
             raise SpecError(f"persistence diagram {diagram_id} no longer exists")
         emb = session.get(Embedding, row.embedding_id)
         potential = ctx.store.read(
-            _ref(session, emb.potential_array_id, f"embedding {emb.id}").path
+            array_ref(session, emb.potential_array_id, f"embedding {emb.id}").path
         )
-        order = ctx.store.read(_ref(session, emb.order_array_id, f"embedding {emb.id}").path)
+        order = ctx.store.read(array_ref(session, emb.order_array_id, f"embedding {emb.id}").path)
         values = sample_loss(session, order, row.loss_name)
         if np.isnan(values).all():  # a diverged sample is NaN; no value at all is no split
             raise SpecError(f"the samples have no {row.loss_name} loss (no such split): use --loss test or train")  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tracker.cli import lazy_command
+from tracker._cliutil import lazy_command
 
 SETUP_NAMES = ("MNIST_FF", "MNIST_CONV", "CIFAR10_CONV", "IRIS_FF", "MPG_FF")
 _CMD = "tracker._cmd_levelset"

@@ -10,7 +10,7 @@ def add_parsers(
     *, sub: Any, enqueue: Any, plot: Any, export: Any, common: argparse.ArgumentParser
 ) -> None:
     """Add this method's commands to the `tracker` parser."""
-    from tracker.cli import lazy_command
+    from tracker._cliutil import lazy_command
 
     def cmd(name: str) -> Any:
         return lazy_command("tracker._cmd_morse", name)

@@ -12,7 +12,7 @@ def add_parsers(
     *, sub: Any, enqueue: Any, plot: Any, export: Any, common: argparse.ArgumentParser
 ) -> None:
     """Add `enqueue retrain`, `enqueue topology`, `plot embedding` and `plot persistence`."""
-    from tracker.cli import lazy_command
+    from tracker._cliutil import lazy_command
 
     p = enqueue.add_parser(
         "retrain", parents=[common],

@@ -65,13 +65,13 @@ def model_spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from tracker.cli import _open as open_db
+    from tracker._cliutil import open_db
 
     return open_db(args)
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from tracker.cli import _settings as settings
+    from tracker._cliutil import settings
 
     return settings(args)
 
@@ -401,13 +401,13 @@ x = "-0.5:1.5:41"
 def cmd_demo(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
+    from tracker._cliutil import table as _table
     from tracker._db import open_database
     from tracker._migrate import upgrade
     from tracker._results import load_surface, study_surfaces
     from tracker._schema import Model
     from tracker._store import ArrayStore
     from tracker._work import work
-    from tracker.cli import _table
 
     settings = _settings(args)
     settings.home.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ PCA_LAMBDA = 1e-3  # the baseline endpoint drawn in Figure 7
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from tracker.cli import _open as open_db
+    from tracker._cliutil import open_db
 
     return open_db(args)
 
@@ -67,8 +67,8 @@ def levelset_configs(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_enqueue_levelset(args: argparse.Namespace) -> int:
-    from tracker._landscape import _get_or_add
     from tracker._queue import enqueue, get_or_create_study, spec_hash
+    from tracker._rows import get_or_add as _get_or_add
     from tracker._schema import LevelSetRun
 
     configs = levelset_configs(args)
@@ -116,8 +116,8 @@ def l2_configs(args: argparse.Namespace) -> list[tuple[int, Any]]:
 
 
 def cmd_enqueue_l2(args: argparse.Namespace) -> int:
-    from tracker._landscape import _get_or_add
     from tracker._queue import enqueue, get_or_create_study, spec_hash
+    from tracker._rows import get_or_add as _get_or_add
     from tracker._schema import L2BaselineRun
 
     configs = l2_configs(args)
@@ -254,8 +254,8 @@ def snapshot_pca(
 
 def cmd_plot_levelset(args: argparse.Namespace) -> int:
     from tracker._cli_levelset import SETUP_NAMES
+    from tracker._cliutil import settings as _settings
     from tracker._store import ArrayStore
-    from tracker.cli import _settings
 
     setup = args.setup
     if setup not in SETUP_NAMES:  # checked here without importing torch: plotting needs none
@@ -302,7 +302,7 @@ def _write_table(table: list[dict[str, Any]], path: Path) -> Path:
 
 
 def _format_table(table: list[dict[str, Any]]) -> str:
-    from tracker.cli import _table
+    from tracker._cliutil import table as _table
 
     def pm(mean: float, std: float) -> str:
         return "n/a" if math.isnan(mean) else f"{mean:.4f} +- {std:.4f}"

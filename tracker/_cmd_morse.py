@@ -72,7 +72,7 @@ def check_ensemble(spec: EnsembleSpec) -> None:
 
 
 def _get_or_add(session: Session, cls: type, digest: str, **values: Any) -> tuple[Any, bool]:
-    from tracker._landscape import _get_or_add as get_or_add
+    from tracker._rows import get_or_add
 
     return get_or_add(session, cls, digest, **values)
 
@@ -207,7 +207,7 @@ def find_morse(session: Session, morse_id: int) -> MorseGraph:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from tracker.cli import _open as open_db
+    from tracker._cliutil import open_db
 
     return open_db(args)
 
@@ -300,8 +300,8 @@ def load_morse(session: Session, store: Any, morse_id: int) -> dict[str, Any]:
 
 def cmd_plot_morse(args: argparse.Namespace) -> int:
     from tracker import _morse_plots
+    from tracker._cliutil import settings as _settings
     from tracker._store import ArrayStore
-    from tracker.cli import _settings
 
     settings = _settings(args)
     db = _open(args)

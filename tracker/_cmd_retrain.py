@@ -16,7 +16,7 @@ from tracker._store import ArraySpec, ArrayStore
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from tracker.cli import _open as open_db
+    from tracker._cliutil import open_db
 
     return open_db(args)
 
@@ -130,15 +130,15 @@ def load_diagram(session: Session, store: ArrayStore, diagram_id: int) -> tuple[
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    from tracker.cli import _settings
+    from tracker._cliutil import settings as _settings
 
     return Path(args.out or _settings(args).home / "plots")
 
 
 def cmd_plot_embedding(args: argparse.Namespace) -> int:
     from tracker import plots_topology
+    from tracker._cliutil import settings as _settings
     from tracker._topology import sample_loss
-    from tracker.cli import _settings
 
     store = ArrayStore(_settings(args).store_url)
     db = _open(args)
@@ -160,7 +160,7 @@ def cmd_plot_embedding(args: argparse.Namespace) -> int:
 
 def cmd_plot_persistence(args: argparse.Namespace) -> int:
     from tracker import plots_topology
-    from tracker.cli import _settings
+    from tracker._cliutil import settings as _settings
 
     store = ArrayStore(_settings(args).store_url)
     db = _open(args)
@@ -180,8 +180,8 @@ def cmd_plot_persistence(args: argparse.Namespace) -> int:
 def print_study_topology(db: Any, study_id: int) -> None:
     """The study's retrains, embeddings and persistence diagrams, as `tracker show study` lists
     its models and surfaces (nothing is printed for a study without them)."""
+    from tracker._cliutil import table as _table
     from tracker._schema import Embedding, PersistenceDiagram, Retrain, Task, TrajectoryPoint
-    from tracker.cli import _table
 
     def num(v: Any, fmt: str = ".4f") -> str:
         return "" if v is None else format(v, fmt)

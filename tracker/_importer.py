@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from tracker._arrays import add_array
 from tracker._db import Database, utcnow
 from tracker._exceptions import SpecError
 from tracker._landscape import surface_dir
 from tracker._queue import get_or_create_study
-from tracker._schema import ArrayRef, Surface
+from tracker._schema import Surface
 from tracker._store import ArrayStore
 
 
@@ -66,10 +67,6 @@ def import_h5(
         # The arrays go in before the commit that makes the row visible.
         for name, data, column in (("loss", loss, "loss_array_id"), ("acc", acc, "acc_array_id")):
             spec = store.write(f"{surface_dir(surface)}/{name}", data, chunks=data.shape)
-            ref = ArrayRef(path=spec.path, shape=list(spec.shape), dtype=spec.dtype,
-                           chunks=list(spec.chunks))  # fmt: skip
-            session.add(ref)
-            session.flush()
-            setattr(surface, column, ref.id)
+            setattr(surface, column, add_array(session, spec).id)
         surface.completed_at = session.scalar(sa.select(utcnow()))
         return surface.id

@@ -19,11 +19,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
+from tracker._arrays import array_path
 from tracker._exceptions import NotFound, SpecError
 from tracker._queue import enqueue, spec_hash
+from tracker._rows import get_or_add
 from tracker._schema import Checkpoint, Direction, Model, Study, Surface, Task, Tile
 
 OPTIMIZERS = ("sgd", "adam")
@@ -228,49 +229,29 @@ def check_eval(spec: EvalSpec, regression: bool) -> None:
 
 
 def model_dir(model: Model) -> str:
-    # The spec hash in the path keeps a reset database from pointing at an old run's arrays.
-    return f"models/{model.id}-{model.spec_hash[:10]}"
+    return array_path("models", model)
 
 
 def checkpoint_path(model: Model, epoch: int) -> str:
-    return f"{model_dir(model)}/epoch-{epoch:04d}"
+    return array_path("models", model, f"epoch-{epoch:04d}")
 
 
 def direction_path(direction: Direction) -> str:
-    return f"directions/{direction.id}-{direction.spec_hash[:10]}"
+    return array_path("directions", direction)
 
 
 def surface_dir(surface: Surface) -> str:
-    return f"surfaces/{surface.id}-{surface.spec_hash[:10]}"
+    return array_path("surfaces", surface)
 
 
 # --- writing rows -----------------------------------------------------------------------------
-
-
-def _get_or_add(session: Session, cls: type, digest: str, **values: Any) -> tuple[Any, bool]:
-    """The row with this spec hash, added if absent; a concurrent enqueue of the same spec
-    that commits first wins, and its row is returned (as ``enqueue`` does for tasks)."""
-    row = session.scalar(sa.select(cls).where(cls.spec_hash == digest))
-    if row is not None:
-        return row, False
-    try:
-        with session.begin_nested():
-            row = cls(spec_hash=digest, **values)
-            session.add(row)
-            session.flush()
-    except sa_exc.IntegrityError:
-        row = session.scalar(sa.select(cls).where(cls.spec_hash == digest))
-        if row is None:  # the violation was another constraint: report it
-            raise
-        return row, False
-    return row, True
 
 
 def add_model(session: Session, study: Study, spec: ModelSpec) -> tuple[Model, bool]:
     """The model row, its train task and its planned checkpoint rows."""
     ident = spec.identity()
     digest = spec_hash("model", study.name, ident)
-    model, new = _get_or_add(
+    model, new = get_or_add(
         session, Model, digest,
         study_id=study.id, name=spec.name, architecture=spec.architecture,
         arch_config=spec.arch_config, dataset=spec.dataset, dataset_config=spec.dataset_config,
@@ -354,7 +335,7 @@ def add_direction(
     if spec.kind == "pca":
         for comp in (0, 1):
             digest = spec_hash("direction", study.name, asdict(spec), reference.id, comp)
-            row, _ = _get_or_add(
+            row, _ = get_or_add(
                 session, Direction, digest, study_id=study.id, seed=None,
                 checkpoint_a_id=None, checkpoint_b_id=reference.id, pca_component=comp, **base,
             )  # fmt: skip
@@ -364,7 +345,7 @@ def add_direction(
         digest = spec_hash(
             "direction", study.name, asdict(spec), reference.id, other.id if other else None
         )
-        row, _ = _get_or_add(
+        row, _ = get_or_add(
             session, Direction, digest, study_id=study.id, seed=seed,
             checkpoint_a_id=reference.id, checkpoint_b_id=other.id if other else None, **base,
         )  # fmt: skip
@@ -500,7 +481,7 @@ def add_surface(
         "surface", study.name, centre.id, xd.id, yd.id if yd else None, spec.x.text(),
         spec.y.text() if spec.y else None, asdict(ev), [tnx, tny],
     )  # fmt: skip
-    surface, new = _get_or_add(
+    surface, new = get_or_add(
         session, Surface, digest, study_id=study.id, checkpoint_id=centre.id,
         x_direction_id=xd.id, y_direction_id=yd.id if yd else None,
         x_min=spec.x.lo, x_max=spec.x.hi, nx=nx,

@@ -156,7 +156,7 @@ def figure_violins(data: dict[str, Any]) -> Any:
 
 def plot_all(data: dict[str, Any], stem: Path) -> list[Path]:
     """Write ``stem``-graph, -sets and -violins as PNG and PDF; return the paths."""
-    from tracker.plots import save_figure
+    from tracker._figures import save_figure
 
     written = render_dot(dot_source(data["graph"]), Path(f"{stem}-graph"))
     written += save_figure(figure_sets(data), f"{stem}-sets")

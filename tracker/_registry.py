@@ -18,7 +18,7 @@ from tracker._exceptions import ConfigError, NotFound
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from tracker._worker import TaskContext
+    from tracker._context import TaskContext
 
 RunFn = Callable[["TaskContext"], "dict[str, Any] | None"]
 FinalizeFn = Callable[["Session", "TaskContext", "dict[str, Any] | None"], None]
@@ -56,7 +56,7 @@ def task_kind(
     def register(fn: RunFn) -> RunFn:
         existing = _KINDS.get(name)
         if existing is not None and existing.run.__qualname__ != fn.__qualname__:
-            raise ValueError(f"task kind {name!r} is registered twice")
+            raise ConfigError(f"task kind {name!r} is registered twice: rename one of them")
         _KINDS[name] = TaskKind(name=name, run=fn, finalize=finalize, batch=batch)
         return fn
 

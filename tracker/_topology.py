@@ -22,16 +22,17 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from tracker._arrays import array_path
 from tracker._exceptions import NotFound, SpecError
 from tracker._landscape import (
     DirectionSpec,
     _checkpoint,
-    _get_or_add,
     _train_task,
     add_direction,
     find_model,
 )
 from tracker._queue import enqueue, spec_hash
+from tracker._rows import get_or_add
 from tracker._schema import (
     Embedding,
     Model,
@@ -144,15 +145,15 @@ def check_retrain_request(req: RetrainRequest, dataset: str) -> None:
 
 
 def retrain_dir(retrain: Retrain) -> str:
-    return f"retrains/{retrain.id}-{retrain.spec_hash[:10]}"
+    return array_path("retrains", retrain)
 
 
 def embedding_dir(embedding: Embedding) -> str:
-    return f"embeddings/{embedding.id}-{embedding.spec_hash[:10]}"
+    return array_path("embeddings", embedding)
 
 
 def diagram_path(diagram: PersistenceDiagram) -> str:
-    return f"persistence/{diagram.id}-{diagram.spec_hash[:10]}/diagram"
+    return array_path("persistence", diagram, "diagram")
 
 
 def add_retrains(
@@ -176,7 +177,7 @@ def add_retrains(
                       "batch_size": req.batch_size, "saves_per_epoch": req.saves_per_epoch,
                       "augment": req.augment}  # fmt: skip
             digest = spec_hash("retrain", study.name, base.id, direction.id, values)
-            row, new = _get_or_add(session, Retrain, digest, study_id=study.id,
+            row, new = get_or_add(session, Retrain, digest, study_id=study.id,
                                    model_id=model.id, checkpoint_id=base.id,
                                    direction_id=direction.id, **values)  # fmt: skip
             if new:
@@ -244,7 +245,7 @@ def add_topology(
         raise SpecError(f"knn {req.knn} must be between 1 and {n_samples - 1} (the {n_samples} samples minus one)")  # fmt: skip
     ids = [r.id for r in retrains]
     emb_digest = spec_hash("embedding", study.name, model.id, ids, req.phate_seed, req.n_pca)
-    embedding, new_emb = _get_or_add(
+    embedding, new_emb = get_or_add(
         session, Embedding, emb_digest, study_id=study.id, model_id=model.id, method="phate",
         n_samples=n_samples, seed=req.phate_seed, knn_dist="cosine", mds_dist="cosine",
         n_pca=req.n_pca, config={"retrain_ids": ids},
@@ -255,7 +256,7 @@ def add_topology(
                           depends_on=parents, key=emb_digest)  # fmt: skip
         embedding.task_id = task.id
     pd_digest = spec_hash("persistence", study.name, embedding.id, req.loss, req.knn, req.legacy)
-    diagram, new = _get_or_add(
+    diagram, new = get_or_add(
         session, PersistenceDiagram, pd_digest, study_id=study.id, embedding_id=embedding.id,
         loss_name=req.loss, knn=req.knn, legacy=req.legacy, max_dimension=2,
     )  # fmt: skip

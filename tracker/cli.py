@@ -10,33 +10,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-
-def _settings(args: argparse.Namespace) -> Any:
-    from tracker._config import resolve
-
-    return resolve(db_url=args.db, store_url=args.store, home=args.home)
-
-
-def _open(args: argparse.Namespace, *, check: bool = True) -> Any:
-    from tracker._db import open_database
-
-    return open_database(_settings(args).db_url, check=check)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
-    return "\n".join(lines)
-
-
-def _when(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
-
+# The shared helpers keep short local names, so the core commands read as before.
+from tracker._cliutil import lazy_command
+from tracker._cliutil import open_db as _open
+from tracker._cliutil import settings as _settings
+from tracker._cliutil import table as _table
+from tracker._cliutil import when as _when
 
 # --- db -------------------------------------------------------------------------------------
 
@@ -407,24 +386,9 @@ FEATURE_CLI_MODULES: tuple[str, ...] = (
 )
 
 
-def lazy_command(module: str, name: str) -> Any:
-    """The command function ``name`` of ``module``, imported only when the command runs."""
-
-    def run(args: argparse.Namespace) -> int:
-        return int(getattr(importlib.import_module(module), name)(args) or 0)
-
-    return run
-
-
 def _lazy(name: str) -> Any:
     """A command function of tracker._cmd_landscape, imported only when it runs."""
-
-    def run(args: argparse.Namespace) -> int:
-        from tracker import _cmd_landscape
-
-        return int(getattr(_cmd_landscape, name)(args) or 0)
-
-    return run
+    return lazy_command("tracker._cmd_landscape", name)
 
 
 def _landscape_parsers(sub: Any, enqsub: Any, common: argparse.ArgumentParser) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
 from tracker._exceptions import SpecError
+from tracker._figures import save_figure
 
 __all__ = [
     "KINDS",
@@ -38,16 +39,6 @@ __all__ = [
 
 KINDS = ("contour", "contourf", "heatmap", "3d")
 _MISSING_COLOUR = "0.85"  # light grey behind masked (diverged or missing) points
-
-
-def save_figure(fig: Figure, path_stem: str | os.PathLike[str], *, dpi: int = 150) -> list[Path]:
-    """Write ``<stem>.png`` and ``<stem>.pdf`` and return their paths."""
-    stem = os.fspath(path_stem)
-    paths = [Path(f"{stem}.png"), Path(f"{stem}.pdf")]
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        fig.savefig(path, dpi=dpi)  # constrained layout already fits the labels
-    return paths
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from tracker.plots import save_figure
+from tracker._figures import save_figure
 
 __all__ = ["figure_embedding", "figure_persistence", "plot_embedding", "plot_persistence"]
 

@@ -1,7 +1,9 @@
-"""MLflow bookkeeping for tracked training: one run per model, metrics logged in batches.
+"""MLflow bookkeeping for task kinds: one run per row, metrics logged in batches.
 
 The client is used directly (no global ``mlflow.start_run`` state), so several tasks in one
 worker process never share an active run. Runs live in an experiment named after the study.
+``tracked_run`` is the one run life cycle: close a RUNNING run a killed attempt left behind,
+start the run, and end it FINISHED, or FAILED with the reason when the body raises.
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ import fcntl
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 EXPERIMENT_PREFIX = "tracker/"
+# Where runs go when a task context names no tracking URI (a plain process outside `work`).
+DEFAULT_URI = "sqlite:///mlflow.db"
 _MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
 
@@ -25,9 +31,11 @@ _CLIENTS: dict[str, MlflowClient] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
-def client_for(uri: str) -> MlflowClient:
+def client_for(uri: str | None) -> MlflowClient:
     """A client whose tracking store exists, one per URI and process: a new client re-checks
-    MLflow's schema (seconds on SQLite), which every task of a worker would pay again."""
+    MLflow's schema (seconds on SQLite), which every task of a worker would pay again.
+    ``None`` means DEFAULT_URI."""
+    uri = uri or DEFAULT_URI
     with _CLIENTS_LOCK:
         client = _CLIENTS.get(uri)
         if client is None:
@@ -90,7 +98,7 @@ class RunLogger:
         self._pending: list[Metric] = []
         self._last = time.monotonic()
 
-    def metrics(self, values: dict[str, float], step: int) -> None:
+    def metrics(self, values: Mapping[str, float | None], step: int) -> None:
         now = int(time.time() * 1000)
         for key, value in values.items():
             if value is None:
@@ -110,8 +118,8 @@ def start_run(
     client: MlflowClient,
     study: str,
     run_name: str,
-    params: dict[str, Any],
-    tags: dict[str, str],
+    params: Mapping[str, object],
+    tags: Mapping[str, str],
     parent_run_id: str | None = None,
 ) -> str:
     """Create a run with its parameters and tags; return its id."""
@@ -126,7 +134,7 @@ def start_run(
     return run_id
 
 
-def _param_text(value: Any) -> str:
+def _param_text(value: object) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text[:6000]
 
@@ -150,5 +158,51 @@ def finish(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
     client.set_terminated(run_id, status=status)
 
 
-def tag(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+def tag(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+class TrackedRun(NamedTuple):
+    """A started run: its client, id and metric buffer."""
+
+    client: MlflowClient
+    run_id: str
+    logger: RunLogger
+
+
+@contextmanager
+def tracked_run(
+    uri: str | None,
+    *,
+    study: str,
+    name: str,
+    params: Mapping[str, object],
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+    previous_run_id: str | None = None,
+    interrupted: str = "an earlier attempt was interrupted",
+    flush_seconds: float = 5.0,
+) -> Iterator[TrackedRun]:
+    """Run the body inside an MLflow run of the study's experiment.
+
+    ``previous_run_id`` is the run an earlier attempt recorded: left RUNNING by a killed
+    worker, it is closed FAILED with ``interrupted`` as the reason. The new run ends FINISHED
+    (metrics flushed) when the body returns, FAILED with the error's text when it raises; the
+    body's own error is the one that propagates.
+    """
+    client = client_for(uri)
+    mark_failed_if_running(client, previous_run_id, interrupted)
+    run_id = start_run(client, study, name, params, tags, parent_run_id=parent_run_id)
+    run = TrackedRun(client, run_id, RunLogger(client, run_id, flush_seconds))
+    try:
+        yield run
+        run.logger.flush()
+    except BaseException as err:
+        try:
+            run.logger.flush()
+            tag(client, run_id, {"tracker.failure": f"{type(err).__name__}: {err}"[:5000]})
+            finish(client, run_id, "FAILED")
+        except Exception:  # the task's own error is the one to report
+            pass
+        raise
+    finish(client, run_id, "FINISHED")
