@@ -18,8 +18,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from compute.kinds import array_id
 from tracker import _mlflow as mlflow_log
+from tracker._arrays import array_id
 from tracker._context import TaskContext
 from tracker._db import utcnow
 from tracker._exceptions import CorruptArray, SpecError

@@ -23,11 +23,13 @@ if TYPE_CHECKING:
 RunFn = Callable[["TaskContext"], "dict[str, Any] | None"]
 FinalizeFn = Callable[["Session", "TaskContext", "dict[str, Any] | None"], None]
 
-# Modules whose kinds every worker knows; later modules add the research methods.
+# Modules whose kinds every worker knows: each method's kinds.py. Named by string, so the core
+# imports no method package (the import contracts check it).
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "tracker._builtin",
-    "compute.kinds",
-    "compute.kinds_retrain",
+    "tracker.training.kinds",
+    "tracker.surfaces.kinds",
+    "tracker.topology.kinds",
     "compute.kinds_levelset",
     "compute.kinds_morse",
 )

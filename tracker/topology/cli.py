@@ -1,27 +1,79 @@
-"""Commands of jump-and-retrain topology: enqueue retrains and topology, plot the results."""
+"""Command line of jump-and-retrain topology: `enqueue retrain|topology`, `plot embedding|
+persistence`, and its part of `show study`.
+
+Only the standard library and ``tracker._cliutil`` are imported at module top (`tracker
+--help` builds these parsers); each command imports what it needs.
+"""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from tracker._cliutil import lazy_command, open_db
 
-from tracker._exceptions import QueueError, SpecError
-from tracker._store import ArraySpec, ArrayStore
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
-
-def _open(args: argparse.Namespace) -> Any:
-    from tracker._cliutil import open_db
-
-    return open_db(args)
+    from tracker._db import Database
+    from tracker._schema import Model, Study
 
 
-def _study(session: Session, args: argparse.Namespace, model: Any) -> Any:
+def add_parsers(
+    *, sub: Any, enqueue: Any, plot: Any, export: Any, common: argparse.ArgumentParser
+) -> None:
+    """Add `enqueue retrain`, `enqueue topology`, `plot embedding` and `plot persistence`."""
+    p = enqueue.add_parser(
+        "retrain", parents=[common],
+        help="jump from a trained model along seeded filter-normalised directions and retrain "
+        "(one task per seed x step size)",
+    )  # fmt: skip
+    p.add_argument("--model", required=True, help="model id or name")
+    p.add_argument("--seeds", default="0-3", help="direction seeds: 0-3 or 0,1,5 (default 0-3)")
+    p.add_argument("--steps", default="0.25,0.5,0.75,1.0", help="step sizes s > 0 (default 0.25,0.5,0.75,1.0)")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--lr", type=float, default=0.001, help="constant learning rate")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--saves-per-epoch", type=int, default=1)
+    p.add_argument("--augment", action="store_true", help="crop + flip (cifar10)")
+    p.add_argument("--epoch", type=int, default=None, help="base checkpoint (default: final)")
+    p.add_argument("--study", help="study of the new rows (default: the model's)")
+    p.set_defaults(func=lazy_command(__name__, "cmd_enqueue_retrain"))
+
+    p = enqueue.add_parser(
+        "topology", parents=[common],
+        help="PHATE embedding of a model's finished retrains and the persistence of a loss over it",
+    )  # fmt: skip
+    p.add_argument("--model", required=True, help="model id or name")
+    p.add_argument("--loss", default="test", help="per-sample loss of the filtration: test, train or val")  # fmt: skip
+    p.add_argument("--knn", type=int, default=20, help="neighbours per sample (default 20)")
+    p.add_argument("--phate-seed", type=int, default=0)
+    p.add_argument("--n-pca", type=int, default=100, help="PCA components fed to PHATE")
+    p.add_argument("--legacy", action="store_true",
+                   help="link each sample to its k farthest samples, as the published code did")  # fmt: skip
+    p.add_argument("--study", help="study of the new rows (default: the model's)")
+    p.set_defaults(func=lazy_command(__name__, "cmd_enqueue_topology"))
+
+    p = plot.add_parser("embedding", parents=[common],
+                        help="PHATE scatter coloured by loss, step size and seed")  # fmt: skip
+    p.add_argument("id", type=int, metavar="EMBEDDING_ID")
+    p.add_argument("--loss", default="test", help="loss for the colours (default test)")
+    p.add_argument("--out", metavar="DIR", help="folder for the files (default TRACKER_HOME/plots)")
+    p.set_defaults(func=lazy_command(__name__, "cmd_plot_embedding"))
+
+    p = plot.add_parser("persistence", parents=[common], help="persistence diagram and barcode")
+    p.add_argument("id", type=int, metavar="DIAGRAM_ID")
+    p.add_argument("--out", metavar="DIR", help="folder for the files (default TRACKER_HOME/plots)")
+    p.set_defaults(func=lazy_command(__name__, "cmd_plot_persistence"))
+
+
+# --- enqueue ----------------------------------------------------------------------------------
+
+
+def _study(session: Session, args: argparse.Namespace, model: Model) -> Study:
     from tracker._queue import get_or_create_study
     from tracker._schema import Study
 
@@ -31,8 +83,8 @@ def _study(session: Session, args: argparse.Namespace, model: Any) -> Any:
 
 
 def cmd_enqueue_retrain(args: argparse.Namespace) -> int:
-    from tracker._landscape import find_model
-    from tracker._topology import RetrainRequest, add_retrains, parse_seeds, parse_steps
+    from tracker.topology.rows import RetrainRequest, add_retrains, parse_seeds, parse_steps
+    from tracker.training.rows import find_model
 
     req = RetrainRequest(
         model=args.model, seeds=parse_seeds(args.seeds), steps=parse_steps(args.steps),
@@ -40,7 +92,7 @@ def cmd_enqueue_retrain(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, batch_size=args.batch_size,
         saves_per_epoch=args.saves_per_epoch, augment=args.augment, epoch=args.epoch,
     )  # fmt: skip
-    db = _open(args)
+    db = open_db(args)
     with db.session() as session:
         model = find_model(session, req.model)
         study = _study(session, args, model)
@@ -53,12 +105,12 @@ def cmd_enqueue_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue_topology(args: argparse.Namespace) -> int:
-    from tracker._landscape import find_model
-    from tracker._topology import TopologyRequest, add_topology
+    from tracker.topology.rows import TopologyRequest, add_topology
+    from tracker.training.rows import find_model
 
     req = TopologyRequest(model=args.model, loss=args.loss, knn=args.knn,
                           phate_seed=args.phate_seed, n_pca=args.n_pca, legacy=args.legacy)  # fmt: skip
-    db = _open(args)
+    db = open_db(args)
     with db.session() as session:
         model = find_model(session, req.model)
         study = _study(session, args, model)
@@ -68,62 +120,6 @@ def cmd_enqueue_topology(args: argparse.Namespace) -> int:
     print(f"embedding {eid} ({n} samples) and persistence diagram {did} ({state}); run "
           f"`tracker work`, then `tracker plot embedding {eid}` / `tracker plot persistence {did}`")  # fmt: skip
     return 0
-
-
-# --- reading results --------------------------------------------------------------------------
-
-
-@dataclass
-class EmbeddingData:
-    embedding: Any
-    coords: np.ndarray
-    potential: np.ndarray
-    order: np.ndarray  # columns: compute.kinds_retrain.ORDER_COLUMNS
-
-    @property
-    def seeds(self) -> np.ndarray:
-        return self.order[:, 4]
-
-    @property
-    def steps(self) -> np.ndarray:
-        return self.order[:, 5]
-
-
-def _read(session: Session, store: ArrayStore, array_id: int) -> np.ndarray:
-    from tracker._schema import ArrayRef
-
-    ref = session.get(ArrayRef, array_id)
-    return store.verify(ArraySpec(ref.path, tuple(ref.shape), ref.dtype, tuple(ref.chunks)))
-
-
-def _unfinished(what: str, row: Any, session: Session) -> QueueError:
-    from tracker._schema import Task
-
-    task = session.get(Task, row.task_id) if row.task_id else None
-    state = task.status if task else "unknown"
-    return QueueError(f"{what} is not complete yet (its task is {state}): run `tracker work`, then `tracker status` shows what is left")  # fmt: skip
-
-
-def load_embedding(session: Session, store: ArrayStore, embedding_id: int) -> EmbeddingData:
-    from tracker._topology import find_embedding
-
-    emb = find_embedding(session, embedding_id)
-    if emb.coords_array_id is None:
-        raise _unfinished(f"embedding {embedding_id}", emb, session)
-    return EmbeddingData(
-        embedding=emb, coords=_read(session, store, emb.coords_array_id),
-        potential=_read(session, store, emb.potential_array_id),
-        order=_read(session, store, emb.order_array_id),
-    )  # fmt: skip
-
-
-def load_diagram(session: Session, store: ArrayStore, diagram_id: int) -> tuple[Any, np.ndarray]:
-    from tracker._topology import find_diagram
-
-    row = find_diagram(session, diagram_id)
-    if row.diagram_array_id is None:
-        raise _unfinished(f"persistence diagram {diagram_id}", row, session)
-    return row, _read(session, store, row.diagram_array_id)
 
 
 # --- plots ------------------------------------------------------------------------------------
@@ -136,12 +132,16 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_plot_embedding(args: argparse.Namespace) -> int:
-    from tracker import plots_topology
+    import numpy as np
+
     from tracker._cliutil import settings as _settings
-    from tracker._topology import sample_loss
+    from tracker._exceptions import SpecError
+    from tracker._store import ArrayStore
+    from tracker.topology import plots as plots_topology
+    from tracker.topology.results import load_embedding, sample_loss
 
     store = ArrayStore(_settings(args).store_url)
-    db = _open(args)
+    db = open_db(args)
     with db.session() as session:
         data = load_embedding(session, store, args.id)
         loss = sample_loss(session, data.order, args.loss)
@@ -159,11 +159,13 @@ def cmd_plot_embedding(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_persistence(args: argparse.Namespace) -> int:
-    from tracker import plots_topology
     from tracker._cliutil import settings as _settings
+    from tracker._store import ArrayStore
+    from tracker.topology import plots as plots_topology
+    from tracker.topology.results import load_diagram
 
     store = ArrayStore(_settings(args).store_url)
-    db = _open(args)
+    db = open_db(args)
     with db.session() as session:
         row, diagram = load_diagram(session, store, args.id)
         title = (f"persistence {row.id}: embedding {row.embedding_id}, {row.loss_name} loss, "
@@ -177,9 +179,11 @@ def cmd_plot_persistence(args: argparse.Namespace) -> int:
 # --- tracker show study -----------------------------------------------------------------------
 
 
-def print_study_topology(db: Any, study_id: int) -> None:
+def print_study_topology(db: Database, study_id: int) -> None:
     """The study's retrains, embeddings and persistence diagrams, as `tracker show study` lists
     its models and surfaces (nothing is printed for a study without them)."""
+    import sqlalchemy as sa
+
     from tracker._cliutil import table as _table
     from tracker._schema import Embedding, PersistenceDiagram, Retrain, Task, TrajectoryPoint
 

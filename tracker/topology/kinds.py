@@ -22,7 +22,6 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from compute.kinds import _checkpoint_vector, _setup_torch, device, read_vector
 from compute.state import check_length
 from compute.topology import trajectory_chunks
 from tracker._arrays import array_id, array_ref
@@ -40,7 +39,9 @@ from tracker._schema import (
     Study,
     TrajectoryPoint,
 )
-from tracker._topology import diagram_path, embedding_dir, retrain_dir, sample_loss
+from tracker.topology.results import sample_loss
+from tracker.topology.rows import diagram_path, embedding_dir, retrain_dir
+from tracker.training.kinds import checkpoint_vector, device, read_vector, setup_torch
 
 METRIC_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 # Order array columns, one row per sample.
@@ -71,7 +72,7 @@ def retrain_task(ctx: TaskContext) -> dict[str, Any]:
     from compute.retrain import RetrainSpec, jump_and_retrain
     from compute.train import TrainSpec
 
-    _setup_torch()
+    setup_torch()
     retrain_id = int(ctx.payload["retrain_id"])
     with ctx.session() as session:
         row = session.get(Retrain, retrain_id)
@@ -83,7 +84,7 @@ def retrain_task(ctx: TaskContext) -> dict[str, Any]:
                            momentum=row.momentum, weight_decay=row.weight_decay,
                            batch_size=row.batch_size, saves_per_epoch=row.saves_per_epoch,
                            augment=row.augment)  # fmt: skip
-        theta_star, layout = _checkpoint_vector(ctx, session, row.checkpoint_id)
+        theta_star, layout = checkpoint_vector(ctx, session, row.checkpoint_id)
         direction_row = session.get(Direction, row.direction_id)
         direction = read_vector(ctx, session, direction_row.array_id, f"direction {row.direction_id}")  # fmt: skip
         check_length(direction, layout)
@@ -153,7 +154,7 @@ def embedding_task(ctx: TaskContext) -> dict[str, Any]:
         streamed_pca,
     )
 
-    _setup_torch()
+    setup_torch()
     embedding_id = int(ctx.payload["embedding_id"])
     with ctx.session() as session:
         emb = session.get(Embedding, embedding_id)

@@ -1,4 +1,5 @@
-"""Reading finished results back: a surface's grid and arrays, a study's models and surfaces."""
+"""Reading finished surfaces back: grid, arrays, directions; shared by the CLI, plots and
+dashboard. Every array goes through the one reader (``tracker._arrays.read_array``)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tracker._exceptions import NotFound, QueueError
-from tracker._schema import ArrayRef, Checkpoint, Direction, Model, Surface, Task
-from tracker._store import ArraySpec, ArrayStore
+from tracker._arrays import read_array
+from tracker._exceptions import QueueError
+from tracker._schema import Checkpoint, Direction, Model, Surface, Task
+from tracker._store import ArrayStore
 
 
 @dataclass
 class SurfaceData:
+    """A finished surface: its row, model, coordinates and grids."""
+
     surface: Surface
     model: Model | None  # None for a surface imported from a file
     epoch: int | None
@@ -41,16 +45,12 @@ class SurfaceData:
 
 
 def get_surface(session: Session, surface_id: int) -> Surface:
-    surface = session.get(Surface, surface_id)
-    if surface is None:
-        raise NotFound(f"unknown surface id {surface_id}: `tracker show study NAME` lists the surfaces")  # fmt: skip
-    return surface
+    """The surface row; an unknown id is a NotFound naming `tracker show study`."""
+    return Surface.find_or_raise_by_id(session, surface_id)
 
 
-def _read(store: ArrayStore, session: Session, array_id: int) -> np.ndarray:
-    ref = session.get(ArrayRef, array_id)
-    spec = ArraySpec(ref.path, tuple(ref.shape), ref.dtype, tuple(ref.chunks))
-    return store.verify(spec)
+def _read(store: ArrayStore, session: Session, array_id: int | None) -> np.ndarray:
+    return read_array(session, store, array_id)
 
 
 def load_surface(session: Session, store: ArrayStore, surface_id: int) -> SurfaceData:
@@ -89,6 +89,7 @@ def direction_tensors(
 
 
 def study_surfaces(session: Session, study_id: int) -> list[Surface]:
+    """A study's surfaces in id order."""
     return list(
         session.scalars(sa.select(Surface).where(Surface.study_id == study_id).order_by(Surface.id))
     )

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from cli_support import run_tracker, tracker_env
 
-from tracker import _studyfile
-from tracker._cmd_landscape import DEMO_STUDY
-from tracker._landscape import check_model
+from tracker import studyfile as _studyfile
+from tracker.studyfile import demo_study
+from tracker.training.rows import check_model
 
-EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.toml"))
+DEMO_STUDY = demo_study()
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
 
 
 def test_examples_exist() -> None:

@@ -1,8 +1,9 @@
-"""Loss-surface work as rows and tasks: models to train, directions, surfaces and their tiles.
+"""Loss surfaces as rows and tasks: grids, surface specs, tiles; imported Goldstein surfaces.
 
 Specs are validated completely before anything is written, and everything one request
 creates is written in one transaction, so a bad request leaves the database unchanged.
-Each row has a spec hash: enqueueing the same spec again finds the existing rows.
+Each row has a spec hash: enqueueing the same spec again finds the existing rows. Models and
+directions are the training package's rows.
 
 Task graph of one surface::
 
@@ -12,25 +13,33 @@ Task graph of one surface::
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tracker._arrays import array_path
-from tracker._exceptions import NotFound, SpecError
-from tracker._queue import enqueue, spec_hash
+from tracker._arrays import add_array, array_path
+from tracker._db import Database, utcnow
+from tracker._exceptions import SpecError
+from tracker._queue import enqueue, get_or_create_study, spec_hash
 from tracker._rows import get_or_add
-from tracker._schema import Checkpoint, Direction, Model, Study, Surface, Task, Tile
+from tracker._schema import Direction, Model, Study, Surface, Task, Tile
+from tracker._store import ArrayStore
+from tracker.training.rows import (
+    DirectionSpec,
+    add_direction,
+    find_checkpoint,
+    find_model,
+    model_signature,
+    model_train_task,
+)
 
-OPTIMIZERS = ("sgd", "adam")
-NORMALIZATIONS = ("filter", "layer", "model", "none")
-IGNORES = ("biasbn", "none")
-TARGETS = ("weights", "states")
 SPLITS = ("train", "test", "val")
 BN_MODES = ("eval", "train")
 METRICS = ("loss", "acc")
@@ -84,46 +93,6 @@ def parse_grid(text: Any, what: str = "grid") -> Grid:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """A network to train. The fields are the models table's columns."""
-
-    architecture: str
-    dataset: str
-    arch_config: dict[str, Any] = field(default_factory=dict)
-    dataset_config: dict[str, Any] = field(default_factory=dict)
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 10
-    seed: int = 0
-    label_corruption: float = 0.0
-    lr_schedule: dict[str, Any] = field(default_factory=dict)
-    checkpoint_epochs: tuple[int, ...] = ()
-    name: str | None = None
-
-    def identity(self) -> dict[str, Any]:
-        """What decides the trained weights (the name is a label, not part of the identity)."""
-        out = asdict(self)
-        out.pop("name")
-        out["checkpoint_epochs"] = sorted(set(self.all_checkpoints()))
-        return out
-
-    def all_checkpoints(self) -> list[int]:
-        return sorted(set(self.checkpoint_epochs) | {self.epochs})
-
-
-@dataclass(frozen=True)
-class DirectionSpec:
-    kind: str = "random"  # random | interpolation | pca
-    seed: int | None = 0
-    normalization: str = "filter"
-    ignore: str = "biasbn"
-    target: str = "weights"
-
-
-@dataclass(frozen=True)
 class EvalSpec:
     split: str = "train"
     subset: int | None = None
@@ -148,57 +117,6 @@ class SurfaceSpec:
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     tile: tuple[int, int] | None = None  # (tile_nx, tile_ny)
     other_model: int | str | None = None  # interpolation: the far end (theta_B)
-
-
-def check_model(spec: ModelSpec) -> ModelSpec:
-    """Validate a model spec (architecture, dataset, optimiser, numbers); return it normalised."""
-    from compute import data as data_mod
-    from compute import models as models_mod
-
-    if spec.optimizer not in OPTIMIZERS:
-        raise SpecError(f"unknown optimizer {spec.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
-    for name, value, low in (("lr", spec.lr, 0.0), ("momentum", spec.momentum, None),
-                             ("weight_decay", spec.weight_decay, None)):  # fmt: skip
-        if not math.isfinite(value) or value < 0 or (low is not None and value <= low):
-            raise SpecError(f"{name} must be a {'positive' if low is not None else 'non-negative'} number, got {value}")  # fmt: skip
-    if spec.batch_size < 1:
-        raise SpecError(f"batch_size must be at least 1, got {spec.batch_size}")
-    if spec.epochs < 0:
-        raise SpecError(f"epochs must not be negative, got {spec.epochs}")
-    if not 0.0 <= spec.label_corruption <= 1.0:
-        raise SpecError(f"label_corruption must be in [0, 1], got {spec.label_corruption}")
-    bad = [e for e in spec.checkpoint_epochs if not 0 <= e <= spec.epochs]
-    if bad:
-        raise SpecError(
-            f"checkpoint epochs {bad} are outside 0..{spec.epochs} (the model's epochs)"
-        )
-    known = data_mod.dataset_names()
-    if spec.dataset not in known:
-        raise SpecError(f"unknown dataset {spec.dataset!r}: choose one of {', '.join(known)}")
-    if spec.architecture not in models_mod.architecture_names():
-        raise SpecError(
-            f"unknown architecture {spec.architecture!r}: choose one of "
-            f"{', '.join(models_mod.architecture_names())}"
-        )
-    arch_config = models_mod.check_architecture(spec.architecture, dict(spec.arch_config))
-    ds = data_mod.load_configured(spec.dataset, spec.dataset_config, spec.label_corruption)
-    # Building it checks that the architecture fits the data (a conv net on tabular data...).
-    models_mod.build_model(
-        spec.architecture, arch_config, input_shape=ds.input_shape,
-        num_classes=ds.num_classes, seed=spec.seed,
-    )  # fmt: skip
-    return replace(spec, arch_config=arch_config)
-
-
-def check_direction(spec: DirectionSpec) -> None:
-    if spec.normalization not in NORMALIZATIONS:
-        raise SpecError(f"unknown normalisation {spec.normalization!r}: use one of {', '.join(NORMALIZATIONS)}")  # fmt: skip
-    if spec.ignore not in IGNORES:
-        raise SpecError(f"unknown ignore {spec.ignore!r}: use one of {', '.join(IGNORES)}")
-    if spec.target not in TARGETS:
-        raise SpecError(f"unknown direction target {spec.target!r}: use one of {', '.join(TARGETS)}")  # fmt: skip
-    if spec.kind not in ("random", "interpolation", "pca"):
-        raise SpecError(f"unknown direction kind {spec.kind!r}: use random, interpolation or pca")
 
 
 def check_eval(spec: EvalSpec, regression: bool) -> None:
@@ -228,137 +146,15 @@ def check_eval(spec: EvalSpec, regression: bool) -> None:
 # --- array paths ------------------------------------------------------------------------------
 
 
-def model_dir(model: Model) -> str:
-    return array_path("models", model)
-
-
-def checkpoint_path(model: Model, epoch: int) -> str:
-    return array_path("models", model, f"epoch-{epoch:04d}")
-
-
-def direction_path(direction: Direction) -> str:
-    return array_path("directions", direction)
+# --- array paths ------------------------------------------------------------------------------
 
 
 def surface_dir(surface: Surface) -> str:
+    """The store folder of a surface's grids (loss, acc)."""
     return array_path("surfaces", surface)
 
 
 # --- writing rows -----------------------------------------------------------------------------
-
-
-def add_model(session: Session, study: Study, spec: ModelSpec) -> tuple[Model, bool]:
-    """The model row, its train task and its planned checkpoint rows."""
-    ident = spec.identity()
-    digest = spec_hash("model", study.name, ident)
-    model, new = get_or_add(
-        session, Model, digest,
-        study_id=study.id, name=spec.name, architecture=spec.architecture,
-        arch_config=spec.arch_config, dataset=spec.dataset, dataset_config=spec.dataset_config,
-        optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
-        weight_decay=spec.weight_decay, batch_size=spec.batch_size, epochs=spec.epochs,
-        seed=spec.seed, label_corruption=spec.label_corruption, lr_schedule=spec.lr_schedule,
-        config={"checkpoint_epochs": spec.all_checkpoints()},
-    )  # fmt: skip
-    if not new:
-        return model, False
-    task, _ = enqueue(session, study, "train", {"model_id": model.id}, key=digest)
-    model.task_id = task.id
-    for epoch in spec.all_checkpoints():
-        session.add(Checkpoint(model_id=model.id, epoch=epoch))
-    session.flush()
-    return model, True
-
-
-def find_model(session: Session, ref: int | str, names: dict[str, Model] | None = None) -> Model:
-    if isinstance(ref, str) and names is not None and ref in names:
-        return names[ref]
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        model = session.get(Model, int(ref))
-        if model is None:
-            raise NotFound(f"unknown model id {ref}: `tracker show study NAME` lists a study's models")  # fmt: skip
-        return model
-    found = session.scalars(sa.select(Model).where(Model.name == ref)).all()
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise NotFound(f"unknown model {ref!r}: give a model id or the name of a model in the study file")  # fmt: skip
-    raise SpecError(f"model name {ref!r} names {len(found)} models: use its id")
-
-
-def _checkpoint(session: Session, model: Model, epoch: int | None) -> Checkpoint:
-    epoch = model.epochs if epoch is None else epoch
-    ckpt = session.scalar(
-        sa.select(Checkpoint).where(Checkpoint.model_id == model.id, Checkpoint.epoch == epoch)
-    )
-    if ckpt is None:
-        have = session.scalars(
-            sa.select(Checkpoint.epoch).where(Checkpoint.model_id == model.id).order_by(Checkpoint.epoch)
-        ).all()  # fmt: skip
-        raise NotFound(
-            f"model {model.id} keeps no checkpoint at epoch {epoch} (it keeps {list(have)}): "
-            "pick one of those or enqueue the model with that checkpoint epoch"
-        )
-    return ckpt
-
-
-def _model_signature(model: Model) -> tuple[Any, ...]:
-    """Models with equal signatures have the same parameter layout."""
-    arch = repr(sorted((model.arch_config or {}).items()))
-    return (model.architecture, arch, model.dataset)
-
-
-def _train_task(session: Session, model: Model) -> Task:
-    task = session.get(Task, model.task_id) if model.task_id is not None else None
-    if task is None:
-        raise NotFound(f"model {model.id} has no train task: enqueue it again")
-    return task
-
-
-def add_direction(
-    session: Session,
-    study: Study,
-    spec: DirectionSpec,
-    model: Model,
-    reference: Checkpoint,
-    other: Checkpoint | None = None,
-    other_model: Model | None = None,
-) -> list[Direction]:
-    """The direction row(s) and the task computing them; PCA gives two rows, one task."""
-    check_direction(spec)
-    base = {"model_id": model.id, "kind": spec.kind, "normalization": spec.normalization,
-            "ignore": spec.ignore, "target": spec.target}  # fmt: skip
-    parents = [_train_task(session, model)]
-    if other_model is not None and other_model.id != model.id:
-        parents.append(_train_task(session, other_model))
-    rows: list[Direction] = []
-    if spec.kind == "pca":
-        for comp in (0, 1):
-            digest = spec_hash("direction", study.name, asdict(spec), reference.id, comp)
-            row, _ = get_or_add(
-                session, Direction, digest, study_id=study.id, seed=None,
-                checkpoint_a_id=None, checkpoint_b_id=reference.id, pca_component=comp, **base,
-            )  # fmt: skip
-            rows.append(row)
-    else:
-        seed = spec.seed if spec.kind == "random" else None
-        digest = spec_hash(
-            "direction", study.name, asdict(spec), reference.id, other.id if other else None
-        )
-        row, _ = get_or_add(
-            session, Direction, digest, study_id=study.id, seed=seed,
-            checkpoint_a_id=reference.id, checkpoint_b_id=other.id if other else None, **base,
-        )  # fmt: skip
-        rows.append(row)
-    if rows[0].task_id is None:
-        task, _ = enqueue(
-            session, study, "direction", {"direction_ids": [r.id for r in rows]},
-            depends_on=parents, key=[r.spec_hash for r in rows],
-        )  # fmt: skip
-        for r in rows:
-            r.task_id = task.id
-        session.flush()
-    return rows
 
 
 def _balanced(n: int, target: int) -> int:
@@ -433,18 +229,18 @@ def add_surface(
     points = spec.x.n * (spec.y.n if spec.y else 1)
     if points > MAX_GRID_POINTS:
         raise SpecError(f"the grid has {points:,} points, more than {MAX_GRID_POINTS:,}: use a coarser grid")  # fmt: skip
-    centre = _checkpoint(session, model, spec.epoch)
+    centre = find_checkpoint(session, model, spec.epoch)
     xdir = spec.x_direction
     if spec.other_model is not None:
         # Interpolation theta_A + x (theta_B - theta_A): the centre is A, the direction B - A.
         other = find_model(session, spec.other_model, names)
-        if _model_signature(other) != _model_signature(model):
+        if model_signature(other) != model_signature(model):
             raise SpecError(
                 f"cannot interpolate model {model.id} ({model.architecture} on {model.dataset}) "
                 f"and model {other.id} ({other.architecture} on {other.dataset}): "
                 "both ends need the same architecture and data set"
             )
-        far = _checkpoint(session, other, spec.epoch)
+        far = find_checkpoint(session, other, spec.epoch)
         xdir = replace(xdir, kind="interpolation", seed=None, normalization="none", ignore="none")
         x_rows = add_direction(session, study, xdir, model, centre, far, other)
         y_rows: list[Direction] = []
@@ -493,7 +289,7 @@ def add_surface(
     if not new:
         return surface, False
     # A PCA pair shares one direction task; enqueue() records each parent once.
-    parents = [_train_task(session, model)] + [
+    parents = [model_train_task(session, model)] + [
         session.get(Task, d.task_id) for d in (xd, yd) if d is not None
     ]
     tile_tasks: list[Task] = []
@@ -519,7 +315,64 @@ def surface_tasks(session: Session, surface: Surface) -> list[int]:
     return list(session.scalars(sa.select(Tile.task_id).where(Tile.surface_id == surface.id)))
 
 
+# --- imported surfaces ------------------------------------------------------------------------
+
+
+def _uniform(values: np.ndarray, name: str) -> tuple[float, float, int]:
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise SpecError(f"the file's {name} is empty: it holds no surface")
+    if values.size > 1:
+        expected = np.linspace(values[0], values[-1], values.size)
+        if not np.allclose(values, expected, rtol=1e-6, atol=1e-9) or values[-1] <= values[0]:
+            raise SpecError(f"the file's {name} are not an increasing even grid: cannot import it")
+    return float(values[0]), float(values[-1]), int(values.size)
+
+
+def import_h5(
+    db: Database, store_url: str, content: dict[str, Any], *, study: str, source: str
+) -> int:
+    """Write a surface row (with summaries) and its arrays; return the surface id."""
+    from compute.summary import summarize
+
+    xs, ys = content["xs"], content.get("ys")
+    loss = np.asarray(content["loss"], dtype=np.float32)
+    acc = content.get("acc")
+    acc = np.full_like(loss, np.nan) if acc is None else np.asarray(acc, dtype=np.float32)
+    x_min, x_max, nx = _uniform(xs, "xcoordinates")
+    y_min = y_max = ny = None
+    if ys is not None:
+        y_min, y_max, ny = _uniform(ys, "ycoordinates")
+    if loss.shape != (1, ny or 1, nx):
+        raise SpecError(f"the file's train_loss has shape {loss.shape[1:]}, the coordinates say {(ny or 1, nx)}")  # fmt: skip
+    digest = hashlib.sha256(
+        b"import-h5" + study.encode() + loss.tobytes() + np.asarray(xs).tobytes()
+        + (np.asarray(ys).tobytes() if ys is not None else b"")
+    ).hexdigest()  # fmt: skip
+    store = ArrayStore(store_url)
+    with db.session() as session:
+        existing = session.scalar(sa.select(Surface).where(Surface.spec_hash == digest))
+        if existing is not None:
+            return existing.id
+        st = get_or_create_study(session, study)
+        summary = summarize(np.asarray(xs), None if ys is None else np.asarray(ys), loss)
+        surface = Surface(
+            study_id=st.id, spec_hash=digest, checkpoint_id=None, x_direction_id=None,
+            x_min=x_min, x_max=x_max, nx=nx, y_min=y_min, y_max=y_max, ny=ny, tile_nx=nx,
+            tile_ny=ny, split=str(content.get("split", "train")), bn_mode="eval",
+            metrics=["loss"] + (["acc"] if content.get("acc") is not None else []),
+            eval_config={"imported": True}, source=source[:500], **summary,
+        )  # fmt: skip
+        session.add(surface)
+        session.flush()
+        # The arrays go in before the commit that makes the row visible.
+        for name, data, column in (("loss", loss, "loss_array_id"), ("acc", acc, "acc_array_id")):
+            spec = store.write(f"{surface_dir(surface)}/{name}", data, chunks=data.shape)
+            setattr(surface, column, add_array(session, spec).id)
+        surface.completed_at = session.scalar(sa.select(utcnow()))
+        return surface.id
+
+
 __all__: Sequence[str] = (
-    "DirectionSpec", "EvalSpec", "Grid", "ModelSpec", "SurfaceSpec", "add_model",
-    "add_surface", "check_model", "parse_grid",
+    "EvalSpec", "Grid", "SurfaceSpec", "add_surface", "import_h5", "parse_grid",
 )  # fmt: skip

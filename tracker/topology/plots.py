@@ -1,6 +1,6 @@
 """Figures of jump-and-retrain topology: PHATE scatters, persistence diagrams and barcodes.
 
-Built on ``matplotlib.figure.Figure`` (no pyplot), like ``tracker.plots``; each ``figure_*``
+Built on ``matplotlib.figure.Figure`` (no pyplot), like ``tracker.surfaces.plots``; each ``figure_*``
 returns the Figure (the dashboard can show it), each ``plot_*`` writes PNG and PDF.
 """
 

@@ -24,14 +24,14 @@ from torch.nn import functional as F
 from compute import data as data_mod
 from compute import models as models_mod
 from compute.state import load_flat
-from tracker._cmd_landscape import enqueue_study
 from tracker._config import resolve
 from tracker._db import open_database
 from tracker._migrate import upgrade
-from tracker._results import load_surface
 from tracker._schema import ArrayRef, Checkpoint, Direction, Model, Surface, Task
 from tracker._store import ArrayStore
 from tracker._worker import WorkerConfig, run_worker
+from tracker.studyfile import enqueue_study
+from tracker.surfaces.results import load_surface
 
 CNN = 'architecture = "cnn"\narch = { channels = [4, 8], hidden = [16], batchnorm = true }'
 STUDY = f"""
@@ -412,7 +412,8 @@ def test_a_study_drains_on_postgresql(tmp_path: Path, pg_url: str) -> None:
 
 
 def test_seed001_panel_and_pca_plots_are_drawn(done: Home, tmp_path: Path) -> None:
-    from tracker._cmd_landscape import _plot_panel, plot_surface_files
+    from tracker.surfaces.cli import plot_panel_files as _plot_panel
+    from tracker.surfaces.cli import plot_surface_files
 
     with done.db.session() as s:
         pair_ids = s.scalars(sa.select(Surface.id).where(Surface.n_minibatches == 2).order_by(Surface.id)).all()  # fmt: skip

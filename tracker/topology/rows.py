@@ -13,34 +13,24 @@ filtration of one loss over one embedding. Specs are checked before anything is 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from compute.retrain_settings import check_retrain_settings
 from tracker._arrays import array_path
 from tracker._exceptions import NotFound, SpecError
-from tracker._landscape import (
-    DirectionSpec,
-    _checkpoint,
-    _train_task,
-    add_direction,
-    find_model,
-)
 from tracker._queue import enqueue, spec_hash
 from tracker._rows import get_or_add
-from tracker._schema import (
-    Embedding,
-    Model,
-    PersistenceDiagram,
-    Retrain,
-    Study,
-    Task,
-    TrajectoryPoint,
+from tracker._schema import Embedding, Model, PersistenceDiagram, Retrain, Study, Task
+from tracker.training.rows import (
+    DirectionSpec,
+    add_direction,
+    find_checkpoint,
+    find_model,
+    model_train_task,
 )
 
 LOSSES = ("test", "train", "val")
@@ -107,29 +97,6 @@ def parse_steps(text: str) -> tuple[float, ...]:
     return steps
 
 
-def check_retrain_settings(
-    *, seed: int, step_size: float, epochs: int, lr: float, momentum: float,
-    weight_decay: float, batch_size: int, saves_per_epoch: int, augment: bool = False,
-) -> None:  # fmt: skip
-    """Refuse retrain settings that cannot run, with the fix in the message (no torch here:
-    `tracker enqueue retrain` answers at once)."""
-    del augment  # checked against the data set by the request
-    if not (math.isfinite(step_size) and step_size > 0):
-        raise SpecError(f"step size {step_size:g} is not positive: every step size must be > 0 (e.g. 0.25,0.5)")  # fmt: skip
-    if not (math.isfinite(lr) and lr > 0):
-        raise SpecError(f"lr must be positive, got {lr:g}")
-    if not (momentum >= 0 and weight_decay >= 0):
-        raise SpecError("momentum and weight decay must not be negative")
-    if epochs < 1:
-        raise SpecError(f"epochs must be at least 1, got {epochs}")
-    if batch_size < 1:
-        raise SpecError(f"batch size must be at least 1, got {batch_size}")
-    if saves_per_epoch < 1:
-        raise SpecError(f"saves per epoch must be at least 1, got {saves_per_epoch}")
-    if seed < 0:
-        raise SpecError(f"seeds must not be negative, got {seed}")
-
-
 def check_retrain_request(req: RetrainRequest, dataset: str) -> None:
     if not req.seeds or not req.steps:
         raise SpecError("give at least one seed and one step size")
@@ -162,8 +129,8 @@ def add_retrains(
     """One retrain row and task per (seed, step size); return them and how many are new."""
     model = find_model(session, req.model, names)
     check_retrain_request(req, model.dataset)
-    base = _checkpoint(session, model, req.epoch)
-    train_task = _train_task(session, model)
+    base = find_checkpoint(session, model, req.epoch)
+    train_task = model_train_task(session, model)
     rows: list[Retrain] = []
     created = 0
     for seed in req.seeds:
@@ -268,135 +235,29 @@ def add_topology(
     return embedding, diagram, new or new_emb
 
 
-def find_embedding(session: Session, embedding_id: int) -> Embedding:
-    row = session.get(Embedding, embedding_id)
-    if row is None:
-        raise NotFound(f"unknown embedding id {embedding_id}: `tracker show study NAME` lists them")  # fmt: skip
-    return row
-
-
-def find_diagram(session: Session, diagram_id: int) -> PersistenceDiagram:
-    row = session.get(PersistenceDiagram, diagram_id)
-    if row is None:
-        raise NotFound(f"unknown persistence diagram id {diagram_id}: `tracker show study NAME` lists them")  # fmt: skip
-    return row
-
-
-def sample_loss(session: Session, order: np.ndarray, loss: str) -> np.ndarray:
-    """The per-sample loss in embedding order (NaN where the split has none)."""
-    if loss not in LOSSES:
-        raise SpecError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
-    column = getattr(TrajectoryPoint, f"{loss}_loss")
-    ids = sorted({int(i) for i in order[:, 0]})
-    rows = session.execute(
-        sa.select(TrajectoryPoint.retrain_id, TrajectoryPoint.save_index, column)
-        .where(TrajectoryPoint.retrain_id.in_(ids))
-    ).all()  # fmt: skip
-    table = {(r, s): v for r, s, v in rows}
-    out = [table.get((int(r), int(s))) for r, s in zip(order[:, 0], order[:, 2], strict=True)]
-    return np.array([np.nan if v is None else v for v in out], dtype=np.float64)
-
-
-__all__: Sequence[str] = (
-    "RetrainRequest", "TopologyRequest", "add_retrains", "add_topology", "parse_seeds",
-    "parse_steps",
-)  # fmt: skip
-
-
-# --- study files ------------------------------------------------------------------------------
-
-RETRAIN_KEYS = {"model", "seeds", "steps", "epochs", "lr", "momentum", "weight_decay",
-                "batch_size", "saves_per_epoch", "augment", "epoch"}  # fmt: skip
-TOPOLOGY_KEYS = {"model", "loss", "knn", "phate_seed", "n_pca", "legacy"}
-
-
-def _number(table: dict[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
-    value = table.get(key, default)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise SpecError(f"{key} in {where} must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _model_ref(table: dict[str, Any], where: str, names: Sequence[str]) -> str:
-    ref = table.get("model")
-    if ref is None:
-        raise SpecError(f'{where} has no model: add model = "NAME" (a model of the file) or an id')
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        return str(ref)
-    if not isinstance(ref, str) or (not ref.isdigit() and ref not in names):
-        raise SpecError(f"{where} names model {ref!r}, which the file does not define (models: {', '.join(names) or 'none'})")  # fmt: skip
-    return ref
-
-
-def study_sections(
-    doc: dict[str, Any], names: Sequence[str]
-) -> tuple[list[RetrainRequest], list[TopologyRequest]]:
-    """The [[retrain]] and [[topology]] tables of a study file, checked (nothing is written)."""
-    from tracker._studyfile import _check_keys
-
-    retrains: list[RetrainRequest] = []
-    for i, table in enumerate(doc.get("retrain", [])):
-        where = f"[[retrain]] number {i + 1}"
-        _check_keys(table, RETRAIN_KEYS, where)
-        seeds = table.get("seeds", "0-3")
-        if isinstance(seeds, list):
-            seeds = ",".join(str(s) for s in seeds)
-        steps = table.get("steps", [0.25, 0.5, 0.75, 1.0])
-        if isinstance(steps, list):
-            steps = ",".join(str(s) for s in steps)
-        epoch = table.get("epoch")
-        retrains.append(RetrainRequest(
-            model=_model_ref(table, where, names), seeds=parse_seeds(str(seeds)),
-            steps=parse_steps(str(steps)), epochs=_number(table, "epochs", int, where, 40),
-            lr=_number(table, "lr", float, where, 0.001),
-            momentum=_number(table, "momentum", float, where, 0.9),
-            weight_decay=_number(table, "weight_decay", float, where, 1e-4),
-            batch_size=_number(table, "batch_size", int, where, 128),
-            saves_per_epoch=_number(table, "saves_per_epoch", int, where, 1),
-            augment=_number(table, "augment", bool, where, False),
-            epoch=None if epoch is None else _number(table, "epoch", int, where, None),
-        ))  # fmt: skip
-        req = retrains[-1]
-        for seed in req.seeds:
-            for step in req.steps:
-                try:
-                    check_retrain_settings(seed=seed, step_size=step, epochs=req.epochs,
-                                           lr=req.lr, momentum=req.momentum,
-                                           weight_decay=req.weight_decay,
-                                           batch_size=req.batch_size,
-                                           saves_per_epoch=req.saves_per_epoch)  # fmt: skip
-                except SpecError as err:
-                    raise SpecError(f"{where}: {err}") from None
-    topologies: list[TopologyRequest] = []
-    for i, table in enumerate(doc.get("topology", [])):
-        where = f"[[topology]] number {i + 1}"
-        _check_keys(table, TOPOLOGY_KEYS, where)
-        loss = _number(table, "loss", str, where, "test")
-        if loss not in LOSSES:
-            raise SpecError(f"unknown loss {loss!r} in {where}: use one of {', '.join(LOSSES)}")
-        topologies.append(TopologyRequest(
-            model=_model_ref(table, where, names), loss=loss,
-            knn=_number(table, "knn", int, where, 20),
-            phate_seed=_number(table, "phate_seed", int, where, 0),
-            n_pca=_number(table, "n_pca", int, where, 100),
-            legacy=_number(table, "legacy", bool, where, False),
-        ))  # fmt: skip
-    return retrains, topologies
 
 
 def add_study_topology(
-    session: Session, study: Study, plan: Any, names: dict[str, Model]
+    session: Session,
+    study: Study,
+    retrains: Sequence[RetrainRequest],
+    topologies: Sequence[TopologyRequest],
+    names: dict[str, Model],
 ) -> dict[str, int]:
     """A study file's retrains, then its topologies (waiting on those retrains)."""
     counts = {"retrains": 0, "retrains_new": 0, "topologies": 0, "topologies_new": 0}
-    for req in plan.retrains:
+    for req in retrains:
         rows, created = add_retrains(session, study, req, names)
         counts["retrains"] += len(rows)
         counts["retrains_new"] += created
-    for topo in plan.topologies:
+    for topo in topologies:
         _, _, new = add_topology(session, study, topo, names, require_done=False)
         counts["topologies"] += 1
         counts["topologies_new"] += new
     return counts
+
+
+__all__: Sequence[str] = (
+    "RetrainRequest", "TopologyRequest", "add_retrains", "add_study_topology", "add_topology", "parse_seeds",
+    "parse_steps",
+)  # fmt: skip

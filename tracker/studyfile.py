@@ -31,20 +31,49 @@ x = "-0.5:1.5:41"
 model = "mlp-bs32"
 x = "-1:1:21"
 y = "-1:1:21"
+
+[[retrain]]                          # jump-and-retrain samples of a model (topology)
+model = "mlp-bs32"
+seeds = "0-3"
+steps = [0.25, 0.5]
+
+[[topology]]                         # PHATE embedding + persistence of those retrains
+model = "mlp-bs32"
+loss = "test"
 ```
+
+The whole format lives here: each section is parsed into its method's spec dataclasses
+(``tracker.<method>.rows``), checked, and only then written by ``enqueue_study`` in one
+transaction. A new method adds its section to ``SECTIONS``, a parser below, a field of
+``Study`` and its rows in ``enqueue_study``.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import string
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracker._exceptions import NotFound, SpecError
-from tracker._landscape import DirectionSpec, EvalSpec, ModelSpec, SurfaceSpec, parse_grid
+from tracker.surfaces.rows import EvalSpec, SurfaceSpec, parse_grid
+from tracker.topology.rows import (
+    LOSSES,
+    RetrainRequest,
+    TopologyRequest,
+    check_retrain_settings,
+    parse_seeds,
+    parse_steps,
+)
+from tracker.training.rows import DirectionSpec, ModelSpec
+
+if TYPE_CHECKING:
+    from tracker._db import Database
 
 SWEEPABLE = ("lr", "batch_size", "weight_decay", "momentum", "seed", "epochs",
              "label_corruption", "optimizer", "dataset")  # fmt: skip
@@ -66,6 +95,14 @@ SURFACE_KEYS = {
 INTERP_KEYS = {"from", "to", "x", "y", "epoch", "target", "tile", "direction"} | EVAL_KEYS
 PCA_KEYS = {"model", "x", "y", "ignore", "tile", "epoch"} | EVAL_KEYS
 DIRECTION_KEYS = {"seed", "norm", "ignore", "target"}
+RETRAIN_KEYS = {"model", "seeds", "steps", "epochs", "lr", "momentum", "weight_decay",
+                "batch_size", "saves_per_epoch", "augment", "epoch"}  # fmt: skip
+TOPOLOGY_KEYS = {"model", "loss", "knn", "phate_seed", "n_pca", "legacy"}
+# Every top-level key a study file may have. Level sets and Morse graphs have no study-file
+# section yet: their [[levelset]] / [[ensemble]] tables would join here, parsed into
+# tracker.levelsets.rows / tracker.morse.rows requests and written in enqueue_study.
+SECTIONS = {"study", "description", "model", "surface", "interpolation", "pca", "retrain",
+            "topology"}  # fmt: skip
 
 
 @dataclass
@@ -74,8 +111,8 @@ class Study:
     description: str | None = None
     models: list[ModelSpec] = field(default_factory=list)
     surfaces: list[SurfaceSpec] = field(default_factory=list)
-    retrains: list[Any] = field(default_factory=list)  # tracker._topology.RetrainRequest
-    topologies: list[Any] = field(default_factory=list)  # tracker._topology.TopologyRequest
+    retrains: list[RetrainRequest] = field(default_factory=list)
+    topologies: list[TopologyRequest] = field(default_factory=list)
 
 
 def _check_keys(table: dict[str, Any], known: set[str], where: str) -> None:
@@ -208,11 +245,7 @@ def load(path: str | Path) -> Study:
         raise SpecError(
             f"study file {path} is not valid TOML ({err}): fix the line it names"
         ) from None
-    _check_keys(
-        doc,
-        {"study", "description", "model", "surface", "interpolation", "pca", "retrain", "topology"},
-        str(path),
-    )
+    _check_keys(doc, SECTIONS, str(path))
     name = doc.get("study")
     if not isinstance(name, str) or not name.strip():
         raise SpecError(f'study file {path} has no study name: add study = "NAME" at the top')
@@ -295,7 +328,134 @@ def load(path: str | Path) -> Study:
                                       ignore=str(table.get("ignore", "biasbn")), target="weights"),
             evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
         ))  # fmt: skip
-    from tracker._topology import study_sections
-
-    study.retrains, study.topologies = study_sections(doc, names)
+    study.retrains, study.topologies = topology_sections(doc, names)
     return study
+
+
+# --- topology sections ------------------------------------------------------------------------
+
+
+def _number(table: dict[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
+    value = table.get(key, default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise SpecError(f"{key} in {where} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _model_ref(table: dict[str, Any], where: str, names: Sequence[str]) -> str:
+    ref = table.get("model")
+    if ref is None:
+        raise SpecError(f'{where} has no model: add model = "NAME" (a model of the file) or an id')
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return str(ref)
+    if not isinstance(ref, str) or (not ref.isdigit() and ref not in names):
+        raise SpecError(f"{where} names model {ref!r}, which the file does not define (models: {', '.join(names) or 'none'})")  # fmt: skip
+    return ref
+
+
+def topology_sections(
+    doc: dict[str, Any], names: Sequence[str]
+) -> tuple[list[RetrainRequest], list[TopologyRequest]]:
+    """The [[retrain]] and [[topology]] tables of a study file, checked (nothing is written)."""
+    retrains: list[RetrainRequest] = []
+    for i, table in enumerate(doc.get("retrain", [])):
+        where = f"[[retrain]] number {i + 1}"
+        _check_keys(table, RETRAIN_KEYS, where)
+        seeds = table.get("seeds", "0-3")
+        if isinstance(seeds, list):
+            seeds = ",".join(str(s) for s in seeds)
+        steps = table.get("steps", [0.25, 0.5, 0.75, 1.0])
+        if isinstance(steps, list):
+            steps = ",".join(str(s) for s in steps)
+        epoch = table.get("epoch")
+        retrains.append(RetrainRequest(
+            model=_model_ref(table, where, names), seeds=parse_seeds(str(seeds)),
+            steps=parse_steps(str(steps)), epochs=_number(table, "epochs", int, where, 40),
+            lr=_number(table, "lr", float, where, 0.001),
+            momentum=_number(table, "momentum", float, where, 0.9),
+            weight_decay=_number(table, "weight_decay", float, where, 1e-4),
+            batch_size=_number(table, "batch_size", int, where, 128),
+            saves_per_epoch=_number(table, "saves_per_epoch", int, where, 1),
+            augment=_number(table, "augment", bool, where, False),
+            epoch=None if epoch is None else _number(table, "epoch", int, where, None),
+        ))  # fmt: skip
+        req = retrains[-1]
+        for seed in req.seeds:
+            for step in req.steps:
+                try:
+                    check_retrain_settings(seed=seed, step_size=step, epochs=req.epochs,
+                                           lr=req.lr, momentum=req.momentum,
+                                           weight_decay=req.weight_decay,
+                                           batch_size=req.batch_size,
+                                           saves_per_epoch=req.saves_per_epoch)  # fmt: skip
+                except SpecError as err:
+                    raise SpecError(f"{where}: {err}") from None
+    topologies: list[TopologyRequest] = []
+    for i, table in enumerate(doc.get("topology", [])):
+        where = f"[[topology]] number {i + 1}"
+        _check_keys(table, TOPOLOGY_KEYS, where)
+        loss = _number(table, "loss", str, where, "test")
+        if loss not in LOSSES:
+            raise SpecError(f"unknown loss {loss!r} in {where}: use one of {', '.join(LOSSES)}")
+        topologies.append(TopologyRequest(
+            model=_model_ref(table, where, names), loss=loss,
+            knn=_number(table, "knn", int, where, 20),
+            phate_seed=_number(table, "phate_seed", int, where, 0),
+            n_pca=_number(table, "n_pca", int, where, 100),
+            legacy=_number(table, "legacy", bool, where, False),
+        ))  # fmt: skip
+    return retrains, topologies
+
+
+# --- writing the rows -------------------------------------------------------------------------
+
+
+def demo_study() -> str:
+    """The text of the demo study (`tracker demo`), shipped as tracker/studies/demo.toml."""
+    return resources.files("tracker").joinpath("studies/demo.toml").read_text()
+
+
+def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
+    """Validate a study file and write all its rows in one transaction."""
+    from tracker._queue import get_or_create_study
+    from tracker.surfaces.rows import add_surface
+    from tracker.topology.rows import add_study_topology
+    from tracker.training.rows import add_model, check_model
+
+    plan = load(path)
+    models = [check_model(m) for m in plan.models]
+    counts = {"models": 0, "models_new": 0, "surfaces": 0, "surfaces_new": 0}
+    with db.session() as session:
+        study = get_or_create_study(session, plan.name, plan.description)
+        names: dict[str, Any] = {}
+        for i, spec in enumerate(models):
+            model, new = add_model(session, study, spec)
+            names[spec.name or str(i)] = model
+            counts["models"] += 1
+            counts["models_new"] += new
+        for spec in plan.surfaces:
+            _, new = add_surface(session, study, spec, names)
+            counts["surfaces"] += 1
+            counts["surfaces_new"] += new
+        if plan.retrains or plan.topologies:
+            counts.update(
+                add_study_topology(session, study, plan.retrains, plan.topologies, names)
+            )
+        counts["study_id"] = study.id
+    counts["study"] = plan.name
+    return counts
+
+
+def cmd_enqueue_study(args: argparse.Namespace) -> int:
+    """`tracker enqueue study FILE.toml` (also `tracker enqueue FILE.toml`)."""
+    from tracker._cliutil import open_db
+
+    db = open_db(args)
+    c = enqueue_study(db, args.file)
+    print(
+        f"study {c['study']!r}: {c['models']} model(s) ({c['models_new']} new), "
+        f"{c['surfaces']} surface(s) ({c['surfaces_new']} new); run `tracker work`"
+    )
+    return 0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tracker import CorruptArray, NotFound, SpecError
-from tracker.formats import (
+from tracker.surfaces.formats import (
     read_direction_h5,
     read_h5,
     write_csv,

@@ -8,7 +8,7 @@ from matplotlib.contour import ContourSet
 from matplotlib.text import Annotation
 
 from tracker import SpecError
-from tracker.plots import (
+from tracker.surfaces.plots import (
     KINDS,
     figure_1d,
     figure_2d,

@@ -34,7 +34,7 @@ from tracker._schema import (
     TrajectoryPoint,
 )
 from tracker._store import ArrayStore
-from tracker._topology import retrain_dir
+from tracker.topology.rows import retrain_dir
 
 STUDY = """
 study = "topo"
@@ -106,7 +106,7 @@ def done(tmp_path_factory: pytest.TempPathFactory) -> Home:
     """The small study (2 seeds x 2 steps x 3 epochs) enqueued and drained by `tracker work`."""
     home = Home(tmp_path_factory.mktemp("topo"))
     path = home.study(STUDY.format(base_epochs=3, epochs=3, batch=64))
-    from tracker._cmd_landscape import enqueue_study
+    from tracker.studyfile import enqueue_study
 
     enqueue_study(home.db, path)  # in this process: a CLI process would import torch again
     out = _ok(home.tracker("work", "--workers", "1", "--no-progress"))
@@ -208,7 +208,7 @@ def _cli(home: Home, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[in
 
 
 def test_plots_and_idempotent_enqueue(done: Home, capsys: pytest.CaptureFixture[str]) -> None:
-    from tracker._cmd_landscape import enqueue_study
+    from tracker.studyfile import enqueue_study
 
     with done.db.session() as s:
         before = s.scalar(sa.select(sa.func.count()).select_from(Task))
@@ -285,8 +285,8 @@ def test_a_killed_retrain_restarts_cleanly(tmp_path: Path) -> None:
 
     from compute.retrain import RetrainSpec, jump_and_retrain
     from compute.train import TrainSpec
-    from tracker._cmd_landscape import enqueue_study
     from tracker._worker import WorkerConfig, run_worker
+    from tracker.studyfile import enqueue_study
 
     home = Home(tmp_path)
     study = STUDY.format(base_epochs=1, epochs=4, batch=32).replace('seeds = "0-1"', "seeds = [0]").replace("[0.5, 1.0]", "[0.5]")  # fmt: skip
@@ -365,8 +365,8 @@ knn = 2
 def test_the_topology_study_drains_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     """The study on PostgreSQL, plus a model whose retrains diverge: their NaN losses are
     stored (JSONB refuses NaN in task results), and its embedding fails, naming them."""
-    from tracker._cmd_landscape import enqueue_study
     from tracker._worker import WorkerConfig, run_worker
+    from tracker.studyfile import enqueue_study
 
     home = Home(tmp_path, db_url=pg_url)
     study = STUDY.format(base_epochs=1, epochs=1, batch=128).replace("knn = 4", "knn = 3")
