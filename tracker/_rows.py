@@ -7,20 +7,16 @@ enqueues racing on one spec both end with the row that committed first. The find
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Mapped, Session
+from sqlalchemy.orm import Session
 
+from tracker._schema import WorkRow
 
-class _SpecRow(Protocol):
-    spec_hash: Mapped[str]
-
-    def __init__(self, **values: Any) -> None: ...
-
-
-RowT = TypeVar("RowT", bound=_SpecRow)
+RowT = TypeVar("RowT", bound=WorkRow)
 
 
 def get_or_add(session: Session, cls: type[RowT], digest: str, **values: Any) -> tuple[RowT, bool]:
@@ -34,7 +30,8 @@ def get_or_add(session: Session, cls: type[RowT], digest: str, **values: Any) ->
         return row, False
     try:
         with session.begin_nested():
-            row = cls(spec_hash=digest, **values)
+            new: Callable[..., RowT] = cls  # the declarative constructor takes the columns
+            row = new(spec_hash=digest, **values)
             session.add(row)
             session.flush()
     except sa_exc.IntegrityError:

@@ -90,10 +90,10 @@ class Base(DeclarativeBase):
 
     @classmethod
     def find_or_raise_by_id(
-        cls, session: Session, row_id: int, *, for_update: bool = False
+        cls, session: Session, row_id: int | None, *, for_update: bool = False
     ) -> Self:
-        """The row with this id; an unknown id is a NotFound that names the fix."""
-        row = session.get(cls, row_id, with_for_update=for_update)
+        """The row with this id; an unknown id (or none) is a NotFound that names the fix."""
+        row = None if row_id is None else session.get(cls, row_id, with_for_update=for_update)
         if row is None:
             noun = cls.noun or cls.__tablename__.rstrip("s").replace("_", " ")
             raise NotFound(f"unknown {noun} id {row_id}: {cls.find_hint}")
@@ -104,7 +104,7 @@ class _Created:
     created_at: Mapped[datetime] = mapped_column(server_default=sa.func.current_timestamp())
 
 
-class _Work(_Created):
+class WorkRow(_Created):
     """Columns shared by rows that a spec creates and a task fills in."""
 
     @declared_attr
@@ -204,7 +204,7 @@ def _array_fk() -> Mapped[int | None]:
     return mapped_column(sa.ForeignKey("arrays.id", ondelete="SET NULL"))
 
 
-class Model(_Work, Base):
+class Model(WorkRow, Base):
     """A network to train: architecture, data set and optimiser settings as real columns."""
 
     __tablename__ = "models"
@@ -245,7 +245,7 @@ class Checkpoint(_SplitMetrics, _Created, Base):
     array_id: Mapped[int | None] = _array_fk()
 
 
-class Direction(_Work, Base):
+class Direction(WorkRow, Base):
     """A direction in parameter space: random, interpolation between checkpoints, or PCA."""
 
     __tablename__ = "directions"
@@ -267,7 +267,7 @@ class Direction(_Work, Base):
     projection_array_id: Mapped[int | None] = _array_fk()
 
 
-class Surface(_Work, Base):
+class Surface(WorkRow, Base):
     """A 1D or 2D grid of loss (and accuracy) values around a centre checkpoint."""
 
     __tablename__ = "surfaces"
@@ -325,7 +325,7 @@ class Tile(Base):
     task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id"), unique=True)
 
 
-class Retrain(_Work, Base):
+class Retrain(WorkRow, Base):
     """A jump from a trained model along a direction, then retraining at a constant rate."""
 
     __tablename__ = "retrains"
@@ -357,7 +357,7 @@ class TrajectoryPoint(_SplitMetrics, Base):
     epoch: Mapped[float]
 
 
-class Embedding(_Work, Base):
+class Embedding(WorkRow, Base):
     """A PHATE embedding of all trajectory points of a model's retrains."""
 
     __tablename__ = "embeddings"
@@ -377,7 +377,7 @@ class Embedding(_Work, Base):
     order_array_id: Mapped[int | None] = _array_fk()
 
 
-class PersistenceDiagram(_Work, Base):
+class PersistenceDiagram(WorkRow, Base):
     """Persistent homology of a loss-level filtration over an embedding's kNN graph."""
 
     __tablename__ = "persistence_diagrams"
@@ -399,7 +399,7 @@ class PersistenceDiagram(_Work, Base):
     h1_max: Mapped[float | None]
 
 
-class LevelSetRun(_Work, Base):
+class LevelSetRun(WorkRow, Base):
     """A predictor/corrector traversal of a training-loss level set (seed 002).
 
     ``l0`` is the training loss after phase 1 (Adam); the ``final_*`` columns are the last
@@ -438,7 +438,7 @@ class LevelSetRun(_Work, Base):
     snapshots_array_id: Mapped[int | None] = _array_fk()
 
 
-class L2BaselineRun(_Work, Base):
+class L2BaselineRun(WorkRow, Base):
     """The level-set setup's network trained with ``l2_lambda * sum(kernel^2)`` added (seed 002's
     baseline). Losses are data losses, without the penalty; ``final_penalty`` is the penalty."""
 
@@ -465,7 +465,7 @@ class L2BaselineRun(_Work, Base):
     params_array_id: Mapped[int | None] = _array_fk()
 
 
-class Ensemble(_Work, Base):
+class Ensemble(WorkRow, Base):
     """DOODL3's ensemble: many small models of one setup, weights kept at an early and the
     final epoch. Trained by chunk tasks; ``task_id`` is the task that completes it."""
 
@@ -503,7 +503,7 @@ class EnsembleMember(Base):
     final_loss: Mapped[float | None]
 
 
-class MorseGraph(_Work, Base):
+class MorseGraph(WorkRow, Base):
     """A Morse graph of a learned map between two training checkpoints of an ensemble."""
 
     __tablename__ = "morse_graphs"

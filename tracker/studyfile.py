@@ -426,7 +426,7 @@ def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
 
     plan = load(path)
     models = [check_model(m) for m in plan.models]
-    counts = {"models": 0, "models_new": 0, "surfaces": 0, "surfaces_new": 0}
+    counts: dict[str, Any] = {"models": 0, "models_new": 0, "surfaces": 0, "surfaces_new": 0}
     with db.session() as session:
         study = get_or_create_study(session, plan.name, plan.description)
         names: dict[str, Any] = {}
@@ -435,8 +435,8 @@ def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
             names[spec.name or str(i)] = model
             counts["models"] += 1
             counts["models_new"] += new
-        for spec in plan.surfaces:
-            _, new = add_surface(session, study, spec, names)
+        for surface in plan.surfaces:
+            _, new = add_surface(session, study, surface, names)
             counts["surfaces"] += 1
             counts["surfaces_new"] += new
         if plan.retrains or plan.topologies:

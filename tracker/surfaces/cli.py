@@ -170,7 +170,7 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
         model = find_model(session, spec.model)
         study = (
             get_or_create_study(session, args.study) if args.study
-            else session.get(Study, model.study_id)
+            else Study.find_or_raise_by_id(session, model.study_id)
         )  # fmt: skip
         surface, new = add_surface(session, study, spec)
         sid, tiles = surface.id, len(surface_tasks(session, surface))
@@ -278,7 +278,7 @@ def cmd_export_surface(args: argparse.Namespace) -> int:
             if data.x_direction is None:  # imported: no directions here
                 print(out)
                 return 0
-            layout = session.get(Checkpoint, data.surface.checkpoint_id).layout
+            layout = Checkpoint.find_or_raise_by_id(session, data.surface.checkpoint_id).layout
             xdir = direction_tensors(session, store, data.x_direction, layout)
             ydir = (
                 direction_tensors(session, store, data.y_direction, layout)

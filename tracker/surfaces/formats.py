@@ -398,7 +398,9 @@ def write_projection_h5(path: str | os.PathLike[str], coords: Any) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _resample(xs: np.ndarray, ys: np.ndarray, z: np.ndarray, n: int):
+def _resample(
+    xs: np.ndarray, ys: np.ndarray, z: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bilinear resampling onto an n x n grid spanning the same ranges."""
     new_x = np.linspace(xs.min(), xs.max(), n)
     new_y = np.linspace(ys.min(), ys.max(), n)

@@ -4,7 +4,7 @@ dashboard. Every array goes through the one reader (``tracker._arrays.read_array
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -66,7 +66,9 @@ def load_surface(session: Session, store: ArrayStore, surface_id: int) -> Surfac
     ckpt = session.get(Checkpoint, surface.checkpoint_id) if surface.checkpoint_id else None
     model = session.get(Model, ckpt.model_id) if ckpt else None
     xs = np.linspace(surface.x_min, surface.x_max, surface.nx)
-    ys = np.linspace(surface.y_min, surface.y_max, surface.ny) if surface.ny is not None else None
+    ys = None
+    if surface.ny is not None:
+        ys = np.linspace(cast(float, surface.y_min), cast(float, surface.y_max), surface.ny)
     xd = session.get(Direction, surface.x_direction_id) if surface.x_direction_id else None
     yd = session.get(Direction, surface.y_direction_id) if surface.y_direction_id else None
     traj = None

@@ -290,7 +290,7 @@ def add_surface(
         return surface, False
     # A PCA pair shares one direction task; enqueue() records each parent once.
     parents = [model_train_task(session, model)] + [
-        session.get(Task, d.task_id) for d in (xd, yd) if d is not None
+        Task.find_or_raise_by_id(session, d.task_id) for d in (xd, yd) if d is not None
     ]
     tile_tasks: list[Task] = []
     for iy0 in range(0, ny or 1, tny):

@@ -79,7 +79,7 @@ def _study(session: Session, args: argparse.Namespace, model: Model) -> Study:
 
     if args.study:
         return get_or_create_study(session, args.study)
-    return session.get(Study, model.study_id)
+    return Study.find_or_raise_by_id(session, model.study_id)
 
 
 def cmd_enqueue_retrain(args: argparse.Namespace) -> int:

@@ -95,9 +95,17 @@ def figure_persistence(diagram: np.ndarray, *, title: str = "") -> Figure:
     return fig
 
 
-def plot_embedding(stem: str | os.PathLike[str], *args: np.ndarray, **kw: str) -> list[Path]:
-    return save_figure(figure_embedding(*args, **kw), stem)
+def plot_embedding(
+    stem: str | os.PathLike[str], coords: np.ndarray, loss: np.ndarray, steps: np.ndarray,
+    seeds: np.ndarray, *, loss_name: str = "test", title: str = "",
+) -> list[Path]:  # fmt: skip
+    """Write the embedding figure as ``<stem>.png`` and ``<stem>.pdf``."""
+    fig = figure_embedding(coords, loss, steps, seeds, loss_name=loss_name, title=title)
+    return save_figure(fig, stem)
 
 
-def plot_persistence(stem: str | os.PathLike[str], diagram: np.ndarray, **kw: str) -> list[Path]:
-    return save_figure(figure_persistence(diagram, **kw), stem)
+def plot_persistence(
+    stem: str | os.PathLike[str], diagram: np.ndarray, *, title: str = ""
+) -> list[Path]:
+    """Write the persistence figure as ``<stem>.png`` and ``<stem>.pdf``."""
+    return save_figure(figure_persistence(diagram, title=title), stem)

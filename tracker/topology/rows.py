@@ -137,7 +137,7 @@ def add_retrains(
         (direction,) = add_direction(
             session, study, DirectionSpec(kind="random", seed=seed, **JUMP_DIRECTION), model, base
         )
-        dir_task = session.get(Task, direction.task_id)
+        dir_task = Task.find_or_raise_by_id(session, direction.task_id)
         for step in req.steps:
             values = {"seed": seed, "step_size": float(step), "epochs": req.epochs,
                       "lr": req.lr, "momentum": req.momentum, "weight_decay": req.weight_decay,
@@ -169,7 +169,7 @@ def _pending_text(session: Session, retrains: Sequence[Retrain]) -> str | None:
     states = dict(session.execute(
         sa.select(Task.id, Task.status).where(Task.id.in_([r.task_id for r in retrains if r.task_id]))
     ).all())  # fmt: skip
-    pending = [(r, states.get(r.task_id, "missing")) for r in retrains]
+    pending = [(r, states.get(r.task_id, "missing") if r.task_id else "missing") for r in retrains]
     pending = [(r, st) for r, st in pending if st != "done"]
     if not pending:
         return None
@@ -218,7 +218,7 @@ def add_topology(
         n_pca=req.n_pca, config={"retrain_ids": ids},
     )  # fmt: skip
     if new_emb:
-        parents = [session.get(Task, r.task_id) for r in retrains if r.task_id is not None]
+        parents = [Task.find_or_raise_by_id(session, r.task_id) for r in retrains if r.task_id is not None]
         task, _ = enqueue(session, study, "embedding", {"embedding_id": embedding.id},
                           depends_on=parents, key=emb_digest)  # fmt: skip
         embedding.task_id = task.id
@@ -229,7 +229,7 @@ def add_topology(
     )  # fmt: skip
     if new:
         task, _ = enqueue(session, study, "persistence", {"diagram_id": diagram.id},
-                          depends_on=[session.get(Task, embedding.task_id)], key=pd_digest)  # fmt: skip
+                          depends_on=[Task.find_or_raise_by_id(session, embedding.task_id)], key=pd_digest)  # fmt: skip
         diagram.task_id = task.id
     session.flush()
     return embedding, diagram, new or new_emb

@@ -137,15 +137,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         model, _ = add_model(session, study, spec)
         mid, sid, tid = model.id, study.id, model.task_id
     with db.session() as session:
-        status = session.get(Task, tid).status
+        status = Task.find_or_raise_by_id(session, tid).status
     if status != "done":
         print(f"training model {mid} ({spec.architecture} on {spec.dataset}, {spec.epochs} epochs)")
         run_worker(WorkerConfig(db_url=cfg.db_url, store_url=cfg.store_url,
                                 mlflow_uri=cfg.mlflow_uri, kinds=("train",),
                                 study_ids=(sid,)))  # fmt: skip
     with db.session() as session:
-        model = session.get(Model, mid)
-        task = session.get(Task, tid)
+        model = Model.find_or_raise_by_id(session, mid)
+        task = Task.find_or_raise_by_id(session, tid)
         if task.status != "done":
             raise SpecError(f"training model {mid} did not finish ({task.status}): `tracker show task {tid}` has the error")  # fmt: skip
         print(
