@@ -85,3 +85,18 @@ def test_a_forbidden_import_breaks_its_contract(tmp_path: Path) -> None:
 def test_no_module_imports_itself_through_others() -> None:
     graph = grimp.build_graph(*PACKAGES, cache_dir=None)
     assert _cycles(graph) == []
+
+
+def test_the_parsers_load_only_command_line_modules() -> None:
+    code = (
+        "import sys, tracker.cli\n"
+        "tracker.cli.build_parser()\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('tracker', 'compute'))))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout.split()  # fmt: skip
+    not_cli = [m for m in out if m not in ("tracker", "tracker._cliutil")
+               and m.split(".")[-1] not in ("cli",) and not m.startswith("tracker._cli_")
+               and m not in {f"tracker.{p}" for p in ("training", "surfaces", "topology", "levelsets", "morse")}]  # fmt: skip
+    assert not_cli == [], f"`tracker --help` imports {not_cli}: keep heavy imports inside commands"
