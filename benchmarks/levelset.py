@@ -159,12 +159,12 @@ def plain_walk(x, y, tx, ty, seed: int, steps: int, epochs: int = 100) -> tuple[
 
 def tracker_walk(home: Path, steps: int, epochs: int = 100) -> tuple[float, float, int]:
     """Enqueue one traversal and drain it with the worker loop; (seconds, final R, steps)."""
-    from compute.kinds_levelset import mlflow_client
     from tracker._config import resolve
     from tracker._registry import load_plugins
     from tracker._schema import LevelSetRun
     from tracker._worker import WorkerConfig, run_worker
     from tracker.cli import main
+    from tracker.levelsets.kinds import mlflow_client
 
     settings = resolve(home=str(home))
     flags = ["--home", str(home)]

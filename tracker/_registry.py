@@ -30,8 +30,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "tracker.training.kinds",
     "tracker.surfaces.kinds",
     "tracker.topology.kinds",
-    "compute.kinds_levelset",
-    "compute.kinds_morse",
+    "tracker.levelsets.kinds",
+    "tracker.morse.kinds",
 )
 
 

@@ -395,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
 FEATURE_CLI_MODULES: tuple[str, ...] = (
     "tracker.surfaces.cli",
     "tracker.topology.cli",
-    "tracker._cli_levelset",
-    "tracker._cli_morse",
+    "tracker.levelsets.cli",
+    "tracker.morse.cli",
     "tracker._cli_dashboard",
 )
 

@@ -1,30 +1,26 @@
-"""DOODL3 ensembles and Morse graphs as rows and tasks, and their commands.
+"""Rows of the Morse-graph method: DOODL3 ensembles (with their members) and Morse graphs.
 
 Specs are validated completely before anything is written, and one request is one
 transaction: a bad request leaves the database unchanged. Enqueueing the same spec again
-finds the existing rows (spec hash). Heavy modules (torch, CMGDB, matplotlib) are imported
-inside the functions that need them.
+finds the existing rows (spec hash).
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from compute.doodl3_params import SETUPS
 from tracker._exceptions import NotFound, SpecError
-from tracker._schema import Ensemble, EnsembleMember, MorseGraph, Study, Task
-
-SETUPS = ("doodl3-iris", "doodl3-mnist")  # compute.doodl3_params.SETUPS, kept import-free here
+from tracker._queue import enqueue, spec_hash
+from tracker._rows import get_or_add
+from tracker._schema import Ensemble, MorseGraph, Study, Task
 
 PICKS = ("max-variance", "min-variance")
 SANE_SUBDIV = 18  # 262,144 boxes; more needs --force
 MAX_MODELS = 100_000
-DEFAULT_STUDY = "doodl3"
 
 
 @dataclass(frozen=True)
@@ -43,6 +39,8 @@ class EnsembleSpec:
 
 @dataclass(frozen=True)
 class MorseSpec:
+    """A Morse graph to compute from a finished ensemble."""
+
     ensemble_id: int
     pick: str = "max-variance"
     subdiv: int = 15
@@ -50,10 +48,15 @@ class MorseSpec:
     conley: bool = True
 
 
+def check_setup(setup: str) -> None:
+    """Reject an unknown DOODL3 setup with the names that exist."""
+    if setup not in SETUPS:
+        raise SpecError(f"unknown setup {setup!r}: use one of {', '.join(SETUPS)}")
+
+
 def check_ensemble(spec: EnsembleSpec) -> None:
     """Reject a bad ensemble spec with one line that names the fix."""
-    if spec.setup not in SETUPS:
-        raise SpecError(f"unknown setup {spec.setup!r}: use one of {', '.join(SETUPS)}")
+    check_setup(spec.setup)
     if not 1 <= spec.n_models <= MAX_MODELS:
         raise SpecError(f"--models must be in 1..{MAX_MODELS}, got {spec.n_models}")
     if spec.epochs < 1:
@@ -71,21 +74,14 @@ def check_ensemble(spec: EnsembleSpec) -> None:
             raise SpecError(f"{name} must not be negative, got {value}")
 
 
-def _get_or_add(session: Session, cls: type, digest: str, **values: Any) -> tuple[Any, bool]:
-    from tracker._rows import get_or_add
-
-    return get_or_add(session, cls, digest, **values)
-
-
 def add_ensemble(session: Session, study: Study, spec: EnsembleSpec) -> tuple[Ensemble, bool]:
     """The ensemble row, one train task per chunk of models, and the task completing it."""
     from compute import doodl3_params as doodl3
-    from tracker._queue import enqueue, spec_hash
 
     check_ensemble(spec)
     digest = spec_hash("ensemble", study.name, asdict(spec))
     chunk = min(spec.chunk_size, spec.n_models)
-    ensemble, new = _get_or_add(
+    ensemble, new = get_or_add(
         session, Ensemble, digest, study_id=study.id, setup=spec.setup, n_models=spec.n_models,
         epochs=spec.epochs, early_epoch=spec.early_epoch, batch_size=spec.batch_size,
         seed=spec.seed, data_seed=spec.data_seed, chunk_size=chunk,
@@ -110,6 +106,7 @@ def add_ensemble(session: Session, study: Study, spec: EnsembleSpec) -> tuple[En
 
 
 def find_ensemble(session: Session, ensemble_id: int) -> Ensemble:
+    """The ensemble row, or NotFound naming the command that creates one."""
     ensemble = session.get(Ensemble, ensemble_id)
     if ensemble is None:
         raise NotFound(
@@ -149,6 +146,7 @@ def _require_finished(session: Session, ensemble: Ensemble) -> None:
 
 
 def check_morse(spec: MorseSpec, *, force: bool) -> None:
+    """Reject a bad Morse graph spec with one line that names the fix."""
     from compute.morse import MAX_SUBDIV
 
     if spec.pick not in PICKS:
@@ -170,8 +168,6 @@ def add_morse(
     session: Session, study: Study | None, spec: MorseSpec, *, force: bool = False
 ) -> tuple[MorseGraph, bool]:
     """The Morse graph row and its task, for a finished ensemble."""
-    from tracker._queue import enqueue, spec_hash
-
     check_morse(spec, force=force)
     ensemble = find_ensemble(session, spec.ensemble_id)
     _require_finished(session, ensemble)
@@ -181,7 +177,7 @@ def add_morse(
     digest = spec_hash("morse", study.name, asdict(spec), ensemble.spec_hash)
     source = {"ensemble_id": ensemble.id, "early_epoch": ensemble.early_epoch,
               "final_epoch": ensemble.epochs}  # fmt: skip
-    row, new = _get_or_add(
+    row, new = get_or_add(
         session, MorseGraph, digest, study_id=study.id, ensemble_id=ensemble.id,
         setup=ensemble.setup, pick=spec.pick, subdiv=spec.subdiv, seed=spec.seed,
         conley=spec.conley, source=source, weight_names=[], gp_params={},
@@ -195,123 +191,10 @@ def add_morse(
 
 
 def find_morse(session: Session, morse_id: int) -> MorseGraph:
+    """A computed Morse graph, or NotFound / SpecError naming the command that makes one."""
     row = session.get(MorseGraph, morse_id)
     if row is None:
         raise NotFound(f"unknown Morse graph id {morse_id}: `tracker enqueue morse --ensemble ID` creates one")  # fmt: skip
     if row.completed_at is None:
         raise SpecError(f"Morse graph {morse_id} is not computed yet (task {row.task_id}): run `tracker work`")  # fmt: skip
     return row
-
-
-# --- commands ---------------------------------------------------------------------------------
-
-
-def _open(args: argparse.Namespace) -> Any:
-    from tracker._cliutil import open_db
-
-    return open_db(args)
-
-
-def cmd_enqueue_ensemble(args: argparse.Namespace) -> int:
-    from tracker._queue import get_or_create_study
-
-    if args.setup not in SETUPS:  # before any default that depends on it
-        raise SpecError(f"unknown setup {args.setup!r}: use one of {', '.join(SETUPS)}")
-    from compute.doodl3_params import DEFAULTS
-
-    defaults = DEFAULTS[args.setup]
-    spec = EnsembleSpec(
-        setup=args.setup, n_models=args.models,
-        epochs=args.epochs if args.epochs is not None else defaults["epochs"],
-        early_epoch=args.early_epoch,
-        batch_size=args.batch_size if args.batch_size is not None else defaults["batch_size"],
-        seed=args.seed, data_seed=args.data_seed, chunk_size=args.chunk,
-    )  # fmt: skip
-    check_ensemble(spec)
-    db = _open(args)
-    with db.session() as session:
-        study = get_or_create_study(session, args.study)
-        ensemble, new = add_ensemble(session, study, spec)
-        eid, chunks = ensemble.id, -(-spec.n_models // ensemble.chunk_size)
-    state = f"new, {chunks} training task(s)" if new else "already queued"
-    print(f"ensemble {eid} ({state}) in study {args.study!r}; run `tracker work` to train it")
-    return 0
-
-
-def cmd_enqueue_morse(args: argparse.Namespace) -> int:
-    spec = MorseSpec(ensemble_id=args.ensemble, pick=args.pick, subdiv=args.subdiv,
-                     seed=args.seed, conley=not args.no_conley)  # fmt: skip
-    check_morse(spec, force=args.force)
-    db = _open(args)
-    with db.session() as session:
-        row, new = add_morse(session, None, spec, force=args.force)
-        mid, study = row.id, session.get(Study, row.study_id).name
-    state = "new" if new else "already queued"
-    print(f"Morse graph {mid} ({state}) of ensemble {spec.ensemble_id} in study {study!r}; "
-          "run `tracker work` to compute it")  # fmt: skip
-    return 0
-
-
-def cmd_show_morse(args: argparse.Namespace) -> int:
-    db = _open(args)
-    with db.session() as session:
-        row = find_morse(session, args.id)
-        graph = row.graph or {}
-        print(f"Morse graph {row.id}: ensemble {row.ensemble_id} ({row.setup}), pick {row.pick}, "
-              f"subdiv {row.subdiv}, seed {row.seed}, {row.seconds:.2f} s")  # fmt: skip
-        print(f"weights: {', '.join(row.weight_names)}; GP: {row.gp_params.get('kernel')}")
-        print(f"{row.n_nodes} node(s), {row.n_edges} edge(s), {row.n_attractors} attractor(s)")
-        for node in graph.get("nodes", []):
-            index = node.get("conley_index")
-            print(f"  node {node['id']}: {node['n_boxes']} box(es)"
-                  + (" attractor" if node["attractor"] else "")
-                  + (f", Conley index ({', '.join(index)})" if index else ""))  # fmt: skip
-        for u, v in graph.get("edges", []):
-            print(f"  {u} -> {v}")
-    return 0
-
-
-def load_morse(session: Session, store: Any, morse_id: int) -> dict[str, Any]:
-    """A computed Morse graph with its arrays, the ensemble's early weights on its two axes,
-    and each model's metrics: what the plots need."""
-    import numpy as np
-
-    from tracker._schema import ArrayRef
-
-    row = find_morse(session, morse_id)
-    ensemble = session.get(Ensemble, row.ensemble_id)
-    columns = list(row.source["weight_columns"])
-    early = np.asarray(store.read(session.get(ArrayRef, ensemble.early_array_id).path))
-    members = session.scalars(
-        sa.select(EnsembleMember)
-        .where(EnsembleMember.ensemble_id == ensemble.id)
-        .order_by(EnsembleMember.model_index)
-    ).all()
-    return {
-        "id": row.id, "ensemble_id": ensemble.id, "setup": row.setup, "subdiv": row.subdiv,
-        "graph": row.graph, "weight_names": list(row.weight_names),
-        "morse_sets": store.read(session.get(ArrayRef, row.morse_sets_array_id).path),
-        "retraction": store.read(session.get(ArrayRef, row.retraction_array_id).path),
-        "early": early[:, columns],
-        "accuracy": np.array([m.balanced_accuracy for m in members], dtype=np.float64),
-        "entropy": np.array([m.entropy for m in members], dtype=np.float64),
-    }  # fmt: skip
-
-
-def cmd_plot_morse(args: argparse.Namespace) -> int:
-    from tracker import _morse_plots
-    from tracker._cliutil import settings as _settings
-    from tracker._store import ArrayStore
-
-    settings = _settings(args)
-    db = _open(args)
-    store = ArrayStore(settings.store_url)
-    out = Path(args.out or settings.home / "plots")
-    written: list[Path] = []
-    with db.session() as session:
-        for mid in args.ids:
-            data = load_morse(session, store, mid)
-            written += _morse_plots.plot_all(data, out / f"morse-{mid}")
-    for p in written:
-        print(p)
-    return 0

@@ -32,19 +32,28 @@ def node_colour(node: int) -> str:
 
 
 def dot_source(graph: dict[str, Any]) -> str:
-    """The Morse graph in Graphviz's language: attractors at the bottom, Conley indices in the
-    labels, edges from higher to lower nodes."""
+    """The Morse graph in Graphviz's language: the one drawing of it, for the files and the
+    dashboard. Node ``i`` has its figure colour and its Conley index in the label; attractors
+    are double circles on one rank at the bottom; edges run from higher to lower nodes.
+
+    Nodes may be dicts (as stored) or bare ids, edges pairs or ``{"source", "target"}`` dicts.
+    """
+    nodes = [n if isinstance(n, dict) else {"id": n} for n in graph.get("nodes", [])]
     lines = ["digraph morse {", "  node [shape=ellipse, style=filled];"]
-    for node in graph["nodes"]:
+    for node in nodes:
         label = str(node["id"])
         if node.get("conley_index"):
             label += " : (" + ", ".join(node["conley_index"]) + ")"
-        lines.append(f'  {node["id"]} [label="{label}", fillcolor="{node_colour(node["id"])}"];')
-    attractors = [str(n["id"]) for n in graph["nodes"] if n["attractor"]]
+        shape = "doublecircle" if node.get("attractor") else "ellipse"
+        # The shape in an attribute list of its own (DOT allows several after a node).
+        lines.append(f'  "{node["id"]}" [shape={shape}] '
+                     f'[label="{label}", fillcolor="{node_colour(int(node["id"]))}"];')  # fmt: skip
+    attractors = [f'"{n["id"]}"' for n in nodes if n.get("attractor")]
     if attractors:
         lines.append("  { rank=same; " + " ".join(attractors) + " }")
-    for u, v in graph["edges"]:
-        lines.append(f"  {u} -> {v};")
+    for edge in graph.get("edges", []):
+        u, v = (edge["source"], edge["target"]) if isinstance(edge, dict) else edge[:2]
+        lines.append(f'  "{u}" -> "{v}";')
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -22,10 +22,11 @@ from tracker import _mlflow as mlflow_log
 from tracker._arrays import array_id
 from tracker._context import TaskContext
 from tracker._db import utcnow
-from tracker._exceptions import CorruptArray, SpecError
+from tracker._exceptions import SpecError
 from tracker._registry import task_kind
-from tracker._schema import ArrayRef, Ensemble, EnsembleMember, MorseGraph, Study
+from tracker._schema import Ensemble, EnsembleMember, MorseGraph, Study
 from tracker._store import ArraySpec
+from tracker.morse.results import ensemble_weights
 
 MEMBER_METRICS = ("accuracy", "balanced_accuracy", "entropy", "final_loss")
 
@@ -181,20 +182,6 @@ def _morse_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] |
     ):
         setattr(row, column, array_id(session, result["paths"][name]))
     row.completed_at = session.scalar(sa.select(utcnow()))
-
-
-def ensemble_weights(
-    session: Session, store: Any, ensemble: Ensemble
-) -> tuple[np.ndarray, np.ndarray]:
-    """Early and final weights [models, params] from the arrays the ensemble row references;
-    row i of both is model i, so pairs match by model id."""
-    out = []
-    for what, ref_id in (("early", ensemble.early_array_id), ("final", ensemble.final_array_id)):
-        ref = session.get(ArrayRef, ref_id) if ref_id is not None else None
-        if ref is None:
-            raise CorruptArray(f"ensemble {ensemble.id} has no stored {what} weights: requeue its tasks")  # fmt: skip
-        out.append(np.asarray(store.read(ref.path), dtype=np.float64))
-    return out[0], out[1]
 
 
 @task_kind("morse", finalize=_morse_finalize, batch=False)
