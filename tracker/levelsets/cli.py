@@ -6,8 +6,8 @@
 
 Every request is validated whole before the first row is written, and all its rows are
 written in one transaction; the same request twice finds the rows it made the first time.
-Only the standard library is imported at the top: torch, numpy and SQLAlchemy load inside
-the commands, so `tracker --help` stays fast.
+Only the standard library (and the stdlib-only tracker._cliutil) is imported at the top:
+torch, numpy and SQLAlchemy load inside the commands, so `tracker --help` stays fast.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import csv
 import math
 from pathlib import Path
 from typing import Any
+
+from tracker._cliutil import open_db, settings, table
 
 SETUP_NAMES = ("MNIST_FF", "MNIST_CONV", "CIFAR10_CONV", "IRIS_FF", "MPG_FF")
 
@@ -75,12 +77,6 @@ def add_parsers(
 # --- enqueue ----------------------------------------------------------------------------------
 
 
-def _open(args: argparse.Namespace) -> Any:
-    from tracker._cliutil import open_db
-
-    return open_db(args)
-
-
 def _data_root(args: argparse.Namespace) -> str | None:
     return str(Path(args.data_root).absolute()) if args.data_root else None
 
@@ -117,7 +113,7 @@ def cmd_enqueue_levelset(args: argparse.Namespace) -> int:
     from tracker.levelsets.rows import add_levelset_run
 
     configs = levelset_configs(args)
-    db = _open(args)
+    db = open_db(args)
     new_rows = 0
     with db.session() as session:
         study = get_or_create_study(session, args.study)
@@ -152,7 +148,7 @@ def cmd_enqueue_l2(args: argparse.Namespace) -> int:
     from tracker.levelsets.rows import add_l2_run
 
     configs = l2_configs(args)
-    db = _open(args)
+    db = open_db(args)
     new_rows = 0
     with db.session() as session:
         study = get_or_create_study(session, args.study)
@@ -168,7 +164,6 @@ def cmd_enqueue_l2(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_levelset(args: argparse.Namespace) -> int:
-    from tracker._cliutil import settings as _settings
     from tracker._exceptions import NotFound, SpecError
     from tracker._store import ArrayStore
     from tracker.levelsets import plots
@@ -179,10 +174,10 @@ def cmd_plot_levelset(args: argparse.Namespace) -> int:
         raise SpecError(
             f"unknown level-set setup {setup!r}: choose one of {', '.join(SETUP_NAMES)}"
         )
-    settings = _settings(args)
-    db = _open(args)
-    store = ArrayStore(settings.store_url)
-    out = Path(args.out or settings.home / "plots")
+    conf = settings(args)
+    db = open_db(args)
+    store = ArrayStore(conf.store_url)
+    out = Path(args.out or conf.home / "plots")
     with db.session() as session:
         res = read_setup(session, store, setup, args.study)
     if not res.table:
@@ -202,24 +197,22 @@ def cmd_plot_levelset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_table(table: list[dict[str, Any]], path: Path) -> Path:
+def _write_table(rows: list[dict[str, Any]], path: Path) -> Path:
     from tracker.levelsets.results import TABLE1_FIELDS
 
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=TABLE1_FIELDS)
         writer.writeheader()
-        for row in table:
+        for row in rows:
             writer.writerow({k: "" if row[k] is None else row[k] for k in TABLE1_FIELDS})
     return path
 
 
-def _format_table(table: list[dict[str, Any]]) -> str:
-    from tracker._cliutil import table as _table
-
+def _format_table(table1: list[dict[str, Any]]) -> str:
     def pm(mean: float, std: float) -> str:
         return "n/a" if math.isnan(mean) else f"{mean:.4f} +- {std:.4f}"
 
     rows = [[r["method"], "" if r["l2_lambda"] is None else f"{r['l2_lambda']:g}", r["n_runs"],
              pm(r["test_loss_mean"], r["test_loss_std"]), pm(r["test_acc_mean"], r["test_acc_std"])]
-            for r in table]  # fmt: skip
-    return _table(["method", "lambda", "runs", "test loss", "test accuracy"], rows)
+            for r in table1]  # fmt: skip
+    return table(["method", "lambda", "runs", "test loss", "test accuracy"], rows)

@@ -6,23 +6,27 @@ the trace is written at the end, and the run row is filled in the transaction th
 the task done. ``levelset.l2`` trains one baseline run and stores its final parameters (the
 PCA figure places the lambda = 1e-3 endpoint among the traversal's snapshots).
 
+Each body reads its row into plain values (``_Run``) in one short session, calls
+``compute.levelset`` and hands the results to its finalize function, which writes the row.
 Both are long (batch=False) and idempotent: every draw is seeded from the row, so a second
 attempt rewrites the same chunks with the same numbers.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tracker import _mlflow as mlflow_log
-from tracker._arrays import array_id
+from tracker._arrays import array_id, array_path
 from tracker._context import TaskContext
 from tracker._exceptions import SpecError
+from tracker._mlflow import TrackedRun, tracked_run
 from tracker._registry import task_kind
 from tracker._schema import L2BaselineRun, LevelSetRun, Study
 from tracker._store import ArraySpec
@@ -33,50 +37,57 @@ from tracker._store import ArraySpec
 MLFLOW_EVERY = 10
 
 
-def run_dir(row: LevelSetRun | L2BaselineRun) -> str:
-    """Array folder of a row; the spec hash keeps a reset database off an old run's arrays."""
-    base = "levelset" if isinstance(row, LevelSetRun) else "levelset-l2"
-    return f"{base}/{row.id}-{row.spec_hash[:10]}"
+@dataclass(frozen=True)
+class _Run:
+    """A run's row as plain values: its config, study, MLflow name and array folder."""
+
+    id: int
+    config: dict[str, Any]
+    study: str
+    name: str
+    folder: str
+    previous_run_id: str | None
 
 
-def mlflow_client(uri: str | None) -> Any:
-    """The process's MLflow client for ``uri`` (client_for keeps one per URI)."""
-    return mlflow_log.client_for(uri or "sqlite:///mlflow.db")
+def _read_run(ctx: TaskContext, cls: type[LevelSetRun] | type[L2BaselineRun], row_id: int) -> _Run:
+    with ctx.session() as session:
+        row = session.get(cls, row_id)
+        if row is None:  # a SpecError: the queue does not retry it
+            raise SpecError(f"{cls.noun} {row_id} no longer exists")
+        if isinstance(row, LevelSetRun):
+            name, folder = f"levelset-{row.setup}-run{row.run_index}", "levelset"
+        else:
+            name = f"l2-{row.setup}-lambda{row.l2_lambda:g}-run{row.run_index}"
+            folder = "levelset-l2"
+        return _Run(id=row_id, config=dict(row.config), study=session.get(Study, row.study_id).name,
+                    name=name, folder=array_path(folder, row), previous_run_id=row.mlflow_run_id)  # fmt: skip
 
 
-class _MlflowRun:
-    """One MLflow run per row: created up front, recorded on the row at once (so a retry can
-    close a run its killed predecessor left RUNNING), and closed FINISHED or FAILED."""
-
-    def __init__(self, ctx: TaskContext, row_cls: type, row_id: int, previous: str | None,
-                 study: str, name: str, params: dict[str, Any]) -> None:  # fmt: skip
-        self.client = mlflow_client(ctx.mlflow_uri)
-        mlflow_log.mark_failed_if_running(
-            self.client, previous, f"task {ctx.id} was interrupted (worker killed or lease lost)"
-        )
-        tags = {"tracker.study": study, "tracker.task_id": str(ctx.id),
-                "tracker.attempt": str(ctx.attempt),
-                f"tracker.{row_cls.__tablename__}_id": str(row_id)}  # fmt: skip
-        self.run_id = mlflow_log.start_run(self.client, study, name, params, tags)
+@contextmanager
+def _mlflow_run(
+    ctx: TaskContext, cls: type[LevelSetRun] | type[L2BaselineRun], run: _Run,
+    params: dict[str, Any],
+) -> Iterator[TrackedRun]:  # fmt: skip
+    """The row's MLflow run, recorded on the row at once: a retry closes a run its killed
+    predecessor left RUNNING."""
+    tags = {"tracker.study": run.study, "tracker.task_id": str(ctx.id),
+            "tracker.attempt": str(ctx.attempt),
+            f"tracker.{cls.__tablename__}_id": str(run.id)}  # fmt: skip
+    with tracked_run(
+        ctx.mlflow_uri, study=run.study, name=run.name, params=params, tags=tags,
+        previous_run_id=run.previous_run_id,
+        interrupted=f"task {ctx.id} was interrupted (worker killed or lease lost)",
+    ) as tracked:  # fmt: skip
         with ctx.db.session() as session:  # type: ignore[union-attr]
             session.execute(
-                sa.update(row_cls).where(row_cls.id == row_id).values(mlflow_run_id=self.run_id)
+                sa.update(cls).where(cls.id == run.id).values(mlflow_run_id=tracked.run_id)
             )
-        self.logger = mlflow_log.RunLogger(self.client, self.run_id)
+        yield tracked
 
-    def fail(self, err: BaseException) -> None:
-        try:
-            self.logger.flush()
-            mlflow_log.tag(self.client, self.run_id,
-                           {"tracker.failure": f"{type(err).__name__}: {err}"[:5000]})  # fmt: skip
-            mlflow_log.finish(self.client, self.run_id, "FAILED")
-        except Exception:  # the task's own error is the one to report
-            pass
 
-    def finish(self, summary: dict[str, float]) -> None:
-        self.logger.metrics(summary, step=0)
-        self.logger.flush()
-        mlflow_log.finish(self.client, self.run_id, "FINISHED")
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """NaN (regression accuracy) becomes None: the task result is JSON."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in values.items()}
 
 
 # --- levelset.run -----------------------------------------------------------------------------
@@ -95,63 +106,47 @@ def _run_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | N
 def levelset_run(ctx: TaskContext) -> dict[str, Any]:
     from compute import levelset as ls
 
-    row_id = int(ctx.payload["levelset_run_id"])
-    with ctx.session() as session:
-        row = session.get(LevelSetRun, row_id)
-        if row is None:
-            raise SpecError(f"level-set run {row_id} no longer exists")
-        cfg = ls.LevelSetConfig(**row.config)
-        study = session.get(Study, row.study_id).name
-        base, previous = run_dir(row), row.mlflow_run_id
-        name = f"levelset-{row.setup}-run{row.run_index}"
-    cfg = cfg.resolved()
+    run = _read_run(ctx, LevelSetRun, int(ctx.payload["levelset_run_id"]))
+    cfg = ls.LevelSetConfig(**run.config).resolved()
     data = ls.load_setup_data(ls.get_setup(cfg.setup), cfg.data_seed, cfg.data_root)
     n_params = ls.count_parameters(ls.get_setup(cfg.setup), data)
     rows = int(cfg.max_predictor_steps) // cfg.snapshot_every + 2  # type: ignore[operator]
-    snap_path, trace_path = f"{base}/snapshots", f"{base}/trace"
+    snap_path, trace_path = f"{run.folder}/snapshots", f"{run.folder}/trace"
     ctx.store.create(snap_path, (rows, n_params), np.float32, (1, n_params))
-    run = _MlflowRun(ctx, LevelSetRun, row_id, previous, study, name, asdict(cfg))
-
     last = int(cfg.max_predictor_steps) - 1  # type: ignore[arg-type]
 
-    def on_step(k: int, values: np.ndarray) -> None:
-        if k % MLFLOW_EVERY == 0 or k == last:
-            metrics = dict(zip(ls.TRACE_FIELDS[1:], values[1:].tolist(), strict=True))
-            run.logger.metrics(metrics, step=k)
+    with _mlflow_run(ctx, LevelSetRun, run, asdict(cfg)) as tracked:
 
-    def on_snapshot(i: int, k: int, theta: np.ndarray) -> None:
-        ctx.check_lease()
-        ctx.store.write_block(snap_path, (slice(i, i + 1), slice(None)), theta[None, :])
+        def on_step(k: int, values: np.ndarray) -> None:
+            if k % MLFLOW_EVERY == 0 or k == last:
+                metrics = dict(zip(ls.TRACE_FIELDS[1:], values[1:].tolist(), strict=True))
+                tracked.logger.metrics(metrics, step=k)
 
-    try:
+        def on_snapshot(i: int, k: int, theta: np.ndarray) -> None:
+            ctx.check_lease()
+            ctx.store.write_block(snap_path, (slice(i, i + 1), slice(None)), theta[None, :])
+
         result = ls.traverse(cfg, data=data, on_step=on_step, on_snapshot=on_snapshot,
                              should_stop=ctx.check_lease)  # fmt: skip
-    except BaseException as err:
-        run.fail(err)
-        raise
-    ctx.write_array(trace_path, result.trace, chunks=result.trace.shape or None)
-    # Keep only the rows taken: the array ends at the last snapshot.
-    used = len(result.snapshot_steps)
-    ctx.store.root[snap_path].resize((used, n_params))
-    ctx.record_array(ArraySpec(snap_path, (used, n_params), "float32", (1, n_params)))
-    final = result.final()
-    columns = {
-        "l0": result.l0, "n_predictor_steps": int(result.trace.shape[0]),
-        "n_corrector_steps": result.n_correctors, "final_angle": final["angle_deg"],
-        "final_weight_norm_sq": final["weight_norm_sq"],
-        "final_train_loss": final["train_loss"], "final_train_acc": final["train_acc"],
-        "final_test_loss": final["test_loss"], "final_test_acc": final["test_acc"],
-        "stop_reason": result.stop_reason, "trace_fields": list(ls.TRACE_FIELDS),
-        "snapshot_steps": result.snapshot_steps,
-    }  # fmt: skip
-    run.finish({f"final_{k}": v for k, v in columns.items() if isinstance(v, float)})
-    return {"id": row_id, "columns": _json_safe(columns), "trace": trace_path,
+        ctx.write_array(trace_path, result.trace, chunks=result.trace.shape or None)
+        # Keep only the rows taken: the array ends at the last snapshot.
+        used = len(result.snapshot_steps)
+        ctx.store.root[snap_path].resize((used, n_params))
+        ctx.record_array(ArraySpec(snap_path, (used, n_params), "float32", (1, n_params)))
+        final = result.final()
+        columns = {
+            "l0": result.l0, "n_predictor_steps": int(result.trace.shape[0]),
+            "n_corrector_steps": result.n_correctors, "final_angle": final["angle_deg"],
+            "final_weight_norm_sq": final["weight_norm_sq"],
+            "final_train_loss": final["train_loss"], "final_train_acc": final["train_acc"],
+            "final_test_loss": final["test_loss"], "final_test_acc": final["test_acc"],
+            "stop_reason": result.stop_reason, "trace_fields": list(ls.TRACE_FIELDS),
+            "snapshot_steps": result.snapshot_steps,
+        }  # fmt: skip
+        summary = {f"final_{k}": v for k, v in columns.items() if isinstance(v, float)}
+        tracked.logger.metrics(summary, step=0)
+    return {"id": run.id, "columns": _json_safe(columns), "trace": trace_path,
             "snapshots": snap_path}  # fmt: skip
-
-
-def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
-    """NaN (regression accuracy) becomes None: the task result is JSON."""
-    return {k: (None if isinstance(v, float) and v != v else v) for k, v in values.items()}
 
 
 # --- levelset.l2 ------------------------------------------------------------------------------
@@ -169,26 +164,15 @@ def _l2_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | No
 def levelset_l2(ctx: TaskContext) -> dict[str, Any]:
     from compute import levelset as ls
 
-    row_id = int(ctx.payload["l2_run_id"])
-    with ctx.session() as session:
-        row = session.get(L2BaselineRun, row_id)
-        if row is None:
-            raise SpecError(f"L2 baseline run {row_id} no longer exists")
-        cfg = ls.L2Config(**row.config)
-        study = session.get(Study, row.study_id).name
-        base, previous = run_dir(row), row.mlflow_run_id
-        name = f"l2-{row.setup}-lambda{row.l2_lambda:g}-run{row.run_index}"
-    cfg = cfg.resolved()
-    run = _MlflowRun(ctx, L2BaselineRun, row_id, previous, study, name, asdict(cfg))
-    try:
+    run = _read_run(ctx, L2BaselineRun, int(ctx.payload["l2_run_id"]))
+    cfg = ls.L2Config(**run.config).resolved()
+    params_path = f"{run.folder}/params"
+    with _mlflow_run(ctx, L2BaselineRun, run, asdict(cfg)) as tracked:
         final, theta = ls.train_l2(
-            cfg, on_epoch=lambda e, m: run.logger.metrics(m, step=e), should_stop=ctx.check_lease
-        )
-    except BaseException as err:
-        run.fail(err)
-        raise
-    params_path = f"{base}/params"
-    ctx.write_array(params_path, theta, chunks=theta.shape)
-    run.finish({f"final_{k}": v for k, v in final.items()})
-    columns = {f"final_{k}": v for k, v in final.items()}
-    return {"id": row_id, "columns": _json_safe(columns), "params": params_path}
+            cfg, on_epoch=lambda e, m: tracked.logger.metrics(m, step=e),
+            should_stop=ctx.check_lease,
+        )  # fmt: skip
+        ctx.write_array(params_path, theta, chunks=theta.shape)
+        columns = {f"final_{k}": v for k, v in final.items()}
+        tracked.logger.metrics(columns, step=0)
+    return {"id": run.id, "columns": _json_safe(columns), "params": params_path}

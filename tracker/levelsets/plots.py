@@ -1,7 +1,8 @@
 """Figures of the level-set method as PNG and PDF: Figure 2 (angle, R, test loss and accuracy
 per predictor step, mean +- std over runs) and Figure 7 (PCA of the theta snapshots).
 
-Figures are built on ``matplotlib.figure.Figure`` (no pyplot, no GUI backend).
+Figures are built on ``matplotlib.figure.Figure`` (no pyplot, no GUI backend) and saved by the
+one figure saver with their margins cropped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def figure2(series: dict[str, np.ndarray], setup: str) -> Any:
     """Four panels: the mean line and a +- std band per predictor step."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(16, 3.6), layout="constrained")
+    fig = Figure(figsize=(16, 3.6))
     axes = fig.subplots(1, 4)
     x = series["step"]
     for ax, (name, label) in zip(axes, FIG2_PANELS, strict=True):
@@ -33,6 +34,7 @@ def figure2(series: dict[str, np.ndarray], setup: str) -> Any:
         ax.set_xlabel("predictor step")
         ax.set_ylabel(label)
     fig.suptitle(f"{setup}: level-set traversal, mean +- std over runs")
+    fig.tight_layout()
     return fig
 
 
@@ -43,7 +45,7 @@ def figure7(pca: dict[str, np.ndarray], setup: str) -> Any:
 
     coords, k = pca["coords"], pca["coords"].shape[1]
     groups = [(0, 1, 2), (3, 4, 5)] if k >= 6 else [tuple(range(min(k, 3)))]
-    fig = Figure(figsize=(6.5 * len(groups), 5.5), layout="constrained")
+    fig = Figure(figsize=(6.5 * len(groups), 5.5))
     for g, dims in enumerate(groups):
         dims3 = tuple(dims) + (dims[-1],) * (3 - len(dims))
         ax = fig.add_subplot(1, len(groups), g + 1, projection="3d")
@@ -63,9 +65,9 @@ def figure7(pca: dict[str, np.ndarray], setup: str) -> Any:
 
 def plot_figure2(series: dict[str, np.ndarray], setup: str, out: Path) -> list[Path]:
     """Write ``levelset-SETUP-fig2`` as PNG and PDF."""
-    return save_figure(figure2(series, setup), out / f"levelset-{setup}-fig2", dpi=DPI)
+    return save_figure(figure2(series, setup), out / f"levelset-{setup}-fig2", dpi=DPI, tight=True)
 
 
 def plot_figure7(pca: dict[str, np.ndarray], setup: str, out: Path) -> list[Path]:
     """Write ``levelset-SETUP-fig7`` as PNG and PDF."""
-    return save_figure(figure7(pca, setup), out / f"levelset-{setup}-fig7", dpi=DPI)
+    return save_figure(figure7(pca, setup), out / f"levelset-{setup}-fig7", dpi=DPI, tight=True)

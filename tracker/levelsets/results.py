@@ -12,7 +12,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tracker._schema import ArrayRef, L2BaselineRun, LevelSetRun, Study
+from tracker._arrays import read_array
+from tracker._schema import L2BaselineRun, LevelSetRun, Study
+from tracker._store import ArrayStore
 
 TABLE1_FIELDS = ("method", "l2_lambda", "n_runs", "test_loss_mean", "test_loss_std",
                  "test_acc_mean", "test_acc_std")  # fmt: skip
@@ -37,10 +39,6 @@ def done_l2_runs(session: Session, setup: str, study: str | None) -> list[L2Base
     return list(session.scalars(q.order_by(L2BaselineRun.l2_lambda, L2BaselineRun.run_index)))
 
 
-def _array(session: Session, store: Any, array_id: int) -> np.ndarray:
-    return store.read(session.get(ArrayRef, array_id).path)
-
-
 @dataclass(frozen=True)
 class SetupResults:
     """What the figures of one setup need, read from the rows and the store."""
@@ -53,16 +51,16 @@ class SetupResults:
     table: list[dict[str, Any]]
 
 
-def read_setup(session: Session, store: Any, setup: str, study: str | None) -> SetupResults:
+def read_setup(session: Session, store: ArrayStore, setup: str, study: str | None) -> SetupResults:
     """The traces, snapshots, L2 endpoints (lambda = PCA_LAMBDA) and Table 1 of ``setup``."""
     runs = done_levelset_runs(session, setup, study)
     l2 = done_l2_runs(session, setup, study)
     return SetupResults(
-        traces=[_array(session, store, r.trace_array_id) for r in runs],
+        traces=[read_array(session, store, r.trace_array_id) for r in runs],
         fields=list(runs[0].trace_fields) if runs else [],
-        snapshots=[_array(session, store, r.snapshots_array_id) for r in runs],
+        snapshots=[read_array(session, store, r.snapshots_array_id) for r in runs],
         steps=[list(r.snapshot_steps) for r in runs],
-        l2_ends=[_array(session, store, r.params_array_id) for r in l2
+        l2_ends=[read_array(session, store, r.params_array_id) for r in l2
                  if math.isclose(r.l2_lambda, PCA_LAMBDA, rel_tol=1e-12)],
         table=table1(runs, l2),
     )  # fmt: skip

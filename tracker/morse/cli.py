@@ -5,8 +5,9 @@
     tracker show morse ID
     tracker plot morse ID... [--out DIR]
 
-Only the standard library is imported at the top: SQLAlchemy, torch, CMGDB and matplotlib load
-inside the commands, so `tracker --help` stays fast.
+Only the standard library (and the stdlib-only tracker._cliutil) is imported at the top:
+SQLAlchemy, torch, CMGDB and matplotlib load inside the commands, so `tracker --help` stays
+fast.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+from tracker._cliutil import open_db, settings
 
 # --- parsers ----------------------------------------------------------------------------------
 
@@ -87,12 +90,6 @@ def _show_parser(sub: Any) -> Any:
 # --- commands ---------------------------------------------------------------------------------
 
 
-def _open(args: argparse.Namespace) -> Any:
-    from tracker._cliutil import open_db
-
-    return open_db(args)
-
-
 def cmd_enqueue_ensemble(args: argparse.Namespace) -> int:
     from compute.doodl3_params import DEFAULTS
     from tracker._queue import get_or_create_study
@@ -108,7 +105,7 @@ def cmd_enqueue_ensemble(args: argparse.Namespace) -> int:
         seed=args.seed, data_seed=args.data_seed, chunk_size=args.chunk,
     )  # fmt: skip
     check_ensemble(spec)
-    db = _open(args)
+    db = open_db(args)
     with db.session() as session:
         study = get_or_create_study(session, args.study)
         ensemble, new = add_ensemble(session, study, spec)
@@ -125,7 +122,7 @@ def cmd_enqueue_morse(args: argparse.Namespace) -> int:
     spec = MorseSpec(ensemble_id=args.ensemble, pick=args.pick, subdiv=args.subdiv,
                      seed=args.seed, conley=not args.no_conley)  # fmt: skip
     check_morse(spec, force=args.force)
-    db = _open(args)
+    db = open_db(args)
     with db.session() as session:
         row, new = add_morse(session, None, spec, force=args.force)
         mid, study = row.id, session.get(Study, row.study_id).name
@@ -138,7 +135,7 @@ def cmd_enqueue_morse(args: argparse.Namespace) -> int:
 def cmd_show_morse(args: argparse.Namespace) -> int:
     from tracker.morse.rows import find_morse
 
-    db = _open(args)
+    db = open_db(args)
     with db.session() as session:
         row = find_morse(session, args.id)
         graph = row.graph or {}
@@ -157,15 +154,14 @@ def cmd_show_morse(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_morse(args: argparse.Namespace) -> int:
-    from tracker._cliutil import settings as _settings
     from tracker._store import ArrayStore
     from tracker.morse.plots import plot_all
     from tracker.morse.results import load_morse
 
-    settings = _settings(args)
-    db = _open(args)
-    store = ArrayStore(settings.store_url)
-    out = Path(args.out or settings.home / "plots")
+    conf = settings(args)
+    db = open_db(args)
+    store = ArrayStore(conf.store_url)
+    out = Path(args.out or conf.home / "plots")
     written: list[Path] = []
     with db.session() as session:
         for mid in args.ids:

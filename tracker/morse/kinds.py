@@ -7,22 +7,25 @@ Task graph of one ensemble and a Morse graph computed from it later::
 
 A chunk task owns its rows of the arrays [models, params] (chunk shape = chunk rows), so
 chunks never write the same Zarr chunk; ``ensemble.complete`` verifies the arrays, records
-them and logs the ensemble as one MLflow run. Every body can run twice with the same result.
+them and logs the ensemble as one MLflow run. Every body reads its rows into plain values in
+one short session, calls ``compute.doodl3`` or ``compute.morse``, and leaves the rows to its
+finalize function. Every body can run twice with the same result.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tracker import _mlflow as mlflow_log
-from tracker._arrays import array_id
+from tracker._arrays import array_id, array_path
 from tracker._context import TaskContext
 from tracker._db import utcnow
 from tracker._exceptions import SpecError
+from tracker._mlflow import tracked_run
 from tracker._registry import task_kind
 from tracker._schema import Ensemble, EnsembleMember, MorseGraph, Study
 from tracker._store import ArraySpec
@@ -31,35 +34,54 @@ from tracker.morse.results import ensemble_weights
 MEMBER_METRICS = ("accuracy", "balanced_accuracy", "entropy", "final_loss")
 
 
-def ensemble_dir(ensemble: Ensemble) -> str:
-    # The spec hash in the path keeps a reset database from pointing at an old run's arrays.
-    return f"ensembles/{ensemble.id}-{ensemble.spec_hash[:10]}"
+@dataclass(frozen=True)
+class _Ensemble:
+    """An ensemble row as plain values: its spec, its study and its array folder."""
+
+    id: int
+    study: str
+    setup: str
+    n_models: int
+    epochs: int
+    early_epoch: int
+    batch_size: int
+    seed: int
+    data_seed: int
+    chunk_size: int
+    n_params: int
+    folder: str
+    previous_run_id: str | None
+
+    def arrays(self) -> dict[str, ArraySpec]:
+        """Its arrays: early and final weights, train loss per epoch (chunk = a task's rows)."""
+        n, chunk, params = self.n_models, self.chunk_size, self.n_params
+        return {
+            "early": ArraySpec(f"{self.folder}/early", (n, params), "float32", (chunk, params)),
+            "final": ArraySpec(f"{self.folder}/final", (n, params), "float32", (chunk, params)),
+            "loss": ArraySpec(
+                f"{self.folder}/loss", (n, self.epochs), "float32", (chunk, self.epochs)
+            ),
+        }
+
+    def params(self) -> dict[str, Any]:
+        """The spec, as the MLflow run's parameters."""
+        return {"setup": self.setup, "n_models": self.n_models, "epochs": self.epochs,
+                "early_epoch": self.early_epoch, "batch_size": self.batch_size,
+                "seed": self.seed, "data_seed": self.data_seed, "chunk_size": self.chunk_size}  # fmt: skip
 
 
-def morse_dir(morse: MorseGraph) -> str:
-    return f"morse/{morse.id}-{morse.spec_hash[:10]}"
-
-
-def ensemble_arrays(ensemble: Ensemble) -> dict[str, ArraySpec]:
-    """The arrays of an ensemble: early and final weights, train loss per epoch."""
-    base, n, chunk = ensemble_dir(ensemble), ensemble.n_models, ensemble.chunk_size
-    params = len(ensemble.param_names)
-    return {
-        "early": ArraySpec(f"{base}/early", (n, params), "float32", (chunk, params)),
-        "final": ArraySpec(f"{base}/final", (n, params), "float32", (chunk, params)),
-        "loss": ArraySpec(
-            f"{base}/loss", (n, ensemble.epochs), "float32", (chunk, ensemble.epochs)
-        ),
-    }
-
-
-def _load_ensemble(ctx: TaskContext, ensemble_id: int) -> Ensemble:
+def _read_ensemble(ctx: TaskContext, ensemble_id: int) -> _Ensemble:
     with ctx.session() as session:
-        ensemble = session.get(Ensemble, ensemble_id)
-        if ensemble is None:
+        row = session.get(Ensemble, ensemble_id)
+        if row is None:  # a SpecError: the queue does not retry it
             raise SpecError(f"ensemble {ensemble_id} no longer exists")
-        session.expunge(ensemble)
-    return ensemble
+        return _Ensemble(
+            id=row.id, study=session.get(Study, row.study_id).name, setup=row.setup,
+            n_models=row.n_models, epochs=row.epochs, early_epoch=row.early_epoch,
+            batch_size=row.batch_size, seed=row.seed, data_seed=row.data_seed,
+            chunk_size=row.chunk_size, n_params=len(row.param_names),
+            folder=array_path("ensembles", row), previous_run_id=row.mlflow_run_id,
+        )  # fmt: skip
 
 
 # --- ensemble.train ---------------------------------------------------------------------------
@@ -86,7 +108,7 @@ def _train_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] |
 def ensemble_train(ctx: TaskContext) -> dict[str, Any]:
     from compute.doodl3 import train_chunk
 
-    ensemble = _load_ensemble(ctx, int(ctx.payload["ensemble_id"]))
+    ensemble = _read_ensemble(ctx, int(ctx.payload["ensemble_id"]))
     start, stop = int(ctx.payload["start"]), int(ctx.payload["stop"])
     out = train_chunk(
         ensemble.setup, list(range(start, stop)), seed=ensemble.seed, epochs=ensemble.epochs,
@@ -95,7 +117,7 @@ def ensemble_train(ctx: TaskContext) -> dict[str, Any]:
     )  # fmt: skip
     ctx.check_lease()
     blocks = {"early": out.early, "final": out.final, "loss": out.loss_history}
-    for name, spec in ensemble_arrays(ensemble).items():
+    for name, spec in ensemble.arrays().items():
         ctx.store.create(spec.path, spec.shape, np.float32, spec.chunks)
         ctx.store.write_block(spec.path, (slice(start, stop), slice(None)), blocks[name])
     members = [
@@ -119,50 +141,41 @@ def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any
     ensemble.completed_at = session.scalar(sa.select(utcnow()))
 
 
-def _log_ensemble(ctx: TaskContext, ensemble: Ensemble, loss: np.ndarray) -> str:
+def _log_ensemble(ctx: TaskContext, ensemble: _Ensemble, loss: np.ndarray) -> str:
     """One MLflow run per ensemble: the spec, the ensemble's loss per epoch and each model's
     test metrics (step = model index), sent in batches."""
     with ctx.session() as session:
-        study = session.get(Study, ensemble.study_id).name
         members = session.scalars(
             sa.select(EnsembleMember)
             .where(EnsembleMember.ensemble_id == ensemble.id)
             .order_by(EnsembleMember.model_index)
         ).all()
-        previous = session.scalar(
-            sa.select(Ensemble.mlflow_run_id).where(Ensemble.id == ensemble.id)
-        )
         rows = [(m.model_index, {k: getattr(m, k) for k in MEMBER_METRICS}) for m in members]
-    client = mlflow_log.client_for(ctx.mlflow_uri or "sqlite:///mlflow.db")
-    mlflow_log.mark_failed_if_running(client, previous, f"task {ctx.id} was interrupted")
-    params = {"setup": ensemble.setup, "n_models": ensemble.n_models, "epochs": ensemble.epochs,
-              "early_epoch": ensemble.early_epoch, "batch_size": ensemble.batch_size,
-              "seed": ensemble.seed, "data_seed": ensemble.data_seed,
-              "chunk_size": ensemble.chunk_size}  # fmt: skip
-    tags = {"tracker.ensemble_id": str(ensemble.id), "tracker.study": study,
+    tags = {"tracker.ensemble_id": str(ensemble.id), "tracker.study": ensemble.study,
             "tracker.task_id": str(ctx.id), "tracker.attempt": str(ctx.attempt)}  # fmt: skip
-    run_id = mlflow_log.start_run(client, study, f"ensemble-{ensemble.id}", params, tags)
-    logger = mlflow_log.RunLogger(client, run_id, flush_seconds=1e9)
-    for epoch in range(loss.shape[1]):
-        column = loss[:, epoch]
-        logger.metrics({"train_loss_mean": float(np.mean(column)),
-                        "train_loss_median": float(np.median(column))}, step=epoch + 1)  # fmt: skip
-    for index, values in rows:
-        logger.metrics({f"model_{k}": v for k, v in values.items()}, step=index)
-    logger.flush()
-    mlflow_log.finish(client, run_id, "FINISHED")
-    return run_id
+    with tracked_run(
+        ctx.mlflow_uri, study=ensemble.study, name=f"ensemble-{ensemble.id}",
+        params=ensemble.params(), tags=tags, previous_run_id=ensemble.previous_run_id,
+        interrupted=f"task {ctx.id} was interrupted", flush_seconds=1e9,
+    ) as run:  # fmt: skip
+        for epoch in range(loss.shape[1]):
+            column = loss[:, epoch]
+            run.logger.metrics({"train_loss_mean": float(np.mean(column)),
+                                "train_loss_median": float(np.median(column))}, step=epoch + 1)  # fmt: skip
+        for index, values in rows:
+            run.logger.metrics({f"model_{k}": v for k, v in values.items()}, step=index)
+    return run.run_id
 
 
 @task_kind("ensemble.complete", finalize=_complete_finalize)
 def ensemble_complete(ctx: TaskContext) -> dict[str, Any]:
-    ensemble = _load_ensemble(ctx, int(ctx.payload["ensemble_id"]))
+    ensemble = _read_ensemble(ctx, int(ctx.payload["ensemble_id"]))
     contents = {}
-    for name, spec in ensemble_arrays(ensemble).items():
+    for name, spec in ensemble.arrays().items():
         contents[name] = ctx.store.verify(spec)
         ctx.record_array(spec)
     run_id = _log_ensemble(ctx, ensemble, contents["loss"])
-    paths = {name: spec.path for name, spec in ensemble_arrays(ensemble).items()}
+    paths = {name: spec.path for name, spec in ensemble.arrays().items()}
     return {"ensemble_id": ensemble.id, "paths": paths, "run_id": run_id}
 
 
@@ -191,27 +204,27 @@ def morse_task(ctx: TaskContext) -> dict[str, Any]:
     morse_id = int(ctx.payload["morse_id"])
     with ctx.session() as session:
         row = session.get(MorseGraph, morse_id)
-        if row is None:
+        if row is None:  # a SpecError: the queue does not retry it
             raise SpecError(f"Morse graph {morse_id} no longer exists")
         ensemble = session.get(Ensemble, row.ensemble_id)
         early, final = ensemble_weights(session, ctx.store, ensemble)
-        session.expunge_all()
-    columns = morse.pick_weights(final, list(ensemble.kernel_columns), row.pick)
+        candidates, param_names = list(ensemble.kernel_columns), list(ensemble.param_names)
+        pick, subdiv, seed, conley = row.pick, int(row.subdiv), int(row.seed or 0), bool(row.conley)
+        folder = array_path("morse", row)
+    columns = morse.pick_weights(final, candidates, pick)
     result, gp_params = morse.morse_from_pairs(
-        early[:, columns], final[:, columns], int(row.subdiv), int(row.seed or 0),
-        conley=bool(row.conley),
-    )  # fmt: skip
+        early[:, columns], final[:, columns], subdiv, seed, conley=conley
+    )
     ctx.check_lease()
-    base = morse_dir(row)
     ny, nx = result.shape
     chunks = (min(ny, 1024), min(nx, 1024))
     paths = {
-        "morse_sets": ctx.write_array(f"{base}/morse_sets", result.morse_sets, chunks).path,
-        "retraction": ctx.write_array(f"{base}/retraction", result.retraction, chunks).path,
+        "morse_sets": ctx.write_array(f"{folder}/morse_sets", result.morse_sets, chunks).path,
+        "retraction": ctx.write_array(f"{folder}/retraction", result.retraction, chunks).path,
     }
     return {
         "morse_id": morse_id, "paths": paths, "weight_columns": columns,
-        "weight_names": [ensemble.param_names[c] for c in columns], "gp_params": gp_params,
+        "weight_names": [param_names[c] for c in columns], "gp_params": gp_params,
         "n_nodes": len(result.nodes), "n_edges": len(result.edges),
         "n_attractors": len(result.attractors), "graph": result.graph_json(),
         "seconds": round(result.seconds, 4),

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from compute.doodl3_params import SETUPS
-from tracker._exceptions import NotFound, SpecError
+from tracker._exceptions import SpecError
 from tracker._queue import enqueue, spec_hash
 from tracker._rows import get_or_add
 from tracker._schema import Ensemble, MorseGraph, Study, Task
@@ -107,13 +107,7 @@ def add_ensemble(session: Session, study: Study, spec: EnsembleSpec) -> tuple[En
 
 def find_ensemble(session: Session, ensemble_id: int) -> Ensemble:
     """The ensemble row, or NotFound naming the command that creates one."""
-    ensemble = session.get(Ensemble, ensemble_id)
-    if ensemble is None:
-        raise NotFound(
-            f"unknown ensemble id {ensemble_id}: `tracker enqueue ensemble` creates one "
-            "(`tracker status` lists the work)"
-        )
-    return ensemble
+    return Ensemble.find_or_raise_by_id(session, ensemble_id)
 
 
 def ensemble_tasks(session: Session, ensemble: Ensemble) -> list[Task]:
@@ -192,9 +186,7 @@ def add_morse(
 
 def find_morse(session: Session, morse_id: int) -> MorseGraph:
     """A computed Morse graph, or NotFound / SpecError naming the command that makes one."""
-    row = session.get(MorseGraph, morse_id)
-    if row is None:
-        raise NotFound(f"unknown Morse graph id {morse_id}: `tracker enqueue morse --ensemble ID` creates one")  # fmt: skip
+    row = MorseGraph.find_or_raise_by_id(session, morse_id)
     if row.completed_at is None:
         raise SpecError(f"Morse graph {morse_id} is not computed yet (task {row.task_id}): run `tracker work`")  # fmt: skip
     return row
