@@ -70,6 +70,20 @@ def test_pick_weights_takes_the_most_or_least_varying_candidates() -> None:
     assert pick_weights(final, [0, 2, 3], "max-variance") == [3, 0]
 
 
+def test_a_bad_pick_subdivision_or_setup_is_a_spec_error_that_names_the_fix() -> None:
+    from compute.doodl3_params import param_names
+    from tracker import SpecError
+
+    with pytest.raises(SpecError, match="use one of max-variance, min-variance"):
+        pick_weights(np.zeros((3, 2)), [0, 1], "median")
+    with pytest.raises(SpecError, match="at least two candidate weights, got 1"):
+        pick_weights(np.zeros((3, 2)), [0], "max-variance")
+    with pytest.raises(SpecError, match="choose --subdiv in that range"):
+        compute_morse_graph(lambda p: p, [0, 0], [1, 1], 0)
+    with pytest.raises(SpecError, match="use one of doodl3-iris, doodl3-mnist"):
+        param_names("doodl3-cifar")
+
+
 def test_same_spec_trains_the_same_numbers_and_the_setups_have_their_sizes() -> None:
     a = doodl3.train_chunk("doodl3-iris", [0, 1], seed=3, epochs=3, early_epoch=1, batch_size=5)
     b = doodl3.train_chunk("doodl3-iris", [0, 1], seed=3, epochs=3, early_epoch=1, batch_size=5)
