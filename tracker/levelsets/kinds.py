@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -49,25 +49,28 @@ class _Run:
     previous_run_id: str | None
 
 
-def _read_run(ctx: TaskContext, cls: type[LevelSetRun] | type[L2BaselineRun], row_id: int) -> _Run:
+RunRow = TypeVar("RunRow", LevelSetRun, L2BaselineRun)
+
+
+def _read_run(ctx: TaskContext, cls: type[RunRow], row_id: int) -> _Run:
     with ctx.session() as session:
         row = session.get(cls, row_id)
         if row is None:  # a SpecError: the queue does not retry it
             raise SpecError(f"{cls.noun} {row_id} no longer exists")
+        study = Study.find_or_raise_by_id(session, row.study_id).name
         if isinstance(row, LevelSetRun):
             name, folder = f"levelset-{row.setup}-run{row.run_index}", "levelset"
         else:
             name = f"l2-{row.setup}-lambda{row.l2_lambda:g}-run{row.run_index}"
             folder = "levelset-l2"
-        return _Run(id=row_id, config=dict(row.config), study=session.get(Study, row.study_id).name,
-                    name=name, folder=array_path(folder, row), previous_run_id=row.mlflow_run_id)  # fmt: skip
+        return _Run(id=row_id, config=dict(row.config), study=study, name=name,
+                    folder=array_path(folder, row), previous_run_id=row.mlflow_run_id)  # fmt: skip
 
 
 @contextmanager
 def _mlflow_run(
-    ctx: TaskContext, cls: type[LevelSetRun] | type[L2BaselineRun], run: _Run,
-    params: dict[str, Any],
-) -> Iterator[TrackedRun]:  # fmt: skip
+    ctx: TaskContext, cls: type[RunRow], run: _Run, params: dict[str, Any]
+) -> Iterator[TrackedRun]:
     """The row's MLflow run, recorded on the row at once: a retry closes a run its killed
     predecessor left RUNNING."""
     tags = {"tracker.study": run.study, "tracker.task_id": str(ctx.id),
@@ -95,7 +98,7 @@ def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
 
 def _run_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
-    row = session.get(LevelSetRun, result["id"])
+    row = LevelSetRun.find_or_raise_by_id(session, result["id"])
     for key, value in result["columns"].items():
         setattr(row, key, value)
     row.trace_array_id = array_id(session, result["trace"])
@@ -110,10 +113,12 @@ def levelset_run(ctx: TaskContext) -> dict[str, Any]:
     cfg = ls.LevelSetConfig(**run.config).resolved()
     data = ls.load_setup_data(ls.get_setup(cfg.setup), cfg.data_seed, cfg.data_root)
     n_params = ls.count_parameters(ls.get_setup(cfg.setup), data)
-    rows = int(cfg.max_predictor_steps) // cfg.snapshot_every + 2  # type: ignore[operator]
+    steps = cfg.max_predictor_steps
+    assert steps is not None  # resolved() puts in the setup's cap
+    rows = steps // cfg.snapshot_every + 2
     snap_path, trace_path = f"{run.folder}/snapshots", f"{run.folder}/trace"
     ctx.store.create(snap_path, (rows, n_params), np.float32, (1, n_params))
-    last = int(cfg.max_predictor_steps) - 1  # type: ignore[arg-type]
+    last = steps - 1
 
     with _mlflow_run(ctx, LevelSetRun, run, asdict(cfg)) as tracked:
 
@@ -131,7 +136,8 @@ def levelset_run(ctx: TaskContext) -> dict[str, Any]:
         ctx.write_array(trace_path, result.trace, chunks=result.trace.shape or None)
         # Keep only the rows taken: the array ends at the last snapshot.
         used = len(result.snapshot_steps)
-        ctx.store.root[snap_path].resize((used, n_params))
+        snapshots = ctx.store.root[snap_path]  # the array created above, not a group
+        snapshots.resize((used, n_params))  # type: ignore[union-attr]
         ctx.record_array(ArraySpec(snap_path, (used, n_params), "float32", (1, n_params)))
         final = result.final()
         columns = {
@@ -154,7 +160,7 @@ def levelset_run(ctx: TaskContext) -> dict[str, Any]:
 
 def _l2_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
-    row = session.get(L2BaselineRun, result["id"])
+    row = L2BaselineRun.find_or_raise_by_id(session, result["id"])
     for key, value in result["columns"].items():
         setattr(row, key, value)
     row.params_array_id = array_id(session, result["params"])

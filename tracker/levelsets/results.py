@@ -57,9 +57,9 @@ def read_setup(session: Session, store: ArrayStore, setup: str, study: str | Non
     l2 = done_l2_runs(session, setup, study)
     return SetupResults(
         traces=[read_array(session, store, r.trace_array_id) for r in runs],
-        fields=list(runs[0].trace_fields) if runs else [],
+        fields=list(runs[0].trace_fields or []) if runs else [],
         snapshots=[read_array(session, store, r.snapshots_array_id) for r in runs],
-        steps=[list(r.snapshot_steps) for r in runs],
+        steps=[list(r.snapshot_steps or []) for r in runs],
         l2_ends=[read_array(session, store, r.params_array_id) for r in l2
                  if math.isclose(r.l2_lambda, PCA_LAMBDA, rel_tol=1e-12)],
         table=table1(runs, l2),

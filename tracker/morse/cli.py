@@ -125,7 +125,7 @@ def cmd_enqueue_morse(args: argparse.Namespace) -> int:
     db = open_db(args)
     with db.session() as session:
         row, new = add_morse(session, None, spec, force=args.force)
-        mid, study = row.id, session.get(Study, row.study_id).name
+        mid, study = row.id, Study.find_or_raise_by_id(session, row.study_id).name
     state = "new" if new else "already queued"
     print(f"Morse graph {mid} ({state}) of ensemble {spec.ensemble_id} in study {study!r}; "
           "run `tracker work` to compute it")  # fmt: skip

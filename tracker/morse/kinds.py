@@ -30,6 +30,7 @@ from tracker._registry import task_kind
 from tracker._schema import Ensemble, EnsembleMember, MorseGraph, Study
 from tracker._store import ArraySpec
 from tracker.morse.results import ensemble_weights
+from tracker.morse.rows import NO_ENSEMBLE_FIX
 
 MEMBER_METRICS = ("accuracy", "balanced_accuracy", "entropy", "final_loss")
 
@@ -76,7 +77,7 @@ def _read_ensemble(ctx: TaskContext, ensemble_id: int) -> _Ensemble:
         if row is None:  # a SpecError: the queue does not retry it
             raise SpecError(f"ensemble {ensemble_id} no longer exists")
         return _Ensemble(
-            id=row.id, study=session.get(Study, row.study_id).name, setup=row.setup,
+            id=row.id, study=Study.find_or_raise_by_id(session, row.study_id).name, setup=row.setup,
             n_models=row.n_models, epochs=row.epochs, early_epoch=row.early_epoch,
             batch_size=row.batch_size, seed=row.seed, data_seed=row.data_seed,
             chunk_size=row.chunk_size, n_params=len(row.param_names),
@@ -134,7 +135,7 @@ def ensemble_train(ctx: TaskContext) -> dict[str, Any]:
 
 def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
-    ensemble = session.get(Ensemble, result["ensemble_id"])
+    ensemble = Ensemble.find_or_raise_by_id(session, result["ensemble_id"])
     for name, path in result["paths"].items():
         setattr(ensemble, f"{name}_array_id", array_id(session, path))
     ensemble.mlflow_run_id = result["run_id"]
@@ -184,7 +185,7 @@ def ensemble_complete(ctx: TaskContext) -> dict[str, Any]:
 
 def _morse_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
-    row = session.get(MorseGraph, result["morse_id"])
+    row = MorseGraph.find_or_raise_by_id(session, result["morse_id"])
     for key in ("weight_names", "gp_params", "n_nodes", "n_edges", "n_attractors", "graph",
                 "seconds"):  # fmt: skip
         setattr(row, key, result[key])
@@ -206,7 +207,9 @@ def morse_task(ctx: TaskContext) -> dict[str, Any]:
         row = session.get(MorseGraph, morse_id)
         if row is None:  # a SpecError: the queue does not retry it
             raise SpecError(f"Morse graph {morse_id} no longer exists")
-        ensemble = session.get(Ensemble, row.ensemble_id)
+        if row.ensemble_id is None:
+            raise SpecError(f"Morse graph {morse_id} lost its ensemble: {NO_ENSEMBLE_FIX}")
+        ensemble = Ensemble.find_or_raise_by_id(session, row.ensemble_id)
         early, final = ensemble_weights(session, ctx.store, ensemble)
         candidates, param_names = list(ensemble.kernel_columns), list(ensemble.param_names)
         pick, subdiv, seed, conley = row.pick, int(row.subdiv), int(row.seed or 0), bool(row.conley)

@@ -10,9 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tracker._arrays import read_array
+from tracker._exceptions import NotFound
 from tracker._schema import Ensemble, EnsembleMember
 from tracker._store import ArrayStore
-from tracker.morse.rows import find_morse
+from tracker.morse.rows import NO_ENSEMBLE_FIX, find_morse
 
 
 def ensemble_weights(
@@ -33,6 +34,8 @@ def load_morse(session: Session, store: ArrayStore, morse_id: int) -> dict[str, 
     """A computed Morse graph with its arrays, the ensemble's early weights on its two axes,
     and each model's metrics: what the plots need."""
     row = find_morse(session, morse_id)
+    if row.ensemble_id is None:  # its ensemble was deleted
+        raise NotFound(f"Morse graph {morse_id} lost its ensemble: {NO_ENSEMBLE_FIX}")
     ensemble = Ensemble.find_or_raise_by_id(session, row.ensemble_id)
     columns = list(row.source["weight_columns"])
     early = np.asarray(read_array(session, store, ensemble.early_array_id))

@@ -20,6 +20,7 @@ from tracker._schema import Ensemble, MorseGraph, Study, Task
 
 PICKS = ("max-variance", "min-variance")
 SANE_SUBDIV = 18  # 262,144 boxes; more needs --force
+NO_ENSEMBLE_FIX = "enqueue a new one with `tracker enqueue morse --ensemble ID`"
 MAX_MODELS = 100_000
 
 
@@ -167,7 +168,7 @@ def add_morse(
     _require_finished(session, ensemble)
     if ensemble.n_models < 2:
         raise SpecError(f"ensemble {ensemble.id} has {ensemble.n_models} model: a GP map needs at least 2")  # fmt: skip
-    study = study or session.get(Study, ensemble.study_id)
+    study = study or Study.find_or_raise_by_id(session, ensemble.study_id)
     digest = spec_hash("morse", study.name, asdict(spec), ensemble.spec_hash)
     source = {"ensemble_id": ensemble.id, "early_epoch": ensemble.early_epoch,
               "final_epoch": ensemble.epochs}  # fmt: skip
