@@ -1,7 +1,7 @@
 """How fast the Surfaces page shows four large surfaces, against the 2 s target.
 
 A temporary TRACKER_HOME gets four seeded GRIDxGRID surfaces (101x101 by default) through
-the real import path (Goldstein .h5 files -> ``tracker._importer.import_h5``: rows, summaries
+the real import path (Goldstein .h5 files -> ``tracker.surfaces.rows.import_h5``: rows, summaries
 and Zarr arrays). Then, with the four selected (the page's default: the latest four 2D
 surfaces), it measures:
 
@@ -48,11 +48,11 @@ VIEWS = ("heatmap", "contour", "3D")
 
 def seed_surfaces(home: Path, grid: int, count: int = 4, seed: int = 0) -> list[int]:
     """``count`` seeded GRIDxGRID surfaces imported into a fresh tracker home; their ids."""
-    from tracker import formats
     from tracker._config import resolve
     from tracker._db import open_database
-    from tracker._importer import import_h5
     from tracker._migrate import upgrade
+    from tracker.surfaces import formats
+    from tracker.surfaces.rows import import_h5
 
     settings = resolve(home=home)
     home.mkdir(parents=True, exist_ok=True)

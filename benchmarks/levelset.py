@@ -159,8 +159,8 @@ def plain_walk(x, y, tx, ty, seed: int, steps: int, epochs: int = 100) -> tuple[
 
 def tracker_walk(home: Path, steps: int, epochs: int = 100) -> tuple[float, float, int]:
     """Enqueue one traversal and drain it with the worker loop; (seconds, final R, steps)."""
-    from compute.kinds_levelset import mlflow_client
     from tracker._config import resolve
+    from tracker._mlflow import client_for
     from tracker._registry import load_plugins
     from tracker._schema import LevelSetRun
     from tracker._worker import WorkerConfig, run_worker
@@ -169,7 +169,7 @@ def tracker_walk(home: Path, steps: int, epochs: int = 100) -> tuple[float, floa
     settings = resolve(home=str(home))
     flags = ["--home", str(home)]
     assert main(["db", "upgrade", *flags]) == 0
-    mlflow_client(settings.mlflow_uri)  # one-off: tables and the worker's client, untimed
+    client_for(settings.mlflow_uri)  # one-off: tables and the worker's client, untimed
     load_plugins()  # a running worker has imported every task kind's module already
     assert main(["enqueue", "levelset", "--setup", SETUP, "--runs", "1", "--seed", str(BASE_SEED),
                  "--max-predictor-steps", str(steps), "--phase1-epochs", str(epochs), *flags]) == 0  # fmt: skip

@@ -110,13 +110,13 @@ class Tracker:
     """A temporary tracker installation with one trained Iris ensemble."""
 
     def __init__(self, root: Path, models: int, epochs: int) -> None:
-        from tracker._cmd_morse import EnsembleSpec, add_ensemble
         from tracker._config import resolve
         from tracker._db import open_database
         from tracker._migrate import upgrade
         from tracker._queue import get_or_create_study
         from tracker._store import ArrayStore
         from tracker._worker import WorkerConfig
+        from tracker.morse.rows import EnsembleSpec, add_ensemble
 
         self.settings = resolve(home=root / ".tracker")
         self.settings.home.mkdir(parents=True, exist_ok=True)
@@ -144,8 +144,8 @@ class Tracker:
             raise SystemExit(f"benchmark: a {kinds} task failed: `tracker status` in {self.settings.home}")  # fmt: skip
 
     def weights(self) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        from compute.kinds_morse import ensemble_weights
         from tracker._schema import Ensemble
+        from tracker.morse.results import ensemble_weights
 
         with self.db.session() as s:
             ens = s.get(Ensemble, self.ensemble_id)
@@ -154,8 +154,8 @@ class Tracker:
 
     def morse(self, subdiv: int, seed: int) -> dict[str, Any]:
         """Enqueue and compute one Morse graph; return its row's figures."""
-        from tracker._cmd_morse import MorseSpec, add_morse
         from tracker._schema import ArrayRef, MorseGraph
+        from tracker.morse.rows import MorseSpec, add_morse
 
         with self.db.session() as s:
             row, _ = add_morse(s, None, MorseSpec(self.ensemble_id, subdiv=subdiv, seed=seed),

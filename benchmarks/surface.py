@@ -459,19 +459,11 @@ def run_tracker_path(
     import sqlalchemy as sa
 
     from tracker._db import open_database
-    from tracker._landscape import (
-        DirectionSpec,
-        EvalSpec,
-        Grid,
-        ModelSpec,
-        SurfaceSpec,
-        add_model,
-        add_surface,
-        check_model,
-    )
     from tracker._migrate import upgrade
     from tracker._queue import get_or_create_study
     from tracker._schema import Study, Surface, Task
+    from tracker.surfaces.rows import EvalSpec, Grid, SurfaceSpec, add_surface
+    from tracker.training.rows import DirectionSpec, ModelSpec, add_model, check_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-surface-"))
     home = tmp / ".tracker"

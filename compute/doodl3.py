@@ -44,6 +44,7 @@ from compute.doodl3_params import (  # noqa: F401  (re-exported: the setups' con
     param_names,
 )
 from compute.threads import one_thread
+from tracker._exceptions import SpecError
 
 DROPOUT = 0.5
 MNIST_TEST = 100  # DOODL3 tests on 100 images; the other 0s and 1s of mnist5k train
@@ -100,7 +101,7 @@ def load_split(setup: str, data_seed: int) -> Split:
         te, tr = torch.from_numpy(order[:MNIST_TEST]), torch.from_numpy(order[MNIST_TEST:])
         return Split(x[tr].contiguous(), y[tr].contiguous(), x[te].contiguous(),
                      y[te].contiguous(), num_classes=2)  # fmt: skip
-    raise ValueError(f"unknown setup {setup!r}: use one of {', '.join(SETUPS)}")
+    raise SpecError(f"unknown setup {setup!r}: use one of {', '.join(SETUPS)}")
 
 
 def _f32(a: np.ndarray) -> torch.Tensor:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from tracker._exceptions import SpecError
+
 SETUPS = ("doodl3-iris", "doodl3-mnist")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "doodl3-iris": {"batch_size": 5, "epochs": 150},
@@ -25,7 +27,7 @@ def param_layout(setup: str) -> list[tuple[str, tuple[int, ...], bool]]:
     if setup == "doodl3-mnist":
         return [("conv_kernel", (3, 3, 1, 2), True), ("conv_bias", (2,), False),
                 ("dense_kernel", (18, 2), True), ("dense_bias", (2,), False)]  # fmt: skip
-    raise ValueError(f"unknown setup {setup!r}: use one of {', '.join(SETUPS)}")
+    raise SpecError(f"unknown setup {setup!r}: use one of {', '.join(SETUPS)}")
 
 
 def param_names(setup: str) -> list[str]:

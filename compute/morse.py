@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from tracker._exceptions import SpecError
+
 NONE = -1  # no Morse node is reachable from the box
 AMBIGUOUS = -2  # the reachable Morse nodes have no greatest element
 NOT_COMPUTED = -3  # the retraction was not computed for this box
@@ -70,9 +72,12 @@ def pick_weights(final: np.ndarray, candidates: list[int], pick: str) -> list[in
     Ties go to the lower column index, so the choice is deterministic.
     """
     if pick not in PICKS:
-        raise ValueError(f"unknown pick {pick!r}: use one of {', '.join(PICKS)}")
+        raise SpecError(f"unknown pick {pick!r}: use one of {', '.join(PICKS)}")
     if len(candidates) < 2:
-        raise ValueError("at least two candidate weights are needed")
+        raise SpecError(
+            f"a Morse graph needs at least two candidate weights, got {len(candidates)}: "
+            "use an ensemble whose setup has two or more kernel weights"
+        )
     std = np.asarray(final, dtype=np.float64)[:, candidates].std(axis=0)
     key = -std if pick == "max-variance" else std
     order = np.argsort(key, kind="stable")
@@ -261,7 +266,9 @@ def compute_morse_graph(
     import CMGDB
 
     if not 1 <= subdiv <= MAX_SUBDIV:
-        raise ValueError(f"subdiv must be in 1..{MAX_SUBDIV}, got {subdiv}")
+        raise SpecError(
+            f"subdiv must be in 1..{MAX_SUBDIV}, got {subdiv}: choose --subdiv in that range"
+        )
     started = time.perf_counter()
     model = _cmgdb_model(f, lo, hi, subdiv)
     compute = CMGDB.ComputeConleyMorseGraph if conley else CMGDB.ComputeMorseGraph

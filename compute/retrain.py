@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from compute import data as data_mod
+from compute.retrain_settings import check_retrain_settings
 from compute.state import Layout, flatten_state, load_flat
 from compute.train import TrainSpec, epoch_metrics, loss_fn
 from tracker import SpecError
-from tracker._topology import check_retrain_settings
 
 AUGMENT_STREAM = 1_000_003
 

@@ -83,13 +83,17 @@ def table(db_url: str, name: str, order: str = "id") -> pd.DataFrame:
 
 @st.cache_data(ttl=ARRAY_TTL, show_spinner=False)
 def array(db_url: str, store_url: str, array_id: int) -> np.ndarray:
-    return data.read_array(engine(db_url), store(store_url), array_id)
+    """A stored array by its ``arrays`` row id (through tracker._arrays.read_array)."""
+    from tracker._arrays import read_array
+
+    with Session(engine(db_url)) as session:
+        return read_array(session, store(store_url), int(array_id), verify=False)
 
 
 @st.cache_data(ttl=ARRAY_TTL, show_spinner=False)
 def surface(db_url: str, store_url: str, surface_id: int) -> dict[str, Any]:
-    """A finished surface's grid and arrays (through tracker._results.load_surface)."""
-    from tracker._results import load_surface
+    """A finished surface's grid and arrays (through tracker.surfaces.results.load_surface)."""
+    from tracker.surfaces.results import load_surface
 
     with Session(engine(db_url)) as session:
         s = load_surface(session, store(store_url), surface_id)

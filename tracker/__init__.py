@@ -49,7 +49,7 @@ _WHERE = {
     "open_database": "tracker._db",
     "Settings": "tracker._config",
     "resolve_settings": ("tracker._config", "resolve"),
-    "TaskContext": "tracker._worker",
+    "TaskContext": "tracker._context",
     "WorkerConfig": "tracker._worker",
     "run_worker": "tracker._worker",
     "task_kind": "tracker._registry",

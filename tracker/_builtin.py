@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tracker._context import TaskContext
 from tracker._registry import task_kind
-from tracker._worker import TaskContext
 
 
 @task_kind("noop")

@@ -10,7 +10,7 @@ def add_parsers(
     *, sub: Any, enqueue: Any, plot: Any, export: Any, common: argparse.ArgumentParser
 ) -> None:
     """Add `tracker dashboard` to the `tracker` parser."""
-    from tracker.cli import lazy_command
+    from tracker._cliutil import lazy_command
 
     p = sub.add_parser(
         "dashboard",

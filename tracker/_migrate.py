@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -27,7 +28,7 @@ def head_revision() -> str:
     return head
 
 
-def _run(db: Database, fn, revision: str) -> None:
+def _run(db: Database, fn: Callable[[Config, str], None], revision: str) -> None:
     cfg = alembic_config(db)
     with db.engine.connect() as conn:
         cfg.attributes["connection"] = conn

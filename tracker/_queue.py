@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -35,7 +35,7 @@ from tracker._wake import notify_workers
 DEFAULT_LEASE_SECONDS = 60.0
 ERROR_TEXT_LIMIT = 20_000
 
-_tasks = Task.__table__
+_tasks = cast(sa.Table, Task.__table__)
 _deps = TaskDependency.__table__
 
 
@@ -337,7 +337,7 @@ class Queue:
         while True:
             with self.db.connection() as conn:
                 self._relax_durability(conn)
-                rows: list[Any] = []
+                rows: Sequence[Any] = []
                 looked_for_expired = False
                 now = time.monotonic()
                 if now >= self._next_expired_check:

@@ -18,18 +18,20 @@ from tracker._exceptions import ConfigError, NotFound
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from tracker._worker import TaskContext
+    from tracker._context import TaskContext
 
 RunFn = Callable[["TaskContext"], "dict[str, Any] | None"]
 FinalizeFn = Callable[["Session", "TaskContext", "dict[str, Any] | None"], None]
 
-# Modules whose kinds every worker knows; later modules add the research methods.
+# Modules whose kinds every worker knows: each method's kinds.py. Named by string, so the core
+# imports no method package (the import contracts check it).
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "tracker._builtin",
-    "compute.kinds",
-    "compute.kinds_retrain",
-    "compute.kinds_levelset",
-    "compute.kinds_morse",
+    "tracker.training.kinds",
+    "tracker.surfaces.kinds",
+    "tracker.topology.kinds",
+    "tracker.levelsets.kinds",
+    "tracker.morse.kinds",
 )
 
 
@@ -56,7 +58,7 @@ def task_kind(
     def register(fn: RunFn) -> RunFn:
         existing = _KINDS.get(name)
         if existing is not None and existing.run.__qualname__ != fn.__qualname__:
-            raise ValueError(f"task kind {name!r} is registered twice")
+            raise ConfigError(f"task kind {name!r} is registered twice: rename one of them")
         _KINDS[name] = TaskKind(name=name, run=fn, finalize=finalize, batch=batch)
         return fn
 

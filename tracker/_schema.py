@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    declared_attr,
+    mapped_column,
+    relationship,
+)
+
+from tracker._exceptions import NotFound
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -75,12 +84,27 @@ class Base(DeclarativeBase):
         list[Any]: JSONType,
     }
 
+    # What a NotFound message calls a row of this table, and where the user finds the ids.
+    noun: ClassVar[str] = ""
+    find_hint: ClassVar[str] = "`tracker show study NAME` lists them"
+
+    @classmethod
+    def find_or_raise_by_id(
+        cls, session: Session, row_id: int | None, *, for_update: bool = False
+    ) -> Self:
+        """The row with this id; an unknown id (or none) is a NotFound that names the fix."""
+        row = None if row_id is None else session.get(cls, row_id, with_for_update=for_update)
+        if row is None:
+            noun = cls.noun or cls.__tablename__.rstrip("s").replace("_", " ")
+            raise NotFound(f"unknown {noun} id {row_id}: {cls.find_hint}")
+        return row
+
 
 class _Created:
     created_at: Mapped[datetime] = mapped_column(server_default=sa.func.current_timestamp())
 
 
-class _Work(_Created):
+class WorkRow(_Created):
     """Columns shared by rows that a spec creates and a task fills in."""
 
     @declared_attr
@@ -118,6 +142,8 @@ class Task(_Created, Base):
     """One claimable unit of work, whatever its kind; the queue is this table."""
 
     __tablename__ = "tasks"
+    noun = "task"
+    find_hint = "`tracker status` lists the studies and tasks"
     __table_args__ = (
         # The claim reads this index in order and stops at the first unlocked row.
         sa.Index("ix_tasks_claim", "status", "priority", "id"),
@@ -163,6 +189,7 @@ class ArrayRef(_Created, Base):
     """A Zarr array in the store: its path, shape, dtype and chunking, and the task that wrote it."""
 
     __tablename__ = "arrays"
+    noun = "array"
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(sa.String(500), unique=True)
     shape: Mapped[list[Any]]
@@ -177,10 +204,12 @@ def _array_fk() -> Mapped[int | None]:
     return mapped_column(sa.ForeignKey("arrays.id", ondelete="SET NULL"))
 
 
-class Model(_Work, Base):
+class Model(WorkRow, Base):
     """A network to train: architecture, data set and optimiser settings as real columns."""
 
     __tablename__ = "models"
+    noun = "model"
+    find_hint = "`tracker show study NAME` lists a study's models"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str | None] = mapped_column(sa.String(200))
     architecture: Mapped[str] = mapped_column(sa.String(64), index=True)
@@ -216,7 +245,7 @@ class Checkpoint(_SplitMetrics, _Created, Base):
     array_id: Mapped[int | None] = _array_fk()
 
 
-class Direction(_Work, Base):
+class Direction(WorkRow, Base):
     """A direction in parameter space: random, interpolation between checkpoints, or PCA."""
 
     __tablename__ = "directions"
@@ -238,10 +267,12 @@ class Direction(_Work, Base):
     projection_array_id: Mapped[int | None] = _array_fk()
 
 
-class Surface(_Work, Base):
+class Surface(WorkRow, Base):
     """A 1D or 2D grid of loss (and accuracy) values around a centre checkpoint."""
 
     __tablename__ = "surfaces"
+    noun = "surface"
+    find_hint = "`tracker show study NAME` lists the surfaces"
     __table_args__ = (
         sa.CheckConstraint("nx >= 1", name="nx_positive"),
         sa.CheckConstraint("ny IS NULL OR ny >= 1", name="ny_positive"),
@@ -294,7 +325,7 @@ class Tile(Base):
     task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id"), unique=True)
 
 
-class Retrain(_Work, Base):
+class Retrain(WorkRow, Base):
     """A jump from a trained model along a direction, then retraining at a constant rate."""
 
     __tablename__ = "retrains"
@@ -326,10 +357,11 @@ class TrajectoryPoint(_SplitMetrics, Base):
     epoch: Mapped[float]
 
 
-class Embedding(_Work, Base):
+class Embedding(WorkRow, Base):
     """A PHATE embedding of all trajectory points of a model's retrains."""
 
     __tablename__ = "embeddings"
+    noun = "embedding"
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id"), index=True)
     method: Mapped[str] = mapped_column(sa.String(16), default="phate")
@@ -345,10 +377,11 @@ class Embedding(_Work, Base):
     order_array_id: Mapped[int | None] = _array_fk()
 
 
-class PersistenceDiagram(_Work, Base):
+class PersistenceDiagram(WorkRow, Base):
     """Persistent homology of a loss-level filtration over an embedding's kNN graph."""
 
     __tablename__ = "persistence_diagrams"
+    noun = "persistence diagram"
     id: Mapped[int] = mapped_column(primary_key=True)
     embedding_id: Mapped[int] = mapped_column(sa.ForeignKey("embeddings.id"), index=True)
     loss_name: Mapped[str] = mapped_column(sa.String(16))
@@ -366,7 +399,7 @@ class PersistenceDiagram(_Work, Base):
     h1_max: Mapped[float | None]
 
 
-class LevelSetRun(_Work, Base):
+class LevelSetRun(WorkRow, Base):
     """A predictor/corrector traversal of a training-loss level set (seed 002).
 
     ``l0`` is the training loss after phase 1 (Adam); the ``final_*`` columns are the last
@@ -376,6 +409,7 @@ class LevelSetRun(_Work, Base):
     """
 
     __tablename__ = "levelset_runs"
+    noun = "level-set run"
     id: Mapped[int] = mapped_column(primary_key=True)
     setup: Mapped[str] = mapped_column(sa.String(32), index=True)
     run_index: Mapped[int]
@@ -404,11 +438,12 @@ class LevelSetRun(_Work, Base):
     snapshots_array_id: Mapped[int | None] = _array_fk()
 
 
-class L2BaselineRun(_Work, Base):
+class L2BaselineRun(WorkRow, Base):
     """The level-set setup's network trained with ``l2_lambda * sum(kernel^2)`` added (seed 002's
     baseline). Losses are data losses, without the penalty; ``final_penalty`` is the penalty."""
 
     __tablename__ = "l2_baseline_runs"
+    noun = "L2 baseline run"
     id: Mapped[int] = mapped_column(primary_key=True)
     setup: Mapped[str] = mapped_column(sa.String(32), index=True)
     l2_lambda: Mapped[float] = mapped_column(index=True)
@@ -430,7 +465,7 @@ class L2BaselineRun(_Work, Base):
     params_array_id: Mapped[int | None] = _array_fk()
 
 
-class Ensemble(_Work, Base):
+class Ensemble(WorkRow, Base):
     """DOODL3's ensemble: many small models of one setup, weights kept at an early and the
     final epoch. Trained by chunk tasks; ``task_id`` is the task that completes it."""
 
@@ -468,10 +503,12 @@ class EnsembleMember(Base):
     final_loss: Mapped[float | None]
 
 
-class MorseGraph(_Work, Base):
+class MorseGraph(WorkRow, Base):
     """A Morse graph of a learned map between two training checkpoints of an ensemble."""
 
     __tablename__ = "morse_graphs"
+    noun = "Morse graph"
+    find_hint = "`tracker enqueue morse --ensemble ID` creates one"
     id: Mapped[int] = mapped_column(primary_key=True)
     ensemble_id: Mapped[int | None] = mapped_column(sa.ForeignKey("ensembles.id"), index=True)
     seed: Mapped[int | None]

@@ -66,10 +66,11 @@ def queue_counts(session: Session, study_id: int | None = None) -> list[KindCoun
     )
     if study_id is not None:
         query = query.where(Task.study_id == study_id)
-    return [
-        KindCounts(name, kind, *(int(n or 0) for n in counts), since, expires)
-        for name, kind, *counts, since, expires in session.execute(query)
-    ]
+    out = []
+    for name, kind, *counts, since, expires in session.execute(query):
+        waiting, pending, running_, done, failed = (int(n or 0) for n in counts)
+        out.append(KindCounts(name, kind, waiting, pending, running_, done, failed, since, expires))
+    return out
 
 
 def recent_errors(session: Session, study_id: int | None = None, limit: int = 5) -> list[TaskError]:

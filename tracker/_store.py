@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import zarr
@@ -18,9 +18,12 @@ import zarr.errors
 
 from tracker._exceptions import CorruptArray, StoreError
 
+if TYPE_CHECKING:
+    from zarr.core.array_spec import ArrayConfigParams
+
 # A chunk equal to the fill value (a tile of NaN losses) is still written, so a missing
 # chunk always means unfinished or lost work.
-_KEEP_EVERY_CHUNK = {"write_empty_chunks": True}
+_KEEP_EVERY_CHUNK: ArrayConfigParams = {"write_empty_chunks": True}
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,12 @@ class ArrayStore:
         if self.exists(path):
             del self.root[path]
 
+    @overload
+    def _open(self, path: str, *, missing_ok: Literal[False] = False) -> zarr.Array: ...
+
+    @overload
+    def _open(self, path: str, *, missing_ok: bool) -> zarr.Array | None: ...
+
     def _open(self, path: str, *, missing_ok: bool = False) -> zarr.Array | None:
         try:
             node = self.root[path]
@@ -159,7 +168,8 @@ class ArrayStore:
             ) from None
         if not isinstance(node, zarr.Array):
             raise self._corrupt(path, "it is a group, not an array")
-        return node.with_config(_KEEP_EVERY_CHUNK)
+        opened: zarr.Array = node.with_config(_KEEP_EVERY_CHUNK)
+        return opened
 
     def _corrupt(self, path: str, why: str) -> CorruptArray:
         return CorruptArray(

@@ -12,70 +12,21 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tracker._db import Database, open_database
+from tracker._arrays import add_array
+from tracker._context import TaskContext
+from tracker._db import open_database
 from tracker._exceptions import LeaseLost, SpecError
 from tracker._queue import DEFAULT_LEASE_SECONDS, ClaimedTask, Queue
 from tracker._registry import get_kind, load_plugins
-from tracker._schema import ArrayRef
-from tracker._store import ArraySpec, ArrayStore
+from tracker._store import ArrayStore
 from tracker._wake import open_waker
 
 log = logging.getLogger("tracker.worker")
-
-
-@dataclass
-class TaskContext:
-    """What a task body sees: its payload, the array store, and its lease."""
-
-    task: ClaimedTask
-    store: ArrayStore
-    lease_lost: threading.Event = field(default_factory=threading.Event)
-    arrays: list[ArraySpec] = field(default_factory=list)
-    db: Database | None = None
-    mlflow_uri: str | None = None
-
-    @property
-    def id(self) -> int:
-        return self.task.id
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        return self.task.payload
-
-    @property
-    def attempt(self) -> int:
-        return self.task.attempt
-
-    def check_lease(self) -> None:
-        """Stop early (raise LeaseLost) if another worker has taken this task over."""
-        if self.lease_lost.is_set():
-            raise LeaseLost(f"task {self.task.id} lost its lease")
-
-    def write_array(
-        self, path: str, data: np.ndarray, chunks: tuple[int, ...] | None = None
-    ) -> ArraySpec:
-        """Write a whole array; its row is recorded when the task is marked done."""
-        self.check_lease()
-        spec = self.store.write(path, data, chunks)
-        self.arrays.append(spec)
-        return spec
-
-    def record_array(self, spec: ArraySpec) -> None:
-        """Record an array written block by block (``store.write_block``) as this task's."""
-        self.arrays.append(spec)
-
-    def session(self) -> Session:
-        """A read session on the tracker database (rows the task body needs to look up)."""
-        if self.db is None:
-            raise RuntimeError("this task context has no database")
-        return Session(self.db.engine)
 
 
 @dataclass(frozen=True)
@@ -134,13 +85,7 @@ class _Heartbeat(threading.Thread):
 
 def _record_arrays(session: Session, ctx: TaskContext) -> None:
     for spec in ctx.arrays:
-        ref = session.scalar(sa.select(ArrayRef).where(ArrayRef.path == spec.path))
-        if ref is None:
-            ref = ArrayRef(path=spec.path)
-            session.add(ref)
-        ref.shape, ref.dtype, ref.chunks = list(spec.shape), spec.dtype, list(spec.chunks)
-        ref.task_id = ctx.task.id
-    session.flush()
+        add_array(session, spec, task_id=ctx.task.id)
 
 
 def worker_name(suffix: str | None = None) -> str:

@@ -10,33 +10,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-
-def _settings(args: argparse.Namespace) -> Any:
-    from tracker._config import resolve
-
-    return resolve(db_url=args.db, store_url=args.store, home=args.home)
-
-
-def _open(args: argparse.Namespace, *, check: bool = True) -> Any:
-    from tracker._db import open_database
-
-    return open_database(_settings(args).db_url, check=check)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
-    return "\n".join(lines)
-
-
-def _when(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
-
+# The shared helpers keep short local names, so the core commands read as before.
+from tracker._cliutil import lazy_command
+from tracker._cliutil import open_db as _open
+from tracker._cliutil import settings as _settings
+from tracker._cliutil import table as _table
+from tracker._cliutil import when as _when
 
 # --- db -------------------------------------------------------------------------------------
 
@@ -230,7 +209,7 @@ def cmd_show_study(args: argparse.Namespace) -> int:
               s.bn_mode, num(s.centre_loss), num(s.rise_r050), num(s.flatness_width, ".3f"),
               "yes" if s.completed_at else "no"] for s, mid, ep, kind in surfaces],
         ))  # fmt: skip
-    from tracker._cmd_retrain import print_study_topology
+    from tracker.topology.cli import print_study_topology
 
     print_study_topology(db, study.id)
     return code
@@ -411,104 +390,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=0.0, help="each task sleeps this long")
     p.add_argument("--study", default="smoke-test")
     p.set_defaults(func=cmd_enqueue_noop)
-    groups = _landscape_parsers(sub, enqsub, common)
-    for module in FEATURE_CLI_MODULES:
-        importlib.import_module(module).add_parsers(common=common, **groups)
-    return parser
-
-
-# Each of these modules defines add_parsers(sub, enqueue, plot, export, common): the commands of
-# one research method. They must not import torch at module top (`tracker --help` stays fast).
-FEATURE_CLI_MODULES: tuple[str, ...] = (
-    "tracker._cli_retrain",
-    "tracker._cli_levelset",
-    "tracker._cli_morse",
-    "tracker._cli_dashboard",
-)
-
-
-def lazy_command(module: str, name: str) -> Any:
-    """The command function ``name`` of ``module``, imported only when the command runs."""
-
-    def run(args: argparse.Namespace) -> int:
-        return int(getattr(importlib.import_module(module), name)(args) or 0)
-
-    return run
-
-
-def _lazy(name: str) -> Any:
-    """A command function of tracker._cmd_landscape, imported only when it runs."""
-
-    def run(args: argparse.Namespace) -> int:
-        from tracker import _cmd_landscape
-
-        return int(getattr(_cmd_landscape, name)(args) or 0)
-
-    return run
-
-
-def _landscape_parsers(sub: Any, enqsub: Any, common: argparse.ArgumentParser) -> dict[str, Any]:
     p = enqsub.add_parser("study", parents=[common],
                           help="a study file (TOML): models x directions x surfaces; "
                           "`tracker enqueue FILE.toml` does the same")  # fmt: skip
     p.add_argument("file", metavar="FILE.toml")
-    p.set_defaults(func=_lazy("cmd_enqueue_study"))
-
-    model_flags = argparse.ArgumentParser(add_help=False)
-    from tracker._cmd_args import add_model_flags, add_surface_flags
-
-    add_model_flags(model_flags)
-    p = enqsub.add_parser("model", parents=[common, model_flags], help="a model to train")
-    p.set_defaults(func=_lazy("cmd_enqueue_model"))
-    p = sub.add_parser("train", parents=[common, model_flags],
-                       help="train one model here, in the foreground (logged to MLflow)")  # fmt: skip
-    p.set_defaults(func=_lazy("cmd_train"))
-
-    p = enqsub.add_parser("surface", parents=[common],
-                          help="a 1D or 2D loss surface around a model, or an interpolation")  # fmt: skip
-    add_surface_flags(p)
-    p.set_defaults(func=_lazy("cmd_enqueue_surface"))
-
+    p.set_defaults(func=lazy_command("tracker.studyfile", "cmd_enqueue_study"))
+    groups: dict[str, Any] = {"sub": sub, "enqueue": enqsub, "common": common}
+    # Training's `train` comes before the plot and export groups in `tracker --help`.
+    importlib.import_module("tracker.training.cli").add_parsers(**groups)
     plot = sub.add_parser("plot", help="draw results (PNG and PDF)")
-    plotsub = plot.add_subparsers(dest="plot_command", required=True, metavar="WHAT")
-    p = plotsub.add_parser("surface", parents=[common],
-                           help="1D curve, or 2D contour/filled contour/heatmap/3D; --panel for "
-                           "seed 001's pairs x minibatches panel")  # fmt: skip
-    p.add_argument("ids", nargs="+", type=int, metavar="SURFACE_ID")
-    p.add_argument("--kind", action="append", choices=["contour", "contourf", "heatmap", "3d"],
-                   help="2D plot kinds (repeatable; default all)")  # fmt: skip
-    p.add_argument("--panel", action="store_true",
-                   help="one panel: a row per surface (direction pair), a column per minibatch")  # fmt: skip
-    p.add_argument("--centre-relative", action="store_true", help="panel: loss minus the centre")
-    p.add_argument("--contour", action="store_true", help="panel: contours instead of heatmaps")
-    p.add_argument("--out", metavar="DIR", help="folder for the files (default TRACKER_HOME/plots)")
-    p.set_defaults(func=_lazy("cmd_plot_surface"))
-
+    groups["plot"] = plot.add_subparsers(dest="plot_command", required=True, metavar="WHAT")
     export = sub.add_parser("export", help="write results in other tools' formats")
-    exportsub = export.add_subparsers(dest="export_command", required=True, metavar="WHAT")
-    p = exportsub.add_parser("surface", parents=[common],
-                             help="h5 (Goldstein's names), vtp (ParaView) or csv")  # fmt: skip
-    p.add_argument("id", type=int, metavar="SURFACE_ID")
-    p.add_argument("--format", choices=["h5", "vtp", "csv"], default="h5")
-    p.add_argument("--out", metavar="FILE")
-    p.add_argument("--group", type=int, default=0, help="which minibatch grid (default 0)")
-    p.add_argument("--log", action="store_true", help="vtp: log(loss + 0.1)")
-    p.add_argument("--zmax", type=float, default=None, help="vtp: clip values above this")
-    p.set_defaults(func=_lazy("cmd_export_surface"))
+    groups["export"] = export.add_subparsers(
+        dest="export_command", required=True, metavar="WHAT"
+    )
+    for module in FEATURE_CLI_MODULES:
+        importlib.import_module(module).add_parsers(**groups)
+    return parser
 
-    imp = sub.add_parser("import", help="bring results from other tools into the database")
-    impsub = imp.add_subparsers(dest="import_command", required=True, metavar="WHAT")
-    p = impsub.add_parser("h5", parents=[common], help="a Goldstein loss-landscape surface file")
-    p.add_argument("file", metavar="FILE.h5")
-    p.add_argument("--study", default="imported")
-    p.set_defaults(func=_lazy("cmd_import_h5"))
 
-    p = sub.add_parser("demo", parents=[common],
-                       help="train two MLPs on digits, compute their surfaces, plot, summarise")  # fmt: skip
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_lazy("cmd_demo"))
-    return {"sub": sub, "enqueue": enqsub, "plot": plotsub, "export": exportsub}
+# Each of these modules defines add_parsers(sub, enqueue, plot, export, common): the commands of
+# one research method. They import only the standard library and tracker._cliutil at module top
+# (`tracker --help` stays fast); tracker.training.cli is added first (see build_parser).
+FEATURE_CLI_MODULES: tuple[str, ...] = (
+    "tracker.surfaces.cli",
+    "tracker.topology.cli",
+    "tracker.levelsets.cli",
+    "tracker.morse.cli",
+    "tracker._cli_dashboard",
+)
 
 
 def _study_file_shortcut(argv: list[str]) -> list[str]:

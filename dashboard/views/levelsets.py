@@ -48,7 +48,7 @@ def figure2_and_table1(
 ) -> tuple[dict[str, np.ndarray] | None, pd.DataFrame]:
     """Figure 2's series (None without finished traversals) and Table 1, as the plot command
     computes them."""
-    from tracker._cmd_levelset import done_l2_runs, done_levelset_runs, figure2_series, table1
+    from tracker.levelsets.results import done_l2_runs, done_levelset_runs, figure2_series, table1
 
     with _session(db_url) as session:
         runs = done_levelset_runs(session, setup, study)
@@ -74,8 +74,13 @@ def figure7(
     db_url: str, store_url: str, setup: str, study: str | None
 ) -> dict[str, np.ndarray] | str:
     """Figure 7's PCA coordinates, or why it is not computed here (no snapshots, too large)."""
-    from tracker._cmd_levelset import PCA_LAMBDA, done_l2_runs, done_levelset_runs, snapshot_pca
     from tracker._schema import ArrayRef
+    from tracker.levelsets.results import (
+        PCA_LAMBDA,
+        done_l2_runs,
+        done_levelset_runs,
+        snapshot_pca,
+    )
 
     with _session(db_url) as session:
         runs = [r for r in done_levelset_runs(session, setup, study) if r.snapshots_array_id]
@@ -125,7 +130,7 @@ def figure2_chart(series: dict[str, np.ndarray]) -> go.Figure | None:
 
 def figure7_chart(pca: dict[str, np.ndarray]) -> go.Figure:
     """Snapshots on the first three components, coloured by predictor step; the mean ends."""
-    from tracker._cmd_levelset import PCA_LAMBDA
+    from tracker.levelsets.results import PCA_LAMBDA
 
     coords = pca["coords"]
     dims = [min(d, coords.shape[1] - 1) for d in range(3)]

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import common
+from tracker.morse.plots import dot_source
 
 src = common.sources()
 st.title("Morse graphs")
@@ -31,19 +32,8 @@ if len(with_graph):
     graph = with_graph[with_graph["id"] == gid].iloc[0]["graph"]
     if isinstance(graph, str):
         graph = json.loads(graph)
-    nodes = graph.get("nodes", []) if isinstance(graph, dict) else []
-    edges = graph.get("edges", []) if isinstance(graph, dict) else []
-    lines = ["digraph morse {", "  node [shape=ellipse];"]
-    for node in nodes:
-        name = node.get("id", node) if isinstance(node, dict) else node
-        shape = "doublecircle" if isinstance(node, dict) and node.get("attractor") else "ellipse"
-        lines.append(f'  "{name}" [shape={shape}];')
-    for edge in edges:
-        a, b = (edge.get("source"), edge.get("target")) if isinstance(edge, dict) else edge[:2]
-        lines.append(f'  "{a}" -> "{b}";')
-    lines.append("}")
     st.caption("Morse graph (attractors drawn as double circles)")
-    st.graphviz_chart("\n".join(lines))
+    st.graphviz_chart(dot_source(graph if isinstance(graph, dict) else {}))
     row = with_graph[with_graph["id"] == gid].iloc[0]
     sets_id = row.get("morse_sets_array_id")
     if sets_id is not None and not pd.isna(sets_id):

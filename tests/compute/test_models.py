@@ -137,20 +137,6 @@ def test_parameter_count_without_building_equals_the_built_model(arch, cfg, data
     assert parameter_count(arch, cfg, dataset) == n_params(arch, cfg, shape, classes)
 
 
-def test_cheap_surfaces_get_larger_tiles_and_expensive_ones_the_default():
-    from tracker._landscape import default_tile
-
-    assert default_tile(51, 51) == (13, 13)
-    assert default_tile(51, None) == (26, 1)
-    expensive = 50_000 * 853_018  # ResNet-56 on the CIFAR-10 train split
-    assert default_tile(51, 51, expensive) == (13, 13)
-    cheap = 128 * 17_610  # an MLP on one 128-sample minibatch: ~890 points per tile
-    tx, ty = default_tile(51, 51, cheap)
-    assert tx == ty == 26 and tx * ty <= 4096
-    assert default_tile(401, 401, 1.0) == (58, 58)  # capped at 4,096 points (64x64, balanced)
-    assert default_tile(1001, None, 1.0) == (251, 1)  # 1D: at most 256
-
-
 def test_option_a_shortcut_has_no_parameters_and_option_b_projects():
     a = build_model("resnet20", {}, input_shape=(3, 8, 8), num_classes=10, seed=0)
     b = build_model("resnet20", {"shortcut": "B"}, input_shape=(3, 8, 8), num_classes=10, seed=0)

@@ -3,8 +3,6 @@ kNN graphs and lower-star persistence, checked against independent computations.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 import torch
@@ -136,41 +134,3 @@ def test_diagram_structure_and_summaries_on_a_random_potential() -> None:
         assert summary[f"h{dim}_total_p1"] == pytest.approx(life.sum())
         assert summary[f"h{dim}_total_p2"] == pytest.approx((life**2).sum())
         assert summary[f"h{dim}_max"] == (pytest.approx(life.max()) if len(life) else None)
-
-
-@pytest.mark.parametrize(
-    ("section", "needle"),
-    [
-        ('[[retrain]]\nmodel = "m"\nsteps = [0.5, 0.0]', "step size 0 is not positive"),
-        ('[[retrain]]\nmodel = "m"\nseeds = "0-x"', "seeds '0-x'"),
-        ('[[retrain]]\nmodel = "m"\nepochs = "ten"', "epochs in [[retrain]] number 1 must be int"),
-        ('[[retrain]]\nmodel = "m"\nlearning_rate = 0.1', "unknown key 'learning_rate'"),
-        ('[[retrain]]\nmodel = "other"', "names model 'other'"),
-        ('[[topology]]\nmodel = "m"\nloss = "hinge"', "unknown loss 'hinge'"),
-        ("[[topology]]\nknn = 5", "has no model"),
-    ],
-)
-def test_study_file_sections_are_checked_before_anything_is_written(
-    tmp_path, section: str, needle: str
-) -> None:
-    from tracker import _studyfile
-
-    path = tmp_path / "s.toml"
-    path.write_text(
-        'study = "s"\n[[model]]\nname = "m"\narchitecture = "mlp"\ndataset = "digits"\n' + section
-    )
-    with pytest.raises(SpecError, match=re.escape(needle)):
-        _studyfile.load(path)
-
-
-def test_study_file_sections_parse_to_requests(tmp_path) -> None:
-    from tracker import _studyfile
-    from tracker._topology import RetrainRequest, TopologyRequest
-
-    path = tmp_path / "s.toml"
-    path.write_text('study = "s"\n[[model]]\nname = "m"\narchitecture = "mlp"\ndataset = "digits"\n'
-                    '[[retrain]]\nmodel = "m"\nseeds = "0-2,5"\nsteps = [0.25, 1]\nepochs = 3\n'
-                    '[[topology]]\nmodel = "m"\nknn = 7\nlegacy = true\n')  # fmt: skip
-    plan = _studyfile.load(path)
-    assert plan.retrains == [RetrainRequest(model="m", seeds=(0, 1, 2, 5), steps=(0.25, 1.0), epochs=3)]  # fmt: skip
-    assert plan.topologies == [TopologyRequest(model="m", knn=7, legacy=True)]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tracker import task_kind
-from tracker._worker import TaskContext
+from tracker._context import TaskContext
 
 
 def append_line(path: str, line: str) -> None:

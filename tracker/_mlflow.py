@@ -1,0 +1,208 @@
+"""MLflow bookkeeping for task kinds: one run per row, metrics logged in batches.
+
+The client is used directly (no global ``mlflow.start_run`` state), so several tasks in one
+worker process never share an active run. Runs live in an experiment named after the study.
+``tracked_run`` is the one run life cycle: close a RUNNING run a killed attempt left behind,
+start the run, and end it FINISHED, or FAILED with the reason when the body raises.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+EXPERIMENT_PREFIX = "tracker/"
+# Where runs go when a task context names no tracking URI (a plain process outside `work`).
+DEFAULT_URI = "sqlite:///mlflow.db"
+_MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+_CLIENTS: dict[str, MlflowClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def client_for(uri: str | None) -> MlflowClient:
+    """A client whose tracking store exists, one per URI and process: a new client re-checks
+    MLflow's schema (seconds on SQLite), which every task of a worker would pay again.
+    ``None`` means DEFAULT_URI."""
+    uri = uri or DEFAULT_URI
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(uri)
+        if client is None:
+            client = _CLIENTS[uri] = _new_client(uri)
+        return client
+
+
+def _new_client(uri: str) -> MlflowClient:
+    """Create the client; a local SQLite store is created once, under a lock."""
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    db_path = Path(uri.removeprefix("sqlite:///"))
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow creates and migrates its tables on first use; two workers doing that at once
+    # corrupt the migration. One at a time, on a lock file beside the database.
+    with open(db_path.with_suffix(".init-lock"), "w") as lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # alembic's notes about MLflow's own schema
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
+
+
+def _artifact_location(uri: str) -> str | None:
+    # Local SQLite tracking: keep artifacts beside the database instead of ./mlruns of
+    # whatever folder the worker happens to run in.
+    if uri.startswith("sqlite:///"):
+        db_path = Path(uri.removeprefix("sqlite:///"))
+        return (db_path.parent / "mlartifacts").absolute().as_uri()
+    return None
+
+
+def experiment_id(client: MlflowClient, study: str) -> str:
+    name = EXPERIMENT_PREFIX + study
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    try:
+        return str(
+            client.create_experiment(
+                name, artifact_location=_artifact_location(client.tracking_uri)
+            )
+        )
+    except MlflowException:
+        # Another worker created it first.
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+class RunLogger:
+    """Buffers metrics and sends them with one ``log_batch`` call every few seconds."""
+
+    def __init__(self, client: MlflowClient, run_id: str, flush_seconds: float = 5.0) -> None:
+        self.client, self.run_id, self.flush_seconds = client, run_id, flush_seconds
+        self._pending: list[Metric] = []
+        self._last = time.monotonic()
+
+    def metrics(self, values: Mapping[str, float | None], step: int) -> None:
+        now = int(time.time() * 1000)
+        for key, value in values.items():
+            if value is None:
+                continue
+            self._pending.append(Metric(key, float(value), now, step))
+        if time.monotonic() - self._last >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            chunk, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+        self._last = time.monotonic()
+
+
+def start_run(
+    client: MlflowClient,
+    study: str,
+    run_name: str,
+    params: Mapping[str, object],
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a run with its parameters and tags; return its id."""
+    all_tags = dict(tags)
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id(client, study), run_name=run_name, tags=all_tags)
+    run_id = run.info.run_id
+    flat = [Param(k, _param_text(v)) for k, v in sorted(params.items())]
+    for i in range(0, len(flat), 90):
+        client.log_batch(run_id, params=flat[i : i + 90])
+    return run_id
+
+
+def _param_text(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text[:6000]
+
+
+def mark_failed_if_running(client: MlflowClient, run_id: str | None, why: str) -> bool:
+    """Close a run left RUNNING by a killed worker; True if it was."""
+    if not run_id:
+        return False
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return False
+    if run.info.status != "RUNNING":
+        return False
+    client.log_batch(run_id, tags=[RunTag("tracker.failure", why[:5000])])
+    client.set_terminated(run_id, status="FAILED")
+    return True
+
+
+def finish(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
+    client.set_terminated(run_id, status=status)
+
+
+def tag(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+class TrackedRun(NamedTuple):
+    """A started run: its client, id and metric buffer."""
+
+    client: MlflowClient
+    run_id: str
+    logger: RunLogger
+
+
+@contextmanager
+def tracked_run(
+    uri: str | None,
+    *,
+    study: str,
+    name: str,
+    params: Mapping[str, object],
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+    previous_run_id: str | None = None,
+    interrupted: str = "an earlier attempt was interrupted",
+    flush_seconds: float = 5.0,
+) -> Iterator[TrackedRun]:
+    """Run the body inside an MLflow run of the study's experiment.
+
+    ``previous_run_id`` is the run an earlier attempt recorded: left RUNNING by a killed
+    worker, it is closed FAILED with ``interrupted`` as the reason. The new run ends FINISHED
+    (metrics flushed) when the body returns, FAILED with the error's text when it raises; the
+    body's own error is the one that propagates.
+    """
+    client = client_for(uri)
+    mark_failed_if_running(client, previous_run_id, interrupted)
+    run_id = start_run(client, study, name, params, tags, parent_run_id=parent_run_id)
+    run = TrackedRun(client, run_id, RunLogger(client, run_id, flush_seconds))
+    try:
+        yield run
+        run.logger.flush()
+    except BaseException as err:
+        try:
+            run.logger.flush()
+            tag(client, run_id, {"tracker.failure": f"{type(err).__name__}: {err}"[:5000]})
+            finish(client, run_id, "FAILED")
+        except Exception:  # the task's own error is the one to report
+            pass
+        raise
+    finish(client, run_id, "FINISHED")

@@ -1,0 +1,171 @@
+"""DOODL3 ensembles and Morse graphs on the command line.
+
+    tracker enqueue ensemble --setup doodl3-iris --models 100
+    tracker enqueue morse --ensemble ID [--subdiv 15]
+    tracker show morse ID
+    tracker plot morse ID... [--out DIR]
+
+Only the standard library (and the stdlib-only tracker._cliutil) is imported at the top:
+SQLAlchemy, torch, CMGDB and matplotlib load inside the commands, so `tracker --help` stays
+fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tracker._cliutil import open_db, settings
+
+# --- parsers ----------------------------------------------------------------------------------
+
+
+def add_parsers(
+    *, sub: Any, enqueue: Any, plot: Any, export: Any, common: argparse.ArgumentParser
+) -> None:
+    """Add `enqueue ensemble`, `enqueue morse`, `plot morse` and `show morse`."""
+    p = enqueue.add_parser(
+        "ensemble", parents=[common],
+        help="DOODL3: train many small models (early and final weights kept per model)",
+    )  # fmt: skip
+    p.add_argument("--setup", required=True, metavar="SETUP",
+                   help="doodl3-iris (9-parameter softmax layer) or doodl3-mnist (58-parameter "
+                   "conv net on 0 vs 1)")  # fmt: skip
+    p.add_argument("--models", type=int, default=100, help="ensemble size (default 100)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per model (default: iris 150; mnist 100, as many Adam steps as "
+                   "DOODL3's 8 epochs on full MNIST)")  # fmt: skip
+    p.add_argument("--early-epoch", type=int, default=2,
+                   help="the early checkpoint: weights after this many epochs (default 2, "
+                   "Keras's epoch index 1)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=None, help="default: iris 5, mnist 128")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and minibatch seed")
+    p.add_argument("--data-seed", type=int, default=0, help="train/test split seed")
+    p.add_argument("--chunk", type=int, default=50, help="models per training task (default 50)")
+    p.add_argument("--study", default="doodl3")
+    p.set_defaults(func=cmd_enqueue_ensemble)
+
+    p = enqueue.add_parser(
+        "morse", parents=[common],
+        help="the Morse graph of a finished ensemble's early -> final map (GP + CMGDB)",
+    )  # fmt: skip
+    p.add_argument("--ensemble", type=int, required=True, metavar="ID")
+    p.add_argument("--pick", default="max-variance",
+                   help="the two kernel weights whose final values vary most (max-variance, "
+                   "default) or least (min-variance) across models")  # fmt: skip
+    p.add_argument("--subdiv", type=int, default=15, help="2**SUBDIV boxes (default 15)")
+    p.add_argument("--seed", type=int, default=0, help="the Gaussian process's random_state")
+    p.add_argument("--no-conley", action="store_true", help="skip the Conley indices")
+    p.add_argument("--force", action="store_true", help="allow a subdivision above 18")
+    p.set_defaults(func=cmd_enqueue_morse)
+
+    p = plot.add_parser(
+        "morse", parents=[common],
+        help="Morse graph (Graphviz), Morse sets and order retraction with the ensemble, "
+        "violins of accuracy and entropy per node",
+    )  # fmt: skip
+    p.add_argument("ids", nargs="+", type=int, metavar="MORSE_ID")
+    p.add_argument("--out", metavar="DIR", help="folder for the files (default TRACKER_HOME/plots)")
+    p.set_defaults(func=cmd_plot_morse)
+
+    show = _show_parser(sub)
+    if show is not None:
+        p = show.add_parser("morse", parents=[common], help="a Morse graph: nodes, edges, GP")
+        p.add_argument("id", type=int, metavar="MORSE_ID")
+        p.set_defaults(func=cmd_show_morse)
+
+
+def _show_parser(sub: Any) -> Any:
+    """The `tracker show` sub-command group, if the parser has one."""
+    show = sub.choices.get("show")
+    if show is None:
+        return None
+    for action in show._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_enqueue_ensemble(args: argparse.Namespace) -> int:
+    from compute.doodl3_params import DEFAULTS
+    from tracker._queue import get_or_create_study
+    from tracker.morse.rows import EnsembleSpec, add_ensemble, check_ensemble, check_setup
+
+    check_setup(args.setup)  # before any default that depends on it
+    defaults = DEFAULTS[args.setup]
+    spec = EnsembleSpec(
+        setup=args.setup, n_models=args.models,
+        epochs=args.epochs if args.epochs is not None else defaults["epochs"],
+        early_epoch=args.early_epoch,
+        batch_size=args.batch_size if args.batch_size is not None else defaults["batch_size"],
+        seed=args.seed, data_seed=args.data_seed, chunk_size=args.chunk,
+    )  # fmt: skip
+    check_ensemble(spec)
+    db = open_db(args)
+    with db.session() as session:
+        study = get_or_create_study(session, args.study)
+        ensemble, new = add_ensemble(session, study, spec)
+        eid, chunks = ensemble.id, -(-spec.n_models // ensemble.chunk_size)
+    state = f"new, {chunks} training task(s)" if new else "already queued"
+    print(f"ensemble {eid} ({state}) in study {args.study!r}; run `tracker work` to train it")
+    return 0
+
+
+def cmd_enqueue_morse(args: argparse.Namespace) -> int:
+    from tracker._schema import Study
+    from tracker.morse.rows import MorseSpec, add_morse, check_morse
+
+    spec = MorseSpec(ensemble_id=args.ensemble, pick=args.pick, subdiv=args.subdiv,
+                     seed=args.seed, conley=not args.no_conley)  # fmt: skip
+    check_morse(spec, force=args.force)
+    db = open_db(args)
+    with db.session() as session:
+        row, new = add_morse(session, None, spec, force=args.force)
+        mid, study = row.id, Study.find_or_raise_by_id(session, row.study_id).name
+    state = "new" if new else "already queued"
+    print(f"Morse graph {mid} ({state}) of ensemble {spec.ensemble_id} in study {study!r}; "
+          "run `tracker work` to compute it")  # fmt: skip
+    return 0
+
+
+def cmd_show_morse(args: argparse.Namespace) -> int:
+    from tracker.morse.rows import find_morse
+
+    db = open_db(args)
+    with db.session() as session:
+        row = find_morse(session, args.id)
+        graph = row.graph or {}
+        print(f"Morse graph {row.id}: ensemble {row.ensemble_id} ({row.setup}), pick {row.pick}, "
+              f"subdiv {row.subdiv}, seed {row.seed}, {row.seconds:.2f} s")  # fmt: skip
+        print(f"weights: {', '.join(row.weight_names)}; GP: {row.gp_params.get('kernel')}")
+        print(f"{row.n_nodes} node(s), {row.n_edges} edge(s), {row.n_attractors} attractor(s)")
+        for node in graph.get("nodes", []):
+            index = node.get("conley_index")
+            print(f"  node {node['id']}: {node['n_boxes']} box(es)"
+                  + (" attractor" if node["attractor"] else "")
+                  + (f", Conley index ({', '.join(index)})" if index else ""))  # fmt: skip
+        for u, v in graph.get("edges", []):
+            print(f"  {u} -> {v}")
+    return 0
+
+
+def cmd_plot_morse(args: argparse.Namespace) -> int:
+    from tracker._store import ArrayStore
+    from tracker.morse.plots import plot_all
+    from tracker.morse.results import load_morse
+
+    conf = settings(args)
+    db = open_db(args)
+    store = ArrayStore(conf.store_url)
+    out = Path(args.out or conf.home / "plots")
+    written: list[Path] = []
+    with db.session() as session:
+        for mid in args.ids:
+            written += plot_all(load_morse(session, store, mid), out / f"morse-{mid}")
+    for p in written:
+        print(p)
+    return 0

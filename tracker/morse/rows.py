@@ -1,0 +1,193 @@
+"""Rows of the Morse-graph method: DOODL3 ensembles (with their members) and Morse graphs.
+
+Specs are validated completely before anything is written, and one request is one
+transaction: a bad request leaves the database unchanged. Enqueueing the same spec again
+finds the existing rows (spec hash).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from compute.doodl3_params import SETUPS
+from tracker._exceptions import SpecError
+from tracker._queue import enqueue, spec_hash
+from tracker._rows import get_or_add
+from tracker._schema import Ensemble, MorseGraph, Study, Task
+
+PICKS = ("max-variance", "min-variance")
+SANE_SUBDIV = 18  # 262,144 boxes; more needs --force
+NO_ENSEMBLE_FIX = "enqueue a new one with `tracker enqueue morse --ensemble ID`"
+MAX_MODELS = 100_000
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """An ensemble to train; the fields are the ensembles table's columns."""
+
+    setup: str
+    n_models: int = 100
+    epochs: int = 150
+    early_epoch: int = 2
+    batch_size: int = 5
+    seed: int = 0
+    data_seed: int = 0
+    chunk_size: int = 50
+
+
+@dataclass(frozen=True)
+class MorseSpec:
+    """A Morse graph to compute from a finished ensemble."""
+
+    ensemble_id: int
+    pick: str = "max-variance"
+    subdiv: int = 15
+    seed: int = 0
+    conley: bool = True
+
+
+def check_setup(setup: str) -> None:
+    """Reject an unknown DOODL3 setup with the names that exist."""
+    if setup not in SETUPS:
+        raise SpecError(f"unknown setup {setup!r}: use one of {', '.join(SETUPS)}")
+
+
+def check_ensemble(spec: EnsembleSpec) -> None:
+    """Reject a bad ensemble spec with one line that names the fix."""
+    check_setup(spec.setup)
+    if not 1 <= spec.n_models <= MAX_MODELS:
+        raise SpecError(f"--models must be in 1..{MAX_MODELS}, got {spec.n_models}")
+    if spec.epochs < 1:
+        raise SpecError(f"--epochs must be at least 1, got {spec.epochs}")
+    if not 0 <= spec.early_epoch < spec.epochs:
+        raise SpecError(
+            f"--early-epoch must be in 0..{spec.epochs - 1} (before the final epoch {spec.epochs}), "
+            f"got {spec.early_epoch}"
+        )
+    for name, value in (("--batch-size", spec.batch_size), ("--chunk", spec.chunk_size)):
+        if value < 1:
+            raise SpecError(f"{name} must be at least 1, got {value}")
+    for name, value in (("--seed", spec.seed), ("--data-seed", spec.data_seed)):
+        if value < 0:
+            raise SpecError(f"{name} must not be negative, got {value}")
+
+
+def add_ensemble(session: Session, study: Study, spec: EnsembleSpec) -> tuple[Ensemble, bool]:
+    """The ensemble row, one train task per chunk of models, and the task completing it."""
+    from compute import doodl3_params as doodl3
+
+    check_ensemble(spec)
+    digest = spec_hash("ensemble", study.name, asdict(spec))
+    chunk = min(spec.chunk_size, spec.n_models)
+    ensemble, new = get_or_add(
+        session, Ensemble, digest, study_id=study.id, setup=spec.setup, n_models=spec.n_models,
+        epochs=spec.epochs, early_epoch=spec.early_epoch, batch_size=spec.batch_size,
+        seed=spec.seed, data_seed=spec.data_seed, chunk_size=chunk,
+        param_names=doodl3.param_names(spec.setup),
+        kernel_columns=doodl3.kernel_columns(spec.setup),
+        config={"optimizer": "adam", "lr": doodl3.LR, "eps": doodl3.EPS,
+                "init": f"U(-{doodl3.INIT_LIMIT:g}, {doodl3.INIT_LIMIT:g}) kernels, zero biases"},
+    )  # fmt: skip
+    if not new:
+        return ensemble, False
+    parts = []
+    for start in range(0, spec.n_models, chunk):
+        payload = {"ensemble_id": ensemble.id, "start": start,
+                   "stop": min(start + chunk, spec.n_models)}  # fmt: skip
+        task, _ = enqueue(session, study, "ensemble.train", payload, key=digest)
+        parts.append(task)
+    done, _ = enqueue(session, study, "ensemble.complete", {"ensemble_id": ensemble.id},
+                      depends_on=parts, key=digest)  # fmt: skip
+    ensemble.task_id = done.id
+    session.flush()
+    return ensemble, True
+
+
+def find_ensemble(session: Session, ensemble_id: int) -> Ensemble:
+    """The ensemble row, or NotFound naming the command that creates one."""
+    return Ensemble.find_or_raise_by_id(session, ensemble_id)
+
+
+def ensemble_tasks(session: Session, ensemble: Ensemble) -> list[Task]:
+    """The ensemble's train chunks and its completing task."""
+    train = session.scalars(
+        sa.select(Task)
+        .where(Task.kind == "ensemble.train", Task.study_id == ensemble.study_id)
+        .order_by(Task.id)
+    ).all()
+    mine = [t for t in train if int(t.payload.get("ensemble_id", -1)) == ensemble.id]
+    done = session.get(Task, ensemble.task_id) if ensemble.task_id is not None else None
+    return [*mine, *([done] if done is not None else [])]
+
+
+def _require_finished(session: Session, ensemble: Ensemble) -> None:
+    if ensemble.completed_at is not None:
+        return
+    open_tasks = [t for t in ensemble_tasks(session, ensemble) if t.status != "done"]
+    listed = ", ".join(f"task {t.id} {t.kind} {t.status}" for t in open_tasks[:8])
+    more = f" and {len(open_tasks) - 8} more" if len(open_tasks) > 8 else ""
+    fix = (
+        "`tracker requeue --failed`, then `tracker work`"
+        if any(t.status == "failed" for t in open_tasks)
+        else "run `tracker work`"
+    )
+    raise SpecError(
+        f"ensemble {ensemble.id} is not finished ({listed}{more}): {fix}, then enqueue the "
+        "Morse graph again"
+    )
+
+
+def check_morse(spec: MorseSpec, *, force: bool) -> None:
+    """Reject a bad Morse graph spec with one line that names the fix."""
+    from compute.morse import MAX_SUBDIV
+
+    if spec.pick not in PICKS:
+        raise SpecError(f"unknown --pick {spec.pick!r}: use one of {', '.join(PICKS)}")
+    if spec.subdiv < 2:
+        raise SpecError(f"--subdiv must be at least 2 (one split per axis), got {spec.subdiv}")
+    if spec.subdiv > MAX_SUBDIV:
+        raise SpecError(f"--subdiv {spec.subdiv} is above the limit {MAX_SUBDIV} (2**{MAX_SUBDIV} boxes)")  # fmt: skip
+    if spec.subdiv > SANE_SUBDIV and not force:
+        raise SpecError(
+            f"--subdiv {spec.subdiv} means {2**spec.subdiv:,} boxes (more than 2**{SANE_SUBDIV}): "
+            "add --force if you mean it"
+        )
+    if spec.seed < 0:
+        raise SpecError(f"--seed must not be negative, got {spec.seed}")
+
+
+def add_morse(
+    session: Session, study: Study | None, spec: MorseSpec, *, force: bool = False
+) -> tuple[MorseGraph, bool]:
+    """The Morse graph row and its task, for a finished ensemble."""
+    check_morse(spec, force=force)
+    ensemble = find_ensemble(session, spec.ensemble_id)
+    _require_finished(session, ensemble)
+    if ensemble.n_models < 2:
+        raise SpecError(f"ensemble {ensemble.id} has {ensemble.n_models} model: a GP map needs at least 2")  # fmt: skip
+    study = study or Study.find_or_raise_by_id(session, ensemble.study_id)
+    digest = spec_hash("morse", study.name, asdict(spec), ensemble.spec_hash)
+    source = {"ensemble_id": ensemble.id, "early_epoch": ensemble.early_epoch,
+              "final_epoch": ensemble.epochs}  # fmt: skip
+    row, new = get_or_add(
+        session, MorseGraph, digest, study_id=study.id, ensemble_id=ensemble.id,
+        setup=ensemble.setup, pick=spec.pick, subdiv=spec.subdiv, seed=spec.seed,
+        conley=spec.conley, source=source, weight_names=[], gp_params={},
+    )  # fmt: skip
+    if not new:
+        return row, False
+    task, _ = enqueue(session, study, "morse", {"morse_id": row.id}, key=digest)
+    row.task_id = task.id
+    session.flush()
+    return row, True
+
+
+def find_morse(session: Session, morse_id: int) -> MorseGraph:
+    """A computed Morse graph, or NotFound / SpecError naming the command that makes one."""
+    row = MorseGraph.find_or_raise_by_id(session, morse_id)
+    if row.completed_at is None:
+        raise SpecError(f"Morse graph {morse_id} is not computed yet (task {row.task_id}): run `tracker work`")  # fmt: skip
+    return row

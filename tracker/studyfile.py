@@ -1,0 +1,461 @@
+"""Study files: a TOML sweep of models x directions x surfaces, enqueued in one transaction.
+
+```toml
+study = "batch-size"
+[[model]]
+name = "mlp-bs{batch_size}"         # {key} placeholders take the swept values
+architecture = "mlp"
+arch = { widths = [64, 64], activation = "relu" }
+dataset = "digits"
+batch_size = [32, 1024]             # a list of values sweeps: one model per combination
+lr = 0.05
+epochs = 20
+checkpoints = [0, 5, 10]            # epochs kept besides the last
+
+[[surface]]                          # around every listed model (default: all of the file)
+models = ["mlp-bs32"]
+x = "-1:1:21"
+y = "-1:1:21"                        # leave out for a 1D surface
+direction = { seed = 0, norm = "filter", ignore = "biasbn", target = "weights" }
+pairs = 1                            # direction pairs (seeds 2i, 2i+1 after the base seed)
+epochs = ["final"]                   # or checkpoint epochs: one surface each
+split = "train"                      # subset = N, or minibatches = K with minibatch_size = B
+bn = "eval"
+
+[[interpolation]]
+from = "mlp-bs32"
+to = "mlp-bs1024"
+x = "-0.5:1.5:41"
+
+[[pca]]
+model = "mlp-bs32"
+x = "-1:1:21"
+y = "-1:1:21"
+
+[[retrain]]                          # jump-and-retrain samples of a model (topology)
+model = "mlp-bs32"
+seeds = "0-3"
+steps = [0.25, 0.5]
+
+[[topology]]                         # PHATE embedding + persistence of those retrains
+model = "mlp-bs32"
+loss = "test"
+```
+
+The whole format lives here: each section is parsed into its method's spec dataclasses
+(``tracker.<method>.rows``), checked, and only then written by ``enqueue_study`` in one
+transaction. A new method adds its section to ``SECTIONS``, a parser below, a field of
+``Study`` and its rows in ``enqueue_study``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import string
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tracker._exceptions import NotFound, SpecError
+from tracker.surfaces.rows import EvalSpec, SurfaceSpec, parse_grid
+from tracker.topology.rows import (
+    LOSSES,
+    RetrainRequest,
+    TopologyRequest,
+    check_retrain_settings,
+    parse_seeds,
+    parse_steps,
+)
+from tracker.training.rows import DirectionSpec, ModelSpec
+
+if TYPE_CHECKING:
+    from tracker._db import Database
+
+SWEEPABLE = ("lr", "batch_size", "weight_decay", "momentum", "seed", "epochs",
+             "label_corruption", "optimizer", "dataset")  # fmt: skip
+MODEL_KEYS = {"name", "architecture", "arch", "dataset", "data", "optimizer", "lr", "momentum",
+              "weight_decay", "batch_size", "epochs", "seed", "label_corruption", "lr_schedule",
+              "checkpoints"}  # fmt: skip
+EVAL_KEYS = {"split", "subset", "minibatches", "minibatch_size", "bn", "metrics", "subset_seed",
+             "precision"}  # fmt: skip
+SURFACE_KEYS = {
+    "models",
+    "x",
+    "y",
+    "direction",
+    "y_direction",
+    "pairs",
+    "epochs",
+    "tile",
+} | EVAL_KEYS
+INTERP_KEYS = {"from", "to", "x", "y", "epoch", "target", "tile", "direction"} | EVAL_KEYS
+PCA_KEYS = {"model", "x", "y", "ignore", "tile", "epoch"} | EVAL_KEYS
+DIRECTION_KEYS = {"seed", "norm", "ignore", "target"}
+RETRAIN_KEYS = {"model", "seeds", "steps", "epochs", "lr", "momentum", "weight_decay",
+                "batch_size", "saves_per_epoch", "augment", "epoch"}  # fmt: skip
+TOPOLOGY_KEYS = {"model", "loss", "knn", "phate_seed", "n_pca", "legacy"}
+# Every top-level key a study file may have. Level sets and Morse graphs have no study-file
+# section yet: their [[levelset]] / [[ensemble]] tables would join here, parsed into
+# tracker.levelsets.rows / tracker.morse.rows requests and written in enqueue_study.
+SECTIONS = {"study", "description", "model", "surface", "interpolation", "pca", "retrain",
+            "topology"}  # fmt: skip
+
+
+@dataclass
+class Study:
+    name: str
+    description: str | None = None
+    models: list[ModelSpec] = field(default_factory=list)
+    surfaces: list[SurfaceSpec] = field(default_factory=list)
+    retrains: list[RetrainRequest] = field(default_factory=list)
+    topologies: list[TopologyRequest] = field(default_factory=list)
+
+
+def _check_keys(table: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise SpecError(
+            f"unknown key {unknown[0]!r} in {where}: known keys are {', '.join(sorted(known))}"
+        )
+
+
+def _typed(value: Any, kind: type, key: str, where: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise SpecError(f"{key} in {where} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+_TYPES = {"lr": float, "momentum": float, "weight_decay": float, "label_corruption": float,
+          "batch_size": int, "epochs": int, "seed": int, "optimizer": str, "dataset": str,
+          "architecture": str, "name": str}  # fmt: skip
+
+
+def _models(table: dict[str, Any], index: int) -> list[ModelSpec]:
+    where = f"[[model]] number {index + 1}"
+    _check_keys(table, MODEL_KEYS, where)
+    for key in ("architecture", "dataset"):
+        if key not in table:
+            raise SpecError(f"{where} has no {key!r}: every model needs an architecture and a dataset")  # fmt: skip
+    swept = [k for k in SWEEPABLE if isinstance(table.get(k), list)]
+    for k in swept:
+        if not table[k]:
+            raise SpecError(f"{k} in {where} is an empty list: give at least one value")
+    combos = itertools.product(*(table[k] for k in swept)) if swept else [()]
+    out: list[ModelSpec] = []
+    for combo in combos:
+        values = dict(table)
+        values.update(zip(swept, combo, strict=True))
+        for key, kind in _TYPES.items():
+            if key in values:
+                values[key] = _typed(values[key], kind, key, where)
+        name = values.get("name")
+        if name is not None:
+            fields = {f for _, f, _, _ in string.Formatter().parse(name) if f}
+            missing = fields - set(values)
+            if missing:
+                raise SpecError(f"name {name!r} in {where} uses {{{sorted(missing)[0]}}}, which is not a key of the model")  # fmt: skip
+            if fields:
+                name = name.format(**values)
+            elif swept:
+                name = name + "".join(f"-{k}{v}" for k, v in zip(swept, combo, strict=True))
+        checkpoints = values.get("checkpoints", [])
+        if not isinstance(checkpoints, list) or not all(isinstance(e, int) for e in checkpoints):
+            raise SpecError(f"checkpoints in {where} must be a list of epochs, got {checkpoints!r}")
+        schedule = values.get("lr_schedule", {})
+        if not isinstance(schedule, dict) or set(schedule) - {"milestones", "gamma"}:
+            raise SpecError(f"lr_schedule in {where} must be {{ milestones = [...], gamma = 0.1 }}")
+        out.append(
+            ModelSpec(
+                architecture=values["architecture"], dataset=values["dataset"],
+                arch_config=dict(values.get("arch", {})), dataset_config=dict(values.get("data", {})),
+                optimizer=values.get("optimizer", "sgd"), lr=values.get("lr", 0.1),
+                momentum=values.get("momentum", 0.0), weight_decay=values.get("weight_decay", 0.0),
+                batch_size=values.get("batch_size", 128), epochs=values.get("epochs", 10),
+                seed=values.get("seed", 0), label_corruption=values.get("label_corruption", 0.0),
+                lr_schedule=schedule, checkpoint_epochs=tuple(checkpoints), name=name,
+            )
+        )  # fmt: skip
+    return out
+
+
+def direction_spec(
+    table: dict[str, Any] | None, where: str, default_seed: int = 0
+) -> DirectionSpec:
+    table = dict(table or {})
+    _check_keys(table, DIRECTION_KEYS, f"the direction of {where}")
+    return DirectionSpec(
+        kind="random", seed=int(table.get("seed", default_seed)),
+        normalization=str(table.get("norm", "filter")), ignore=str(table.get("ignore", "biasbn")),
+        target=str(table.get("target", "weights")),
+    )  # fmt: skip
+
+
+def eval_spec(table: dict[str, Any], where: str) -> EvalSpec:
+    metrics = table.get("metrics", ["loss", "acc"])
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    for key in ("subset", "minibatches", "minibatch_size", "subset_seed"):
+        if key in table:
+            _typed(table[key], int, key, where)
+    return EvalSpec(
+        split=str(table.get("split", "train")), subset=table.get("subset"),
+        minibatch_size=table.get("minibatch_size"), minibatches=table.get("minibatches"),
+        bn=str(table.get("bn", "eval")), metrics=tuple(metrics),
+        subset_seed=int(table.get("subset_seed", 0)), precision=str(table.get("precision", "fp32")),
+    )  # fmt: skip
+
+
+def _tile(value: Any, where: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (value[0], value[1])
+    raise SpecError(f"tile in {where} must be an integer or [nx, ny], got {value!r}")
+
+
+def _epochs(value: Any, where: str) -> list[int | None]:
+    values = value if isinstance(value, list) else [value]
+    out: list[int | None] = []
+    for v in values:
+        if v == "final" or v is None:
+            out.append(None)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            out.append(v)
+        else:
+            raise SpecError(f'epochs in {where} must be checkpoint epochs or "final", got {v!r}')
+    return out
+
+
+def load(path: str | Path) -> Study:
+    """Parse and check a study file (nothing is written)."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotFound(f"no study file at {path}: check the path") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(
+            f"study file {path} is not valid TOML ({err}): fix the line it names"
+        ) from None
+    _check_keys(doc, SECTIONS, str(path))
+    name = doc.get("study")
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(f'study file {path} has no study name: add study = "NAME" at the top')
+    study = Study(name=name, description=doc.get("description"))
+    for i, table in enumerate(doc.get("model", [])):
+        study.models.extend(_models(table, i))
+    names = [m.name for m in study.models if m.name]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(f"model name {dupes[0]!r} is used twice in {path}: names must be unique")
+    all_names = [m.name or str(i) for i, m in enumerate(study.models)]
+
+    def model_refs(value: Any, where: str) -> list[str]:
+        refs = value if isinstance(value, list) else [value]
+        for ref in refs:
+            if not isinstance(ref, str | int):
+                raise SpecError(f"models in {where} must be names or ids, got {ref!r}")
+            if isinstance(ref, str) and not ref.isdigit() and ref not in names:
+                raise SpecError(f"{where} names model {ref!r}, which the file does not define (models: {', '.join(names) or 'none'})")  # fmt: skip
+        return [str(r) for r in refs]
+
+    for i, table in enumerate(doc.get("surface", [])):
+        where = f"[[surface]] number {i + 1}"
+        _check_keys(table, SURFACE_KEYS, where)
+        if "x" not in table:
+            raise SpecError(f'{where} has no x grid: add x = "-1:1:21"')
+        x = parse_grid(table["x"], "x grid")
+        y = parse_grid(table["y"], "y grid") if "y" in table else None
+        base = direction_spec(table.get("direction"), where)
+        pairs = _typed(table.get("pairs", 1), int, "pairs", where)
+        if pairs < 1:
+            raise SpecError(f"pairs in {where} must be at least 1, got {pairs}")
+        ev = eval_spec(table, where)
+        refs = model_refs(table["models"], where) if "models" in table else all_names
+        for ref in refs:
+            for epoch in _epochs(table.get("epochs", "final"), where):
+                for p in range(pairs):
+                    step = 2 if y is not None else 1
+                    xd = replace(base, seed=(base.seed or 0) + step * p)
+                    yd = None
+                    if y is not None:
+                        # The y direction: its own table if given, else the x one's with seed + 1.
+                        own = "y_direction" in table
+                        yd = direction_spec(table.get("y_direction" if own else "direction"), where)
+                        first = (yd.seed or 0) if own else (base.seed or 0) + 1
+                        yd = replace(yd, seed=first + step * p)
+                    study.surfaces.append(SurfaceSpec(
+                        model=ref, x=x, y=y, epoch=epoch, x_direction=xd, y_direction=yd,
+                        evaluation=ev, tile=_tile(table.get("tile"), where),
+                    ))  # fmt: skip
+    for i, table in enumerate(doc.get("interpolation", [])):
+        where = f"[[interpolation]] number {i + 1}"
+        _check_keys(table, INTERP_KEYS, where)
+        for key in ("from", "to", "x"):
+            if key not in table:
+                raise SpecError(f"{where} has no {key!r}: an interpolation needs from, to and x")
+        (a,) = model_refs(table["from"], where)
+        (b,) = model_refs(table["to"], where)
+        target = str(table.get("target", "states"))
+        study.surfaces.append(SurfaceSpec(
+            model=a, other_model=b, x=parse_grid(table["x"], "x grid"),
+            y=parse_grid(table["y"], "y grid") if "y" in table else None,
+            epoch=_epochs(table.get("epoch", "final"), where)[0],
+            x_direction=DirectionSpec(kind="interpolation", seed=None, normalization="none",
+                                      ignore="none", target=target),
+            y_direction=direction_spec(table.get("direction"), where, 1) if "y" in table else None,
+            evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
+        ))  # fmt: skip
+    for i, table in enumerate(doc.get("pca", [])):
+        where = f"[[pca]] number {i + 1}"
+        _check_keys(table, PCA_KEYS, where)
+        for key in ("model", "x", "y"):
+            if key not in table:
+                raise SpecError(f"{where} has no {key!r}: a PCA surface needs model, x and y")
+        (ref,) = model_refs(table["model"], where)
+        study.surfaces.append(SurfaceSpec(
+            model=ref, x=parse_grid(table["x"], "x grid"), y=parse_grid(table["y"], "y grid"),
+            epoch=_epochs(table.get("epoch", "final"), where)[0],
+            x_direction=DirectionSpec(kind="pca", seed=None, normalization="none",
+                                      ignore=str(table.get("ignore", "biasbn")), target="weights"),
+            evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
+        ))  # fmt: skip
+    study.retrains, study.topologies = topology_sections(doc, names)
+    return study
+
+
+# --- topology sections ------------------------------------------------------------------------
+
+
+def _number(table: dict[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
+    value = table.get(key, default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise SpecError(f"{key} in {where} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _model_ref(table: dict[str, Any], where: str, names: Sequence[str]) -> str:
+    ref = table.get("model")
+    if ref is None:
+        raise SpecError(f'{where} has no model: add model = "NAME" (a model of the file) or an id')
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return str(ref)
+    if not isinstance(ref, str) or (not ref.isdigit() and ref not in names):
+        raise SpecError(f"{where} names model {ref!r}, which the file does not define (models: {', '.join(names) or 'none'})")  # fmt: skip
+    return ref
+
+
+def topology_sections(
+    doc: dict[str, Any], names: Sequence[str]
+) -> tuple[list[RetrainRequest], list[TopologyRequest]]:
+    """The [[retrain]] and [[topology]] tables of a study file, checked (nothing is written)."""
+    retrains: list[RetrainRequest] = []
+    for i, table in enumerate(doc.get("retrain", [])):
+        where = f"[[retrain]] number {i + 1}"
+        _check_keys(table, RETRAIN_KEYS, where)
+        seeds = table.get("seeds", "0-3")
+        if isinstance(seeds, list):
+            seeds = ",".join(str(s) for s in seeds)
+        steps = table.get("steps", [0.25, 0.5, 0.75, 1.0])
+        if isinstance(steps, list):
+            steps = ",".join(str(s) for s in steps)
+        epoch = table.get("epoch")
+        retrains.append(RetrainRequest(
+            model=_model_ref(table, where, names), seeds=parse_seeds(str(seeds)),
+            steps=parse_steps(str(steps)), epochs=_number(table, "epochs", int, where, 40),
+            lr=_number(table, "lr", float, where, 0.001),
+            momentum=_number(table, "momentum", float, where, 0.9),
+            weight_decay=_number(table, "weight_decay", float, where, 1e-4),
+            batch_size=_number(table, "batch_size", int, where, 128),
+            saves_per_epoch=_number(table, "saves_per_epoch", int, where, 1),
+            augment=_number(table, "augment", bool, where, False),
+            epoch=None if epoch is None else _number(table, "epoch", int, where, None),
+        ))  # fmt: skip
+        req = retrains[-1]
+        for seed in req.seeds:
+            for step in req.steps:
+                try:
+                    check_retrain_settings(seed=seed, step_size=step, epochs=req.epochs,
+                                           lr=req.lr, momentum=req.momentum,
+                                           weight_decay=req.weight_decay,
+                                           batch_size=req.batch_size,
+                                           saves_per_epoch=req.saves_per_epoch)  # fmt: skip
+                except SpecError as err:
+                    raise SpecError(f"{where}: {err}") from None
+    topologies: list[TopologyRequest] = []
+    for i, table in enumerate(doc.get("topology", [])):
+        where = f"[[topology]] number {i + 1}"
+        _check_keys(table, TOPOLOGY_KEYS, where)
+        loss = _number(table, "loss", str, where, "test")
+        if loss not in LOSSES:
+            raise SpecError(f"unknown loss {loss!r} in {where}: use one of {', '.join(LOSSES)}")
+        topologies.append(TopologyRequest(
+            model=_model_ref(table, where, names), loss=loss,
+            knn=_number(table, "knn", int, where, 20),
+            phate_seed=_number(table, "phate_seed", int, where, 0),
+            n_pca=_number(table, "n_pca", int, where, 100),
+            legacy=_number(table, "legacy", bool, where, False),
+        ))  # fmt: skip
+    return retrains, topologies
+
+
+# --- writing the rows -------------------------------------------------------------------------
+
+
+def demo_study() -> str:
+    """The text of the demo study (`tracker demo`), shipped as tracker/studies/demo.toml."""
+    return resources.files("tracker").joinpath("studies/demo.toml").read_text()
+
+
+def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
+    """Validate a study file and write all its rows in one transaction."""
+    from tracker._queue import get_or_create_study
+    from tracker.surfaces.rows import add_surface
+    from tracker.topology.rows import add_study_topology
+    from tracker.training.rows import add_model, check_model
+
+    plan = load(path)
+    models = [check_model(m) for m in plan.models]
+    counts: dict[str, Any] = {"models": 0, "models_new": 0, "surfaces": 0, "surfaces_new": 0}
+    with db.session() as session:
+        study = get_or_create_study(session, plan.name, plan.description)
+        names: dict[str, Any] = {}
+        for i, spec in enumerate(models):
+            model, new = add_model(session, study, spec)
+            names[spec.name or str(i)] = model
+            counts["models"] += 1
+            counts["models_new"] += new
+        for surface in plan.surfaces:
+            _, new = add_surface(session, study, surface, names)
+            counts["surfaces"] += 1
+            counts["surfaces_new"] += new
+        if plan.retrains or plan.topologies:
+            counts.update(
+                add_study_topology(session, study, plan.retrains, plan.topologies, names)
+            )
+        counts["study_id"] = study.id
+    counts["study"] = plan.name
+    return counts
+
+
+def cmd_enqueue_study(args: argparse.Namespace) -> int:
+    """`tracker enqueue study FILE.toml` (also `tracker enqueue FILE.toml`)."""
+    from tracker._cliutil import open_db
+
+    db = open_db(args)
+    c = enqueue_study(db, args.file)
+    print(
+        f"study {c['study']!r}: {c['models']} model(s) ({c['models_new']} new), "
+        f"{c['surfaces']} surface(s) ({c['surfaces_new']} new); run `tracker work`"
+    )
+    return 0

@@ -1,0 +1,311 @@
+"""Command line of loss surfaces: `enqueue surface`, `plot surface`, `export surface`,
+`import h5`, and the parser of `demo` (its body is ``tracker.demo``).
+
+Only the standard library and ``tracker._cliutil`` are imported at module top (`tracker
+--help` builds these parsers); each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tracker._cliutil import lazy_command, open_db, settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from tracker._store import ArrayStore
+    from tracker.surfaces.results import SurfaceData
+    from tracker.training.rows import DirectionSpec
+
+
+def add_parsers(
+    *, sub: Any, enqueue: Any, plot: Any, export: Any, common: argparse.ArgumentParser
+) -> None:
+    """Add `enqueue surface`, `plot surface`, `export surface`, `import h5` and `demo`."""
+    p = enqueue.add_parser("surface", parents=[common],
+                           help="a 1D or 2D loss surface around a model, or an interpolation")  # fmt: skip
+    add_surface_flags(p)
+    p.set_defaults(func=lazy_command(__name__, "cmd_enqueue_surface"))
+
+    p = plot.add_parser("surface", parents=[common],
+                        help="1D curve, or 2D contour/filled contour/heatmap/3D; --panel for "
+                        "seed 001's pairs x minibatches panel")  # fmt: skip
+    p.add_argument("ids", nargs="+", type=int, metavar="SURFACE_ID")
+    p.add_argument("--kind", action="append", choices=["contour", "contourf", "heatmap", "3d"],
+                   help="2D plot kinds (repeatable; default all)")  # fmt: skip
+    p.add_argument("--panel", action="store_true",
+                   help="one panel: a row per surface (direction pair), a column per minibatch")  # fmt: skip
+    p.add_argument("--centre-relative", action="store_true", help="panel: loss minus the centre")
+    p.add_argument("--contour", action="store_true", help="panel: contours instead of heatmaps")
+    p.add_argument("--out", metavar="DIR", help="folder for the files (default TRACKER_HOME/plots)")
+    p.set_defaults(func=lazy_command(__name__, "cmd_plot_surface"))
+
+    p = export.add_parser("surface", parents=[common],
+                          help="h5 (Goldstein's names), vtp (ParaView) or csv")  # fmt: skip
+    p.add_argument("id", type=int, metavar="SURFACE_ID")
+    p.add_argument("--format", choices=["h5", "vtp", "csv"], default="h5")
+    p.add_argument("--out", metavar="FILE")
+    p.add_argument("--group", type=int, default=0, help="which minibatch grid (default 0)")
+    p.add_argument("--log", action="store_true", help="vtp: log(loss + 0.1)")
+    p.add_argument("--zmax", type=float, default=None, help="vtp: clip values above this")
+    p.set_defaults(func=lazy_command(__name__, "cmd_export_surface"))
+
+    imp = sub.add_parser("import", help="bring results from other tools into the database")
+    impsub = imp.add_subparsers(dest="import_command", required=True, metavar="WHAT")
+    p = impsub.add_parser("h5", parents=[common], help="a Goldstein loss-landscape surface file")
+    p.add_argument("file", metavar="FILE.h5")
+    p.add_argument("--study", default="imported")
+    p.set_defaults(func=lazy_command(__name__, "cmd_import_h5"))
+
+    p = sub.add_parser("demo", parents=[common],
+                       help="train two MLPs on digits, compute their surfaces, plot, summarise")  # fmt: skip
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true")
+    # The demo enqueues a study file (training and surfaces), so its body is in the top layer.
+    p.set_defaults(func=lazy_command("tracker.demo", "cmd_demo"))
+
+
+def add_surface_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `enqueue surface`: centre, directions, grid, evaluation, tiles."""
+    p.add_argument("--study", help="study label (default: the model's study)")
+    p.add_argument("--model", metavar="ID", help="centre model (id or name)")
+    p.add_argument("--epoch", type=int, default=None,
+                   help="centre checkpoint epoch (default: the last)")  # fmt: skip
+    p.add_argument("--interpolate", nargs=2, metavar=("A", "B"),
+                   help="the line theta_A + x (theta_B - theta_A) between two models")  # fmt: skip
+    p.add_argument("--pca", action="store_true",
+                   help="the plane of the first two PCA directions of the model's checkpoints")  # fmt: skip
+    p.add_argument("--x", required=True, metavar="MIN:MAX:N", help="x grid, e.g. -1:1:51")
+    p.add_argument("--y", metavar="MIN:MAX:N", help="y grid for a 2D surface")
+    p.add_argument("--seed", type=int, default=0, help="seed of the x direction (default 0)")
+    p.add_argument("--y-seed", type=int, default=None, help="seed of the y direction (default seed+1)")  # fmt: skip
+    p.add_argument("--norm", default="filter", choices=["filter", "layer", "model", "none"])
+    p.add_argument("--ignore", default="biasbn", choices=["biasbn", "none"])
+    p.add_argument("--target", default=None, choices=["weights", "states"],
+                   help="what directions move: weights, or states (BN statistics too; default "
+                   "weights, states for --interpolate)")  # fmt: skip
+    p.add_argument("--split", default="train", choices=["train", "test", "val"])
+    p.add_argument("--subset", type=int, default=None, metavar="N",
+                   help="evaluate on a fixed seeded subset of N samples")  # fmt: skip
+    p.add_argument("--minibatches", type=int, default=None, metavar="K",
+                   help="one grid per minibatch: the first K minibatches of the split")  # fmt: skip
+    p.add_argument("--minibatch-size", type=int, default=None, metavar="B")
+    p.add_argument("--bn", default="eval", choices=["eval", "train"],
+                   help="BatchNorm: stored running statistics (eval) or batch statistics (train)")  # fmt: skip
+    p.add_argument("--metrics", default="loss,acc", help="loss and/or acc (default loss,acc)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"],
+                   help="reduced precision on GPU workers (opt-in; CPU workers use fp32)")  # fmt: skip
+    p.add_argument("--tile", metavar="NXxNY", help="points per tile task (default 16x16; 32 in 1D)")
+
+# --- argument helpers -------------------------------------------------------------------------
+
+
+def _tile(text: str | None) -> tuple[int, int] | None:
+    from tracker._exceptions import SpecError
+
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise SpecError(f"--tile {text!r} is not NX or NXxNY (e.g. 16x16)") from None
+    return (values[0], values[-1]) if len(values) in (1, 2) else None
+
+
+# --- enqueue ----------------------------------------------------------------------------------
+
+
+def _direction_from_args(args: argparse.Namespace, seed: int) -> DirectionSpec:
+    from tracker.training.rows import DirectionSpec
+
+    return DirectionSpec(kind="random", seed=seed, normalization=args.norm, ignore=args.ignore,
+                         target=args.target or "weights")  # fmt: skip
+
+
+def cmd_enqueue_surface(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tracker._exceptions import SpecError
+    from tracker._queue import get_or_create_study
+    from tracker._schema import Study
+    from tracker.surfaces.rows import EvalSpec, SurfaceSpec, add_surface, parse_grid, surface_tasks
+    from tracker.training.rows import DirectionSpec, find_model
+
+    x = parse_grid(args.x, "--x grid")
+    y = parse_grid(args.y, "--y grid") if args.y else None
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    ev = EvalSpec(split=args.split, subset=args.subset, minibatch_size=args.minibatch_size,
+                  minibatches=args.minibatches, bn=args.bn, metrics=metrics,
+                  precision=args.precision)  # fmt: skip
+    if args.interpolate:
+        a, b = args.interpolate
+        spec = SurfaceSpec(model=a, other_model=b, x=x, y=y, epoch=args.epoch,
+                           x_direction=DirectionSpec(kind="interpolation", seed=None,
+                                                     normalization="none", ignore="none",
+                                                     target=args.target or "states"),
+                           y_direction=_direction_from_args(args, args.seed) if y else None,
+                           evaluation=ev, tile=_tile(args.tile))  # fmt: skip
+    elif args.model is None:
+        raise SpecError("give --model ID (or --interpolate A B)")
+    elif args.pca:
+        spec = SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch,
+                           x_direction=DirectionSpec(kind="pca", seed=None, normalization="none",
+                                                     ignore=args.ignore, target="weights"),
+                           evaluation=ev, tile=_tile(args.tile))  # fmt: skip
+    else:
+        xd = _direction_from_args(args, args.seed)
+        yd = (
+            replace(xd, seed=args.y_seed if args.y_seed is not None else args.seed + 1)
+            if y
+            else None
+        )
+        spec = SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch, x_direction=xd,
+                           y_direction=yd, evaluation=ev, tile=_tile(args.tile))  # fmt: skip
+    db = open_db(args)
+    with db.session() as session:
+        model = find_model(session, spec.model)
+        study = (
+            get_or_create_study(session, args.study) if args.study
+            else Study.find_or_raise_by_id(session, model.study_id)
+        )  # fmt: skip
+        surface, new = add_surface(session, study, spec)
+        sid, tiles = surface.id, len(surface_tasks(session, surface))
+    state = f"new, {tiles} tile task(s)" if new else "already queued"
+    print(f"surface {sid} ({state}) in study {study.name!r}; run `tracker work` to compute it")
+    return 0
+
+
+# --- plots and exports ------------------------------------------------------------------------
+
+
+def plot_surface_files(
+    data: SurfaceData, out_dir: Path, kinds: list[str], centre_relative: bool = False
+) -> list[Path]:
+    """Write a surface's figures (1D curve; 2D per kind, plus a panel for minibatch grids)."""
+    from tracker.surfaces import plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"surface-{data.surface.id}"
+    paths: list[Path] = []
+    title = data.label
+    if not data.is_2d:
+        acc = data.acc[:, 0, :] if "acc" in (data.surface.metrics or []) else None
+        paths += plots.plot_1d(str(stem) + "-1d", data.xs, data.loss[:, 0, :], acc, title=title)
+        return [Path(p) for p in paths]
+    z = data.loss
+    if data.loss.shape[0] > 1:
+        paths += plots.plot_panel(
+            str(stem) + "-panel", [[z[g] for g in range(z.shape[0])]], data.xs, data.ys,
+            centre_relative=centre_relative, row_labels=[f"surface {data.surface.id}"],
+            col_labels=[f"minibatch {g}" for g in range(z.shape[0])],
+        )  # fmt: skip
+    traj = data.trajectory[:, 1:3] if data.trajectory is not None else None
+    grid = z.mean(axis=0)
+    for kind in kinds:
+        paths += plots.plot_2d(str(stem) + f"-{kind}", data.xs, data.ys, grid, kind=kind,
+                               title=title, trajectory=traj)  # fmt: skip
+    return [Path(p) for p in paths]
+
+
+def cmd_plot_surface(args: argparse.Namespace) -> int:
+    from tracker._store import ArrayStore
+    from tracker.surfaces.results import load_surface
+
+    cfg = settings(args)
+    db = open_db(args)
+    store = ArrayStore(cfg.store_url)
+    out = Path(args.out or cfg.home / "plots")
+    kinds = args.kind or ["contour", "contourf", "heatmap", "3d"]
+    written: list[Path] = []
+    with db.session() as session:
+        if args.panel:
+            written += plot_panel_files(
+                session, store, args.ids, out, args.centre_relative, args.contour
+            )
+        else:
+            for sid in args.ids:
+                data = load_surface(session, store, sid)
+                written += plot_surface_files(data, out, kinds, args.centre_relative)
+    for p in written:
+        print(p)
+    return 0
+
+
+def plot_panel_files(session: Session, store: ArrayStore, ids: list[int], out: Path,
+                     centre_relative: bool, contour: bool) -> list[Path]:  # fmt: skip
+    """Seed 001's panel: rows are the surfaces (direction pairs), columns their minibatches."""
+    from tracker._exceptions import SpecError
+    from tracker.surfaces import plots
+    from tracker.surfaces.results import load_surface
+
+    datas = [load_surface(session, store, sid) for sid in ids]
+    if any(not d.is_2d for d in datas):
+        raise SpecError("a panel needs 2D surfaces")
+    shapes = {d.loss.shape[1:] for d in datas}
+    if len(shapes) > 1:
+        raise SpecError("the surfaces of a panel must share one grid")
+    out.mkdir(parents=True, exist_ok=True)
+    grids = [[d.loss[g] for g in range(d.loss.shape[0])] for d in datas]
+    rows = [f"pair {i + 1} (surface {d.surface.id})" for i, d in enumerate(datas)]
+    cols = [f"minibatch {g + 1}" for g in range(max(d.loss.shape[0] for d in datas))]
+    stem = out / ("panel-" + "-".join(str(i) for i in ids))
+    return [Path(p) for p in plots.plot_panel(str(stem), grids, datas[0].xs, datas[0].ys,
+                                              centre_relative=centre_relative, contour=contour,
+                                              row_labels=rows, col_labels=cols)]  # fmt: skip
+
+
+def cmd_export_surface(args: argparse.Namespace) -> int:
+    from tracker._exceptions import SpecError
+    from tracker._schema import Checkpoint
+    from tracker._store import ArrayStore
+    from tracker.surfaces import formats
+    from tracker.surfaces.results import direction_tensors, load_surface
+
+    db = open_db(args)
+    store = ArrayStore(settings(args).store_url)
+    with db.session() as session:
+        data = load_surface(session, store, args.id)
+        out = Path(args.out or f"surface-{args.id}.{args.format}")
+        group = args.group
+        if not 0 <= group < data.loss.shape[0]:
+            raise SpecError(f"--group {group} is out of range: the surface has {data.loss.shape[0]} group(s)")  # fmt: skip
+        if args.format == "h5":
+            formats.write_h5(out, data.xs, data.ys, data.loss, data.acc, group=group)
+            if data.x_direction is None:  # imported: no directions here
+                print(out)
+                return 0
+            layout = Checkpoint.find_or_raise_by_id(session, data.surface.checkpoint_id).layout
+            xdir = direction_tensors(session, store, data.x_direction, layout)
+            ydir = (
+                direction_tensors(session, store, data.y_direction, layout)
+                if data.y_direction
+                else None
+            )
+            dir_path = out.with_name(out.stem + "-directions.h5")
+            formats.write_direction_h5(dir_path, xdir, ydir)
+            print(f"{out}\n{dir_path}")
+            return 0
+        if args.format == "vtp":
+            if not data.is_2d:
+                raise SpecError(f"surface {args.id} is 1D: VTP export needs a 2D surface (use csv or h5)")  # fmt: skip
+            formats.write_vtp(out, data.xs, data.ys, data.loss[group], log=args.log, zmax=args.zmax)
+        else:
+            formats.write_csv(out, data.xs, data.ys, data.loss, data.acc)
+    print(out)
+    return 0
+
+
+def cmd_import_h5(args: argparse.Namespace) -> int:
+    """Bring a Goldstein surface file in as a surface row with its arrays."""
+    from tracker.surfaces import formats
+    from tracker.surfaces.rows import import_h5
+
+    db = open_db(args)
+    content = formats.read_h5(args.file)
+    sid = import_h5(db, settings(args).store_url, content, study=args.study, source=str(args.file))
+    print(f"imported {args.file} as surface {sid} in study {args.study!r}")
+    return 0

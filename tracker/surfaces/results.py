@@ -1,0 +1,97 @@
+"""Reading finished surfaces back: grid, arrays, directions; shared by the CLI, plots and
+dashboard. Every array goes through the one reader (``tracker._arrays.read_array``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tracker._arrays import read_array
+from tracker._exceptions import QueueError
+from tracker._schema import Checkpoint, Direction, Model, Surface, Task
+from tracker._store import ArrayStore
+
+
+@dataclass
+class SurfaceData:
+    """A finished surface: its row, model, coordinates and grids."""
+
+    surface: Surface
+    model: Model | None  # None for a surface imported from a file
+    epoch: int | None
+    xs: np.ndarray
+    ys: np.ndarray | None
+    loss: np.ndarray  # [G, ny, nx]
+    acc: np.ndarray
+    x_direction: Direction | None
+    y_direction: Direction | None
+    trajectory: np.ndarray | None = None  # PCA: [n, 3] of (epoch, x, y)
+
+    @property
+    def is_2d(self) -> bool:
+        return self.ys is not None
+
+    @property
+    def label(self) -> str:
+        if self.model is None:
+            return f"surface {self.surface.id}: imported from {self.surface.source}"
+        name = self.model.name or f"model {self.model.id}"
+        kind = self.x_direction.kind if self.x_direction else "?"
+        return f"surface {self.surface.id}: {name}, epoch {self.epoch}, {kind}"
+
+
+def get_surface(session: Session, surface_id: int) -> Surface:
+    """The surface row; an unknown id is a NotFound naming `tracker show study`."""
+    return Surface.find_or_raise_by_id(session, surface_id)
+
+
+def _read(store: ArrayStore, session: Session, array_id: int | None) -> np.ndarray:
+    return read_array(session, store, array_id)
+
+
+def load_surface(session: Session, store: ArrayStore, surface_id: int) -> SurfaceData:
+    """A complete surface with its arrays; an unfinished one is a clear error."""
+    surface = get_surface(session, surface_id)
+    if surface.loss_array_id is None:
+        task = session.get(Task, surface.task_id) if surface.task_id else None
+        state = task.status if task else "unknown"
+        raise QueueError(
+            f"surface {surface_id} is not complete yet (its completion task is {state}): "
+            "run `tracker work`, then `tracker status` shows what is left"
+        )
+    ckpt = session.get(Checkpoint, surface.checkpoint_id) if surface.checkpoint_id else None
+    model = session.get(Model, ckpt.model_id) if ckpt else None
+    xs = np.linspace(surface.x_min, surface.x_max, surface.nx)
+    ys = None
+    if surface.ny is not None:
+        ys = np.linspace(cast(float, surface.y_min), cast(float, surface.y_max), surface.ny)
+    xd = session.get(Direction, surface.x_direction_id) if surface.x_direction_id else None
+    yd = session.get(Direction, surface.y_direction_id) if surface.y_direction_id else None
+    traj = None
+    if xd is not None and xd.kind == "pca" and xd.projection_array_id is not None:
+        traj = _read(store, session, xd.projection_array_id)
+    return SurfaceData(
+        surface=surface, model=model, epoch=ckpt.epoch if ckpt else None, xs=xs, ys=ys,
+        loss=_read(store, session, surface.loss_array_id),
+        acc=_read(store, session, surface.acc_array_id), x_direction=xd, y_direction=yd,
+        trajectory=traj,
+    )  # fmt: skip
+
+
+def direction_tensors(
+    session: Session, store: ArrayStore, direction: Direction, layout: list[dict[str, Any]]
+) -> list[np.ndarray]:
+    """A direction as one array per state tensor (Goldstein's direction-file layout)."""
+    flat = _read(store, session, direction.array_id)
+    return [flat[e["offset"] : e["offset"] + e["size"]].reshape(e["shape"]) for e in layout]
+
+
+def study_surfaces(session: Session, study_id: int) -> list[Surface]:
+    """A study's surfaces in id order."""
+    return list(
+        session.scalars(sa.select(Surface).where(Surface.study_id == study_id).order_by(Surface.id))
+    )

@@ -1,0 +1,378 @@
+"""Loss surfaces as rows and tasks: grids, surface specs, tiles; imported Goldstein surfaces.
+
+Specs are validated completely before anything is written, and everything one request
+creates is written in one transaction, so a bad request leaves the database unchanged.
+Each row has a spec hash: enqueueing the same spec again finds the existing rows. Models and
+directions are the training package's rows.
+
+Task graph of one surface::
+
+    train(model) --> direction(s) --> surface.tile x N --> surface.complete
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tracker._arrays import add_array, array_path
+from tracker._db import Database, utcnow
+from tracker._exceptions import SpecError
+from tracker._queue import enqueue, get_or_create_study, spec_hash
+from tracker._rows import get_or_add
+from tracker._schema import Direction, Model, Study, Surface, Task, Tile
+from tracker._store import ArrayStore
+from tracker.training.rows import (
+    DirectionSpec,
+    add_direction,
+    find_checkpoint,
+    find_model,
+    model_signature,
+    model_train_task,
+)
+
+SPLITS = ("train", "test", "val")
+BN_MODES = ("eval", "train")
+METRICS = ("loss", "acc")
+PRECISIONS = ("fp32", "tf32", "bf16")
+MAX_GRID_POINTS = 4_000_000
+REGRESSION_DATASETS = frozenset({"autompg"})
+
+
+# --- grids ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    lo: float
+    hi: float
+    n: int
+
+    def text(self) -> str:
+        return f"{self.lo:g}:{self.hi:g}:{self.n}"
+
+    def points(self) -> list[float]:
+        if self.n == 1:
+            return [self.lo]
+        step = (self.hi - self.lo) / (self.n - 1)
+        return [self.lo + i * step for i in range(self.n)]
+
+
+def parse_grid(text: Any, what: str = "grid") -> Grid:
+    """Parse ``MIN:MAX:N`` (Goldstein's xmin:xmax:xnum)."""
+    example = "write MIN:MAX:N with MIN < MAX and N >= 1, e.g. -1:1:51"
+    if isinstance(text, Grid):
+        return text
+    parts = str(text).split(":")
+    if len(parts) != 3:
+        raise SpecError(f"{what} {text!r} is not MIN:MAX:N: {example}")
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+        n = int(parts[2])
+    except ValueError:
+        raise SpecError(f"{what} {text!r} does not parse as numbers: {example}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise SpecError(f"{what} {text!r} has a non-finite bound: {example}")
+    if n < 1:
+        raise SpecError(f"{what} {text!r} has {n} points: {example}")
+    if n > 1 and not lo < hi:
+        raise SpecError(f"{what} {text!r} runs from {lo:g} down to {hi:g}: {example}")
+    return Grid(lo, hi, n)
+
+
+# --- specs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    split: str = "train"
+    subset: int | None = None
+    minibatch_size: int | None = None
+    minibatches: int | None = None
+    bn: str = "eval"
+    metrics: tuple[str, ...] = ("loss", "acc")
+    subset_seed: int = 0
+    precision: str = "fp32"  # tf32 / bf16: opt-in, used on GPU workers only
+
+
+@dataclass(frozen=True)
+class SurfaceSpec:
+    """A surface around one model's checkpoint (or along the line between two models)."""
+
+    model: int | str  # a model id, or a model name within the same request
+    x: Grid
+    y: Grid | None = None
+    epoch: int | None = None  # None: the final epoch
+    x_direction: DirectionSpec = field(default_factory=DirectionSpec)
+    y_direction: DirectionSpec | None = None
+    evaluation: EvalSpec = field(default_factory=EvalSpec)
+    tile: tuple[int, int] | None = None  # (tile_nx, tile_ny)
+    other_model: int | str | None = None  # interpolation: the far end (theta_B)
+
+
+def check_eval(spec: EvalSpec, regression: bool) -> None:
+    if spec.split not in SPLITS:
+        raise SpecError(f"unknown split {spec.split!r}: use one of {', '.join(SPLITS)}")
+    if spec.precision not in PRECISIONS:
+        raise SpecError(f"unknown precision {spec.precision!r}: use fp32, tf32 or bf16 (GPU only)")
+    if spec.bn not in BN_MODES:
+        raise SpecError(f"unknown BatchNorm mode {spec.bn!r}: use eval or train")
+    for m in spec.metrics:
+        if m not in METRICS:
+            raise SpecError(f"unknown metric {m!r}: use loss and/or acc")
+    if "loss" not in spec.metrics:
+        raise SpecError("metrics must include loss (acc is optional)")
+    if regression and "acc" in spec.metrics:
+        raise SpecError("accuracy is undefined for a regression data set: use --metrics loss")
+    if spec.subset is not None and spec.subset < 1:
+        raise SpecError(f"subset must be at least 1 sample, got {spec.subset}")
+    if (spec.minibatches is None) != (spec.minibatch_size is None):
+        raise SpecError("give both the number of minibatches and their size (e.g. 3 and 256)")
+    if spec.minibatches is not None and (spec.minibatches < 1 or spec.minibatch_size < 1):  # type: ignore[operator]
+        raise SpecError("the number of minibatches and their size must be at least 1")
+    if spec.minibatches is not None and spec.subset is not None:
+        raise SpecError("choose either a fixed subset or the first k minibatches, not both")
+
+
+# --- array paths ------------------------------------------------------------------------------
+
+
+# --- array paths ------------------------------------------------------------------------------
+
+
+def surface_dir(surface: Surface) -> str:
+    """The store folder of a surface's grids (loss, acc)."""
+    return array_path("surfaces", surface)
+
+
+# --- writing rows -----------------------------------------------------------------------------
+
+
+def _balanced(n: int, target: int) -> int:
+    """A tile side near ``target`` that cuts n points into equal tiles (51 -> 13,13,13,12)."""
+    tiles = -(-n // target)
+    return -(-n // tiles)
+
+
+# Tiles: at least 16x16 points (32 in 1D), grown for cheap surfaces until one tile is about
+# TILE_WORK samples x parameters (~0.1-0.3 s for an MLP on one CPU core): a tile costs a claim,
+# two chunk writes and a completion (~10-20 ms), which was a third of the work of a 16x16 tile
+# of an MLP on one 128-sample minibatch (seed 001's grids).
+TILE_WORK = 2e9
+MAX_TILE_POINTS = {1: 256, 2: 4096}
+# Rough sizes of the built-in data sets' splits (train, test): only for sizing tiles.
+_SPLIT_SIZES = {
+    "iris": (120, 30), "digits": (1438, 359), "mnist5k": (4000, 1000), "autompg": (314, 78),
+    "fashion-mnist": (60000, 10000), "mnist": (60000, 10000), "cifar10": (50000, 10000),
+}  # fmt: skip
+
+
+def default_tile(nx: int, ny: int | None, point_cost: float | None = None) -> tuple[int, int]:
+    """Tile sides for an nx (x ny) grid; ``point_cost`` (samples x parameters of one point,
+    when known) makes tiles of cheap surfaces larger."""
+    base = 32 if ny is None else 16 * 16
+    points = float(base)
+    if point_cost:
+        points = min(max(base, TILE_WORK / point_cost), MAX_TILE_POINTS[1 if ny is None else 2])
+    if ny is None:
+        return (_balanced(nx, int(points)), 1)
+    side = max(16, int(points**0.5))
+    return (_balanced(nx, side), _balanced(ny, side))
+
+
+def _point_cost(model: Model, ev: EvalSpec) -> float | None:
+    """Samples x parameters evaluated per grid point, or None when a size is unknown."""
+    if ev.minibatch_size is not None and ev.minibatches is not None:
+        samples = ev.minibatch_size * ev.minibatches
+    elif ev.subset is not None:
+        samples = ev.subset
+    elif model.dataset in _SPLIT_SIZES and ev.split in ("train", "test"):
+        samples = _SPLIT_SIZES[model.dataset][0 if ev.split == "train" else 1]
+    else:
+        return None
+    params = _parameter_count(
+        model.architecture, json.dumps(model.arch_config or {}, sort_keys=True), model.dataset
+    )
+    return None if params is None else float(samples) * float(params)
+
+
+@functools.lru_cache(maxsize=64)
+def _parameter_count(architecture: str, config_json: str, dataset: str) -> int | None:
+    """Cached per (architecture, config, dataset): a study adds many surfaces of one model."""
+    try:
+        from compute.models import parameter_count
+
+        return parameter_count(architecture, json.loads(config_json), dataset)
+    except Exception:  # sizing is a heuristic: the default tiles are always valid
+        return None
+
+
+def add_surface(
+    session: Session,
+    study: Study,
+    spec: SurfaceSpec,
+    names: dict[str, Model] | None = None,
+) -> tuple[Surface, bool]:
+    """The surface row, one tile task per chunk, and the task that completes it."""
+    model = find_model(session, spec.model, names)
+    check_eval(spec.evaluation, model.dataset in REGRESSION_DATASETS)
+    ev = spec.evaluation
+    points = spec.x.n * (spec.y.n if spec.y else 1)
+    if points > MAX_GRID_POINTS:
+        raise SpecError(f"the grid has {points:,} points, more than {MAX_GRID_POINTS:,}: use a coarser grid")  # fmt: skip
+    centre = find_checkpoint(session, model, spec.epoch)
+    xdir = spec.x_direction
+    if spec.other_model is not None:
+        # Interpolation theta_A + x (theta_B - theta_A): the centre is A, the direction B - A.
+        other = find_model(session, spec.other_model, names)
+        if model_signature(other) != model_signature(model):
+            raise SpecError(
+                f"cannot interpolate model {model.id} ({model.architecture} on {model.dataset}) "
+                f"and model {other.id} ({other.architecture} on {other.dataset}): "
+                "both ends need the same architecture and data set"
+            )
+        far = find_checkpoint(session, other, spec.epoch)
+        xdir = replace(xdir, kind="interpolation", seed=None, normalization="none", ignore="none")
+        x_rows = add_direction(session, study, xdir, model, centre, far, other)
+        y_rows: list[Direction] = []
+        if spec.y is not None:
+            ydir = spec.y_direction or DirectionSpec(seed=1)
+            y_rows = add_direction(session, study, ydir, model, centre)
+    elif xdir.kind == "pca":
+        if spec.y is None:
+            raise SpecError("a PCA surface is 2D: give --y MIN:MAX:N too")
+        rows = add_direction(session, study, xdir, model, centre)
+        x_rows, y_rows = [rows[0]], [rows[1]]
+    else:
+        if xdir.kind == "interpolation":
+            raise SpecError("an interpolation needs the other model: --interpolate A B")
+        x_rows = add_direction(session, study, xdir, model, centre)
+        y_rows = []
+        if spec.y is not None:
+            ydir = spec.y_direction or replace(xdir, seed=(xdir.seed or 0) + 1)
+            if ydir.kind != "random":
+                raise SpecError("the y direction of a random surface must be random too")
+            if ydir == xdir:
+                raise SpecError("the x and y directions are the same (same seed): give the y direction another seed")  # fmt: skip
+            y_rows = add_direction(session, study, ydir, model, centre)
+    xd = x_rows[0]
+    yd = y_rows[0] if y_rows else None
+    nx, ny = spec.x.n, (spec.y.n if spec.y else None)
+    tnx, tny = spec.tile or default_tile(nx, ny, _point_cost(model, ev))
+    if tnx < 1 or tny < 1:
+        raise SpecError(f"tile sizes must be at least 1, got {tnx}x{tny}")
+    tny = 1 if ny is None else min(tny, ny)
+    tnx = min(tnx, nx)
+    eval_config = {"subset_seed": ev.subset_seed, "precision": ev.precision}
+    digest = spec_hash(
+        "surface", study.name, centre.id, xd.id, yd.id if yd else None, spec.x.text(),
+        spec.y.text() if spec.y else None, asdict(ev), [tnx, tny],
+    )  # fmt: skip
+    surface, new = get_or_add(
+        session, Surface, digest, study_id=study.id, checkpoint_id=centre.id,
+        x_direction_id=xd.id, y_direction_id=yd.id if yd else None,
+        x_min=spec.x.lo, x_max=spec.x.hi, nx=nx,
+        y_min=spec.y.lo if spec.y else None, y_max=spec.y.hi if spec.y else None, ny=ny,
+        tile_nx=tnx, tile_ny=tny if ny is not None else None, split=ev.split,
+        subset_size=ev.subset, minibatch_size=ev.minibatch_size, n_minibatches=ev.minibatches,
+        bn_mode=ev.bn, metrics=list(ev.metrics), eval_config=eval_config,
+    )  # fmt: skip
+    if not new:
+        return surface, False
+    # A PCA pair shares one direction task; enqueue() records each parent once.
+    parents = [model_train_task(session, model)] + [
+        Task.find_or_raise_by_id(session, d.task_id) for d in (xd, yd) if d is not None
+    ]
+    tile_tasks: list[Task] = []
+    for iy0 in range(0, ny or 1, tny):
+        for ix0 in range(0, nx, tnx):
+            ix1, iy1 = min(ix0 + tnx, nx), min(iy0 + tny, ny or 1)
+            payload = {"surface_id": surface.id, "tile": [ix0, ix1, iy0, iy1]}
+            task, _ = enqueue(session, study, "surface.tile", payload, depends_on=parents,
+                              key=digest)  # fmt: skip
+            session.add(Tile(surface_id=surface.id, ix0=ix0, ix1=ix1, iy0=iy0, iy1=iy1,
+                             task_id=task.id))  # fmt: skip
+            tile_tasks.append(task)
+    done_task, _ = enqueue(
+        session, study, "surface.complete", {"surface_id": surface.id},
+        depends_on=tile_tasks, key=digest,
+    )  # fmt: skip
+    surface.task_id = done_task.id
+    session.flush()
+    return surface, True
+
+
+def surface_tasks(session: Session, surface: Surface) -> list[int]:
+    return list(session.scalars(sa.select(Tile.task_id).where(Tile.surface_id == surface.id)))
+
+
+# --- imported surfaces ------------------------------------------------------------------------
+
+
+def _uniform(values: np.ndarray, name: str) -> tuple[float, float, int]:
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise SpecError(f"the file's {name} is empty: it holds no surface")
+    if values.size > 1:
+        expected = np.linspace(values[0], values[-1], values.size)
+        if not np.allclose(values, expected, rtol=1e-6, atol=1e-9) or values[-1] <= values[0]:
+            raise SpecError(f"the file's {name} are not an increasing even grid: cannot import it")
+    return float(values[0]), float(values[-1]), int(values.size)
+
+
+def import_h5(
+    db: Database, store_url: str, content: dict[str, Any], *, study: str, source: str
+) -> int:
+    """Write a surface row (with summaries) and its arrays; return the surface id."""
+    from compute.summary import summarize
+
+    xs, ys = content["xs"], content.get("ys")
+    loss = np.asarray(content["loss"], dtype=np.float32)
+    acc = content.get("acc")
+    acc = np.full_like(loss, np.nan) if acc is None else np.asarray(acc, dtype=np.float32)
+    x_min, x_max, nx = _uniform(xs, "xcoordinates")
+    y_min = y_max = ny = None
+    if ys is not None:
+        y_min, y_max, ny = _uniform(ys, "ycoordinates")
+    if loss.shape != (1, ny or 1, nx):
+        raise SpecError(f"the file's train_loss has shape {loss.shape[1:]}, the coordinates say {(ny or 1, nx)}")  # fmt: skip
+    digest = hashlib.sha256(
+        b"import-h5" + study.encode() + loss.tobytes() + np.asarray(xs).tobytes()
+        + (np.asarray(ys).tobytes() if ys is not None else b"")
+    ).hexdigest()  # fmt: skip
+    store = ArrayStore(store_url)
+    with db.session() as session:
+        existing = session.scalar(sa.select(Surface).where(Surface.spec_hash == digest))
+        if existing is not None:
+            return existing.id
+        st = get_or_create_study(session, study)
+        summary = summarize(np.asarray(xs), None if ys is None else np.asarray(ys), loss)
+        surface = Surface(
+            study_id=st.id, spec_hash=digest, checkpoint_id=None, x_direction_id=None,
+            x_min=x_min, x_max=x_max, nx=nx, y_min=y_min, y_max=y_max, ny=ny, tile_nx=nx,
+            tile_ny=ny, split=str(content.get("split", "train")), bn_mode="eval",
+            metrics=["loss"] + (["acc"] if content.get("acc") is not None else []),
+            eval_config={"imported": True}, source=source[:500], **summary,
+        )  # fmt: skip
+        session.add(surface)
+        session.flush()
+        # The arrays go in before the commit that makes the row visible.
+        for name, data, column in (("loss", loss, "loss_array_id"), ("acc", acc, "acc_array_id")):
+            spec = store.write(f"{surface_dir(surface)}/{name}", data, chunks=data.shape)
+            setattr(surface, column, add_array(session, spec).id)
+        surface.completed_at = session.scalar(sa.select(utcnow()))
+        return surface.id
+
+
+__all__: Sequence[str] = (
+    "EvalSpec", "Grid", "SurfaceSpec", "add_surface", "import_h5", "parse_grid",
+)  # fmt: skip
