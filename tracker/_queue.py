@@ -29,10 +29,14 @@ from sqlalchemy.orm import Session, aliased
 
 from tracker._db import Database, utcnow
 from tracker._exceptions import NotFound, QueueError
+from tracker._retry import retrying
 from tracker._schema import Study, Task, TaskDependency
 from tracker._wake import notify_workers
 
 DEFAULT_LEASE_SECONDS = 60.0
+# A task may lose its lease this many times (its worker died) before it fails: a budget of its
+# own, larger than the attempts, which count only runs that raised.
+DEFAULT_MAX_LEASE_LOSSES = 10
 ERROR_TEXT_LIMIT = 20_000
 
 _tasks = cast(sa.Table, Task.__table__)
@@ -54,6 +58,8 @@ class ClaimedTask:
     attempt: int
     max_attempts: int
     lease_token: str
+    # Earlier runs of this attempt whose worker died (their lease was taken over).
+    lease_losses: int = 0
 
 
 def spec_hash(*parts: Any) -> str:
@@ -170,7 +176,7 @@ def enqueue(
 # The hot path's statements are built once; each call only binds values.
 _t = _tasks.c
 _CLAIM_COLUMNS = (_t.id, _t.kind, _t.study_id, _t.payload, _t.status, _t.attempts,
-                  _t.max_attempts, _t.worker)  # fmt: skip
+                  _t.max_attempts, _t.worker, _t.lease_losses)  # fmt: skip
 _HELD = sa.and_(
     _t.id == sa.bindparam("tid"),
     _t.lease_token == sa.bindparam("token"),
@@ -189,6 +195,21 @@ _MARK_RUNNING = (
         finished_at=None,
         worker=sa.bindparam("worker"),
         attempts=_t.attempts + 1,
+    )
+)
+# An expired lease is taken over without using an attempt: the run did not fail, its worker
+# died. The loss is counted against the task's lease budget instead.
+_MARK_RECLAIMED = (
+    _tasks.update()
+    .where(_t.id == sa.bindparam("tid"))
+    .values(
+        status="running",
+        lease_token=sa.bindparam("token"),
+        lease_expires_at=_LEASE_END,
+        heartbeat_at=utcnow(),
+        started_at=utcnow(),
+        worker=sa.bindparam("worker"),
+        lease_losses=_t.lease_losses + 1,
     )
 )
 _MARK_EXHAUSTED = (
@@ -231,6 +252,20 @@ _MARK_FAILED_OR_RETRY = (
         lease_token=None,
         lease_expires_at=None,
         finished_at=sa.case((sa.bindparam("final", type_=sa.Boolean()), utcnow()), else_=None),
+    )
+)
+# A run interrupted by the database itself (an outage outlasting the retries inside the run):
+# back to pending with its attempt refunded; it counts against the lease budget instead.
+_MARK_RELEASED = (
+    _tasks.update()
+    .where(_HELD)
+    .values(
+        status="pending",
+        error=sa.bindparam("error"),
+        lease_token=None,
+        lease_expires_at=None,
+        attempts=sa.case((_t.attempts > 0, _t.attempts - 1), else_=0),
+        lease_losses=_t.lease_losses + 1,
     )
 )
 _parent = _tasks.alias("parent")
@@ -288,9 +323,19 @@ def _claim_queries(
 class Queue:
     """Claim, heartbeat, complete and fail tasks on one database."""
 
-    def __init__(self, db: Database, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+    def __init__(
+        self,
+        db: Database,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        *,
+        max_lease_losses: int = DEFAULT_MAX_LEASE_LOSSES,
+        retry_seconds: float | None = None,
+    ) -> None:
         self.db = db
         self.lease_seconds = float(lease_seconds)
+        self.max_lease_losses = int(max_lease_losses)
+        # Transient database errors (a restart, a dropped connection) are retried this long.
+        self.retry_seconds = retry_seconds
         # Expired leases are looked for at most every quarter lease (and whenever nothing is
         # pending), so a claim is usually one indexed read and one update.
         self._expired_every = self.lease_seconds / 4.0
@@ -326,10 +371,25 @@ class Queue:
     ) -> list[ClaimedTask]:
         """Lease up to ``limit`` tasks in one transaction, under one lease token.
 
-        A running task whose lease expired comes first, alone; one that has used all its
-        attempts is failed here instead, with the reason stored, and the claim moves on.
-        Batches let a worker running short tasks pay for one claim per batch, not per task.
+        A running task whose lease expired comes first, alone, and keeps its attempt count
+        (its worker died; the task did not fail); one that has lost its lease
+        ``max_lease_losses`` times is failed here instead, with the reason stored, and the
+        claim moves on. Batches let a worker running short tasks pay for one claim per
+        batch, not per task. Transient database errors are retried (``retry_seconds``).
         """
+        return retrying(
+            lambda: self._claim_batch(worker, limit, kinds, study_ids),
+            what="a claim",
+            window=self.retry_seconds,
+        )
+
+    def _claim_batch(
+        self,
+        worker: str,
+        limit: int,
+        kinds: Sequence[str] | None,
+        study_ids: Sequence[int] | None,
+    ) -> list[ClaimedTask]:
         expired, pending = _claim_queries(
             tuple(kinds) if kinds is not None else None,
             tuple(study_ids) if study_ids is not None else None,
@@ -350,32 +410,44 @@ class Queue:
                 if not rows:
                     return []
                 exhausted = [
-                    r for r in rows if r.status == "running" and r.attempts >= r.max_attempts
+                    r
+                    for r in rows
+                    if r.status == "running" and r.lease_losses >= self.max_lease_losses
                 ]
                 for row in exhausted:
                     message = (
-                        f"lease expired on attempt {row.attempts} of {row.max_attempts} "
-                        f"(worker {row.worker} stopped answering)"
+                        f"lost its lease {row.lease_losses + 1} times (the last worker, "
+                        f"{row.worker}, stopped answering): the workers running it keep dying "
+                        "(killed, out of memory?); `tracker requeue` retries it"
                     )
                     conn.execute(_MARK_EXHAUSTED, {"tid": row.id, "error": message})
                     _fail_dependents(conn, [row.id])
                 if exhausted:
                     continue
                 token = uuid.uuid4().hex
-                conn.execute(
-                    _MARK_RUNNING,
-                    {"tids": [r.id for r in rows], "token": token, "lease": self.lease_seconds,
-                     "worker": worker[:200]},
-                )  # fmt: skip
+                reclaimed = rows[0].status == "running"
+                if reclaimed:
+                    conn.execute(
+                        _MARK_RECLAIMED,
+                        {"tid": rows[0].id, "token": token, "lease": self.lease_seconds,
+                         "worker": worker[:200]},
+                    )  # fmt: skip
+                else:
+                    conn.execute(
+                        _MARK_RUNNING,
+                        {"tids": [r.id for r in rows], "token": token,
+                         "lease": self.lease_seconds, "worker": worker[:200]},
+                    )  # fmt: skip
                 return [
                     ClaimedTask(
                         id=row.id,
                         kind=row.kind,
                         study_id=row.study_id,
                         payload=row.payload or {},
-                        attempt=row.attempts + 1,
+                        attempt=max(row.attempts, 1) if reclaimed else row.attempts + 1,
                         max_attempts=row.max_attempts,
                         lease_token=token,
+                        lease_losses=row.lease_losses + reclaimed,
                     )
                     for row in rows
                 ]
@@ -411,6 +483,20 @@ class Queue:
         """
         if on_commit is None:
             return self.complete_batch([(task, result)]) == [True]
+        return retrying(
+            lambda: self._complete(task, result, on_commit),
+            what=f"completing task {task.id}",
+            window=self.retry_seconds,
+        )
+
+    def _complete(
+        self,
+        task: ClaimedTask,
+        result: dict[str, Any] | None,
+        on_commit: Callable[[Session], None],
+    ) -> bool:
+        # Retried whole after a transient error: the transaction rolled back, and if its
+        # commit did land before the connection broke, the compare-and-swap now fails.
         params = {"tid": task.id, "token": task.lease_token, "result": json_safe(result)}
         try:
             with self.db.session() as session:
@@ -433,6 +519,15 @@ class Queue:
         """
         if not finished:
             return []
+        return retrying(
+            lambda: self._complete_batch(finished),
+            what=f"completing {len(finished)} task(s)",
+            window=self.retry_seconds,
+        )
+
+    def _complete_batch(
+        self, finished: Sequence[tuple[ClaimedTask, dict[str, Any] | None]]
+    ) -> list[bool]:
         with self.db.connection() as conn:
             marked = [
                 conn.execute(
@@ -461,14 +556,32 @@ class Queue:
             "final": final,
             "error": f"attempt {task.attempt}/{task.max_attempts}: {error[-ERROR_TEXT_LIMIT:]}",
         }
-        with self.db.connection() as conn:
-            if conn.execute(_MARK_FAILED_OR_RETRY, params).rowcount != 1:
-                return None
-            if final:
-                _fail_dependents(conn, [task.id])
-            else:
+
+        def record() -> str | None:
+            with self.db.connection() as conn:
+                if conn.execute(_MARK_FAILED_OR_RETRY, params).rowcount != 1:
+                    return None
+                if final:
+                    _fail_dependents(conn, [task.id])
+                else:
+                    notify_workers(conn)
+            return status
+
+        return retrying(record, what=f"recording task {task.id}'s error", window=self.retry_seconds)
+
+    def release(self, task: ClaimedTask, error: str) -> bool:
+        """Give a task back without using its attempt: the run broke on the database, not on
+        its own code. False when the lease had been lost already."""
+        params = {"tid": task.id, "token": task.lease_token, "error": error[-ERROR_TEXT_LIMIT:]}
+
+        def record() -> bool:
+            with self.db.connection() as conn:
+                if conn.execute(_MARK_RELEASED, params).rowcount != 1:
+                    return False
                 notify_workers(conn)
-        return status
+            return True
+
+        return retrying(record, what=f"releasing task {task.id}", window=self.retry_seconds)
 
     def active(
         self, kinds: Sequence[str] | None = None, study_ids: Sequence[int] | None = None
@@ -479,8 +592,12 @@ class Queue:
             query = query.where(_t.kind.in_(list(kinds)))
         if study_ids is not None:
             query = query.where(_t.study_id.in_(list(study_ids)))
-        with self.db.engine.connect() as conn:
-            return conn.execute(query.limit(1)).first() is not None
+
+        def look() -> bool:
+            with self.db.engine.connect() as conn:
+                return conn.execute(query.limit(1)).first() is not None
+
+        return retrying(look, what="a look at running tasks", window=self.retry_seconds)
 
 
 def _release_dependents(conn: sa.Connection, done_ids: list[int]) -> None:

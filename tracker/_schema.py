@@ -161,6 +161,8 @@ class Task(_Created, Base):
     priority: Mapped[int] = mapped_column(default=0)
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int] = mapped_column(default=3)
+    # Leases lost because the worker died: reclaimed without using an attempt (own budget).
+    lease_losses: Mapped[int] = mapped_column(default=0, server_default="0")
     lease_token: Mapped[str | None] = mapped_column(sa.String(36))
     lease_expires_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
@@ -183,6 +185,22 @@ class TaskDependency(Base):
     depends_on_id: Mapped[int] = mapped_column(
         sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class TaskBlock(Base):
+    """The block ``[start, stop)`` of the shared array at ``path`` that a task wrote.
+
+    Tasks that fill parts of one array (surface tiles) own whole chunks; this row says whose
+    they are, so a damaged chunk is recomputed by the task that wrote it.
+    """
+
+    __tablename__ = "task_blocks"
+    __table_args__ = (sa.UniqueConstraint("task_id", "path"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(sa.String(500), index=True)
+    start: Mapped[list[Any]]
+    stop: Mapped[list[Any]]
 
 
 class ArrayRef(_Created, Base):

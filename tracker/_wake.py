@@ -80,25 +80,49 @@ class SqliteWaker(Waker):
 
 
 class PostgresWaker(Waker):
+    RECONNECT_SECONDS = 2.0
+
     def __init__(self, url: sa.URL) -> None:
+        self.params = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conn: Any = None
+        self.next_connect = 0.0
+        self._connect()
+        if self.conn is None:
+            raise ConnectionError("cannot LISTEN for new tasks")
+
+    def _connect(self) -> None:
         import psycopg
 
-        params = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.conn: Any = psycopg.connect(params, autocommit=True, connect_timeout=5)
-        self.conn.execute(f"LISTEN {CHANNEL}")
+        self.next_connect = time.monotonic() + self.RECONNECT_SECONDS
+        try:
+            self.conn = psycopg.connect(self.params, autocommit=True, connect_timeout=5)
+            self.conn.execute(f"LISTEN {CHANNEL}")
+        except Exception:  # the server is restarting: poll, and listen again later
+            log.debug("cannot LISTEN", exc_info=True)
+            self.conn = None
 
     def wait(self, timeout: float) -> bool:
+        if self.conn is None and time.monotonic() >= self.next_connect:
+            self._connect()
+        if self.conn is None:
+            time.sleep(max(timeout, 0.0))
+            return False
         woken = False
         try:
             for _ in self.conn.notifies(timeout=max(timeout, 0.0), stop_after=1):
                 woken = True
-        except Exception:  # a dropped connection: sleep out the period; claims still work
+        except Exception:  # a dropped connection (a server restart): poll, reconnect later
             log.debug("LISTEN connection failed", exc_info=True)
+            self.close()
             time.sleep(max(timeout, 0.0))
         return woken
 
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            finally:
+                self.conn = None
 
 
 def open_waker(url: str) -> Waker:

@@ -16,22 +16,30 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import IO, Any
 
 import sqlalchemy as sa
 
 from tracker._config import Settings
 from tracker._db import Database, open_database
-from tracker._exceptions import ConfigError, NoGPU, TrackerError
+from tracker._exceptions import ConfigError, NoGPU
 from tracker._queue import DEFAULT_LEASE_SECONDS, find_study
 from tracker._registry import load_plugins
+from tracker._retry import retrying
 from tracker._schema import Task
 from tracker._worker import WorkerConfig, run_worker
 
 log = logging.getLogger(__name__)
 
 WORKER_START_TIMEOUT = 120.0
+# Each Dask worker offers one unit of this resource and each worker loop takes one, so there is
+# one loop per worker without pinning a loop to an address: when a killed worker is restarted
+# (at a new address) Dask runs its loop again there.
+LOOP_RESOURCE = "tracker_loop"
+CLUSTER_START_ATTEMPTS = 3
+# `tracker work` gives up when no Dask worker has been alive for this long.
+NO_WORKERS_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,11 @@ class WorkSummary:
     failed: int
     seconds: float
     workers: int
+    # The scope's state at the end: tasks failed (now or before this run), and tasks left
+    # waiting, pending or running. Either means the work asked for is not complete.
+    failed_in_scope: int = 0
+    unfinished: int = 0
+    restarts: int = 0
 
 
 def check_cuda() -> int:
@@ -70,8 +83,12 @@ def scope_counts(
     query = sa.select(Task.status, sa.func.count()).where(Task.kind.in_(list(kinds)))
     if study_ids is not None:
         query = query.where(Task.study_id.in_(list(study_ids)))
-    with db.engine.connect() as conn:
-        rows = conn.execute(query.group_by(Task.status)).all()
+
+    def read() -> list[Any]:
+        with db.engine.connect() as conn:
+            return list(conn.execute(query.group_by(Task.status)).all())
+
+    rows = retrying(read, what="counting the queue")
     counts = dict.fromkeys(("waiting", "pending", "running", "done", "failed"), 0)
     counts.update({status: int(n) for status, n in rows})
     return counts
@@ -116,30 +133,47 @@ def _local_cluster(n_workers: int, cuda: bool) -> Iterator[Any]:
     # Worker processes inherit this: torch in each uses its share of the cores, not all.
     os.environ.setdefault("TRACKER_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // n_workers)))
     tune_worker_malloc()
-    if cuda:
-        from dask_cuda import LocalCUDACluster
-
-        cluster = LocalCUDACluster(threads_per_worker=1, dashboard_address=None)
-    else:
-        from distributed import LocalCluster
-
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            memory_limit=0,
-            silence_logs=logging.ERROR,
-        )
+    resources = {LOOP_RESOURCE: 1}
+    cluster = None
+    for attempt in range(1, CLUSTER_START_ATTEMPTS + 1):
+        try:
+            cluster = _start_local_cluster(n_workers, cuda, resources)
+            break
+        except RuntimeError as err:  # "Nanny failed to start": a worker died while starting
+            if attempt == CLUSTER_START_ATTEMPTS:
+                raise ConfigError(
+                    f"the local Dask cluster failed to start {attempt} times ({err}): check "
+                    "memory and the messages above, then run `tracker work` again"
+                ) from None
+            log.warning("the local Dask cluster failed to start (%s); trying again", err)
+    assert cluster is not None
     try:
         client = Client(cluster)
     except BaseException:
         _close_quietly(cluster)
         raise
     try:
-        yield client, list(client.scheduler_info()["workers"])
+        yield client, list(client.scheduler_info()["workers"]), LOOP_RESOURCE
     finally:
         _close_quietly(client, cluster)
+
+
+def _start_local_cluster(n_workers: int, cuda: bool, resources: dict[str, int]) -> Any:
+    if cuda:
+        from dask_cuda import LocalCUDACluster
+
+        return LocalCUDACluster(threads_per_worker=1, dashboard_address=None, resources=resources)
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        memory_limit=0,
+        silence_logs=logging.ERROR,
+        resources=resources,
+    )
 
 
 def _close_quietly(*closables: Any) -> None:
@@ -171,13 +205,17 @@ def _joined_cluster(address: str, n_workers: int, cuda: bool) -> Iterator[Any]:
     """Start this machine's workers attached to ``address`` and yield their addresses."""
     from distributed import Client
 
-    prefix = f"tracker-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    token = uuid.uuid4().hex[:6]
+    prefix = f"tracker-{os.uname().nodename}-{os.getpid()}-{token}"
+    # This invocation's own resource: its loops run on its workers, not on another machine's.
+    resource = f"{LOOP_RESOURCE}_{token}"
     if cuda:
         command = [sys.executable, "-m", "dask", "cuda", "worker", address, "--name", prefix]
     else:
         command = [sys.executable, "-m", "dask", "worker", address, "--name", prefix,
                    "--nworkers", str(n_workers)]  # fmt: skip
-    command += ["--nthreads", "1", "--no-dashboard", "--memory-limit", "0"]
+    command += ["--nthreads", "1", "--no-dashboard", "--memory-limit", "0",
+                "--resources", f"{resource}=1"]  # fmt: skip
     try:
         client = Client(address, timeout="10s")
     except OSError as err:
@@ -210,7 +248,7 @@ def _joined_cluster(address: str, n_workers: int, cuda: bool) -> Iterator[Any]:
                     f"the Dask workers did not join {address} within {WORKER_START_TIMEOUT:.0f} s"
                 )
             time.sleep(0.2)
-        yield client, ours
+        yield client, ours, resource
     finally:
         client.close()
         proc.terminate()
@@ -256,7 +294,7 @@ def work(
     start = scope_counts(db, scope_kinds, study_ids)
     if not forever and start["waiting"] + start["pending"] + start["running"] == 0:
         stream.write("nothing to do: no waiting, pending or running tasks\n")
-        return WorkSummary(0, 0, 0.0, 0)
+        return WorkSummary(0, 0, 0.0, 0, failed_in_scope=start["failed"])
 
     base = WorkerConfig(
         db_url=settings.db_url,
@@ -275,32 +313,15 @@ def work(
         if scheduler
         else _local_cluster(n_workers, cuda)
     )
-    with cluster as (client, addresses):
-        futures = [
-            client.submit(
-                run_worker,
-                replace(base, name=f"{addr}"),
-                key=f"tracker-worker-loop-{uuid.uuid4().hex}",
-                workers=[addr],
-                allow_other_workers=False,
-                pure=False,
-            )
-            for addr in addresses
-        ]
+    with cluster as (client, addresses, resource):
+        loops = _Loops(client, base, resource)
+        futures = [loops.submit() for _ in addresses]
         try:
-            while not all(f.done() for f in futures):
-                bar.update(scope_counts(db, scope_kinds, study_ids))
-                time.sleep(0.5)
+            results = loops.supervise(futures, lambda: bar.update(
+                scope_counts(db, scope_kinds, study_ids)))  # fmt: skip
         except KeyboardInterrupt:
-            client.cancel(futures)
+            client.cancel(loops.live)
             raise
-        errors = [f.exception() for f in futures if f.status == "error"]
-        for err in errors:
-            if isinstance(err, TrackerError):
-                raise err
-        if errors:
-            raise errors[0]
-        results = [f.result() for f in futures]
     end = scope_counts(db, scope_kinds, study_ids)
     bar.update(end, final=True)
     db.dispose()
@@ -309,7 +330,81 @@ def work(
         failed=sum(r["failed"] for r in results),
         seconds=time.monotonic() - t0,
         workers=len(addresses),
+        failed_in_scope=end["failed"],
+        unfinished=0 if forever else end["waiting"] + end["pending"] + end["running"],
+        restarts=loops.restarts,
     )
+
+
+class _Loops:
+    """The worker loops of one `tracker work`: submitted, watched, restarted when they die.
+
+    A loop whose Dask worker is killed is normally re-run by Dask on the restarted worker
+    (one loop per worker, by resource). If Dask gives up on it (KilledWorker after repeated
+    deaths) or cancels it, a new loop is submitted here; work never waits on a dead loop.
+    """
+
+    def __init__(self, client: Any, base: WorkerConfig, resource: str) -> None:
+        self.client, self.base, self.resource = client, base, resource
+        self.live: list[Any] = []
+        self.restarts = 0
+
+    def submit(self) -> Any:
+        key = f"tracker-worker-loop-{uuid.uuid4().hex}"
+        future = self.client.submit(
+            run_worker,
+            self.base,
+            key=key,
+            resources={self.resource: 1},
+            pure=False,
+            retries=0,
+        )
+        self.live.append(future)
+        return future
+
+    def supervise(self, futures: list[Any], tick: Any) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        pending = list(futures)
+        no_workers_since: float | None = None
+        while pending:
+            tick()
+            still = []
+            for future in pending:
+                if not future.done():
+                    still.append(future)
+                    continue
+                if future.status == "finished":
+                    results.append(future.result())
+                    continue
+                err = None if future.status == "cancelled" else future.exception()
+                if err is not None and not _worker_died(err):
+                    raise err  # a TrackerError's one line, or a bug's traceback
+                log.warning("a worker loop died with its Dask worker (%s); starting another",
+                            type(err).__name__ if err else "cancelled")  # fmt: skip
+                self.restarts += 1
+                still.append(self.submit())
+            pending = still
+            if pending:
+                alive = bool(self.client.scheduler_info(n_workers=-1)["workers"])
+                now = time.monotonic()
+                no_workers_since = None if alive else (no_workers_since or now)
+                if no_workers_since is not None and now - no_workers_since > NO_WORKERS_TIMEOUT:
+                    raise ConfigError(
+                        f"every Dask worker has been gone for {NO_WORKERS_TIMEOUT:.0f} s (killed "
+                        "and not restarted): check memory and the workers' logs, then run "
+                        "`tracker work` again; finished tasks are kept"
+                    )
+                time.sleep(0.5)
+        return results
+
+
+def _worker_died(err: BaseException) -> bool:
+    """Whether a loop's error means its Dask worker died, rather than a bug or a bad input."""
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(err, KilledWorker | OSError) or type(err).__name__ in {
+        "CommClosedError", "FutureCancelledError", "CancelledError", "WorkerLost",
+    }  # fmt: skip
 
 
 def _warn_unknown_kinds(

@@ -21,8 +21,9 @@ from tracker._arrays import add_array
 from tracker._context import TaskContext
 from tracker._db import open_database
 from tracker._exceptions import LeaseLost, SpecError
-from tracker._queue import DEFAULT_LEASE_SECONDS, ClaimedTask, Queue
+from tracker._queue import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_LEASE_LOSSES, ClaimedTask, Queue
 from tracker._registry import get_kind, load_plugins
+from tracker._retry import is_transient, retrying
 from tracker._store import ArrayStore
 from tracker._wake import open_waker
 
@@ -46,6 +47,9 @@ class WorkerConfig:
     max_batch: int = 32
     name: str | None = None
     mlflow_uri: str | None = None
+    max_lease_losses: int = DEFAULT_MAX_LEASE_LOSSES
+    # Seconds to ride out a database outage (None: TRACKER_DB_RETRY_SECONDS or 120).
+    retry_seconds: float | None = None
 
 
 @dataclass
@@ -127,6 +131,13 @@ def execute_batch(
             except Exception as err:
                 held.remove(task)
                 text = "".join(traceback.format_exception(err)).strip()
+                if is_transient(err):  # the database failed the run, not the task's code
+                    log.warning("task %s interrupted by the database; released", task.id)
+                    if queue.release(task, f"interrupted by the database: {text}"):
+                        stats.retried += 1
+                    else:
+                        stats.lost += 1
+                    continue
                 status = queue.fail(task, text, retry=not isinstance(err, SpecError))
                 if status == "pending":
                     stats.retried += 1
@@ -201,9 +212,11 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     """Claim and run tasks until the queue is drained (or forever); return counts."""
     known = load_plugins(cfg.plugins)
     kinds = [k for k in known if cfg.kinds is None or k in cfg.kinds]
-    db = open_database(cfg.db_url)
+    db = retrying(lambda: open_database(cfg.db_url), what="a worker's start",
+                  window=cfg.retry_seconds)  # fmt: skip
     store = ArrayStore(cfg.store_url)
-    queue = Queue(db, lease_seconds=cfg.lease_seconds)
+    queue = Queue(db, lease_seconds=cfg.lease_seconds, max_lease_losses=cfg.max_lease_losses,
+                  retry_seconds=cfg.retry_seconds)  # fmt: skip
     name = cfg.name or worker_name(threading.current_thread().name)
     stats = WorkerStats(worker=name)
     studies = list(cfg.study_ids) if cfg.study_ids is not None else None

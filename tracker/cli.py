@@ -80,8 +80,8 @@ def cmd_work(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    if args.lease <= 0:
-        raise ConfigError(f"--lease must be positive, got {args.lease}")
+    if not (0 < args.lease < float("inf")):
+        raise ConfigError(f"--lease must be a positive number of seconds, got {args.lease}")
     # `docker stop` and schedulers send SIGTERM: exit through the clean-up path so the Dask
     # workers this command started stop too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -99,16 +99,26 @@ def cmd_work(args: argparse.Namespace) -> int:
     )
     if summary.workers:
         rate = summary.done / summary.seconds if summary.seconds else 0.0
+        restarts = f", {summary.restarts} loop(s) restarted" if summary.restarts else ""
         print(
             f"done {summary.done}, failed {summary.failed} in {summary.seconds:.1f} s "
-            f"({rate:.1f} tasks/s) on {summary.workers} worker(s)"
+            f"({rate:.1f} tasks/s) on {summary.workers} worker(s){restarts}"
         )
-    if summary.failed:
-        print(
-            f"tracker: {summary.failed} task(s) failed: `tracker status` shows why", file=sys.stderr
+    problems = []
+    if summary.failed_in_scope:
+        earlier = summary.failed_in_scope - summary.failed
+        problems.append(
+            f"{summary.failed_in_scope} task(s) failed"
+            + (f" ({earlier} of them before this run)" if earlier > 0 else "")
+            + ": `tracker status` shows why, `tracker requeue --failed` retries them"
         )
-        return 1
-    return 0
+    if summary.unfinished:
+        problems.append(
+            f"{summary.unfinished} task(s) in this scope are not finished: run `tracker work` again"
+        )
+    for problem in problems:
+        print(f"tracker: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 # --- status / show ----------------------------------------------------------------------------

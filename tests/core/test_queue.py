@@ -67,13 +67,14 @@ def test_expired_lease_is_reclaimed_once_and_the_old_holder_loses(db):
     assert q.claim("w2") is None  # the lease is live
     time.sleep(0.8)
     second = q.claim("w2")
-    assert second is not None and second.id == tid and second.attempt == 2
+    # The same attempt: w1 died, the task did not fail; the loss is counted apart.
+    assert second is not None and second.id == tid and second.attempt == 1
     assert q.claim("w3") is None  # reclaimed once, not by everyone
     assert q.heartbeat(first) is False
     assert q.complete(first) is False
     assert q.complete(second) is True
     row = _task(db, tid)
-    assert (row.status, row.attempts, row.worker) == ("done", 2, "w2")
+    assert (row.status, row.attempts, row.lease_losses, row.worker) == ("done", 1, 1, "w2")
 
 
 def test_heartbeat_keeps_a_lease_alive(db):
@@ -98,15 +99,29 @@ def test_failures_are_retried_until_max_attempts_then_failed_with_the_error(db):
     assert q.claim("w") is None
 
 
-def test_lease_expiry_on_the_last_attempt_fails_the_task_inside_the_claim(db):
+def test_a_dead_workers_lease_is_reclaimed_without_using_an_attempt(db):
     (tid,) = _add(db, max_attempts=1)
     q = Queue(db, lease_seconds=0.3)
-    q.claim("w1")
+    q.claim("w1")  # w1 dies holding it
     time.sleep(0.6)
-    assert q.claim("w2") is None
+    task = q.claim("w2")
+    assert task is not None and task.id == tid and task.attempt == 1
     row = _task(db, tid)
-    assert row.status == "failed"
-    assert "lease expired on attempt 1 of 1" in row.error and "w1" in row.error
+    assert (row.status, row.attempts, row.lease_losses, row.worker) == ("running", 1, 1, "w2")
+    # A run that raises still uses the attempt: with one attempt the task fails.
+    assert q.fail(task, "ValueError: real failure") == "failed"
+
+
+def test_lease_losses_beyond_their_budget_fail_the_task_inside_the_claim(db):
+    (tid,) = _add(db, max_attempts=1)
+    q = Queue(db, lease_seconds=0.3, max_lease_losses=2)
+    for worker in ("w1", "w2", "w3"):
+        assert q.claim(worker) is not None
+        time.sleep(0.6)
+    assert q.claim("w4") is None
+    row = _task(db, tid)
+    assert row.status == "failed" and row.attempts == 1 and row.lease_losses == 2
+    assert "lost its lease 3 times" in row.error and "w3" in row.error
 
 
 def test_dependencies_gate_claims_and_failures_cascade(db):

@@ -32,8 +32,8 @@ def append_id(ctx: TaskContext) -> dict[str, Any]:
 
 @task_kind("test.hang_once")
 def hang_once(ctx: TaskContext) -> dict[str, Any]:
-    """On the first attempt: announce the pid and hang (the test kills us). Then finish."""
-    if ctx.attempt == 1:
+    """On the first run: announce the pid and hang (the test kills us). Then finish."""
+    if ctx.attempt == 1 and ctx.task.lease_losses == 0:
         append_line(ctx.payload["started"], f"{ctx.id} {os.getpid()}")
         time.sleep(3600)
     spec = ctx.write_array(f"test/{ctx.id}/result", np.arange(4.0) * ctx.id)
