@@ -29,6 +29,8 @@ class TaskContext:
     arrays: list[ArraySpec] = field(default_factory=list)
     db: Database | None = None
     mlflow_uri: str | None = None
+    # Blocks of shared arrays this task wrote: (path, start, stop), recorded at completion.
+    blocks: list[tuple[str, list[int], list[int]]] = field(default_factory=list)
 
     @property
     def id(self) -> int:
@@ -55,6 +57,15 @@ class TaskContext:
         spec = self.store.write(path, data, chunks)
         self.arrays.append(spec)
         return spec
+
+    def write_block(self, path: str, selection: tuple[slice, ...], data: np.ndarray) -> None:
+        """Write this task's block (whole chunks) of a shared array, and remember it as the
+        task's, so `tracker requeue --broken` recomputes this task if those chunks break."""
+        self.check_lease()
+        self.store.write_block(path, selection, data)
+        start = [int(s.start or 0) for s in selection]
+        stop = [int(s.stop) if s.stop is not None else -1 for s in selection]
+        self.blocks.append((path, start, stop))
 
     def record_array(self, spec: ArraySpec) -> None:
         """Record an array written block by block (``store.write_block``) as this task's."""

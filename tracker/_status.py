@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tracker._db import utcnow
 from tracker._exceptions import CorruptArray
-from tracker._schema import ArrayRef, Study, Task
+from tracker._schema import ArrayRef, Study, Task, TaskBlock
 from tracker._store import ArraySpec, ArrayStore
 
 
@@ -111,6 +111,42 @@ def broken_arrays(session: Session, store: ArrayStore) -> list[tuple[ArrayRef, s
         except CorruptArray as err:
             broken.append((ref, str(err)))
     return broken
+
+
+def _overlaps(start: list[int], stop: list[int], lo: tuple[int, ...], hi: tuple[int, ...]) -> bool:
+    return all(
+        a < h and (b < 0 or b > lo_) for a, b, lo_, h in zip(start, stop, lo, hi, strict=False)
+    )
+
+
+def repair_tasks(session: Session, store: ArrayStore) -> tuple[list[str], set[int]]:
+    """What `requeue --broken` says and recomputes: for every damaged array, the tasks that
+    wrote its damaged chunks (by their recorded blocks) and the task that recorded the array.
+
+    An array written whole by one task is recomputed by that task.
+    """
+    lines: list[str] = []
+    ids: set[int] = set()
+    for ref, why in broken_arrays(session, store):
+        lines.append(why)
+        spec = ArraySpec(ref.path, tuple(ref.shape), ref.dtype, tuple(ref.chunks))
+        damaged = store.damaged_blocks(spec)
+        writers = session.scalars(sa.select(TaskBlock).where(TaskBlock.path == ref.path)).all()
+        hit = {
+            b.task_id
+            for b in writers
+            for lo, hi, _ in damaged
+            if _overlaps(list(b.start), list(b.stop), lo, hi)
+        }
+        if hit:
+            lines.append(
+                f"  {len(damaged)} damaged chunk(s); recomputing the task(s) that wrote them: "
+                + ", ".join(map(str, sorted(hit)))
+            )
+        ids |= hit
+        if ref.task_id is not None:
+            ids.add(ref.task_id)
+    return lines, ids
 
 
 def task_details(task: Task) -> dict[str, Any]:

@@ -142,6 +142,36 @@ class ArrayStore:
             )
         return self.read(spec.path)
 
+    def damaged_blocks(self, spec: ArraySpec) -> list[tuple[tuple[int, ...], tuple[int, ...], str]]:
+        """The chunks of an array that are missing or do not decode: (start, stop, why) each.
+
+        An array whose metadata itself is unreadable (or of another layout) is damaged whole.
+        """
+        import itertools
+
+        from zarr.core.sync import sync
+
+        try:
+            arr = self._open(spec.path)
+            if tuple(arr.shape) != tuple(spec.shape) or str(arr.dtype) != spec.dtype:
+                raise self._corrupt(spec.path, "its layout differs from the row's")
+        except CorruptArray as err:
+            return [((0,) * len(spec.shape), tuple(spec.shape), str(err))]
+        damaged = []
+        chunks = tuple(arr.chunks)
+        for coords in itertools.product(*(range(n) for n in arr.cdata_shape)):
+            start = tuple(c * k for c, k in zip(coords, chunks, strict=True))
+            stop = tuple(min(a + k, n) for a, k, n in zip(start, chunks, arr.shape, strict=True))
+            key = f"{arr.path}/{arr.metadata.encode_chunk_key(coords)}"
+            if not sync(arr.store.exists(key)):
+                damaged.append((start, stop, "chunk missing"))
+                continue
+            try:
+                arr.get_block_selection(coords)
+            except Exception as err:
+                damaged.append((start, stop, f"chunk unreadable ({type(err).__name__})"))
+        return damaged
+
     def exists(self, path: str) -> bool:
         return self._open(path, missing_ok=True) is not None
 

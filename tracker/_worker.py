@@ -15,6 +15,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tracker._arrays import add_array
@@ -24,6 +25,7 @@ from tracker._exceptions import LeaseLost, SpecError
 from tracker._queue import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_LEASE_LOSSES, ClaimedTask, Queue
 from tracker._registry import get_kind, load_plugins
 from tracker._retry import is_transient, retrying
+from tracker._schema import TaskBlock
 from tracker._store import ArrayStore
 from tracker._wake import open_waker
 
@@ -90,6 +92,13 @@ class _Heartbeat(threading.Thread):
 def _record_arrays(session: Session, ctx: TaskContext) -> None:
     for spec in ctx.arrays:
         add_array(session, spec, task_id=ctx.task.id)
+    if ctx.blocks:  # a re-run writes the same blocks: replace, never duplicate
+        session.execute(sa.delete(TaskBlock).where(TaskBlock.task_id == ctx.task.id))
+        session.add_all(
+            TaskBlock(task_id=ctx.task.id, path=path, start=start, stop=stop)
+            for path, start, stop in ctx.blocks
+        )
+        session.flush()
 
 
 def worker_name(suffix: str | None = None) -> str:
@@ -146,7 +155,7 @@ def execute_batch(
                 else:
                     stats.lost += 1
                 continue
-            if not ctx.arrays and kind.finalize is None:
+            if not ctx.arrays and not ctx.blocks and kind.finalize is None:
                 finished.append((task, result))
                 continue
 

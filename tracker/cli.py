@@ -234,7 +234,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     from tracker._exceptions import ConfigError
     from tracker._queue import find_study, requeue
     from tracker._schema import Task
-    from tracker._status import broken_arrays
+    from tracker._status import repair_tasks
     from tracker._store import ArrayStore
 
     if not (args.ids or args.failed or args.broken):
@@ -249,11 +249,10 @@ def cmd_requeue(args: argparse.Namespace) -> int:
                 query = query.where(Task.study_id == study_id)
             ids.update(session.scalars(query))
         if args.broken:
-            store = ArrayStore(_settings(args).store_url)
-            for ref, why in broken_arrays(session, store):
-                print(why)
-                if ref.task_id is not None:
-                    ids.add(ref.task_id)
+            lines, broken = repair_tasks(session, ArrayStore(_settings(args).store_url))
+            for line in lines:
+                print(line)
+            ids |= broken
         requeued = requeue(session, ids)
     print(
         f"requeued {len(requeued)} task(s)"

@@ -158,7 +158,7 @@ def surface_tile(ctx: TaskContext) -> dict[str, Any]:
     for name, path in _array_paths(surface).items():
         block = np.asarray(values[name], dtype=np.float32).reshape(groups, iy1 - iy0, ix1 - ix0)
         ctx.store.create(path, shape, np.float32, chunks)
-        ctx.store.write_block(path, (slice(None), slice(iy0, iy1), slice(ix0, ix1)), block)
+        ctx.write_block(path, (slice(0, groups), slice(iy0, iy1), slice(ix0, ix1)), block)
     return {"points": int(coords.shape[0]), "seconds": round(seconds, 4),
             "points_per_s": round(coords.shape[0] / max(seconds, 1e-9), 1),
             "plan": evaluator.plan}  # fmt: skip
