@@ -96,7 +96,13 @@ def make_engine(url: str, *, echo: bool = False) -> sa.Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ConfigError(
+                    f"cannot create the folder of the database {parsed.database} "
+                    f"({err.strerror or err}): fix --db / TRACKER_DB_URL"
+                ) from None
         engine = sa.create_engine(
             parsed, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )

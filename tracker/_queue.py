@@ -28,7 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, aliased
 
 from tracker._db import Database, utcnow
-from tracker._exceptions import NotFound, QueueError
+from tracker._exceptions import NotFound, QueueError, SpecError
 from tracker._retry import retrying
 from tracker._schema import Study, Task, TaskDependency
 from tracker._wake import notify_workers
@@ -68,8 +68,25 @@ def spec_hash(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+STUDY_NAME_LIMIT = 200  # the column's length
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it can name a study: 1-200 printable characters (no NUL or control codes)."""
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError("a study name must be a non-empty string")
+    if len(name) > STUDY_NAME_LIMIT:
+        raise SpecError(
+            f"study name of {len(name)} characters is too long: at most {STUDY_NAME_LIMIT}"
+        )
+    if any(not ch.isprintable() for ch in name):
+        raise SpecError(f"study name {name!r} contains control characters: use printable text")
+    return name
+
+
 def get_or_create_study(session: Session, name: str, description: str | None = None) -> Study:
     """The study called ``name``, created if it does not exist yet."""
+    check_study_name(name)
     study = session.scalar(sa.select(Study).where(Study.name == name))
     if study is not None:
         return study

@@ -41,10 +41,19 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_db_downgrade(args: argparse.Namespace) -> int:
     from tracker._db import redact
+    from tracker._exceptions import ConfigError
     from tracker._migrate import downgrade
 
     db = _open(args, check=False)
-    downgrade(db, args.revision)
+    try:
+        downgrade(db, args.revision)
+    except Exception as err:
+        if type(err).__module__.startswith("alembic"):
+            raise ConfigError(
+                f"cannot downgrade to {args.revision!r} ({str(err).splitlines()[0]}): name a "
+                "revision from migrations/versions, or `base` to drop every table"
+            ) from None
+        raise
     print(f"database {redact(db.url)} is at schema revision {db.revision() or 'base (empty)'}")
     return 0
 
@@ -261,14 +270,17 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+NOOP_LIMIT = 1_000_000
+
+
 def cmd_enqueue_noop(args: argparse.Namespace) -> int:
     from tracker._exceptions import SpecError
     from tracker._queue import enqueue, get_or_create_study
 
-    if args.count < 1:
-        raise SpecError(f"--count must be at least 1, got {args.count}")
-    if args.seconds < 0:
-        raise SpecError(f"--seconds must not be negative, got {args.seconds}")
+    if not 1 <= args.count <= NOOP_LIMIT:
+        raise SpecError(f"--count must be between 1 and {NOOP_LIMIT:,}, got {args.count}")
+    if not 0 <= args.seconds <= 86_400:
+        raise SpecError(f"--seconds must be between 0 and 86400, got {args.seconds}")
     db = _open(args)
     created = 0
     with db.session() as session:
