@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 import zarr
@@ -157,14 +156,6 @@ class ReadOnlyStore(ArrayStore):
                 f"cannot open the array store at {url} ({type(err).__name__}: {err}): "
                 "fix TRACKER_STORE / --store"
             ) from None
-
-
-def read_array(engine: sa.Engine, store: ArrayStore, array_id: int) -> np.ndarray:
-    """A stored array by its ``arrays`` row id."""
-    row = frame(engine, "SELECT path FROM arrays WHERE id = :id", id=int(array_id))
-    if row.empty:
-        raise StoreError(f"no array row {array_id}")
-    return store.read(str(row.iloc[0]["path"]))
 
 
 # --- MLflow ---------------------------------------------------------------------------------

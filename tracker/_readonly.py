@@ -108,7 +108,8 @@ def _pg_nodes(node: Any) -> Iterator[Any]:
             stack.extend(item)
         elif isinstance(item, ast.Node):
             yield item
-            stack.extend(getattr(item, name, None) for name in type(item).__slots__)
+            slots: Any = getattr(type(item), "__slots__", ())  # pglast nodes' children
+            stack.extend(getattr(item, name, None) for name in slots)
 
 
 def _function_name(call: Any) -> str:
@@ -233,8 +234,8 @@ def run_query(engine: sa.Engine, sql: str) -> QueryResult:
     raw = engine.raw_connection()
     deadline = time.monotonic() + STATEMENT_SECONDS
     try:
-        driver = raw.driver_connection
-        cur = raw.cursor()
+        driver: Any = raw.driver_connection  # sqlite3.Connection or psycopg.Connection
+        cur: Any = raw.cursor()
         if dialect == "postgresql":
             cur.execute("SET TRANSACTION READ ONLY")
             cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_SECONDS * 1000}")
