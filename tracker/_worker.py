@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -99,6 +100,18 @@ def _record_arrays(session: Session, ctx: TaskContext) -> None:
             for path, start, stop in ctx.blocks
         )
         session.flush()
+
+
+def _dask_worker_address() -> str | None:
+    """The address of the Dask worker running this loop (tasks record who ran them), if any."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_worker
+
+    try:
+        return str(get_worker().address)
+    except ValueError:  # not inside a Dask task
+        return None
 
 
 def worker_name(suffix: str | None = None) -> str:
@@ -226,7 +239,7 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     store = ArrayStore(cfg.store_url)
     queue = Queue(db, lease_seconds=cfg.lease_seconds, max_lease_losses=cfg.max_lease_losses,
                   retry_seconds=cfg.retry_seconds)  # fmt: skip
-    name = cfg.name or worker_name(threading.current_thread().name)
+    name = cfg.name or _dask_worker_address() or worker_name(threading.current_thread().name)
     stats = WorkerStats(worker=name)
     studies = list(cfg.study_ids) if cfg.study_ids is not None else None
     pause = cfg.poll_seconds

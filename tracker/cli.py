@@ -278,7 +278,7 @@ def cmd_enqueue_noop(args: argparse.Namespace) -> int:
     from tracker._queue import enqueue, get_or_create_study
 
     if not 1 <= args.count <= NOOP_LIMIT:
-        raise SpecError(f"--count must be between 1 and {NOOP_LIMIT:,}, got {args.count}")
+        raise SpecError(f"--count must be at least 1 and at most {NOOP_LIMIT:,}, got {args.count}")
     if not 0 <= args.seconds <= 86_400:
         raise SpecError(f"--seconds must be between 0 and 86400, got {args.seconds}")
     db = _open(args)

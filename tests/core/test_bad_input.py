@@ -31,7 +31,7 @@ def _one_line(result, *needles: str) -> str:
 CASES = [
     (["enqueue", "noop", "--seconds", "nan"], ["--seconds", "got nan"]),
     (["enqueue", "noop", "--seconds", "inf"], ["--seconds", "got inf"]),
-    (["enqueue", "noop", "--count", "99999999999"], ["--count", "1,000,000"]),
+    (["enqueue", "noop", "--count", "99999999999"], ["--count", "at most 1,000,000"]),
     (["enqueue", "noop", "--study", "x" * 300], ["too long", "200"]),
     (["enqueue", "noop", "--study", "a\x01b"], ["control characters"]),
     (["work", "--lease", "nan"], ["--lease"]),
