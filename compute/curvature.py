@@ -1,0 +1,622 @@
+"""Curvature of a loss at one set of weights: Hessian spectra as PyHessian measures them.
+
+Three measures of the Hessian H of the mean loss over a data set (Yao et al. 2020, PyHessian):
+
+- the top-k eigenvalues and eigenvectors, by Lanczos with full reorthogonalisation (it needs
+  far fewer Hessian-vector products than PyHessian's power iteration with deflation), stopped
+  when every wanted Ritz pair's residual ||H y - theta y|| = beta_j |s_j| is below
+  ``tol * |theta|``;
+- the trace, by Hutchinson's estimator E[v^T H v] with Rademacher probes v, with its standard
+  error and, optionally, per-layer traces from the same probes restricted to each layer's block;
+- the eigenvalue density, by stochastic Lanczos quadrature (SLQ): m Lanczos steps from random
+  unit starts give Gauss quadrature nodes (Ritz values) and weights (squared first components
+  of the Ritz vectors); the density is their mixture of Gaussians of variance
+  ``sigma_squared * max(1, lambda_max - lambda_min)`` on an evenly spaced grid, averaged over
+  runs and normalised to mass 1 (PyHessian's ``density_generate``).
+
+Hessian-vector products are forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad`` of
+a ``functional_call`` loss of one flat parameter vector), several probe vectors at once under
+``vmap`` when the memory budget allows, over the data in sample batches weighted by batch size.
+Dropout is always off; BatchNorm uses its running statistics (``bn='eval'``, the default and
+PyHessian's choice) or the statistics of each sample batch (``bn='train'``, running statistics
+not updated); what was used is in every result's ``config``.
+
+This module knows nothing about SQL or the queue: it takes a model and ready tensors, returns
+arrays, and calls back for progress, so a task kind, a test or a benchmark can drive it. Every
+random draw comes from a ``torch.Generator`` seeded with the recorded ``seed``; the work runs
+on one intra-op thread by default (``threads=1``), so a rerun gives the same bits on any CPU
+worker.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vmap
+from torch.nn import functional as F
+
+from tracker import SpecError
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+LOSSES = ("cross_entropy", "mse")
+BN_MODES = ("eval", "train")
+WHICH = ("largest", "smallest", "magnitude")
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes for the probe vectors batched under one vmap
+MAX_PROBE_CHUNK = 64
+# PyHessian's density_generate defaults: the published smoothing.
+DENSITY_BINS = 10_000
+DENSITY_SIGMA_SQUARED = 1e-5
+DENSITY_OVERHEAD = 0.01
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Torch on ``n`` intra-op threads for the block (None: leave it as it is)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------- the operator
+
+
+class HessianOperator:
+    """The Hessian of the mean loss of ``model`` on (x, y) as a linear operator on flat vectors.
+
+    Args:
+        model: the network at the weights to measure; it is copied, never changed.
+        x, y: the data as ready tensors on the model's device (labels int64 for
+            cross-entropy, targets for MSE).
+        loss: 'cross_entropy' or 'mse' (both the mean over samples, as nn's defaults).
+        bn: 'eval' (running statistics) or 'train' (batch statistics of each sample batch).
+        batch_size: samples per forward; None: all at once. The loss is the mean over all
+            samples, so each batch's HVP counts with weight len(batch) / len(x).
+        memory_budget: bytes that the probe vectors of one vmap call may take; the number of
+            probes per call is derived from the model's and the data's sizes, never timing.
+
+    Raises:
+        SpecError: empty data, mismatched x/y, an unknown loss or BN mode, a non-finite loss.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        loss: str = "cross_entropy",
+        bn: str = "eval",
+        batch_size: int | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ) -> None:
+        if loss not in LOSSES:
+            raise SpecError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+        if bn not in BN_MODES:
+            raise SpecError(f"unknown BatchNorm mode {bn!r}: use 'eval' or 'train'")
+        n_samples = int(x.shape[0]) if x.dim() else 0
+        if n_samples == 0:
+            raise SpecError("the curvature data is empty: choose a split or subset with samples")
+        if int(y.shape[0]) != n_samples:
+            raise SpecError(f"x has {n_samples} rows but y has {int(y.shape[0])}: pass matching tensors")
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+            raise SpecError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        self.model = _prepared(model, bn)
+        named = [(k, p) for k, p in self.model.named_parameters() if p.requires_grad]
+        if not named:
+            raise SpecError("the model has no trainable parameters: nothing has curvature")
+        self.names = [k for k, _ in named]
+        self.shapes = [tuple(p.shape) for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.theta = torch.cat([p.detach().reshape(-1) for _, p in named])
+        self.buffers = {k: b.detach() for k, b in self.model.named_buffers()}
+        self.n = int(self.theta.numel())
+        self.dtype, self.device = self.theta.dtype, self.theta.device
+        self.loss_name = loss
+        if loss == "mse":
+            y = y.to(self.dtype)
+        size = n_samples if batch_size is None else min(int(batch_size), n_samples)
+        self.batches = [
+            (x[i : i + size], y[i : i + size], (min(i + size, n_samples) - i) / n_samples)
+            for i in range(0, n_samples, size)
+        ]
+        self.batch_size = size
+        self.n_samples = n_samples
+        self.hvp_count = 0  # Hessian-vector products done (one per probe vector)
+        self.hvp_seconds = 0.0  # wall time inside them, for reports only
+        self.loss = self._loss_value()
+        if not math.isfinite(self.loss):
+            raise SpecError(
+                f"the loss at this checkpoint is {self.loss}: curvature needs a finite loss; "
+                "pick another checkpoint or check the data"
+            )
+        self.probe_chunk = self._probe_chunk(memory_budget)
+        self.config: dict[str, Any] = {
+            "loss": loss,
+            "bn": bn,
+            "dropout": "off",
+            "batch_size": size,
+            "samples": n_samples,
+            "parameters": self.n,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "probe_chunk": self.probe_chunk,
+            "memory_budget": int(memory_budget),
+            "hvp": "forward-over-reverse (jvp of grad)",
+        }
+
+    # -- pieces
+
+    def _params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = theta.split(self.sizes)
+        return {k: t.view(s) for k, t, s in zip(self.names, parts, self.shapes, strict=True)}
+
+    def _loss_at(self, theta: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        out = functional_call(self.model, (self._params(theta), self.buffers), (xb,))
+        if self.loss_name == "cross_entropy":
+            return F.cross_entropy(out, yb)
+        return F.mse_loss(out, yb.reshape(out.shape))
+
+    def _loss_value(self) -> float:
+        with torch.no_grad():
+            total = sum(w * float(self._loss_at(self.theta, xb, yb)) for xb, yb, w in self.batches)
+        return float(total)
+
+    def _probe_chunk(self, budget: int) -> int:
+        """Probes per vmap call: a probe costs about four copies of the parameters and four
+        of the largest batch's activations (primal and tangent, forward and backward)."""
+        counts: list[int] = []
+
+        def count(_m: nn.Module, _i: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                counts.append(out.numel())
+
+        hooks = [
+            m.register_forward_hook(count)
+            for m in self.model.modules()
+            if not list(m.children())
+        ]
+        try:
+            with torch.no_grad():
+                xb, yb, _ = self.batches[0]
+                self._loss_at(self.theta, xb[:1], yb[:1])
+        finally:
+            for h in hooks:
+                h.remove()
+        per_probe = self.theta.element_size() * 4 * (self.n + sum(counts) * self.batch_size)
+        return max(1, min(MAX_PROBE_CHUNK, int(budget) // max(per_probe, 1)))
+
+    # -- products
+
+    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H V for probe vectors V [k, n] (rows), as [k, n]; ``probe_chunk`` rows per vmap."""
+        start = time.perf_counter()
+        out = torch.zeros_like(vectors)
+        for lo in range(0, vectors.shape[0], self.probe_chunk):
+            chunk = vectors[lo : lo + self.probe_chunk]
+            for xb, yb, weight in self.batches:
+                gradient = grad(lambda t, xb=xb, yb=yb: self._loss_at(t, xb, yb))
+
+                def hvp(v: torch.Tensor, gradient: Callable = gradient) -> torch.Tensor:
+                    return jvp(gradient, (self.theta,), (v,))[1]
+
+                part = hvp(chunk[0])[None] if chunk.shape[0] == 1 else vmap(hvp)(chunk)
+                out[lo : lo + chunk.shape[0]].add_(part, alpha=weight)
+        self.hvp_count += int(vectors.shape[0])
+        self.hvp_seconds += time.perf_counter() - start
+        return out
+
+    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
+        """H v for one flat vector v [n]."""
+        return self.matmat(vector[None])[0]
+
+    def layers(self) -> dict[str, slice]:
+        """Each layer's block of the flat vector: parameters grouped by their module's name
+        ('blocks.0.conv1', 'fc'), in parameter order."""
+        out: dict[str, slice] = {}
+        offset = 0
+        for name, size in zip(self.names, self.sizes, strict=True):
+            layer = name.rpartition(".")[0] or name
+            lo = out[layer].start if layer in out else offset
+            out[layer] = slice(lo, offset + size)
+            offset += size
+        return out
+
+
+def _prepared(model: nn.Module, bn: str) -> nn.Module:
+    """A copy of ``model`` with dropout off and BatchNorm as asked: in 'train' mode it uses
+    batch statistics without running statistics (nothing is updated in place, which vmap
+    forbids, and the checkpoint's buffers are left alone)."""
+    prepared = copy.deepcopy(model).eval()
+    if bn == "train":
+        for m in prepared.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+                m.running_mean = None
+                m.running_var = None
+                m.num_batches_tracked = None
+                m.track_running_stats = False
+    return prepared
+
+
+# ---------------------------------------------------------------------------- Lanczos
+
+
+def _draw(shape: tuple[int, ...], kind: str, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Rows drawn one at a time, so the stream does not depend on how many are drawn at once."""
+    rows = []
+    for _ in range(shape[0]):
+        if kind == "rademacher":
+            r = torch.randint(0, 2, shape[1:], generator=gen, device=gen.device).to(dtype) * 2 - 1
+        else:
+            r = torch.randn(shape[1:], generator=gen, device=gen.device, dtype=dtype)
+        rows.append(r)
+    return torch.stack(rows)
+
+
+def _orthogonalise(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """w [R, n] minus its projections on the orthonormal rows basis [j, R, n], twice
+    ("twice is enough": one classical Gram-Schmidt pass loses orthogonality in float32)."""
+    for _ in range(2):
+        coef = torch.einsum("jrn,rn->jr", basis, w)
+        w = w - torch.einsum("jr,jrn->rn", coef, basis)
+    return w
+
+
+def _lanczos(
+    op: HessianOperator,
+    starts: torch.Tensor,
+    steps: int,
+    *,
+    restart: torch.Generator | None,
+    stop: Callable[[np.ndarray, np.ndarray, int], bool] | None = None,
+    progress: Progress | None = None,
+    stage: str = "lanczos",
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    """Lanczos with full reorthogonalisation from R starts [R, n] at once (one matmat each step).
+
+    At a breakdown (an invariant subspace found) a run restarts from a fresh random vector
+    orthogonal to its basis when ``restart`` is given (T stays the exact projection of H, with
+    a zero off-diagonal), or ends (its quadrature is exact). ``stop(alphas, betas, j)`` after
+    step j ends all runs. Returns the basis [m, R, n], alphas and betas [R, m] (betas[:, j]
+    couples steps j and j + 1) and the steps each run took [R].
+    """
+    runs, n = starts.shape
+    steps = min(steps, n)
+    basis = torch.zeros(steps, runs, n, dtype=op.dtype, device=op.device)
+    alphas = np.zeros((runs, steps))
+    betas = np.zeros((runs, steps))
+    lengths = np.full(runs, steps)
+    live = torch.ones(runs, dtype=op.dtype, device=op.device)
+    q = starts / starts.norm(dim=1, keepdim=True)
+    q_prev = torch.zeros_like(q)
+    beta_prev = torch.zeros(runs, dtype=op.dtype, device=op.device)
+    scale = 0.0
+    eps = torch.finfo(op.dtype).eps
+    done = 0
+    for j in range(steps):
+        basis[j] = q
+        w = op.matmat(q)
+        alpha = (w * q).sum(1)
+        w = w - alpha[:, None] * q - beta_prev[:, None] * q_prev
+        w = _orthogonalise(w, basis[: j + 1]) * live[:, None]
+        beta = w.norm(dim=1)
+        alphas[:, j] = alpha.double().cpu().numpy() * live.cpu().numpy()
+        betas[:, j] = beta.double().cpu().numpy()
+        scale = max(scale, float(np.abs(alphas[:, j]).max()), float(betas[:, j].max()))
+        done = j + 1
+        if progress is not None:
+            progress(stage, done, steps)
+        if stop is not None and stop(alphas[:, :done], betas[:, :done], j):
+            break
+        if j + 1 == steps:
+            break
+        nxt = torch.zeros_like(w)
+        for r in range(runs):
+            if live[r] == 0:
+                continue
+            if betas[r, j] > 1e3 * eps * scale:
+                nxt[r] = w[r] / beta[r]
+            elif restart is not None:
+                fresh = _draw((1, n), "gaussian", restart, op.dtype).to(op.device)
+                fresh = _orthogonalise(fresh, basis[: j + 1, r : r + 1])[0]
+                nxt[r] = fresh / fresh.norm()
+                betas[r, j] = 0.0
+                beta[r] = 0.0
+            else:
+                live[r] = 0
+                lengths[r] = j + 1
+                betas[r, j] = 0.0
+        q_prev, q, beta_prev = q, nxt, beta * live
+    lengths = np.minimum(lengths, done)
+    return basis[:done], alphas[:, :done], betas[:, :done], lengths
+
+
+def _tridiagonal(alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
+    m = len(alphas)
+    t = np.diag(alphas)
+    if m > 1:
+        t += np.diag(betas[: m - 1], 1) + np.diag(betas[: m - 1], -1)
+    return t
+
+
+def _order(values: np.ndarray, which: str) -> np.ndarray:
+    if which == "largest":
+        return np.argsort(-values, kind="stable")
+    if which == "smallest":
+        return np.argsort(values, kind="stable")
+    return np.argsort(-np.abs(values), kind="stable")
+
+
+# ---------------------------------------------------------------------------- top-k eigenvalues
+
+
+@dataclass(frozen=True)
+class Eigenpairs:
+    """Top-k eigenvalues of H and their eigenvectors.
+
+    Attributes:
+        eigenvalues: [k] float64, in the order ``which`` asked for.
+        eigenvectors: [k, n] float32, unit rows (flat parameter order, ``HessianOperator.names``).
+        residuals: [k] ||H y - theta y|| of each pair at the end.
+        iterations: Lanczos steps (= Hessian-vector products).
+        converged: every residual is within ``tol * |theta|``.
+        history: [iterations, k] the Ritz values after each step (NaN before step k).
+        config: the operator's config plus k, which, tol, max_iter, seed.
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    residuals: np.ndarray
+    iterations: int
+    converged: bool
+    history: np.ndarray
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def top_eigenvalues(
+    op: HessianOperator,
+    k: int = 1,
+    *,
+    which: str = "largest",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    threads: int | None = 1,
+    progress: Progress | None = None,
+) -> Eigenpairs:
+    """The k largest ('largest'), smallest or largest-magnitude eigenpairs of H by Lanczos.
+
+    Lanczos runs from a seeded Gaussian start for at most ``max(max_iter, k)`` steps (never
+    more than n) and stops once every wanted Ritz pair has a residual within ``tol`` relative.
+    PyHessian's ``eigenvalues`` finds the largest-magnitude ones (``which='magnitude'``).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise SpecError(f"top-k must be a positive integer, got {k!r}")
+    if k > op.n:
+        raise SpecError(f"top-k {k} exceeds the model's {op.n} parameters: ask for at most {op.n}")
+    if which not in WHICH:
+        raise SpecError(f"unknown eigenvalue order {which!r}: use one of {', '.join(WHICH)}")
+    _check_seed(seed)
+    steps = min(max(int(max_iter), k), op.n)
+    history: list[np.ndarray] = []
+    state: dict[str, Any] = {}
+
+    def stop(alphas: np.ndarray, betas: np.ndarray, j: int) -> bool:
+        values, vectors = np.linalg.eigh(_tridiagonal(alphas[0], betas[0]))
+        pick = _order(values, which)[:k]
+        row = np.full(k, np.nan)
+        row[: len(pick)] = values[pick]
+        history.append(row)
+        residuals = np.abs(betas[0, j] * vectors[-1, pick])
+        state.update(values=values[pick], vectors=vectors[:, pick], residuals=residuals)
+        if len(pick) < k:
+            return False
+        floor = np.finfo(float).tiny
+        return bool(np.all(residuals <= tol * np.maximum(np.abs(values[pick]), floor)))
+
+    with _threads(threads), torch.no_grad():
+        gen = torch.Generator(device=op.device).manual_seed(seed)
+        start = _draw((1, op.n), "gaussian", gen, op.dtype).to(op.device)
+        basis, alphas, betas, _ = _lanczos(op, start, steps, restart=gen, stop=stop,
+                                           progress=progress, stage="eigenvalues")  # fmt: skip
+        ritz = torch.from_numpy(state["vectors"]).to(op.dtype).to(op.device)  # [m, k]
+        vectors = torch.einsum("mk,mn->kn", ritz, basis[:, 0])
+        vectors = vectors / vectors.norm(dim=1, keepdim=True)
+    residuals = state["residuals"]
+    values = state["values"]
+    converged = bool(np.all(residuals <= tol * np.abs(values))) or basis.shape[0] == op.n
+    return Eigenpairs(
+        eigenvalues=np.asarray(values, dtype=np.float64),
+        eigenvectors=vectors.float().cpu().numpy(),
+        residuals=np.asarray(residuals),
+        iterations=int(basis.shape[0]),
+        converged=converged,
+        history=np.stack(history),
+        config={**op.config, "k": k, "which": which, "tol": tol, "max_iter": max_iter,
+                "seed": seed, "method": "lanczos (full reorthogonalisation)"},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- trace
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Hutchinson's estimate of tr(H).
+
+    Attributes:
+        trace: the mean of v^T H v over the probes.
+        stderr: its standard error (sample std / sqrt(probes)).
+        probes: the number of Rademacher probes.
+        samples: [probes] each probe's v^T H v.
+        layer_traces: per layer (``HessianOperator.layers``), the estimate from the same probes
+            restricted to the layer's block; empty unless asked for.
+        layer_stderr: their standard errors.
+        config: the operator's config plus probes, seed.
+    """
+
+    trace: float
+    stderr: float
+    probes: int
+    samples: np.ndarray
+    layer_traces: dict[str, float] = field(default_factory=dict)
+    layer_stderr: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def hutchinson_trace(
+    op: HessianOperator,
+    probes: int = 100,
+    *,
+    per_layer: bool = False,
+    seed: int = 0,
+    threads: int | None = 1,
+    progress: Progress | None = None,
+) -> Trace:
+    """tr(H) from ``probes`` seeded Rademacher probes, ``op.probe_chunk`` per vmap call."""
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 2:
+        raise SpecError(f"trace probes must be an integer >= 2 (for a standard error), got {probes!r}")
+    _check_seed(seed)
+    layers = op.layers() if per_layer else {}
+    samples = np.zeros(probes)
+    per = {name: np.zeros(probes) for name in layers}
+    with _threads(threads), torch.no_grad():
+        gen = torch.Generator(device=op.device).manual_seed(seed)
+        for lo in range(0, probes, op.probe_chunk):
+            hi = min(lo + op.probe_chunk, probes)
+            v = _draw((hi - lo, op.n), "rademacher", gen, op.dtype).to(op.device)
+            prod = v * op.matmat(v)
+            samples[lo:hi] = prod.sum(1).double().cpu().numpy()
+            for name, block in layers.items():
+                per[name][lo:hi] = prod[:, block].sum(1).double().cpu().numpy()
+            if progress is not None:
+                progress("trace", hi, probes)
+
+    def se(a: np.ndarray) -> float:
+        return float(a.std(ddof=1) / math.sqrt(len(a)))
+
+    return Trace(
+        trace=float(samples.mean()),
+        stderr=se(samples),
+        probes=probes,
+        samples=samples,
+        layer_traces={name: float(a.mean()) for name, a in per.items()},
+        layer_stderr={name: se(a) for name, a in per.items()},
+        config={**op.config, "probes": probes, "seed": seed, "per_layer": per_layer,
+                "method": "hutchinson (rademacher)"},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- density
+
+
+@dataclass(frozen=True)
+class Density:
+    """The eigenvalue density of H by stochastic Lanczos quadrature.
+
+    Attributes:
+        grid: [bins] evenly spaced eigenvalues.
+        density: [bins] the smoothed density on the grid; sum(density) * step == 1.
+        nodes: [runs, steps] Ritz values per run (NaN after a run that ended early).
+        weights: [runs, steps] their quadrature weights (each run's sum to 1; 0 where NaN).
+        sigma_squared: the kernel variance used (``sigma_squared * max(1, range)``).
+        config: the operator's config plus runs, steps, start, seed and the smoothing.
+    """
+
+    grid: np.ndarray
+    density: np.ndarray
+    nodes: np.ndarray
+    weights: np.ndarray
+    sigma_squared: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def spectral_density(
+    op: HessianOperator,
+    runs: int = 1,
+    steps: int = 100,
+    *,
+    start: str = "rademacher",
+    seed: int = 0,
+    bins: int = DENSITY_BINS,
+    sigma_squared: float = DENSITY_SIGMA_SQUARED,
+    overhead: float = DENSITY_OVERHEAD,
+    threads: int | None = 1,
+    progress: Progress | None = None,
+) -> Density:
+    """SLQ: ``runs`` Lanczos runs of ``steps`` steps (at most n) from seeded random unit starts,
+    run side by side (one matmat of ``runs`` probes per step), smoothed as PyHessian does."""
+    for name, value in (("runs", runs), ("steps", steps), ("bins", bins)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "bins" else 1):
+            raise SpecError(f"density {name} must be a positive integer, got {value!r}")
+    if start not in ("rademacher", "gaussian"):
+        raise SpecError(f"unknown SLQ start {start!r}: use 'rademacher' or 'gaussian'")
+    _check_seed(seed)
+    with _threads(threads), torch.no_grad():
+        gen = torch.Generator(device=op.device).manual_seed(seed)
+        starts = _draw((runs, op.n), start, gen, op.dtype).to(op.device)
+        _, alphas, betas, lengths = _lanczos(op, starts, steps, restart=None,
+                                             progress=progress, stage="density")  # fmt: skip
+    m = alphas.shape[1]
+    nodes = np.full((runs, m), np.nan)
+    weights = np.zeros((runs, m))
+    for r in range(runs):
+        size = int(lengths[r])
+        values, vectors = np.linalg.eigh(_tridiagonal(alphas[r, :size], betas[r, :size]))
+        nodes[r, :size] = values
+        weights[r, :size] = vectors[0] ** 2
+    grid, density, variance = smooth_density(nodes, weights, bins=bins, sigma_squared=sigma_squared,
+                                             overhead=overhead)  # fmt: skip
+    return Density(
+        grid=grid, density=density, nodes=nodes, weights=weights, sigma_squared=variance,
+        config={**op.config, "runs": runs, "steps": steps, "start": start, "seed": seed,
+                "bins": bins, "sigma_squared": sigma_squared, "overhead": overhead,
+                "method": "stochastic lanczos quadrature"},
+    )  # fmt: skip
+
+
+def smooth_density(
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    *,
+    bins: int = DENSITY_BINS,
+    sigma_squared: float = DENSITY_SIGMA_SQUARED,
+    overhead: float = DENSITY_OVERHEAD,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """PyHessian's smoothing of SLQ nodes/weights [runs, m]: the grid spans the runs' mean
+    smallest to mean largest node, widened by ``overhead``; each node is a Gaussian of variance
+    ``sigma_squared * max(1, span)`` times its weight; runs are averaged; the result is scaled
+    to mass 1 on the grid. Returns (grid, density, variance)."""
+    hi = float(np.mean(np.nanmax(nodes, axis=1))) + overhead
+    lo = float(np.mean(np.nanmin(nodes, axis=1))) - overhead
+    grid = np.linspace(lo, hi, bins)
+    variance = sigma_squared * max(1.0, hi - lo)
+    density = np.zeros(bins)
+    for node_row, weight_row in zip(nodes, weights, strict=True):
+        keep = np.isfinite(node_row)
+        diff = grid[:, None] - node_row[keep][None, :]
+        kernel = np.exp(-(diff**2) / (2 * variance)) / math.sqrt(2 * math.pi * variance)
+        density += kernel @ weight_row[keep]
+    density /= len(nodes)
+    density /= density.sum() * (grid[1] - grid[0])
+    return grid, density, variance
+
+
+def _check_seed(seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise SpecError(f"curvature seed must be a non-negative integer, got {seed!r}")
