@@ -113,7 +113,9 @@ class HessianOperator:
         if n_samples == 0:
             raise SpecError("the curvature data is empty: choose a split or subset with samples")
         if int(y.shape[0]) != n_samples:
-            raise SpecError(f"x has {n_samples} rows but y has {int(y.shape[0])}: pass matching tensors")
+            raise SpecError(
+                f"x has {n_samples} rows but y has {int(y.shape[0])}: pass matching tensors"
+            )
         if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
             raise SpecError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         self.model = _prepared(model, bn)
@@ -186,9 +188,7 @@ class HessianOperator:
                 counts.append(out.numel())
 
         hooks = [
-            m.register_forward_hook(count)
-            for m in self.model.modules()
-            if not list(m.children())
+            m.register_forward_hook(count) for m in self.model.modules() if not list(m.children())
         ]
         try:
             with torch.no_grad():
@@ -256,7 +256,9 @@ def _prepared(model: nn.Module, bn: str) -> nn.Module:
 # ---------------------------------------------------------------------------- Lanczos
 
 
-def _draw(shape: tuple[int, ...], kind: str, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+def _draw(
+    shape: tuple[int, ...], kind: str, gen: torch.Generator, dtype: torch.dtype
+) -> torch.Tensor:
     """Rows drawn one at a time, so the stream does not depend on how many are drawn at once."""
     rows = []
     for _ in range(shape[0]):
@@ -432,7 +434,7 @@ def top_eigenvalues(
     with _threads(threads), torch.no_grad():
         gen = torch.Generator(device=op.device).manual_seed(seed)
         start = _draw((1, op.n), "gaussian", gen, op.dtype).to(op.device)
-        basis, alphas, betas, _ = _lanczos(op, start, steps, restart=gen, stop=stop,
+        basis, _, _, _ = _lanczos(op, start, steps, restart=gen, stop=stop,
                                            progress=progress, stage="eigenvalues")  # fmt: skip
         ritz = torch.from_numpy(state["vectors"]).to(op.dtype).to(op.device)  # [m, k]
         vectors = torch.einsum("mk,mn->kn", ritz, basis[:, 0])
@@ -490,7 +492,9 @@ def hutchinson_trace(
 ) -> Trace:
     """tr(H) from ``probes`` seeded Rademacher probes, ``op.probe_chunk`` per vmap call."""
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 2:
-        raise SpecError(f"trace probes must be an integer >= 2 (for a standard error), got {probes!r}")
+        raise SpecError(
+            f"trace probes must be an integer >= 2 (for a standard error), got {probes!r}"
+        )
     _check_seed(seed)
     layers = op.layers() if per_layer else {}
     samples = np.zeros(probes)
@@ -562,7 +566,11 @@ def spectral_density(
     """SLQ: ``runs`` Lanczos runs of ``steps`` steps (at most n) from seeded random unit starts,
     run side by side (one matmat of ``runs`` probes per step), smoothed as PyHessian does."""
     for name, value in (("runs", runs), ("steps", steps), ("bins", bins)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "bins" else 1):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (2 if name == "bins" else 1)
+        ):
             raise SpecError(f"density {name} must be a positive integer, got {value!r}")
     if start not in ("rademacher", "gaussian"):
         raise SpecError(f"unknown SLQ start {start!r}: use 'rademacher' or 'gaussian'")
