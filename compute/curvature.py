@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -74,6 +75,15 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------- the operator
+
+
+def _load_jvp_decompositions() -> None:
+    """Import what torch's forward AD loads on first use, without its warning: the module
+    scripts its decompositions with the deprecated torch.jit.script (torch 2.14), and a
+    FutureWarning from inside torch is nothing a caller can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        from torch._decomp import decompositions_for_jvp  # noqa: F401
 
 
 class HessianOperator:
@@ -118,6 +128,7 @@ class HessianOperator:
             )
         if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
             raise SpecError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        _load_jvp_decompositions()
         self.model = _prepared(model, bn)
         named = [(k, p) for k, p in self.model.named_parameters() if p.requires_grad]
         if not named:
