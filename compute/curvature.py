@@ -182,7 +182,9 @@ class HessianOperator:
         out = functional_call(self.model, (self._params(theta), self.buffers), (xb,))
         if self.loss_name == "cross_entropy":
             return F.cross_entropy(out, yb)
-        return F.mse_loss(out, yb.reshape(out.shape))
+        # Written out: F.mse_loss's backward fails under forward AD in torch 2.14 ("ZeroTensors
+        # are immutable") for a single unbatched probe.
+        return (out - yb.reshape(out.shape)).square().mean()
 
     def _loss_value(self) -> float:
         with torch.no_grad():

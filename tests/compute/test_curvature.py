@@ -89,14 +89,28 @@ def test_trace_is_within_its_standard_error_and_within_1e_3_with_many_probes(mlp
     few = hutchinson_trace(op, 100, seed=3)
     assert few.probes == 100 and few.stderr > 0
     assert abs(few.trace - exact) <= 4 * few.stderr
-    many = hutchinson_trace(op, 40_000, seed=4, per_layer=True)
-    assert abs(many.trace - exact) <= 1e-3 * abs(exact)
+    many = hutchinson_trace(op, 20_000, seed=4, per_layer=True)
+    assert abs(many.trace - exact) <= 4 * many.stderr
     # Per-layer traces use the same probes: they add up to the whole, and each estimates its
     # block of the exact diagonal.
     assert math.isclose(sum(many.layer_traces.values()), many.trace, rel_tol=1e-9)
     for name, block in op.layers().items():
         part = float(np.trace(h[block, block]))
         assert abs(many.layer_traces[name] - part) <= 4 * many.layer_stderr[name] + 1e-12, name
+
+
+def test_trace_is_within_1e_3_relative_with_many_probes() -> None:
+    """Hutchinson's variance is 2 * sum_{i != j} H_ij^2 per probe: on the MLP above 1e-3 would
+    take ~1e6 probes, so this uses least squares on nearly orthogonal features (a nearly
+    diagonal Hessian 2 X^T X / N), where 20,000 probes reach it with > 4 sigma to spare."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4000, 20, generator=g, dtype=torch.float64)
+    y = torch.randn(4000, 1, generator=g, dtype=torch.float64)
+    model = build_model("mlp", {"widths": []}, input_shape=(20,), num_classes=1, seed=0).double()
+    exact = float(np.trace(_exact_hessian(model, x, y, "mse")))
+    result = hutchinson_trace(HessianOperator(model, x, y, loss="mse"), 20_000, seed=5)
+    assert abs(result.trace - exact) <= 1e-3 * abs(exact)
+    assert 4 * result.stderr <= 1e-3 * abs(exact)
 
 
 def test_density_has_mass_one_and_the_exact_spectrum_moments(mlp_case) -> None:
@@ -194,6 +208,8 @@ def test_bad_inputs_are_one_line_spec_errors(mlp_case) -> None:
         HessianOperator(model, x, y, loss="hinge")
 
 
+# PyHessian calls loss.backward(create_graph=True), which torch warns about.
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph:UserWarning")
 def test_top_eigenvalue_and_trace_agree_with_pyhessian() -> None:
     pyhessian = pytest.importorskip("pyhessian")
     model, (x, y) = _mlp(torch.float32), _data(dtype=torch.float32)
