@@ -77,10 +77,15 @@ def _threads(n: int | None) -> Iterator[None]:
 # ---------------------------------------------------------------------------- the operator
 
 
-def _load_jvp_decompositions() -> None:
-    """Import what torch's forward AD loads on first use, without its warning: the module
-    scripts its decompositions with the deprecated torch.jit.script (torch 2.14), and a
-    FutureWarning from inside torch is nothing a caller can act on."""
+def _load_functorch_lazies() -> None:
+    """Import what torch.func loads on its first call, once per process, at construction:
+    ``torch._dynamo`` (~1.5-2 s on a loaded 2-core box, imported by ``grad``'s first call) and
+    forward AD's decompositions, without the latter's warning (they are scripted with the
+    deprecated torch.jit.script in torch 2.14; a FutureWarning from inside torch is nothing a
+    caller can act on). A worker pays this once; the first product is then as fast as the rest.
+    """
+    import torch._dynamo  # noqa: F401
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
         from torch._decomp import decompositions_for_jvp  # noqa: F401
@@ -128,7 +133,7 @@ class HessianOperator:
             )
         if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
             raise SpecError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        _load_jvp_decompositions()
+        _load_functorch_lazies()
         self.model = _prepared(model, bn)
         named = [(k, p) for k, p in self.model.named_parameters() if p.requires_grad]
         if not named:
