@@ -29,6 +29,10 @@ Cases (``--cases``):
 Then the tracker alone: ResNet-56 top-5 eigenpairs on ``--samples`` inputs, its peak RSS
 against the 4 GiB target (``--no-resnet56`` skips it).
 
+``--hvp reverse`` runs the tracker with PyHessian's kind of product (reverse-over-reverse on a
+kept gradient graph) instead of forward-over-reverse, to separate the product from the
+algorithms around it.
+
 Targets (issue 15), on CPU: every ratio >= 2x; the ResNet-56 top-5 run under 4 GiB.
 The issue's sizes are ``--samples 512 --probes 100 --slq-steps 100 --max-iter 100``
 (``--full``); the defaults are smaller so that a loaded 2-core box finishes in minutes.
@@ -106,7 +110,7 @@ def _child_tracker(case: str, a: argparse.Namespace) -> dict[str, Any]:
     model, x, y = _problem(case, a.samples)
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
-    op = HessianOperator(model, x, y)
+    op = HessianOperator(model, x, y, hvp=a.hvp)
     out["build"] = time.perf_counter() - t0
     # A warm-up product outside the measures: torch.func's first call in a process pays
     # one-time set-up a long-lived worker pays once (it is in 'whole', through 'build').
@@ -222,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--max-iter", type=int, default=100)
     p.add_argument("--r56-max-iter", type=int, default=40)
+    p.add_argument(
+        "--hvp",
+        choices=("forward", "reverse"),
+        default="forward",
+        help="the tracker's Hessian-vector product (HessianOperator's hvp)",
+    )
     p.add_argument("--full", action="store_true", help="the issue's sizes (long on CPU)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     p.add_argument("--no-resnet56", action="store_true")
@@ -241,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     child_argv = ["--samples", str(a.samples), "--probes", str(a.probes), "--slq-steps",
                   str(a.slq_steps), "--tol", str(a.tol), "--max-iter", str(a.max_iter),
-                  "--r56-max-iter", str(a.r56_max_iter)]  # fmt: skip
+                  "--r56-max-iter", str(a.r56_max_iter), "--hvp", a.hvp]  # fmt: skip
     print(f"curvature benchmark: samples {a.samples} (resnet), probes {a.probes}, SLQ steps "
-          f"{a.slq_steps}, tol {a.tol}, max-iter {a.max_iter}, 1 torch thread per tool")  # fmt: skip
+          f"{a.slq_steps}, tol {a.tol}, max-iter {a.max_iter}, tracker hvp {a.hvp}, "
+          "1 torch thread per tool")  # fmt: skip
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     if a.quick:
         cases = ["digits-quick" if c == "digits" else c for c in cases]

@@ -51,6 +51,7 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 LOSSES = ("cross_entropy", "mse")
 BN_MODES = ("eval", "train")
+HVP_MODES = ("forward", "reverse")
 WHICH = ("largest", "smallest", "magnitude")
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes for the probe vectors batched under one vmap
 MAX_PROBE_CHUNK = 64
@@ -104,6 +105,11 @@ class HessianOperator:
             samples, so each batch's HVP counts with weight len(batch) / len(x).
         memory_budget: bytes that the probe vectors of one vmap call may take; the number of
             probes per call is derived from the model's and the data's sizes, never timing.
+        hvp: 'forward' (forward-over-reverse, jvp of grad, probes batched under vmap) or
+            'reverse' (PyHessian's reverse-over-reverse: the gradient's graph is built once
+            and kept when the data is one batch, each product is one backward through it).
+            'forward' keeps nothing between products; 'reverse' keeps the graph (the
+            batch's activations) but skips the forward and first backward per product.
 
     Raises:
         SpecError: empty data, mismatched x/y, an unknown loss or BN mode, a non-finite loss.
@@ -119,9 +125,12 @@ class HessianOperator:
         bn: str = "eval",
         batch_size: int | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        hvp: str = "forward",
     ) -> None:
         if loss not in LOSSES:
             raise SpecError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+        if hvp not in HVP_MODES:
+            raise SpecError(f"unknown Hessian-vector product {hvp!r}: use 'forward' or 'reverse'")
         if bn not in BN_MODES:
             raise SpecError(f"unknown BatchNorm mode {bn!r}: use 'eval' or 'train'")
         n_samples = int(x.shape[0]) if x.dim() else 0
@@ -146,6 +155,8 @@ class HessianOperator:
         self.n = int(self.theta.numel())
         self.dtype, self.device = self.theta.dtype, self.theta.device
         self.loss_name = loss
+        self.hvp_mode = hvp
+        self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
         if loss == "mse":
             y = y.to(self.dtype)
         size = n_samples if batch_size is None else min(int(batch_size), n_samples)
@@ -174,7 +185,7 @@ class HessianOperator:
             "dtype": str(self.dtype).removeprefix("torch."),
             "probe_chunk": self.probe_chunk,
             "memory_budget": int(memory_budget),
-            "hvp": "forward-over-reverse (jvp of grad)",
+            "hvp": hvp,
         }
 
     # -- pieces
@@ -223,6 +234,11 @@ class HessianOperator:
     def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
         """H V for probe vectors V [k, n] (rows), as [k, n]; ``probe_chunk`` rows per vmap."""
         start = time.perf_counter()
+        if self.hvp_mode == "reverse":
+            out = self._reverse_matmat(vectors)
+            self.hvp_count += int(vectors.shape[0])
+            self.hvp_seconds += time.perf_counter() - start
+            return out
         out = torch.zeros_like(vectors)
         for lo in range(0, vectors.shape[0], self.probe_chunk):
             chunk = vectors[lo : lo + self.probe_chunk]
@@ -236,6 +252,30 @@ class HessianOperator:
                 out[lo : lo + chunk.shape[0]].add_(part, alpha=weight)
         self.hvp_count += int(vectors.shape[0])
         self.hvp_seconds += time.perf_counter() - start
+        return out
+
+    def _gradient_graph(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(leaf, gradient) with the gradient's graph built for a second backward; kept for
+        the next product when the data is one batch (more batches would keep them all)."""
+        if self._kept is not None:
+            return self._kept
+        leaf = self.theta.detach().requires_grad_()
+        with torch.enable_grad():
+            gradient = torch.autograd.grad(self._loss_at(leaf, xb, yb), leaf, create_graph=True)[0]
+        if len(self.batches) == 1:
+            self._kept = (leaf, gradient)
+        return leaf, gradient
+
+    def _reverse_matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H V by one backward per probe through the gradient's graph (a loop, not
+        ``is_grads_batched``: batched it was slower on CPU for the digits MLP)."""
+        out = torch.zeros_like(vectors)
+        for xb, yb, weight in self.batches:
+            leaf, gradient = self._gradient_graph(xb, yb)
+            with torch.enable_grad():
+                for i, v in enumerate(vectors):
+                    hv = torch.autograd.grad(gradient, leaf, v, retain_graph=True)[0]
+                    out[i].add_(hv, alpha=weight)
         return out
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:

@@ -58,11 +58,16 @@ def mlp_case():
     return model, x, y, h, np.linalg.eigvalsh(h)
 
 
-def test_hessian_vector_products_equal_the_exact_hessian_over_sample_batches(mlp_case) -> None:
+@pytest.mark.parametrize("hvp", ["forward", "reverse"])
+@pytest.mark.parametrize("batch_size", [20, None])  # batches of 20, 20, 20, 4; one batch
+def test_hessian_vector_products_equal_the_exact_hessian(mlp_case, hvp, batch_size) -> None:
     model, x, y, h, _ = mlp_case
-    op = HessianOperator(model, x, y, batch_size=20)  # batches of 20, 20, 20, 4
+    op = HessianOperator(model, x, y, batch_size=batch_size, hvp=hvp)
+    assert op.config["hvp"] == hvp
     v = torch.randn(3, op.n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    np.testing.assert_allclose(op.matmat(v).numpy(), v.numpy() @ h, rtol=0, atol=1e-12)
+    with torch.no_grad():  # as the measures call it
+        for _ in range(2):  # the reverse mode's kept graph serves a second call
+            np.testing.assert_allclose(op.matmat(v).numpy(), v.numpy() @ h, rtol=0, atol=1e-12)
 
 
 def test_top_k_eigenvalues_match_the_exact_spectrum_within_1e_4(mlp_case) -> None:
