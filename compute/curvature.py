@@ -101,8 +101,10 @@ class HessianOperator:
             cross-entropy, targets for MSE).
         loss: 'cross_entropy' or 'mse' (both the mean over samples, as nn's defaults).
         bn: 'eval' (running statistics) or 'train' (batch statistics of each sample batch).
-        batch_size: samples per forward; None: all at once. The loss is the mean over all
-            samples, so each batch's HVP counts with weight len(batch) / len(x).
+        batch_size: samples per forward; None: the most with which one probe fits in
+            ``memory_budget`` (all of them with ``bn='train'``, where the batch defines the
+            statistics). The loss is the mean over all samples, so each batch's HVP counts
+            with weight len(batch) / len(x).
         memory_budget: bytes that the probe vectors of one vmap call may take; the number of
             probes per call is derived from the model's and the data's sizes, never timing.
         hvp: 'forward' (forward-over-reverse, jvp of grad, probes batched under vmap) or
@@ -159,7 +161,16 @@ class HessianOperator:
         self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
         if loss == "mse":
             y = y.to(self.dtype)
-        size = n_samples if batch_size is None else min(int(batch_size), n_samples)
+        per_sample = self._activations_per_sample(x[:1], y[:1])
+        if batch_size is not None:
+            size = min(int(batch_size), n_samples)
+        elif bn == "train":
+            size = n_samples  # batch statistics: the batch is part of the function measured
+        else:
+            # The largest sample batch with which one probe fits in the budget (a ResNet-56
+            # on 512 CIFAR images would otherwise need ~5 GiB for a single product).
+            room = int(memory_budget) // (4 * self.theta.element_size()) - self.n
+            size = max(1, min(n_samples, room // max(per_sample, 1)))
         self.batches = [
             (x[i : i + size], y[i : i + size], (min(i + size, n_samples) - i) / n_samples)
             for i in range(0, n_samples, size)
@@ -174,7 +185,8 @@ class HessianOperator:
                 f"the loss at this checkpoint is {self.loss}: curvature needs a finite loss; "
                 "pick another checkpoint or check the data"
             )
-        self.probe_chunk = self._probe_chunk(memory_budget)
+        per_probe = self.theta.element_size() * 4 * (self.n + per_sample * size)
+        self.probe_chunk = max(1, min(MAX_PROBE_CHUNK, int(memory_budget) // per_probe))
         self.config: dict[str, Any] = {
             "loss": loss,
             "bn": bn,
@@ -207,9 +219,10 @@ class HessianOperator:
             total = sum(w * float(self._loss_at(self.theta, xb, yb)) for xb, yb, w in self.batches)
         return float(total)
 
-    def _probe_chunk(self, budget: int) -> int:
-        """Probes per vmap call: a probe costs about four copies of the parameters and four
-        of the largest batch's activations (primal and tangent, forward and backward)."""
+    def _activations_per_sample(self, x1: torch.Tensor, y1: torch.Tensor) -> int:
+        """Elements the leaf modules output for one sample. A probe costs about four copies
+        of the parameters and four of its batch's activations (primal and tangent, forward
+        and backward): the sizes behind the sample batch and the probes per vmap call."""
         counts: list[int] = []
 
         def count(_m: nn.Module, _i: Any, out: Any) -> None:
@@ -221,13 +234,11 @@ class HessianOperator:
         ]
         try:
             with torch.no_grad():
-                xb, yb, _ = self.batches[0]
-                self._loss_at(self.theta, xb[:1], yb[:1])
+                self._loss_at(self.theta, x1, y1)
         finally:
             for h in hooks:
                 h.remove()
-        per_probe = self.theta.element_size() * 4 * (self.n + sum(counts) * self.batch_size)
-        return max(1, min(MAX_PROBE_CHUNK, int(budget) // max(per_probe, 1)))
+        return sum(counts)
 
     # -- products
 
