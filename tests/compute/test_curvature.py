@@ -70,6 +70,17 @@ def test_hessian_vector_products_equal_the_exact_hessian(mlp_case, hvp, batch_si
             np.testing.assert_allclose(op.matmat(v).numpy(), v.numpy() @ h, rtol=0, atol=1e-12)
 
 
+def test_a_small_memory_budget_splits_the_data_and_keeps_the_hessian(mlp_case) -> None:
+    model, x, y, h, _ = mlp_case
+    op = HessianOperator(model, x, y, memory_budget=40_000)
+    assert 1 <= op.batch_size < len(x) and op.probe_chunk == 1
+    assert op.config["batch_size"] == op.batch_size
+    v = torch.randn(2, op.n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    np.testing.assert_allclose(op.matmat(v).numpy(), v.numpy() @ h, rtol=0, atol=1e-12)
+    # Under batch statistics the batch is part of the function: never split unless asked.
+    assert HessianOperator(model, x, y, bn="train", memory_budget=40_000).batch_size == len(x)
+
+
 def test_top_k_eigenvalues_match_the_exact_spectrum_within_1e_4(mlp_case) -> None:
     model, x, y, h, exact = mlp_case
     op = HessianOperator(model, x, y)
