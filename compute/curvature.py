@@ -24,8 +24,9 @@ not updated); what was used is in every result's ``config``.
 This module knows nothing about SQL or the queue: it takes a model and ready tensors, returns
 arrays, and calls back for progress, so a task kind, a test or a benchmark can drive it. Every
 random draw comes from a ``torch.Generator`` seeded with the recorded ``seed``; the work runs
-on one intra-op thread by default (``threads=1``), so a rerun gives the same bits on any CPU
-worker.
+on one intra-op thread by default (``one_thread=True``, compute.threads.one_thread), so a rerun
+gives the same bits on any CPU worker; ``one_thread=False`` uses the caller's thread count
+(faster on an idle many-core machine, bitwise only at the same count).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn import functional as F
 
+from compute.threads import one_thread as _one_thread
 from tracker import SpecError
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -61,18 +63,8 @@ DENSITY_SIGMA_SQUARED = 1e-5
 DENSITY_OVERHEAD = 0.01
 
 
-@contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Torch on ``n`` intra-op threads for the block (None: leave it as it is)."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _threads(one: bool) -> AbstractContextManager[None]:
+    return _one_thread() if one else nullcontext()
 
 
 # ---------------------------------------------------------------------------- the operator
@@ -467,7 +459,7 @@ def top_eigenvalues(
     tol: float = 1e-3,
     max_iter: int = 100,
     seed: int = 0,
-    threads: int | None = 1,
+    one_thread: bool = True,
     progress: Progress | None = None,
 ) -> Eigenpairs:
     """The k largest ('largest'), smallest or largest-magnitude eigenpairs of H by Lanczos.
@@ -500,7 +492,7 @@ def top_eigenvalues(
         floor = np.finfo(float).tiny
         return bool(np.all(residuals <= tol * np.maximum(np.abs(values[pick]), floor)))
 
-    with _threads(threads), torch.no_grad():
+    with _threads(one_thread), torch.no_grad():
         gen = torch.Generator(device=op.device).manual_seed(seed)
         start = _draw((1, op.n), "gaussian", gen, op.dtype).to(op.device)
         basis, _, _, _ = _lanczos(op, start, steps, restart=gen, stop=stop,
@@ -556,7 +548,7 @@ def hutchinson_trace(
     *,
     per_layer: bool = False,
     seed: int = 0,
-    threads: int | None = 1,
+    one_thread: bool = True,
     progress: Progress | None = None,
 ) -> Trace:
     """tr(H) from ``probes`` seeded Rademacher probes, ``op.probe_chunk`` per vmap call."""
@@ -568,7 +560,7 @@ def hutchinson_trace(
     layers = op.layers() if per_layer else {}
     samples = np.zeros(probes)
     per = {name: np.zeros(probes) for name in layers}
-    with _threads(threads), torch.no_grad():
+    with _threads(one_thread), torch.no_grad():
         gen = torch.Generator(device=op.device).manual_seed(seed)
         for lo in range(0, probes, op.probe_chunk):
             hi = min(lo + op.probe_chunk, probes)
@@ -629,11 +621,12 @@ def spectral_density(
     bins: int = DENSITY_BINS,
     sigma_squared: float = DENSITY_SIGMA_SQUARED,
     overhead: float = DENSITY_OVERHEAD,
-    threads: int | None = 1,
+    one_thread: bool = True,
     progress: Progress | None = None,
 ) -> Density:
     """SLQ: ``runs`` Lanczos runs of ``steps`` steps (at most n) from seeded random unit starts,
-    run side by side (one matmat of ``runs`` probes per step), smoothed as PyHessian does."""
+    run side by side (one matmat of up to ``op.probe_chunk`` probes per step), smoothed as
+    PyHessian does."""
     for name, value in (("runs", runs), ("steps", steps), ("bins", bins)):
         if (
             isinstance(value, bool)
@@ -644,11 +637,24 @@ def spectral_density(
     if start not in ("rademacher", "gaussian"):
         raise SpecError(f"unknown SLQ start {start!r}: use 'rademacher' or 'gaussian'")
     _check_seed(seed)
-    with _threads(threads), torch.no_grad():
+    with _threads(one_thread), torch.no_grad():
         gen = torch.Generator(device=op.device).manual_seed(seed)
         starts = _draw((runs, op.n), start, gen, op.dtype).to(op.device)
-        _, alphas, betas, lengths = _lanczos(op, starts, steps, restart=None,
-                                             progress=progress, stage="density")  # fmt: skip
+        # Runs go side by side in groups of the operator's probe chunk: each group's basis is
+        # steps x group x n, so many runs of a large model do not hold all their bases at once.
+        group = op.probe_chunk
+        parts = []
+        for lo in range(0, runs, group):
+
+            def report(stage: str, done: int, total: int, lo: int = lo) -> None:
+                if progress is not None:
+                    progress(stage, (lo // group) * total + done, -(-runs // group) * total)
+
+            parts.append(_lanczos(op, starts[lo : lo + group], steps, restart=None,
+                                  progress=report, stage="density")[1:])  # fmt: skip
+        alphas = np.concatenate([p[0] for p in parts])
+        betas = np.concatenate([p[1] for p in parts])
+        lengths = np.concatenate([p[2] for p in parts])
     m = alphas.shape[1]
     nodes = np.full((runs, m), np.nan)
     weights = np.zeros((runs, m))

@@ -153,6 +153,16 @@ def test_density_has_mass_one_and_the_exact_spectrum_moments(mlp_case) -> None:
     assert result.nodes.shape == result.weights.shape == (runs, 40)
 
 
+def test_density_runs_in_groups_give_the_runs_side_by_side(mlp_case) -> None:
+    model, x, y, _, _ = mlp_case
+    together = spectral_density(HessianOperator(model, x, y), runs=3, steps=12, seed=1)
+    alone = HessianOperator(model, x, y, memory_budget=40_000)  # one probe per product
+    assert alone.probe_chunk == 1
+    grouped = spectral_density(alone, runs=3, steps=12, seed=1)
+    np.testing.assert_allclose(grouped.nodes, together.nodes, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(grouped.weights, together.weights, rtol=1e-7, atol=1e-12)
+
+
 def test_mse_loss_curvature_matches_the_exact_hessian() -> None:
     model = _mlp(classes=1)
     x, _ = _data()
