@@ -285,6 +285,13 @@ class HessianOperator:
         """H v for one flat vector v [n]."""
         return self.matmat(vector[None])[0]
 
+    def as_tensors(self, flat: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        """A flat vector (an eigenvector) as one tensor per parameter name, in the model's
+        shapes: the per-tensor form a direction is stored in."""
+        flat = torch.as_tensor(flat)
+        return {k: t.reshape(s).clone() for k, t, s in
+                zip(self.names, flat.split(self.sizes), self.shapes, strict=True)}  # fmt: skip
+
     def layers(self) -> dict[str, slice]:
         """Each layer's block of the flat vector: parameters grouped by their module's name
         ('blocks.0.conv1', 'fc'), in parameter order."""

@@ -92,6 +92,9 @@ def test_top_k_eigenvalues_match_the_exact_spectrum_within_1e_4(mlp_case) -> Non
     # Each vector is an eigenvector: H y = lambda y, to float32 rounding.
     hy = result.eigenvectors.astype(np.float64) @ h
     np.testing.assert_allclose(hy, top[:, None] * result.eigenvectors, atol=1e-4 * abs(top[0]))
+    first = op.as_tensors(result.eigenvectors[0])
+    assert list(first) == [k for k, _ in model.named_parameters()]
+    assert all(first[k].shape == p.shape for k, p in model.named_parameters())
     assert result.history.shape == (result.iterations, 5)
     np.testing.assert_allclose(result.history[-1], result.eigenvalues)
     smallest = top_eigenvalues(op, 2, which="smallest")
