@@ -118,6 +118,19 @@ def test_trace_and_per_layer_traces_are_within_their_standard_errors(mlp_case) -
         assert abs(many.layer_traces[name] - part) <= 4 * many.layer_stderr[name] + 1e-12, name
 
 
+def test_k_equal_to_the_parameter_count_returns_a_rank_deficient_spectrum() -> None:
+    """Two samples through a 3x3 linear layer: rank <= 4 of 12, so Lanczos meets invariant
+    subspaces and must restart orthogonally to its basis to find all 12 eigenvalues."""
+    model = build_model("mlp", {"widths": []}, input_shape=(3,), num_classes=3, seed=0).double()
+    x, y = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64), \
+        torch.tensor([0, 2])  # fmt: skip
+    op = HessianOperator(model, x, y)
+    result = top_eigenvalues(op, op.n)
+    exact = np.linalg.eigvalsh(_exact_hessian(model, x, y, "cross_entropy"))
+    np.testing.assert_allclose(np.sort(result.eigenvalues), exact, atol=1e-12)
+    assert result.converged and result.iterations == op.n == 12
+
+
 def test_trace_is_within_1e_3_relative_with_many_probes() -> None:
     """Hutchinson's variance is 2 * sum_{i != j} H_ij^2 per probe: on the MLP above 1e-3 would
     take ~1e6 probes, so this uses least squares on nearly orthogonal features (a nearly
