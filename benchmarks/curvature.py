@@ -1,0 +1,306 @@
+"""Hessian curvature: compute/curvature.py against PyHessian 0.1, in one run.
+
+Per case the same model (seeded initial weights), data, tolerance and seeds; per measure the
+wall time of each tool, and the ratio PyHessian / tracker:
+
+  top-1    the largest-magnitude eigenvalue to relative tolerance ``--tol``: the tracker's
+           Lanczos (``top_eigenvalues(which='magnitude')``, residual <= tol * |lambda|) against
+           PyHessian's power iteration (``eigenvalues(maxIter, tol)``, relative change < tol).
+  trace    Hutchinson with ``--probes`` Rademacher probes (PyHessian with ``tol=-inf``, so its
+           early stop never fires and it takes exactly that many).
+  density  one SLQ run of ``--slq-steps`` Lanczos steps. PyHessian 0.1's ``density`` calls
+           ``torch.eig``, which torch 2.x removed: it gets ``torch.linalg.eigh`` in its place.
+           The tracker's time includes its smoothing onto the 10,000-point grid (PyHessian's
+           smoothing lives outside its package, in the repository's density_plot.py).
+
+  whole    construction (PyHessian: the forward and create_graph backward it keeps; tracker:
+           the operator's loss check and sizing, torch.func's one-time imports and one
+           warm-up product) plus the three measures.
+
+Each tool runs in its own child process on one torch thread (the tracker's default, for
+bitwise reruns; PyHessian is pinned the same way, so the comparison is like for like), which
+gives each its own peak RSS. The fraction of each measure's time spent inside Hessian-vector
+products is printed (PyHessian's ``hessian_vector_product`` is wrapped with a timer).
+
+Cases (``--cases``):
+  resnet20  CIFAR ResNet-20 (BN in eval mode) on ``--samples`` CIFAR-shaped inputs (seeded
+            Gaussian noise; labels uniform), one batch.
+  digits    MLP [100, 100] (relu) on the full digits train split (1,438 samples), one batch.
+Then the tracker alone: ResNet-56 top-5 eigenpairs on ``--r56-samples`` inputs (default
+``--samples``; at most ``--r56-max-iter`` Lanczos steps), its peak RSS
+against the 4 GiB target (``--no-resnet56`` skips it).
+
+``--hvp reverse`` runs the tracker with PyHessian's kind of product (reverse-over-reverse on a
+kept gradient graph) instead of forward-over-reverse, to separate the product from the
+algorithms around it.
+
+Targets (issue 15), on CPU: every ratio >= 2x; the ResNet-56 top-5 run under 4 GiB.
+The issue's sizes are ``--samples 512 --probes 100 --slq-steps 100 --max-iter 100``
+(``--full``); the defaults are smaller so that a loaded 2-core box finishes in minutes.
+
+    python benchmarks/curvature.py [--cases resnet20,digits] [--samples 64] [--probes 30]
+                                   [--slq-steps 30] [--tol 1e-3] [--max-iter 100]
+                                   [--r56-max-iter 40] [--full] [--quick] [--no-resnet56]
+
+``--quick`` is a smoke run (tiny sizes). The exit status is 0 whatever the ratios: this is a
+measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `python benchmarks/curvature.py` puts this directory first on sys.path, where
+# benchmarks/queue.py would shadow the standard library's `queue`.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+_REPO = _HERE.parent
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+SEED = 0
+TARGET_RATIO = 2.0
+TARGET_R56_GIB = 4.0
+MEASURES = ("top-1", "trace", "density")
+
+
+def _problem(case: str, samples: int) -> tuple[Any, Any, Any]:
+    """(model, x, y) of a case: seeded initial weights, ready CPU tensors."""
+    import torch
+
+    from compute.models import build_model
+
+    if case in ("resnet20", "resnet56"):
+        g = torch.Generator().manual_seed(SEED)
+        x = torch.randn(samples, 3, 32, 32, generator=g)
+        y = torch.randint(0, 10, (samples,), generator=g)
+        model = build_model(case, {}, input_shape=(3, 32, 32), num_classes=10, seed=SEED)
+        return model, x, y
+    from compute.data import load_dataset
+
+    ds = load_dataset("digits")
+    x, y = ds.split("train")
+    if samples < int(x.shape[0]) and samples > 0 and case == "digits-quick":
+        x, y = x[:samples], y[:samples]
+    model = build_model("mlp", {"widths": [100, 100], "activation": "relu"},
+                        input_shape=ds.input_shape, num_classes=ds.num_classes, seed=SEED)  # fmt: skip
+    return model, x, y
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _child_tracker(case: str, a: argparse.Namespace) -> dict[str, Any]:
+    from compute.curvature import (
+        HessianOperator,
+        hutchinson_trace,
+        spectral_density,
+        top_eigenvalues,
+    )
+
+    model, x, y = _problem(case, a.r56_samples if case == "resnet56" else a.samples)
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    op = HessianOperator(model, x, y, hvp=a.hvp)
+    out["build"] = time.perf_counter() - t0
+    # A warm-up product outside the measures: torch.func's first call in a process pays
+    # one-time set-up a long-lived worker pays once (it is in 'whole', through 'build').
+    t0 = time.perf_counter()
+    op.matvec(op.theta)
+    out["build"] += time.perf_counter() - t0
+    op.hvp_seconds, op.hvp_count = 0.0, 0
+
+    def timed(name: str, fn: Any) -> Any:
+        hvp_s, hvp_n = op.hvp_seconds, op.hvp_count
+        t = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t
+        out[name] = {"seconds": seconds, "hvp_fraction": (op.hvp_seconds - hvp_s) / seconds,
+                     "hvps": op.hvp_count - hvp_n}  # fmt: skip
+        return result
+
+    if case == "resnet56":
+        eig = timed("top-5", lambda: top_eigenvalues(op, 5, tol=a.tol, max_iter=a.r56_max_iter,
+                                                     seed=SEED))  # fmt: skip
+        out["top-5"]["values"] = eig.eigenvalues.tolist()
+        out["top-5"]["converged"] = eig.converged
+    else:
+        eig = timed("top-1", lambda: top_eigenvalues(op, 1, which="magnitude", tol=a.tol,
+                                                     max_iter=a.max_iter, seed=SEED))  # fmt: skip
+        out["top-1"]["value"] = float(eig.eigenvalues[0])
+        tr = timed("trace", lambda: hutchinson_trace(op, a.probes, seed=SEED))
+        out["trace"]["value"], out["trace"]["stderr"] = tr.trace, tr.stderr
+        timed("density", lambda: spectral_density(op, 1, a.slq_steps, seed=SEED))
+    out["peak_rss"] = _peak_rss_bytes()
+    out["probe_chunk"] = op.probe_chunk
+    out["batch_size"] = op.batch_size
+    return out
+
+
+def _child_pyhessian(case: str, a: argparse.Namespace) -> dict[str, Any]:
+    import importlib
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    # torch 2.x removed torch.eig, which PyHessian 0.1's density calls on its symmetric T.
+    def eig(t: torch.Tensor, eigenvectors: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        values, vectors = torch.linalg.eigh(t)
+        return torch.stack([values, torch.zeros_like(values)], 1), vectors
+
+    torch.eig = eig  # type: ignore[attr-defined]
+    # The package's __init__ rebinds `pyhessian.hessian` to the class: fetch the module itself.
+    ph = importlib.import_module("pyhessian.hessian")
+    clock = {"seconds": 0.0, "count": 0}
+    inner = ph.hessian_vector_product
+
+    def timed_hvp(*args: Any) -> Any:
+        t = time.perf_counter()
+        result = inner(*args)
+        clock["seconds"] += time.perf_counter() - t
+        clock["count"] += 1
+        return result
+
+    ph.hessian_vector_product = timed_hvp
+    model, x, y = _problem(case, a.samples)
+    torch.manual_seed(SEED)
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    h = ph.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+    out["build"] = time.perf_counter() - t0
+
+    def timed(name: str, fn: Any) -> Any:
+        s0, c0 = clock["seconds"], clock["count"]
+        t = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t
+        out[name] = {"seconds": seconds, "hvp_fraction": (clock["seconds"] - s0) / seconds,
+                     "hvps": clock["count"] - c0}  # fmt: skip
+        return result
+
+    values, _ = timed("top-1", lambda: h.eigenvalues(maxIter=a.max_iter, tol=a.tol, top_n=1))
+    out["top-1"]["value"] = float(values[0])
+    samples = np.asarray(timed("trace", lambda: h.trace(maxIter=a.probes, tol=float("-inf"))))
+    out["trace"]["value"] = float(samples.mean())
+    out["trace"]["stderr"] = float(samples.std(ddof=1) / np.sqrt(len(samples)))
+    timed("density", lambda: h.density(iter=a.slq_steps, n_v=1))
+    out["peak_rss"] = _peak_rss_bytes()
+    return out
+
+
+def _run_child(tool: str, case: str, argv: list[str]) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", tool, case, *argv],
+        capture_output=True, text=True, env=env, cwd=_REPO,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"{tool} on {case} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ratio(r: float) -> str:
+    return f"{r:6.2f}x {'PASS' if r >= TARGET_RATIO else 'MISS'}"
+
+
+def _gib(b: int) -> str:
+    return f"{b / 2**30:.2f} GiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", default="resnet20,digits")
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--probes", type=int, default=30)
+    p.add_argument("--slq-steps", type=int, default=30)
+    p.add_argument("--tol", type=float, default=1e-3)
+    p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--r56-max-iter", type=int, default=40)
+    p.add_argument("--r56-samples", type=int, default=None, help="default: --samples")
+    p.add_argument(
+        "--hvp",
+        choices=("forward", "reverse"),
+        default="forward",
+        help="the tracker's Hessian-vector product (HessianOperator's hvp)",
+    )
+    p.add_argument("--full", action="store_true", help="the issue's sizes (long on CPU)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    p.add_argument("--no-resnet56", action="store_true")
+    p.add_argument("--child", nargs=2, metavar=("TOOL", "CASE"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.full:
+        a.samples, a.probes, a.slq_steps, a.max_iter = 512, 100, 100, 100
+    if a.quick:
+        a.samples, a.probes, a.slq_steps, a.max_iter, a.r56_max_iter = 8, 4, 5, 10, 5
+    if a.r56_samples is None:
+        a.r56_samples = a.samples
+    if a.child:
+        import torch
+
+        torch.set_num_threads(1)
+        tool, case = a.child
+        result = (_child_tracker if tool == "tracker" else _child_pyhessian)(case, a)
+        print(json.dumps(result))
+        return 0
+    child_argv = ["--samples", str(a.samples), "--probes", str(a.probes), "--slq-steps",
+                  str(a.slq_steps), "--tol", str(a.tol), "--max-iter", str(a.max_iter),
+                  "--r56-max-iter", str(a.r56_max_iter), "--r56-samples", str(a.r56_samples), "--hvp", a.hvp]  # fmt: skip
+    print(f"curvature benchmark: samples {a.samples} (resnet), probes {a.probes}, SLQ steps "
+          f"{a.slq_steps}, tol {a.tol}, max-iter {a.max_iter}, tracker hvp {a.hvp}, "
+          "1 torch thread per tool")  # fmt: skip
+    cases = [c.strip() for c in a.cases.split(",") if c.strip()]
+    if a.quick:
+        cases = ["digits-quick" if c == "digits" else c for c in cases]
+    rows = []
+    for case in cases:
+        wall = time.perf_counter()
+        ours = _run_child("tracker", case, child_argv)
+        theirs = _run_child("pyhessian", case, child_argv)
+        print(f"\n[{case}] ran in {time.perf_counter() - wall:.1f} s; tracker probe chunk "
+              f"{ours['probe_chunk']}; construction: tracker {ours['build']:.3f} s, pyhessian "
+              f"{theirs['build']:.3f} s")  # fmt: skip
+        print(f"  top-1: tracker {ours['top-1']['value']:.6g}, "
+              f"pyhessian {theirs['top-1']['value']:.6g}")  # fmt: skip
+        print(f"  trace: tracker {ours['trace']['value']:.6g} +- {ours['trace']['stderr']:.2g}, "
+              f"pyhessian {theirs['trace']['value']:.6g} +- {theirs['trace']['stderr']:.2g}")  # fmt: skip
+        rows.append((case, ours, theirs))
+    print("\n| case | measure | tracker s | pyhessian s | pyhessian/tracker | HVPs tracker/pyh "
+          "| in HVPs tracker/pyh |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for case, ours, theirs in rows:
+        for m in MEASURES:
+            o, t = ours[m], theirs[m]
+            print(f"| {case} | {m} | {o['seconds']:.3f} | {t['seconds']:.3f} | "
+                  f"{_ratio(t['seconds'] / o['seconds'])} | {o['hvps']}/{t['hvps']} | "
+                  f"{o['hvp_fraction']:.0%}/{t['hvp_fraction']:.0%} |")  # fmt: skip
+        whole_o = ours["build"] + sum(ours[m]["seconds"] for m in MEASURES)
+        whole_t = theirs["build"] + sum(theirs[m]["seconds"] for m in MEASURES)
+        print(f"| {case} | whole | {whole_o:.3f} | {whole_t:.3f} | {_ratio(whole_t / whole_o)} "
+              f"| | |")  # fmt: skip
+    print("\npeak RSS (each tool in its own process):")
+    for case, ours, theirs in rows:
+        print(f"  {case}: tracker {_gib(ours['peak_rss'])}, pyhessian {_gib(theirs['peak_rss'])}")
+    if not a.no_resnet56:
+        r56 = _run_child("tracker", "resnet56", child_argv)
+        top5 = r56["top-5"]
+        verdict = "PASS" if r56["peak_rss"] < TARGET_R56_GIB * 2**30 else "MISS"
+        print(f"\nresnet56 top-5 ({a.r56_samples} samples, sample batch {r56['batch_size']}): {top5['seconds']:.1f} s, {top5['hvps']} "
+              f"HVPs ({top5['hvp_fraction']:.0%} of the time), converged {top5['converged']}, "
+              f"peak RSS {_gib(r56['peak_rss'])} (target < {TARGET_R56_GIB:.0f} GiB: {verdict})")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,716 @@
+"""Curvature of a loss at one set of weights: Hessian spectra as PyHessian measures them.
+
+Three measures of the Hessian H of the mean loss over a data set (Yao et al. 2020, PyHessian):
+
+- the top-k eigenvalues and eigenvectors, by Lanczos with full reorthogonalisation (it needs
+  far fewer Hessian-vector products than PyHessian's power iteration with deflation), stopped
+  when every wanted Ritz pair's residual ||H y - theta y|| = beta_j |s_j| is below
+  ``tol * |theta|``;
+- the trace, by Hutchinson's estimator E[v^T H v] with Rademacher probes v, with its standard
+  error and, optionally, per-layer traces from the same probes restricted to each layer's block;
+- the eigenvalue density, by stochastic Lanczos quadrature (SLQ): m Lanczos steps from random
+  unit starts give Gauss quadrature nodes (Ritz values) and weights (squared first components
+  of the Ritz vectors); the density is their mixture of Gaussians of variance
+  ``sigma_squared * max(1, lambda_max - lambda_min)`` on an evenly spaced grid, averaged over
+  runs and normalised to mass 1 (PyHessian's ``density_generate``).
+
+Hessian-vector products are forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad`` of
+a ``functional_call`` loss of one flat parameter vector), several probe vectors at once under
+``vmap`` when the memory budget allows, over the data in sample batches weighted by batch size.
+Dropout is always off; BatchNorm uses its running statistics (``bn='eval'``, the default and
+PyHessian's choice) or the statistics of each sample batch (``bn='train'``, running statistics
+not updated); what was used is in every result's ``config``.
+
+This module knows nothing about SQL or the queue: it takes a model and ready tensors, returns
+arrays, and calls back for progress, so a task kind, a test or a benchmark can drive it. Every
+random draw comes from a ``torch.Generator`` seeded with the recorded ``seed``; the work runs
+on one intra-op thread by default (``one_thread=True``, compute.threads.one_thread), so a rerun
+gives the same bits on any CPU worker; ``one_thread=False`` uses the caller's thread count
+(faster on an idle many-core machine, bitwise only at the same count).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vmap
+from torch.nn import functional as F
+
+from compute.threads import one_thread as _one_thread
+from tracker import SpecError
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+LOSSES = ("cross_entropy", "mse")
+BN_MODES = ("eval", "train")
+HVP_MODES = ("forward", "reverse")
+WHICH = ("largest", "smallest", "magnitude")
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes for the probe vectors batched under one vmap
+MAX_PROBE_CHUNK = 64
+# PyHessian's density_generate defaults: the published smoothing.
+DENSITY_BINS = 10_000
+DENSITY_SIGMA_SQUARED = 1e-5
+DENSITY_OVERHEAD = 0.01
+
+
+def _threads(one: bool) -> AbstractContextManager[None]:
+    return _one_thread() if one else nullcontext()
+
+
+# ---------------------------------------------------------------------------- the operator
+
+
+def _load_functorch_lazies() -> None:
+    """Import what torch.func loads on its first call, once per process, at construction:
+    ``torch._dynamo`` (~1.5-2 s on a loaded 2-core box, imported by ``grad``'s first call) and
+    forward AD's decompositions, without the latter's warning (they are scripted with the
+    deprecated torch.jit.script in torch 2.14; a FutureWarning from inside torch is nothing a
+    caller can act on). A worker pays this once; the first product is then as fast as the rest.
+    """
+    import torch._dynamo  # noqa: F401
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        from torch._decomp import decompositions_for_jvp  # noqa: F401
+
+
+class HessianOperator:
+    """The Hessian of the mean loss of ``model`` on (x, y) as a linear operator on flat vectors.
+
+    Args:
+        model: the network at the weights to measure; it is copied, never changed.
+        x, y: the data as ready tensors on the model's device (labels int64 for
+            cross-entropy, targets for MSE).
+        loss: 'cross_entropy' or 'mse' (both the mean over samples, as nn's defaults).
+        bn: 'eval' (running statistics) or 'train' (batch statistics of each sample batch).
+        batch_size: samples per forward; None: the most with which one probe fits in
+            ``memory_budget`` (all of them with ``bn='train'``, where the batch defines the
+            statistics). The loss is the mean over all samples, so each batch's HVP counts
+            with weight len(batch) / len(x).
+        memory_budget: bytes that the probe vectors of one vmap call may take; the number of
+            probes per call is derived from the model's and the data's sizes, never timing.
+        hvp: 'forward' (forward-over-reverse, jvp of grad, probes batched under vmap) or
+            'reverse' (PyHessian's reverse-over-reverse: the gradient's graph is built once
+            and kept when the data is one batch, each product is one backward through it).
+            'forward' keeps nothing between products; 'reverse' keeps the graph (the
+            batch's activations) but skips the forward and first backward per product.
+            Measured on 2 loaded CPU cores, one thread (benchmarks/curvature.py): per
+            product 'reverse' ran at PyHessian's speed (0.8-1.2x), 'forward' at 0.5-0.7x;
+            'forward' is the default the issue asks for (its vmap pays off on a GPU, not yet
+            measured here).
+
+    Raises:
+        SpecError: empty data, mismatched x/y, an unknown loss or BN mode, a non-finite loss.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        loss: str = "cross_entropy",
+        bn: str = "eval",
+        batch_size: int | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        hvp: str = "forward",
+    ) -> None:
+        if loss not in LOSSES:
+            raise SpecError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+        if hvp not in HVP_MODES:
+            raise SpecError(f"unknown Hessian-vector product {hvp!r}: use 'forward' or 'reverse'")
+        if bn not in BN_MODES:
+            raise SpecError(f"unknown BatchNorm mode {bn!r}: use 'eval' or 'train'")
+        n_samples = int(x.shape[0]) if x.dim() else 0
+        if n_samples == 0:
+            raise SpecError("the curvature data is empty: choose a split or subset with samples")
+        if int(y.shape[0]) != n_samples:
+            raise SpecError(
+                f"x has {n_samples} rows but y has {int(y.shape[0])}: pass matching tensors"
+            )
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+            raise SpecError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        _load_functorch_lazies()
+        self.model = _prepared(model, bn)
+        named = [(k, p) for k, p in self.model.named_parameters() if p.requires_grad]
+        if not named:
+            raise SpecError("the model has no trainable parameters: nothing has curvature")
+        self.names = [k for k, _ in named]
+        self.shapes = [tuple(p.shape) for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.theta = torch.cat([p.detach().reshape(-1) for _, p in named])
+        self.buffers = {k: b.detach() for k, b in self.model.named_buffers()}
+        self.n = int(self.theta.numel())
+        self.dtype, self.device = self.theta.dtype, self.theta.device
+        self.loss_name = loss
+        self.hvp_mode = hvp
+        self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
+        if loss == "mse":
+            y = y.to(self.dtype)
+        per_sample = self._activations_per_sample(x[:1], y[:1])
+        if batch_size is not None:
+            size = min(int(batch_size), n_samples)
+        elif bn == "train":
+            size = n_samples  # batch statistics: the batch is part of the function measured
+        else:
+            # The largest sample batch with which one probe fits in the budget (a ResNet-56
+            # on 512 CIFAR images would otherwise need ~5 GiB for a single product).
+            room = int(memory_budget) // (4 * self.theta.element_size()) - self.n
+            size = max(1, min(n_samples, room // max(per_sample, 1)))
+        self.batches = [
+            (x[i : i + size], y[i : i + size], (min(i + size, n_samples) - i) / n_samples)
+            for i in range(0, n_samples, size)
+        ]
+        self.batch_size = size
+        self.n_samples = n_samples
+        self.hvp_count = 0  # Hessian-vector products done (one per probe vector)
+        self.hvp_seconds = 0.0  # wall time inside them, for reports only
+        self.loss = self._loss_value()
+        if not math.isfinite(self.loss):
+            raise SpecError(
+                f"the loss at this checkpoint is {self.loss}: curvature needs a finite loss; "
+                "pick another checkpoint or check the data"
+            )
+        per_probe = self.theta.element_size() * 4 * (self.n + per_sample * size)
+        self.probe_chunk = max(1, min(MAX_PROBE_CHUNK, int(memory_budget) // per_probe))
+        self.config: dict[str, Any] = {
+            "loss": loss,
+            "bn": bn,
+            "dropout": "off",
+            "batch_size": size,
+            "samples": n_samples,
+            "parameters": self.n,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "probe_chunk": self.probe_chunk,
+            "memory_budget": int(memory_budget),
+            "hvp": hvp,
+        }
+
+    # -- pieces
+
+    def _params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = theta.split(self.sizes)
+        return {k: t.view(s) for k, t, s in zip(self.names, parts, self.shapes, strict=True)}
+
+    def _loss_at(self, theta: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        out = functional_call(self.model, (self._params(theta), self.buffers), (xb,))
+        if self.loss_name == "cross_entropy":
+            return F.cross_entropy(out, yb)
+        # Written out: F.mse_loss's backward fails under forward AD in torch 2.14 ("ZeroTensors
+        # are immutable") for a single unbatched probe.
+        return (out - yb.reshape(out.shape)).square().mean()
+
+    def _loss_value(self) -> float:
+        with torch.no_grad():
+            total = sum(w * float(self._loss_at(self.theta, xb, yb)) for xb, yb, w in self.batches)
+        return float(total)
+
+    def _activations_per_sample(self, x1: torch.Tensor, y1: torch.Tensor) -> int:
+        """Elements the leaf modules output for one sample. A probe costs about four copies
+        of the parameters and four of its batch's activations (primal and tangent, forward
+        and backward): the sizes behind the sample batch and the probes per vmap call."""
+        counts: list[int] = []
+
+        def count(_m: nn.Module, _i: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                counts.append(out.numel())
+
+        hooks = [
+            m.register_forward_hook(count) for m in self.model.modules() if not list(m.children())
+        ]
+        try:
+            with torch.no_grad():
+                self._loss_at(self.theta, x1, y1)
+        finally:
+            for h in hooks:
+                h.remove()
+        return sum(counts)
+
+    # -- products
+
+    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H V for probe vectors V [k, n] (rows), as [k, n]; ``probe_chunk`` rows per vmap."""
+        start = time.perf_counter()
+        if self.hvp_mode == "reverse":
+            out = self._reverse_matmat(vectors)
+            self.hvp_count += int(vectors.shape[0])
+            self.hvp_seconds += time.perf_counter() - start
+            return out
+        out = torch.zeros_like(vectors)
+        for lo in range(0, vectors.shape[0], self.probe_chunk):
+            chunk = vectors[lo : lo + self.probe_chunk]
+            for xb, yb, weight in self.batches:
+                gradient = grad(lambda t, xb=xb, yb=yb: self._loss_at(t, xb, yb))
+
+                def hvp(v: torch.Tensor, gradient: Callable = gradient) -> torch.Tensor:
+                    return jvp(gradient, (self.theta,), (v,))[1]
+
+                part = hvp(chunk[0])[None] if chunk.shape[0] == 1 else vmap(hvp)(chunk)
+                out[lo : lo + chunk.shape[0]].add_(part, alpha=weight)
+        self.hvp_count += int(vectors.shape[0])
+        self.hvp_seconds += time.perf_counter() - start
+        return out
+
+    def _gradient_graph(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(leaf, gradient) with the gradient's graph built for a second backward; kept for
+        the next product when the data is one batch (more batches would keep them all)."""
+        if self._kept is not None:
+            return self._kept
+        leaf = self.theta.detach().requires_grad_()
+        with torch.enable_grad():
+            gradient = torch.autograd.grad(self._loss_at(leaf, xb, yb), leaf, create_graph=True)[0]
+        if len(self.batches) == 1:
+            self._kept = (leaf, gradient)
+        return leaf, gradient
+
+    def _reverse_matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H V by one backward per probe through the gradient's graph (a loop, not
+        ``is_grads_batched``: batched it was slower on CPU for the digits MLP)."""
+        out = torch.zeros_like(vectors)
+        for xb, yb, weight in self.batches:
+            leaf, gradient = self._gradient_graph(xb, yb)
+            with torch.enable_grad():
+                for i, v in enumerate(vectors):
+                    hv = torch.autograd.grad(gradient, leaf, v, retain_graph=True)[0]
+                    out[i].add_(hv, alpha=weight)
+        return out
+
+    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
+        """H v for one flat vector v [n]."""
+        return self.matmat(vector[None])[0]
+
+    def as_tensors(self, flat: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        """A flat vector (an eigenvector) as one tensor per parameter name, in the model's
+        shapes: the per-tensor form a direction is stored in."""
+        flat = torch.as_tensor(flat)
+        return {k: t.reshape(s).clone() for k, t, s in
+                zip(self.names, flat.split(self.sizes), self.shapes, strict=True)}  # fmt: skip
+
+    def layers(self) -> dict[str, slice]:
+        """Each layer's block of the flat vector: parameters grouped by their module's name
+        ('blocks.0.conv1', 'fc'), in parameter order."""
+        out: dict[str, slice] = {}
+        offset = 0
+        for name, size in zip(self.names, self.sizes, strict=True):
+            layer = name.rpartition(".")[0] or name
+            lo = out[layer].start if layer in out else offset
+            out[layer] = slice(lo, offset + size)
+            offset += size
+        return out
+
+
+def _prepared(model: nn.Module, bn: str) -> nn.Module:
+    """A copy of ``model`` with dropout off and BatchNorm as asked: in 'train' mode it uses
+    batch statistics without running statistics (nothing is updated in place, which vmap
+    forbids, and the checkpoint's buffers are left alone)."""
+    prepared = copy.deepcopy(model).eval()
+    if bn == "train":
+        for m in prepared.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+                m.running_mean = None
+                m.running_var = None
+                m.num_batches_tracked = None
+                m.track_running_stats = False
+    return prepared
+
+
+# ---------------------------------------------------------------------------- Lanczos
+
+
+def _draw(
+    shape: tuple[int, ...], kind: str, gen: torch.Generator, dtype: torch.dtype
+) -> torch.Tensor:
+    """Rows drawn one at a time, so the stream does not depend on how many are drawn at once."""
+    rows = []
+    for _ in range(shape[0]):
+        if kind == "rademacher":
+            r = torch.randint(0, 2, shape[1:], generator=gen, device=gen.device).to(dtype) * 2 - 1
+        else:
+            r = torch.randn(shape[1:], generator=gen, device=gen.device, dtype=dtype)
+        rows.append(r)
+    return torch.stack(rows)
+
+
+def _orthogonalise(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """w [R, n] minus its projections on the orthonormal rows basis [j, R, n], twice
+    ("twice is enough": one classical Gram-Schmidt pass loses orthogonality in float32)."""
+    for _ in range(2):
+        coef = torch.einsum("jrn,rn->jr", basis, w)
+        w = w - torch.einsum("jr,jrn->rn", coef, basis)
+    return w
+
+
+def _lanczos(
+    op: HessianOperator,
+    starts: torch.Tensor,
+    steps: int,
+    *,
+    restart: torch.Generator | None,
+    stop: Callable[[np.ndarray, np.ndarray, int], bool] | None = None,
+    progress: Progress | None = None,
+    stage: str = "lanczos",
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    """Lanczos with full reorthogonalisation from R starts [R, n] at once (one matmat each step).
+
+    At a breakdown (an invariant subspace found) a run restarts from a fresh random vector
+    orthogonal to its basis when ``restart`` is given (T stays the exact projection of H, with
+    a zero off-diagonal), or ends (its quadrature is exact). ``stop(alphas, betas, j)`` after
+    step j ends all runs. Returns the basis [m, R, n], alphas and betas [R, m] (betas[:, j]
+    couples steps j and j + 1) and the steps each run took [R].
+    """
+    runs, n = starts.shape
+    steps = min(steps, n)
+    basis = torch.zeros(steps, runs, n, dtype=op.dtype, device=op.device)
+    alphas = np.zeros((runs, steps))
+    betas = np.zeros((runs, steps))
+    lengths = np.full(runs, steps)
+    live = torch.ones(runs, dtype=op.dtype, device=op.device)
+    q = starts / starts.norm(dim=1, keepdim=True)
+    q_prev = torch.zeros_like(q)
+    beta_prev = torch.zeros(runs, dtype=op.dtype, device=op.device)
+    scale = 0.0
+    eps = torch.finfo(op.dtype).eps
+    done = 0
+    for j in range(steps):
+        basis[j] = q
+        w = op.matmat(q)
+        alpha = (w * q).sum(1)
+        w = w - alpha[:, None] * q - beta_prev[:, None] * q_prev
+        w = _orthogonalise(w, basis[: j + 1]) * live[:, None]
+        beta = w.norm(dim=1)
+        alphas[:, j] = alpha.double().cpu().numpy() * live.cpu().numpy()
+        betas[:, j] = beta.double().cpu().numpy()
+        scale = max(scale, float(np.abs(alphas[:, j]).max()), float(betas[:, j].max()))
+        done = j + 1
+        if progress is not None:
+            progress(stage, done, steps)
+        if stop is not None and stop(alphas[:, :done], betas[:, :done], j):
+            break
+        if j + 1 == steps:
+            break
+        nxt = torch.zeros_like(w)
+        for r in range(runs):
+            if live[r] == 0:
+                continue
+            if betas[r, j] > 1e3 * eps * scale:
+                nxt[r] = w[r] / beta[r]
+            elif restart is not None:
+                fresh = _draw((1, n), "gaussian", restart, op.dtype).to(op.device)
+                fresh = _orthogonalise(fresh, basis[: j + 1, r : r + 1])[0]
+                nxt[r] = fresh / fresh.norm()
+                betas[r, j] = 0.0
+                beta[r] = 0.0
+            else:
+                live[r] = 0
+                lengths[r] = j + 1
+                betas[r, j] = 0.0
+        q_prev, q, beta_prev = q, nxt, beta * live
+    lengths = np.minimum(lengths, done)
+    return basis[:done], alphas[:, :done], betas[:, :done], lengths
+
+
+def _tridiagonal(alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
+    m = len(alphas)
+    t = np.diag(alphas)
+    if m > 1:
+        t += np.diag(betas[: m - 1], 1) + np.diag(betas[: m - 1], -1)
+    return t
+
+
+def _order(values: np.ndarray, which: str) -> np.ndarray:
+    if which == "largest":
+        return np.argsort(-values, kind="stable")
+    if which == "smallest":
+        return np.argsort(values, kind="stable")
+    return np.argsort(-np.abs(values), kind="stable")
+
+
+# ---------------------------------------------------------------------------- top-k eigenvalues
+
+
+@dataclass(frozen=True)
+class Eigenpairs:
+    """Top-k eigenvalues of H and their eigenvectors.
+
+    Attributes:
+        eigenvalues: [k] float64, in the order ``which`` asked for.
+        eigenvectors: [k, n] float32, unit rows (flat parameter order, ``HessianOperator.names``).
+        residuals: [k] ||H y - theta y|| of each pair at the end.
+        iterations: Lanczos steps (= Hessian-vector products).
+        converged: every residual is within ``tol * |theta|``.
+        history: [iterations, k] the Ritz values after each step (NaN before step k).
+        config: the operator's config plus k, which, tol, max_iter, seed.
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    residuals: np.ndarray
+    iterations: int
+    converged: bool
+    history: np.ndarray
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def top_eigenvalues(
+    op: HessianOperator,
+    k: int = 1,
+    *,
+    which: str = "largest",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    one_thread: bool = True,
+    progress: Progress | None = None,
+) -> Eigenpairs:
+    """The k largest ('largest'), smallest or largest-magnitude eigenpairs of H by Lanczos.
+
+    Lanczos runs from a seeded Gaussian start for at most ``max(max_iter, k)`` steps (never
+    more than n) and stops once every wanted Ritz pair has a residual within ``tol`` relative.
+    PyHessian's ``eigenvalues`` finds the largest-magnitude ones (``which='magnitude'``).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise SpecError(f"top-k must be a positive integer, got {k!r}")
+    if k > op.n:
+        raise SpecError(f"top-k {k} exceeds the model's {op.n} parameters: ask for at most {op.n}")
+    if which not in WHICH:
+        raise SpecError(f"unknown eigenvalue order {which!r}: use one of {', '.join(WHICH)}")
+    _check_seed(seed)
+    steps = min(max(int(max_iter), k), op.n)
+    history: list[np.ndarray] = []
+    state: dict[str, Any] = {}
+
+    def stop(alphas: np.ndarray, betas: np.ndarray, j: int) -> bool:
+        values, vectors = np.linalg.eigh(_tridiagonal(alphas[0], betas[0]))
+        pick = _order(values, which)[:k]
+        row = np.full(k, np.nan)
+        row[: len(pick)] = values[pick]
+        history.append(row)
+        residuals = np.abs(betas[0, j] * vectors[-1, pick])
+        state.update(values=values[pick], vectors=vectors[:, pick], residuals=residuals)
+        if len(pick) < k:
+            return False
+        floor = np.finfo(float).tiny
+        return bool(np.all(residuals <= tol * np.maximum(np.abs(values[pick]), floor)))
+
+    with _threads(one_thread), torch.no_grad():
+        gen = torch.Generator(device=op.device).manual_seed(seed)
+        start = _draw((1, op.n), "gaussian", gen, op.dtype).to(op.device)
+        basis, _, _, _ = _lanczos(op, start, steps, restart=gen, stop=stop,
+                                           progress=progress, stage="eigenvalues")  # fmt: skip
+        ritz = torch.from_numpy(state["vectors"]).to(op.dtype).to(op.device)  # [m, k]
+        vectors = torch.einsum("mk,mn->kn", ritz, basis[:, 0])
+        vectors = vectors / vectors.norm(dim=1, keepdim=True)
+    residuals = state["residuals"]
+    values = state["values"]
+    converged = bool(np.all(residuals <= tol * np.abs(values))) or basis.shape[0] == op.n
+    return Eigenpairs(
+        eigenvalues=np.asarray(values, dtype=np.float64),
+        eigenvectors=vectors.float().cpu().numpy(),
+        residuals=np.asarray(residuals),
+        iterations=int(basis.shape[0]),
+        converged=converged,
+        history=np.stack(history),
+        config={**op.config, "k": k, "which": which, "tol": tol, "max_iter": max_iter,
+                "seed": seed, "method": "lanczos (full reorthogonalisation)"},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- trace
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Hutchinson's estimate of tr(H).
+
+    Attributes:
+        trace: the mean of v^T H v over the probes.
+        stderr: its standard error (sample std / sqrt(probes)).
+        probes: the number of Rademacher probes.
+        samples: [probes] each probe's v^T H v.
+        layer_traces: per layer (``HessianOperator.layers``), the estimate from the same probes
+            restricted to the layer's block; empty unless asked for.
+        layer_stderr: their standard errors.
+        config: the operator's config plus probes, seed.
+    """
+
+    trace: float
+    stderr: float
+    probes: int
+    samples: np.ndarray
+    layer_traces: dict[str, float] = field(default_factory=dict)
+    layer_stderr: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def hutchinson_trace(
+    op: HessianOperator,
+    probes: int = 100,
+    *,
+    per_layer: bool = False,
+    seed: int = 0,
+    one_thread: bool = True,
+    progress: Progress | None = None,
+) -> Trace:
+    """tr(H) from ``probes`` seeded Rademacher probes, ``op.probe_chunk`` per vmap call."""
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 2:
+        raise SpecError(
+            f"trace probes must be an integer >= 2 (for a standard error), got {probes!r}"
+        )
+    _check_seed(seed)
+    layers = op.layers() if per_layer else {}
+    samples = np.zeros(probes)
+    per = {name: np.zeros(probes) for name in layers}
+    with _threads(one_thread), torch.no_grad():
+        gen = torch.Generator(device=op.device).manual_seed(seed)
+        for lo in range(0, probes, op.probe_chunk):
+            hi = min(lo + op.probe_chunk, probes)
+            v = _draw((hi - lo, op.n), "rademacher", gen, op.dtype).to(op.device)
+            prod = v * op.matmat(v)
+            samples[lo:hi] = prod.sum(1).double().cpu().numpy()
+            for name, block in layers.items():
+                per[name][lo:hi] = prod[:, block].sum(1).double().cpu().numpy()
+            if progress is not None:
+                progress("trace", hi, probes)
+
+    def se(a: np.ndarray) -> float:
+        return float(a.std(ddof=1) / math.sqrt(len(a)))
+
+    return Trace(
+        trace=float(samples.mean()),
+        stderr=se(samples),
+        probes=probes,
+        samples=samples,
+        layer_traces={name: float(a.mean()) for name, a in per.items()},
+        layer_stderr={name: se(a) for name, a in per.items()},
+        config={**op.config, "probes": probes, "seed": seed, "per_layer": per_layer,
+                "method": "hutchinson (rademacher)"},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- density
+
+
+@dataclass(frozen=True)
+class Density:
+    """The eigenvalue density of H by stochastic Lanczos quadrature.
+
+    Attributes:
+        grid: [bins] evenly spaced eigenvalues.
+        density: [bins] the smoothed density on the grid; sum(density) * step == 1.
+        nodes: [runs, steps] Ritz values per run (NaN after a run that ended early).
+        weights: [runs, steps] their quadrature weights (each run's sum to 1; 0 where NaN).
+        sigma_squared: the kernel variance used (``sigma_squared * max(1, range)``).
+        config: the operator's config plus runs, steps, start, seed and the smoothing.
+    """
+
+    grid: np.ndarray
+    density: np.ndarray
+    nodes: np.ndarray
+    weights: np.ndarray
+    sigma_squared: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def spectral_density(
+    op: HessianOperator,
+    runs: int = 1,
+    steps: int = 100,
+    *,
+    start: str = "rademacher",
+    seed: int = 0,
+    bins: int = DENSITY_BINS,
+    sigma_squared: float = DENSITY_SIGMA_SQUARED,
+    overhead: float = DENSITY_OVERHEAD,
+    one_thread: bool = True,
+    progress: Progress | None = None,
+) -> Density:
+    """SLQ: ``runs`` Lanczos runs of ``steps`` steps (at most n) from seeded random unit starts,
+    run side by side (one matmat of up to ``op.probe_chunk`` probes per step), smoothed as
+    PyHessian does."""
+    for name, value in (("runs", runs), ("steps", steps), ("bins", bins)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (2 if name == "bins" else 1)
+        ):
+            raise SpecError(f"density {name} must be a positive integer, got {value!r}")
+    if start not in ("rademacher", "gaussian"):
+        raise SpecError(f"unknown SLQ start {start!r}: use 'rademacher' or 'gaussian'")
+    _check_seed(seed)
+    with _threads(one_thread), torch.no_grad():
+        gen = torch.Generator(device=op.device).manual_seed(seed)
+        starts = _draw((runs, op.n), start, gen, op.dtype).to(op.device)
+        # Runs go side by side in groups of the operator's probe chunk: each group's basis is
+        # steps x group x n, so many runs of a large model do not hold all their bases at once.
+        group = op.probe_chunk
+        parts = []
+        for lo in range(0, runs, group):
+
+            def report(stage: str, done: int, total: int, lo: int = lo) -> None:
+                if progress is not None:
+                    progress(stage, (lo // group) * total + done, -(-runs // group) * total)
+
+            parts.append(_lanczos(op, starts[lo : lo + group], steps, restart=None,
+                                  progress=report, stage="density")[1:])  # fmt: skip
+        alphas = np.concatenate([p[0] for p in parts])
+        betas = np.concatenate([p[1] for p in parts])
+        lengths = np.concatenate([p[2] for p in parts])
+    m = alphas.shape[1]
+    nodes = np.full((runs, m), np.nan)
+    weights = np.zeros((runs, m))
+    for r in range(runs):
+        size = int(lengths[r])
+        values, vectors = np.linalg.eigh(_tridiagonal(alphas[r, :size], betas[r, :size]))
+        nodes[r, :size] = values
+        weights[r, :size] = vectors[0] ** 2
+    grid, density, variance = smooth_density(nodes, weights, bins=bins, sigma_squared=sigma_squared,
+                                             overhead=overhead)  # fmt: skip
+    return Density(
+        grid=grid, density=density, nodes=nodes, weights=weights, sigma_squared=variance,
+        config={**op.config, "runs": runs, "steps": steps, "start": start, "seed": seed,
+                "bins": bins, "sigma_squared": sigma_squared, "overhead": overhead,
+                "method": "stochastic lanczos quadrature"},
+    )  # fmt: skip
+
+
+def smooth_density(
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    *,
+    bins: int = DENSITY_BINS,
+    sigma_squared: float = DENSITY_SIGMA_SQUARED,
+    overhead: float = DENSITY_OVERHEAD,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """PyHessian's smoothing of SLQ nodes/weights [runs, m]: the grid spans the runs' mean
+    smallest to mean largest node, widened by ``overhead``; each node is a Gaussian of variance
+    ``sigma_squared * max(1, span)`` times its weight; runs are averaged; the result is scaled
+    to mass 1 on the grid. Returns (grid, density, variance)."""
+    hi = float(np.mean(np.nanmax(nodes, axis=1))) + overhead
+    lo = float(np.mean(np.nanmin(nodes, axis=1))) - overhead
+    grid = np.linspace(lo, hi, bins)
+    variance = sigma_squared * max(1.0, hi - lo)
+    density = np.zeros(bins)
+    for node_row, weight_row in zip(nodes, weights, strict=True):
+        keep = np.isfinite(node_row)
+        diff = grid[:, None] - node_row[keep][None, :]
+        kernel = np.exp(-(diff**2) / (2 * variance)) / math.sqrt(2 * math.pi * variance)
+        density += kernel @ weight_row[keep]
+    density /= len(nodes)
+    density /= density.sum() * (grid[1] - grid[0])
+    return grid, density, variance
+
+
+def _check_seed(seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise SpecError(f"curvature seed must be a non-negative integer, got {seed!r}")

@@ -1,0 +1,41 @@
+"""Smoke test of benchmarks/curvature.py: a tiny run prints one ratio per case and measure,
+each consistent with the two times it prints, and the ResNet-56 peak-RSS line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ROW = re.compile(
+    r"^\| (\S+) \| (top-1|trace|density|whole) \| ([\d.]+) \| ([\d.]+) \| +([\d.]+)x (PASS|MISS) \|",
+    re.M,
+)
+
+
+def test_quick_run_prints_a_ratio_per_case_and_measure() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "curvature.py"), "--quick"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    rows = ROW.findall(out)
+    assert {(case, m) for case, m, *_ in rows} == {
+        (case, m)
+        for case in ("resnet20", "digits-quick")
+        for m in ("top-1", "trace", "density", "whole")
+    }, out
+    for _case, _m, ours, theirs, ratio, verdict in rows:
+        ours_s, theirs_s = float(ours), float(theirs)
+        assert ours_s > 0 and theirs_s > 0
+        # Times print to 1 ms and the ratio to 2 decimals.
+        low = (theirs_s - 0.0005) / (ours_s + 0.0005)
+        high = (theirs_s + 0.0005) / max(ours_s - 0.0005, 1e-9)
+        assert low - 0.005 <= float(ratio) <= high + 0.005, out
+        assert verdict == ("PASS" if float(ratio) >= 2.0 else "MISS")
+    assert re.search(r"^  resnet20: tracker [\d.]+ GiB, pyhessian [\d.]+ GiB$", out, re.M), out
+    assert re.search(r"^resnet56 top-5 .* peak RSS [\d.]+ GiB \(target < 4 GiB: (PASS|MISS)\)$",
+                     out, re.M), out  # fmt: skip
