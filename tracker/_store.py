@@ -8,7 +8,8 @@ to one chunk would lose updates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -38,6 +39,18 @@ class ArraySpec:
 
 def _spec(path: str, arr: zarr.Array) -> ArraySpec:
     return ArraySpec(path, tuple(arr.shape), str(arr.dtype), tuple(arr.chunks))
+
+
+@contextlib.contextmanager
+def _writing(url: str, path: str) -> Iterator[None]:
+    """A write the file system refuses (read-only, full, gone) is one StoreError naming it."""
+    try:
+        yield
+    except OSError as err:
+        raise StoreError(
+            f"cannot write array {path!r} to the store {url} ({err.strerror or err}): make the "
+            "store writable and give it space, or point TRACKER_STORE / --store elsewhere"
+        ) from None
 
 
 class ArrayStore:
@@ -80,15 +93,16 @@ class ArrayStore:
         try:
             # Only replace an array whose layout differs; tiles of one surface race to create
             # theirs, and an overwrite would drop chunks another tile has just written.
-            arr = self.root.create_array(
-                path,
-                shape=shape,
-                chunks=chunks,
-                dtype=dtype,
-                fill_value=fill_value,
-                overwrite=existing is not None,
-                config=_KEEP_EVERY_CHUNK,
-            )
+            with _writing(self.url, path):
+                arr = self.root.create_array(
+                    path,
+                    shape=shape,
+                    chunks=chunks,
+                    dtype=dtype,
+                    fill_value=fill_value,
+                    overwrite=existing is not None,
+                    config=_KEEP_EVERY_CHUNK,
+                )
         except (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
             arr = self._open(path)
             if (tuple(arr.shape), tuple(arr.chunks), arr.dtype) != (shape, chunks, dtype):
@@ -99,6 +113,10 @@ class ArrayStore:
 
     def write(self, path: str, data: np.ndarray, chunks: Sequence[int] | None = None) -> ArraySpec:
         """Write a whole array at ``path``, replacing whatever was there."""
+        with _writing(self.url, path):
+            return self._write(path, data, chunks)
+
+    def _write(self, path: str, data: np.ndarray, chunks: Sequence[int] | None) -> ArraySpec:
         data = np.asarray(data)
         chunk_shape = tuple(chunks) if chunks is not None else (data.shape or ())
         chunk_shape = tuple(max(1, int(c)) for c in chunk_shape)
@@ -116,7 +134,8 @@ class ArrayStore:
     def write_block(self, path: str, selection: tuple[slice, ...], data: np.ndarray) -> None:
         """Write one block of an existing array (a task's own chunks)."""
         arr = self._open(path)
-        arr[selection] = data
+        with _writing(self.url, path):
+            arr[selection] = data
 
     def read(self, path: str, selection: Any = Ellipsis) -> np.ndarray:
         """Read an array (or a selection of it); a missing or damaged one is a CorruptArray."""

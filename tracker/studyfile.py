@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import string
 import tomllib
 from collections.abc import Sequence
@@ -61,6 +62,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracker._exceptions import NotFound, SpecError
+from tracker._queue import check_study_name
 from tracker.surfaces.rows import EvalSpec, SurfaceSpec, parse_grid
 from tracker.topology.rows import (
     LOSSES,
@@ -115,6 +117,14 @@ class Study:
     topologies: list[TopologyRequest] = field(default_factory=list)
 
 
+# Sizes a study file may ask for, checked before anything is built or allocated.
+MAX_FILE_BYTES = 1_000_000
+MAX_SECTIONS = 1_000
+MAX_MODELS = 10_000
+MAX_PAIRS = 1_000
+MAX_SURFACES = 100_000
+
+
 def _check_keys(table: dict[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(table) - known)
     if unknown:
@@ -142,10 +152,22 @@ def _models(table: dict[str, Any], index: int) -> list[ModelSpec]:
     for key in ("architecture", "dataset"):
         if key not in table:
             raise SpecError(f"{where} has no {key!r}: every model needs an architecture and a dataset")  # fmt: skip
+    for key in ("arch", "data"):
+        if key in table and not isinstance(table[key], dict):
+            raise SpecError(
+                f"{key} in {where} must be a table such as {key} = {{ widths = [64] }}, "
+                f"got {table[key]!r}"
+            )
     swept = [k for k in SWEEPABLE if isinstance(table.get(k), list)]
     for k in swept:
         if not table[k]:
             raise SpecError(f"{k} in {where} is an empty list: give at least one value")
+    combos_count = math.prod(len(table[k]) for k in swept)
+    if combos_count > MAX_MODELS:
+        raise SpecError(
+            f"{where} sweeps {combos_count:,} models ({' x '.join(swept)}), more than "
+            f"{MAX_MODELS:,}: split the sweep"
+        )
     combos = itertools.product(*(table[k] for k in swept)) if swept else [()]
     out: list[ModelSpec] = []
     for combo in combos:
@@ -187,12 +209,19 @@ def _models(table: dict[str, Any], index: int) -> list[ModelSpec]:
 def direction_spec(
     table: dict[str, Any] | None, where: str, default_seed: int = 0
 ) -> DirectionSpec:
+    if table is not None and not isinstance(table, dict):
+        raise SpecError(f"the direction of {where} must be a table such as {{ seed = 0 }}, got {table!r}")  # fmt: skip
     table = dict(table or {})
     _check_keys(table, DIRECTION_KEYS, f"the direction of {where}")
+    seed = _typed(table.get("seed", default_seed), int, "seed", f"the direction of {where}")
+    if not 0 <= seed < 2**32:
+        raise SpecError(f"the direction seed of {where} must be in 0..2**32-1, got {seed}")
+    words = {}
+    for key, default in (("norm", "filter"), ("ignore", "biasbn"), ("target", "weights")):
+        words[key] = _typed(table.get(key, default), str, key, f"the direction of {where}")
     return DirectionSpec(
-        kind="random", seed=int(table.get("seed", default_seed)),
-        normalization=str(table.get("norm", "filter")), ignore=str(table.get("ignore", "biasbn")),
-        target=str(table.get("target", "weights")),
+        kind="random", seed=seed, normalization=words["norm"], ignore=words["ignore"],
+        target=words["target"],
     )  # fmt: skip
 
 
@@ -200,14 +229,18 @@ def eval_spec(table: dict[str, Any], where: str) -> EvalSpec:
     metrics = table.get("metrics", ["loss", "acc"])
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise SpecError(f'metrics in {where} must be a list such as ["loss", "acc"], got {metrics!r}')
     for key in ("subset", "minibatches", "minibatch_size", "subset_seed"):
         if key in table:
             _typed(table[key], int, key, where)
+    words = {key: _typed(table.get(key, default), str, key, where)
+             for key, default in (("split", "train"), ("bn", "eval"), ("precision", "fp32"))}  # fmt: skip
     return EvalSpec(
-        split=str(table.get("split", "train")), subset=table.get("subset"),
+        split=words["split"], subset=table.get("subset"),
         minibatch_size=table.get("minibatch_size"), minibatches=table.get("minibatches"),
-        bn=str(table.get("bn", "eval")), metrics=tuple(metrics),
-        subset_seed=int(table.get("subset_seed", 0)), precision=str(table.get("precision", "fp32")),
+        bn=words["bn"], metrics=tuple(metrics),
+        subset_seed=int(table.get("subset_seed", 0)), precision=words["precision"],
     )  # fmt: skip
 
 
@@ -234,24 +267,67 @@ def _epochs(value: Any, where: str) -> list[int | None]:
     return out
 
 
-def load(path: str | Path) -> Study:
-    """Parse and check a study file (nothing is written)."""
-    path = Path(path)
+def _read(path: Path) -> dict[str, Any]:
+    """The parsed TOML of a study file; every way a file can be unusable is one line."""
     try:
-        doc = tomllib.loads(path.read_text())
+        size = path.stat().st_size
+        if path.is_dir():
+            raise SpecError(f"{path} is a folder, not a study file: name a .toml file")
+        if size > MAX_FILE_BYTES:
+            raise SpecError(
+                f"study file {path} is {size:,} bytes, more than {MAX_FILE_BYTES:,}: a study file "
+                "describes a sweep, it does not list it (use lists of values)"
+            )
+        text = path.read_bytes().decode("utf-8")
+        return tomllib.loads(text)
     except FileNotFoundError:
         raise NotFound(f"no study file at {path}: check the path") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"study file {path} is not UTF-8 text: name a .toml study file") from None
+    except OSError as err:
+        raise SpecError(f"cannot read study file {path} ({err.strerror or err})") from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError(
             f"study file {path} is not valid TOML ({err}): fix the line it names"
         ) from None
+
+
+def _tables(doc: dict[str, Any], section: str, path: Path | str) -> list[dict[str, Any]]:
+    """The ``[[section]]`` tables of the file (a value of another shape is refused)."""
+    value = doc.get(section, [])
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise SpecError(
+            f"{section} in {path} must be written as [[{section}]] tables, got {type(value).__name__}"
+        )
+    if len(value) > MAX_SECTIONS:
+        raise SpecError(f"{path} has {len(value):,} [[{section}]] tables, more than {MAX_SECTIONS:,}")
+    return value
+
+
+def _one_epoch(value: Any, where: str) -> int | None:
+    epochs = _epochs(value, where)
+    if len(epochs) != 1:
+        raise SpecError(f'epoch in {where} must be one checkpoint epoch or "final", got {value!r}')
+    return epochs[0]
+
+
+def load(path: str | Path) -> Study:
+    """Parse and check a study file (nothing is written)."""
+    path = Path(path)
+    doc = _read(path)
     _check_keys(doc, SECTIONS, str(path))
     name = doc.get("study")
     if not isinstance(name, str) or not name.strip():
         raise SpecError(f'study file {path} has no study name: add study = "NAME" at the top')
-    study = Study(name=name, description=doc.get("description"))
-    for i, table in enumerate(doc.get("model", [])):
+    check_study_name(name)
+    description = doc.get("description")
+    if description is not None and not isinstance(description, str):
+        raise SpecError(f"description in {path} must be text, got {description!r}")
+    study = Study(name=name, description=description)
+    for i, table in enumerate(_tables(doc, "model", path)):
         study.models.extend(_models(table, i))
+        if len(study.models) > MAX_MODELS:
+            raise SpecError(f"{path} defines more than {MAX_MODELS:,} models: split the sweep")
     names = [m.name for m in study.models if m.name]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -267,7 +343,13 @@ def load(path: str | Path) -> Study:
                 raise SpecError(f"{where} names model {ref!r}, which the file does not define (models: {', '.join(names) or 'none'})")  # fmt: skip
         return [str(r) for r in refs]
 
-    for i, table in enumerate(doc.get("surface", [])):
+    def one_ref(value: Any, where: str) -> str:
+        refs = model_refs(value, where)
+        if len(refs) != 1:
+            raise SpecError(f"{where} names {len(refs)} models where it needs one: give a name or id")
+        return refs[0]
+
+    for i, table in enumerate(_tables(doc, "surface", path)):
         where = f"[[surface]] number {i + 1}"
         _check_keys(table, SURFACE_KEYS, where)
         if "x" not in table:
@@ -276,12 +358,20 @@ def load(path: str | Path) -> Study:
         y = parse_grid(table["y"], "y grid") if "y" in table else None
         base = direction_spec(table.get("direction"), where)
         pairs = _typed(table.get("pairs", 1), int, "pairs", where)
-        if pairs < 1:
-            raise SpecError(f"pairs in {where} must be at least 1, got {pairs}")
+        if not 1 <= pairs <= MAX_PAIRS:
+            raise SpecError(f"pairs in {where} must be between 1 and {MAX_PAIRS}, got {pairs}")
         ev = eval_spec(table, where)
         refs = model_refs(table["models"], where) if "models" in table else all_names
+        epochs = _epochs(table.get("epochs", "final"), where)
+        # Checked before a single spec is built: pairs x models x epochs surfaces.
+        count = len(study.surfaces) + pairs * len(refs) * len(epochs)
+        if count > MAX_SURFACES:
+            raise SpecError(
+                f"{where} makes {pairs * len(refs) * len(epochs):,} surfaces (pairs x models x "
+                f"epochs); a study file may make at most {MAX_SURFACES:,}"
+            )
         for ref in refs:
-            for epoch in _epochs(table.get("epochs", "final"), where):
+            for epoch in epochs:
                 for p in range(pairs):
                     step = 2 if y is not None else 1
                     xd = replace(base, seed=(base.seed or 0) + step * p)
@@ -296,34 +386,34 @@ def load(path: str | Path) -> Study:
                         model=ref, x=x, y=y, epoch=epoch, x_direction=xd, y_direction=yd,
                         evaluation=ev, tile=_tile(table.get("tile"), where),
                     ))  # fmt: skip
-    for i, table in enumerate(doc.get("interpolation", [])):
+    for i, table in enumerate(_tables(doc, "interpolation", path)):
         where = f"[[interpolation]] number {i + 1}"
         _check_keys(table, INTERP_KEYS, where)
         for key in ("from", "to", "x"):
             if key not in table:
                 raise SpecError(f"{where} has no {key!r}: an interpolation needs from, to and x")
-        (a,) = model_refs(table["from"], where)
-        (b,) = model_refs(table["to"], where)
+        a = one_ref(table["from"], where)
+        b = one_ref(table["to"], where)
         target = str(table.get("target", "states"))
         study.surfaces.append(SurfaceSpec(
             model=a, other_model=b, x=parse_grid(table["x"], "x grid"),
             y=parse_grid(table["y"], "y grid") if "y" in table else None,
-            epoch=_epochs(table.get("epoch", "final"), where)[0],
+            epoch=_one_epoch(table.get("epoch", "final"), where),
             x_direction=DirectionSpec(kind="interpolation", seed=None, normalization="none",
                                       ignore="none", target=target),
             y_direction=direction_spec(table.get("direction"), where, 1) if "y" in table else None,
             evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
         ))  # fmt: skip
-    for i, table in enumerate(doc.get("pca", [])):
+    for i, table in enumerate(_tables(doc, "pca", path)):
         where = f"[[pca]] number {i + 1}"
         _check_keys(table, PCA_KEYS, where)
         for key in ("model", "x", "y"):
             if key not in table:
                 raise SpecError(f"{where} has no {key!r}: a PCA surface needs model, x and y")
-        (ref,) = model_refs(table["model"], where)
+        ref = one_ref(table["model"], where)
         study.surfaces.append(SurfaceSpec(
             model=ref, x=parse_grid(table["x"], "x grid"), y=parse_grid(table["y"], "y grid"),
-            epoch=_epochs(table.get("epoch", "final"), where)[0],
+            epoch=_one_epoch(table.get("epoch", "final"), where),
             x_direction=DirectionSpec(kind="pca", seed=None, normalization="none",
                                       ignore=str(table.get("ignore", "biasbn")), target="weights"),
             evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
@@ -360,7 +450,7 @@ def topology_sections(
 ) -> tuple[list[RetrainRequest], list[TopologyRequest]]:
     """The [[retrain]] and [[topology]] tables of a study file, checked (nothing is written)."""
     retrains: list[RetrainRequest] = []
-    for i, table in enumerate(doc.get("retrain", [])):
+    for i, table in enumerate(_tables(doc, "retrain", "the study file")):
         where = f"[[retrain]] number {i + 1}"
         _check_keys(table, RETRAIN_KEYS, where)
         seeds = table.get("seeds", "0-3")
@@ -393,7 +483,7 @@ def topology_sections(
                 except SpecError as err:
                     raise SpecError(f"{where}: {err}") from None
     topologies: list[TopologyRequest] = []
-    for i, table in enumerate(doc.get("topology", [])):
+    for i, table in enumerate(_tables(doc, "topology", "the study file")):
         where = f"[[topology]] number {i + 1}"
         _check_keys(table, TOPOLOGY_KEYS, where)
         loss = _number(table, "loss", str, where, "test")

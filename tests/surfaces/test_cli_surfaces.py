@@ -50,6 +50,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 
 
 BAD = [
+    (["enqueue", "surface", "--model", "1", "--x", "-1:1:5", "--tile", "2x2x2"], ["--tile", "NXxNY"]),
+    (["enqueue", "surface", "--interpolate", "1", "1", "--x", "-0.5:1.5:5"], ["with itself"]),
+    (["enqueue", "surface", "--interpolate", "99999999999999999999", "1", "--x", "0:1:5"],
+     ["64-bit"]),
+    (["enqueue", "surface", "--model", "1", "--study", "elsewhere", "--x", "-1:1:5"],
+     ["belongs to study 'default'"]),
+    (["enqueue", "surface", "--model", "1", "--x", "-1:1:1000000000"], ["more than 100,001"]),
     (["enqueue", "model", "--arch", "transformer", "--dataset", "digits"], ["unknown architecture"]),
     (["enqueue", "model", "--arch", "mlp", "--dataset", "imagenet"], ["unknown dataset"]),
     (["enqueue", "surface", "--model", "1", "--x", "1:-1:0"], ["1:-1:0", "N >= 1"]),
@@ -150,3 +157,75 @@ def test_unfinished_and_unknown_surfaces_say_so(trained) -> None:
         sid = conn.execute("SELECT max(id) FROM surfaces").fetchone()[0]
     _one_line_error(run_tracker("export", "surface", str(sid), env=env), "not complete yet", "tracker work")  # fmt: skip
     _one_line_error(run_tracker("import", "h5", str(root / "missing.h5"), env=env), "missing.h5")
+
+
+BAD_FILES = [
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", ["not UTF-8 text"]),
+    (b'study = "s"\n[[model]]\narchitecture = "mlp"\ndataset = "iris"\narch = true\n',
+     ["arch in [[model]] number 1 must be a table"]),
+    (b'study = "s"\n[[model]]\narchitecture = "mlp"\ndataset = "iris"\narch = -1e308\n',
+     ["arch in [[model]] number 1 must be a table"]),
+    (b'study = "s"\nmodel = "mlp"\n', ["[[model]] tables"]),
+    (b'study = "s"\n[[model]]\narchitecture = "mlp"\ndataset = "iris"\n'
+     b'[[surface]]\nx = "-1:1:5"\npairs = 1000000000\n', ["pairs", "between 1 and 1000"]),
+    (b'study = "s"\n[[model]]\narchitecture = "mlp"\ndataset = "iris"\nseed = [' + b"1," * 20000
+     + b'1]\nbatch_size = [1,2,3,4,5,6,7,8,9,10]\n', ["more than 10,000"]),
+    (b'study = "s"\n[[interpolation]]\nfrom = 99999999999999999999999\nto = 1\nx = "0:1:3"\n',
+     ["64-bit"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("content", "needles"), BAD_FILES, ids=[f"file-{i}" for i in range(len(BAD_FILES))])  # fmt: skip
+def test_hostile_study_files_are_one_line_and_write_nothing(trained, content, needles) -> None:
+    root, env = trained
+    before = _counts(root)
+    study = root / "hostile.toml"
+    study.write_bytes(content)
+    _one_line_error(run_tracker("enqueue", str(study), env=env), *needles)
+    folder = root / "a-folder.toml"
+    folder.mkdir(exist_ok=True)
+    _one_line_error(run_tracker("enqueue", str(folder), env=env), "is a folder")
+    assert _counts(root) == before
+
+
+def test_export_under_a_file_and_import_into_a_full_store_are_one_line(trained, monkeypatch) -> None:
+    from tracker.cli import main
+    from tracker.surfaces import formats
+
+    root, env = trained
+    h5 = root / "made.h5"
+    xs = np.linspace(-1, 1, 5)
+    formats.write_h5(h5, xs, xs, np.ones((1, 5, 5), np.float32), np.ones((1, 5, 5), np.float32))
+    before = _counts(root)
+    store = root / ".tracker" / "store.zarr"
+
+    # A store whose file system refuses writes (a full disk): every open for writing under
+    # the store fails with ENOSPC, as the kernel would answer.
+    home = ["--home", str(root / ".tracker")]
+    with monkeypatch.context() as m:
+        refusing = _refusing_open(store)
+        m.setattr("builtins.open", refusing)
+        m.setattr("io.open", refusing)
+        assert main([*home, "import", "h5", str(h5), "--study", "imported"]) == 2
+    assert _counts(root) == before  # no surface row, no array row
+    assert not list(store.glob("surfaces/*/loss/c/*"))  # no half-written array left
+
+    out = _ok(run_tracker("import", "h5", str(h5), env=env))
+    sid = out.split("as surface ")[1].split()[0]
+    (root / "plainfile").write_text("x")
+    _one_line_error(run_tracker("export", "surface", sid, "--format", "csv", "--out",
+                                str(root / "plainfile" / "s.csv"), env=env), "--out")  # fmt: skip
+
+
+def _refusing_open(store: Path):
+    import builtins
+    import errno
+
+    real = builtins.open
+
+    def refusing(file, mode="r", *args, **kwargs):
+        if str(file).startswith(str(store)) and any(c in mode for c in "wax+"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real(file, mode, *args, **kwargs)
+
+    return refusing

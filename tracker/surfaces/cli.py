@@ -103,7 +103,7 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
 # --- argument helpers -------------------------------------------------------------------------
 
 
-def _tile(text: str | None) -> tuple[int, int] | None:
+def parse_tile(text: str | None) -> tuple[int, int] | None:
     from tracker._exceptions import SpecError
 
     if text is None:
@@ -112,8 +112,10 @@ def _tile(text: str | None) -> tuple[int, int] | None:
     try:
         values = [int(p) for p in parts]
     except ValueError:
-        raise SpecError(f"--tile {text!r} is not NX or NXxNY (e.g. 16x16)") from None
-    return (values[0], values[-1]) if len(values) in (1, 2) else None
+        values = []
+    if len(values) not in (1, 2) or not all(1 <= v <= 4096 for v in values):
+        raise SpecError(f"--tile {text!r} is not NX or NXxNY with 1..4096 points each (e.g. 16x16)")
+    return (values[0], values[-1])
 
 
 # --- enqueue ----------------------------------------------------------------------------------
@@ -130,7 +132,6 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from tracker._exceptions import SpecError
-    from tracker._queue import get_or_create_study
     from tracker._schema import Study
     from tracker.surfaces.rows import EvalSpec, SurfaceSpec, add_surface, parse_grid, surface_tasks
     from tracker.training.rows import DirectionSpec, find_model
@@ -148,14 +149,14 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
                                                      normalization="none", ignore="none",
                                                      target=args.target or "states"),
                            y_direction=_direction_from_args(args, args.seed) if y else None,
-                           evaluation=ev, tile=_tile(args.tile))  # fmt: skip
+                           evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
     elif args.model is None:
         raise SpecError("give --model ID (or --interpolate A B)")
     elif args.pca:
         spec = SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch,
                            x_direction=DirectionSpec(kind="pca", seed=None, normalization="none",
                                                      ignore=args.ignore, target="weights"),
-                           evaluation=ev, tile=_tile(args.tile))  # fmt: skip
+                           evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
     else:
         xd = _direction_from_args(args, args.seed)
         yd = (
@@ -164,14 +165,17 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
             else None
         )
         spec = SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch, x_direction=xd,
-                           y_direction=yd, evaluation=ev, tile=_tile(args.tile))  # fmt: skip
+                           y_direction=yd, evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
     db = open_db(args)
     with db.session() as session:
         model = find_model(session, spec.model)
-        study = (
-            get_or_create_study(session, args.study) if args.study
-            else Study.find_or_raise_by_id(session, model.study_id)
-        )  # fmt: skip
+        home = Study.find_or_raise_by_id(session, model.study_id)
+        if args.study and args.study != home.name:
+            raise SpecError(
+                f"model {model.id} belongs to study {home.name!r}, not {args.study!r}: its "
+                f"surfaces go in its own study (drop --study, or use --study {home.name})"
+            )
+        study = home
         surface, new = add_surface(session, study, spec)
         sid, tiles = surface.id, len(surface_tasks(session, surface))
     state = f"new, {tiles} tile task(s)" if new else "already queued"
@@ -259,7 +263,7 @@ def plot_panel_files(session: Session, store: ArrayStore, ids: list[int], out: P
 
 
 def cmd_export_surface(args: argparse.Namespace) -> int:
-    from tracker._exceptions import SpecError
+    from tracker._exceptions import ConfigError, SpecError
     from tracker._schema import Checkpoint
     from tracker._store import ArrayStore
     from tracker.surfaces import formats
@@ -270,6 +274,8 @@ def cmd_export_surface(args: argparse.Namespace) -> int:
     with db.session() as session:
         data = load_surface(session, store, args.id)
         out = Path(args.out or f"surface-{args.id}.{args.format}")
+        if not out.parent.is_dir():
+            raise ConfigError(f"--out {out}: the folder {out.parent} does not exist (or is a file)")
         group = args.group
         if not 0 <= group < data.loss.shape[0]:
             raise SpecError(f"--group {group} is out of range: the surface has {data.loss.shape[0]} group(s)")  # fmt: skip

@@ -12,6 +12,7 @@ Task graph of one surface::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -45,6 +46,7 @@ BN_MODES = ("eval", "train")
 METRICS = ("loss", "acc")
 PRECISIONS = ("fp32", "tf32", "bf16")
 MAX_GRID_POINTS = 4_000_000
+MAX_AXIS_POINTS = 100_001
 REGRESSION_DATASETS = frozenset({"autompg"})
 
 
@@ -84,6 +86,11 @@ def parse_grid(text: Any, what: str = "grid") -> Grid:
         raise SpecError(f"{what} {text!r} has a non-finite bound: {example}")
     if n < 1:
         raise SpecError(f"{what} {text!r} has {n} points: {example}")
+    if n > MAX_AXIS_POINTS:
+        raise SpecError(
+            f"{what} {text!r} has {n:,} points, more than {MAX_AXIS_POINTS:,} on one axis: "
+            "use a coarser grid"
+        )
     if n > 1 and not lo < hi:
         raise SpecError(f"{what} {text!r} runs from {lo:g} down to {hi:g}: {example}")
     return Grid(lo, hi, n)
@@ -241,6 +248,11 @@ def add_surface(
                 "both ends need the same architecture and data set"
             )
         far = find_checkpoint(session, other, spec.epoch)
+        if far.id == centre.id:
+            raise SpecError(
+                f"cannot interpolate checkpoint {centre.id} with itself (model {model.id}, epoch "
+                f"{centre.epoch}): the direction theta_B - theta_A would be zero; name two models"
+            )
         xdir = replace(xdir, kind="interpolation", seed=None, normalization="none", ignore="none")
         x_rows = add_direction(session, study, xdir, model, centre, far, other)
         y_rows: list[Direction] = []
@@ -365,10 +377,21 @@ def import_h5(
         )  # fmt: skip
         session.add(surface)
         session.flush()
-        # The arrays go in before the commit that makes the row visible.
-        for name, data, column in (("loss", loss, "loss_array_id"), ("acc", acc, "acc_array_id")):
-            spec = store.write(f"{surface_dir(surface)}/{name}", data, chunks=data.shape)
-            setattr(surface, column, add_array(session, spec).id)
+        # The arrays go in before the commit that makes the row visible; if one cannot be
+        # written (a read-only or full store) the others are removed and nothing is committed.
+        written: list[str] = []
+        try:
+            for name, data, column in (("loss", loss, "loss_array_id"),
+                                       ("acc", acc, "acc_array_id")):  # fmt: skip
+                path = f"{surface_dir(surface)}/{name}"
+                written.append(path)
+                spec = store.write(path, data, chunks=data.shape)
+                setattr(surface, column, add_array(session, spec).id)
+        except BaseException:
+            for path in written:
+                with contextlib.suppress(Exception):
+                    store.delete(path)
+            raise
         surface.completed_at = session.scalar(sa.select(utcnow()))
         return surface.id
 

@@ -169,6 +169,8 @@ def find_model(session: Session, ref: int | str, names: dict[str, Model] | None 
     if isinstance(ref, str) and names is not None and ref in names:
         return names[ref]
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if not 0 < int(ref) < 2**63:
+            raise NotFound(f"unknown model id {ref}: model ids are positive 64-bit integers")
         return Model.find_or_raise_by_id(session, int(ref))
     found = session.scalars(sa.select(Model).where(Model.name == ref)).all()
     if len(found) == 1:
