@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from alembic import command
+from alembic import command, util
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 import migrations
-from tracker._db import Database
+from tracker._db import Database, redact
+from tracker._exceptions import SchemaOutOfDate
 
 
 def alembic_config(db: Database) -> Config:
@@ -29,10 +30,20 @@ def head_revision() -> str:
 
 
 def _run(db: Database, fn: Callable[[Config, str], None], revision: str) -> None:
+    """Run an Alembic command; its own errors (an unknown revision, a database newer than this
+    code) become one SchemaOutOfDate line naming the fix."""
     cfg = alembic_config(db)
     with db.engine.connect() as conn:
         cfg.attributes["connection"] = conn
-        fn(cfg, revision)
+        try:
+            fn(cfg, revision)
+        except util.CommandError as err:
+            verb = fn.__name__
+            raise SchemaOutOfDate(
+                f"cannot {verb} {redact(db.url)} to {revision!r} ({str(err).splitlines()[0]}): "
+                "name a revision from migrations/versions (`base` drops every table); a database "
+                "newer than this tracker needs a newer tracker"
+            ) from None
         conn.commit()
 
 
