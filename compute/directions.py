@@ -10,12 +10,14 @@ device), entries outside the mask are zeroed, and the result is rescaled by ``no
 
 - ``filter``: for each tensor with more than one dimension, every slice along dim 0 (an output
   filter or neuron) gets the norm of the centre's slice: ``d_i *= |theta_i| / (|d_i| + 1e-10)``.
-  Tensors with at most one dimension (biases, BatchNorm weight/bias, running statistics), when
-  not ignored, take the centre's own values, ``d = theta``, as the reference implementation
-  (tomgoldstein/loss-landscape, ``net_plotter.normalize_directions_for_weights``) does.
 - ``layer``: each tensor as a whole gets the norm of the centre's tensor.
-- ``model``: the whole masked vector gets the norm of the centre's masked vector.
-- ``none``: the raw Gaussian draw.
+- ``model``: the tensors of two or more dimensions, together, get the norm of the centre's.
+- ``none``: the raw Gaussian draw on the tensors of two or more dimensions.
+
+Whatever the normalisation, tensors with at most one dimension (biases, BatchNorm weight/bias,
+running statistics), when not ignored, take the centre's own values, ``d = theta``, as the
+reference implementation (tomgoldstein/loss-landscape,
+``net_plotter.normalize_directions_for_weights``) does.
 
 ``ignore='biasbn'`` zeroes tensors with at most one dimension. ``target='weights'`` moves only
 parameters (buffers stay the centre's); ``'states'`` also moves the floating buffers (BatchNorm
@@ -71,32 +73,40 @@ def random_direction(
     keep = mask(layout, target=target, ignore=ignore)
     direction.mul_(keep)
 
-    if normalization == "model":
-        scale = torch.linalg.vector_norm(theta * keep) / (
-            torch.linalg.vector_norm(direction) + _EPS
-        )
-        return direction.mul_(scale)
-    if normalization == "none":
-        return direction
-
+    # Tensors of at most one dimension (biases, BatchNorm weights, running statistics) that the
+    # mask keeps take the centre's own values whatever the normalisation: the reference code
+    # (net_plotter.normalize_directions_for_weights) copies them before it looks at `norm`, so
+    # only the tensors of two or more dimensions are rescaled below.
+    small = torch.zeros_like(keep, dtype=torch.bool)
     for entry in layout:
-        start, stop = entry["offset"], entry["offset"] + entry["size"]
-        if not bool(keep[start:stop].any()):
-            continue
-        d = direction[start:stop]
-        w = theta[start:stop]
-        if normalization == "layer":
-            d.mul_(torch.linalg.vector_norm(w) / (torch.linalg.vector_norm(d) + _EPS))
-        elif len(entry["shape"]) <= 1:
-            d.copy_(w)
-        else:
-            rows = entry["shape"][0]
-            d2 = d.view(rows, -1)
-            w2 = w.view(rows, -1)
-            ratio = torch.linalg.vector_norm(w2, dim=1) / (
-                torch.linalg.vector_norm(d2, dim=1) + _EPS
-            )
-            d2.mul_(ratio[:, None])
+        if len(entry["shape"]) <= 1:
+            small[entry["offset"] : entry["offset"] + entry["size"]] = True
+    small &= keep.bool()
+
+    if normalization == "model":
+        big = keep * ~small
+        scale = torch.linalg.vector_norm(theta * big) / (
+            torch.linalg.vector_norm(direction * big) + _EPS
+        )
+        direction.mul_(scale)
+    elif normalization != "none":
+        for entry in layout:
+            start, stop = entry["offset"], entry["offset"] + entry["size"]
+            if len(entry["shape"]) <= 1 or not bool(keep[start:stop].any()):
+                continue
+            d = direction[start:stop]
+            w = theta[start:stop]
+            if normalization == "layer":
+                d.mul_(torch.linalg.vector_norm(w) / (torch.linalg.vector_norm(d) + _EPS))
+            else:
+                rows = entry["shape"][0]
+                d2 = d.view(rows, -1)
+                w2 = w.view(rows, -1)
+                ratio = torch.linalg.vector_norm(w2, dim=1) / (
+                    torch.linalg.vector_norm(d2, dim=1) + _EPS
+                )
+                d2.mul_(ratio[:, None])
+    direction[small] = theta[small]
     return direction
 
 

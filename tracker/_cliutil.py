@@ -25,11 +25,58 @@ def settings(args: argparse.Namespace) -> Settings:
     return resolve(db_url=args.db, store_url=args.store, home=args.home)
 
 
+# Commands that add rows. On a brand-new embedded SQLite database (a file that does not exist
+# yet, or has no tables at all) these create the schema themselves, so that `tracker train` on
+# a fresh machine just works; reading commands (status, show, plot, export) never create one.
+WRITING_COMMANDS = frozenset({"enqueue", "train", "work", "import"})
+
+
 def open_db(args: argparse.Namespace, *, check: bool = True) -> Database:
-    """The command's database; ``check`` refuses one whose schema is out of date."""
+    """The command's database; ``check`` refuses one whose schema is out of date.
+
+    For a writing command (``args.command`` in WRITING_COMMANDS) a brand-new SQLite database
+    gets the schema at head first; an out-of-date SQLite database and a PostgreSQL database
+    without the schema are still refused with the `tracker db upgrade` message.
+    """
     from tracker._db import open_database
 
-    return open_database(settings(args).db_url, check=check)
+    url = settings(args).db_url
+    if not check or getattr(args, "command", None) not in WRITING_COMMANDS:
+        return open_database(url, check=check)
+    db = open_database(url, check=False)
+    create_if_brand_new_sqlite(db)
+    db.check_schema()
+    return db
+
+
+def create_if_brand_new_sqlite(db: Database) -> bool:
+    """Migrate an empty SQLite database to head; True if this call created the schema.
+
+    Only a database with no table at all qualifies: one with some tables but no tracker schema
+    (another program's file) or an older revision is left for check_schema to refuse, since
+    upgrading data is the user's decision (`tracker db upgrade`, after a backup). PostgreSQL is
+    never created here: its database and roles are set up by whoever runs the server.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy import exc as sa_exc
+
+    from tracker._db import SCHEMA_REVISION
+    from tracker._migrate import upgrade
+
+    if db.dialect != "sqlite":
+        return False
+    with db.engine.connect() as conn:
+        if sa.inspect(conn).get_table_names():
+            return False
+    try:
+        upgrade(db, "head")
+    except sa_exc.OperationalError:
+        # Another process (a second `tracker work` started at the same moment) created it
+        # between our look and our migration: fine if it got to head.
+        if db.revision() != SCHEMA_REVISION:
+            raise
+        return False
+    return True
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -76,6 +76,9 @@ def cmd_work(args: argparse.Namespace) -> int:
     # `docker stop` and schedulers send SIGTERM: exit through the clean-up path so the Dask
     # workers this command started stop too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Opened here first so a brand-new embedded home gets its schema (see _cliutil.open_db)
+    # before work() and its workers open the database and check it.
+    _open(args).dispose()
     summary = work(
         _settings(args),
         workers=args.workers,

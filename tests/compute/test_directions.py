@@ -108,10 +108,42 @@ def test_layer_model_and_none_normalisations(net):
 
     raw = random_direction(layout, centre, seed=4, normalization="none", ignore="none")
     gaussian = torch.randn(centre.numel(), generator=torch.Generator().manual_seed(4))
-    params = torch.cat(
-        [torch.ones(e["size"]) if e["kind"] == "param" else torch.zeros(e["size"]) for e in layout]
+    # the raw draw on the parameters of two or more dimensions; 1-D tensors are d = w
+    multi = torch.cat(
+        [
+            torch.ones(e["size"])
+            if e["kind"] == "param" and len(e["shape"]) > 1
+            else torch.zeros(e["size"])
+            for e in layout
+        ]
     )
-    assert torch.equal(raw, gaussian * params)
+    assert torch.equal(raw * multi, gaussian * multi)
+
+
+@pytest.mark.parametrize("norm", ["filter", "layer", "model", "none"])
+@pytest.mark.parametrize("target", ["weights", "states"])
+def test_without_ignore_every_norm_copies_the_centre_into_one_dimensional_tensors(
+    net, norm, target
+):
+    # Goldstein's normalize_directions_for_weights sets d = w for biases and BN weights before
+    # it looks at the normalisation, so a `--norm layer --ignore none` surface moves them too.
+    _, layout, centre = net
+    d = unflatten(
+        random_direction(layout, centre, seed=5, normalization=norm, ignore="none", target=target),
+        layout,
+    )
+    w = unflatten(centre, layout)
+    names = ["conv.bias", "bn.weight", "bn.bias", "fc.bias"]
+    if target == "states":
+        names += ["bn.running_mean", "bn.running_var"]
+    for name in names:
+        assert torch.equal(d[name], w[name]), (norm, name)
+    for name in ("conv.weight", "fc.weight"):  # the others stay (scaled) noise
+        assert not torch.allclose(d[name], w[name]), (norm, name)
+    if norm == "model":
+        big = torch.cat([d[n].flatten() for n in ("conv.weight", "fc.weight")])
+        ref = torch.cat([w[n].flatten() for n in ("conv.weight", "fc.weight")])
+        torch.testing.assert_close(big.norm(), ref.norm(), rtol=1e-5, atol=0)
 
 
 def test_interpolation_is_b_minus_a_on_the_target(net):

@@ -88,6 +88,17 @@ def test_levelset_and_baseline_run_through_the_queue_and_plot(
     logged = client.get_metric_history(runs[0].mlflow_run_id, "angle_deg")
     assert sorted(m.step for m in logged) == [0, 10, 20, 30, 40, 50, 59]  # every 10th + last
     assert client.get_run(l2[0].mlflow_run_id).info.status == "FINISHED"
+    # One name per summary metric: `final_*`, never `final_final_*` (issue 14, item 13).
+    traversal = client.get_run(runs[0].mlflow_run_id).data.metrics
+    baseline = client.get_run(l2[0].mlflow_run_id).data.metrics
+    for metrics in (traversal, baseline):
+        assert not [k for k in metrics if k.startswith("final_final_")], sorted(metrics)
+    assert {"final_angle", "final_weight_norm_sq", "final_train_loss", "final_train_acc",
+            "final_test_loss", "final_test_acc", "l0"} <= set(traversal), sorted(traversal)
+    assert traversal["final_train_loss"] == pytest.approx(runs[0].final_train_loss)
+    assert {"final_train_loss", "final_test_loss", "final_penalty"} <= set(baseline), sorted(
+        baseline
+    )
 
     out = tmp_path / "plots"
     code, printed, _ = _cli(capsys, "plot", "levelset", "--setup", "IRIS_FF", "--out", str(out))

@@ -230,6 +230,18 @@ def test_plots_and_idempotent_enqueue(done: Home, capsys: pytest.CaptureFixture[
     assert re.search(rf"^{eid}\s+\d+\s+16\s+0\s+\d+\s+yes$", out, re.M), out
 
 
+def test_plot_embedding_colour_choice_from_the_command_line(done: Home, tmp_path: Path) -> None:
+    with done.db.session() as s:
+        eid = s.scalar(sa.select(Embedding.id))
+    for color, stem in (("loss", f"embedding-{eid}"), ("epoch", f"embedding-{eid}-epoch"),
+                        ("seed", f"embedding-{eid}-seed")):  # fmt: skip
+        out = _ok(done.tracker("plot", "embedding", str(eid), "--color", color,
+                               "--out", str(tmp_path)))  # fmt: skip
+        assert sorted(Path(f).name for f in out.split()) == [f"{stem}.pdf", f"{stem}.png"]
+    bad = done.tracker("plot", "embedding", str(eid), "--color", "lr")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
 BAD = [
     (["enqueue", "retrain", "--model", "mlp", "--steps", "0.5,0"], ["step size 0", "> 0"]),
     (["enqueue", "retrain", "--model", "mlp", "--steps", "-1"], ["step size -1"]),

@@ -149,7 +149,9 @@ def levelset_run(ctx: TaskContext) -> dict[str, Any]:
             "stop_reason": result.stop_reason, "trace_fields": list(ls.TRACE_FIELDS),
             "snapshot_steps": result.snapshot_steps,
         }  # fmt: skip
-        summary = {f"final_{k}": v for k, v in columns.items() if isinstance(v, float)}
+        # The columns already carry their names (final_angle, ..., and l0, the loss after
+        # phase 1): log them as they are, so the run shows final_* once, not final_final_*.
+        summary = {k: v for k, v in columns.items() if isinstance(v, float)}
         tracked.logger.metrics(summary, step=0)
     return {"id": run.id, "columns": _json_safe(columns), "trace": trace_path,
             "snapshots": snap_path}  # fmt: skip

@@ -58,9 +58,11 @@ def add_parsers(
     p.set_defaults(func=lazy_command(__name__, "cmd_enqueue_topology"))
 
     p = plot.add_parser("embedding", parents=[common],
-                        help="PHATE scatter coloured by loss, step size and seed")  # fmt: skip
+                        help="PHATE scatter coloured by loss (seed 000), step size, seed or epoch")  # fmt: skip
     p.add_argument("id", type=int, metavar="EMBEDDING_ID")
-    p.add_argument("--loss", default="test", help="loss for the colours (default test)")
+    p.add_argument("--color", choices=("loss", "step", "seed", "epoch"), default="loss",
+                   help="what colours the samples (default loss: seed 000's figures)")  # fmt: skip
+    p.add_argument("--loss", default="test", help="loss for --color loss (default test)")
     p.add_argument("--out", metavar="DIR", help="folder for the files (default TRACKER_HOME/plots)")
     p.set_defaults(func=lazy_command(__name__, "cmd_plot_embedding"))
 
@@ -144,15 +146,19 @@ def cmd_plot_embedding(args: argparse.Namespace) -> int:
     db = open_db(args)
     with db.session() as session:
         data = load_embedding(session, store, args.id)
-        loss = sample_loss(session, data.order, args.loss)
-    if np.isnan(loss).all():
-        raise SpecError(f"the samples have no {args.loss} loss: use --loss test or train")
+        if args.color == "loss":
+            values = sample_loss(session, data.order, args.loss)
+            if np.isnan(values).all():
+                raise SpecError(f"the samples have no {args.loss} loss: use --loss test or train")
+        else:
+            values = {"step": data.steps, "seed": data.seeds, "epoch": data.epochs}[args.color]
     emb = data.embedding
     title = (f"embedding {emb.id}: model {emb.model_id}, {emb.n_samples} samples, PHATE "
              f"(cosine, t={emb.t}, seed {emb.seed})")  # fmt: skip
-    stem = _out_dir(args) / f"embedding-{emb.id}"
-    paths = plots_topology.plot_embedding(stem, data.coords, loss, data.steps, data.seeds,
-                                          loss_name=args.loss, title=title)  # fmt: skip
+    suffix = "" if args.color == "loss" else f"-{args.color}"
+    stem = _out_dir(args) / f"embedding-{emb.id}{suffix}"
+    paths = plots_topology.plot_embedding(stem, data.coords, values,
+                                          color=args.color, loss_name=args.loss, title=title)  # fmt: skip
     for p in paths:
         print(p)
     return 0

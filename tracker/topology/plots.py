@@ -8,47 +8,74 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from tracker._figures import save_figure
 
-__all__ = ["figure_embedding", "figure_persistence", "plot_embedding", "plot_persistence"]
+if TYPE_CHECKING:
+    from matplotlib.axis import Axis
+
+__all__ = ["COLOURS", "figure_embedding", "figure_persistence", "plot_embedding", "plot_persistence"]
+
+
+# What each `--color` choice is called on the figure, its colour map, and whether its values are
+# a few levels (a legend) or a continuum (a colour bar).
+COLOURS = {
+    "loss": ("loss", "viridis", False),
+    "step": ("step size", "plasma", True),
+    "seed": ("seed", "tab10", True),
+    "epoch": ("epoch", "cividis", False),
+}
+
+
+def _plain_ticks(axis: Axis) -> None:
+    """Tick labels as plain numbers: no offset text (a "+4e2" or "400f" in the corner) that
+    readers misread as part of the values, and no scientific multiplier."""
+    from matplotlib.ticker import ScalarFormatter
+
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    axis.set_major_formatter(formatter)
 
 
 def figure_embedding(
-    coords: np.ndarray, loss: np.ndarray, steps: np.ndarray, seeds: np.ndarray, *,
-    loss_name: str = "test", title: str = "",
+    coords: np.ndarray, values: np.ndarray, *, color: str = "loss", loss_name: str = "test",
+    title: str = "",
 ) -> Figure:  # fmt: skip
-    """Three panels of the same 2D PHATE coordinates: coloured by loss, step size and seed."""
-    fig = Figure(figsize=(15, 4.6), layout="constrained")
-    axes = fig.subplots(1, 3)
-    panels = (
-        (loss, f"{loss_name} loss", "viridis", False),
-        (steps, "step size", "plasma", True),
-        (seeds, "seed", "tab10", True),
-    )
-    for ax, (values, label, cmap, discrete) in zip(axes, panels, strict=True):
-        vals = np.asarray(values, dtype=np.float64)
-        if discrete:
-            levels = np.unique(vals)
-            for k, v in enumerate(levels):
-                sel = vals == v
-                ax.scatter(coords[sel, 0], coords[sel, 1], s=12, label=f"{v:g}",
-                           color=_discrete_colour(cmap, k, len(levels)))  # fmt: skip
-            ax.legend(title=label, fontsize=8, markerscale=1.5)
-        else:
-            finite = np.isfinite(vals)
-            sc = ax.scatter(coords[finite, 0], coords[finite, 1], c=vals[finite], s=12, cmap=cmap)
-            if (~finite).any():
-                ax.scatter(coords[~finite, 0], coords[~finite, 1], s=12, color="0.6",
-                           marker="x", label="diverged")  # fmt: skip
-                ax.legend(fontsize=8)
-            fig.colorbar(sc, ax=ax, label=label)
-        ax.set_xlabel("PHATE 1")
-        ax.set_ylabel("PHATE 2")
-        ax.set_title(f"coloured by {label}")
+    """The 2D PHATE coordinates coloured by one per-sample column (``color``, one of COLOURS):
+    by loss level as seed 000's figures are, or by step size, seed or epoch."""
+    if color not in COLOURS:
+        raise ValueError(f"color {color!r} is not one of {', '.join(COLOURS)}")
+    label, cmap, discrete = COLOURS[color]
+    if color == "loss":
+        label = f"{loss_name} loss"
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    ax = fig.subplots()
+    vals = np.asarray(values, dtype=np.float64)
+    if discrete:
+        levels = np.unique(vals[np.isfinite(vals)])
+        for k, v in enumerate(levels):
+            sel = vals == v
+            ax.scatter(coords[sel, 0], coords[sel, 1], s=12, label=f"{v:g}",
+                       color=_discrete_colour(cmap, k, len(levels)))  # fmt: skip
+        ax.legend(title=label, fontsize=8, markerscale=1.5)
+    else:
+        finite = np.isfinite(vals)
+        sc = ax.scatter(coords[finite, 0], coords[finite, 1], c=vals[finite], s=12, cmap=cmap)
+        if (~finite).any():
+            ax.scatter(coords[~finite, 0], coords[~finite, 1], s=12, color="0.6",
+                       marker="x", label="diverged")  # fmt: skip
+            ax.legend(fontsize=8)
+        bar = fig.colorbar(sc, ax=ax, label=label)
+        _plain_ticks(bar.ax.yaxis)
+    _plain_ticks(ax.xaxis)
+    _plain_ticks(ax.yaxis)
+    ax.set_xlabel("PHATE 1")
+    ax.set_ylabel("PHATE 2")
+    ax.set_title(f"coloured by {label}")
     if title:
         fig.suptitle(title)
     return fig
@@ -96,11 +123,11 @@ def figure_persistence(diagram: np.ndarray, *, title: str = "") -> Figure:
 
 
 def plot_embedding(
-    stem: str | os.PathLike[str], coords: np.ndarray, loss: np.ndarray, steps: np.ndarray,
-    seeds: np.ndarray, *, loss_name: str = "test", title: str = "",
+    stem: str | os.PathLike[str], coords: np.ndarray, values: np.ndarray, *,
+    color: str = "loss", loss_name: str = "test", title: str = "",
 ) -> list[Path]:  # fmt: skip
     """Write the embedding figure as ``<stem>.png`` and ``<stem>.pdf``."""
-    fig = figure_embedding(coords, loss, steps, seeds, loss_name=loss_name, title=title)
+    fig = figure_embedding(coords, values, color=color, loss_name=loss_name, title=title)
     return save_figure(fig, stem)
 
 

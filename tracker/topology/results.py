@@ -35,6 +35,10 @@ class EmbeddingData:
     def steps(self) -> np.ndarray:
         return self.order[:, 5]
 
+    @property
+    def epochs(self) -> np.ndarray:
+        return self.order[:, 3]
+
 
 def _unfinished(what: str, row: Embedding | PersistenceDiagram, session: Session) -> QueueError:
     task = session.get(Task, row.task_id) if row.task_id else None

@@ -1,0 +1,111 @@
+"""A fresh embedded home: writing commands create the SQLite schema themselves, reading commands
+create nothing, and a database that exists but is not at head is still refused (issue 14, 16)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from cli_support import run_tracker, tracker_env
+
+from tracker._db import SCHEMA_REVISION, Database
+from tracker._migrate import head_revision, upgrade
+from tracker._schema import Base
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _tables(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_fresh_home_enqueue_creates_the_schema_and_status_creates_nothing(tmp_path: Path):
+    env = tracker_env(tmp_path)  # the defaults: SQLite under TRACKER_HOME, nothing created yet
+    db_file = tmp_path / ".tracker" / "tracker.db"
+    url = f"sqlite:///{db_file}"
+    # A reading command on the fresh home: refused as before, and no schema appears.
+    _one_line_error(run_tracker("status", env=env), "no tracker schema", "tracker db upgrade")
+    assert not db_file.exists() or _tables(url) == set()
+
+    enq = run_tracker("enqueue", "noop", "--count", "3", "--study", "fresh", env=env)
+    assert enq.returncode == 0, enq.stderr
+    assert "3 new noop task(s)" in enq.stdout
+    db = Database(url)
+    try:
+        assert db.revision() == SCHEMA_REVISION == head_revision()
+    finally:
+        db.dispose()
+    assert set(Base.metadata.tables) <= _tables(url)
+    status = run_tracker("status", env=env)
+    assert status.returncode == 0 and "fresh" in status.stdout, status.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["work", "--workers", "1", "--no-progress"],
+        ["train", "--arch", "mlp", "--widths", "8", "--dataset", "iris", "--epochs", "1"],
+    ],
+    ids=["work", "train"],
+)
+def test_fresh_home_work_and_train_create_the_schema(tmp_path: Path, command: list[str]):
+    env = tracker_env(tmp_path)
+    proc = run_tracker(*command, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    db = Database(f"sqlite:///{tmp_path / '.tracker' / 'tracker.db'}")
+    try:
+        assert db.revision() == SCHEMA_REVISION
+    finally:
+        db.dispose()
+
+
+def test_an_old_revision_sqlite_file_is_refused_not_upgraded(tmp_path: Path):
+    env = tracker_env(tmp_path)
+    url = f"sqlite:///{tmp_path / '.tracker' / 'tracker.db'}"
+    (tmp_path / ".tracker").mkdir()
+    db = Database(url)
+    upgrade(db, "0005_morse")  # a database made by an older tracker
+    db.dispose()
+    for command in (["enqueue", "noop"], ["work"]):
+        _one_line_error(run_tracker(*command, env=env), "revision 0005_morse",
+                        "`tracker db upgrade`")  # fmt: skip
+    db = Database(url)
+    try:
+        assert db.revision() == "0005_morse"  # left as it was: upgrading is the user's call
+    finally:
+        db.dispose()
+
+
+def test_a_sqlite_file_of_another_program_is_refused(tmp_path: Path):
+    db_file = tmp_path / "other.db"
+    engine = sa.create_engine(f"sqlite:///{db_file}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)"))
+    engine.dispose()
+    env = tracker_env(tmp_path, f"sqlite:///{db_file}")
+    _one_line_error(run_tracker("enqueue", "noop", env=env), "no tracker schema",
+                    "tracker db upgrade")  # fmt: skip
+    assert _tables(f"sqlite:///{db_file}") == {"notes"}
+
+
+def test_postgresql_without_the_schema_is_refused(tmp_path: Path, pg_url: str):
+    env = tracker_env(tmp_path, pg_url)
+    for command in (["enqueue", "noop"], ["work"]):
+        _one_line_error(run_tracker(*command, env=env), "no tracker schema",
+                        "`tracker db upgrade`")  # fmt: skip
+    assert _tables(pg_url) == set()
