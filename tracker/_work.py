@@ -51,6 +51,7 @@ class WorkSummary:
     # The scope's state at the end: tasks failed (now or before this run), and tasks left
     # waiting, pending or running. Either means the work asked for is not complete.
     failed_in_scope: int = 0
+    failed_before: int = 0
     unfinished: int = 0
     restarts: int = 0
 
@@ -294,7 +295,8 @@ def work(
     start = scope_counts(db, scope_kinds, study_ids)
     if not forever and start["waiting"] + start["pending"] + start["running"] == 0:
         stream.write("nothing to do: no waiting, pending or running tasks\n")
-        return WorkSummary(0, 0, 0.0, 0, failed_in_scope=start["failed"])
+        return WorkSummary(0, 0, 0.0, 0, failed_in_scope=start["failed"],
+                           failed_before=start["failed"])  # fmt: skip
 
     base = WorkerConfig(
         db_url=settings.db_url,
@@ -331,6 +333,7 @@ def work(
         seconds=time.monotonic() - t0,
         workers=len(addresses),
         failed_in_scope=end["failed"],
+        failed_before=start["failed"],
         unfinished=0 if forever else end["waiting"] + end["pending"] + end["running"],
         restarts=loops.restarts,
     )

@@ -100,7 +100,7 @@ def cmd_work(args: argparse.Namespace) -> int:
         )
     problems = []
     if summary.failed_in_scope:
-        earlier = summary.failed_in_scope - summary.failed
+        earlier = summary.failed_before
         problems.append(
             f"{summary.failed_in_scope} task(s) failed"
             + (f" ({earlier} of them before this run)" if earlier > 0 else "")

@@ -63,6 +63,20 @@ def _surface_arrays(db_url: str, store: Path) -> dict[str, np.ndarray]:
     return {path.rsplit("/", 1)[-1]: np.asarray(root[path][...]) for path in rows}
 
 
+def _task_errors(db_url: str) -> list[str]:
+    """The stored errors of failed tasks, for the failure message."""
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT id, kind, attempts, lease_losses, error FROM tasks "
+                "WHERE status = 'failed' ORDER BY id LIMIT 3")).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    return [f"{r.id} {r.kind} attempts {r.attempts} losses {r.lease_losses}: {(r.error or '')[-1500:]}"
+            for r in rows]  # fmt: skip
+
+
 def _worker_processes(pid: int) -> list[psutil.Process]:
     """The Dask worker processes under `tracker work` (spawned children, not trackers)."""
     try:
@@ -142,7 +156,7 @@ def test_surface_survives_worker_kills_and_a_database_restart(tmp_path: Path) ->
             pytest.fail(f"tracker work did not finish: {events}\n{err[-3000:]}")
         chaos.join(timeout=30)
         elapsed = time.monotonic() - started
-        assert work.returncode == 0, (events, err[-3000:])
+        assert work.returncode == 0, (events, err[-3000:], _task_errors(pg.url))
         assert "Traceback" not in err, err[-3000:]
         assert sum(e.startswith("kill") for e in events) >= 2, events
         assert any(e.startswith("database restart") for e in events), events

@@ -3,6 +3,7 @@ way a task writes them (arrays in Zarr, rows referencing them), read back onto t
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from dashboard_support import values
+from dashboard_support import reader_role, values
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
@@ -155,14 +156,23 @@ PAGES = ["overview", "models", "surfaces", "topology", "levelsets", "morse", "me
 
 
 def test_every_page_reads_postgresql_and_sqlite_alike(db, tmp_path, monkeypatch) -> None:
-    """The pages' own queries on both databases: a queue of no-op tasks, nothing else yet."""
+    """The pages' own queries on both databases: a queue of no-op tasks, nothing else yet. On
+    PostgreSQL the dashboard connects as the read-only role, as it is deployed."""
     from tracker._queue import enqueue, get_or_create_study
 
     with db.session() as session:
         study = get_or_create_study(session, "queue-only")
         for i in range(3):
             enqueue(session, study, "noop", {"index": i})
-    monkeypatch.setenv("TRACKER_DB_URL", db.url)
+    with contextlib.ExitStack() as stack:
+        url = db.url
+        if db.engine.dialect.name == "postgresql":
+            url = stack.enter_context(reader_role(db))
+        _every_page(url, tmp_path, monkeypatch)
+
+
+def _every_page(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKER_DB_URL", db_url)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.setenv("TRACKER_STORE", str(elsewhere / "store.zarr"))
