@@ -93,6 +93,7 @@ def _worker_processes(pid: int) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.chaos
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_surface_survives_worker_kills_and_a_database_restart(tmp_path: Path) -> None:
