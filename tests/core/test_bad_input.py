@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cli_support import run_tracker, tracker_env
+from cli_support import one_line_error, run_tracker, tracker_env
 
 
 def _counts(db_url: str) -> dict[str, int]:
@@ -17,15 +17,6 @@ def _counts(db_url: str) -> dict[str, int]:
                     for t in ("studies", "tasks")}  # fmt: skip
     finally:
         engine.dispose()
-
-
-def _one_line(result, *needles: str) -> str:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr[-2000:])
-    err = result.stderr.strip()
-    assert "Traceback" not in result.stderr and len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 CASES = [
@@ -44,7 +35,7 @@ CASES = [
 def test_bad_flags_are_one_line_and_write_nothing(db, tmp_path: Path, argv, needles) -> None:
     env = tracker_env(tmp_path, db.url)
     before = _counts(db.url)
-    _one_line(run_tracker(*argv, env=env), *needles)
+    one_line_error(run_tracker(*argv, env=env), *needles, code=2)
     assert _counts(db.url) == before
     assert db.revision() is not None  # the schema is still there
 
@@ -62,4 +53,4 @@ def test_study_names_with_nul_or_too_long_are_refused_before_the_database(db) ->
 def test_a_database_under_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("a file")
     env = tracker_env(tmp_path, f"sqlite:///{tmp_path / 'f' / 'x.db'}")
-    _one_line(run_tracker("db", "upgrade", env=env), "cannot create the folder", "--db")
+    one_line_error(run_tracker("db", "upgrade", env=env), "cannot create the folder", "--db", code=2)

@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cli_support import one_line_error as _one_line_error
 from cli_support import run_tracker, tracker_env
 
 from tracker._db import Database
 from tracker._schema import Task
-
-
-def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_help_does_not_import_torch_or_the_database_stack():

@@ -3,26 +3,16 @@ create nothing, and a database that exists but is not at head is still refused (
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cli_support import one_line_error as _one_line_error
 from cli_support import run_tracker, tracker_env
 
 from tracker._db import SCHEMA_REVISION, Database
 from tracker._migrate import head_revision, upgrade
 from tracker._schema import Base
-
-
-def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _tables(url: str) -> set[str]:

@@ -38,3 +38,20 @@ def run_tracker(
         timeout=timeout,
         cwd=Path(env["TRACKER_HOME"]).parent if "TRACKER_HOME" in env else REPO,
     )
+
+
+def one_line_error(
+    proc: subprocess.CompletedProcess[str], *needles: str, code: int | None = None
+) -> str:
+    """Assert a command failed with exactly one line on stderr, no traceback, naming ``needles``
+    (and with exit status ``code`` when given); return the line."""
+    if code is None:
+        assert proc.returncode != 0, proc.stdout + proc.stderr
+    else:
+        assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
