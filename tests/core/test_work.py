@@ -22,7 +22,7 @@ def test_work_on_a_local_cluster_of_two_processes_drains_the_queue(tmp_path: Pat
         st = get_or_create_study(session, "dask")
         first, _ = enqueue(session, st, "test.append", {"log": str(log), "n": -1})
         ids = [first.id] + [
-            enqueue(session, st, "test.append", {"log": str(log), "n": i, "seconds": 0.01},
+            enqueue(session, st, "test.append", {"log": str(log), "n": i, "seconds": 0.05},
                     depends_on=[first])[0].id
             for i in range(120)
         ]  # fmt: skip
