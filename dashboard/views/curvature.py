@@ -20,7 +20,9 @@ from dashboard import common
 
 SPECTRA = """
 SELECT h.id, h.model_id, COALESCE(m.name, 'model ' || CAST(m.id AS VARCHAR(20))) AS model,
-       m.architecture, m.dataset, m.batch_size, h.epoch, h.measure, t.status, h.split,
+       m.architecture, m.dataset, m.batch_size, h.epoch, h.measure,
+       CASE WHEN h.completed_at IS NOT NULL THEN 'done' ELSE COALESCE(t.status, 'pending') END
+           AS status, h.split,
        h.subset_size, h.bn_mode, h.top_eigenvalue, h.trace, h.trace_stderr, h.trace_probes,
        h.iterations, h.converged, h.seconds, h.eigenvalues, h.layer_traces,
        h.history_array_id, h.density_array_id

@@ -201,7 +201,7 @@ def test_trace_is_within_its_standard_error_and_layers_add_up(home: Home) -> Non
     assert abs(trace.trace - exact) <= 3 * trace.trace_stderr, (trace.trace, exact)
     # Per-layer traces come from the same probes: they add up to the whole trace.
     assert len(trace.layer_traces) == 2
-    assert sum(trace.layer_traces.values()) == pytest.approx(trace.trace, rel=1e-9)
+    assert sum(trace.layer_traces.values()) == pytest.approx(trace.trace, rel=1e-6)
 
 
 def test_density_is_a_normalised_grid_spanning_the_spectrum(home: Home) -> None:
@@ -244,6 +244,7 @@ def test_eigenvectors_are_unnormalised_directions_and_the_surface_curves_by_lamb
         assert [(d.kind, d.eigen_index, d.normalization) for d in dirs] == [
             ("hessian", i, "none") for i in range(3)
         ]
+        # The surface's study has its own spectrum ("rerun" has an equal one): it uses its own.
         surf = s.scalar(sa.select(Surface).where(Surface.x_direction_id == dirs[0].id))
         d0 = home.store.read(s.get(ArrayRef, dirs[0].array_id).path)
         loss = home.store.read(s.get(ArrayRef, surf.loss_array_id).path).astype(np.float64)
@@ -361,9 +362,9 @@ def test_bad_requests_are_one_line_exit_2_and_write_nothing(
         spec = s.get(ArrayRef, s.scalar(sa.select(Checkpoint.array_id).where(
             Checkpoint.model_id == model.id, Checkpoint.epoch == 3)))  # fmt: skip
         layout = s.scalar(sa.select(Checkpoint.layout).where(Checkpoint.model_id == model.id))
-        # A checkpoint row without weights, and one whose weights give an infinite loss.
+        # A checkpoint row without weights, and one of a diverged run (NaN weights, NaN loss).
         s.add(Checkpoint(model_id=model.id, epoch=7, layout=layout))
-        bad = home.store.write("test/inf-weights", np.full(spec.shape, 1e30, dtype=np.float32))
+        bad = home.store.write("test/nan-weights", np.full(spec.shape, np.nan, dtype=np.float32))
         ref = ArrayRef(
             path=bad.path, shape=list(bad.shape), dtype=bad.dtype, chunks=list(bad.chunks)
         )
@@ -408,6 +409,10 @@ def test_bad_requests_are_one_line_exit_2_and_write_nothing(
         assert _counts(home) == before
     finally:
         with home.db.session() as s:
+            extra = sa.select(Checkpoint.id).where(Checkpoint.epoch.in_([7, 8]))
+            spectra = sa.select(HessianSpectrum.id).where(HessianSpectrum.checkpoint_id.in_(extra))
+            s.execute(sa.delete(Direction).where(Direction.hessian_spectrum_id.in_(spectra)))
+            s.execute(sa.delete(HessianSpectrum).where(HessianSpectrum.checkpoint_id.in_(extra)))
             s.execute(sa.delete(Checkpoint).where(Checkpoint.epoch.in_([7, 8])))
             s.commit()
 

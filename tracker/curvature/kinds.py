@@ -99,9 +99,12 @@ def check_finite_loss(session: Session, store: ArrayStore, row: HessianSpectrum)
     ckpt = Checkpoint.find_or_raise_by_id(session, row.checkpoint_id)
     model = Model.find_or_raise_by_id(session, row.model_id)
     try:
-        operator_at(model, ckpt.layout, checkpoint_weights(session, store, ckpt), _choice(row))
+        op = operator_at(model, ckpt.layout, checkpoint_weights(session, store, ckpt), _choice(row))
     except SpecError as err:
         raise SpecError(f"model {model.id}, epoch {ckpt.epoch}: {err}") from None
+    if row.top_k is not None and row.top_k > op.n:
+        raise SpecError(f"--top-k {row.top_k} exceeds the {op.n} parameters of model {model.id}: "
+                        f"ask for at most {op.n}")  # fmt: skip
 
 
 def _choice(row: HessianSpectrum) -> DataChoice:

@@ -285,10 +285,10 @@ def add_surface(
             ydir = spec.y_direction or DirectionSpec(seed=1)
             y_rows = add_direction(session, study, ydir, model, centre)
     elif spec.x_hessian is not None:
-        x_rows = [hessian_direction(session, model, centre, spec.x_hessian)]
+        x_rows = [hessian_direction(session, study, model, centre, spec.x_hessian)]
         y_rows = []
         if spec.y is not None:
-            y_rows = [hessian_direction(session, model, centre, spec.y_hessian, x_rows[0])
+            y_rows = [hessian_direction(session, study, model, centre, spec.y_hessian, x_rows[0])
                       if spec.y_hessian is not None
                       else add_direction(session, study, spec.y_direction or DirectionSpec(seed=1),
                                          model, centre)[0]]  # fmt: skip
@@ -366,13 +366,13 @@ def add_surface(
 
 
 def hessian_direction(
-    session: Session, model: Model, centre: Checkpoint, index: int,
+    session: Session, study: Study, model: Model, centre: Checkpoint, index: int,
     sibling: Direction | None = None,
 ) -> Direction:  # fmt: skip
     """Eigenvector ``index`` of the centre checkpoint's Hessian (a ``directions`` row of kind
     'hessian', made by `tracker enqueue hessian`): from the same spectrum as ``sibling`` when
-    given, else from the checkpoint's newest spectrum that has it. Its task may still be queued:
-    the surface's tiles wait for it."""
+    given, else from the newest spectrum that has it, one of ``study`` first. Its task may
+    still be queued: the surface's tiles wait for it."""
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise SpecError(f"hessian:{index} is not an eigen index: write hessian:0 for the top one")
     query = sa.select(Direction).where(
@@ -381,7 +381,8 @@ def hessian_direction(
     )  # fmt: skip
     if sibling is not None:
         query = query.where(Direction.hessian_spectrum_id == sibling.hessian_spectrum_id)
-    found = session.scalar(query.order_by(Direction.id.desc()).limit(1))
+    order = (sa.case((Direction.study_id == study.id, 0), else_=1), Direction.id.desc())
+    found = session.scalar(query.order_by(*order).limit(1))
     if found is None:
         raise SpecError(
             f"model {model.id} has no Hessian eigenvector {index} at epoch {centre.epoch}"
