@@ -28,6 +28,7 @@ navigation = st.navigation(
             st.Page(PAGES / "topology.py", title="Topology", url_path="topology"),
             st.Page(PAGES / "levelsets.py", title="Level sets", url_path="levelsets"),
             st.Page(PAGES / "morse.py", title="Morse graphs", url_path="morse"),
+            st.Page(PAGES / "curvature.py", title="Curvature", url_path="curvature"),
             st.Page(PAGES / "meta.py", title="Meta-analysis", url_path="meta"),
         ],
     }

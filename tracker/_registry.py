@@ -32,6 +32,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "tracker.topology.kinds",
     "tracker.levelsets.kinds",
     "tracker.morse.kinds",
+    "tracker.curvature.kinds",
 )
 
 

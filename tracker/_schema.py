@@ -35,6 +35,8 @@ NAMING_CONVENTION = {
 
 # waiting: some dependency is not done yet; pending: claimable.
 TASK_STATUSES = ("waiting", "pending", "running", "done", "failed")
+DIRECTION_KINDS = ("random", "interpolation", "pca", "hessian")
+HESSIAN_MEASURES = ("eigen", "trace", "density")
 
 
 class Real(sa.types.TypeDecorator[float]):
@@ -264,12 +266,14 @@ class Checkpoint(_SplitMetrics, _Created, Base):
 
 
 class Direction(WorkRow, Base):
-    """A direction in parameter space: random, interpolation between checkpoints, or PCA."""
+    """A direction in parameter space: random, interpolation between checkpoints, PCA, or a
+    Hessian eigenvector (unit length, normalisation 'none': surface coordinates along it are
+    plain distances in weight space)."""
 
     __tablename__ = "directions"
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id"), index=True)
-    kind: Mapped[str] = mapped_column(_enum("direction_kind", "random", "interpolation", "pca"))
+    kind: Mapped[str] = mapped_column(_enum("direction_kind", *DIRECTION_KINDS))
     seed: Mapped[int | None]
     normalization: Mapped[str] = mapped_column(
         _enum("direction_norm", "filter", "layer", "model", "none")
@@ -283,6 +287,11 @@ class Direction(WorkRow, Base):
     array_id: Mapped[int | None] = _array_fk()
     # PCA x direction: the checkpoints' (epoch, x, y) on the plane.
     projection_array_id: Mapped[int | None] = _array_fk()
+    # Hessian eigenvector: its index in the spectrum's top-k and the spectrum row.
+    eigen_index: Mapped[int | None]
+    hessian_spectrum_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("hessian_spectra.id"), index=True
+    )
 
 
 class Surface(WorkRow, Base):
@@ -327,6 +336,11 @@ class Surface(WorkRow, Base):
     rise_r100: Mapped[float | None]
     flatness_width: Mapped[float | None]
     source: Mapped[str | None] = mapped_column(sa.String(500))
+    # Goldstein's min/max Hessian eigenvalue map: per grid point, like loss and acc.
+    curvature: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    lambda_min_array_id: Mapped[int | None] = _array_fk()
+    lambda_max_array_id: Mapped[int | None] = _array_fk()
+    lambda_ratio_array_id: Mapped[int | None] = _array_fk()
 
 
 class Tile(Base):
@@ -545,3 +559,61 @@ class MorseGraph(WorkRow, Base):
     graph: Mapped[dict[str, Any] | None]
     morse_sets_array_id: Mapped[int | None] = _array_fk()
     retraction_array_id: Mapped[int | None] = _array_fk()
+
+
+class HessianSpectrum(WorkRow, Base):
+    """One curvature measure of a checkpoint: top-k eigenvalues, the trace, or the density.
+
+    Settings are real columns (split, subset, BN, loss, seed, tolerance), results too where
+    SQL wants them (``top_eigenvalue``, ``trace``); lists are JSON (eigenvalues in the order
+    asked for, largest first; per-layer traces by layer name). Non-finite values are NULL.
+    Arrays: the eigenvectors [k, layout length] (also one ``directions`` row each), the Ritz
+    values after each Lanczos step [iterations, k], the density's grid and values [2, bins].
+    """
+
+    __tablename__ = "hessian_spectra"
+    noun = "Hessian spectrum"
+    find_hint = "`tracker enqueue hessian --model ID` creates them"
+    __table_args__ = (
+        sa.CheckConstraint("top_k IS NULL OR top_k >= 1", name="top_k_positive"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id"), index=True)
+    checkpoint_id: Mapped[int] = mapped_column(sa.ForeignKey("checkpoints.id"), index=True)
+    epoch: Mapped[int]
+    measure: Mapped[str] = mapped_column(_enum("hessian_measure", *HESSIAN_MEASURES), index=True)
+    split: Mapped[str] = mapped_column(sa.String(16))
+    subset_size: Mapped[int | None]
+    subset_seed: Mapped[int] = mapped_column(default=0)
+    minibatch_size: Mapped[int | None]
+    n_minibatches: Mapped[int | None]
+    bn_mode: Mapped[str] = mapped_column(_enum("hessian_bn_mode", "eval", "train"))
+    dropout: Mapped[str] = mapped_column(sa.String(16), default="off")
+    loss: Mapped[str] = mapped_column(sa.String(16))
+    seed: Mapped[int]
+    tol: Mapped[float]
+    max_iter: Mapped[int]
+    top_k: Mapped[int | None]
+    per_layer: Mapped[bool] = mapped_column(default=False)
+    probes: Mapped[int | None]
+    density_runs: Mapped[int | None]
+    density_steps: Mapped[int | None]
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Results: filled in the transaction that marks the task done.
+    loss_value: Mapped[float | None]
+    eigenvalues: Mapped[list[Any] | None]
+    residuals: Mapped[list[Any] | None]
+    iterations: Mapped[int | None]
+    converged: Mapped[bool | None]
+    top_eigenvalue: Mapped[float | None]
+    trace: Mapped[float | None]
+    trace_stderr: Mapped[float | None]
+    trace_probes: Mapped[int | None]
+    layer_traces: Mapped[dict[str, Any] | None]
+    layer_trace_stderr: Mapped[dict[str, Any] | None]
+    hvp_count: Mapped[int | None]
+    seconds: Mapped[float | None]
+    completed_at: Mapped[datetime | None]
+    eigenvectors_array_id: Mapped[int | None] = _array_fk()
+    history_array_id: Mapped[int | None] = _array_fk()
+    density_array_id: Mapped[int | None] = _array_fk()

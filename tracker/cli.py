@@ -412,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for module in FEATURE_CLI_MODULES:
         importlib.import_module(module).add_parsers(**groups)
+    importlib.import_module("tracker.curvature.cli").add_show_parser(showsub, common)
     return parser
 
 
@@ -423,6 +424,7 @@ FEATURE_CLI_MODULES: tuple[str, ...] = (
     "tracker.topology.cli",
     "tracker.levelsets.cli",
     "tracker.morse.cli",
+    "tracker.curvature.cli",
     "tracker._cli_dashboard",
 )
 

@@ -40,6 +40,19 @@ steps = [0.25, 0.5]
 [[topology]]                         # PHATE embedding + persistence of those retrains
 model = "mlp-bs32"
 loss = "test"
+
+[[hessian]]                          # Hessian spectra (default: every model of the file)
+models = ["mlp-bs32"]
+epochs = "all"                       # "final" (default), "all", or a list of epochs
+top_k = 5                            # 0: no eigenvalues; trace/density add those measures
+trace = true
+density = false
+per_layer = true
+split = "train"                      # subset = N, or minibatches = K with minibatch_size = B
+bn = "eval"
+seed = 0
+tol = 1e-3
+max_iter = 100
 ```
 
 The whole format lives here: each section is parsed into its method's spec dataclasses
@@ -63,6 +76,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracker._exceptions import NotFound, SpecError
 from tracker._queue import check_study_name
+from tracker.curvature.rows import HessianRequest, check_request
 from tracker.surfaces.rows import EvalSpec, SurfaceSpec, parse_grid
 from tracker.topology.rows import (
     LOSSES,
@@ -100,11 +114,18 @@ DIRECTION_KEYS = {"seed", "norm", "ignore", "target"}
 RETRAIN_KEYS = {"model", "seeds", "steps", "epochs", "lr", "momentum", "weight_decay",
                 "batch_size", "saves_per_epoch", "augment", "epoch"}  # fmt: skip
 TOPOLOGY_KEYS = {"model", "loss", "knn", "phate_seed", "n_pca", "legacy"}
+# [[hessian]]: value types; "models" and "epochs" are read apart.
+HESSIAN_TYPES: dict[str, type] = {
+    "top_k": int, "trace": bool, "density": bool, "per_layer": bool, "split": str,
+    "subset": int, "minibatches": int, "minibatch_size": int, "bn": str, "seed": int,
+    "tol": float, "max_iter": int, "probes": int, "density_runs": int, "subset_seed": int,
+}  # fmt: skip
+HESSIAN_KEYS = {"models", "epochs"} | set(HESSIAN_TYPES)
 # Every top-level key a study file may have. Level sets and Morse graphs have no study-file
 # section yet: their [[levelset]] / [[ensemble]] tables would join here, parsed into
 # tracker.levelsets.rows / tracker.morse.rows requests and written in enqueue_study.
 SECTIONS = {"study", "description", "model", "surface", "interpolation", "pca", "retrain",
-            "topology"}  # fmt: skip
+            "topology", "hessian"}  # fmt: skip
 
 
 @dataclass
@@ -115,6 +136,7 @@ class Study:
     surfaces: list[SurfaceSpec] = field(default_factory=list)
     retrains: list[RetrainRequest] = field(default_factory=list)
     topologies: list[TopologyRequest] = field(default_factory=list)
+    hessians: list[HessianRequest] = field(default_factory=list)
 
 
 # Sizes a study file may ask for, checked before anything is built or allocated.
@@ -419,7 +441,41 @@ def load(path: str | Path) -> Study:
             evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
         ))  # fmt: skip
     study.retrains, study.topologies = topology_sections(doc, names)
+    for i, table in enumerate(_tables(doc, "hessian", path)):
+        where = f"[[hessian]] number {i + 1}"
+        _check_keys(table, HESSIAN_KEYS, where)
+        refs = model_refs(table["models"], where) if "models" in table else all_names
+        study.hessians.extend(hessian_requests(table, refs, where))
     return study
+
+
+def _hessian_epochs(value: Any, where: str) -> tuple[int, ...] | str | None:
+    if value == "all":
+        return "all"
+    epochs = _epochs(value, where)
+    if None in epochs:
+        if len(epochs) > 1:
+            raise SpecError(f'epochs in {where} mixes "final" with epochs: list epochs, or "all"')
+        return None
+    return tuple(sorted({int(e) for e in epochs if e is not None}))
+
+
+def hessian_requests(table: dict[str, Any], refs: Sequence[str], where: str) -> list[HessianRequest]:
+    """One checked request per model of a [[hessian]] table (nothing is written)."""
+    values = {key: _typed(table[key], kind, key, where)
+              for key, kind in HESSIAN_TYPES.items() if key in table}  # fmt: skip
+    epochs = _hessian_epochs(table.get("epochs", "final"), where)
+    out = []
+    for ref in refs:
+        req = HessianRequest(model=ref, epochs=epochs, **values)
+        try:
+            check_request(req)
+        except SpecError as err:
+            raise SpecError(f"{where}: {err}") from None
+        if req.per_layer and not req.trace:
+            raise SpecError(f"{where}: per_layer splits the trace by layer: add trace = true")
+        out.append(req)
+    return out
 
 
 # --- topology sections ------------------------------------------------------------------------
@@ -510,6 +566,7 @@ def demo_study() -> str:
 def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
     """Validate a study file and write all its rows in one transaction."""
     from tracker._queue import get_or_create_study
+    from tracker.curvature.rows import add_hessian
     from tracker.surfaces.rows import add_surface
     from tracker.topology.rows import add_study_topology
     from tracker.training.rows import add_model, check_model
@@ -533,6 +590,11 @@ def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
             counts.update(
                 add_study_topology(session, study, plan.retrains, plan.topologies, names)
             )
+        counts["hessians"] = counts["hessians_new"] = 0
+        for req in plan.hessians:
+            for _, new in add_hessian(session, study, req, names):
+                counts["hessians"] += 1
+                counts["hessians_new"] += new
         counts["study_id"] = study.id
     counts["study"] = plan.name
     return counts
@@ -546,6 +608,8 @@ def cmd_enqueue_study(args: argparse.Namespace) -> int:
     c = enqueue_study(db, args.file)
     print(
         f"study {c['study']!r}: {c['models']} model(s) ({c['models_new']} new), "
-        f"{c['surfaces']} surface(s) ({c['surfaces_new']} new); run `tracker work`"
+        f"{c['surfaces']} surface(s) ({c['surfaces_new']} new)"
+        + (f", {c['hessians']} Hessian measure(s) ({c['hessians_new']} new)" if c["hessians"] else "")
+        + "; run `tracker work`"
     )
     return 0

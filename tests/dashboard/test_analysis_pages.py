@@ -152,7 +152,76 @@ def test_meta_page_plots_persistence_summaries_against_test_accuracy(landed, mon
     np.testing.assert_allclose(values(points["y"]), [0.9])
 
 
-PAGES = ["overview", "models", "surfaces", "topology", "levelsets", "morse", "meta"]
+@pytest.fixture(scope="module")
+def curved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Hessian spectra of two models (eigen, trace, density) and a 1D --curvature surface."""
+    from tracker._db import Database
+    from tracker._migrate import upgrade
+    from tracker._store import ArrayStore
+
+    root = tmp_path_factory.mktemp("curved")
+    url, store_url = f"sqlite:///{root / 'tracker.db'}", str(root / "store.zarr")
+    db = Database(url)
+    upgrade(db)
+    store = ArrayStore(store_url)
+    history = np.array([[3.0, np.nan], [4.0, 2.0]])
+    grid = np.stack([np.linspace(-1, 5, 7), np.array([0, 0.1, 0.2, 0.3, 0.2, 0.1, 0.1])])
+    lam = np.array([[[-1.0, -0.5, -0.25]]]), np.array([[[2.0, 4.0, 5.0]]])
+    with db.engine.begin() as conn:
+        study = insert(conn, "studies", name="curved")
+        # bn_mode and the checkpoint come first in insert()'s 64-character spec hash.
+        done = {"completed_at": sa.func.current_timestamp()}
+        for m, name in enumerate(("wide", "narrow")):
+            model = insert(conn, "models", study_id=study, name=name, architecture="mlp",
+                           dataset="iris", optimizer="sgd", batch_size=16 * 4**m)  # fmt: skip
+            for epoch in (1, 3):
+                ckpt = insert(conn, "checkpoints", model_id=model, epoch=epoch)
+                common = {"study_id": study, "model_id": model, "checkpoint_id": ckpt,
+                          "epoch": epoch, **done}  # fmt: skip
+                insert(conn, "hessian_spectra", measure="eigen", top_k=2, bn_mode="eval",
+                       top_eigenvalue=4.0 * (m + 1) + epoch, eigenvalues=[4.0, 2.0],
+                       history_array_id=array(conn, store, f"h/{model}-{epoch}", history),
+                       **common)  # fmt: skip
+                insert(conn, "hessian_spectra", measure="trace", trace=10.0 + epoch, bn_mode="train",
+                       layer_traces={"fc1": 7.0, "fc2": 3.0 + epoch}, **common)  # fmt: skip
+        common["checkpoint_id"] = insert(conn, "checkpoints", model_id=model, epoch=5)
+        insert(conn, "hessian_spectra", measure="density", bn_mode="eval", density_array_id=array(
+            conn, store, "h/density", grid), **common)  # fmt: skip
+        ids = {f"{n}_array_id": array(conn, store, f"s/{n}", v)
+               for n, v in (("lambda_min", lam[0]), ("lambda_max", lam[1]))}  # fmt: skip
+        insert(conn, "surfaces", study_id=study, checkpoint_id=ckpt, x_min=-1.0, x_max=1.0, nx=3,
+               curvature=True, bn_mode="eval", lambda_ratio_array_id=ids["lambda_min_array_id"],
+               **ids)  # fmt: skip
+    db.dispose()
+    return {"url": url, "store": store_url, "grid": grid, "history": history, "lam": lam}
+
+
+def test_curvature_page_compares_models_and_draws_the_stored_arrays(curved, monkeypatch) -> None:
+    at = page(curved, monkeypatch, "curvature")
+    table = at.dataframe[0].value
+    assert len(table) == 9 and set(table["status"]) == {"done"}
+    assert at.multiselect[0].value == ["narrow", "wide"]
+    tops, traces, chosen, *rest = (spec(at, i) for i in range(len(at.get("plotly_chart"))))
+    by_model = {t["name"]: values(t["y"]).tolist() for t in tops["data"]}
+    assert by_model == {"wide": [5.0, 7.0], "narrow": [9.0, 11.0]}
+    assert {t["name"]: values(t["y"]).tolist() for t in traces["data"]}["wide"] == [11.0, 13.0]
+    # The first spectrum with an array: eigen, its Lanczos convergence.
+    np.testing.assert_allclose(values(chosen["data"][1]["y"]), curved["history"][:, 1])
+    # The --curvature surface: lambda_min and lambda_max along x.
+    curve = rest[-1]["data"]
+    np.testing.assert_allclose(values(curve[1]["y"]), curved["lam"][1][0, 0])
+
+
+def test_curvature_page_draws_a_density_on_a_log_axis(curved, monkeypatch) -> None:
+    at = page(curved, monkeypatch, "curvature")
+    density_id = int(at.dataframe[0].value.query("measure == 'density'")["id"].iloc[0])
+    at.selectbox[0].set_value(density_id).run()
+    fig = spec(at, 2)
+    assert fig["layout"]["yaxis"]["type"] == "log"
+    np.testing.assert_allclose(values(fig["data"][0]["x"]), curved["grid"][0])
+
+
+PAGES = ["overview", "models", "surfaces", "topology", "levelsets", "morse", "meta", "curvature"]
 
 
 def test_every_page_reads_postgresql_and_sqlite_alike(db, tmp_path, monkeypatch) -> None:
@@ -189,4 +258,7 @@ def _every_page(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             assert at.dataframe[-1].value.columns.tolist()[:2] == ["id", "name"]
         if name == "levelsets":
             assert "the `levelset_runs` table has no rows" in at.info[0].value
+        if name == "curvature":
+            assert "the `hessian_spectra` table has no rows" in at.info[0].value
+            assert "`tracker enqueue hessian --model ID" in at.info[0].value
     assert list(elsewhere.iterdir()) == []  # no store or MLflow database was created

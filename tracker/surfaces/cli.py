@@ -99,6 +99,18 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"],
                    help="reduced precision on GPU workers (opt-in; CPU workers use fp32)")  # fmt: skip
     p.add_argument("--tile", metavar="NXxNY", help="points per tile task (default 16x16; 32 in 1D)")
+    p.add_argument("--x-direction", metavar="random|hessian:I", default=None,
+                   help="hessian:I: the centre's Hessian eigenvector I (unit length, not "
+                   "normalised; made by `tracker enqueue hessian`); default random")  # fmt: skip
+    p.add_argument("--y-direction", metavar="random|hessian:I", default=None,
+                   help="the y direction likewise (hessian:I needs a Hessian x direction)")  # fmt: skip
+    p.add_argument("--curvature", action="store_true",
+                   help="also map lambda_min, lambda_max and |lambda_min/lambda_max| of the "
+                   "Hessian per grid point (Goldstein; Lanczos per point: expensive)")  # fmt: skip
+    p.add_argument("--curvature-tol", type=float, default=1e-3, metavar="TOL",
+                   help="Lanczos relative residual per point (default 1e-3)")  # fmt: skip
+    p.add_argument("--curvature-max-iter", type=int, default=100, metavar="N",
+                   help="Lanczos steps per point and end of the spectrum (default 100)")  # fmt: skip
 
 # --- argument helpers -------------------------------------------------------------------------
 
@@ -118,6 +130,18 @@ def parse_tile(text: str | None) -> tuple[int, int] | None:
     return (values[0], values[-1])
 
 
+def parse_direction_choice(text: str | None, flag: str) -> int | None:
+    """``random`` (None) or ``hessian:I`` (the eigen index I)."""
+    from tracker._exceptions import SpecError
+
+    if text is None or text.strip() == "random":
+        return None
+    kind, _, index = text.strip().partition(":")
+    if kind == "hessian" and index.isdigit():
+        return int(index)
+    raise SpecError(f"{flag} {text!r} is not random or hessian:I (e.g. hessian:0, the top one)")
+
+
 # --- enqueue ----------------------------------------------------------------------------------
 
 
@@ -133,9 +157,26 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
 
     from tracker._exceptions import SpecError
     from tracker._schema import Study
-    from tracker.surfaces.rows import EvalSpec, SurfaceSpec, add_surface, parse_grid, surface_tasks
+    from tracker.surfaces.rows import (
+        CurvatureSpec,
+        EvalSpec,
+        SurfaceSpec,
+        add_surface,
+        parse_grid,
+        surface_tasks,
+    )
     from tracker.training.rows import DirectionSpec, find_model
 
+    x_hessian = parse_direction_choice(args.x_direction, "--x-direction")
+    y_hessian = parse_direction_choice(args.y_direction, "--y-direction")
+    if (x_hessian is not None or y_hessian is not None) and (args.interpolate or args.pca):
+        raise SpecError("--x-direction/--y-direction hessian:I go with --model, not --interpolate or --pca")  # fmt: skip
+    if y_hessian is not None and not args.y:
+        raise SpecError("--y-direction needs a 2D surface: give --y MIN:MAX:N too")
+    curvature = (
+        CurvatureSpec(tol=args.curvature_tol, max_iter=args.curvature_max_iter, seed=args.seed)
+        if args.curvature else None
+    )  # fmt: skip
     x = parse_grid(args.x, "--x grid")
     y = parse_grid(args.y, "--y grid") if args.y else None
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
@@ -165,7 +206,9 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
             else None
         )
         spec = SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch, x_direction=xd,
-                           y_direction=yd, evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
+                           y_direction=yd, evaluation=ev, tile=parse_tile(args.tile),
+                           x_hessian=x_hessian, y_hessian=y_hessian)  # fmt: skip
+    spec = replace(spec, curvature=curvature)
     db = open_db(args)
     with db.session() as session:
         model = find_model(session, spec.model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,7 @@ class _SurfaceCache:
         self.size = size
         self.items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
-    def get(self, ctx: TaskContext, surface_id: int) -> tuple[Any, Surface]:
+    def get(self, ctx: TaskContext, surface_id: int) -> tuple[Any, Surface, CurvatureMap | None]:
         # Keyed on the database and the surface's spec hash too: one process may serve two
         # databases (tests, a reset database), where the same id is another surface.
         with ctx.session() as session:
@@ -93,7 +94,9 @@ class _SurfaceCache:
 _CACHE = _SurfaceCache()
 
 
-def _build_evaluator(ctx: TaskContext, surface_id: int) -> tuple[Any, Surface]:
+def _build_evaluator(
+    ctx: TaskContext, surface_id: int
+) -> tuple[Any, Surface, CurvatureMap | None]:
     from compute.engine import SurfaceEvaluator
     from compute.train import TrainSpec
 
@@ -117,17 +120,79 @@ def _build_evaluator(ctx: TaskContext, surface_id: int) -> tuple[Any, Surface]:
     ds = spec.load_data()
     model = spec.build(ds)
     dev = device()
+    groups = evaluation_groups(surface, ds)
     evaluator = SurfaceEvaluator(
-        model.to(dev), layout, centre, dir_vecs, evaluation_groups(surface, ds),
+        model.to(dev), layout, centre, dir_vecs, groups,
         loss=data_mod.loss_kind(ds), bn_mode=surface.bn_mode, device=dev,
         precision=(surface.eval_config or {}).get("precision", "fp32"),
     )  # fmt: skip
-    return evaluator, surface
+    curvature = None
+    if surface.curvature:
+        settings = dict((surface.eval_config or {}).get("curvature") or {})
+        curvature = CurvatureMap(
+            model=model, layout=layout, centre=centre.to(dev),
+            directions=[d.to(dev) for d in dir_vecs],
+            groups=[(gx.to(dev), gy.to(dev)) for gx, gy in groups],
+            loss=data_mod.loss_kind(ds), bn=surface.bn_mode,
+            tol=float(settings.get("tol", 1e-3)), max_iter=int(settings.get("max_iter", 100)),
+            seed=int(settings.get("seed", 0)),
+        )  # fmt: skip
+    return evaluator, surface, curvature
+
+
+CURVATURE_ARRAYS = ("lambda_min", "lambda_max", "lambda_ratio")
+
+
+@dataclass
+class CurvatureMap:
+    """Goldstein's min/max Hessian eigenvalue map: at each grid point the weights
+    centre + x d1 (+ y d2) are loaded into the network, and per evaluation group the
+    algebraically largest and smallest Hessian eigenvalues are found by Lanczos
+    (``compute.curvature.top_eigenvalues``, which='largest' and which='smallest', seeded);
+    the ratio is |lambda_min / lambda_max| (NaN where lambda_max is 0)."""
+
+    model: torch.nn.Module
+    layout: Any
+    centre: torch.Tensor
+    directions: list[torch.Tensor]
+    groups: list[tuple[torch.Tensor, torch.Tensor]]
+    loss: str
+    bn: str
+    tol: float
+    max_iter: int
+    seed: int
+
+    def at(self, coords: np.ndarray, check: Any = None) -> dict[str, np.ndarray]:
+        """[groups, points] arrays of lambda_min, lambda_max and their ratio."""
+        from compute import curvature as cv
+        from compute.state import load_flat
+
+        shape = (len(self.groups), coords.shape[0])
+        out = {name: np.full(shape, np.nan) for name in CURVATURE_ARRAYS}
+        for p, point in enumerate(np.asarray(coords, dtype=np.float64)):
+            theta = self.centre.clone()
+            for c, d in zip(point.tolist(), self.directions, strict=True):
+                theta.add_(d, alpha=c)
+            load_flat(self.model, theta, self.layout)
+            for g, (gx, gy) in enumerate(self.groups):
+                op = cv.HessianOperator(self.model, gx, gy, loss=self.loss, bn=self.bn)
+                ends = {}
+                for which in ("largest", "smallest"):
+                    pairs = cv.top_eigenvalues(op, 1, which=which, tol=self.tol,
+                                               max_iter=self.max_iter, seed=self.seed)  # fmt: skip
+                    ends[which] = float(pairs.eigenvalues[0])
+                    if check is not None:
+                        check()
+                hi, lo = ends["largest"], ends["smallest"]
+                out["lambda_max"][g, p], out["lambda_min"][g, p] = hi, lo
+                out["lambda_ratio"][g, p] = abs(lo / hi) if hi != 0 else np.nan
+        return out
 
 
 def _array_paths(surface: Surface) -> dict[str, str]:
     base = surface_dir(surface)
-    return {"loss": f"{base}/loss", "acc": f"{base}/acc"}
+    names = ("loss", "acc") + (CURVATURE_ARRAYS if surface.curvature else ())
+    return {name: f"{base}/{name}" for name in names}
 
 
 def _array_shape(surface: Surface) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -142,7 +207,7 @@ def surface_tile(ctx: TaskContext) -> dict[str, Any]:
     setup_torch()
     surface_id = int(ctx.payload["surface_id"])
     ix0, ix1, iy0, iy1 = (int(v) for v in ctx.payload["tile"])
-    evaluator, surface = _CACHE.get(ctx, surface_id)
+    evaluator, surface, curvature = _CACHE.get(ctx, surface_id)
     xs, ys = coordinates(surface)
     if ys is None:
         coords = xs[ix0:ix1, None]
@@ -150,7 +215,9 @@ def surface_tile(ctx: TaskContext) -> dict[str, Any]:
         gx, gy = np.meshgrid(xs[ix0:ix1], ys[iy0:iy1])  # row-major: y outer, x inner
         coords = np.column_stack([gx.ravel(), gy.ravel()])
     started = time.perf_counter()
-    values = evaluator.evaluate(coords)
+    values = dict(evaluator.evaluate(coords))
+    if curvature is not None:
+        values.update(curvature.at(coords, ctx.check_lease))
     seconds = time.perf_counter() - started
     ctx.check_lease()
     shape, chunks = _array_shape(surface)
@@ -167,8 +234,8 @@ def surface_tile(ctx: TaskContext) -> dict[str, Any]:
 def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
     surface = session.get(Surface, result["surface_id"])
-    for name, column in (("loss", "loss_array_id"), ("acc", "acc_array_id")):
-        setattr(surface, column, array_id(session, result["paths"][name]))
+    for name, path in result["paths"].items():
+        setattr(surface, f"{name}_array_id", array_id(session, path))
     for key, value in result["summary"].items():
         setattr(surface, key, value)
     surface.completed_at = session.scalar(sa.select(utcnow()))

@@ -30,7 +30,7 @@ from tracker._db import Database, utcnow
 from tracker._exceptions import SpecError
 from tracker._queue import enqueue, get_or_create_study, spec_hash
 from tracker._rows import get_or_add
-from tracker._schema import Direction, Model, Study, Surface, Task, Tile
+from tracker._schema import Checkpoint, Direction, Model, Study, Surface, Task, Tile
 from tracker._store import ArrayStore
 from tracker.training.rows import (
     DirectionSpec,
@@ -112,6 +112,27 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class CurvatureSpec:
+    """Goldstein's min/max Hessian eigenvalue map: per grid point (and minibatch group), the
+    algebraically largest and smallest eigenvalue of the Hessian of the loss at the displaced
+    weights, each by Lanczos (``which='largest'`` / ``'smallest'``) to ``tol`` relative
+    residual in at most ``max_iter`` steps from a start seeded with ``seed``."""
+
+    tol: float = 1e-3
+    max_iter: int = 100
+    seed: int = 0
+
+
+def check_curvature(spec: CurvatureSpec) -> None:
+    if isinstance(spec.tol, bool) or not (math.isfinite(spec.tol) and 0 < spec.tol < 1):
+        raise SpecError(f"--curvature-tol must be in (0, 1), e.g. 1e-3, got {spec.tol!r}")
+    if isinstance(spec.max_iter, bool) or not 1 <= spec.max_iter <= 100_000:
+        raise SpecError(f"--curvature-max-iter must be in 1..100,000, got {spec.max_iter!r}")
+    if not 0 <= spec.seed < 2**31:
+        raise SpecError(f"the curvature seed must be in 0..2**31-1, got {spec.seed}")
+
+
+@dataclass(frozen=True)
 class SurfaceSpec:
     """A surface around one model's checkpoint (or along the line between two models)."""
 
@@ -124,6 +145,10 @@ class SurfaceSpec:
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     tile: tuple[int, int] | None = None  # (tile_nx, tile_ny)
     other_model: int | str | None = None  # interpolation: the far end (theta_B)
+    # Hessian eigenvector directions (``hessian:I``): eigen index I of the centre checkpoint.
+    x_hessian: int | None = None
+    y_hessian: int | None = None
+    curvature: CurvatureSpec | None = None  # also map lambda_min / lambda_max per point
 
 
 def check_eval(spec: EvalSpec, regression: bool) -> None:
@@ -259,6 +284,16 @@ def add_surface(
         if spec.y is not None:
             ydir = spec.y_direction or DirectionSpec(seed=1)
             y_rows = add_direction(session, study, ydir, model, centre)
+    elif spec.x_hessian is not None:
+        x_rows = [hessian_direction(session, study, model, centre, spec.x_hessian)]
+        y_rows = []
+        if spec.y is not None:
+            y_rows = [hessian_direction(session, study, model, centre, spec.y_hessian, x_rows[0])
+                      if spec.y_hessian is not None
+                      else add_direction(session, study, spec.y_direction or DirectionSpec(seed=1),
+                                         model, centre)[0]]  # fmt: skip
+    elif spec.y_hessian is not None:
+        raise SpecError("a Hessian y direction needs a Hessian x direction: --x-direction hessian:0")
     elif xdir.kind == "pca":
         if spec.y is None:
             raise SpecError("a PCA surface is 2D: give --y MIN:MAX:N too")
@@ -284,10 +319,16 @@ def add_surface(
         raise SpecError(f"tile sizes must be at least 1, got {tnx}x{tny}")
     tny = 1 if ny is None else min(tny, ny)
     tnx = min(tnx, nx)
-    eval_config = {"subset_seed": ev.subset_seed, "precision": ev.precision}
+    eval_config: dict[str, Any] = {"subset_seed": ev.subset_seed, "precision": ev.precision}
+    # The curvature settings join the hash only when asked for: older specs keep their hash.
+    extra: list[Any] = []
+    if spec.curvature is not None:
+        check_curvature(spec.curvature)
+        eval_config["curvature"] = asdict(spec.curvature)
+        extra = [{"curvature": asdict(spec.curvature)}]
     digest = spec_hash(
         "surface", study.name, centre.id, xd.id, yd.id if yd else None, spec.x.text(),
-        spec.y.text() if spec.y else None, asdict(ev), [tnx, tny],
+        spec.y.text() if spec.y else None, asdict(ev), [tnx, tny], *extra,
     )  # fmt: skip
     surface, new = get_or_add(
         session, Surface, digest, study_id=study.id, checkpoint_id=centre.id,
@@ -297,6 +338,7 @@ def add_surface(
         tile_nx=tnx, tile_ny=tny if ny is not None else None, split=ev.split,
         subset_size=ev.subset, minibatch_size=ev.minibatch_size, n_minibatches=ev.minibatches,
         bn_mode=ev.bn, metrics=list(ev.metrics), eval_config=eval_config,
+        curvature=spec.curvature is not None,
     )  # fmt: skip
     if not new:
         return surface, False
@@ -321,6 +363,34 @@ def add_surface(
     surface.task_id = done_task.id
     session.flush()
     return surface, True
+
+
+def hessian_direction(
+    session: Session, study: Study, model: Model, centre: Checkpoint, index: int,
+    sibling: Direction | None = None,
+) -> Direction:  # fmt: skip
+    """Eigenvector ``index`` of the centre checkpoint's Hessian (a ``directions`` row of kind
+    'hessian', made by `tracker enqueue hessian`): from the same spectrum as ``sibling`` when
+    given, else from the newest spectrum that has it, one of ``study`` first. Its task may
+    still be queued: the surface's tiles wait for it."""
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise SpecError(f"hessian:{index} is not an eigen index: write hessian:0 for the top one")
+    query = sa.select(Direction).where(
+        Direction.kind == "hessian", Direction.checkpoint_a_id == centre.id,
+        Direction.eigen_index == index,
+    )  # fmt: skip
+    if sibling is not None:
+        query = query.where(Direction.hessian_spectrum_id == sibling.hessian_spectrum_id)
+    order = (sa.case((Direction.study_id == study.id, 0), else_=1), Direction.id.desc())
+    found = session.scalar(query.order_by(*order).limit(1))
+    if found is None:
+        raise SpecError(
+            f"model {model.id} has no Hessian eigenvector {index} at epoch {centre.epoch}"
+            f"{' in the same spectrum as the x direction' if sibling is not None else ''}: "
+            f"make it first with `tracker enqueue hessian --model {model.id} --epochs "
+            f"{centre.epoch} --top-k {index + 1}`"
+        )
+    return found
 
 
 def surface_tasks(session: Session, surface: Surface) -> list[int]:
@@ -397,5 +467,6 @@ def import_h5(
 
 
 __all__: Sequence[str] = (
-    "EvalSpec", "Grid", "SurfaceSpec", "add_surface", "import_h5", "parse_grid",
+    "CurvatureSpec", "EvalSpec", "Grid", "SurfaceSpec", "add_surface", "hessian_direction",
+    "import_h5", "parse_grid",
 )  # fmt: skip

@@ -1,0 +1,123 @@
+"""Curvature: Hessian spectra of models and checkpoints side by side, as they land.
+
+The top eigenvalue and the trace per epoch for the chosen models, one spectrum's density
+(log y) or Lanczos convergence, per-layer traces, and Goldstein's lambda_min / lambda_max map
+of the surfaces enqueued with --curvature. Everything is read from ``hessian_spectra``, the
+Zarr arrays its rows reference, and the surfaces' curvature arrays.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import common
+
+SPECTRA = """
+SELECT h.id, h.model_id, COALESCE(m.name, 'model ' || CAST(m.id AS VARCHAR(20))) AS model,
+       m.architecture, m.dataset, m.batch_size, h.epoch, h.measure,
+       CASE WHEN h.completed_at IS NOT NULL THEN 'done' ELSE COALESCE(t.status, 'pending') END
+           AS status, h.split,
+       h.subset_size, h.bn_mode, h.top_eigenvalue, h.trace, h.trace_stderr, h.trace_probes,
+       h.iterations, h.converged, h.seconds, h.eigenvalues, h.layer_traces,
+       h.history_array_id, h.density_array_id
+FROM hessian_spectra h JOIN models m ON m.id = h.model_id LEFT JOIN tasks t ON t.id = h.task_id
+ORDER BY h.model_id, h.epoch, h.measure, h.id
+"""
+CURVATURE_SURFACES = """
+SELECT id, checkpoint_id, nx, ny, lambda_min_array_id, lambda_max_array_id,
+       lambda_ratio_array_id, x_min, x_max, y_min, y_max
+FROM surfaces WHERE curvature AND lambda_max_array_id IS NOT NULL ORDER BY id
+"""
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+src = common.sources()
+st.title("Curvature")
+spectra = common.query(src.db_url, SPECTRA)
+if spectra.empty:
+    common.nothing_yet(
+        "hessian_spectra",
+        ["the top Hessian eigenvalue and the trace per epoch, one line per model",
+         "a spectrum's eigenvalue density (log scale) or its Lanczos convergence",
+         "per-layer traces, and the lambda_min / lambda_max map of --curvature surfaces"],
+        "Fill it with `tracker enqueue hessian --model ID --epochs all --trace --density`, "
+        "then `tracker work`.",
+    )  # fmt: skip
+    st.stop()
+
+shown = spectra.drop(columns=["eigenvalues", "layer_traces", "history_array_id",
+                              "density_array_id"])  # fmt: skip
+st.dataframe(shown, hide_index=True, width="stretch")
+
+done = spectra[spectra["status"] == "done"]
+models = sorted(done["model"].unique().tolist())
+chosen = st.multiselect("models to compare", models, default=models[:6])
+for measure, column, label in (("eigen", "top_eigenvalue", "top eigenvalue"),
+                               ("trace", "trace", "trace")):  # fmt: skip
+    part = done[(done["measure"] == measure) & done["model"].isin(chosen)]
+    if part.empty:
+        continue
+    fig = go.Figure()
+    for name, rows in part.groupby("model"):
+        rows = rows.sort_values("epoch").drop_duplicates("epoch", keep="last")
+        fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[column], mode="lines+markers",
+                                 name=str(name)))  # fmt: skip
+    fig.update_layout(xaxis_title="epoch", yaxis_title=label, height=360)
+    st.plotly_chart(fig, width="stretch")
+
+with_arrays = done[done["history_array_id"].notna() | done["density_array_id"].notna()]
+if len(with_arrays):
+    sid = st.selectbox("spectrum", [int(i) for i in with_arrays["id"]])
+    row = with_arrays[with_arrays["id"] == sid].iloc[0]
+    if pd.notna(row["density_array_id"]):
+        grid, dens = common.array(src.db_url, src.store_url, int(row["density_array_id"]))
+        fig = go.Figure(go.Scatter(x=grid, y=np.maximum(dens, 1e-12), mode="lines"))
+        fig.update_layout(xaxis_title="eigenvalue", yaxis_title="density", yaxis_type="log",
+                          height=360)  # fmt: skip
+        st.caption(f"eigenvalue density (SLQ), model {row['model']}, epoch {row['epoch']}")
+        st.plotly_chart(fig, width="stretch")
+    else:
+        hist = np.asarray(common.array(src.db_url, src.store_url, int(row["history_array_id"])))
+        fig = go.Figure([go.Scatter(x=np.arange(1, hist.shape[0] + 1), y=hist[:, i],
+                                    mode="lines", name=f"lambda_{i + 1}")
+                         for i in range(hist.shape[1])])  # fmt: skip
+        fig.update_layout(xaxis_title="Lanczos step", yaxis_title="Ritz value", height=360)
+        st.caption(f"Lanczos convergence, model {row['model']}, epoch {row['epoch']}")
+        st.plotly_chart(fig, width="stretch")
+
+layered = done[done["layer_traces"].notna()]
+if len(layered):
+    row = layered.iloc[-1]
+    traces = _json(row["layer_traces"]) or {}
+    st.caption(f"per-layer traces, model {row['model']}, epoch {row['epoch']}")
+    st.bar_chart(pd.DataFrame({"layer": list(traces), "trace": list(traces.values())})
+                 .set_index("layer"))  # fmt: skip
+
+maps = common.query(src.db_url, CURVATURE_SURFACES)
+if len(maps):
+    sid = st.selectbox("surface with a curvature map", [int(i) for i in maps["id"]])
+    srow = maps[maps["id"] == sid].iloc[0]
+    lo = np.asarray(common.array(src.db_url, src.store_url, int(srow["lambda_min_array_id"])))[0]
+    hi = np.asarray(common.array(src.db_url, src.store_url, int(srow["lambda_max_array_id"])))[0]
+    xs = np.linspace(srow["x_min"], srow["x_max"], int(srow["nx"]))
+    if pd.isna(srow["ny"]):
+        fig = go.Figure([go.Scatter(x=xs, y=lo[0], name="lambda_min"),
+                         go.Scatter(x=xs, y=hi[0], name="lambda_max")])  # fmt: skip
+        fig.update_layout(xaxis_title="x", yaxis_title="Hessian eigenvalue", height=360)
+    else:
+        ys = np.linspace(srow["y_min"], srow["y_max"], int(srow["ny"]))
+        ratio = np.abs(lo / np.where(hi == 0, np.nan, hi))
+        fig = go.Figure(go.Heatmap(x=xs, y=ys, z=ratio,
+                                   colorbar={"title": {"text": "|lambda_min/lambda_max|"}}))  # fmt: skip
+        fig.update_layout(xaxis_title="x", yaxis_title="y", height=420)
+    st.caption(f"surface {sid}: Goldstein's Hessian eigenvalue map")
+    st.plotly_chart(fig, width="stretch")

@@ -1,0 +1,441 @@
+"""Hessian spectra end to end: a small MLP trained through the tracker, `tracker enqueue
+hessian` (and a study file's [[hessian]]), surfaces along the eigenvectors and with
+--curvature, all drained by one real `tracker work`, then checked against exact Hessians from
+torch.autograd.functional.hessian."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+import torch
+from cli_support import run_tracker, tracker_env
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from compute import data as data_mod
+from compute.state import load_flat
+from compute.train import TrainSpec
+from tracker._config import resolve
+from tracker._db import open_database
+from tracker._schema import ArrayRef, Checkpoint, Direction, HessianSpectrum, Model, Surface
+from tracker._store import ArrayStore
+
+SUBSET = 300
+STUDY = """
+study = "curv"
+
+[[model]]
+name = "mlp"
+architecture = "mlp"
+arch = { widths = [4], activation = "tanh" }
+dataset = "digits"
+lr = 0.1
+batch_size = 64
+epochs = 3
+checkpoints = [0, 1]
+
+[[hessian]]
+models = ["mlp"]
+epochs = "all"
+top_k = 2
+trace = true
+subset = 300
+probes = 20
+"""
+PARAMS = 64 * 4 + 4 + 4 * 10 + 10  # 310
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`tracker ARGV` in this process; exit code, stdout, stderr."""
+    from tracker.cli import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+class Home:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = tracker_env(root, None, None)
+        self.env.pop("MLFLOW_TRACKING_URI", None)
+        self.settings = resolve(home=root / ".tracker")
+        self.db = open_database(self.settings.db_url, check=False)
+        self.store = ArrayStore(self.settings.store_url)
+        self.ids: dict[str, Any] = {}
+
+    def rows(self, sql: str) -> list[Any]:
+        with self.db.engine.connect() as conn:
+            return list(conn.execute(sa.text(sql)))
+
+
+def _ids(out: str) -> list[int]:
+    return [int(i) for i in out.split("spectra ")[1].split(" ")[0].split(",")]
+
+
+def _main(*argv: str) -> str:
+    """`tracker ARGV` in this process, which must succeed; its stdout."""
+    import contextlib
+    import io
+
+    from tracker.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(list(argv)) == 0, argv
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
+    """The study trained, measured and surfaced by one real `tracker work` (1 Dask worker)."""
+    root = tmp_path_factory.mktemp("curvature")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRACKER_HOME", str(root / ".tracker"))
+        for key in ("TRACKER_DB_URL", "TRACKER_STORE", "MLFLOW_TRACKING_URI"):
+            mp.delenv(key, raising=False)
+        study = root / "study.toml"
+        study.write_text(textwrap.dedent(STUDY))
+        _main("db", "upgrade")
+        _main("enqueue", str(study))
+        h = Home(root)
+        model_id = h.rows("SELECT id FROM models")[0][0]
+        base = ["enqueue", "hessian", "--model", str(model_id), "--subset", str(SUBSET)]
+        exact = [*base, "--top-k", "3", "--trace", "--per-layer", "--density", "--probes", "200",
+                 "--max-iter", str(PARAMS), "--tol", "1e-6"]  # fmt: skip
+        h.ids["main"] = _ids(_main(*exact))
+        h.ids["rerun"] = _ids(_main(*exact, "--study", "rerun"))
+        h.ids["again"] = _ids(_main(*exact))  # the same request finds the same rows
+        _main("enqueue", "surface", "--model", str(model_id), "--x-direction", "hessian:0",
+              "--x=-0.1:0.1:21", "--subset", str(SUBSET), "--metrics", "loss")  # fmt: skip
+        _main("enqueue", "surface", "--model", str(model_id), "--x=-0.5:0.5:3", "--y=-0.5:0.5:2",
+              "--subset", str(SUBSET), "--metrics", "loss", "--curvature", "--curvature-tol",
+              "1e-6", "--curvature-max-iter", str(PARAMS))  # fmt: skip
+        h.ids["model"] = model_id
+    work = run_tracker("work", "--workers", "1", "--no-progress", env=h.env, timeout=900)
+    assert work.returncode == 0, work.stderr[-3000:]
+    failed = h.rows("SELECT kind, error FROM tasks WHERE status != 'done'")
+    assert failed == [], failed
+    return h
+
+
+def exact_hessian(h: Home, ckpt_id: int, weights: torch.Tensor | None = None) -> np.ndarray:
+    """The Hessian of the mean cross-entropy on the subset, in float64, by autograd."""
+    with h.db.session() as s:
+        ckpt = s.get(Checkpoint, ckpt_id)
+        model_row = s.get(Model, ckpt.model_id)
+        layout = ckpt.layout
+        centre = torch.from_numpy(
+            h.store.read(s.get(ArrayRef, ckpt.array_id).path).astype(np.float32)
+        )
+        spec = TrainSpec.from_row(model_row)
+    ds = spec.load_data()
+    net = spec.build(ds)
+    load_flat(net, centre if weights is None else weights, layout)
+    net = net.double().eval()
+    x, y = data_mod.fixed_subset(*ds.split("train"), SUBSET, 0)
+    x = x.double()
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for _, p in net.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for _, p in net.named_parameters()])
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        parts = theta.split([math.prod(s) for s in shapes])
+        params = {n: t.view(s) for n, t, s in zip(names, parts, shapes, strict=True)}
+        return F.cross_entropy(functional_call(net, params, (x,)), y)
+
+    return torch.autograd.functional.hessian(loss, flat).numpy()
+
+
+def spectrum(h: Home, sid: int) -> HessianSpectrum:
+    with h.db.session() as s:
+        row = s.get(HessianSpectrum, sid)
+        s.expunge(row)
+    return row
+
+
+def _by_measure(h: Home, ids: list[int]) -> dict[str, HessianSpectrum]:
+    return {r.measure: r for r in (spectrum(h, i) for i in ids)}
+
+
+def test_top_eigenvalues_equal_the_exact_hessian(home: Home) -> None:
+    eigen = _by_measure(home, home.ids["main"])["eigen"]
+    exact = np.sort(np.linalg.eigvalsh(exact_hessian(home, eigen.checkpoint_id)))[::-1]
+    assert eigen.top_k == 3 and len(eigen.eigenvalues) == 3 and eigen.converged
+    np.testing.assert_allclose(eigen.eigenvalues, exact[:3], rtol=1e-4)
+    assert eigen.top_eigenvalue == eigen.eigenvalues[0]
+    # Eigenvectors: unit rows in the checkpoint layout, H v = lambda v.
+    vectors = home.store.read(_path(home, eigen.eigenvectors_array_id))
+    assert vectors.shape == (3, PARAMS)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def _path(h: Home, array_id: int) -> str:
+    with h.db.session() as s:
+        return s.get(ArrayRef, array_id).path
+
+
+def test_trace_is_within_its_standard_error_and_layers_add_up(home: Home) -> None:
+    trace = _by_measure(home, home.ids["main"])["trace"]
+    hess = exact_hessian(home, trace.checkpoint_id)
+    exact = float(np.trace(hess))
+    assert trace.trace_probes == 200 and trace.trace_stderr > 0
+    # The estimator itself: the same seeded Rademacher probes (compute.curvature draws them a
+    # row at a time from a generator seeded with the row's seed) through the exact Hessian.
+    gen = torch.Generator().manual_seed(trace.seed)
+    probes = [(torch.randint(0, 2, (PARAMS,), generator=gen) * 2 - 1).double().numpy()
+              for _ in range(200)]  # fmt: skip
+    samples = np.array([v @ hess @ v for v in probes])
+    assert trace.trace == pytest.approx(samples.mean(), rel=1e-6)
+    assert trace.trace_stderr == pytest.approx(samples.std(ddof=1) / math.sqrt(200), rel=1e-5)
+    # Against the exact trace: a statistical check, within 3 standard errors (seed 0 with 200
+    # probes lands 2.1 standard errors away on this model).
+    assert abs(trace.trace - exact) <= 3 * trace.trace_stderr, (trace.trace, exact)
+    # Per-layer traces come from the same probes: they add up to the whole trace.
+    assert len(trace.layer_traces) == 2
+    assert sum(trace.layer_traces.values()) == pytest.approx(trace.trace, rel=1e-6)
+
+
+def test_density_is_a_normalised_grid_spanning_the_spectrum(home: Home) -> None:
+    dens = _by_measure(home, home.ids["main"])["density"]
+    grid, values = home.store.read(_path(home, dens.density_array_id))
+    exact = np.linalg.eigvalsh(exact_hessian(home, dens.checkpoint_id))
+    assert np.sum(values) * (grid[1] - grid[0]) == pytest.approx(1.0, rel=1e-9)
+    # With as many Lanczos steps as parameters, the grid spans the exact spectrum.
+    assert grid[0] <= exact.min() + 1e-3 and grid[-1] >= exact.max() - 1e-3
+    mean = float(np.sum(grid * values) * (grid[1] - grid[0]))
+    assert mean == pytest.approx(exact.mean(), abs=0.05 * (exact.max() - exact.min()))
+
+
+def test_reruns_and_requeues_are_bitwise_equal(home: Home) -> None:
+    assert home.ids["again"] == home.ids["main"]  # the same request finds its rows
+    a, b = _by_measure(home, home.ids["main"]), _by_measure(home, home.ids["rerun"])
+    assert a["eigen"].eigenvalues == b["eigen"].eigenvalues
+    assert a["eigen"].residuals == b["eigen"].residuals
+    assert (
+        a["trace"].trace == b["trace"].trace and a["trace"].layer_traces == b["trace"].layer_traces
+    )
+    for column in ("eigenvectors_array_id", "history_array_id"):
+        va = home.store.read(_path(home, getattr(a["eigen"], column)))
+        vb = home.store.read(_path(home, getattr(b["eigen"], column)))
+        assert va.tobytes() == vb.tobytes()
+    da = home.store.read(_path(home, a["density"].density_array_id))
+    db = home.store.read(_path(home, b["density"].density_array_id))
+    assert da.tobytes() == db.tobytes()
+
+
+def test_eigenvectors_are_unnormalised_directions_and_the_surface_curves_by_lambda(
+    home: Home,
+) -> None:
+    """The issue's test: the second derivative of the 1D surface along the top eigenvector at 0
+    (finite differences on the stored grid) matches the top eigenvalue within 2%."""
+    eigen = _by_measure(home, home.ids["main"])["eigen"]
+    with home.db.session() as s:
+        dirs = s.scalars(sa.select(Direction).where(Direction.hessian_spectrum_id == eigen.id)
+                         .order_by(Direction.eigen_index)).all()  # fmt: skip
+        assert [(d.kind, d.eigen_index, d.normalization) for d in dirs] == [
+            ("hessian", i, "none") for i in range(3)
+        ]
+        # The surface's study has its own spectrum ("rerun" has an equal one): it uses its own.
+        surf = s.scalar(sa.select(Surface).where(Surface.x_direction_id == dirs[0].id))
+        d0 = home.store.read(s.get(ArrayRef, dirs[0].array_id).path)
+        loss = home.store.read(s.get(ArrayRef, surf.loss_array_id).path).astype(np.float64)
+        assert surf.completed_at is not None
+    vectors = home.store.read(_path(home, eigen.eigenvectors_array_id))
+    assert d0.tobytes() == vectors[0].tobytes()  # stored as is: unit length, no rescaling
+    xs = np.linspace(surf.x_min, surf.x_max, surf.nx)
+    f = loss[0, 0]
+    mid = surf.nx // 2
+    assert xs[mid] == pytest.approx(0.0, abs=1e-12)
+    step = xs[1] - xs[0]
+    for k in (1, 2):  # steps of 0.01 and 0.02
+        second = (f[mid + k] - 2 * f[mid] + f[mid - k]) / (k * step) ** 2
+        assert second == pytest.approx(eigen.eigenvalues[0], rel=0.02), (k, second)
+
+
+def test_curvature_map_equals_exact_hessians_at_grid_points(home: Home) -> None:
+    with home.db.session() as s:
+        surf = s.scalar(sa.select(Surface).where(Surface.curvature.is_(True)))
+        lo = home.store.read(s.get(ArrayRef, surf.lambda_min_array_id).path)
+        hi = home.store.read(s.get(ArrayRef, surf.lambda_max_array_id).path)
+        ratio = home.store.read(s.get(ArrayRef, surf.lambda_ratio_array_id).path)
+        ckpt = s.get(Checkpoint, surf.checkpoint_id)
+        centre = torch.from_numpy(home.store.read(s.get(ArrayRef, ckpt.array_id).path))
+        d1 = torch.from_numpy(
+            home.store.read(s.get(ArrayRef, s.get(Direction, surf.x_direction_id).array_id).path)
+        )
+        d2 = torch.from_numpy(
+            home.store.read(s.get(ArrayRef, s.get(Direction, surf.y_direction_id).array_id).path)
+        )
+        ckpt_id = ckpt.id
+        assert surf.eval_config["curvature"]["tol"] == 1e-6
+    assert lo.shape == hi.shape == ratio.shape == (1, 2, 3)
+    xs, ys = np.linspace(-0.5, 0.5, 3), np.linspace(-0.5, 0.5, 2)
+    for i, j in ((0, 0), (1, 1), (2, 0)):
+        weights = centre + float(xs[i]) * d1 + float(ys[j]) * d2
+        exact = np.linalg.eigvalsh(exact_hessian(home, ckpt_id, weights))
+        scale = float(np.abs(exact).max())
+        assert hi[0, j, i] == pytest.approx(exact.max(), rel=1e-4, abs=1e-5 * scale)
+        assert lo[0, j, i] == pytest.approx(exact.min(), rel=1e-3, abs=1e-5 * scale)
+        assert ratio[0, j, i] == pytest.approx(abs(exact.min() / exact.max()), rel=2e-3, abs=1e-5)
+
+
+def test_study_file_hessian_covers_every_checkpoint(home: Home) -> None:
+    rows = home.rows("SELECT h.epoch, h.measure, h.top_k, h.probes, h.subset_size FROM "
+                     "hessian_spectra h JOIN studies s ON s.id = h.study_id "
+                     "WHERE s.name = 'curv' AND h.max_iter = 100 ORDER BY h.epoch, h.measure")  # fmt: skip
+    assert [(r[0], r[1]) for r in rows] == [(e, m) for e in (0, 1, 3) for m in ("eigen", "trace")]
+    assert {(r[2], r[3], r[4]) for r in rows} == {(2, None, SUBSET), (None, 20, SUBSET)}
+    tops = home.rows("SELECT epoch, top_eigenvalue FROM hessian_spectra WHERE measure = 'eigen' "
+                     "AND max_iter = 100 ORDER BY epoch")  # fmt: skip
+    assert all(t[1] is not None and t[1] > 0 for t in tops)
+
+
+def test_measures_are_logged_on_the_models_mlflow_run(home: Home) -> None:
+    from mlflow.tracking import MlflowClient
+
+    with home.db.session() as s:
+        run_id = s.get(Model, home.ids["model"]).mlflow_run_id
+    client = MlflowClient(tracking_uri=home.settings.mlflow_uri)
+    tops = client.get_metric_history(run_id, "hessian.top_eigenvalue")
+    steps = sorted({m.step for m in tops})
+    assert steps == [0, 1, 3]
+    eigen = _by_measure(home, home.ids["main"])["eigen"]
+    final = [m.value for m in tops if m.step == 3]
+    assert eigen.eigenvalues[0] in final
+    assert client.get_metric_history(run_id, "hessian.trace")
+
+
+def test_show_and_plot_hessian(home: Home, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:  # fmt: skip
+    monkeypatch.setenv("TRACKER_HOME", home.env["TRACKER_HOME"])
+    eigen = _by_measure(home, home.ids["main"])
+    code, out, err = cli(capsys, "show", "hessian", str(eigen["eigen"].id))
+    assert code == 0, err
+    assert f"{eigen['eigen'].eigenvalues[0]:.6g}" in out and "converged: True" in out
+    code, out, _ = cli(capsys, "show", "hessian", "--model", str(home.ids["model"]))
+    assert code == 0 and out.count("eigen") >= 4
+    with home.db.session() as s:
+        sid = s.scalar(sa.select(Surface.id).where(Surface.curvature.is_(True)))
+    code, out, err = cli(capsys, "plot", "hessian", str(eigen["eigen"].id),
+                         str(eigen["density"].id), "--model", str(home.ids["model"]),
+                         "--surface", str(sid), "--out", str(tmp_path))  # fmt: skip
+    assert code == 0, err
+    names = sorted(Path(p).name for p in out.split())
+    assert names == sorted(
+        f"{stem}.{ext}" for ext in ("png", "pdf") for stem in (
+            f"hessian-{eigen['eigen'].id}-convergence", f"hessian-{eigen['density'].id}-density",
+            f"hessian-model-{home.ids['model']}-topk", f"surface-{sid}-curvature"))  # fmt: skip
+    assert all(Path(p).stat().st_size > 1000 for p in out.split())
+
+
+def _counts(h: Home) -> tuple[int, ...]:
+    return tuple(h.rows(f"SELECT count(*) FROM {t}")[0][0]
+                 for t in ("hessian_spectra", "tasks", "directions", "studies", "surfaces"))  # fmt: skip
+
+
+def _one_line(result: tuple[int, str, str], *needles: str) -> None:
+    code, _, err = result
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, (code, err)
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bad_requests_are_one_line_exit_2_and_write_nothing(
+    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("TRACKER_HOME", home.env["TRACKER_HOME"])
+    mid = str(home.ids["model"])
+    with home.db.session() as s:
+        model = s.get(Model, home.ids["model"])
+        spec = s.get(ArrayRef, s.scalar(sa.select(Checkpoint.array_id).where(
+            Checkpoint.model_id == model.id, Checkpoint.epoch == 3)))  # fmt: skip
+        layout = s.scalar(sa.select(Checkpoint.layout).where(Checkpoint.model_id == model.id))
+        # A checkpoint row without weights, and one of a diverged run (NaN weights, NaN loss).
+        s.add(Checkpoint(model_id=model.id, epoch=7, layout=layout))
+        bad = home.store.write("test/nan-weights", np.full(spec.shape, np.nan, dtype=np.float32))
+        ref = ArrayRef(
+            path=bad.path, shape=list(bad.shape), dtype=bad.dtype, chunks=list(bad.chunks)
+        )
+        s.add(ref)
+        s.flush()
+        s.add(Checkpoint(model_id=model.id, epoch=8, layout=layout, array_id=ref.id))
+        s.commit()
+    try:
+        before = _counts(home)
+        enq = ("enqueue", "hessian", "--model")
+        _one_line(
+            cli(capsys, *enq, mid, "--top-k", str(PARAMS + 1)), f"exceeds the {PARAMS} parameters"
+        )
+        _one_line(cli(capsys, *enq, "999"), "unknown model id 999")
+        _one_line(cli(capsys, *enq, "nope"), "unknown model 'nope'")
+        _one_line(cli(capsys, *enq, mid, "--epochs", "7"), "epoch 7", "no stored weights")
+        _one_line(cli(capsys, *enq, mid, "--epochs", "3,8", "--trace"), "epoch 8", "finite loss")
+        _one_line(cli(capsys, *enq, mid, "--epochs", "5"), "no checkpoint at epoch 5")
+        _one_line(cli(capsys, *enq, mid, "--tol", "2"), "--tol")
+        _one_line(cli(capsys, *enq, mid, "--subset", "0"), "--subset")
+        _one_line(cli(capsys, *enq, mid, "--minibatches", "2"), "--minibatch-size")
+        _one_line(cli(capsys, *enq, mid, "--per-layer"), "add --trace")
+        _one_line(cli(capsys, *enq, mid, "--top-k", "0"), "nothing to measure")
+        _one_line(cli(capsys, *enq, mid, "--epochs", "x"), "--epochs")
+        surf = ("enqueue", "surface", "--model", mid, "--x=-1:1:3")
+        _one_line(cli(capsys, *surf, "--x-direction", "hessian:9"),
+                  "no Hessian eigenvector 9", f"tracker enqueue hessian --model {mid} --epochs 3 --top-k 10")  # fmt: skip
+        _one_line(cli(capsys, *surf, "--x-direction", "hesian:0"), "random or hessian:I")
+        _one_line(
+            cli(capsys, *surf, "--y-direction", "hessian:1", "--y=-1:1:3"), "Hessian x direction"
+        )
+        bad_file = tmp_path / "bad.toml"
+        for text, needle in (
+            ('[[hessian]]\nmodels = ["mlp"]\ntop_kk = 1', "unknown key 'top_kk'"),
+            ('[[hessian]]\nmodels = ["mlp"]\ntop_k = "5"', "top_k in [[hessian]] number 1 must be int"),
+            ('[[hessian]]\nmodels = ["mlp"]\nper_layer = true', "add trace = true"),
+            ('[[hessian]]\nmodels = ["mlp"]\nbn = "recompute"', "unknown BatchNorm mode"),
+            ('[[hessian]]\nmodels = ["other"]', "names model 'other'"),
+        ):  # fmt: skip
+            bad_file.write_text(textwrap.dedent(STUDY.split("[[hessian]]")[0]) + text + "\n")
+            _one_line(cli(capsys, "enqueue", str(bad_file)), needle)
+        assert _counts(home) == before
+    finally:
+        with home.db.session() as s:
+            extra = sa.select(Checkpoint.id).where(Checkpoint.epoch.in_([7, 8]))
+            spectra = sa.select(HessianSpectrum.id).where(HessianSpectrum.checkpoint_id.in_(extra))
+            s.execute(sa.delete(Direction).where(Direction.hessian_spectrum_id.in_(spectra)))
+            s.execute(sa.delete(HessianSpectrum).where(HessianSpectrum.checkpoint_id.in_(extra)))
+            s.execute(sa.delete(Checkpoint).where(Checkpoint.epoch.in_([7, 8])))
+            s.commit()
+
+
+def test_the_hessian_surface_waits_for_its_spectrum(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Before training, the eigenvector direction exists as a row whose task is queued: the
+    surface's tiles depend on it."""
+    root = tmp_path
+    monkeypatch.setenv("TRACKER_HOME", str(root / ".tracker"))
+    for key in ("TRACKER_DB_URL", "TRACKER_STORE"):
+        monkeypatch.delenv(key, raising=False)
+    (root / "s.toml").write_text(textwrap.dedent(STUDY.split("[[hessian]]")[0]))
+    assert cli(capsys, "db", "upgrade")[0] == 0
+    assert cli(capsys, "enqueue", str(root / "s.toml"))[0] == 0
+    code, _, err = cli(capsys, "enqueue", "hessian", "--model", "1", "--top-k", "1")
+    assert code == 0, err
+    code, _, err = cli(capsys, "enqueue", "surface", "--model", "1", "--x-direction",
+                         "hessian:0", "--x=-1:1:5")  # fmt: skip
+    assert code == 0, err
+    h = Home(root)
+    kinds = h.rows("SELECT t.kind, t.status FROM tasks t ORDER BY t.id")
+    assert [k for k, _ in kinds] == ["train", "hessian", "surface.tile", "surface.complete"]
+    deps = h.rows("SELECT p.kind FROM task_dependencies d JOIN tasks t ON t.id = d.task_id "
+                  "JOIN tasks p ON p.id = d.depends_on_id WHERE t.kind = 'surface.tile'")  # fmt: skip
+    assert sorted(d[0] for d in deps) == ["hessian", "train"]
+    assert json.loads(json.dumps(kinds[1][1])) == "waiting"

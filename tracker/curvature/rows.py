@@ -1,0 +1,229 @@
+"""Hessian spectra as rows and tasks: one ``hessian_spectra`` row and one ``hessian`` task per
+(checkpoint, measure), and one ``directions`` row per eigenvector an eigen measure will find.
+
+Requests are checked whole before anything is written (the caller's transaction rolls back on
+the first error), and every row has a spec hash: the same request twice finds the rows it made
+the first time. Task graph::
+
+    train(model) --> hessian(checkpoint, measure) --> surfaces along its eigenvectors
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tracker._exceptions import SpecError
+from tracker._queue import enqueue, spec_hash
+from tracker._rows import get_or_add
+from tracker._schema import Checkpoint, Direction, HessianSpectrum, Model, Study, Task
+from tracker.training.rows import find_checkpoint, find_model, model_train_task
+
+SPLITS = ("train", "test", "val")
+BN_MODES = ("eval", "train")
+MEASURES = ("eigen", "trace", "density")
+REGRESSION_DATASETS = frozenset({"autompg"})
+MAX_TOP_K = 1000
+MAX_ITER = 100_000
+MAX_PROBES = 100_000
+
+
+@dataclass(frozen=True)
+class HessianRequest:
+    """What `tracker enqueue hessian` and a study file's [[hessian]] table ask for.
+
+    ``epochs``: None for the final checkpoint, "all" for every checkpoint, or epochs.
+    ``top_k`` 0 skips the eigenvalues; ``trace`` and ``density`` add those measures.
+    Density: ``density_runs`` SLQ runs of ``max_iter`` Lanczos steps (PyHessian: 1 x 100).
+    """
+
+    model: int | str
+    epochs: tuple[int, ...] | str | None = None
+    top_k: int = 5
+    trace: bool = False
+    density: bool = False
+    per_layer: bool = False
+    split: str = "train"
+    subset: int | None = None
+    minibatches: int | None = None
+    minibatch_size: int | None = None
+    bn: str = "eval"
+    seed: int = 0
+    tol: float = 1e-3
+    max_iter: int = 100
+    probes: int = 100
+    density_runs: int = 1
+    subset_seed: int = 0
+
+    def measures(self) -> list[str]:
+        return [m for m, on in (("eigen", self.top_k > 0), ("trace", self.trace),
+                                ("density", self.density)) if on]  # fmt: skip
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SpecError(f"{name} must be an integer in {low}..{high:,}, got {value!r}")
+
+
+def check_request(req: HessianRequest) -> None:
+    """Check what needs no database: choices, ranges, exclusive data options."""
+    if req.split not in SPLITS:
+        raise SpecError(f"unknown split {req.split!r}: use one of {', '.join(SPLITS)}")
+    if req.bn not in BN_MODES:
+        raise SpecError(f"unknown BatchNorm mode {req.bn!r}: use eval or train")
+    _integer(req.top_k, "--top-k", 0, MAX_TOP_K)
+    _integer(req.max_iter, "--max-iter", 1, MAX_ITER)
+    _integer(req.probes, "--probes", 2, MAX_PROBES)
+    _integer(req.density_runs, "--density-runs", 1, 1000)
+    _integer(req.seed, "--seed", 0, 2**31 - 1)
+    _integer(req.subset_seed, "subset_seed", 0, 2**31 - 1)
+    if not req.measures():
+        raise SpecError("nothing to measure: --top-k 0 needs --trace or --density")
+    if isinstance(req.tol, bool) or not (math.isfinite(req.tol) and 0 < req.tol < 1):
+        raise SpecError(f"--tol must be a number in (0, 1), e.g. 1e-3, got {req.tol!r}")
+    if req.subset is not None:
+        _integer(req.subset, "--subset", 1, 2**31 - 1)
+    if (req.minibatches is None) != (req.minibatch_size is None):
+        raise SpecError("give both --minibatches K and --minibatch-size B (e.g. 4 and 128)")
+    if req.minibatches is not None:
+        _integer(req.minibatches, "--minibatches", 1, 2**31 - 1)
+        _integer(req.minibatch_size, "--minibatch-size", 1, 2**31 - 1)
+        if req.subset is not None:
+            raise SpecError("choose either --subset N or --minibatches K, not both")
+    if req.epochs is not None and not isinstance(req.epochs, tuple) and req.epochs != "all":
+        raise SpecError(f"epochs must be 'all' or a list of epochs, got {req.epochs!r}")
+
+
+def parse_epochs(text: str | None) -> tuple[int, ...] | str | None:
+    """``--epochs``: 'all', 'final' (or nothing: the last checkpoint), or E1,E2,..."""
+    if text is None or text.strip() in ("", "final"):
+        return None
+    if text.strip() == "all":
+        return "all"
+    try:
+        epochs = tuple(int(e) for e in text.split(",") if e.strip())
+    except ValueError:
+        raise SpecError(f"--epochs {text!r} is not all, final or E1,E2 (e.g. 0,5,10)") from None
+    if not epochs or any(e < 0 for e in epochs):
+        raise SpecError(f"--epochs {text!r} is not all, final or E1,E2 (e.g. 0,5,10)")
+    return tuple(sorted(set(epochs)))
+
+
+def _checkpoints(session: Session, model: Model, epochs: tuple[int, ...] | str | None) -> list[Checkpoint]:  # fmt: skip
+    if epochs == "all":
+        return list(session.scalars(
+            sa.select(Checkpoint).where(Checkpoint.model_id == model.id).order_by(Checkpoint.epoch)
+        ))  # fmt: skip
+    if epochs is None:
+        return [find_checkpoint(session, model, None)]
+    return [find_checkpoint(session, model, int(e)) for e in epochs]
+
+
+def _parameters(model: Model) -> int | None:
+    try:
+        from compute.models import parameter_count
+
+        return parameter_count(model.architecture, dict(model.arch_config or {}), model.dataset)
+    except Exception:  # an architecture the planner cannot size: the task checks k itself
+        return None
+
+
+def train_done(session: Session, model: Model) -> bool:
+    task = session.get(Task, model.task_id) if model.task_id is not None else None
+    return task is None or task.status == "done"
+
+
+def _settings(req: HessianRequest, measure: str) -> dict[str, Any]:
+    """The settings that decide a measure's numbers (its spec hash covers exactly these)."""
+    out: dict[str, Any] = {
+        "split": req.split, "subset": req.subset, "subset_seed": req.subset_seed,
+        "minibatches": req.minibatches, "minibatch_size": req.minibatch_size, "bn": req.bn,
+        "seed": req.seed,
+    }  # fmt: skip
+    if measure == "eigen":
+        out.update(top_k=req.top_k, tol=req.tol, max_iter=req.max_iter)
+    elif measure == "trace":
+        out.update(probes=req.probes, per_layer=req.per_layer)
+    else:
+        out.update(runs=req.density_runs, steps=req.max_iter)
+    return out
+
+
+def add_hessian(
+    session: Session, study: Study, req: HessianRequest, names: dict[str, Model] | None = None
+) -> list[tuple[HessianSpectrum, bool]]:
+    """The spectra rows of a request with their tasks (and eigenvector directions)."""
+    check_request(req)
+    model = find_model(session, req.model, names)
+    n = _parameters(model)
+    if n is not None and req.top_k > n:
+        raise SpecError(
+            f"--top-k {req.top_k} exceeds the {n} parameters of model {model.id}: "
+            f"ask for at most {n}"
+        )
+    checkpoints = _checkpoints(session, model, req.epochs)
+    trained = train_done(session, model)
+    for ckpt in checkpoints:
+        if trained and ckpt.array_id is None:
+            raise SpecError(
+                f"checkpoint epoch {ckpt.epoch} of model {model.id} has no stored weights "
+                "(its training finished without it): pick an epoch with data, or retrain "
+                "the model with that checkpoint epoch"
+            )
+    loss = "mse" if model.dataset in REGRESSION_DATASETS else "cross_entropy"
+    out = []
+    for ckpt in checkpoints:
+        for measure in req.measures():
+            out.append(_add_measure(session, study, req, model, ckpt, measure, loss))
+    return out
+
+
+def _add_measure(
+    session: Session, study: Study, req: HessianRequest, model: Model, ckpt: Checkpoint,
+    measure: str, loss: str,
+) -> tuple[HessianSpectrum, bool]:  # fmt: skip
+    settings = _settings(req, measure)
+    digest = spec_hash("hessian", study.name, ckpt.id, measure, settings)
+    row, new = get_or_add(
+        session, HessianSpectrum, digest, study_id=study.id, model_id=model.id,
+        checkpoint_id=ckpt.id, epoch=ckpt.epoch, measure=measure, split=req.split,
+        subset_size=req.subset, subset_seed=req.subset_seed,
+        minibatch_size=req.minibatch_size, n_minibatches=req.minibatches, bn_mode=req.bn,
+        dropout="off", loss=loss, seed=req.seed, tol=req.tol, max_iter=req.max_iter,
+        top_k=req.top_k if measure == "eigen" else None,
+        per_layer=req.per_layer and measure == "trace",
+        probes=req.probes if measure == "trace" else None,
+        density_runs=req.density_runs if measure == "density" else None,
+        density_steps=req.max_iter if measure == "density" else None,
+        config={"which": "largest"} if measure == "eigen" else {},
+    )  # fmt: skip
+    if not new:
+        return row, False
+    task, _ = enqueue(session, study, "hessian", {"spectrum_id": row.id},
+                      depends_on=[model_train_task(session, model)], key=digest)  # fmt: skip
+    row.task_id = task.id
+    if measure == "eigen":
+        for i in range(req.top_k):
+            session.add(Direction(
+                study_id=study.id, task_id=task.id, model_id=model.id, kind="hessian",
+                seed=req.seed, normalization="none", ignore="none", target="weights",
+                checkpoint_a_id=ckpt.id, eigen_index=i, hessian_spectrum_id=row.id,
+                spec_hash=spec_hash("direction", study.name, "hessian", digest, i),
+            ))  # fmt: skip
+    session.flush()
+    return row, True
+
+
+def hessian_command(model_id: int, epoch: int, index: int) -> str:
+    """The command that makes eigenvector ``index`` of a checkpoint."""
+    return f"tracker enqueue hessian --model {model_id} --epochs {epoch} --top-k {index + 1}"
+
+
+__all__: Sequence[str] = (
+    "HessianRequest", "add_hessian", "check_request", "hessian_command", "parse_epochs",
+)  # fmt: skip
