@@ -1,0 +1,298 @@
+"""Bring your own model, data and checkpoint (issue 13): a user module outside the package,
+trained with plain torch, saved in every checkpoint shape people have, imported with
+`tracker import model`, surfaced by `tracker work` processes, and checked against a by-hand
+evaluation of that module; bad input is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+import torch
+import torch.nn.functional as F
+from cli_support import one_line_error, run_tracker, tracker_env
+
+from compute.checkpoints import safetensors_available
+from compute.state import load_flat
+from tracker._arrays import read_array
+from tracker._db import Database
+from tracker._schema import ArrayRef, Checkpoint, Direction, Model, Surface, Task
+from tracker._store import ArrayStore
+
+USER_MODULE = textwrap.dedent('''
+    """A researcher's own code: a network factory, a data loader, a loss."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    __version__ = "1.2.3"
+
+
+    class TinyNet(nn.Module):
+        def __init__(self, width, classes):
+            super().__init__()
+            self.flat = nn.Flatten()
+            self.layers = nn.Sequential(nn.Linear(4, width), nn.Tanh(), nn.Linear(width, classes))
+
+        def forward(self, x):
+            return self.layers(self.flat(x))
+
+
+    def make_net(width=16, classes=3):
+        return TinyNet(width, classes)
+
+
+    def load(n=120, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 4, generator=g)
+        y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 0.8).long()
+        return (x[:80], y[:80]), (x[80:], y[80:])
+
+
+    def per_sample(out, y):
+        return F.cross_entropy(out, y, reduction="none")
+
+
+    def broken_factory(width=16):
+        raise ValueError(f"width {width} is not supported")
+
+
+    def not_a_net():
+        return "a string"
+
+
+    def wrong_loader():
+        return 42
+
+
+    def wrong_split():
+        return ([1, 2, 3], [4, 5])
+''')
+
+
+@pytest.fixture
+def user_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The user's module in a folder outside the package, importable here and by workers."""
+    folder = tmp_path / "user_code"
+    folder.mkdir()
+    (folder / "my_nets.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+def _env(tmp_path: Path, db_url: str, code: Path | None) -> dict[str, str]:
+    env = tracker_env(tmp_path, db_url, str(tmp_path / "store.zarr"))
+    if code is not None:  # the worker processes import the user's module from here
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env["PYTHONPATH"]])
+    return env
+
+
+def _train(seed: int = 0, steps: int = 30) -> dict[str, torch.Tensor]:
+    """Plain torch training of the user's network, as the researcher did it elsewhere."""
+    import my_nets
+
+    torch.manual_seed(seed)
+    net = my_nets.make_net(width=16, classes=3)
+    (x, y), _ = my_nets.load()
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.state_dict()
+
+
+def _save_every_shape(state: dict[str, torch.Tensor], folder: Path) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    files = {
+        "plain.pt": state,
+        "goldstein.t7": {"state_dict": state, "acc": 0.9, "epoch": 30},
+        "script.pth": {"model": state, "optimizer": {"lr": 0.5}},
+        "net.pth": {"net": state},
+        "parallel.pt": {f"module.{k}": v for k, v in state.items()},
+    }
+    paths = []
+    for name, content in files.items():
+        torch.save(content, folder / name)
+        paths.append(folder / name)
+    return paths
+
+
+def _ok(proc) -> str:
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    return proc.stdout
+
+
+USER_ARCH = ["--arch", "my_nets:make_net", "--arch-config", '{"width": 16}',
+             "--dataset", "my_nets:load"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_user_model_in_every_checkpoint_shape_is_surfaced_like_a_hand_evaluation(
+    tmp_path, sqlite_url, user_code
+) -> None:
+    env = _env(tmp_path, sqlite_url, user_code)
+    paths = _save_every_shape(_train(), tmp_path / "ckpts")
+    first = _ok(run_tracker("import", "model", str(paths[0]), *USER_ARCH, "--name", "mine",
+                            "--study", "own", "--metrics-from-eval", env=env))  # fmt: skip
+    assert "(imported)" in first
+    model_id = int(first.split()[1])
+    # Every other shape holds the same weights: the same model, found again.
+    for path in paths[1:]:
+        out = _ok(run_tracker("import", "model", str(path), *USER_ARCH, "--name", "mine",
+                              "--study", "own", "--metrics-from-eval", env=env))  # fmt: skip
+        assert out.startswith(f"model {model_id} (already imported)"), (path, out)
+    safetensors_file = tmp_path / "ckpts" / "net.safetensors"
+    if safetensors_available():
+        from safetensors.torch import save_file
+
+        save_file(_train(), str(safetensors_file))
+        out = _ok(run_tracker("import", "model", str(safetensors_file), *USER_ARCH,
+                              "--name", "mine", "--study", "own", "--metrics-from-eval", env=env))  # fmt: skip
+        assert out.startswith(f"model {model_id} (already imported)")
+    else:  # not installed: the file is refused with the fix, and nothing is written
+        safetensors_file.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+        one_line_error(run_tracker("import", "model", str(safetensors_file), *USER_ARCH, env=env),
+                       "pip install safetensors", code=2)  # fmt: skip
+
+    db = Database(sqlite_url)
+    with db.session() as session:
+        model = session.get(Model, model_id)
+        assert (model.architecture, model.dataset, model.optimizer) == ("my_nets:make_net", "my_nets:load", "imported")  # fmt: skip
+        code = model.config["code"]
+        assert code["architecture"] == {"ref": "my_nets:make_net", "module": "my_nets", "version": "1.2.3"}  # fmt: skip
+        assert code["dataset"]["version"] == "1.2.3"
+        assert model.train_acc is not None and model.train_acc > 0.6
+
+    _ok(run_tracker("enqueue", "surface", "--model", str(model_id), "--x", "-1:1:5",
+                    "--y", "-1:1:3", env=env))  # fmt: skip
+    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
+    store = ArrayStore(str(tmp_path / "store.zarr"))
+    with db.session() as session:
+        surface = session.scalars(sa.select(Surface)).one()
+        assert surface.completed_at is not None
+        assert surface.eval_config["engine"]["first_affine"] is True
+        assert surface.eval_config["engine"]["first_affine_source"] == "traced"
+        loss = read_array(session, store, surface.loss_array_id)[0]
+        ckpt = session.get(Checkpoint, surface.checkpoint_id)
+        centre = torch.from_numpy(read_array(session, store, ckpt.array_id))
+        layout = ckpt.layout
+        dirs = [torch.from_numpy(read_array(session, store, session.get(Direction, d).array_id))
+                for d in (surface.x_direction_id, surface.y_direction_id)]  # fmt: skip
+        provenance = session.scalars(sa.select(Task.provenance).where(Task.kind == "surface.tile")).all()  # fmt: skip
+    # By hand: the user's own module at centre + a d1 + b d2, on the train split.
+    import my_nets
+
+    (x, y), _ = my_nets.load()
+    net = my_nets.make_net(width=16)
+    for iy, b in enumerate(np.linspace(-1, 1, 3)):
+        for ix, a in enumerate(np.linspace(-1, 1, 5)):
+            load_flat(net, centre + float(a) * dirs[0] + float(b) * dirs[1], layout)
+            with torch.no_grad():
+                expected = F.cross_entropy(net(x), y).item()
+            np.testing.assert_allclose(loss[iy, ix], expected, rtol=1e-5, atol=1e-6)
+    assert provenance and all(p["torch"] == torch.__version__ and p["precision"] == "fp32"
+                              and p["host"] and p["device"] for p in provenance)  # fmt: skip
+    shown = _ok(run_tracker("show", "study", "own", env=env))
+    assert "computed with:" in shown and f"torch {torch.__version__}" in shown
+
+
+@pytest.mark.slow
+def test_a_trajectory_of_checkpoints_gives_a_pca_plane_and_a_user_loss(tmp_path, sqlite_url, user_code) -> None:  # fmt: skip
+    env = _env(tmp_path, sqlite_url, user_code)
+    folder = tmp_path / "trajectory"
+    folder.mkdir()
+    for epoch, steps in ((0, 0), (5, 5), (10, 10), (20, 20)):
+        torch.save(_train(steps=steps), folder / f"epoch_{epoch:02d}.pt")
+    out = _ok(run_tracker("import", "model", str(folder), "--arch", "my_nets:make_net",
+                          "--dataset", "my_nets:load", "--dataset-config",
+                          '{"loss": "my_nets:per_sample"}', env=env))  # fmt: skip
+    assert "epoch(s) 0, 5, 10, 20" in out
+    model_id = int(out.split()[1])
+    _ok(run_tracker("enqueue", "surface", "--model", str(model_id), "--pca", "--x", "-1:1:3",
+                    "--y", "-1:1:3", env=env))  # fmt: skip
+    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
+    with Database(sqlite_url).session() as session:
+        surface = session.scalars(sa.select(Surface)).one()
+        assert surface.completed_at is not None
+        assert surface.eval_config["engine"]["loss"] == "my_nets:per_sample"
+        model = session.get(Model, model_id)
+        assert model.config["code"]["loss"]["ref"] == "my_nets:per_sample"
+        assert session.get(Direction, surface.x_direction_id).explained_variance > 0
+
+
+@pytest.mark.slow
+def test_a_worker_without_the_users_code_fails_the_task_in_one_line(tmp_path, sqlite_url, user_code) -> None:  # fmt: skip
+    env = _env(tmp_path, sqlite_url, user_code)
+    path = _save_every_shape(_train(), tmp_path / "ckpts")[0]
+    out = _ok(run_tracker("import", "model", str(path), *USER_ARCH, env=env))
+    _ok(run_tracker("enqueue", "surface", "--model", out.split()[1], "--x", "-1:1:3", env=env))
+    bare = _env(tmp_path, sqlite_url, None)  # a machine where the module is not installed
+    proc = run_tracker("work", "--workers", "1", "--no-progress", env=bare)
+    assert proc.returncode == 1
+    with Database(sqlite_url).session() as session:
+        errors = session.scalars(sa.select(Task.error).where(Task.status == "failed")).all()
+    assert errors
+    first = errors[0]
+    assert "Traceback" not in first and len(first.splitlines()) == 1, first
+    assert "cannot import module 'my_nets'" in first and "install it" in first
+
+
+def _counts(url: str, store: Path) -> tuple[int, ...]:
+    with Database(url).session() as session:
+        rows = tuple(session.scalar(sa.select(sa.func.count()).select_from(t))
+                     for t in (Model, Checkpoint, Task, ArrayRef))  # fmt: skip
+    files = sum(1 for _ in store.rglob("*") if _.is_file()) if store.exists() else 0
+    return (*rows, files)
+
+
+BAD_IMPORTS = [
+    # (extra checkpoint tweak, argv after FILE, words the one line names)
+    ("drop", USER_ARCH, ("missing keys", "layers.2.bias")),
+    ("extra", USER_ARCH, ("unexpected keys", "layers.9.weight")),
+    ("none", ["--arch", "my_nets:make_net", "--arch-config", '{"width": 8}',
+              "--dataset", "my_nets:load"], ("layers.0.weight has shape", "[16, 4]", "[8, 4]")),
+    ("none", ["--arch", "no_such_pkg.nets:make", "--dataset", "my_nets:load"],
+     ("cannot import module 'no_such_pkg.nets'", "install it")),
+    ("none", ["--arch", "my_nets:broken_factory", "--dataset", "my_nets:load"],
+     ("'my_nets:broken_factory' raised ValueError", "width 16 is not supported")),
+    ("none", ["--arch", "my_nets:not_a_net", "--dataset", "my_nets:load"],
+     ("returned a str", "torch.nn.Module")),
+    ("none", ["--arch", "my_nets:make_net", "--dataset", "my_nets:wrong_loader"],
+     ("returned a int", "(x, y) tensors or a torch Dataset")),
+    ("none", ["--arch", "my_nets:make_net", "--dataset", "my_nets:wrong_split"],
+     ("returned a list as its train split",)),
+    ("none", ["--arch", "my_nets:make_net", "--dataset", "my_nets:missing"],
+     ("has no 'missing'",)),
+    ("none", ["--arch", "my_nets:make_net", "--arch-config", '{"classes": 5}',
+              "--dataset", "my_nets:load"], ("outputs (2, 5)", "needs (2, 3)")),
+    ("pickle", USER_ARCH, ("pickled Python objects", "model.state_dict()")),
+    ("garbage", USER_ARCH, ("not a PyTorch checkpoint",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tweak", "argv", "needles"), BAD_IMPORTS)
+def test_bad_imports_are_one_line_exit_2_and_write_nothing(
+    tmp_path, sqlite_url, user_code, tweak, argv, needles
+) -> None:
+    env = _env(tmp_path, sqlite_url, user_code)
+    _ok(run_tracker("db", "upgrade", env=env))
+    state = _train(steps=1)
+    path = tmp_path / "model.pt"
+    if tweak == "drop":
+        state.pop("layers.2.bias")
+    elif tweak == "extra":
+        state["layers.9.weight"] = torch.zeros(2)
+    if tweak == "pickle":
+        torch.save({"net": torch.nn.Linear(2, 2)}, path)
+    elif tweak == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    else:
+        torch.save(state, path)
+    before = _counts(sqlite_url, tmp_path / "store.zarr")
+    line = one_line_error(run_tracker("import", "model", str(path), *argv, env=env), *needles, code=2)  # fmt: skip
+    assert _counts(sqlite_url, tmp_path / "store.zarr") == before, line
