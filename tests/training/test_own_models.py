@@ -296,3 +296,118 @@ def test_bad_imports_are_one_line_exit_2_and_write_nothing(
     before = _counts(sqlite_url, tmp_path / "store.zarr")
     line = one_line_error(run_tracker("import", "model", str(path), *argv, env=env), *needles, code=2)  # fmt: skip
     assert _counts(sqlite_url, tmp_path / "store.zarr") == before, line
+
+
+# --------------------------------------------------------------------------- torchvision
+
+
+def _image_folder(root: Path, train: int = 100, test: int = 25) -> Path:
+    """Two classes of tiny 8x8 RGB images (dark and bright noise), as PNG files."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for c, name in enumerate(("dark", "bright")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.normal(60 + 130 * c, 40, (8, 8, 3)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_a_torchvision_resnet_on_an_image_folder_gets_a_surface_and_an_interpolation(
+    tmp_path, sqlite_url
+) -> None:
+    import torchvision
+
+    env = _env(tmp_path, sqlite_url, None)
+    images = _image_folder(tmp_path / "images")
+    nets = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        nets[seed] = torchvision.models.resnet18(num_classes=2)
+        torch.save({"state_dict": nets[seed].state_dict()}, tmp_path / f"resnet-{seed}.pth")
+    argv = ["--arch", "torchvision.models:resnet18", "--arch-config", '{"num_classes": 2}',
+            "--dataset", "imagefolder", "--data-root", str(images),
+            "--dataset-config", '{"transform": "cifar"}', "--study", "vision"]  # fmt: skip
+    ids = [int(_ok(run_tracker("import", "model", str(tmp_path / f"resnet-{s}.pth"), *argv,
+                                "--name", f"r{s}", env=env)).split()[1]) for s in (0, 1)]  # fmt: skip
+    _ok(run_tracker("enqueue", "surface", "--model", str(ids[0]), "--x", "-1:1:3", "--y",
+                    "-1:1:3", "--subset", "64", env=env))  # fmt: skip
+    _ok(run_tracker("enqueue", "surface", "--interpolate", str(ids[0]), str(ids[1]),
+                    "--x", "0:1:3", env=env))  # fmt: skip
+    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
+    store = ArrayStore(str(tmp_path / "store.zarr"))
+    with Database(sqlite_url).session() as session:
+        plane, line = session.scalars(sa.select(Surface).order_by(Surface.id)).all()
+        assert plane.completed_at is not None and line.completed_at is not None
+        assert plane.eval_config["engine"]["first_affine_source"] == "traced"
+        grid = read_array(session, store, plane.loss_array_id)[0]
+        along = read_array(session, store, line.loss_array_id)[0, 0]
+    assert grid.shape == (3, 3) and np.isfinite(grid).all()
+    # The ends of the line are the two imported networks, evaluated by hand.
+    from torchvision import transforms as T
+
+    data = torchvision.datasets.ImageFolder(
+        str(images / "train"),
+        transform=T.Compose([T.ToTensor(), T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))]),
+    )  # fmt: skip
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    y = torch.tensor(data.targets)
+    for end, seed in ((0, 0), (2, 1)):
+        nets[seed].eval()
+        with torch.no_grad():
+            expected = F.cross_entropy(nets[seed](x), y).item()
+        np.testing.assert_allclose(along[end], expected, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- Python API
+
+
+@pytest.mark.slow
+def test_the_python_api_round_trip(tmp_path, db, db_url, user_code, monkeypatch) -> None:
+    import tracker
+
+    # The worker processes `work()` starts import the user's module too.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(user_code), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    state = _train()
+    torch.save(state, tmp_path / "net.pt")
+    t = tracker.connect(db=db_url, store=str(tmp_path / "store.zarr"), home=tmp_path / "home")
+    model_id = t.import_model(tmp_path / "net.pt", arch="my_nets:make_net",
+                              arch_config={"width": 16}, dataset="my_nets:load", name="api",
+                              study="notebook", metrics_from_eval=True)  # fmt: skip
+    assert t.import_model(tmp_path / "net.pt", arch="my_nets:make_net", arch_config={"width": 16},
+                          dataset="my_nets:load", name="api", study="notebook") == model_id  # fmt: skip
+    surface_id = t.enqueue_surface(model_id, x=(-1, 1, 5), y=(-1, 1, 3))
+    summary = t.work(workers=1)
+    assert summary.failed == 0 and summary.done >= 2
+
+    models = t.models()
+    row = models.set_index("id").loc[model_id]
+    assert (row["name"], row["architecture"], bool(row["imported"])) == ("api", "my_nets:make_net", True)  # fmt: skip
+    assert row["arch.width"] == 16 and row["train_acc"] > 0.6
+    surfaces = t.surfaces(study="notebook")
+    srow = surfaces.set_index("id").loc[surface_id]
+    assert bool(srow["complete"]) and bool(srow["first_affine"]) and srow["model_id"] == model_id
+    assert f"torch {torch.__version__}" in srow["provenance"] and "fp32" in srow["provenance"]
+
+    grid = t.surface(surface_id)
+    import my_nets
+
+    (x, y), _ = my_nets.load()
+    net = my_nets.make_net(width=16)
+    net.load_state_dict(state)
+    with torch.no_grad():
+        centre = F.cross_entropy(net(x), y).item()
+    try:
+        import xarray  # noqa: F401
+    except ImportError:
+        assert grid["loss"].shape == (3, 5) and list(grid["x"]) == [-1, -0.5, 0, 0.5, 1]
+        np.testing.assert_allclose(grid["loss"][1, 2], centre, rtol=1e-5)
+        assert list(grid["y"]) == [-1, 0, 1] and grid["model_id"] == model_id
+    else:
+        assert grid.dims == ("y", "x") and grid.attrs["model_id"] == model_id
+        np.testing.assert_allclose(float(grid.sel(x=0.0, y=0.0)), centre, rtol=1e-5)
