@@ -21,7 +21,7 @@ from compute.checkpoints import safetensors_available
 from compute.state import load_flat
 from tracker._arrays import read_array
 from tracker._db import Database
-from tracker._schema import ArrayRef, Checkpoint, Direction, Model, Surface, Task
+from tracker._schema import ArrayRef, Checkpoint, Direction, Model, Retrain, Surface, Task
 from tracker._store import ArrayStore
 
 USER_MODULE = textwrap.dedent('''
@@ -203,7 +203,7 @@ def test_a_user_model_in_every_checkpoint_shape_is_surfaced_like_a_hand_evaluati
 
 
 @pytest.mark.slow
-def test_a_trajectory_of_checkpoints_gives_a_pca_plane_and_a_user_loss(tmp_path, sqlite_url, user_code) -> None:  # fmt: skip
+def test_a_trajectory_of_checkpoints_gives_a_pca_plane_a_user_loss_and_retrains(tmp_path, sqlite_url, user_code) -> None:  # fmt: skip
     env = _env(tmp_path, sqlite_url, user_code)
     folder = tmp_path / "trajectory"
     folder.mkdir()
@@ -216,6 +216,8 @@ def test_a_trajectory_of_checkpoints_gives_a_pca_plane_and_a_user_loss(tmp_path,
     model_id = int(out.split()[1])
     _ok(run_tracker("enqueue", "surface", "--model", str(model_id), "--pca", "--x", "-1:1:3",
                     "--y", "-1:1:3", env=env))  # fmt: skip
+    _ok(run_tracker("enqueue", "retrain", "--model", str(model_id), "--seeds", "0", "--steps",
+                    "0.5", "--epochs", "1", "--batch-size", "40", "--lr", "0.01", env=env))  # fmt: skip
     _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
     with Database(sqlite_url).session() as session:
         surface = session.scalars(sa.select(Surface)).one()
@@ -224,6 +226,8 @@ def test_a_trajectory_of_checkpoints_gives_a_pca_plane_and_a_user_loss(tmp_path,
         model = session.get(Model, model_id)
         assert model.config["code"]["loss"]["ref"] == "my_nets:per_sample"
         assert session.get(Direction, surface.x_direction_id).explained_variance > 0
+        retrain = session.scalars(sa.select(Retrain)).one()
+        assert retrain.model_id == model_id and retrain.trajectory_array_id is not None
 
 
 @pytest.mark.slow
@@ -416,3 +420,32 @@ def test_the_python_api_round_trip(tmp_path, db, db_url, user_code, monkeypatch)
     else:
         assert grid.dims == ("y", "x") and grid.attrs["model_id"] == model_id
         np.testing.assert_allclose(float(grid.sel(x=0.0, y=0.0)), centre, rtol=1e-5)
+
+
+def test_study_files_and_the_api_name_the_users_code(tmp_path, sqlite_url, user_code) -> None:
+    import tracker
+
+    study = tmp_path / "own.toml"
+    study.write_text(textwrap.dedent("""
+        study = "own-study"
+        [[model]]
+        name = "filed"
+        architecture = "my_nets:make_net"
+        arch = { width = 8 }
+        dataset = "my_nets:load"
+        data = { options = { n = 100 } }
+        epochs = 1
+        batch_size = 20
+    """))
+    t = tracker.connect(db=sqlite_url, store=str(tmp_path / "store.zarr"))
+    counts = t.enqueue_study(study)
+    assert counts["models_new"] == 1
+    api_id = t.enqueue_model(arch="my_nets:make_net", dataset="my_nets:load",
+                             arch_config={"width": 4}, epochs=1, study="own-study")  # fmt: skip
+    models = t.models(study="own-study").set_index("name", drop=False)
+    assert list(models["architecture"]) == ["my_nets:make_net"] * 2
+    with Database(sqlite_url).session() as session:
+        filed = session.scalars(sa.select(Model).where(Model.name == "filed")).one()
+        assert filed.config["code"]["architecture"]["version"] == "1.2.3"
+        assert filed.dataset_config["options"] == {"n": 100}
+        assert session.get(Model, api_id).arch_config == {"width": 4}
