@@ -79,3 +79,31 @@ def test_bad_data_sets_are_refused_with_the_fix(name, config, needle):
     with pytest.raises(TrackerError, match=needle) as info:  # SpecError or NotFound
         data_mod.load_configured(name, config)
     assert "\n" not in str(info.value)
+
+
+def test_installed_entry_points_name_architectures_and_data_sets(tmp_path, monkeypatch):
+    from compute import models as models_mod
+
+    (tmp_path / "lab_nets.py").write_text(
+        "import torch\n"
+        "def tiny(width=3):\n"
+        "    return torch.nn.Linear(2, width)\n"
+        "def pairs():\n"
+        "    x = torch.randn(6, 2)\n"
+        "    return (x, torch.arange(6) % 3), (x[:2], torch.arange(2))\n"
+    )
+    info = tmp_path / "lab_nets-2.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lab-nets\nVersion: 2.0\n")
+    (info / "top_level.txt").write_text("lab_nets\n")
+    (info / "entry_points.txt").write_text(
+        "[tracker.architectures]\nlab-tiny = lab_nets:tiny\n\n[tracker.datasets]\nlab-pairs = lab_nets:pairs\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "lab-tiny" in models_mod.architecture_names()
+    net = models_mod.build_model("lab-tiny", {"width": 3}, input_shape=(2,), num_classes=3, seed=0)
+    assert isinstance(net, torch.nn.Linear) and net.out_features == 3
+    ds = data_mod.load_configured("lab-pairs", {})
+    assert ds.num_classes == 3 and ds.info["code"] == {"ref": "lab-pairs", "module": "lab_nets", "version": "lab-nets 2.0"}  # fmt: skip
+    with pytest.raises(SpecError, match="unknown architecture 'lab-huge'"):
+        models_mod.check_architecture("lab-huge", {})
