@@ -79,11 +79,10 @@ class Client:
         metrics_from_eval: bool = False,
     ) -> int:
         """Import checkpoint file(s) (or a folder of them) as a model; return its id."""
-        from tracker.training.cli import checkpoint_files
-        from tracker.training.rows import ImportSpec, import_model
+        from tracker.training.rows import ImportSpec, checkpoint_files, import_model
 
         paths = [str(files)] if isinstance(files, str | os.PathLike) else [str(f) for f in files]
-        pairs = checkpoint_files(paths, None if epochs is None else ",".join(map(str, epochs)))
+        pairs = checkpoint_files(paths, epochs)
         spec = ImportSpec(files=pairs, architecture=arch, dataset=dataset,
                           arch_config=dict(arch_config or {}),
                           dataset_config=_data_config(dataset_config), name=name,

@@ -449,3 +449,22 @@ def test_study_files_and_the_api_name_the_users_code(tmp_path, sqlite_url, user_
         assert filed.config["code"]["architecture"]["version"] == "1.2.3"
         assert filed.dataset_config["options"] == {"n": 100}
         assert session.get(Model, api_id).arch_config == {"width": 4}
+
+
+def test_checkpoint_files_take_epochs_from_names_or_from_the_flag(tmp_path) -> None:
+    from tracker import NotFound, SpecError
+    from tracker.training.rows import checkpoint_files
+
+    for name in ("run_e10.pt", "run_e3.pth", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    pairs = checkpoint_files([str(tmp_path)], None)
+    assert [(Path(p).name, e) for p, e in pairs] == [("run_e3.pth", 3), ("run_e10.pt", 10)]
+    files = [str(tmp_path / "run_e10.pt"), str(tmp_path / "run_e3.pth")]
+    assert [e for _, e in checkpoint_files(files, [7, 1])] == [7, 1]
+    with pytest.raises(SpecError, match="2 files need their epochs"):
+        checkpoint_files(files, None)
+    with pytest.raises(SpecError, match="gives 1 epoch"):
+        checkpoint_files(files, [1])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotFound, match="holds no checkpoint files"):
+        checkpoint_files([str(tmp_path / "empty")], None)

@@ -207,45 +207,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # --- import -----------------------------------------------------------------------------------
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".t7", ".ckpt", ".bin", ".safetensors")
-
-
-def checkpoint_files(paths: list[str], epochs: str | None) -> tuple[tuple[str, int], ...]:
-    """(file, epoch) pairs: one folder's checkpoint files (epochs from the last number in each
-    name) or the files given, with --epoch per file."""
-    import re
-
-    from tracker._exceptions import NotFound, SpecError
-
-    if len(paths) == 1 and Path(paths[0]).is_dir():
-        folder = Path(paths[0])
-        found = sorted(f for f in folder.iterdir() if f.suffix in CHECKPOINT_SUFFIXES)
-        if not found:
-            raise NotFound(f"{folder} holds no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)})")
-        files = [str(f.absolute()) for f in found]
-        if epochs is None:
-            numbers = [re.findall(r"\d+", f.stem) for f in found]
-            if not all(numbers):
-                raise SpecError(f"the names in {folder} carry no epoch numbers: give --epoch E1,E2,... in name order")  # fmt: skip
-            return tuple(sorted(zip(files, (int(n[-1]) for n in numbers), strict=True), key=lambda f: f[1]))  # fmt: skip
-    else:
-        files = [str(Path(p).absolute()) for p in paths]
-    if epochs is None:
-        if len(files) > 1:
-            raise SpecError(f"{len(files)} files need their epochs: give --epoch E1,E2,... (one per file)")  # fmt: skip
-        return ((files[0], 0),)
-    values = ints(epochs, "--epoch")
-    if len(values) != len(files):
-        raise SpecError(f"--epoch gives {len(values)} epoch(s) for {len(files)} file(s): give one per file")  # fmt: skip
-    return tuple(zip(files, values, strict=True))
-
-
 def cmd_import_model(args: argparse.Namespace) -> int:
     """Import checkpoint files as a model row with its checkpoints in the store."""
-    from tracker.training.rows import ImportSpec, import_model
+    from tracker.training.rows import ImportSpec, checkpoint_files, import_model
 
+    epochs = None if args.epoch is None else ints(args.epoch, "--epoch")
     spec = ImportSpec(
-        files=checkpoint_files(args.files, args.epoch), architecture=args.arch,
+        files=checkpoint_files(args.files, epochs), architecture=args.arch,
         dataset=args.dataset, arch_config=json_object(args.arch_config, "--arch-config"),
         dataset_config=data_config_from_args(args), name=args.name,
         metrics_from_eval=args.metrics_from_eval,
@@ -253,6 +221,6 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     db = open_db(args)
     done = import_model(db, settings(args).store_url, spec, study=args.study)
     state = "imported" if done.new else "already imported"
-    epochs = ", ".join(map(str, done.epochs))
-    print(f"model {done.model_id} ({state}) in study {args.study!r}: checkpoints at epoch(s) {epochs}")
+    kept = ", ".join(map(str, done.epochs))
+    print(f"model {done.model_id} ({state}) in study {args.study!r}: checkpoints at epoch(s) {kept}")
     return 0

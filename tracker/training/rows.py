@@ -305,6 +305,37 @@ class ImportedModel:
     epochs: tuple[int, ...]
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".t7", ".ckpt", ".bin", ".safetensors")
+
+
+def checkpoint_files(paths: Sequence[str], epochs: Sequence[int] | None) -> tuple[tuple[str, int], ...]:  # fmt: skip
+    """(file, epoch) pairs: one folder's checkpoint files (epochs from the last number in each
+    name) or the files given, with --epoch per file."""
+    import re
+    from pathlib import Path
+
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        folder = Path(paths[0])
+        found = sorted(f for f in folder.iterdir() if f.suffix in CHECKPOINT_SUFFIXES)
+        if not found:
+            raise NotFound(f"{folder} holds no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)})")
+        files = [str(f.absolute()) for f in found]
+        if epochs is None:
+            numbers = [re.findall(r"\d+", f.stem) for f in found]
+            if not all(numbers):
+                raise SpecError(f"the names in {folder} carry no epoch numbers: give --epoch E1,E2,... in name order")  # fmt: skip
+            return tuple(sorted(zip(files, (int(n[-1]) for n in numbers), strict=True), key=lambda f: f[1]))  # fmt: skip
+    else:
+        files = [str(Path(p).absolute()) for p in paths]
+    if epochs is None:
+        if len(files) > 1:
+            raise SpecError(f"{len(files)} files need their epochs: give --epoch E1,E2,... (one per file)")  # fmt: skip
+        return ((files[0], 0),)
+    if len(epochs) != len(files):
+        raise SpecError(f"--epoch gives {len(epochs)} epoch(s) for {len(files)} file(s): give one per file")  # fmt: skip
+    return tuple(zip(files, (int(e) for e in epochs), strict=True))
+
+
 def import_model(db: Database, store_url: str, spec: ImportSpec, *, study: str) -> ImportedModel:
     """Read, check and import checkpoint files as an ordinary model row with its checkpoints in
     Zarr (every analysis of a trained model then works on it). Every file is read and fitted
@@ -415,5 +446,5 @@ def _write_import(
 
 __all__: Sequence[str] = (
     "DirectionSpec", "ImportSpec", "ModelSpec", "add_direction", "add_model", "check_direction",
-    "check_model", "find_checkpoint", "find_model", "import_model",
+    "check_model", "checkpoint_files", "find_checkpoint", "find_model", "import_model",
 )  # fmt: skip
