@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
 import os
 import pickle
 import struct
@@ -57,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from compute.userdata import check_external, read_external
 from tracker import CorruptArray, NotFound, SpecError
 
 DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
@@ -170,8 +172,10 @@ def dataset_names() -> list[str]:
 
 
 def loss_kind(ds: Dataset) -> str:
-    """'cross_entropy' for classification, 'mse' for regression."""
-    return "cross_entropy" if ds.task == "classification" else "mse"
+    """'cross_entropy' for classification, 'mse' for regression, unless the data set's config
+    names another loss (``compute.userdata``: a ``module:fn`` of per-sample losses)."""
+    default = "cross_entropy" if ds.task == "classification" else "mse"
+    return str(ds.info.get("loss") or default)
 
 
 def load_dataset(
@@ -211,7 +215,12 @@ def load_dataset(
 
 
 def load_configured(name: str, config: dict[str, Any], label_corruption: float = 0.0) -> Dataset:
-    """The data set of a model row or spec: ``config`` holds root, seed, augment, val_fraction."""
+    """The data set of a model row or spec: ``config`` holds root, seed, augment, val_fraction;
+    a name that is no built-in is the user's (``compute.userdata``: files or code)."""
+    if name not in _INFO:
+        check_external(name, config, list(_INFO))
+        return _load_external(name, json.dumps(config, sort_keys=True, default=str),
+                              float(label_corruption))  # fmt: skip
     return load_dataset(
         name,
         root=config.get("root"),
@@ -220,6 +229,25 @@ def load_configured(name: str, config: dict[str, Any], label_corruption: float =
         augment=bool(config.get("augment", False)),
         val_fraction=float(config.get("val_fraction", 0.0)),
     )
+
+
+def check_dataset(name: str, config: dict[str, Any]) -> None:
+    """SpecError naming the problem with a data set's name or config, without loading it."""
+    if name not in _INFO:
+        check_external(name, config, list(_INFO))
+
+
+@lru_cache(maxsize=4)
+def _load_external(name: str, config_json: str, p: float) -> Dataset:
+    """A data set of the user's files or code (``compute.userdata``), cached per process."""
+    config = json.loads(config_json)
+    ds = Dataset(**read_external(name, config))
+    if p > 0:
+        if ds.task != "classification":
+            raise SpecError(f"label_corruption needs a classification dataset; {name!r} is {ds.task}")  # fmt: skip
+        _corrupt(ds, p, int(config.get("seed", 0)))
+    ds.info["label_corruption"] = p
+    return ds
 
 
 def fixed_subset(

@@ -19,7 +19,11 @@ First-affine lever: when the model implements the protocol (``first_affine``,
 ``prepare_input``, ``forward_after_first``) the first layer is linear in its weights, so
 ``f(x; W0 + a D1 + b D2, b0 + a e1 + b e2) = f(x; W0, b0) + a f(x; D1, e1) + b f(x; D2, e2)``.
 Those 1 + ndim outputs are computed once per group; each point then costs an axpy plus
-``forward_after_first``. It is used when the cached outputs fit in half the memory budget. On
+``forward_after_first``. It is used when the cached outputs fit in half the memory budget.
+Any other network gets the protocol found for it: ``torch.fx`` traces its forward, and when
+the input goes (through flatten/view/reshape only) into one ``nn.Linear`` or ``nn.Conv2d``
+and nowhere else, the graph is cut there into ``prepare_input`` and ``forward_after_first``
+(``plan['first_affine_source']`` says which: 'protocol', 'traced', or why neither). On
 CPU, a 4-D first-layer output is cached channels-last (NHWC), so the rest of a convolutional
 network runs in that format: max pooling and convolution are several times faster there.
 
@@ -63,8 +67,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compute import user
 from compute.state import Layout, check_length, layout_of, same_layout
-from tracker import SpecError
+from tracker import SpecError, UserCodeError
 
 LOSSES = ("cross_entropy", "mse")
 BN_MODES = ("eval", "train")
@@ -171,6 +176,71 @@ class _AfterFirst(nn.Module):
         return self.model.forward_after_first(z)
 
 
+_PREPARE_METHODS = frozenset({"flatten", "view", "reshape", "float", "contiguous"})
+
+
+def _has_protocol(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "first_affine", None), str) and all(
+        callable(getattr(model, m, None)) for m in ("prepare_input", "forward_after_first")
+    )
+
+
+def trace_first_affine(model: nn.Module) -> str:
+    """Give ``model`` the first-affine protocol, found by tracing its forward with torch.fx;
+    return '' when done, else why not. The two halves are GraphModules that call ``model``'s
+    own submodules, kept as plain attributes (not submodules: the state keys stay the same),
+    so a deep copy of ``model`` copies them along with the modules they share."""
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as err:  # data-dependent control flow and friends
+        return f"torch.fx cannot trace its forward ({type(err).__name__})"
+    graph = gm.graph
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        return "its forward takes more than one input"
+    if any(n.op == "get_attr" for n in graph.nodes):
+        return "its forward reads parameters directly (not through submodules)"
+    node, prepare = inputs[0], []
+    while True:
+        users = list(node.users)
+        if len(users) != 1:
+            return "its input feeds more than one operation"
+        step = users[0]
+        rest = [a for a in (*step.args[1:], *step.kwargs.values()) if isinstance(a, torch.fx.Node)]
+        if not step.args or step.args[0] is not node or rest:
+            return "its input goes into an operation with other inputs"
+        if step.op == "call_module":
+            sub = model.get_submodule(str(step.target))
+            if isinstance(sub, nn.Linear | nn.Conv2d):
+                first = step
+                break
+            if not isinstance(sub, nn.Flatten):
+                return f"its first operation on the input is {type(sub).__name__}, not Linear or Conv2d"  # fmt: skip
+        elif not (
+            (step.op == "call_method" and step.target in _PREPARE_METHODS)
+            or (step.op == "call_function" and step.target in (torch.flatten, torch.reshape))
+        ):
+            return f"its first operation on the input is {step.target}, not Linear or Conv2d"
+        prepare.append(step)
+        node = step
+
+    head, env = torch.fx.Graph(), {}
+    env[inputs[0]] = head.placeholder("x")
+    for n in prepare:
+        env[n] = head.node_copy(n, lambda a: env[a])
+    head.output(env[prepare[-1]] if prepare else env[inputs[0]])
+    tail, env2 = torch.fx.Graph(), {}
+    env2[first] = tail.placeholder("z")
+    skip = {inputs[0], first, *prepare}
+    for n in graph.nodes:
+        if n not in skip:
+            env2[n] = tail.node_copy(n, lambda a: env2[a])
+    object.__setattr__(model, "first_affine", str(first.target))
+    object.__setattr__(model, "prepare_input", torch.fx.GraphModule(model, head))
+    object.__setattr__(model, "forward_after_first", torch.fx.GraphModule(model, tail))
+    return ""
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise SpecError(f"{name}={value!r} is not one of {', '.join(allowed)}: pick one of those")
@@ -186,7 +256,8 @@ class SurfaceEvaluator:
         centre: the flat state at coordinates 0.
         directions: one or two flat direction vectors of the layout's length.
         groups: evaluation groups ``(x, y)``; every group gets its own value per point.
-        loss: ``'cross_entropy'`` (integer labels) or ``'mse'`` (float targets).
+        loss: ``'cross_entropy'`` (integer labels), ``'mse'`` (float targets), or a
+            ``module:fn(outputs, targets)`` returning per-sample losses.
         bn_mode: ``'eval'`` (running statistics) or ``'train'`` (the group's batch statistics).
         device: where to evaluate.
         strategy: ``'auto'``, ``'loop'`` or ``'vmap'`` (see the module docstring).
@@ -212,7 +283,9 @@ class SurfaceEvaluator:
         max_memory_bytes: int | None = None,
         precision: str = "fp32",
     ) -> None:
-        self._loss = _choice("loss", loss, LOSSES)
+        # A module:fn loss gives per-sample losses; accuracy is counted for integer labels.
+        self._loss_fn = user.resolve(loss, user.LOSSES, "loss") if user.is_reference(loss) else None
+        self._loss = loss if self._loss_fn is not None else _choice("loss", loss, LOSSES)
         self._precision = _choice("precision", precision, PRECISIONS)
         self._bn_mode = _choice("bn_mode", bn_mode, BN_MODES)
         _choice("strategy", strategy, STRATEGIES)
@@ -239,6 +312,10 @@ class SurfaceEvaluator:
             )
         work.to(self._device)
         work.eval()
+        self._first_source = "protocol" if _has_protocol(work) else ""
+        if first_affine and not self._first_source:
+            why = trace_first_affine(work)
+            self._first_source = "traced" if not why else f"not found: {why}"
         self._model = work
         self._flat = self._centre.clone()
         self._bind(work, self._flat)
@@ -325,7 +402,9 @@ class SurfaceEvaluator:
                 f"group {index}: inputs {tuple(x.shape)} and targets {tuple(y.shape)} must have "
                 "the same, non-zero number of samples"
             )
-        if self._loss == "cross_entropy":
+        if self._loss_fn is not None:
+            y = y if torch.is_floating_point(y) else y.long()
+        elif self._loss == "cross_entropy":
             if torch.is_floating_point(y):
                 raise SpecError(
                     f"group {index}: cross_entropy needs integer class labels, got {y.dtype}: "
@@ -465,6 +544,7 @@ class SurfaceEvaluator:
             "sample_batch": sample_batch,
             "first_affine": use_first,
             "first_affine_note": "used" if use_first else f"not used: {why_not}",
+            "first_affine_source": self._first_source or "first_affine=False",
             "channels_last": channels_last,
             "batched_by": "the model (one bmm per layer)" if own else "torch.func.vmap",
             "bn_mode": self._bn_mode,
@@ -570,7 +650,7 @@ class SurfaceEvaluator:
                 hits = torch.cat([parts[i][1] for i in range(len(chunks))], dim=1)
         sizes = np.array([float(x.shape[0]) for x, _ in self._groups]).reshape(-1, 1)
         loss = sums.cpu().double().numpy() / sizes
-        if self._loss == "cross_entropy":
+        if self._counts_hits():
             acc = hits.cpu().double().numpy() / sizes
         else:
             acc = np.full(loss.shape, np.nan)
@@ -720,8 +800,29 @@ class SurfaceEvaluator:
             out.addcmul_(chunk[:, j].reshape(shape), base[j + 1].unsqueeze(0))
         return out
 
+    def _counts_hits(self) -> bool:
+        """Accuracy is defined for class labels: cross-entropy, or a user loss on integers."""
+        if self._loss_fn is not None:
+            return not torch.is_floating_point(self._groups[0][1])
+        return self._loss == "cross_entropy"
+
+    def _user_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        per = self._loss_fn(out, y)  # type: ignore[misc]
+        if not isinstance(per, torch.Tensor) or per.shape != (y.shape[0],):
+            shape = tuple(per.shape) if isinstance(per, torch.Tensor) else type(per).__name__
+            raise UserCodeError(
+                f"loss {self._loss!r} returned {shape} for {y.shape[0]} samples: return one "
+                "loss per sample (reduction='none')"
+            )
+        return per
+
     def _score(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed loss and number correct over a batch of outputs."""
+        if self._loss_fn is not None:
+            loss_sum = self._user_loss(out, y).sum()
+            if torch.is_floating_point(y):
+                return loss_sum, torch.zeros((), device=out.device)
+            return loss_sum, (out.argmax(dim=-1) == y).sum()
         if self._loss == "cross_entropy":
             loss_sum = F.cross_entropy(out, y, reduction="sum")
             hits = (out.argmax(dim=-1) == y).sum()
@@ -734,6 +835,9 @@ class SurfaceEvaluator:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``_score`` for each of K points' outputs [K, N, C] at once: two [K] tensors."""
         k, n = out.shape[0], out.shape[1]
+        if self._loss_fn is not None:
+            scored = [self._score(out[i], y) for i in range(k)]
+            return torch.stack([a for a, _ in scored]), torch.stack([b for _, b in scored])
         if self._loss == "cross_entropy":
             flat = out.reshape(k * n, -1)
             losses = F.cross_entropy(flat, y.repeat(k), reduction="none").view(k, n)

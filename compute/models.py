@@ -23,7 +23,12 @@ Architectures and their config keys (defaults in brackets):
 - ``wrn``: WideResNet-depth-k of Zagoruyko & Komodakis (the WRN-28-2 of seed 000),
   pre-activation blocks, ``depth`` (28; depth - 4 divisible by 6), ``k`` (2), no dropout.
 
-Every model implements the first-affine protocol of the surface engine:
+User architectures: ``module:callable`` (or the name of an entry point in the group
+``tracker.architectures``) names a factory called with the architecture config as keyword
+arguments and returning an ``nn.Module``; the tracker passes it nothing else (give the class
+count, input size and so on in the config). See ``compute.user``.
+
+Every built-in model implements the first-affine protocol of the surface engine:
 ``model.first_affine`` names the first nn.Linear / nn.Conv2d (the one that sees the raw input),
 ``model.prepare_input(x)`` is what it receives, ``model.forward_after_first(z)`` is the rest of
 the network, and ``forward(x) == forward_after_first(first(prepare_input(x)))``.
@@ -41,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tracker import SpecError
+from compute import user
+from tracker import SpecError, UserCodeError
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 _IN_PLACE: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
@@ -442,18 +448,38 @@ _RESNET_DEPTH = {"resnet20": 20, "resnet56": 56, "resnet110": 110}
 
 
 def architecture_names() -> list[str]:
-    """The names ``build_model`` accepts."""
-    return list(_SPECS)
+    """The names ``build_model`` accepts besides ``module:callable``: the built-ins and the
+    installed entry points."""
+    return [*_SPECS, *(n for n in user.entry_point_names(user.ARCHITECTURES) if n not in _SPECS)]
+
+
+def is_user_architecture(architecture: str) -> bool:
+    """Whether ``architecture`` is the user's code (a reference or an entry point)."""
+    return architecture not in _SPECS
 
 
 def check_architecture(architecture: str, config: dict[str, Any] | None) -> dict[str, Any]:
-    """The validated config with defaults filled in; SpecError naming the bad key otherwise."""
-    spec = _SPECS.get(architecture)
-    if spec is None:
-        raise SpecError(f"unknown architecture {architecture!r}: use one of {', '.join(_SPECS)}")
+    """The validated config with defaults filled in; SpecError naming the bad key otherwise.
+
+    A user architecture's factory is imported (UserCodeError when it cannot be) and its
+    config is kept as given: the factory's own signature checks it when it is built.
+    """
     config = {} if config is None else config
     if not isinstance(config, dict):
         raise SpecError(f"{architecture} config must be a table of keys, got {config!r}")
+    spec = _SPECS.get(architecture)
+    if spec is None:
+        if not user.is_reference(architecture) and architecture not in user.entry_point_names(
+            user.ARCHITECTURES
+        ):
+            raise SpecError(
+                f"unknown architecture {architecture!r}: use one of {', '.join(architecture_names())} "
+                "or your own factory as module:callable (e.g. my_pkg.nets:make_net)"
+            )
+        if len(architecture) > 64:
+            raise SpecError(f"architecture reference {architecture!r} is longer than 64 characters: use a shorter module path or an entry point")  # fmt: skip
+        user.resolve(architecture, user.ARCHITECTURES, "architecture")
+        return copy.deepcopy(config)
     unknown = sorted(set(config) - set(spec))
     if unknown:
         allowed = ", ".join(spec) or "none"
@@ -487,6 +513,10 @@ def build_model(
     shape = tuple(int(s) for s in input_shape)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SpecError(f"model seed must be an integer, got {seed!r}")
+    if is_user_architecture(architecture):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_user_model(architecture, cfg)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise SpecError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not shape or any(s < 1 for s in shape):
@@ -499,6 +529,18 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _construct(architecture, cfg, shape, num_classes)
+
+
+def build_user_model(architecture: str, config: dict[str, Any]) -> nn.Module:
+    """The user's factory called with ``config`` as keyword arguments; it must return a module."""
+    factory = user.resolve(architecture, user.ARCHITECTURES, "architecture")
+    model = user.call(factory, architecture, "architecture", **config)
+    if not isinstance(model, nn.Module):
+        raise UserCodeError(
+            f"architecture {architecture!r} returned a {type(model).__name__}, not a "
+            "torch.nn.Module: return the network from the factory"
+        )
+    return model
 
 
 def _construct(arch: str, cfg: dict[str, Any], shape: tuple[int, ...], classes: int) -> nn.Module:
@@ -520,8 +562,35 @@ def parameter_count(architecture: str, config: dict[str, Any] | None, dataset: s
     (no memory, no initialisation cost): a size for planning work, e.g. tiles."""
     from compute.data import dataset_shape
 
-    input_shape, num_classes = dataset_shape(dataset)
     cfg = check_architecture(architecture, config)
+    if is_user_architecture(architecture):
+        return sum(p.numel() for p in build_user_model(architecture, cfg).parameters())
+    input_shape, num_classes = dataset_shape(dataset)
     with torch.device("meta"):
         model = _construct(architecture, cfg, tuple(input_shape), num_classes)
     return sum(p.numel() for p in model.parameters())
+
+
+def check_fits(model: nn.Module, architecture: str, x: torch.Tensor, num_classes: int) -> None:
+    """Run ``model`` on two samples ``x``: UserCodeError on one line when the network cannot take
+    the data set's inputs or gives the wrong number of outputs."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x[:2])
+    except Exception as err:
+        text = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise UserCodeError(
+            f"architecture {architecture!r} cannot run on the dataset's inputs of shape "
+            f"{tuple(x.shape[1:])} ({text}): build it for that input shape"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != num_classes:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserCodeError(
+            f"architecture {architecture!r} outputs {shape} for 2 samples, the dataset needs "
+            f"(2, {num_classes}): give the network {num_classes} outputs (e.g. num_classes in "
+            "--arch-config)"
+        )

@@ -76,6 +76,17 @@ def query(db_url: str, sql: str, params: tuple[tuple[str, Any], ...] = ()) -> pd
     return numeric(data.frame(engine(db_url), sql, **dict(params)))
 
 
+def provenance_text(value: Any) -> str:
+    """A provenance cell (JSON text on SQLite, a dict on PostgreSQL) as one line."""
+    import json
+
+    from tracker._provenance import describe
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "not recorded"
+    return describe(json.loads(value) if isinstance(value, str) else value)
+
+
 def table(db_url: str, name: str, order: str = "id") -> pd.DataFrame:
     """Every row of one result table, whatever columns it has today."""
     return query(db_url, f"SELECT * FROM {name} ORDER BY {order}")

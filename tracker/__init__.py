@@ -29,7 +29,9 @@ __all__ = [
     "StoreError",
     "TaskContext",
     "TrackerError",
+    "UserCodeError",
     "WorkerConfig",
+    "connect",
     "enqueue",
     "get_or_create_study",
     "open_database",
@@ -53,11 +55,13 @@ _WHERE = {
     "WorkerConfig": "tracker._worker",
     "run_worker": "tracker._worker",
     "task_kind": "tracker._registry",
+    "connect": "tracker.client",
     **{
         name: "tracker._exceptions"
         for name in (
             "ConfigError", "CorruptArray", "DatabaseUnreachable", "LeaseLost", "NoGPU",
             "NotFound", "QueryRejected", "QueueError", "SchemaOutOfDate", "SpecError", "StoreError", "TrackerError",
+            "UserCodeError",
         )
     },
 }  # fmt: skip

@@ -6,6 +6,7 @@
     ├── SchemaOutOfDate          the database is not at the code's migration head
     ├── NotFound                 an unknown study, task or array id
     ├── SpecError                an invalid study spec or enqueue request
+    │   └── UserCodeError        the user's code a spec names cannot be imported or misbehaves
     ├── StoreError               the array store cannot be opened or written
     │   └── CorruptArray         an array a row references is missing or unreadable
     ├── QueueError               a queue operation that the task's state forbids
@@ -43,6 +44,14 @@ class NotFound(TrackerError):
 
 class SpecError(TrackerError):
     """A study spec or enqueue request is invalid."""
+
+
+class UserCodeError(SpecError):
+    """Code a spec names (``module:callable``, an entry point) cannot be imported or fails.
+
+    A worker stores its message alone (one line naming the module and the fix), never a
+    traceback: the fix is on the machine (install the code), not in the tracker.
+    """
 
 
 class StoreError(TrackerError):

@@ -173,6 +173,8 @@ class Task(_Created, Base):
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(sa.Text)
     result: Mapped[dict[str, Any] | None]
+    # Where and with what the task computed (tracker._provenance), written when it is done.
+    provenance: Mapped[dict[str, Any] | None]
 
     study: Mapped[Study] = relationship()
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from tracker._db import utcnow
 from tracker._exceptions import CorruptArray
+from tracker._provenance import describe
 from tracker._schema import ArrayRef, Study, Task, TaskBlock
 from tracker._store import ArraySpec, ArrayStore
 
@@ -163,5 +164,6 @@ def task_details(task: Task) -> dict[str, Any]:
         "lease expires": task.lease_expires_at,
         "payload": task.payload,
         "result": task.result,
+        "provenance": describe(task.provenance),
         "error": task.error,
     }

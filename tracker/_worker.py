@@ -22,11 +22,12 @@ from sqlalchemy.orm import Session
 from tracker._arrays import add_array
 from tracker._context import TaskContext
 from tracker._db import open_database
-from tracker._exceptions import LeaseLost, SpecError
+from tracker._exceptions import LeaseLost, SpecError, UserCodeError
+from tracker._provenance import provenance
 from tracker._queue import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_LEASE_LOSSES, ClaimedTask, Queue
 from tracker._registry import get_kind, load_plugins
 from tracker._retry import is_transient, retrying
-from tracker._schema import TaskBlock
+from tracker._schema import Task, TaskBlock
 from tracker._store import ArrayStore
 from tracker._wake import open_waker
 
@@ -152,7 +153,12 @@ def execute_batch(
                 continue
             except Exception as err:
                 held.remove(task)
-                text = "".join(traceback.format_exception(err)).strip()
+                # The user's code failing to import or run: its one line names the fix.
+                text = (
+                    str(err)
+                    if isinstance(err, UserCodeError)
+                    else "".join(traceback.format_exception(err)).strip()
+                )
                 if is_transient(err):  # the database failed the run, not the task's code
                     log.warning("task %s interrupted by the database; released", task.id)
                     if queue.release(task, f"interrupted by the database: {text}"):
@@ -175,6 +181,9 @@ def execute_batch(
             def on_commit(session: Session, ctx: TaskContext = ctx, kind: Any = kind,
                           result: Any = result) -> None:  # fmt: skip
                 _record_arrays(session, ctx)
+                session.execute(
+                    sa.update(Task).where(Task.id == ctx.id).values(provenance=provenance(result))
+                )
                 if kind.finalize is not None:
                     kind.finalize(session, ctx, result)
 

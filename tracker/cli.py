@@ -216,7 +216,32 @@ def cmd_show_study(args: argparse.Namespace) -> int:
     from tracker.topology.cli import print_study_topology
 
     print_study_topology(db, study.id)
+    _print_provenance(db, study.id)
     return code
+
+
+def _print_provenance(db: Any, study_id: int) -> None:
+    """Where the study's results were computed: each distinct provenance once, with the kinds
+    of task and how many, so fp32 and bf16 or CPU and GPU results are not compared unawares."""
+    import sqlalchemy as sa
+
+    from tracker._provenance import describe
+    from tracker._schema import Task
+
+    with db.session() as session:
+        found = session.execute(
+            sa.select(Task.kind, Task.provenance)
+            .where(Task.study_id == study_id, Task.provenance.is_not(None))
+        ).all()  # fmt: skip
+    lines: dict[str, dict[str, int]] = {}
+    for kind, prov in found:
+        kinds = lines.setdefault(describe(prov), {})
+        kinds[kind] = kinds.get(kind, 0) + 1
+    if lines:
+        print("\ncomputed with:")
+        for line, kinds in sorted(lines.items()):
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+            print(f"  {line}  [{counts}]")
 
 
 # --- requeue / enqueue ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from dashboard import common, data
 MODELS = """
 SELECT m.id, st.name AS study, m.name, m.dataset, m.architecture, m.batch_size, m.lr,
        m.weight_decay, m.momentum, m.optimizer, m.seed, m.epochs, m.train_loss, m.train_acc,
-       m.test_loss, m.test_acc, t.status, m.mlflow_run_id
+       m.test_loss, m.test_acc, t.status, m.mlflow_run_id, t.provenance
 FROM models m JOIN studies st ON st.id = m.study_id LEFT JOIN tasks t ON t.id = m.task_id
 ORDER BY m.id
 """
@@ -74,6 +74,7 @@ if models.empty:
     st.info("No models yet: `tracker enqueue STUDY.toml` (with [[model]] entries) adds them.")
     st.stop()
 
+models["provenance"] = models["provenance"].map(common.provenance_text)
 shown = _filtered(models)
 run_ids = tuple(r for r in shown["mlflow_run_id"].dropna().tolist() if r)
 links = (

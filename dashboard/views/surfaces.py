@@ -21,7 +21,10 @@ SURFACES = """
 SELECT s.id, st.name AS study, m.id AS model_id, m.name AS model, c.epoch,
        d.kind AS direction, s.nx, s.ny, s.x_min, s.x_max, s.y_min, s.y_max, s.split, s.bn_mode,
        s.n_minibatches, s.centre_loss, s.min_loss, s.rise_r050, s.flatness_width,
-       s.completed_at, s.loss_array_id, s.source
+       s.completed_at, s.loss_array_id, s.source,
+       (SELECT t.provenance FROM tiles ti JOIN tasks t ON t.id = ti.task_id
+        WHERE ti.surface_id = s.id AND t.provenance IS NOT NULL ORDER BY ti.id LIMIT 1)
+       AS provenance
 FROM surfaces s JOIN studies st ON st.id = s.study_id
 LEFT JOIN checkpoints c ON c.id = s.checkpoint_id
 LEFT JOIN models m ON m.id = c.model_id
@@ -131,6 +134,11 @@ else:
     surfs = _load(src, chosen)
     if len(surfs) == 1:
         st.caption("Pick a second surface to compare.")
+    setups = {common.provenance_text(p) for p in two_d[two_d["id"].isin(chosen)]["provenance"]}
+    if len(setups) > 1:  # fp32 against bf16, CPU against GPU: not the same computation
+        st.warning("These surfaces were computed with different setups: " + "; ".join(sorted(setups)))  # fmt: skip
+    elif setups:
+        st.caption(f"computed with {setups.pop()}")
     if surfs and view == "3D":
         st.plotly_chart(side_by_side_3d(surfs, metric, log), width="stretch")
         st.caption(" · ".join(s["label"] for s in surfs))

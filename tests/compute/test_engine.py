@@ -74,7 +74,8 @@ class ProtocolCNN(nn.Module):
 
 
 class PlainNet(nn.Module):
-    """No protocol: the engine must fall back to the plain forward."""
+    """No protocol, but its input goes straight into a convolution: the engine finds the
+    first-affine shortcut itself (torch.fx)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,6 +85,18 @@ class PlainNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(F.relu(self.bn(self.conv(x))).flatten(1))
+
+
+class InputNormNet(PlainNet):
+    """No protocol, and the input is normalised before the first convolution: the engine must
+    fall back to the plain forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn_in = nn.BatchNorm2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.bn_in(x))
 
 
 def _settle_running_stats(model: nn.Module, x: torch.Tensor) -> None:
@@ -102,7 +115,7 @@ def _problem(kind: str, n: int = 40, groups: int = 2, seed: int = 0):
         x = torch.randn(groups * n, 16)
         classes = 5
     else:
-        model = ProtocolCNN() if kind == "cnn" else PlainNet()
+        model = {"cnn": ProtocolCNN, "plain": PlainNet, "input-norm": InputNormNet}[kind]()
         x = torch.randn(groups * n, 2, 6, 6)
         classes = 4
         _settle_running_stats(model, x)
@@ -159,7 +172,7 @@ def _evaluator(model, layout, centre, directions, pairs, **kwargs):
 # --------------------------------------------------------------------------- values
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn", "plain"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "plain", "input-norm"])
 @pytest.mark.parametrize("bn_mode", ["eval", "train"])
 def test_values_equal_a_plain_recomputation(kind, bn_mode):
     model, layout, centre, pairs = _problem(kind)
@@ -176,7 +189,9 @@ def test_values_equal_a_plain_recomputation(kind, bn_mode):
         assert out["loss"].dtype == np.float64
         np.testing.assert_allclose(out["loss"], expected_loss, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(out["acc"], expected_acc, atol=1.01 / 40)
-    assert ev.plan["first_affine"] is (kind != "plain")
+    assert ev.plan["first_affine"] is (kind != "input-norm")
+    source = {"mlp": "protocol", "cnn": "protocol", "plain": "traced"}.get(kind, "not found")
+    assert ev.plan["first_affine_source"].startswith(source)
 
 
 def test_states_directions_move_the_running_statistics():
@@ -298,10 +313,11 @@ def test_auto_plan_follows_group_size_and_model_kind():
     cnn, cnn_layout, cnn_centre, cnn_pairs = _problem("cnn")
     conv = _evaluator(cnn, cnn_layout, cnn_centre, _directions(cnn_layout, cnn_centre), cnn_pairs)
     assert conv.plan["strategy"] == "loop" and conv.plan["channels_last"] is True
-    plain, p_layout, p_centre, p_pairs = _problem("plain")
+    plain, p_layout, p_centre, p_pairs = _problem("input-norm")
     fallback = _evaluator(plain, p_layout, p_centre, _directions(p_layout, p_centre), p_pairs)
     assert fallback.plan["first_affine"] is False
     assert "protocol" in fallback.plan["first_affine_note"]
+    assert "BatchNorm2d, not Linear or Conv2d" in fallback.plan["first_affine_source"]
 
 
 def test_a_tight_memory_budget_turns_the_first_affine_cache_off():
@@ -467,3 +483,67 @@ def test_reduced_precision_is_gpu_only_and_recorded_in_the_plan():
     assert got["loss"].tobytes() == exact["loss"].tobytes()
     with pytest.raises(SpecError, match="precision"):
         _evaluator(model, layout, centre, dirs, pairs, precision="fp8")
+
+
+# --------------------------------------------------------------------------- any nn.Module
+
+
+class TorchvisionStyle(nn.Module):
+    """A network written as people write them: nn.Flatten, then nn.Sequential of layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flat = nn.Flatten()
+        self.layers = nn.Sequential(nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.flat(x))
+
+
+def test_a_traced_first_affine_gives_the_plain_paths_numbers():
+    torch.manual_seed(3)
+    model = TorchvisionStyle()
+    x, y = torch.randn(30, 4, 4), torch.randint(0, 5, (30,))
+    layout = layout_of(model)
+    centre = flatten_state(model, layout)
+    directions = _directions(layout, centre)
+    expected, _ = _recompute(model, layout, centre, directions, [(x, y)], COORDS, "eval")
+    for strategy in ("loop", "vmap"):
+        ev = _evaluator(model, layout, centre, directions, [(x, y)], strategy=strategy)
+        assert ev.plan["first_affine"] is True
+        assert ev.plan["first_affine_source"] == "traced"
+        np.testing.assert_allclose(ev.evaluate(COORDS)["loss"], expected, rtol=1e-5, atol=1e-6)
+    plain = _evaluator(model, layout, centre, directions, [(x, y)], first_affine=False)
+    assert plain.plan["first_affine"] is False
+    np.testing.assert_allclose(plain.evaluate(COORDS)["loss"], expected, rtol=1e-5, atol=1e-6)
+    assert not hasattr(model, "forward_after_first")  # the caller's model is left alone
+
+
+def test_a_user_loss_gives_per_sample_losses(tmp_path, monkeypatch):
+    (tmp_path / "my_losses.py").write_text(
+        "import torch.nn.functional as F\n"
+        "def smooth(out, y):\n"
+        "    return F.cross_entropy(out, y, reduction='none', label_smoothing=0.1)\n"
+        "def scalar(out, y):\n"
+        "    return F.cross_entropy(out, y)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model, layout, centre, pairs = _problem("mlp")
+    directions = _directions(layout, centre)
+    ev = _evaluator(model, layout, centre, directions, pairs, loss="my_losses:smooth")
+    out = ev.evaluate(COORDS)
+    net = copy.deepcopy(model)
+    flat = centre + 0.4 * directions[0] - 0.2 * directions[1]
+    load_flat(net, flat, layout)
+    with torch.no_grad():
+        logits = net(pairs[0][0])
+    expected = F.cross_entropy(logits, pairs[0][1], label_smoothing=0.1).item()
+    np.testing.assert_allclose(out["loss"][0, 1], expected, rtol=1e-5)
+    _, accs = _recompute(model, layout, centre, directions, pairs, COORDS, "eval")
+    np.testing.assert_allclose(out["acc"], accs, atol=1e-9)
+    bad = _evaluator(model, layout, centre, directions, pairs, loss="my_losses:scalar",
+                     strategy="loop")  # fmt: skip
+    from tracker import UserCodeError
+
+    with pytest.raises(UserCodeError, match="one loss per sample"):
+        bad.evaluate(COORDS)

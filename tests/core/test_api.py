@@ -12,7 +12,7 @@ def test_public_names_are_exactly_these():
         "DatabaseUnreachable", "LeaseLost", "NoGPU", "NotFound", "Queue", "QueueError",
         "QueryRejected",
         "SchemaOutOfDate", "Settings", "SpecError", "StoreError", "TaskContext", "TrackerError",
-        "WorkerConfig", "enqueue", "get_or_create_study", "open_database", "resolve_settings",
+        "UserCodeError", "WorkerConfig", "connect", "enqueue", "get_or_create_study", "open_database", "resolve_settings",
         "run_worker", "task_kind",
     }  # fmt: skip
     for name in tracker.__all__:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracker._cliutil import lazy_command, open_db, settings
+from tracker.training.cli import add_import_model_parser
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -59,6 +60,7 @@ def add_parsers(
     p.add_argument("file", metavar="FILE.h5")
     p.add_argument("--study", default="imported")
     p.set_defaults(func=lazy_command(__name__, "cmd_import_h5"))
+    add_import_model_parser(impsub, common)
 
     p = sub.add_parser("demo", parents=[common],
                        help="train two MLPs on digits, compute their surfaces, plot, summarise")  # fmt: skip

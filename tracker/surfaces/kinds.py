@@ -27,7 +27,7 @@ from tracker._context import TaskContext
 from tracker._db import utcnow
 from tracker._exceptions import SpecError
 from tracker._registry import task_kind
-from tracker._schema import Checkpoint, Direction, Model, Surface
+from tracker._schema import Checkpoint, Direction, Model, Surface, Task, Tile
 from tracker._store import ArraySpec
 from tracker.surfaces.rows import surface_dir
 from tracker.training.kinds import checkpoint_vector, device, read_vector, setup_torch
@@ -238,6 +238,8 @@ def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any
         setattr(surface, f"{name}_array_id", array_id(session, path))
     for key, value in result["summary"].items():
         setattr(surface, key, value)
+    if result.get("engine"):  # the evaluator's choices, for comparing surfaces fairly
+        surface.eval_config = {**(surface.eval_config or {}), "engine": result["engine"]}
     surface.completed_at = session.scalar(sa.select(utcnow()))
 
 
@@ -257,4 +259,21 @@ def surface_complete(ctx: TaskContext) -> dict[str, Any]:
     loss = contents["loss"]
     xs, ys = coordinates(surface)
     summary = summarize(xs, ys, loss)
-    return {"surface_id": surface_id, "paths": paths, "summary": summary}
+    return {"surface_id": surface_id, "paths": paths, "summary": summary,
+            "engine": _engine_choice(ctx, surface_id)}  # fmt: skip
+
+
+_ENGINE_KEYS = ("first_affine", "first_affine_source", "first_affine_note", "strategy",
+                "precision", "loss", "device")  # fmt: skip
+
+
+def _engine_choice(ctx: TaskContext, surface_id: int) -> dict[str, Any]:
+    """What the evaluator chose for this surface (from a tile's result): the first-affine
+    shortcut or the plain path, strategy, precision, loss."""
+    with ctx.session() as session:
+        result = session.scalar(
+            sa.select(Task.result).join(Tile, Tile.task_id == Task.id)
+            .where(Tile.surface_id == surface_id).order_by(Tile.id).limit(1)
+        )  # fmt: skip
+    plan = (result or {}).get("plan") or {}
+    return {k: plan[k] for k in _ENGINE_KEYS if k in plan}

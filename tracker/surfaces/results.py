@@ -95,3 +95,17 @@ def study_surfaces(session: Session, study_id: int) -> list[Surface]:
     return list(
         session.scalars(sa.select(Surface).where(Surface.study_id == study_id).order_by(Surface.id))
     )
+
+
+def surface_provenance(session: Session, surface: Surface) -> str | None:
+    """Where a surface was computed: the distinct provenance of its tile tasks (one line each,
+    joined with '; '), so tiles from a GPU and a CPU worker are never mistaken for one run."""
+    from tracker._provenance import describe
+    from tracker._schema import Tile
+
+    found = session.scalars(
+        sa.select(Task.provenance).join(Tile, Tile.task_id == Task.id)
+        .where(Tile.surface_id == surface.id, Task.provenance.is_not(None))
+    ).all()  # fmt: skip
+    lines = sorted({describe(p) for p in found})
+    return "; ".join(lines) if lines else None

@@ -32,14 +32,13 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     """The flags that describe a model to train (shared by `enqueue model` and `train`)."""
     p.add_argument("--study", default="default", help="study label (default: default)")
     p.add_argument("--name", help="a label for the model")
-    p.add_argument("--arch", required=True, help="architecture (mlp, cnn, resnet20, ...)")
+    p.add_argument("--arch", required=True,
+                   help="architecture (mlp, cnn, resnet20, ...) or your factory as module:callable")  # fmt: skip
     p.add_argument("--arch-config", default="{}", metavar="JSON",
                    help='architecture options as JSON, e.g. \'{"widths": [64, 64]}\'')  # fmt: skip
     p.add_argument("--widths", help="MLP hidden widths, e.g. 64,64")
     p.add_argument("--activation", help="MLP activation: relu, tanh or sigmoid")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data-root", help="folder of data sets that need files (mnist, cifar10)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
+    add_data_flags(p)
     p.add_argument("--augment", action="store_true", help="CIFAR augmentation (crop + flip)")
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--lr", type=float, default=0.1)
@@ -54,6 +53,65 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-gamma", type=float, default=0.1)
     p.add_argument("--checkpoints", default="0", metavar="E1,E2,...",
                    help="epochs whose weights are kept (the last always is; default 0)")  # fmt: skip
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that name a data set (shared by the model commands and `import model`)."""
+    p.add_argument("--dataset", required=True,
+                   help="a built-in (digits, cifar10, ...), imagefolder, tensors, or your loader "
+                   "as module:callable")  # fmt: skip
+    p.add_argument("--data-root",
+                   help="folder of data sets that need files (mnist, cifar10), the imagefolder "
+                   "folder or the tensors file")  # fmt: skip
+    p.add_argument("--dataset-config", default="{}", metavar="JSON",
+                   help='more data options as JSON, e.g. \'{"transform": "imagenet"}\' or '
+                   '\'{"options": {...}}\' for your loader')  # fmt: skip
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
+
+
+def json_object(text: str, flag: str) -> dict[str, Any]:
+    """A flag's JSON object; SpecError naming the flag otherwise."""
+    from tracker._exceptions import SpecError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SpecError(f"{flag} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise SpecError(f"{flag} must be a JSON object")
+    return value
+
+
+def data_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The data set config the data flags describe."""
+    data_cfg: dict[str, Any] = {"seed": args.data_seed}
+    if args.data_root:
+        data_cfg["root"] = str(Path(args.data_root).absolute())
+    data_cfg.update(json_object(args.dataset_config, "--dataset-config"))
+    return data_cfg
+
+
+def add_import_model_parser(imports: Any, common: argparse.ArgumentParser) -> None:
+    """`import model`: checkpoint files of a network trained elsewhere (the `import` group is
+    made by the surfaces' command line, next to `import h5`)."""
+    p = imports.add_parser("model", parents=[common],
+                           help="checkpoint files of your own network (state_dict, .pth/.t7, "
+                           "DataParallel, safetensors) as a model row")  # fmt: skip
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="checkpoint files, or one folder of them (epochs from the numbers in "
+                   "their names)")  # fmt: skip
+    p.add_argument("--arch", required=True,
+                   help="the architecture: a built-in or your factory as module:callable")  # fmt: skip
+    p.add_argument("--arch-config", default="{}", metavar="JSON",
+                   help="keyword arguments of the factory, e.g. '{\"num_classes\": 10}'")  # fmt: skip
+    add_data_flags(p)
+    p.add_argument("--name", help="a label for the model")
+    p.add_argument("--study", default="imported", help="study label (default: imported)")
+    p.add_argument("--epoch", default=None, metavar="E1,E2,...",
+                   help="the epoch of each file (default: 0 for one file, else from names)")  # fmt: skip
+    p.add_argument("--metrics-from-eval", action="store_true",
+                   help="evaluate train/test loss and accuracy of each checkpoint once")  # fmt: skip
+    p.set_defaults(func=lazy_command(__name__, "cmd_import_model"))
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -71,22 +129,14 @@ def ints(text: str, what: str) -> list[int]:
 
 def model_spec_from_args(args: argparse.Namespace) -> ModelSpec:
     """The model spec the flags of `enqueue model` / `train` describe (not yet checked)."""
-    from tracker._exceptions import SpecError
     from tracker.training.rows import ModelSpec
 
-    try:
-        arch_config = json.loads(args.arch_config)
-    except json.JSONDecodeError as err:
-        raise SpecError(f"--arch-config is not valid JSON ({err})") from None
-    if not isinstance(arch_config, dict):
-        raise SpecError("--arch-config must be a JSON object")
+    arch_config = json_object(args.arch_config, "--arch-config")
     if args.widths:
         arch_config["widths"] = ints(args.widths, "--widths")
     if args.activation:
         arch_config["activation"] = args.activation
-    data_cfg: dict[str, Any] = {"seed": args.data_seed}
-    if args.data_root:
-        data_cfg["root"] = str(Path(args.data_root).absolute())
+    data_cfg = data_config_from_args(args)
     if args.augment:
         data_cfg["augment"] = True
     schedule = {}
@@ -152,4 +202,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"model {mid}: train loss {model.train_loss:.4f} acc {model.train_acc:.4f}, "
             f"test loss {model.test_loss:.4f} acc {model.test_acc:.4f}; MLflow run {model.mlflow_run_id}"
         )
+    return 0
+
+
+# --- import -----------------------------------------------------------------------------------
+
+def cmd_import_model(args: argparse.Namespace) -> int:
+    """Import checkpoint files as a model row with its checkpoints in the store."""
+    from tracker.training.rows import ImportSpec, checkpoint_files, import_model
+
+    epochs = None if args.epoch is None else ints(args.epoch, "--epoch")
+    spec = ImportSpec(
+        files=checkpoint_files(args.files, epochs), architecture=args.arch,
+        dataset=args.dataset, arch_config=json_object(args.arch_config, "--arch-config"),
+        dataset_config=data_config_from_args(args), name=args.name,
+        metrics_from_eval=args.metrics_from_eval,
+    )  # fmt: skip
+    db = open_db(args)
+    done = import_model(db, settings(args).store_url, spec, study=args.study)
+    state = "imported" if done.new else "already imported"
+    kept = ", ".join(map(str, done.epochs))
+    print(f"model {done.model_id} ({state}) in study {args.study!r}: checkpoints at epoch(s) {kept}")
     return 0

@@ -25,7 +25,7 @@ from tracker._exceptions import SpecError
 from tracker._mlflow import tracked_run
 from tracker._registry import task_kind
 from tracker._schema import Checkpoint, Direction, Model, Study
-from tracker.training.rows import checkpoint_path, direction_path
+from tracker.training.rows import IMPORT_KIND, checkpoint_path, direction_path
 
 _THREADS_SET = False
 
@@ -135,6 +135,20 @@ def train_task(ctx: TaskContext) -> dict[str, Any]:
                       should_stop=ctx.check_lease)  # fmt: skip
     return {"model_id": model_id, "run_id": run_id, "final": final, "checkpoints": saved,
             "layout": layout_seen[0]}  # fmt: skip
+
+
+# --- imported models -------------------------------------------------------------------------
+
+
+@task_kind(IMPORT_KIND, batch=False)
+def import_task(ctx: TaskContext) -> dict[str, Any]:
+    """An imported model's task is done when it is written; requeued, it cannot redo the import
+    (the files are on the importing machine), so it says how to."""
+    files = ", ".join(str(f["path"]) for f in ctx.payload.get("files", []))
+    raise SpecError(
+        f"model {ctx.payload.get('model_id')} was imported from {files}: its checkpoints are "
+        "written by `tracker import model`, run it again to import them"
+    )
 
 
 # --- directions -------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ enqueueing the same spec again finds the existing rows. Task graph::
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -17,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tracker._arrays import array_path
+from tracker._db import Database
 from tracker._exceptions import NotFound, SpecError
 from tracker._queue import enqueue, spec_hash
 from tracker._rows import get_or_add
@@ -93,22 +97,36 @@ def check_model(spec: ModelSpec) -> ModelSpec:
         raise SpecError(
             f"checkpoint epochs {bad} are outside 0..{spec.epochs} (the model's epochs)"
         )
-    known = data_mod.dataset_names()
-    if spec.dataset not in known:
-        raise SpecError(f"unknown dataset {spec.dataset!r}: choose one of {', '.join(known)}")
-    if spec.architecture not in models_mod.architecture_names():
-        raise SpecError(
-            f"unknown architecture {spec.architecture!r}: choose one of "
-            f"{', '.join(models_mod.architecture_names())}"
-        )
+    data_mod.check_dataset(spec.dataset, spec.dataset_config)
     arch_config = models_mod.check_architecture(spec.architecture, dict(spec.arch_config))
     ds = data_mod.load_configured(spec.dataset, spec.dataset_config, spec.label_corruption)
     # Building it checks that the architecture fits the data (a conv net on tabular data...).
-    models_mod.build_model(
+    model = models_mod.build_model(
         spec.architecture, arch_config, input_shape=ds.input_shape,
         num_classes=ds.num_classes, seed=spec.seed,
     )  # fmt: skip
+    if models_mod.is_user_architecture(spec.architecture):
+        models_mod.check_fits(model, spec.architecture, ds.train_x, ds.num_classes)
     return replace(spec, arch_config=arch_config)
+
+
+def user_code(architecture: str, dataset: str, loss: str | None = None) -> dict[str, Any]:
+    """What a model row records of the user's code it names (reference, module, version), so
+    a result can be traced to the code that made it; empty for the built-ins."""
+    from compute import data as data_mod
+    from compute import models as models_mod
+    from compute import user
+
+    code: dict[str, Any] = {}
+    if models_mod.is_user_architecture(architecture):
+        code["architecture"] = user.describe(architecture, user.ARCHITECTURES)
+    from compute.userdata import BUILTIN_SOURCES
+
+    if dataset not in data_mod.dataset_names() and dataset not in BUILTIN_SOURCES:
+        code["dataset"] = user.describe(dataset, user.DATASETS)
+    if loss is not None and user.is_reference(loss):
+        code["loss"] = user.describe(loss, user.LOSSES)
+    return code
 
 
 def check_direction(spec: DirectionSpec) -> None:
@@ -152,7 +170,8 @@ def add_model(session: Session, study: Study, spec: ModelSpec) -> tuple[Model, b
         optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
         weight_decay=spec.weight_decay, batch_size=spec.batch_size, epochs=spec.epochs,
         seed=spec.seed, label_corruption=spec.label_corruption, lr_schedule=spec.lr_schedule,
-        config={"checkpoint_epochs": spec.all_checkpoints()},
+        config={"checkpoint_epochs": spec.all_checkpoints(),
+                **_code_config(spec.architecture, spec.dataset, spec.dataset_config)},
     )  # fmt: skip
     if not new:
         return model, False
@@ -162,6 +181,11 @@ def add_model(session: Session, study: Study, spec: ModelSpec) -> tuple[Model, b
         session.add(Checkpoint(model_id=model.id, epoch=epoch))
     session.flush()
     return model, True
+
+
+def _code_config(architecture: str, dataset: str, dataset_config: dict[str, Any]) -> dict[str, Any]:
+    code = user_code(architecture, dataset, dataset_config.get("loss"))
+    return {"code": code} if code else {}
 
 
 def find_model(session: Session, ref: int | str, names: dict[str, Model] | None = None) -> Model:
@@ -255,7 +279,172 @@ def add_direction(
     return rows
 
 
+# --- imported models --------------------------------------------------------------------------
+
+
+IMPORT_KIND = "model.import"
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    """Checkpoint files of a network trained elsewhere, one per epoch, to import as a model."""
+
+    files: tuple[tuple[str, int], ...]  # (path, epoch)
+    architecture: str
+    dataset: str
+    arch_config: dict[str, Any] = field(default_factory=dict)
+    dataset_config: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    metrics_from_eval: bool = False
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    model_id: int
+    new: bool
+    epochs: tuple[int, ...]
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".t7", ".ckpt", ".bin", ".safetensors")
+
+
+def checkpoint_files(paths: Sequence[str], epochs: Sequence[int] | None) -> tuple[tuple[str, int], ...]:  # fmt: skip
+    """(file, epoch) pairs: one folder's checkpoint files (epochs from the last number in each
+    name) or the files given, with --epoch per file."""
+    import re
+    from pathlib import Path
+
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        folder = Path(paths[0])
+        found = sorted(f for f in folder.iterdir() if f.suffix in CHECKPOINT_SUFFIXES)
+        if not found:
+            raise NotFound(f"{folder} holds no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)})")
+        files = [str(f.absolute()) for f in found]
+        if epochs is None:
+            numbers = [re.findall(r"\d+", f.stem) for f in found]
+            if not all(numbers):
+                raise SpecError(f"the names in {folder} carry no epoch numbers: give --epoch E1,E2,... in name order")  # fmt: skip
+            return tuple(sorted(zip(files, (int(n[-1]) for n in numbers), strict=True), key=lambda f: f[1]))  # fmt: skip
+    else:
+        files = [str(Path(p).absolute()) for p in paths]
+    if epochs is None:
+        if len(files) > 1:
+            raise SpecError(f"{len(files)} files need their epochs: give --epoch E1,E2,... (one per file)")  # fmt: skip
+        return ((files[0], 0),)
+    if len(epochs) != len(files):
+        raise SpecError(f"--epoch gives {len(epochs)} epoch(s) for {len(files)} file(s): give one per file")  # fmt: skip
+    return tuple(zip(files, (int(e) for e in epochs), strict=True))
+
+
+def import_model(db: Database, store_url: str, spec: ImportSpec, *, study: str) -> ImportedModel:
+    """Read, check and import checkpoint files as an ordinary model row with its checkpoints in
+    Zarr (every analysis of a trained model then works on it). Every file is read and fitted
+    to the architecture before anything is written; the arrays go in before the commit that
+    makes the rows visible, and are removed again if it fails. Importing the same files into
+    the same study again finds the existing model."""
+    import torch
+
+    from compute import data as data_mod
+    from compute import models as models_mod
+    from compute.checkpoints import fit_state, read_state_dict
+
+    if not spec.files:
+        raise SpecError("no checkpoint files to import: give a file or a folder of them")
+    epochs = [e for _, e in spec.files]
+    if len(set(epochs)) != len(epochs) or min(epochs) < 0:
+        raise SpecError(f"checkpoint epochs {epochs} must be distinct non-negative integers: give one --epoch per file")  # fmt: skip
+    data_mod.check_dataset(spec.dataset, spec.dataset_config)
+    arch_config = models_mod.check_architecture(spec.architecture, dict(spec.arch_config))
+    ds = data_mod.load_configured(spec.dataset, spec.dataset_config)
+    model = models_mod.build_model(spec.architecture, arch_config, input_shape=ds.input_shape,
+                                   num_classes=ds.num_classes, seed=0)  # fmt: skip
+    models_mod.check_fits(model, spec.architecture, ds.train_x, ds.num_classes)
+    vectors: dict[int, Any] = {}
+    metrics: dict[int, dict[str, float]] = {}
+    layout: Any = None
+    for path, epoch in sorted(spec.files, key=lambda f: f[1]):
+        flat, layout = fit_state(model, read_state_dict(path), str(path))
+        vectors[epoch] = flat.numpy()
+        if spec.metrics_from_eval:
+            metrics[epoch] = _evaluate(model, ds, torch.device("cpu"))
+    digest = hashlib.sha256(json.dumps(
+        ["import-model", study, spec.architecture, arch_config, spec.dataset, spec.dataset_config],
+        sort_keys=True, default=str).encode())  # fmt: skip
+    for epoch, vec in vectors.items():
+        digest.update(str(epoch).encode() + vec.tobytes())
+    return _write_import(db, store_url, spec, study, arch_config, digest.hexdigest(), vectors,
+                         layout, metrics)  # fmt: skip
+
+
+def _evaluate(model: Any, ds: Any, device: Any) -> dict[str, float]:
+    from compute.train import evaluate
+
+    out: dict[str, float] = {}
+    for split in ("train", "test"):
+        x, y = ds.split(split)
+        loss, acc = evaluate(model, x, y, ds.task, device)
+        out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
+    return out
+
+
+def _write_import(
+    db: Database, store_url: str, spec: ImportSpec, study_name: str, arch_config: dict[str, Any],
+    digest: str, vectors: dict[int, Any], layout: Any, metrics: dict[int, dict[str, float]],
+) -> ImportedModel:  # fmt: skip
+    from tracker._arrays import add_array
+    from tracker._db import utcnow
+    from tracker._provenance import provenance
+    from tracker._queue import get_or_create_study
+    from tracker._store import ArrayStore
+
+    store = ArrayStore(store_url)
+    last = max(vectors)
+    written: list[str] = []
+    try:
+        with db.session() as session:
+            existing = session.scalar(sa.select(Model).where(Model.spec_hash == digest))
+            if existing is not None:
+                return ImportedModel(existing.id, False, tuple(sorted(vectors)))
+            study = get_or_create_study(session, study_name)
+            files = [{"path": str(p), "epoch": e} for p, e in spec.files]
+            model = Model(
+                study_id=study.id, spec_hash=digest, name=spec.name,
+                architecture=spec.architecture, arch_config=arch_config, dataset=spec.dataset,
+                dataset_config=spec.dataset_config, optimizer="imported", lr=0.0, batch_size=0,
+                epochs=last, seed=0,
+                config={"checkpoint_epochs": sorted(vectors), "imported": files,
+                        **_code_config(spec.architecture, spec.dataset, spec.dataset_config)},
+                **metrics.get(last, {}),
+            )  # fmt: skip
+            session.add(model)
+            session.flush()
+            task = Task(study_id=study.id, kind=IMPORT_KIND,
+                        spec_hash=spec_hash(IMPORT_KIND, digest), status="done", max_attempts=1,
+                        payload={"model_id": model.id, "files": files},
+                        result={"model_id": model.id, "epochs": sorted(vectors)},
+                        provenance=provenance())  # fmt: skip
+            session.add(task)
+            session.flush()
+            task.finished_at = session.scalar(sa.select(utcnow()))
+            model.task_id = task.id
+            for epoch, vec in sorted(vectors.items()):
+                path = checkpoint_path(model, epoch)
+                written.append(path)
+                stored = store.write(path, vec, chunks=(max(1, min(vec.shape[0], 1 << 22)),))
+                ref = add_array(session, stored, task_id=task.id)
+                session.add(Checkpoint(model_id=model.id, epoch=epoch, layout=layout,
+                                       array_id=ref.id, **metrics.get(epoch, {})))  # fmt: skip
+            session.flush()
+            model_id = model.id
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(Exception):
+                store.delete(path)
+        raise
+    return ImportedModel(model_id, True, tuple(sorted(vectors)))
+
+
 __all__: Sequence[str] = (
-    "DirectionSpec", "ModelSpec", "add_direction", "add_model", "check_direction",
-    "check_model", "find_checkpoint", "find_model",
+    "DirectionSpec", "ImportSpec", "ModelSpec", "add_direction", "add_model", "check_direction",
+    "check_model", "checkpoint_files", "find_checkpoint", "find_model", "import_model",
 )  # fmt: skip
