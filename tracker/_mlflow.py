@@ -9,10 +9,12 @@ start the run, and end it FINISHED, or FAILED with the reason when the body rais
 from __future__ import annotations
 
 import fcntl
+import json
+import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -135,8 +137,18 @@ def start_run(
 
 
 def _param_text(value: object) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    """Strings as they are, everything else as JSON (a dict reads as JSON in the UI and parses
+    back with json.loads, where a Python repr would not)."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return text[:6000]
+
+
+def log_files(
+    client: MlflowClient, run_id: str, paths: Iterable[str | os.PathLike[str]], artifact_path: str
+) -> None:
+    """Upload files as artifacts of a run, under ``artifact_path``."""
+    for path in paths:
+        client.log_artifact(run_id, os.fspath(path), artifact_path=artifact_path)
 
 
 def mark_failed_if_running(client: MlflowClient, run_id: str | None, why: str) -> bool:

@@ -423,6 +423,7 @@ FEATURE_CLI_MODULES: tuple[str, ...] = (
     "tracker.topology.cli",
     "tracker.levelsets.cli",
     "tracker.morse.cli",
+    "tracker.meta.cli",
     "tracker._cli_dashboard",
 )
 

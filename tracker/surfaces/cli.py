@@ -82,6 +82,10 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--y", metavar="MIN:MAX:N", help="y grid for a 2D surface")
     p.add_argument("--seed", type=int, default=0, help="seed of the x direction (default 0)")
     p.add_argument("--y-seed", type=int, default=None, help="seed of the y direction (default seed+1)")  # fmt: skip
+    p.add_argument("--seeds", metavar="LIST", default=None,
+                   help="one surface per x-direction seed, e.g. 0-4 (a 2D surface's y direction "
+                   "uses seed+1, so 2D seeds must be two apart: 0,2,4,6,8); the measures "
+                   "average over them with a standard error")  # fmt: skip
     p.add_argument("--norm", default="filter", choices=["filter", "layer", "model", "none"])
     p.add_argument("--ignore", default="biasbn", choices=["biasbn", "none"])
     p.add_argument("--target", default=None, choices=["weights", "states"],
@@ -158,14 +162,20 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
                                                      ignore=args.ignore, target="weights"),
                            evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
     else:
-        xd = _direction_from_args(args, args.seed)
-        yd = (
-            replace(xd, seed=args.y_seed if args.y_seed is not None else args.seed + 1)
-            if y
-            else None
-        )
-        spec = SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch, x_direction=xd,
-                           y_direction=yd, evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
+        specs = []
+        for seed in _x_seeds(args, two_d=y is not None):
+            xd = _direction_from_args(args, seed)
+            yd = (
+                replace(xd, seed=args.y_seed if args.y_seed is not None else seed + 1)
+                if y
+                else None
+            )
+            specs.append(SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch,
+                                     x_direction=xd, y_direction=yd, evaluation=ev,
+                                     tile=parse_tile(args.tile)))  # fmt: skip
+        spec = specs[0]
+    if args.seeds is not None and not (args.model is not None and not args.pca and not args.interpolate):
+        raise SpecError("--seeds draws random directions: drop it for --pca and --interpolate")
     db = open_db(args)
     with db.session() as session:
         model = find_model(session, spec.model)
@@ -176,11 +186,30 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
                 f"surfaces go in its own study (drop --study, or use --study {home.name})"
             )
         study = home
-        surface, new = add_surface(session, study, spec)
-        sid, tiles = surface.id, len(surface_tasks(session, surface))
-    state = f"new, {tiles} tile task(s)" if new else "already queued"
-    print(f"surface {sid} ({state}) in study {study.name!r}; run `tracker work` to compute it")
+        done = []
+        for one in specs if args.seeds is not None else [spec]:
+            surface, new = add_surface(session, study, one)
+            done.append((surface.id, len(surface_tasks(session, surface)), new))
+    for sid, tiles, new in done:
+        state = f"new, {tiles} tile task(s)" if new else "already queued"
+        print(f"surface {sid} ({state}) in study {study.name!r}; run `tracker work` to compute it")
     return 0
+
+
+def _x_seeds(args: argparse.Namespace, *, two_d: bool) -> tuple[int, ...]:
+    """The x-direction seeds: --seeds, else --seed alone."""
+    from tracker._cliutil import parse_seeds
+    from tracker._exceptions import SpecError
+
+    if args.seeds is None:
+        return (args.seed,)
+    seeds = parse_seeds(args.seeds)
+    if two_d and args.y_seed is not None:
+        raise SpecError("--y-seed with --seeds would give every surface the same y direction: drop --y-seed")
+    if two_d and set(seeds) & {s + 1 for s in seeds}:
+        raise SpecError(f"--seeds {args.seeds}: a 2D surface's y direction uses seed+1, so the "
+                        "seeds must be two apart (e.g. 0,2,4,6,8)")  # fmt: skip
+    return seeds
 
 
 # --- plots and exports ------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""Measures to MLflow: each model's training run gets its measures as metrics (so the MLflow UI
+sorts runs by sharpness), the table as a JSON artifact, and tags that lead back to the tracker.
+
+Metric names: ``measure/<kind>/def<definition id>/epoch<epoch>`` (and ``.../se`` for the
+standard error across seeds); the run's tags ``tracker.measure_def.<id>`` spell each
+definition out. Logging again overwrites nothing: MLflow keeps the latest value per step 0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tracker._mlflow import client_for, tag
+from tracker._schema import Model
+from tracker.meta.results import measure_rows
+
+
+def metric_name(kind: str, definition_id: int, epoch: int) -> str:
+    """An MLflow metric name for a measure (only the characters MLflow accepts)."""
+    safe = re.sub(r"[^A-Za-z0-9_.\- /:]", "_", kind)
+    return f"measure/{safe}/def{definition_id}/epoch{epoch}"
+
+
+def publish_measures(session: Session, uri: str | None, study_id: int) -> int:
+    """Log every measure of the study on its model's run; return the runs updated."""
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    by_model: dict[int, list[dict[str, Any]]] = {}
+    for row in measure_rows(session, study_id):
+        by_model.setdefault(row["model_id"], []).append(row)
+    client = client_for(uri)
+    updated = 0
+    for model_id, rows in by_model.items():
+        model = session.get(Model, model_id)
+        run_id = model.mlflow_run_id if model is not None else None
+        if not run_id:
+            continue
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            continue  # the run lives in another tracking store
+        metrics, tags = [], {}
+        for r in rows:
+            name = metric_name(r["kind"], r["definition_id"], r["epoch"])
+            tags[f"tracker.measure_def.{r['definition_id']}"] = str(r["definition"])[:5000]
+            if r["value"] is not None:
+                metrics.append(Metric(name, float(r["value"]), 0, 0))
+            if r["standard_error"] is not None:
+                metrics.append(Metric(name + "/se", float(r["standard_error"]), 0, 0))
+        for i in range(0, len(metrics), 900):
+            client.log_batch(run_id, metrics=metrics[i : i + 900])
+        tag(client, run_id, tags)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "measures.json"
+            path.write_text(json.dumps(rows, indent=1, default=str))
+            client.log_artifact(run_id, str(path), artifact_path="tracker")
+        updated += 1
+    return updated
