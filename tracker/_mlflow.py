@@ -73,6 +73,14 @@ def _artifact_location(uri: str) -> str | None:
     return None
 
 
+def experiment_tags(study: str) -> dict[str, str]:
+    """Tags of a study's experiment: MLflow 3's UI opens ``custom_model_development``
+    experiments as model training (runs, metrics, charts) rather than as GenAI traces."""
+    return {"mlflow.experimentKind": "custom_model_development", "tracker.study": study,
+            "mlflow.note.content": f"tracker study {study!r}: one run per trained model, "
+            "analysis runs nested or alongside; measures as `measure/...` metrics"}  # fmt: skip
+
+
 def experiment_id(client: MlflowClient, study: str) -> str:
     name = EXPERIMENT_PREFIX + study
     found = client.get_experiment_by_name(name)
@@ -81,7 +89,8 @@ def experiment_id(client: MlflowClient, study: str) -> str:
     try:
         return str(
             client.create_experiment(
-                name, artifact_location=_artifact_location(client.tracking_uri)
+                name, artifact_location=_artifact_location(client.tracking_uri),
+                tags=experiment_tags(study),
             )
         )
     except MlflowException:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -142,3 +143,50 @@ def test_aggregate_leaves_out_diverged_seeds():
     assert (agg.value, agg.n_seeds, agg.n_missing) == (2.0, 2, 2)
     assert agg.standard_error == pytest.approx(1.0)
     assert aggregate([math.inf]).value is None
+
+
+def test_curvature_rows_become_measures_with_seeds(db, tmp_path):
+    """Against the planned hessian_spectra columns (issue 15), made here as a plain table."""
+    from tracker.meta.rows import curvature_samples
+
+    meta = sa.MetaData()
+    table = sa.Table(
+        "hessian_spectra", meta,
+        sa.Column("id", sa.Integer, primary_key=True), sa.Column("model_id", sa.Integer),
+        sa.Column("checkpoint_id", sa.Integer), sa.Column("measure", sa.String(32)),
+        sa.Column("split", sa.String(16)), sa.Column("subset_size", sa.Integer),
+        sa.Column("n_minibatches", sa.Integer), sa.Column("minibatch_size", sa.Integer),
+        sa.Column("bn_mode", sa.String(16)), sa.Column("loss", sa.String(16)),
+        sa.Column("seed", sa.Integer), sa.Column("top_eigenvalue", sa.Float),
+        sa.Column("trace", sa.Float), sa.Column("layer_traces", sa.JSON),
+        sa.Column("completed_at", sa.DateTime(timezone=True)),
+    )  # fmt: skip
+    meta.create_all(db.engine)
+    with db.session() as session:
+        study = get_or_create_study(session, "curv")
+        task, _ = enqueue(session, study, "train", {})
+        model = Model(study_id=study.id, task_id=task.id, spec_hash="m", architecture="mlp",
+                      dataset="digits", optimizer="sgd", lr=0.1, batch_size=32, epochs=5, seed=0)  # fmt: skip
+        session.add(model)
+        session.flush()
+        ckpt = Checkpoint(model_id=model.id, epoch=5)
+        session.add(ckpt)
+        session.flush()
+        common = {"model_id": model.id, "checkpoint_id": ckpt.id, "split": "train",
+                  "bn_mode": "eval", "loss": "ce", "completed_at": datetime.now(UTC),
+                  "trace": None, "top_eigenvalue": None, "layer_traces": None}  # fmt: skip
+        session.execute(table.insert(), [
+            {**common, "measure": "trace", "seed": 0, "trace": 10.0, "layer_traces": {"fc1": 6.0}},
+            {**common, "measure": "trace", "seed": 1, "trace": 14.0, "layer_traces": {"fc1": 8.0}},
+            {**common, "measure": "top_eigenvalues", "seed": 0, "top_eigenvalue": 3.5},
+        ])  # fmt: skip
+        store = ArrayStore(str(tmp_path / "store.zarr"))
+        refresh_measures(session, store, study.id,
+                         [lambda s, st, i: curvature_samples(s, st, i, table)])  # fmt: skip
+        rows = {r["kind"]: r for r in measure_rows(session, study.id)}
+    assert set(rows) == {"hessian_trace", "hessian_layer_trace:fc1", "hessian_top_eigenvalue"}
+    assert (rows["hessian_trace"]["value"], rows["hessian_trace"]["n_seeds"]) == (12.0, 2)
+    assert rows["hessian_trace"]["standard_error"] == pytest.approx(2.0)
+    assert rows["hessian_layer_trace:fc1"]["value"] == 7.0
+    assert rows["hessian_top_eigenvalue"]["n_seeds"] == 1
+    assert "split=train" in rows["hessian_trace"]["definition"]

@@ -3,14 +3,16 @@ sorts runs by sharpness), the table as a JSON artifact, and tags that lead back 
 
 Metric names: ``measure/<kind>/def<definition id>/epoch<epoch>`` (and ``.../se`` for the
 standard error across seeds); the run's tags ``tracker.measure_def.<id>`` spell each
-definition out. Logging again overwrites nothing: MLflow keeps the latest value per step 0.
+definition out. Logging again adds a newer value at step 0, which the UI shows.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +48,16 @@ def publish_measures(session: Session, uri: str | None, study_id: int) -> int:
             client.get_run(run_id)
         except MlflowException:
             continue  # the run lives in another tracking store
-        metrics, tags = [], {}
+        metrics, tags, now = [], {}, int(time.time() * 1000)
         for r in rows:
             name = metric_name(r["kind"], r["definition_id"], r["epoch"])
             tags[f"tracker.measure_def.{r['definition_id']}"] = str(r["definition"])[:5000]
             if r["value"] is not None:
-                metrics.append(Metric(name, float(r["value"]), 0, 0))
+                metrics.append(Metric(name, float(r["value"]), now, 0))
             if r["standard_error"] is not None:
-                metrics.append(Metric(name + "/se", float(r["standard_error"]), 0, 0))
+                metrics.append(Metric(name + "/se", float(r["standard_error"]), now, 0))
+        if url := os.environ.get("TRACKER_DASHBOARD_URL"):
+            tags["tracker.dashboard_url"] = url
         for i in range(0, len(metrics), 900):
             client.log_batch(run_id, metrics=metrics[i : i + 900])
         tag(client, run_id, tags)

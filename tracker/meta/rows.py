@@ -195,15 +195,18 @@ def weight_samples(session: Session, store: ArrayStore, study_id: int) -> Iterat
                              float(np.linalg.norm(params - init)), src)  # fmt: skip
 
 
-def curvature_samples(session: Session, store: ArrayStore, study_id: int) -> Iterator[Sample]:
+def curvature_samples(
+    session: Session, store: ArrayStore, study_id: int, table: sa.Table | None = None
+) -> Iterator[Sample]:
     """Top Hessian eigenvalue, trace and per-layer traces from ``hessian_spectra`` (issue 15),
     once that table exists; rows that differ only in their seed are seeds of one measure.
 
-    Written against the planned columns: checkpoint_id, model_id, epoch, measure, split,
-    subset_size, n_minibatches, minibatch_size, bn_mode, loss, seed, top_eigenvalue, trace,
-    layer_traces (JSON: layer name -> trace), completed_at.
+    Written against the planned columns (required: id, checkpoint_id, model_id, completed_at;
+    read when present: split, subset_size, n_minibatches, minibatch_size, bn_mode, loss,
+    dropout, top_eigenvalue, trace, layer_traces as JSON layer name -> trace). Rows differing
+    in ``seed`` (or ``subset_seed``) are seeds. ``table``: for tests, before the ORM has it.
     """
-    table = Base.metadata.tables.get("hessian_spectra")
+    table = table if table is not None else Base.metadata.tables.get("hessian_spectra")
     if table is None:
         return
     c = table.c
@@ -216,14 +219,15 @@ def curvature_samples(session: Session, store: ArrayStore, study_id: int) -> Ite
     ).mappings().all()
     for r in rows:
         base = Definition(
-            family="curvature", kind="", split=r["split"], subset_size=r["subset_size"],
-            n_minibatches=r["n_minibatches"], minibatch_size=r["minibatch_size"],
-            bn_mode=r["bn_mode"], config=(("loss", r["loss"]),),
+            family="curvature", kind="", split=r.get("split"), subset_size=r.get("subset_size"),
+            n_minibatches=r.get("n_minibatches"), minibatch_size=r.get("minibatch_size"),
+            bn_mode=r.get("bn_mode"),
+            config=tuple((k, r[k]) for k in ("loss", "dropout") if r.get(k) is not None),
         )  # fmt: skip
         values: dict[str, Any] = {
-            "hessian_top_eigenvalue": r["top_eigenvalue"], "hessian_trace": r["trace"],
+            "hessian_top_eigenvalue": r.get("top_eigenvalue"), "hessian_trace": r.get("trace"),
         }  # fmt: skip
-        for layer, value in sorted((r["layer_traces"] or {}).items()):
+        for layer, value in sorted((r.get("layer_traces") or {}).items()):
             values[f"hessian_layer_trace:{layer}"] = value
         for kind, value in values.items():
             if value is not None:  # a row computes one measure; the others stay NULL

@@ -146,6 +146,8 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     ev = EvalSpec(split=args.split, subset=args.subset, minibatch_size=args.minibatch_size,
                   minibatches=args.minibatches, bn=args.bn, metrics=metrics,
                   precision=args.precision)  # fmt: skip
+    if args.seeds is not None and (args.interpolate or args.pca):
+        raise SpecError("--seeds draws random directions: drop it for --pca and --interpolate")
     if args.interpolate:
         a, b = args.interpolate
         spec = SurfaceSpec(model=a, other_model=b, x=x, y=y, epoch=args.epoch,
@@ -174,8 +176,6 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
                                      x_direction=xd, y_direction=yd, evaluation=ev,
                                      tile=parse_tile(args.tile)))  # fmt: skip
         spec = specs[0]
-    if args.seeds is not None and not (args.model is not None and not args.pca and not args.interpolate):
-        raise SpecError("--seeds draws random directions: drop it for --pca and --interpolate")
     db = open_db(args)
     with db.session() as session:
         model = find_model(session, spec.model)
@@ -187,7 +187,7 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
             )
         study = home
         done = []
-        for one in specs if args.seeds is not None else [spec]:
+        for one in specs if args.seeds is not None else [spec]:  # one surface per seed
             surface, new = add_surface(session, study, one)
             done.append((surface.id, len(surface_tasks(session, surface)), new))
     for sid, tiles, new in done:
