@@ -87,6 +87,8 @@ def test_meta_ranks_seed_averaged_measures_and_logs_them_on_each_run(worked):
         assert run.data.tags[f"tracker.measure_def.{definition}"] == rise[0]["definition"]
         assert {f.path for f in client.list_artifacts(run.info.run_id, "tracker")} >= {
             "tracker/ids.json", "tracker/measures.json"}
+        plots = {f.path for f in client.list_artifacts(run.info.run_id, "surfaces")}
+        assert plots == {f"surfaces/def{definition}-epoch2.png", f"surfaces/def{definition}-epoch2.pdf"}
     table = _ok(run_tracker("meta", "--study", "tiny", "--no-mlflow", "--draws", "50", env=env))
     assert "rise_r050" in table and "gap = train_acc - test_acc" in table
 

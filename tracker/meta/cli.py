@@ -76,7 +76,7 @@ def cmd_meta(args: argparse.Namespace) -> int:
         if not args.no_mlflow and n:
             from tracker.meta.publish import publish_measures
 
-            runs = publish_measures(session, settings_.mlflow_uri, study_id)
+            runs = publish_measures(session, store, settings_.mlflow_uri, study_id)
     if args.json:
         print(json.dumps({"study": args.study, "measures": n, "mlflow_runs": runs,
                           "draws": args.draws, "seed": args.seed,
