@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -240,8 +240,6 @@ FAMILIES: tuple[Family, ...] = (surface_samples, persistence_samples, weight_sam
 
 
 def _with_kind(base: Definition, kind: str) -> Definition:
-    from dataclasses import replace
-
     return replace(base, kind=kind)
 
 
