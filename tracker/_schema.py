@@ -256,13 +256,15 @@ class Model(WorkRow, Base):
     # gap = train_acc - test_acc, loss_gap = test_loss - train_loss.
     gap: Mapped[float | None]
     loss_gap: Mapped[float | None]
-    # A final metric was NaN or infinite (stored as NULL): training diverged.
+    # A final loss was NaN or infinite (stored as NULL): training diverged. (A NaN accuracy is
+    # a regression task's, not divergence.)
     diverged: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
     def record_final(self, metrics: Mapping[str, float | None]) -> None:
         """Set the final metrics, the generalisation targets and the divergence flag."""
         values = {k: metrics.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
-        self.diverged = any(v is not None and not math.isfinite(float(v)) for v in values.values())
+        losses = (values["train_loss"], values["test_loss"])
+        self.diverged = any(v is not None and not math.isfinite(float(v)) for v in losses)
         for key, value in values.items():
             setattr(self, key, finite_or_none(value))
         self.gap = _difference(self.train_acc, self.test_acc)

@@ -45,7 +45,7 @@ VIEW_DOCS: dict[str, tuple[str, dict[str, str]]] = {
             "test_acc": "final test accuracy, a fraction",
             "gap": GAP_DOC,
             "loss_gap": LOSS_GAP_DOC,
-            "diverged": "a final metric was NaN or infinite (stored as NULL)",
+            "diverged": "a final loss was NaN or infinite (stored as NULL)",
             "mlflow_run_id": "the model's MLflow training run",
         },
     ),

@@ -9,7 +9,7 @@ Create Date: 2026-11-30
 error, seed count. ``models`` gains the generalisation targets (``gap`` = train_acc - test_acc,
 ``loss_gap`` = test_loss - train_loss) and ``diverged``. Every NaN or infinite float becomes
 NULL on both backends (SQLite kept NaN as the text 'NaN', which ``avg()`` counted as 0); a model
-whose final metrics were non-finite is flagged ``diverged`` first. The views ``v_models``,
+whose final losses were non-finite is flagged ``diverged`` first. The views ``v_models``,
 ``v_surfaces`` and ``v_measures`` are documented in ``tracker/_views.py`` (PostgreSQL: as
 column comments). The downgrade drops all of it; the non-finite values stay NULL.
 """
@@ -26,7 +26,7 @@ branch_labels = None
 depends_on = None
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-MODEL_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+LOSSES = ("train_loss", "test_loss")  # a NaN accuracy is a regression task's, not divergence
 
 _MODEL_COLUMNS = """
     m.id AS model_id, st.name AS study, m.name AS model_name, m.architecture, m.dataset,
@@ -95,7 +95,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("diverged", sa.Boolean(), nullable=False, server_default=sa.false())
         )
-    any_bad = " OR ".join(_non_finite(dialect, c) for c in MODEL_METRICS)
+    any_bad = " OR ".join(_non_finite(dialect, c) for c in LOSSES)
     op.execute(f"UPDATE models SET diverged = {sa.true().compile(dialect=bind.dialect)} WHERE {any_bad}")
     for table, columns in _float_columns(bind).items():
         for column in columns:

@@ -152,3 +152,11 @@ def upgrade():
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "9999_later"
         for name in VIEW_DOCS:
             conn.execute(sa.text(f"SELECT * FROM {name}")).all()
+
+
+def test_a_regression_models_missing_accuracy_is_not_divergence(db):
+    with db.session() as session:
+        study = get_or_create_study(session, "s")
+        model = _model(session, study, "mpg", train_loss=0.5, train_acc=math.nan,
+                       test_loss=0.75, test_acc=math.nan)  # fmt: skip
+        assert not model.diverged and model.gap is None and model.loss_gap == 0.25
