@@ -23,6 +23,10 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # Batch migrations rebuild a table and rename the copy; views that read the table
+        # (v_models, v_surfaces, v_measures) would make SQLite refuse that rename.
+        connection.exec_driver_sql("PRAGMA legacy_alter_table = ON")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

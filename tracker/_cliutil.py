@@ -104,3 +104,33 @@ def lazy_command(module: str, name: str) -> Command:
         return int(getattr(importlib.import_module(module), name)(args) or 0)
 
     return run
+
+
+MAX_SEEDS = 10_000
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``0-3`` or ``0,2,5`` (or both: ``0-3,8``) as a tuple of distinct seeds."""
+    from tracker._exceptions import SpecError
+
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                first, last = int(lo), int(hi)
+                if len(out) + max(last - first + 1, 0) > MAX_SEEDS:  # before building the list
+                    raise SpecError(f"seeds {text!r} name more than {MAX_SEEDS:,} seeds")
+                out.extend(range(first, last + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise SpecError(f"seeds {text!r} are not a list like 0-3 or 0,1,2") from None
+    if not out:
+        raise SpecError(f"seeds {text!r} name no seed: write e.g. 0-3")
+    if any(s < 0 or s >= 2**32 for s in out):
+        raise SpecError(f"seeds {text!r} include a seed outside 0..2**32-1")
+    return tuple(dict.fromkeys(out))

@@ -9,10 +9,12 @@ start the run, and end it FINISHED, or FAILED with the reason when the body rais
 from __future__ import annotations
 
 import fcntl
+import json
+import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -71,6 +73,14 @@ def _artifact_location(uri: str) -> str | None:
     return None
 
 
+def experiment_tags(study: str) -> dict[str, str]:
+    """Tags of a study's experiment: MLflow 3's UI opens ``custom_model_development``
+    experiments as model training (runs, metrics, charts) rather than as GenAI traces."""
+    return {"mlflow.experimentKind": "custom_model_development", "tracker.study": study,
+            "mlflow.note.content": f"tracker study {study!r}: one run per trained model, "
+            "analysis runs nested or alongside; measures as `measure/...` metrics"}  # fmt: skip
+
+
 def experiment_id(client: MlflowClient, study: str) -> str:
     name = EXPERIMENT_PREFIX + study
     found = client.get_experiment_by_name(name)
@@ -79,7 +89,8 @@ def experiment_id(client: MlflowClient, study: str) -> str:
     try:
         return str(
             client.create_experiment(
-                name, artifact_location=_artifact_location(client.tracking_uri)
+                name, artifact_location=_artifact_location(client.tracking_uri),
+                tags=experiment_tags(study),
             )
         )
     except MlflowException:
@@ -135,8 +146,18 @@ def start_run(
 
 
 def _param_text(value: object) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    """Strings as they are, everything else as JSON (a dict reads as JSON in the UI and parses
+    back with json.loads, where a Python repr would not)."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return text[:6000]
+
+
+def log_files(
+    client: MlflowClient, run_id: str, paths: Iterable[str | os.PathLike[str]], artifact_path: str
+) -> None:
+    """Upload files as artifacts of a run, under ``artifact_path``."""
+    for path in paths:
+        client.log_artifact(run_id, os.fspath(path), artifact_path=artifact_path)
 
 
 def mark_failed_if_running(client: MlflowClient, run_id: str | None, why: str) -> bool:

@@ -9,6 +9,7 @@ migrations in ``migrations/``; a test keeps them equal to this module.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
@@ -40,9 +41,12 @@ HESSIAN_MEASURES = ("eigen", "trace", "density")
 
 
 class Real(sa.types.TypeDecorator[float]):
-    """A double that keeps NaN: SQLite would turn a NaN into NULL, so it is stored as 'NaN'.
+    """A double where NaN and infinities are stored as NULL, on both backends.
 
-    Infinities are native in both databases; PostgreSQL keeps NaN natively too.
+    SQLite cannot store a NaN as a number (it used to be the text 'NaN', which ``avg()`` counts
+    as 0), and PostgreSQL's NaN sorts above every number and poisons ``avg()``; NULL is what SQL
+    aggregates skip. Where divergence matters a flag column says so (``models.diverged``;
+    ``measures.n_missing`` counts the seeds left out).
     """
 
     impl = sa.Double
@@ -52,21 +56,20 @@ class Real(sa.types.TypeDecorator[float]):
         if value is None:
             return None
         value = float(value)
-        if dialect.name == "sqlite" and math.isnan(value):
-            return "NaN"
-        return value
-
-    def bind_processor(self, dialect: sa.Dialect) -> Any:
-        # Skip Double's own processor: it would turn the 'NaN' marker back into a float.
-        def process(value: Any) -> Any:
-            return self.process_bind_param(value, dialect)
-
-        return process
+        return value if math.isfinite(value) else None
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> float | None:
         if value is None:
             return None
         return float(value)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` if it is a finite number, else None (what a Real column stores)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -253,6 +256,27 @@ class Model(WorkRow, Base):
     train_acc: Mapped[float | None]
     test_loss: Mapped[float | None]
     test_acc: Mapped[float | None]
+    # The generalisation targets, one sign convention everywhere (larger = generalises worse):
+    # gap = train_acc - test_acc, loss_gap = test_loss - train_loss.
+    gap: Mapped[float | None]
+    loss_gap: Mapped[float | None]
+    # A final loss was NaN or infinite (stored as NULL): training diverged. (A NaN accuracy is
+    # a regression task's, not divergence.)
+    diverged: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+
+    def record_final(self, metrics: Mapping[str, float | None]) -> None:
+        """Set the final metrics, the generalisation targets and the divergence flag."""
+        values = {k: metrics.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+        losses = (values["train_loss"], values["test_loss"])
+        self.diverged = any(v is not None and not math.isfinite(float(v)) for v in losses)
+        for key, value in values.items():
+            setattr(self, key, finite_or_none(value))
+        self.gap = _difference(self.train_acc, self.test_acc)
+        self.loss_gap = _difference(self.test_loss, self.train_loss)
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 class Checkpoint(_SplitMetrics, _Created, Base):
@@ -619,3 +643,62 @@ class HessianSpectrum(WorkRow, Base):
     eigenvectors_array_id: Mapped[int | None] = _array_fk()
     history_array_id: Mapped[int | None] = _array_fk()
     density_array_id: Mapped[int | None] = _array_fk()
+
+
+class MeasureDefinition(_Created, Base):
+    """Everything that makes two measure values comparable; the meta-analysis only ever
+    correlates values of one definition (and one checkpoint epoch) with one target.
+
+    ``key`` spells the whole definition out (``rise_r050 1d random/filter/biasbn/weights
+    x=-1:1:41 train subset=- mb=- bn=eval fp32``); the columns repeat its parts for SQL.
+    Columns that do not apply to a family (a direction for a weight norm) are NULL.
+    """
+
+    __tablename__ = "measure_definitions"
+    noun = "measure definition"
+    find_hint = "`tracker meta --study NAME` lists them"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(500), unique=True)
+    family: Mapped[str] = mapped_column(sa.String(32), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(64), index=True)
+    direction_kind: Mapped[str | None] = mapped_column(sa.String(16))
+    normalization: Mapped[str | None] = mapped_column(sa.String(16))
+    ignore: Mapped[str | None] = mapped_column(sa.String(16))
+    direction_target: Mapped[str | None] = mapped_column(sa.String(16))
+    dims: Mapped[int | None]
+    grid: Mapped[str | None] = mapped_column(sa.String(100))
+    split: Mapped[str | None] = mapped_column(sa.String(16))
+    subset_size: Mapped[int | None]
+    n_minibatches: Mapped[int | None]
+    minibatch_size: Mapped[int | None]
+    bn_mode: Mapped[str | None] = mapped_column(sa.String(16))
+    precision: Mapped[str | None] = mapped_column(sa.String(16))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Measure(_Created, Base):
+    """One measure of one model checkpoint: the mean over direction seeds (or the single value),
+    its standard error across seeds (NULL for one seed) and how many seeds it covers.
+
+    Derived rows: ``tracker meta`` rebuilds a study's measures from the result tables.
+    ``n_missing`` counts seeds without a value (NaN or infinite: diverged; or not reached inside
+    the grid), left out of the mean.
+    """
+
+    __tablename__ = "measures"
+    __table_args__ = (sa.UniqueConstraint("definition_id", "checkpoint_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(sa.ForeignKey("studies.id"), index=True)
+    definition_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("measure_definitions.id", ondelete="CASCADE"), index=True
+    )
+    model_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    checkpoint_id: Mapped[int] = mapped_column(sa.ForeignKey("checkpoints.id", ondelete="CASCADE"))
+    epoch: Mapped[int]
+    value: Mapped[float | None]
+    standard_error: Mapped[float | None]
+    n_seeds: Mapped[int]
+    n_missing: Mapped[int] = mapped_column(default=0, server_default="0")
+    sources: Mapped[list[Any]] = mapped_column(default=list)

@@ -450,6 +450,7 @@ FEATURE_CLI_MODULES: tuple[str, ...] = (
     "tracker.levelsets.cli",
     "tracker.morse.cli",
     "tracker.curvature.cli",
+    "tracker.meta.cli",
     "tracker._cli_dashboard",
 )
 

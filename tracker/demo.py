@@ -65,8 +65,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for m in models:
             s1, s2 = sharp.get(m.id, {}).get("1d"), sharp.get(m.id, {}).get("2d")
             rows.append([
-                m.name, m.batch_size, f"{m.train_acc:.3f}", f"{m.test_acc:.3f}",
-                f"{m.test_acc - m.train_acc:+.3f}",
+                m.name, m.batch_size, _acc(m.train_acc), _acc(m.test_acc),
+                f"{m.gap:+.3f}" if m.gap is not None else "diverged" if m.diverged else "",
                 f"{s1.rise_r050:.4f}" if s1 and s1.rise_r050 is not None else "",
                 f"{s2.rise_r050:.4f}" if s2 and s2.rise_r050 is not None else "",
                 f"{s2.flatness_width:.3f}" if s2 and s2.flatness_width is not None else "",
@@ -76,6 +76,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(_table(["model", "batch", "train acc", "test acc", "gap", "rise@0.5 1D",
                   "rise@0.5 2D", "flat width", "mlflow run"], rows))  # fmt: skip
     print()
+    print("gap: train acc - test acc (larger = generalises worse; the sign used everywhere)")
     print("sharpness: mean loss rise at filter-normalised radius 0.5 (larger = sharper);")
     print("flat width: radius within which the 2D loss stays below centre + 0.1")
     print(f"plots ({len(plot_paths)} files): {out}")
@@ -83,3 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"SQL: sqlite3 {settings_.db_url.removeprefix('sqlite:///')} 'select * from surfaces'")
     print(f"demo finished in {time.monotonic() - t0:.0f} s")
     return 0
+
+
+def _acc(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"

@@ -18,6 +18,8 @@ x = "-1:1:21"
 y = "-1:1:21"                        # leave out for a 1D surface
 direction = { seed = 0, norm = "filter", ignore = "biasbn", target = "weights" }
 pairs = 1                            # direction pairs (seeds 2i, 2i+1 after the base seed)
+# seeds = "0-4"                      # instead of pairs: one surface per x-direction seed (2D: y
+                                     # uses seed+1, so seeds two apart); measures average them
 epochs = ["final"]                   # or checkpoint epochs: one surface each
 split = "train"                      # subset = N, or minibatches = K with minibatch_size = B
 bn = "eval"
@@ -105,6 +107,7 @@ SURFACE_KEYS = {
     "direction",
     "y_direction",
     "pairs",
+    "seeds",
     "epochs",
     "tile",
 } | EVAL_KEYS
@@ -382,6 +385,9 @@ def load(path: str | Path) -> Study:
         pairs = _typed(table.get("pairs", 1), int, "pairs", where)
         if not 1 <= pairs <= MAX_PAIRS:
             raise SpecError(f"pairs in {where} must be between 1 and {MAX_PAIRS}, got {pairs}")
+        x_seeds = _surface_seeds(table, where, two_d=y is not None)
+        if x_seeds is not None:
+            pairs = len(x_seeds)
         ev = eval_spec(table, where)
         refs = model_refs(table["models"], where) if "models" in table else all_names
         epochs = _epochs(table.get("epochs", "final"), where)
@@ -396,14 +402,15 @@ def load(path: str | Path) -> Study:
             for epoch in epochs:
                 for p in range(pairs):
                     step = 2 if y is not None else 1
-                    xd = replace(base, seed=(base.seed or 0) + step * p)
+                    x_seed = x_seeds[p] if x_seeds is not None else (base.seed or 0) + step * p
+                    xd = replace(base, seed=x_seed)
                     yd = None
                     if y is not None:
                         # The y direction: its own table if given, else the x one's with seed + 1.
                         own = "y_direction" in table
                         yd = direction_spec(table.get("y_direction" if own else "direction"), where)
                         first = (yd.seed or 0) if own else (base.seed or 0) + 1
-                        yd = replace(yd, seed=first + step * p)
+                        yd = replace(yd, seed=x_seed + 1 if x_seeds is not None else first + step * p)
                     study.surfaces.append(SurfaceSpec(
                         model=ref, x=x, y=y, epoch=epoch, x_direction=xd, y_direction=yd,
                         evaluation=ev, tile=_tile(table.get("tile"), where),
@@ -613,3 +620,21 @@ def cmd_enqueue_study(args: argparse.Namespace) -> int:
         + "; run `tracker work`"
     )
     return 0
+
+
+def _surface_seeds(table: dict[str, Any], where: str, *, two_d: bool) -> tuple[int, ...] | None:
+    """``seeds = "0-4"`` (or a list): the x-direction seeds, one surface each; None if absent."""
+    if "seeds" not in table:
+        return None
+    for other in ("pairs", "y_direction"):
+        if other in table:
+            raise SpecError(f"{where} has both seeds and {other}: seeds gives every surface its own x and y directions, drop {other}")  # fmt: skip
+    if isinstance(table.get("direction"), dict) and "seed" in table["direction"]:
+        raise SpecError(f"{where} has both seeds and a direction seed: drop seed from the direction")
+    raw = table["seeds"]
+    seeds = parse_seeds(",".join(str(s) for s in raw) if isinstance(raw, list) else str(raw))
+    if len(seeds) > MAX_PAIRS:
+        raise SpecError(f"seeds in {where} name {len(seeds):,} seeds; at most {MAX_PAIRS:,}")
+    if two_d and set(seeds) & {s + 1 for s in seeds}:
+        raise SpecError(f"seeds in {where}: a 2D surface's y direction uses seed+1, so the seeds must be two apart (e.g. 0,2,4,6,8)")  # fmt: skip
+    return seeds

@@ -1,4 +1,6 @@
-"""Meta-analysis: ready questions across a study, and a read-only SQL box with a scatter."""
+"""Meta-analysis: which measure ranks generalisation best in a study (Kendall and granulated
+tau with bootstrap intervals, over the ``measures`` rows `tracker meta` derives), the scatter
+of any measure against any target coloured by any hyperparameter, and a read-only SQL box."""
 
 from __future__ import annotations
 
@@ -8,15 +10,6 @@ import streamlit as st
 
 from dashboard import common, data
 
-SHARPNESS = """
-SELECT s.id AS surface, st.name AS study, m.id AS model, m.name, m.batch_size, m.lr,
-       c.epoch, s.nx, s.ny, s.centre_loss, s.rise_r025, s.rise_r050, s.rise_r100,
-       s.flatness_width, m.train_acc, m.test_acc, m.train_loss, m.test_loss
-FROM surfaces s JOIN checkpoints c ON c.id = s.checkpoint_id
-JOIN models m ON m.id = c.model_id JOIN studies st ON st.id = s.study_id
-WHERE s.completed_at IS NOT NULL
-ORDER BY s.id
-"""
 PERSISTENCE = """
 SELECT p.id AS diagram, st.name AS study, m.id AS model, m.name, m.batch_size, p.loss_name,
        p.knn, p.h0_count, p.h0_total_p1, p.h0_total_p2, p.h0_max, p.h1_count, p.h1_total_p1,
@@ -26,23 +19,63 @@ JOIN models m ON m.id = e.model_id JOIN studies st ON st.id = p.study_id
 ORDER BY p.id
 """
 EXAMPLE_SQL = (
-    "SELECT m.id, m.name, m.batch_size, m.lr, m.train_acc, m.test_acc, s.rise_r050\n"
-    "FROM models m JOIN checkpoints c ON c.model_id = m.id\n"
-    "JOIN surfaces s ON s.checkpoint_id = c.id"
+    "SELECT model_id, batch_size, lr, weight_decay, value, standard_error, n_seeds, gap\n"
+    "FROM v_measures WHERE kind = 'rise_r050' AND is_final = 1\n"
+    "ORDER BY definition_id, model_id"
 )
+TARGETS = {"gap": "gap = train_acc - test_acc", "loss_gap": "loss_gap = test_loss - train_loss",
+           "test_acc": "test accuracy", "train_acc": "training accuracy"}  # fmt: skip
+COLOURS = ("batch_size", "lr", "weight_decay", "momentum", "seed", "optimizer", "architecture",
+           "width", "epochs", "label_corruption", "dataset")  # fmt: skip
+DRAWS = 200  # bootstrap draws on the page (`tracker meta` defaults to 1000)
 
 
-def scatter(df: pd.DataFrame, x: str, y: str, colour: str | None, hover: str) -> go.Figure:
-    """Points of two columns, one trace per value of ``colour`` (batch size: categories)."""
+def scatter(
+    df: pd.DataFrame, x: str, y: str, colour: str | None, hover: str, error: str | None = None
+) -> go.Figure:
+    """Points of two columns, one trace per value of ``colour`` (categories); ``error``: a
+    column of x error bars (the standard error across seeds)."""
     fig = go.Figure()
     groups = df.groupby(colour, dropna=False) if colour else [("all", df)]
     for value, part in groups:
         name = f"{colour} {value}" if colour else "rows"
+        bars = ({"type": "data", "array": part[error].fillna(0).tolist(), "visible": True}
+                if error and error in part else None)  # fmt: skip
         fig.add_trace(go.Scatter(x=part[x], y=part[y], mode="markers", name=name,
                                  text=part[hover].astype(str) if hover in part else None,
-                                 marker={"size": 10}))  # fmt: skip
+                                 error_x=bars, marker={"size": 10}))  # fmt: skip
     fig.update_layout(xaxis_title=x, yaxis_title=y, height=420, margin={"t": 30, "b": 40})
     return fig
+
+
+@st.cache_data(ttl=common.TTL, show_spinner=False)
+def study_names(db_url: str) -> dict[str, int]:
+    """Studies that have measures: name -> id."""
+    df = common.query(db_url, "SELECT DISTINCT st.id, st.name FROM studies st "
+                              "JOIN measures ms ON ms.study_id = st.id ORDER BY st.name")  # fmt: skip
+    return {str(r.name): int(r.id) for r in df.itertuples()}
+
+
+@st.cache_data(ttl=common.TTL, show_spinner=False)
+def study_meta(db_url: str, study_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study's measures (with hyperparameters and targets) and its tau table."""
+    from sqlalchemy.orm import Session
+
+    from tracker.meta.results import TARGETS as META_TARGETS
+    from tracker.meta.results import measure_rows, meta_table
+
+    with Session(common.engine(db_url)) as session:
+        measures = pd.DataFrame(measure_rows(session, study_id))
+        rows = meta_table(session, study_id, targets=META_TARGETS, draws=DRAWS, seed=0)
+    # Strongest rank correlation first within each target.
+    rows.sort(key=lambda r: (r.target, -abs(r.tau) if r.tau == r.tau else 0.0))
+    table = pd.DataFrame([{
+        "target": r.target, "measure": r.kind, "epoch": r.epoch, "models": r.n_models,
+        "seeds": r.mean_seeds, "tau": r.tau, "tau 2.5%": r.tau_low, "tau 97.5%": r.tau_high,
+        "psi": r.psi, "psi 2.5%": r.psi_low, "psi 97.5%": r.psi_high,
+        **{f"psi {a}": v for a, v in r.psi_axes.items()}, "definition": r.definition,
+    } for r in rows])  # fmt: skip
+    return measures, table
 
 
 def numeric_columns(df: pd.DataFrame) -> list[str]:
@@ -52,26 +85,34 @@ def numeric_columns(df: pd.DataFrame) -> list[str]:
 src = common.sources()
 st.title("Meta-analysis")
 
-st.subheader("Does sharpness predict the generalisation gap?")
-sharp = common.query(src.db_url, SHARPNESS)
-if sharp.empty:
-    st.info("No complete surfaces of trained models yet: enqueue a study with [[surface]] "
-            "entries and run `tracker work`.")  # fmt: skip
+st.subheader("Which measure predicts generalisation?")
+studies = study_names(src.db_url)
+if not studies:
+    st.info("No measures yet: after `tracker work`, run `tracker meta --study NAME`; it derives "
+            "one row per checkpoint and measure definition (mean and standard error over "
+            "direction seeds), which this page reads.")  # fmt: skip
 else:
-    studies = sorted(sharp["study"].unique().tolist())
-    c1, c2, c3 = st.columns(3)
-    study = c1.selectbox("study", studies, key="sharp_study")
-    measure = c2.selectbox("sharpness", ["rise_r050", "rise_r025", "rise_r100",
-                                         "flatness_width", "centre_loss"])  # fmt: skip
-    gap_kind = c3.selectbox("gap", ["train_acc - test_acc", "test_loss - train_loss"])
-    rows = sharp[sharp["study"] == study].copy()
-    a, b = gap_kind.split(" - ")
-    rows["gap"] = rows[a] - rows[b]
-    st.plotly_chart(scatter(rows, measure, "gap", "batch_size", "name"), width="stretch")
-    valid = rows[[measure, "gap"]].dropna()
-    if len(valid) >= 3 and valid[measure].nunique() > 1 and valid["gap"].nunique() > 1:
-        st.caption(f"Spearman correlation over {len(valid)} surfaces: "
-                   f"{valid[measure].corr(valid['gap'], method='spearman'):.3f}")  # fmt: skip
+    study = st.selectbox("study", list(studies), key="meta_study")
+    measures, table = study_meta(src.db_url, studies[study])
+    if table.empty:
+        st.caption("No definition has values for 3 or more models with a target yet.")
+    else:
+        st.caption(f"tau: Kendall's tau over the study's models; psi: the granulated tau (the "
+                   f"tau among models that differ in one hyperparameter, averaged over axes); "
+                   f"95% intervals from {DRAWS} bootstrap draws, seed 0. Only values of one "
+                   f"definition at one epoch are correlated.")  # fmt: skip
+        st.dataframe(table, hide_index=True, width="stretch")
+    labels = measures.drop_duplicates(["definition_id", "epoch"])
+    options = {f"{r.definition} @ epoch {r.epoch}": (r.definition_id, r.epoch)
+               for r in labels.itertuples()}  # fmt: skip
+    c1, c2, c3 = st.columns([3, 1, 1])
+    chosen = c1.selectbox("measure", list(options), key="meta_measure")
+    target = c2.selectbox("target", list(TARGETS), format_func=TARGETS.get, key="meta_target")
+    colour = c3.selectbox("colour", [c for c in COLOURS if c in measures], key="meta_colour")
+    def_id, epoch = options[chosen]
+    rows = measures[(measures["definition_id"] == def_id) & (measures["epoch"] == epoch)]
+    st.plotly_chart(scatter(rows, "value", target, colour, "model", error="standard_error"),
+                    width="stretch")  # fmt: skip
     st.dataframe(rows, hide_index=True, width="stretch")
 
 st.subheader("Persistence summaries vs test accuracy")

@@ -87,6 +87,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     work = _run("work", "--workers", "1", "--plugin", "queue_kinds", "--no-progress",
                 env=env, ok=False)  # fmt: skip
     assert work.returncode == 1 and "1 task(s) failed" in work.stderr, work.stderr[-3000:]
+    _run("meta", "--study", "iris-sweep", "--no-mlflow", "--draws", "20", env=env)
     return Seeded(root, env, db_url, str(home / "store.zarr"), f"sqlite:///{home / 'mlflow.db'}")
 
 

@@ -84,6 +84,10 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--y", metavar="MIN:MAX:N", help="y grid for a 2D surface")
     p.add_argument("--seed", type=int, default=0, help="seed of the x direction (default 0)")
     p.add_argument("--y-seed", type=int, default=None, help="seed of the y direction (default seed+1)")  # fmt: skip
+    p.add_argument("--seeds", metavar="LIST", default=None,
+                   help="one surface per x-direction seed, e.g. 0-4 (a 2D surface's y direction "
+                   "uses seed+1, so 2D seeds must be two apart: 0,2,4,6,8); the measures "
+                   "average over them with a standard error")  # fmt: skip
     p.add_argument("--norm", default="filter", choices=["filter", "layer", "model", "none"])
     p.add_argument("--ignore", default="biasbn", choices=["biasbn", "none"])
     p.add_argument("--target", default=None, choices=["weights", "states"],
@@ -185,6 +189,8 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     ev = EvalSpec(split=args.split, subset=args.subset, minibatch_size=args.minibatch_size,
                   minibatches=args.minibatches, bn=args.bn, metrics=metrics,
                   precision=args.precision)  # fmt: skip
+    if args.seeds is not None and (args.interpolate or args.pca):
+        raise SpecError("--seeds draws random directions: drop it for --pca and --interpolate")
     if args.interpolate:
         a, b = args.interpolate
         spec = SurfaceSpec(model=a, other_model=b, x=x, y=y, epoch=args.epoch,
@@ -201,15 +207,19 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
                                                      ignore=args.ignore, target="weights"),
                            evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
     else:
-        xd = _direction_from_args(args, args.seed)
-        yd = (
-            replace(xd, seed=args.y_seed if args.y_seed is not None else args.seed + 1)
-            if y
-            else None
-        )
-        spec = SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch, x_direction=xd,
-                           y_direction=yd, evaluation=ev, tile=parse_tile(args.tile),
-                           x_hessian=x_hessian, y_hessian=y_hessian)  # fmt: skip
+        specs = []
+        for seed in _x_seeds(args, two_d=y is not None):
+            xd = _direction_from_args(args, seed)
+            yd = (
+                replace(xd, seed=args.y_seed if args.y_seed is not None else seed + 1)
+                if y
+                else None
+            )
+            specs.append(SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch,
+                                     x_direction=xd, y_direction=yd, evaluation=ev,
+                                     tile=parse_tile(args.tile), x_hessian=x_hessian,
+                                     y_hessian=y_hessian, curvature=curvature))  # fmt: skip
+        spec = specs[0]
     spec = replace(spec, curvature=curvature)
     db = open_db(args)
     with db.session() as session:
@@ -221,11 +231,30 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
                 f"surfaces go in its own study (drop --study, or use --study {home.name})"
             )
         study = home
-        surface, new = add_surface(session, study, spec)
-        sid, tiles = surface.id, len(surface_tasks(session, surface))
-    state = f"new, {tiles} tile task(s)" if new else "already queued"
-    print(f"surface {sid} ({state}) in study {study.name!r}; run `tracker work` to compute it")
+        done = []
+        for one in specs if args.seeds is not None else [spec]:  # one surface per seed
+            surface, new = add_surface(session, study, one)
+            done.append((surface.id, len(surface_tasks(session, surface)), new))
+    for sid, tiles, new in done:
+        state = f"new, {tiles} tile task(s)" if new else "already queued"
+        print(f"surface {sid} ({state}) in study {study.name!r}; run `tracker work` to compute it")
     return 0
+
+
+def _x_seeds(args: argparse.Namespace, *, two_d: bool) -> tuple[int, ...]:
+    """The x-direction seeds: --seeds, else --seed alone."""
+    from tracker._cliutil import parse_seeds
+    from tracker._exceptions import SpecError
+
+    if args.seeds is None:
+        return (args.seed,)
+    seeds = parse_seeds(args.seeds)
+    if two_d and args.y_seed is not None:
+        raise SpecError("--y-seed with --seeds would give every surface the same y direction: drop --y-seed")
+    if two_d and set(seeds) & {s + 1 for s in seeds}:
+        raise SpecError(f"--seeds {args.seeds}: a 2D surface's y direction uses seed+1, so the "
+                        "seeds must be two apart (e.g. 0,2,4,6,8)")  # fmt: skip
+    return seeds
 
 
 # --- plots and exports ------------------------------------------------------------------------

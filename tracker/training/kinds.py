@@ -64,8 +64,7 @@ def _train_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] |
     assert result is not None
     model = session.get(Model, result["model_id"])
     model.mlflow_run_id = result["run_id"]
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-        setattr(model, key, result["final"].get(key))
+    model.record_final(result["final"])
     for epoch_text, info in result["checkpoints"].items():
         epoch = int(epoch_text)
         ckpt = session.scalar(
@@ -128,11 +127,15 @@ def train_task(ctx: TaskContext) -> dict[str, Any]:
                 sa.update(Model).where(Model.id == model_id).values(mlflow_run_id=run_id)
             )
 
+        history: list[tuple[int, dict[str, float]]] = []
+
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             run.logger.metrics(metrics, step=epoch)
+            history.append((epoch, metrics))
 
         final = train(spec, device=device(), on_epoch=on_epoch, on_checkpoint=on_checkpoint,
                       should_stop=ctx.check_lease)  # fmt: skip
+        _log_training_files(run.client, run_id, history, params, tags, name)
     return {"model_id": model_id, "run_id": run_id, "final": final, "checkpoints": saved,
             "layout": layout_seen[0]}  # fmt: skip
 
@@ -149,6 +152,31 @@ def import_task(ctx: TaskContext) -> dict[str, Any]:
         f"model {ctx.payload.get('model_id')} was imported from {files}: its checkpoints are "
         "written by `tracker import model`, run it again to import them"
     )
+
+
+def _log_training_files(
+    client: Any, run_id: str, history: list[tuple[int, dict[str, float]]],
+    params: dict[str, Any], tags: dict[str, str], name: str,
+) -> None:
+    """The run's artifacts: training curves (PNG, PDF), the architecture config as JSON, and
+    the tracker ids that lead back from the run (``tracker/ids.json``)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from tracker._mlflow import log_files
+    from tracker.training.plots import plot_training_curves
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        curves = plot_training_curves(history, folder / "curves", title=name)
+        config = folder / "arch_config.json"
+        config.write_text(json.dumps({"architecture": params["architecture"],
+                                      **params["arch_config"]}, indent=1, sort_keys=True))  # fmt: skip
+        ids = folder / "ids.json"
+        ids.write_text(json.dumps(tags, indent=1, sort_keys=True))
+        log_files(client, run_id, [*curves, config], "training")
+        log_files(client, run_id, [ids], "tracker")
 
 
 # --- directions -------------------------------------------------------------------------------

@@ -1,0 +1,307 @@
+"""Measures as rows: read a study's results into per-seed samples, one small function per
+measure family, and store one ``measures`` row per (checkpoint, definition).
+
+A ``Definition`` names everything that makes two values comparable (kind, direction kind and
+normalisation, ignore policy, target, dimensions, grid, split, subset/minibatches, BN mode,
+precision, and family settings such as kNN); samples that differ only in their direction seed
+(or PHATE seed, or Hutchinson seed) are the seeds of one measure: its value is their mean, its
+standard error std / sqrt(n). A new measure family is one more function in ``FAMILIES``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tracker._arrays import read_array
+from tracker._schema import (
+    Base,
+    Checkpoint,
+    Direction,
+    Embedding,
+    Measure,
+    MeasureDefinition,
+    Model,
+    PersistenceDiagram,
+    Retrain,
+    Surface,
+    finite_or_none,
+)
+from tracker._store import ArrayStore
+
+SURFACE_KINDS = ("rise_r025", "rise_r050", "rise_r100", "flatness_width")
+PERSISTENCE_KINDS = ("h0_total_p1", "h0_total_p2", "h0_max", "h1_count", "h1_total_p1",
+                     "h1_total_p2", "h1_max")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Definition:
+    """What a measure value means; equal definitions are comparable values."""
+
+    family: str
+    kind: str
+    direction_kind: str | None = None
+    normalization: str | None = None
+    ignore: str | None = None
+    direction_target: str | None = None
+    dims: int | None = None
+    grid: str | None = None
+    split: str | None = None
+    subset_size: int | None = None
+    n_minibatches: int | None = None
+    minibatch_size: int | None = None
+    bn_mode: str | None = None
+    precision: str | None = None
+    config: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        """The whole definition as one readable line (unique in ``measure_definitions``)."""
+        parts = [self.kind]
+        if self.dims is not None:
+            parts.append(f"{self.dims}d")
+        if self.direction_kind is not None:
+            parts.append("/".join(str(p) for p in (self.direction_kind, self.normalization,
+                                                   self.ignore, self.direction_target)))  # fmt: skip
+        if self.grid is not None:
+            parts.append(f"grid={self.grid}")
+        if self.split is not None:
+            parts.append(f"split={self.split}")
+        if self.subset_size is not None:
+            parts.append(f"subset={self.subset_size}")
+        if self.n_minibatches is not None:
+            parts.append(f"minibatches={self.n_minibatches}x{self.minibatch_size}")
+        if self.bn_mode is not None:
+            parts.append(f"bn={self.bn_mode}")
+        if self.precision is not None:
+            parts.append(self.precision)
+        parts += [f"{k}={v}" for k, v in self.config]
+        return " ".join(parts)
+
+    def columns(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["config"] = dict(self.config)
+        return values
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One seed's value of a measure of a checkpoint (None: diverged or not defined)."""
+
+    definition: Definition
+    model_id: int
+    checkpoint_id: int
+    epoch: int
+    value: float | None
+    source: str
+
+
+Family = Callable[[Session, ArrayStore, int], Iterable[Sample]]
+
+
+# --- families ---------------------------------------------------------------------------------
+
+
+def _grid_text(s: Surface) -> str:
+    text = f"{s.x_min:g}:{s.x_max:g}:{s.nx}"
+    if s.ny is not None:
+        text += f",{s.y_min:g}:{s.y_max:g}:{s.ny}"
+    return text
+
+
+def surface_samples(session: Session, store: ArrayStore, study_id: int) -> Iterator[Sample]:
+    """Rise at radius r and flatness width of every complete surface centred on a checkpoint;
+    surfaces that differ only in their direction seeds are seeds of one measure."""
+    rows = session.execute(
+        sa.select(Surface, Direction, Checkpoint)
+        .join(Checkpoint, Checkpoint.id == Surface.checkpoint_id)
+        .join(Model, Model.id == Checkpoint.model_id)
+        .join(Direction, Direction.id == Surface.x_direction_id)
+        .where(Model.study_id == study_id, Surface.completed_at.is_not(None))
+        .order_by(Surface.id)
+    ).all()
+    for s, d, c in rows:
+        base = Definition(
+            family="surface", kind="", direction_kind=d.kind, normalization=d.normalization,
+            ignore=d.ignore, direction_target=d.target, dims=1 if s.ny is None else 2,
+            grid=_grid_text(s), split=s.split, subset_size=s.subset_size,
+            n_minibatches=s.n_minibatches, minibatch_size=s.minibatch_size, bn_mode=s.bn_mode,
+            precision=str(s.eval_config.get("precision", "fp32")),
+        )  # fmt: skip
+        for kind in SURFACE_KINDS:
+            yield Sample(_with_kind(base, kind), c.model_id, c.id, c.epoch,
+                         getattr(s, kind), f"surface:{s.id}")  # fmt: skip
+
+
+def persistence_samples(session: Session, store: ArrayStore, study_id: int) -> Iterator[Sample]:
+    """Persistence summaries of each model's retrain landscape; diagrams that differ only in
+    the PHATE seed are seeds of one measure. The checkpoint is the one the retrains left."""
+    rows = session.execute(
+        sa.select(PersistenceDiagram, Embedding)
+        .join(Embedding, Embedding.id == PersistenceDiagram.embedding_id)
+        .join(Model, Model.id == Embedding.model_id)
+        .where(Model.study_id == study_id, PersistenceDiagram.h0_count.is_not(None))
+        .order_by(PersistenceDiagram.id)
+    ).all()
+    for p, e in rows:
+        ckpt = session.execute(
+            sa.select(Checkpoint.id, Checkpoint.epoch)
+            .join(Retrain, Retrain.checkpoint_id == Checkpoint.id)
+            .where(Retrain.model_id == e.model_id)
+            .order_by(Checkpoint.epoch.desc())
+            .limit(1)
+        ).first()
+        if ckpt is None:
+            continue
+        config = (("loss", p.loss_name), ("knn", p.knn), ("legacy", p.legacy),
+                  ("n_pca", e.n_pca), ("samples", e.n_samples))  # fmt: skip
+        for kind in PERSISTENCE_KINDS:
+            definition = Definition(family="persistence", kind=kind, config=config)
+            yield Sample(definition, e.model_id, ckpt.id, ckpt.epoch, getattr(p, kind),
+                         f"persistence_diagram:{p.id}")  # fmt: skip
+
+
+def weight_samples(session: Session, store: ArrayStore, study_id: int) -> Iterator[Sample]:
+    """The L2 norm of the parameters (buffers left out) of every checkpoint, and its distance
+    from the model's epoch-0 checkpoint when that is kept (Jiang et al.'s norm measures)."""
+    import numpy as np
+
+    models = session.scalars(sa.select(Model).where(Model.study_id == study_id).order_by(Model.id))
+    for model in models:
+        ckpts = session.scalars(
+            sa.select(Checkpoint)
+            .where(Checkpoint.model_id == model.id, Checkpoint.array_id.is_not(None))
+            .order_by(Checkpoint.epoch)
+        ).all()
+        init: np.ndarray | None = None
+        for c in ckpts:
+            flat = read_array(session, store, c.array_id, verify=False, what=f"checkpoint {c.id}")
+            params = np.concatenate(
+                [np.asarray(flat[e["offset"]: e["offset"] + e["size"]], dtype=np.float64)
+                 for e in c.layout if e["kind"] == "param"] or [np.zeros(0)]
+            )  # fmt: skip
+            if c.epoch == 0:
+                init = params
+            src = f"checkpoint:{c.id}"
+            yield Sample(Definition("weights", "param_norm"), model.id, c.id, c.epoch,
+                         float(np.linalg.norm(params)), src)  # fmt: skip
+            if init is not None and c.epoch > 0:
+                yield Sample(Definition("weights", "dist_from_init"), model.id, c.id, c.epoch,
+                             float(np.linalg.norm(params - init)), src)  # fmt: skip
+
+
+def curvature_samples(
+    session: Session, store: ArrayStore, study_id: int, table: sa.Table | None = None
+) -> Iterator[Sample]:
+    """Top Hessian eigenvalue, trace and per-layer traces from ``hessian_spectra`` (issue 15),
+    once that table exists; rows that differ only in their seed are seeds of one measure.
+
+    Written against the planned columns (required: id, checkpoint_id, model_id, completed_at;
+    read when present: split, subset_size, n_minibatches, minibatch_size, bn_mode, loss,
+    dropout, top_eigenvalue, trace, layer_traces as JSON layer name -> trace). Rows differing
+    in ``seed`` (or ``subset_seed``) are seeds. ``table``: for tests, before the ORM has it.
+    """
+    table = table if table is not None else Base.metadata.tables.get("hessian_spectra")
+    if table is None:
+        return
+    c = table.c
+    rows = session.execute(
+        sa.select(table, Checkpoint.epoch.label("ckpt_epoch"))
+        .join(Checkpoint, Checkpoint.id == c.checkpoint_id)
+        .join(Model, Model.id == Checkpoint.model_id)
+        .where(Model.study_id == study_id, c.completed_at.is_not(None))
+        .order_by(c.id)
+    ).mappings().all()
+    for r in rows:
+        base = Definition(
+            family="curvature", kind="", split=r.get("split"), subset_size=r.get("subset_size"),
+            n_minibatches=r.get("n_minibatches"), minibatch_size=r.get("minibatch_size"),
+            bn_mode=r.get("bn_mode"),
+            config=tuple((k, r[k]) for k in ("loss", "dropout") if r.get(k) is not None),
+        )  # fmt: skip
+        values: dict[str, Any] = {
+            "hessian_top_eigenvalue": r.get("top_eigenvalue"), "hessian_trace": r.get("trace"),
+        }  # fmt: skip
+        for layer, value in sorted((r.get("layer_traces") or {}).items()):
+            values[f"hessian_layer_trace:{layer}"] = value
+        for kind, value in values.items():
+            if value is not None:  # a row computes one measure; the others stay NULL
+                yield Sample(_with_kind(base, kind), int(r["model_id"]), int(r["checkpoint_id"]),
+                             int(r["ckpt_epoch"]), value, f"hessian_spectrum:{r['id']}")  # fmt: skip
+
+
+FAMILIES: tuple[Family, ...] = (surface_samples, persistence_samples, weight_samples,
+                                curvature_samples)  # fmt: skip
+
+
+def _with_kind(base: Definition, kind: str) -> Definition:
+    return replace(base, kind=kind)
+
+
+# --- aggregation and storage -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The seeds of one measure of one checkpoint, summarised."""
+
+    value: float | None
+    standard_error: float | None
+    n_seeds: int
+    n_missing: int
+
+
+def aggregate(values: Iterable[float | None]) -> Aggregate:
+    """Mean of the finite values, standard error std(ddof=1) / sqrt(n) for n >= 2."""
+    given = list(values)
+    finite = [f for f in map(finite_or_none, given) if f is not None]
+    n = len(finite)
+    if n == 0:
+        return Aggregate(None, None, 0, len(given))
+    mean = math.fsum(finite) / n
+    se = None
+    if n >= 2:
+        var = math.fsum((v - mean) ** 2 for v in finite) / (n - 1)
+        se = math.sqrt(var / n)
+    return Aggregate(mean, se, n, len(given) - n)
+
+
+def definition_row(session: Session, definition: Definition) -> MeasureDefinition:
+    """The stored definition, added on first use."""
+    key = definition.key
+    row = session.scalar(sa.select(MeasureDefinition).where(MeasureDefinition.key == key))
+    if row is None:
+        row = MeasureDefinition(key=key, **definition.columns())
+        session.add(row)
+        session.flush()
+    return row
+
+
+def refresh_measures(
+    session: Session, store: ArrayStore, study_id: int, families: Iterable[Family] = FAMILIES
+) -> int:
+    """Rebuild the study's ``measures`` rows from its results; return how many there are.
+
+    Derived data: the old rows go, so a measure always reflects the results as they are now.
+    """
+    groups: dict[tuple[str, int], list[Sample]] = {}
+    for family in families:
+        for sample in family(session, store, study_id):
+            groups.setdefault((sample.definition.key, sample.checkpoint_id), []).append(sample)
+    session.execute(sa.delete(Measure).where(Measure.study_id == study_id))
+    for samples in groups.values():
+        first = samples[0]
+        agg = aggregate(s.value for s in samples)
+        session.add(Measure(
+            study_id=study_id, definition_id=definition_row(session, first.definition).id,
+            model_id=first.model_id, checkpoint_id=first.checkpoint_id, epoch=first.epoch,
+            value=agg.value, standard_error=agg.standard_error, n_seeds=agg.n_seeds,
+            n_missing=agg.n_missing, sources=[s.source for s in samples],
+        ))  # fmt: skip
+    session.flush()
+    return len(groups)

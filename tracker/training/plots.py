@@ -1,0 +1,40 @@
+"""Training curves: loss and accuracy per epoch on each split (an MLflow artifact of each run)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tracker._figures import save_figure
+
+
+def plot_training_curves(
+    history: Sequence[tuple[int, Mapping[str, float]]], path_stem: str | os.PathLike[str],
+    *, title: str = "",
+) -> list[Path]:
+    """Loss (left) and accuracy (right) against epoch, one line per split; PNG + PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [e for e, _ in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
+    for split in ("train", "val", "test"):
+        for ax, what in ((ax_loss, "loss"), (ax_acc, "acc")):
+            values = [m.get(f"{split}_{what}") for _, m in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [float("nan") if v is None else v for v in values], marker=".",
+                        label=split)  # fmt: skip
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy")
+    for ax in (ax_loss, ax_acc):
+        if ax.lines:
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    try:
+        return save_figure(fig, path_stem)
+    finally:
+        plt.close(fig)
