@@ -17,6 +17,7 @@ PAGES = {
     # Figure 2, Figure 7 (3D scatter), the runs' scatter and one run's trace.
     "levelsets": {"title": "Level sets", "charts": 4, "text": "Figure 2"},
     "morse": {"title": "Morse graphs", "charts": 0, "text": "No results yet"},
+    "curvature": {"title": "Curvature", "charts": 0, "text": "No results yet"},
     "meta": {"title": "Meta-analysis", "charts": 2, "text": "SQL (read-only)"},
 }
 

@@ -175,14 +175,14 @@ def test_surface_images_share_one_colour_scale_and_show_the_stored_grids(
     }
 
 
-@pytest.mark.parametrize("page", ["topology", "morse"])
+@pytest.mark.parametrize("page", ["topology", "morse", "curvature"])
 def test_pages_of_analyses_not_landed_yet_say_what_they_will_show(
     dashboard_env: Seeded, page: str
 ) -> None:
     at = run_page(page)
     messages = " ".join(i.value for i in at.info)
     tables = {"topology": ["retrains", "embeddings", "persistence_diagrams"],
-              "morse": ["morse_graphs"]}[page]  # fmt: skip
+              "morse": ["morse_graphs"], "curvature": ["hessian_spectra"]}[page]  # fmt: skip
     for table in tables:
         assert count(dashboard_env.db_url, table) == 0
         assert f"the `{table}` table has no rows" in messages

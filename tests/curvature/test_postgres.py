@@ -1,0 +1,67 @@
+"""Hessian spectra on PostgreSQL: the same request drained by the real worker loop stores the
+same numbers (JSON lists and objects, NULLs, booleans) as on SQLite."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tracker._config import resolve
+from tracker._db import open_database
+from tracker._migrate import upgrade
+from tracker._schema import Direction, HessianSpectrum, Model, Study
+from tracker._worker import WorkerConfig, run_worker
+from tracker.curvature.rows import HessianRequest, add_hessian
+from tracker.studyfile import enqueue_study
+
+STUDY = """
+study = "pg"
+
+[[model]]
+name = "tiny"
+architecture = "mlp"
+arch = { widths = [3], activation = "tanh" }
+dataset = "iris"
+lr = 0.1
+batch_size = 32
+epochs = 1
+"""
+
+
+def _measure(root: Path, db_url: str | None) -> list[tuple]:
+    settings = resolve(db_url=db_url, home=root / ".tracker")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings.db_url, check=False)
+    upgrade(db, "head")
+    (root / "s.toml").write_text(textwrap.dedent(STUDY))
+    enqueue_study(db, root / "s.toml")
+    req = HessianRequest(model="tiny", top_k=2, trace=True, per_layer=True, density=True,
+                         probes=10, max_iter=30)  # fmt: skip
+    with db.session() as session:
+        study = Study.find_or_raise_by_id(session, session.scalar(sa.select(Model)).study_id)
+        add_hessian(session, study, req)
+    stats = run_worker(WorkerConfig(db_url=settings.db_url, store_url=settings.store_url,
+                                    mlflow_uri=settings.mlflow_uri))  # fmt: skip
+    assert stats["failed"] == 0
+    with db.session() as session:
+        rows = session.scalars(sa.select(HessianSpectrum).order_by(HessianSpectrum.measure)).all()
+        dirs = session.scalars(sa.select(Direction.array_id).where(Direction.kind == "hessian")).all()
+        assert len(dirs) == 2 and all(d is not None for d in dirs)
+        out = [(r.measure, r.eigenvalues, r.top_eigenvalue, r.converged, r.trace, r.layer_traces,
+                r.completed_at is not None, r.density_array_id is not None) for r in rows]  # fmt: skip
+    db.dispose()
+    return out
+
+
+@pytest.mark.postgres
+def test_postgres_stores_what_sqlite_stores(tmp_path: Path, pg_url: str) -> None:
+    on_pg = _measure(tmp_path / "pg", pg_url)
+    on_sqlite = _measure(tmp_path / "lite", None)
+    assert [r[0] for r in on_pg] == ["density", "eigen", "trace"]
+    assert on_pg == on_sqlite
+    eigen, trace = on_pg[1], on_pg[2]
+    assert len(eigen[1]) == 2 and eigen[2] == eigen[1][0] and eigen[3] is True
+    assert set(trace[5]) and trace[6] and on_pg[0][7]
