@@ -30,7 +30,7 @@ class EnsembleSpec:
 
     setup: str
     n_models: int = 100
-    epochs: int = 150
+    epochs: int = 450
     early_epoch: int = 2
     batch_size: int = 5
     seed: int = 0
@@ -40,13 +40,30 @@ class EnsembleSpec:
 
 @dataclass(frozen=True)
 class MorseSpec:
-    """A Morse graph to compute from a finished ensemble."""
+    """A Morse graph to compute from a finished ensemble: on ``weights`` kernel weights chosen
+    by ``pick``, or on the parameters named in ``columns`` (names or flat indices) when given."""
 
     ensemble_id: int
     pick: str = "max-variance"
     subdiv: int = 15
     seed: int = 0
     conley: bool = True
+    weights: int = 2
+    columns: tuple[str, ...] = ()
+
+
+def parse_weights(text: str) -> tuple[int, tuple[str, ...]]:
+    """``--weights``: a count K (the K kernel weights ``--pick`` chooses) or two or more
+    parameters by name or flat index, comma-separated (``dense_kernel_0_1,dense_kernel_1_2``)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if len(parts) == 1 and parts[0].isdigit():
+        return int(parts[0]), ()
+    if len(parts) < 2:
+        raise SpecError(
+            f"--weights {text!r} is neither a count nor a list: write e.g. 3 or "
+            "dense_kernel_0_1,dense_kernel_1_2"
+        )
+    return len(parts), tuple(parts)
 
 
 def check_setup(setup: str) -> None:
@@ -89,7 +106,7 @@ def add_ensemble(session: Session, study: Study, spec: EnsembleSpec) -> tuple[En
         param_names=doodl3.param_names(spec.setup),
         kernel_columns=doodl3.kernel_columns(spec.setup),
         config={"optimizer": "adam", "lr": doodl3.LR, "eps": doodl3.EPS,
-                "init": f"U(-{doodl3.INIT_LIMIT:g}, {doodl3.INIT_LIMIT:g}) kernels, zero biases"},
+                "init": _init_text(spec.setup)},
     )  # fmt: skip
     if not new:
         return ensemble, False
@@ -104,6 +121,15 @@ def add_ensemble(session: Session, study: Study, spec: EnsembleSpec) -> tuple[En
     ensemble.task_id = done.id
     session.flush()
     return ensemble, True
+
+
+def _init_text(setup: str) -> str:
+    """The kernels' uniform bounds, as the ensemble's recorded config says them."""
+    from compute import doodl3_params as doodl3
+
+    kernels = [(name, doodl3.init_limit(setup, name))
+               for name, _, kernel in doodl3.param_layout(setup) if kernel]  # fmt: skip
+    return ", ".join(f"{name} U(-{lim:g}, {lim:g})" for name, lim in kernels) + ", zero biases"
 
 
 def find_ensemble(session: Session, ensemble_id: int) -> Ensemble:
@@ -142,12 +168,19 @@ def _require_finished(session: Session, ensemble: Ensemble) -> None:
 
 def check_morse(spec: MorseSpec, *, force: bool) -> None:
     """Reject a bad Morse graph spec with one line that names the fix."""
-    from compute.morse import MAX_SUBDIV
+    from compute.morse import MAX_SUBDIV, MAX_WEIGHTS
 
     if spec.pick not in PICKS:
         raise SpecError(f"unknown --pick {spec.pick!r}: use one of {', '.join(PICKS)}")
-    if spec.subdiv < 2:
-        raise SpecError(f"--subdiv must be at least 2 (one split per axis), got {spec.subdiv}")
+    if not 2 <= spec.weights <= MAX_WEIGHTS:
+        raise SpecError(f"--weights must be 2..{MAX_WEIGHTS} weights, got {spec.weights}")
+    if spec.columns and len(set(spec.columns)) != len(spec.columns):
+        raise SpecError(f"--weights names a parameter twice ({','.join(spec.columns)}): name each once")  # fmt: skip
+    if spec.subdiv < spec.weights:
+        raise SpecError(
+            f"--subdiv must be at least {spec.weights} (one split per axis of {spec.weights} "
+            f"weights), got {spec.subdiv}"
+        )
     if spec.subdiv > MAX_SUBDIV:
         raise SpecError(f"--subdiv {spec.subdiv} is above the limit {MAX_SUBDIV} (2**{MAX_SUBDIV} boxes)")  # fmt: skip
     if spec.subdiv > SANE_SUBDIV and not force:
@@ -168,13 +201,21 @@ def add_morse(
     _require_finished(session, ensemble)
     if ensemble.n_models < 2:
         raise SpecError(f"ensemble {ensemble.id} has {ensemble.n_models} model: a GP map needs at least 2")  # fmt: skip
+    columns = _columns(ensemble, spec.columns)
+    if columns is None and len(ensemble.kernel_columns) < spec.weights:
+        raise SpecError(
+            f"ensemble {ensemble.id} ({ensemble.setup}) has {len(ensemble.kernel_columns)} kernel "
+            f"weights, fewer than --weights {spec.weights}: ask for fewer"
+        )
     study = study or Study.find_or_raise_by_id(session, ensemble.study_id)
     digest = spec_hash("morse", study.name, asdict(spec), ensemble.spec_hash)
     source = {"ensemble_id": ensemble.id, "early_epoch": ensemble.early_epoch,
-              "final_epoch": ensemble.epochs}  # fmt: skip
+              "final_epoch": ensemble.epochs, "weights": spec.weights,
+              "requested_columns": columns}  # fmt: skip
     row, new = get_or_add(
         session, MorseGraph, digest, study_id=study.id, ensemble_id=ensemble.id,
-        setup=ensemble.setup, pick=spec.pick, subdiv=spec.subdiv, seed=spec.seed,
+        setup=ensemble.setup, pick="explicit" if columns else spec.pick, subdiv=spec.subdiv,
+        seed=spec.seed,
         conley=spec.conley, source=source, weight_names=[], gp_params={},
     )  # fmt: skip
     if not new:
@@ -183,6 +224,27 @@ def add_morse(
     row.task_id = task.id
     session.flush()
     return row, True
+
+
+def _columns(ensemble: Ensemble, requested: tuple[str, ...]) -> list[int] | None:
+    """The flat parameter indices that ``--weights`` names (None: let --pick choose)."""
+    if not requested:
+        return None
+    names = list(ensemble.param_names)
+    out = []
+    for item in requested:
+        if item.isdigit() and int(item) < len(names):
+            out.append(int(item))
+        elif item in names:
+            out.append(names.index(item))
+        else:
+            raise SpecError(
+                f"--weights: ensemble {ensemble.id} ({ensemble.setup}) has no parameter {item!r}: "
+                f"use a name like {names[0]} or an index 0..{len(names) - 1}"
+            )
+    if len(set(out)) != len(out):
+        raise SpecError(f"--weights names a parameter twice ({','.join(requested)}): name each once")  # fmt: skip
+    return out
 
 
 def find_morse(session: Session, morse_id: int) -> MorseGraph:
