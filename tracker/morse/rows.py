@@ -7,13 +7,15 @@ finds the existing rows (spec hash).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from compute.doodl3_params import SETUPS
-from tracker._exceptions import SpecError
+from tracker._exceptions import NotFound, SpecError
 from tracker._queue import enqueue, spec_hash
 from tracker._rows import get_or_add
 from tracker._schema import Ensemble, MorseGraph, Study, Task
@@ -149,17 +151,19 @@ def ensemble_tasks(session: Session, ensemble: Ensemble) -> list[Task]:
     return [*mine, *([done] if done is not None else [])]
 
 
-def _require_finished(session: Session, ensemble: Ensemble) -> None:
+def _wait_on(session: Session, ensemble: Ensemble, *, wait: bool) -> list[Task]:
+    """What a Morse task on ``ensemble`` waits for: nothing once the ensemble is finished, its
+    completing task when ``wait`` (a study file) and none of its tasks failed; else refused."""
     if ensemble.completed_at is not None:
-        return
+        return []
     open_tasks = [t for t in ensemble_tasks(session, ensemble) if t.status != "done"]
+    failed = any(t.status == "failed" for t in open_tasks)
+    done = session.get(Task, ensemble.task_id) if ensemble.task_id is not None else None
+    if wait and not failed and done is not None:
+        return [done]
     listed = ", ".join(f"task {t.id} {t.kind} {t.status}" for t in open_tasks[:8])
     more = f" and {len(open_tasks) - 8} more" if len(open_tasks) > 8 else ""
-    fix = (
-        "`tracker requeue --failed`, then `tracker work`"
-        if any(t.status == "failed" for t in open_tasks)
-        else "run `tracker work`"
-    )
+    fix = "`tracker requeue --failed`, then `tracker work`" if failed else "run `tracker work`"
     raise SpecError(
         f"ensemble {ensemble.id} is not finished ({listed}{more}): {fix}, then enqueue the "
         "Morse graph again"
@@ -193,20 +197,20 @@ def check_morse(spec: MorseSpec, *, force: bool) -> None:
 
 
 def add_morse(
-    session: Session, study: Study | None, spec: MorseSpec, *, force: bool = False
+    session: Session, study: Study | None, spec: MorseSpec, *, force: bool = False,
+    wait: bool = False,
 ) -> tuple[MorseGraph, bool]:
-    """The Morse graph row and its task, for a finished ensemble."""
+    """The Morse graph row and its task, for a finished ensemble (or, with ``wait``, one whose
+    training is still queued: the task then waits on it)."""
     check_morse(spec, force=force)
     ensemble = find_ensemble(session, spec.ensemble_id)
-    _require_finished(session, ensemble)
+    parents = _wait_on(session, ensemble, wait=wait)
     if ensemble.n_models < 2:
         raise SpecError(f"ensemble {ensemble.id} has {ensemble.n_models} model: a GP map needs at least 2")  # fmt: skip
-    columns = _columns(ensemble, spec.columns)
-    if columns is None and len(ensemble.kernel_columns) < spec.weights:
-        raise SpecError(
-            f"ensemble {ensemble.id} ({ensemble.setup}) has {len(ensemble.kernel_columns)} kernel "
-            f"weights, fewer than --weights {spec.weights}: ask for fewer"
-        )
+    columns = check_weights(
+        f"ensemble {ensemble.id} ({ensemble.setup})", list(ensemble.param_names),
+        len(ensemble.kernel_columns), spec,
+    )  # fmt: skip
     study = study or Study.find_or_raise_by_id(session, ensemble.study_id)
     digest = spec_hash("morse", study.name, asdict(spec), ensemble.spec_hash)
     source = {"ensemble_id": ensemble.id, "early_epoch": ensemble.early_epoch,
@@ -220,30 +224,37 @@ def add_morse(
     )  # fmt: skip
     if not new:
         return row, False
-    task, _ = enqueue(session, study, "morse", {"morse_id": row.id}, key=digest)
+    task, _ = enqueue(session, study, "morse", {"morse_id": row.id}, depends_on=parents, key=digest)
     row.task_id = task.id
     session.flush()
     return row, True
 
 
-def _columns(ensemble: Ensemble, requested: tuple[str, ...]) -> list[int] | None:
-    """The flat parameter indices that ``--weights`` names (None: let --pick choose)."""
-    if not requested:
+def check_weights(
+    label: str, names: list[str], n_kernel: int, spec: MorseSpec
+) -> list[int] | None:
+    """The flat parameter indices that ``--weights`` names (None: let --pick choose K of the
+    ``n_kernel`` kernel weights), checked against the parameters of ``label``."""
+    if not spec.columns:
+        if n_kernel < spec.weights:
+            raise SpecError(
+                f"{label} has {n_kernel} kernel weights, fewer than --weights {spec.weights}: "
+                "ask for fewer"
+            )
         return None
-    names = list(ensemble.param_names)
     out = []
-    for item in requested:
+    for item in spec.columns:
         if item.isdigit() and int(item) < len(names):
             out.append(int(item))
         elif item in names:
             out.append(names.index(item))
         else:
             raise SpecError(
-                f"--weights: ensemble {ensemble.id} ({ensemble.setup}) has no parameter {item!r}: "
+                f"--weights: {label} has no parameter {item!r}: "
                 f"use a name like {names[0]} or an index 0..{len(names) - 1}"
             )
     if len(set(out)) != len(out):
-        raise SpecError(f"--weights names a parameter twice ({','.join(requested)}): name each once")  # fmt: skip
+        raise SpecError(f"--weights names a parameter twice ({','.join(spec.columns)}): name each once")  # fmt: skip
     return out
 
 
@@ -253,3 +264,56 @@ def find_morse(session: Session, morse_id: int) -> MorseGraph:
     if row.completed_at is None:
         raise SpecError(f"Morse graph {morse_id} is not computed yet (task {row.task_id}): run `tracker work`")  # fmt: skip
     return row
+
+
+# --- study files ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyEnsemble:
+    """A study file's [[ensemble]] table: its spec and the name [[morse]] tables use for it."""
+
+    name: str | None
+    spec: EnsembleSpec
+
+
+@dataclass(frozen=True)
+class StudyMorse:
+    """A study file's [[morse]] table: ``ensemble`` is a name of the file's [[ensemble]] tables
+    or the id of an existing ensemble; ``spec.ensemble_id`` is filled in when written."""
+
+    ensemble: str
+    spec: MorseSpec
+    force: bool = False
+
+
+def as_study_keys(message: str) -> str:
+    """A CLI message in study-file words: ``--early-epoch`` is the key ``early_epoch``."""
+    message = message.replace("--force", "force = true")
+    return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), message)
+
+
+def add_study_morse(
+    session: Session,
+    study: Study,
+    ensembles: Sequence[StudyEnsemble],
+    graphs: Sequence[StudyMorse],
+) -> dict[str, int]:
+    """A study file's ensembles, then its Morse graphs (waiting on those ensembles' training)."""
+    counts = {"ensembles": 0, "ensembles_new": 0, "morse": 0, "morse_new": 0}
+    ids: dict[str, int] = {}
+    for item in ensembles:
+        row, new = add_ensemble(session, study, item.spec)
+        ids[item.name or ""] = row.id  # "": a file's only, unnamed ensemble
+        counts["ensembles"] += 1
+        counts["ensembles_new"] += new
+    for i, graph in enumerate(graphs):
+        ensemble_id = ids[graph.ensemble] if graph.ensemble in ids else int(graph.ensemble)
+        spec = replace(graph.spec, ensemble_id=ensemble_id)
+        try:
+            _, new = add_morse(session, study, spec, force=graph.force, wait=True)
+        except (SpecError, NotFound) as err:
+            raise type(err)(f"[[morse]] number {i + 1}: {as_study_keys(str(err))}") from None
+        counts["morse"] += 1
+        counts["morse_new"] += new
+    return counts
