@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracker._exceptions import NotFound, SpecError
 from tracker._queue import check_study_name
+from tracker.morse.rows import StudyEnsemble, StudyMorse
 from tracker.surfaces.rows import EvalSpec, SurfaceSpec, parse_grid
 from tracker.topology.rows import (
     LOSSES,
@@ -81,7 +82,6 @@ from tracker.topology.rows import (
     parse_seeds,
     parse_steps,
 )
-from tracker.morse.rows import StudyEnsemble, StudyMorse
 from tracker.training.rows import DirectionSpec, ModelSpec
 
 if TYPE_CHECKING:
@@ -562,9 +562,7 @@ def _weights(value: Any, where: str) -> tuple[int, tuple[str, ...]]:
     return parse_weights(str(value))
 
 
-def _morse(
-    table: dict[str, Any], where: str, ensembles: Sequence[StudyEnsemble]
-) -> StudyMorse:
+def _morse(table: dict[str, Any], where: str, ensembles: Sequence[StudyEnsemble]) -> StudyMorse:
     """One [[morse]] table: the keys and defaults of `tracker enqueue morse`, on an ensemble of
     the file (by name; the file's only one when left out) or an existing one (by id)."""
     from tracker.morse.rows import MorseSpec, as_study_keys, check_morse, check_weights
@@ -632,8 +630,8 @@ def demo_study() -> str:
 def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
     """Validate a study file and write all its rows in one transaction."""
     from tracker._queue import get_or_create_study
-    from tracker.surfaces.rows import add_surface
     from tracker.morse.rows import add_study_morse
+    from tracker.surfaces.rows import add_surface
     from tracker.topology.rows import add_study_topology
     from tracker.training.rows import add_model, check_model
 

@@ -197,7 +197,11 @@ def check_morse(spec: MorseSpec, *, force: bool) -> None:
 
 
 def add_morse(
-    session: Session, study: Study | None, spec: MorseSpec, *, force: bool = False,
+    session: Session,
+    study: Study | None,
+    spec: MorseSpec,
+    *,
+    force: bool = False,
     wait: bool = False,
 ) -> tuple[MorseGraph, bool]:
     """The Morse graph row and its task, for a finished ensemble (or, with ``wait``, one whose
@@ -230,9 +234,7 @@ def add_morse(
     return row, True
 
 
-def check_weights(
-    label: str, names: list[str], n_kernel: int, spec: MorseSpec
-) -> list[int] | None:
+def check_weights(label: str, names: list[str], n_kernel: int, spec: MorseSpec) -> list[int] | None:
     """The flat parameter indices that ``--weights`` names (None: let --pick choose K of the
     ``n_kernel`` kernel weights), checked against the parameters of ``label``."""
     if not spec.columns:
