@@ -38,11 +38,12 @@ subdiv = 8
 
 
 class Home:
-    """An embedded SQLite home at the migration head, for in-process CLI calls."""
+    """A tracker home at the migration head (embedded SQLite unless ``db_url``), for
+    in-process CLI calls."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, db_url: str | None = None) -> None:
         self.root = root
-        self.settings = resolve(home=root / ".tracker")
+        self.settings = resolve(db_url=db_url, home=root / ".tracker")
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db = open_database(self.settings.db_url, check=False)
         upgrade(self.db, "head")
@@ -103,10 +104,12 @@ def test_a_study_file_ensemble_and_its_morse_graphs_run_through_tracker_work(
     assert code == 0 and "subdiv 8" in out, err
 
 
-def test_a_morse_table_on_an_existing_unfinished_ensemble_waits_for_it(tmp_path: Path) -> None:
+def test_a_morse_table_on_an_existing_unfinished_ensemble_waits_for_it(
+    tmp_path: Path, db_url: str
+) -> None:
     """By id, an ensemble enqueued earlier: the study file's Morse graph waits on its training
     (the CLI refuses until the ensemble is finished)."""
-    home = Home(tmp_path)
+    home = Home(tmp_path, db_url)
     code, _, err = home.cli("enqueue", "ensemble", "--setup", "doodl3-iris", "--models", "3",
                             "--epochs", "2", "--early-epoch", "1")  # fmt: skip
     assert code == 0, err
@@ -118,6 +121,16 @@ def test_a_morse_table_on_an_existing_unfinished_ensemble_waits_for_it(tmp_path:
         assert row.ensemble_id == 1 and row.subdiv == 9 and row.conley is False
         assert row.source["weights"] == 3 and s.get(Task, row.task_id).status == "waiting"
         assert s.get(Study, row.study_id).name == "later"
+    # A file's only ensemble needs no name: its [[morse]] tables leave `ensemble` out.
+    code, out, err = home.study_file('study = "one"\n[[ensemble]]\nsetup = "doodl3-iris"\n'
+                                     "models = 2\n[[morse]]\nsubdiv = 6\n")  # fmt: skip
+    assert code == 0 and "1 ensemble(s) (1 new), 1 Morse graph(s) (1 new)" in out, err
+    with home.db.session() as s:
+        row = s.scalar(sa.select(MorseGraph).where(MorseGraph.subdiv == 6))
+        ensemble = s.get(Ensemble, row.ensemble_id)
+        assert ensemble.n_models == 2 and ensemble.epochs == 450
+        dep = s.scalar(sa.select(TaskDependency).where(TaskDependency.task_id == row.task_id))
+        assert dep.depends_on_id == ensemble.task_id
 
 
 def test_the_figure_3_example_is_the_cli_defaults(tmp_path: Path) -> None:
