@@ -179,7 +179,7 @@ def check_morse(spec: MorseSpec, *, force: bool) -> None:
     if not 2 <= spec.weights <= MAX_WEIGHTS:
         raise SpecError(f"--weights must be 2..{MAX_WEIGHTS} weights, got {spec.weights}")
     if spec.columns and len(set(spec.columns)) != len(spec.columns):
-        raise SpecError(f"--weights names a parameter twice ({','.join(spec.columns)}): name each once")  # fmt: skip
+        raise SpecError(f"--weights names a parameter twice ({', '.join(map(repr, spec.columns))}): name each once")  # fmt: skip
     if spec.subdiv < spec.weights:
         raise SpecError(
             f"--subdiv must be at least {spec.weights} (one split per axis of {spec.weights} "
@@ -256,7 +256,7 @@ def check_weights(label: str, names: list[str], n_kernel: int, spec: MorseSpec) 
                 f"use a name like {names[0]} or an index 0..{len(names) - 1}"
             )
     if len(set(out)) != len(out):
-        raise SpecError(f"--weights names a parameter twice ({','.join(spec.columns)}): name each once")  # fmt: skip
+        raise SpecError(f"--weights names a parameter twice ({', '.join(map(repr, spec.columns))}): name each once")  # fmt: skip
     return out
 
 
