@@ -4,7 +4,7 @@ One Iris ensemble (DOODL3's setup: 100 models, 150 epochs by default) is trained
 the queue in a temporary TRACKER_HOME (SQLite, Zarr, MLflow; not timed). Then, per pass:
 
   plain    a script written for this benchmark, on the same early/final weights already in
-           memory: pick the two kernel weights with the largest final std, fit sklearn's
+           memory: pick the two kernel weights with the largest final std (ascending, as DOODL3's notebooks), fit sklearn's
            GaussianProcessRegressor (RBF(0.5, [0.01, 2]) + WhiteKernel, the same seed), build
            ``CMGDB.Model(subdiv, lo, hi, F)`` on the padded bounding box with a batched
            padded corner box map, ``ComputeConleyMorseGraph``, and the order retraction from
@@ -66,7 +66,7 @@ def plain_morse(early: np.ndarray, final: np.ndarray, kernels: list[int], subdiv
     from sklearn.gaussian_process.kernels import RBF, WhiteKernel
 
     std = final[:, kernels].std(axis=0)
-    cols = [kernels[i] for i in np.argsort(-std, kind="stable")[:2]]
+    cols = [kernels[i] for i in np.argsort(std, kind="stable")[-2:]]  # the notebooks' order
     x, y = early[:, cols].astype(np.float64), final[:, cols].astype(np.float64)
     gp = GaussianProcessRegressor(kernel=RBF(0.5, (0.01, 2.0)) + WhiteKernel(), random_state=seed)
     with warnings.catch_warnings():

@@ -1,10 +1,12 @@
 """DOODL3's ensembles: many tiny networks trained from uniform [-2, 2] kernel initialisations.
 
-Two setups (arXiv 2106.07683, DD/data_loaders.py and model-runs.ipynb):
+Three setups (arXiv 2106.07683, DD/data_loaders.py and model-runs.ipynb):
 
 - ``doodl3-iris``: a dense softmax layer on the two standardised petal features (9 parameters),
   Adam, batch 5. Iris is split 50/50 with a seeded permutation; the petal features are
   standardised with the train half's mean and standard deviation.
+- ``doodl3-iris-layers-2`` (``iris_layers_2``): the same layer, then Dense(3, softmax): 21
+  parameters, the second kernel Glorot-uniform as Keras's default.
 - ``doodl3-mnist``: MNIST digits 0 and 1 (here the 1,000 of mnist5k, normalised as
   compute.data does, shuffled with a seed: 100 test, 900 train), conv
   2@3x3 + ReLU, max-pool 7, dropout 0.5, dense 2 softmax (58 parameters), Adam, batch 128.
@@ -39,6 +41,7 @@ from compute.doodl3_params import (  # noqa: F401  (re-exported: the setups' con
     INIT_LIMIT,
     LR,
     SETUPS,
+    init_limit,
     kernel_columns,
     param_layout,
     param_names,
@@ -78,7 +81,7 @@ class ChunkResult:
 @lru_cache(maxsize=4)
 def load_split(setup: str, data_seed: int) -> Split:
     """The setup's train and test tensors (cached per process; treat as read-only)."""
-    if setup == "doodl3-iris":
+    if setup in ("doodl3-iris", "doodl3-iris-layers-2"):
         from sklearn.datasets import load_iris
 
         bunch = load_iris()
@@ -113,10 +116,11 @@ def _f32(a: np.ndarray) -> torch.Tensor:
 
 def _init(setup: str, seed: int, index: int) -> list[np.ndarray]:
     rng = np.random.default_rng([seed, index, _INIT])
-    return [
-        rng.uniform(-INIT_LIMIT, INIT_LIMIT, size=shape) if kernel else np.zeros(shape)
-        for _, shape, kernel in param_layout(setup)
-    ]
+    out = []
+    for name, shape, kernel in param_layout(setup):
+        limit = init_limit(setup, name)
+        out.append(rng.uniform(-limit, limit, size=shape) if kernel else np.zeros(shape))
+    return out
 
 
 def _flat(params: list[torch.Tensor]) -> np.ndarray:
@@ -134,6 +138,10 @@ def _logits(
     if setup == "doodl3-iris":
         w, b = params
         return torch.einsum("mbi,mio->mbo", x, w) + b[:, None, :]
+    if setup == "doodl3-iris-layers-2":
+        w, b, w1, b1 = params
+        hidden = torch.softmax(torch.einsum("mbi,mio->mbo", x, w) + b[:, None, :], dim=-1)
+        return torch.einsum("mbi,mio->mbo", hidden, w1) + b1[:, None, :]
     ck, cb, dk, db = params
     m, batch = x.shape[0], x.shape[1]
     # Models as conv groups: channel j of the input is model j's image. Max-pool 7 without

@@ -1,10 +1,15 @@
 """Morse graphs of a learned map between two training checkpoints (DOODL3, arXiv 2106.07683).
 
-The dynamical system is f: early weights -> final weights of an ensemble, restricted to two
+The dynamical system is f: early weights -> final weights of an ensemble, restricted to K >= 2
 kernel weights and learned with a Gaussian process (its posterior mean). CMGDB covers the
-padded bounding box of the data with 2**subdiv boxes, builds the outer-approximating box map
-F(B) = [min f(corners) - w, max f(corners) + w] (w: the box width) and returns the Morse graph:
-the recurrent strongly connected components of the box digraph, ordered by reachability.
+padded bounding box of the data with 2**subdiv boxes (dimension 0 split first, then the next,
+cyclically), builds the outer-approximating box map F(B) = [min f(corners) - w,
+max f(corners) + w] (w: the box width) and returns the Morse graph: the recurrent strongly
+connected components of the box digraph, ordered by reachability. A node whose Conley index is
+trivial (all zero) is a spurious recurrent set of the outer approximation, not dynamics of f.
+
+Rasters are indexed with the last weight first: [iy, ix] for two weights, [i_{K-1}, ..., i_0]
+for K.
 
 The order retraction sends every box to the greatest Morse node reachable from it: the
 identity on Morse sets, ``AMBIGUOUS`` where the reachable nodes have no greatest element,
@@ -39,9 +44,9 @@ BatchMap = Callable[[np.ndarray], np.ndarray]
 class MorseResult:
     """A Morse graph on a uniform grid of boxes, with the Morse sets and the retraction."""
 
-    lo: tuple[float, float]
-    hi: tuple[float, float]
-    shape: tuple[int, int]  # boxes along (y, x): rasters are indexed [iy, ix]
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    shape: tuple[int, ...]  # boxes along (y, x) for two weights: rasters are indexed [iy, ix]
     nodes: list[dict[str, Any]]
     edges: list[tuple[int, int]]  # (u, v): v is reachable from u; transitively reduced
     morse_sets: np.ndarray  # int32 [ny, nx]: the node a box belongs to, or NONE
@@ -52,6 +57,14 @@ class MorseResult:
     def attractors(self) -> list[int]:
         """Minimal nodes: nothing below them."""
         return [n["id"] for n in self.nodes if n["attractor"]]
+
+    @property
+    def n_nontrivial(self) -> int | None:
+        """Nodes whose Conley index is not trivial; None when the indices were not computed."""
+        flags = [n.get("trivial") for n in self.nodes]
+        if any(f is None for f in flags):
+            return None
+        return sum(1 for f in flags if not f)
 
     def graph_json(self) -> dict[str, Any]:
         return {
@@ -66,22 +79,35 @@ class MorseResult:
 # --- the data ---------------------------------------------------------------------------------
 
 
-def pick_weights(final: np.ndarray, candidates: list[int], pick: str) -> list[int]:
-    """The two candidate columns whose final values vary most (or least) across models.
+MAX_WEIGHTS = 8  # 2**8 corners per box and at least one split per axis
 
-    Ties go to the lower column index, so the choice is deterministic.
+
+def pick_weights(final: np.ndarray, candidates: list[int], pick: str, k: int = 2) -> list[int]:
+    """The ``k`` candidate columns whose final values vary most (or least) across models, in
+    DOODL3's order: ascending standard deviation, as its notebooks take ``std_df[-k:]`` (so the
+    first axis of a pair is the second largest, the second axis the largest).
+
+    Ties go to the lower column index first, so the choice is deterministic.
     """
     if pick not in PICKS:
         raise SpecError(f"unknown pick {pick!r}: use one of {', '.join(PICKS)}")
-    if len(candidates) < 2:
+    if not 2 <= k <= MAX_WEIGHTS:
+        raise SpecError(f"a Morse graph takes 2..{MAX_WEIGHTS} weights, got {k}")
+    if len(candidates) < k:
         raise SpecError(
-            f"a Morse graph needs at least two candidate weights, got {len(candidates)}: "
-            "use an ensemble whose setup has two or more kernel weights"
+            f"a Morse graph on {k} weights needs {k} candidate weights, got {len(candidates)}: "
+            "use fewer --weights or an ensemble whose setup has more kernel weights"
         )
     std = np.asarray(final, dtype=np.float64)[:, candidates].std(axis=0)
-    key = -std if pick == "max-variance" else std
-    order = np.argsort(key, kind="stable")
-    return [int(candidates[i]) for i in order[:2]]
+    order = np.argsort(std, kind="stable")
+    chosen = order[-k:] if pick == "max-variance" else order[:k]
+    return [int(candidates[i]) for i in chosen]
+
+
+def box_counts(subdiv: int, dim: int) -> list[int]:
+    """Boxes along each axis at ``subdiv``: CMGDB splits axis 0 first, then 1, ... cyclically
+    (subdiv 15 in two dimensions: 256 x 128)."""
+    return [2 ** ((subdiv - d + dim - 1) // dim) for d in range(dim)]
 
 
 def domain(
@@ -121,7 +147,7 @@ def fit_gp(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[Any, dict[str, Any]
 
 
 def gp_map(gp: Any) -> BatchMap:
-    """The GP posterior mean as a map of (m, 2) points to (m, 2) points."""
+    """The GP posterior mean as a map of (m, K) points to (m, K) points."""
 
     def f(points: np.ndarray) -> np.ndarray:
         return np.asarray(gp.predict(np.asarray(points, dtype=np.float64)), dtype=np.float64)
@@ -138,45 +164,45 @@ class GridCornerMap:
 
     Neighbouring boxes share corners, and CMGDB maps every box more than once (the Morse graph
     pass and the cached map graph), so evaluating ``f`` (a GP prediction) per box corner costs
-    about eight times the (nx + 1) (ny + 1) vertex values. Rectangles that are not boxes of
+    about 2**(K+1) times the prod(n_d + 1) vertex values. Rectangles that are not boxes of
     the grid fall back to evaluating ``f`` at their corners.
     """
 
     def __init__(self, f: BatchMap, lo: list[float], hi: list[float], subdiv: int) -> None:
         self.f = f
         self.lo = np.asarray(lo, dtype=np.float64)
+        self.dim = len(lo)
         hi_a = np.asarray(hi, dtype=np.float64)
-        # CMGDB splits dimension 0 first, then alternates: level 15 is 256 x 128 boxes.
-        self.n = np.array([2 ** ((subdiv + 1) // 2), 2 ** (subdiv // 2)])
+        self.n = np.array(box_counts(subdiv, self.dim))
         self.width = (hi_a - self.lo) / self.n
-        self.values: np.ndarray | None = None  # [nx + 1, ny + 1, 2]
+        self.values: np.ndarray | None = None  # [n_0 + 1, ..., n_{K-1} + 1, K]
+        self.corners = np.array(list(np.ndindex(*([2] * self.dim))), dtype=np.int64)
 
     def _vertex_values(self) -> np.ndarray:
         if self.values is None:
-            gx = self.lo[0] + self.width[0] * np.arange(self.n[0] + 1)
-            gy = self.lo[1] + self.width[1] * np.arange(self.n[1] + 1)
-            pts = np.stack(np.meshgrid(gx, gy, indexing="ij"), axis=-1).reshape(-1, 2)
-            self.values = np.asarray(self.f(pts)).reshape(len(gx), len(gy), 2)
+            axes = [self.lo[d] + self.width[d] * np.arange(self.n[d] + 1) for d in range(self.dim)]
+            pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, self.dim)
+            self.values = np.asarray(self.f(pts)).reshape(*(len(a) for a in axes), self.dim)
         return self.values
 
     def __call__(self, rects: np.ndarray) -> np.ndarray:
         rects = np.asarray(rects, dtype=np.float64)
-        i0 = np.rint((rects[:, :2] - self.lo) / self.width).astype(np.int64)
-        i1 = np.rint((rects[:, 2:] - self.lo) / self.width).astype(np.int64)
+        k = self.dim
+        i0 = np.rint((rects[:, :k] - self.lo) / self.width).astype(np.int64)
+        i1 = np.rint((rects[:, k:] - self.lo) / self.width).astype(np.int64)
         tol = 1e-9 * self.width
         on_grid = (
-            np.all(np.abs(self.lo + i0 * self.width - rects[:, :2]) <= tol, axis=1)
-            & np.all(np.abs(self.lo + i1 * self.width - rects[:, 2:]) <= tol, axis=1)
+            np.all(np.abs(self.lo + i0 * self.width - rects[:, :k]) <= tol, axis=1)
+            & np.all(np.abs(self.lo + i1 * self.width - rects[:, k:]) <= tol, axis=1)
             & np.all(i1 - i0 == 1, axis=1)
             & np.all((i0 >= 0) & (i1 <= self.n), axis=1)
         )
         out = np.empty_like(rects)
         if on_grid.any():
             v = self._vertex_values()
-            a, b = i0[on_grid], i1[on_grid]
-            corners = np.stack([v[a[:, 0], a[:, 1]], v[b[:, 0], a[:, 1]],
-                                v[a[:, 0], b[:, 1]], v[b[:, 0], b[:, 1]]])  # fmt: skip
-            pad = rects[on_grid, 2:] - rects[on_grid, :2]
+            a = i0[on_grid]
+            corners = np.stack([v[tuple((a + c).T)] for c in self.corners])
+            pad = rects[on_grid, k:] - rects[on_grid, :k]
             out[on_grid] = np.hstack([corners.min(axis=0) - pad, corners.max(axis=0) + pad])
         if not on_grid.all():
             import CMGDB
@@ -200,17 +226,31 @@ def _cmgdb_model(f: BatchMap, lo: list[float], hi: list[float], subdiv: int) -> 
 
 def _raster_index(
     boxes: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Grid indices (ix, iy) of uniform boxes [N, 4] and the grid shape (ny, nx)."""
-    width = boxes[0, 2:] - boxes[0, :2]
+) -> tuple[tuple[np.ndarray, ...], tuple[int, ...]]:
+    """Raster indices of uniform boxes [N, 2K] (last axis first: (iy, ix) for K = 2) and the
+    raster's shape ((ny, nx) for K = 2)."""
+    k = len(lo)
+    width = boxes[0, k:] - boxes[0, :k]
     counts = np.rint((hi - lo) / width).astype(int)
-    ix = np.floor((boxes[:, 0] - lo[0]) / width[0] + 0.5).astype(np.int64)
-    iy = np.floor((boxes[:, 1] - lo[1]) / width[1] + 0.5).astype(np.int64)
-    return (
-        np.clip(ix, 0, counts[0] - 1),
-        np.clip(iy, 0, counts[1] - 1),
-        (int(counts[1]), int(counts[0])),
-    )
+    index = [
+        np.clip(np.floor((boxes[:, d] - lo[d]) / width[d] + 0.5).astype(np.int64), 0, counts[d] - 1)
+        for d in range(k)
+    ]
+    return tuple(reversed(index)), tuple(int(c) for c in reversed(counts))
+
+
+def conley_trivial(annotations: list[str]) -> bool | None:
+    """Whether a Conley index (CMGDB's annotations, one polynomial per homology dimension) is
+    trivial: every entry zero. None when there is no index to judge."""
+    if not annotations:
+        return None
+    return all(_zero(text) for text in annotations)
+
+
+def _zero(text: str) -> bool:
+    """A CMGDB Conley-index annotation like "(0, 0)" or "(x, 0)": all of its entries are 0."""
+    entries = [e.strip() for e in text.strip().strip("()[]").split(",")]
+    return all(e in ("0", "") for e in entries)
 
 
 def _below(n: int, edges: list[tuple[int, int]]) -> list[set[int]]:
@@ -269,6 +309,9 @@ def compute_morse_graph(
         raise SpecError(
             f"subdiv must be in 1..{MAX_SUBDIV}, got {subdiv}: choose --subdiv in that range"
         )
+    k = len(lo)
+    if subdiv < k:
+        raise SpecError(f"subdiv {subdiv} is below the {k} weights: each axis needs one split")
     started = time.perf_counter()
     model = _cmgdb_model(f, lo, hi, subdiv)
     compute = CMGDB.ComputeConleyMorseGraph if conley else CMGDB.ComputeMorseGraph
@@ -277,13 +320,13 @@ def compute_morse_graph(
     n_boxes = int(map_graph.num_vertices())
     boxes = np.asarray([mg.phase_space_box(i) for i in range(n_boxes)], dtype=np.float64)
     lo_a, hi_a = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-    ix, iy, shape = _raster_index(boxes, lo_a, hi_a)
+    index, shape = _raster_index(boxes, lo_a, hi_a)
     morse_sets = np.full(shape, NONE, dtype=np.int32)
     edges = sorted((int(u), int(v)) for u, v in mg.edges())
     nodes: list[dict[str, Any]] = []
     for v in range(n_nodes):
         members = np.asarray(mg.morse_set(v), dtype=np.int64)
-        morse_sets[iy[members], ix[members]] = v
+        morse_sets[tuple(i[members] for i in index)] = v
         rects = boxes[members]
         annotations = [str(a) for a in mg.annotations(v)] if conley else []
         nodes.append({
@@ -291,15 +334,16 @@ def compute_morse_graph(
             "n_boxes": len(members),
             "attractor": not any(u == v for u, _ in edges),
             "conley_index": annotations or None,
-            "bbox": [float(rects[:, 0].min()), float(rects[:, 1].min()),
-                     float(rects[:, 2].max()), float(rects[:, 3].max())],
+            "trivial": conley_trivial(annotations),
+            "bbox": [*(float(x) for x in rects[:, :k].min(axis=0)),
+                     *(float(x) for x in rects[:, k:].max(axis=0))],
         })  # fmt: skip
     retract = np.full(shape, NOT_COMPUTED, dtype=np.int32)
     if retraction and n_nodes <= 64:
         masks = _reachability_masks(map_graph, mg, n_boxes, n_nodes)
-        retract[iy, ix] = _greatest(masks, n_nodes, _below(n_nodes, edges))
+        retract[index] = _greatest(masks, n_nodes, _below(n_nodes, edges))
     return MorseResult(
-        lo=(float(lo[0]), float(lo[1])), hi=(float(hi[0]), float(hi[1])), shape=shape,
+        lo=tuple(float(x) for x in lo), hi=tuple(float(x) for x in hi), shape=shape,
         nodes=nodes, edges=edges, morse_sets=morse_sets, retraction=retract,
         seconds=time.perf_counter() - started,
     )  # fmt: skip
@@ -307,22 +351,28 @@ def compute_morse_graph(
 
 def retract_points(result: MorseResult, points: np.ndarray) -> np.ndarray:
     """The retraction's value at each point (its box's), NONE outside the domain."""
+    return raster_at(result.retraction, result.lo, result.hi, points)
+
+
+def raster_at(
+    raster: np.ndarray, lo: Any, hi: Any, points: np.ndarray, outside: int = NONE
+) -> np.ndarray:
+    """The value of a box raster (last axis first) at points [m, K]; ``outside`` off the
+    domain."""
     pts = np.asarray(points, dtype=np.float64)
-    lo, hi = np.asarray(result.lo), np.asarray(result.hi)
-    ny, nx = result.shape
-    frac = (pts - lo) / (hi - lo)
-    ix = np.floor(frac[:, 0] * nx).astype(np.int64)
-    iy = np.floor(frac[:, 1] * ny).astype(np.int64)
-    inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
-    out = np.full(len(pts), NONE, dtype=np.int32)
-    out[inside] = result.retraction[iy[inside], ix[inside]]
+    lo_a, hi_a = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    counts = np.asarray(raster.shape[::-1])
+    idx = np.floor((pts - lo_a) / (hi_a - lo_a) * counts).astype(np.int64)
+    inside = np.all((idx >= 0) & (idx < counts), axis=1)
+    out = np.full(len(pts), outside, dtype=np.int32)
+    out[inside] = raster[tuple(idx[inside, ::-1].T)]
     return out
 
 
 def morse_from_pairs(
     early: np.ndarray, final: np.ndarray, subdiv: int, seed: int, *, conley: bool = True
 ) -> tuple[MorseResult, dict[str, Any]]:
-    """DOODL3's whole computation on pairs (early[m], final[m]) of two weights per model."""
+    """DOODL3's whole computation on pairs (early[m], final[m]) of K weights per model."""
     gp, params = fit_gp(early, final, seed)
     lo, hi = domain(early, final)
     return compute_morse_graph(gp_map(gp), lo, hi, subdiv, conley=conley), params

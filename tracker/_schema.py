@@ -582,6 +582,7 @@ class MorseGraph(WorkRow, Base):
     n_nodes: Mapped[int | None]
     n_edges: Mapped[int | None]
     n_attractors: Mapped[int | None]
+    n_nontrivial: Mapped[int | None]  # nodes with a non-trivial Conley index (None: not computed)
     graph: Mapped[dict[str, Any] | None]
     morse_sets_array_id: Mapped[int | None] = _array_fk()
     retraction_array_id: Mapped[int | None] = _array_fk()

@@ -55,6 +55,15 @@ bn = "eval"
 seed = 0
 tol = 1e-3
 max_iter = 100
+
+[[ensemble]]                         # DOODL3: many small models, early and final weights kept
+name = "iris"
+setup = "doodl3-iris"                # models = 100, epochs = 450 (Figure 3) by default
+
+[[morse]]                            # the Morse graph of that ensemble's early -> final map
+ensemble = "iris"                    # a [[ensemble]] name of the file, or an ensemble id
+weights = 2                          # K, or names/indices: ["dense_kernel_0_1", 5]
+subdiv = 15
 ```
 
 The whole format lives here: each section is parsed into its method's spec dataclasses
@@ -79,6 +88,7 @@ from typing import TYPE_CHECKING, Any
 from tracker._exceptions import NotFound, SpecError
 from tracker._queue import check_study_name
 from tracker.curvature.rows import HessianRequest, check_request
+from tracker.morse.rows import StudyEnsemble, StudyMorse
 from tracker.surfaces.rows import EvalSpec, SurfaceSpec, parse_grid
 from tracker.topology.rows import (
     LOSSES,
@@ -124,11 +134,14 @@ HESSIAN_TYPES: dict[str, type] = {
     "tol": float, "max_iter": int, "probes": int, "density_runs": int, "subset_seed": int,
 }  # fmt: skip
 HESSIAN_KEYS = {"models", "epochs"} | set(HESSIAN_TYPES)
-# Every top-level key a study file may have. Level sets and Morse graphs have no study-file
-# section yet: their [[levelset]] / [[ensemble]] tables would join here, parsed into
-# tracker.levelsets.rows / tracker.morse.rows requests and written in enqueue_study.
+ENSEMBLE_KEYS = {"name", "setup", "models", "epochs", "early_epoch", "batch_size", "seed",
+                 "data_seed", "chunk"}  # fmt: skip
+MORSE_KEYS = {"ensemble", "pick", "weights", "subdiv", "seed", "conley", "force"}
+# Every top-level key a study file may have. Level sets have no study-file section yet: their
+# [[levelset]] tables would join here, parsed into tracker.levelsets.rows requests and written
+# in enqueue_study.
 SECTIONS = {"study", "description", "model", "surface", "interpolation", "pca", "retrain",
-            "topology", "hessian"}  # fmt: skip
+            "topology", "hessian", "ensemble", "morse"}  # fmt: skip
 
 
 @dataclass
@@ -140,6 +153,8 @@ class Study:
     retrains: list[RetrainRequest] = field(default_factory=list)
     topologies: list[TopologyRequest] = field(default_factory=list)
     hessians: list[HessianRequest] = field(default_factory=list)
+    ensembles: list[StudyEnsemble] = field(default_factory=list)
+    morse: list[StudyMorse] = field(default_factory=list)
 
 
 # Sizes a study file may ask for, checked before anything is built or allocated.
@@ -453,6 +468,7 @@ def load(path: str | Path) -> Study:
         _check_keys(table, HESSIAN_KEYS, where)
         refs = model_refs(table["models"], where) if "models" in table else all_names
         study.hessians.extend(hessian_requests(table, refs, where))
+    study.ensembles, study.morse = morse_sections(doc)
     return study
 
 
@@ -562,6 +578,110 @@ def topology_sections(
     return retrains, topologies
 
 
+# --- Morse sections ---------------------------------------------------------------------------
+
+
+def _ensemble(table: dict[str, Any], where: str) -> StudyEnsemble:
+    """One [[ensemble]] table: the keys and defaults of `tracker enqueue ensemble`."""
+    from compute.doodl3_params import DEFAULTS
+    from tracker.morse.rows import EnsembleSpec, as_study_keys, check_ensemble, check_setup
+
+    _check_keys(table, ENSEMBLE_KEYS, where)
+    if "setup" not in table:
+        raise SpecError(f'{where} has no setup: add setup = "doodl3-iris" (or doodl3-iris-layers-2, doodl3-mnist)')  # fmt: skip
+    setup = _number(table, "setup", str, where, None)
+    name = table.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise SpecError(f"name in {where} must be non-empty text, got {name!r}")
+    try:
+        check_setup(setup)
+        defaults = DEFAULTS[setup]
+        spec = EnsembleSpec(
+            setup=setup, n_models=_number(table, "models", int, where, 100),
+            epochs=_number(table, "epochs", int, where, defaults["epochs"]),
+            early_epoch=_number(table, "early_epoch", int, where, 2),
+            batch_size=_number(table, "batch_size", int, where, defaults["batch_size"]),
+            seed=_number(table, "seed", int, where, 0),
+            data_seed=_number(table, "data_seed", int, where, 0),
+            chunk_size=_number(table, "chunk", int, where, 50),
+        )  # fmt: skip
+        check_ensemble(spec)
+    except SpecError as err:
+        text = str(err)
+        raise SpecError(text if where in text else f"{where}: {as_study_keys(text)}") from None
+    return StudyEnsemble(name=name, spec=spec)
+
+
+def _weights(value: Any, where: str) -> tuple[int, tuple[str, ...]]:
+    """``weights``: a count K, or parameters by name or index (a list or "a,b" text)."""
+    from tracker.morse.rows import parse_weights
+
+    if isinstance(value, list) and all(
+        isinstance(v, str | int) and not isinstance(v, bool) for v in value
+    ):
+        value = ",".join(str(v) for v in value)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise SpecError(f'weights in {where} must be a count such as 2 or a list such as ["dense_kernel_0_1", 5], got {value!r}')  # fmt: skip
+    return parse_weights(str(value))
+
+
+def _morse(table: dict[str, Any], where: str, ensembles: Sequence[StudyEnsemble]) -> StudyMorse:
+    """One [[morse]] table: the keys and defaults of `tracker enqueue morse`, on an ensemble of
+    the file (by name; the file's only one when left out) or an existing one (by id)."""
+    from tracker.morse.rows import MorseSpec, as_study_keys, check_morse, check_weights
+
+    _check_keys(table, MORSE_KEYS, where)
+    names = [e.name for e in ensembles if e.name is not None]
+    ref = table.get("ensemble")
+    if ref is None:
+        if len(ensembles) != 1:
+            raise SpecError(f'{where} has no ensemble: add ensemble = "NAME" (an [[ensemble]] of the file) or an ensemble id')  # fmt: skip
+        ref = ensembles[0].name or ""  # the file's only ensemble ("": it has no name)
+    elif isinstance(ref, bool) or not isinstance(ref, str | int) or str(ref) == "":
+        raise SpecError(f"ensemble in {where} must be an [[ensemble]] name or an id, got {ref!r}")
+    elif str(ref) not in names and not str(ref).isdigit():
+        raise SpecError(f"{where} names ensemble {ref!r}, which the file does not define (ensembles: {', '.join(names) or 'none'})")  # fmt: skip
+    ref = str(ref)
+    force = _number(table, "force", bool, where, False)
+    try:
+        k, columns = _weights(table.get("weights", 2), where)
+        spec = MorseSpec(
+            ensemble_id=0, pick=_number(table, "pick", str, where, "max-variance"),
+            subdiv=_number(table, "subdiv", int, where, 15),
+            seed=_number(table, "seed", int, where, 0),
+            conley=_number(table, "conley", bool, where, True), weights=k, columns=columns,
+        )  # fmt: skip
+        check_morse(spec, force=force)
+        own = [e for e in ensembles if (e.name or "") == ref]
+        if own:  # an ensemble of the file: its parameters are known before anything is written
+            from compute.doodl3_params import kernel_columns, param_names
+
+            setup = own[0].spec.setup
+            check_weights(f"ensemble {ref!r} ({setup})", param_names(setup),
+                          len(kernel_columns(setup)), spec)  # fmt: skip
+    except SpecError as err:
+        text = str(err)
+        raise SpecError(text if where in text else f"{where}: {as_study_keys(text)}") from None
+    return StudyMorse(ensemble=ref, spec=spec, force=force)
+
+
+def morse_sections(doc: dict[str, Any]) -> tuple[list[StudyEnsemble], list[StudyMorse]]:
+    """The [[ensemble]] and [[morse]] tables of a study file, checked (nothing is written)."""
+    ensembles = [
+        _ensemble(table, f"[[ensemble]] number {i + 1}")
+        for i, table in enumerate(_tables(doc, "ensemble", "the study file"))
+    ]
+    named = [e.name for e in ensembles if e.name is not None]
+    dupes = sorted({n for n in named if named.count(n) > 1})
+    if dupes:
+        raise SpecError(f"ensemble name {dupes[0]!r} is used twice in the study file: names must be unique")  # fmt: skip
+    graphs = [
+        _morse(table, f"[[morse]] number {i + 1}", ensembles)
+        for i, table in enumerate(_tables(doc, "morse", "the study file"))
+    ]
+    return ensembles, graphs
+
+
 # --- writing the rows -------------------------------------------------------------------------
 
 
@@ -574,6 +694,7 @@ def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
     """Validate a study file and write all its rows in one transaction."""
     from tracker._queue import get_or_create_study
     from tracker.curvature.rows import add_hessian
+    from tracker.morse.rows import add_study_morse
     from tracker.surfaces.rows import add_surface
     from tracker.topology.rows import add_study_topology
     from tracker.training.rows import add_model, check_model
@@ -602,6 +723,8 @@ def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
             for _, new in add_hessian(session, study, req, names):
                 counts["hessians"] += 1
                 counts["hessians_new"] += new
+        if plan.ensembles or plan.morse:
+            counts.update(add_study_morse(session, study, plan.ensembles, plan.morse))
         counts["study_id"] = study.id
     counts["study"] = plan.name
     return counts
@@ -619,6 +742,9 @@ def cmd_enqueue_study(args: argparse.Namespace) -> int:
         + (f", {c['hessians']} Hessian measure(s) ({c['hessians_new']} new)" if c["hessians"] else "")
         + "; run `tracker work`"
     )
+    if "ensembles" in c:
+        print(f"  {c['ensembles']} ensemble(s) ({c['ensembles_new']} new), "
+              f"{c['morse']} Morse graph(s) ({c['morse_new']} new)")  # fmt: skip
     return 0
 
 

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import common
-from tracker.morse.plots import dot_source
+from tracker.morse.plots import dot_source, project
 
 src = common.sources()
 st.title("Morse graphs")
@@ -25,19 +25,30 @@ if graphs.empty:
     )  # fmt: skip
     st.stop()
 
-st.dataframe(graphs.drop(columns=["graph"], errors="ignore"), hide_index=True, width="stretch")
+# The node count beside the count of nodes with a non-trivial Conley index (the rest are
+# spurious recurrent sets of the outer approximation).
+shown = graphs.drop(columns=["graph"], errors="ignore")
+if "n_nontrivial" in shown and "n_nodes" in shown:
+    shown.insert(list(shown.columns).index("n_nodes") + 1, "n_nontrivial",
+                 shown.pop("n_nontrivial"))  # fmt: skip
+st.dataframe(shown, hide_index=True, width="stretch")
 with_graph = graphs[graphs["graph"].notna()] if "graph" in graphs else graphs.iloc[:0]
 if len(with_graph):
     gid = st.selectbox("graph", [int(i) for i in with_graph["id"]])
     graph = with_graph[with_graph["id"] == gid].iloc[0]["graph"]
     if isinstance(graph, str):
         graph = json.loads(graph)
-    st.caption("Morse graph (attractors drawn as double circles)")
-    st.graphviz_chart(dot_source(graph if isinstance(graph, dict) else {}))
     row = with_graph[with_graph["id"] == gid].iloc[0]
+    nodes = graph.get("nodes", []) if isinstance(graph, dict) else []
+    if nodes and all(isinstance(n, dict) and n.get("trivial") is not None for n in nodes):
+        nontrivial = sum(1 for n in nodes if not n["trivial"])
+        st.metric("Morse nodes (non-trivial Conley index / all)", f"{nontrivial} / {len(nodes)}")
+    st.caption("Morse graph (attractors drawn as double circles; trivial Conley index dashed)")
+    st.graphviz_chart(dot_source(graph if isinstance(graph, dict) else {}))
     sets_id = row.get("morse_sets_array_id")
     if sets_id is not None and not pd.isna(sets_id):
-        sets = np.asarray(common.array(src.db_url, src.store_url, int(sets_id)), dtype=float)
+        sets = np.asarray(project(common.array(src.db_url, src.store_url, int(sets_id))),
+                          dtype=float)  # K > 2 weights: seen on the first two
         sets[sets < 0] = np.nan  # boxes in no Morse set
         lo, hi = graph.get("lo", [0, 0]), graph.get("hi", [1, 1])
         xs = np.linspace(lo[0], hi[0], sets.shape[1])

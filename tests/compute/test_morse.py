@@ -62,12 +62,16 @@ def test_the_retraction_is_the_identity_on_morse_sets_and_sends_boxes_down_the_o
     assert set(values.tolist()) <= {0, 1, 2}
 
 
-def test_pick_weights_takes_the_most_or_least_varying_candidates() -> None:
+def test_pick_weights_takes_the_most_or_least_varying_candidates_in_the_notebooks_order() -> None:
+    """DOODL3 sorts the standard deviations ascending and takes ``[-k:]`` (``[:k]`` for the
+    smallest): the first axis of a max-variance pair is the second largest (issue 14 item 8)."""
     rng = np.random.default_rng(0)
     final = rng.normal(size=(50, 5)) * np.array([1.0, 5.0, 0.1, 3.0, 0.01])
-    assert pick_weights(final, [0, 1, 2, 3, 4], "max-variance") == [1, 3]
+    assert pick_weights(final, [0, 1, 2, 3, 4], "max-variance") == [3, 1]
     assert pick_weights(final, [0, 1, 2, 3, 4], "min-variance") == [4, 2]
-    assert pick_weights(final, [0, 2, 3], "max-variance") == [3, 0]
+    assert pick_weights(final, [0, 2, 3], "max-variance") == [0, 3]
+    assert pick_weights(final, [0, 1, 2, 3, 4], "max-variance", 3) == [0, 3, 1]
+    assert pick_weights(final, [0, 1, 2, 3, 4], "min-variance", 4) == [4, 2, 0, 3]
 
 
 def test_a_bad_pick_subdivision_or_setup_is_a_spec_error_that_names_the_fix() -> None:
@@ -76,11 +80,11 @@ def test_a_bad_pick_subdivision_or_setup_is_a_spec_error_that_names_the_fix() ->
 
     with pytest.raises(SpecError, match="use one of max-variance, min-variance"):
         pick_weights(np.zeros((3, 2)), [0, 1], "median")
-    with pytest.raises(SpecError, match="at least two candidate weights, got 1"):
+    with pytest.raises(SpecError, match="on 2 weights needs 2 candidate weights, got 1"):
         pick_weights(np.zeros((3, 2)), [0], "max-variance")
     with pytest.raises(SpecError, match="choose --subdiv in that range"):
         compute_morse_graph(lambda p: p, [0, 0], [1, 1], 0)
-    with pytest.raises(SpecError, match="use one of doodl3-iris, doodl3-mnist"):
+    with pytest.raises(SpecError, match="use one of doodl3-iris, doodl3-iris-layers-2, doodl3-mnist"):
         param_names("doodl3-cifar")
 
 

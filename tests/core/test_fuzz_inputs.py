@@ -21,8 +21,10 @@ from compute.levelset import parse_lambdas
 from tracker._exceptions import TrackerError
 from tracker.studyfile import (
     DIRECTION_KEYS,
+    ENSEMBLE_KEYS,
     INTERP_KEYS,
     MODEL_KEYS,
+    MORSE_KEYS,
     PCA_KEYS,
     RETRAIN_KEYS,
     SURFACE_KEYS,
@@ -92,7 +94,8 @@ def _table(keys: set[str]) -> st.SearchStrategy[dict[str, Any]]:
 
 SECTION_KEYS = {"model": MODEL_KEYS, "surface": SURFACE_KEYS | {"direction"},
                 "interpolation": INTERP_KEYS, "pca": PCA_KEYS, "retrain": RETRAIN_KEYS,
-                "topology": TOPOLOGY_KEYS, "direction": DIRECTION_KEYS}  # fmt: skip
+                "topology": TOPOLOGY_KEYS, "direction": DIRECTION_KEYS,
+                "ensemble": ENSEMBLE_KEYS, "morse": MORSE_KEYS}  # fmt: skip
 
 documents = st.fixed_dictionaries(
     {"study": st.one_of(st.just("fuzz"), values)},
@@ -136,6 +139,9 @@ VALID = {
     "interpolation": [{"from": "m16", "to": "m32", "x": "-0.5:1.5:5"}],
     "retrain": [{"model": "m16", "seeds": "0-1", "steps": [0.5], "epochs": 1}],
     "topology": [{"model": "m16"}],
+    "ensemble": [{"name": "e", "setup": "doodl3-iris", "models": 3, "epochs": 2,
+                  "early_epoch": 1}],
+    "morse": [{"ensemble": "e", "weights": ["dense_kernel_0_1", 5], "subdiv": 6}],
 }  # fmt: skip
 
 
@@ -164,6 +170,7 @@ def test_the_unmutated_study_file_is_accepted(tmp_path: Path) -> None:
     path.write_text(_render(VALID))
     study = load(path)
     assert len(study.models) == 2 and len(study.surfaces) == 3 and len(study.retrains) == 1
+    assert len(study.ensembles) == len(study.morse) == 1
 
 
 @FUZZ

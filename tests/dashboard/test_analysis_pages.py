@@ -64,7 +64,8 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     diagram = np.array([[0.1, 0.5, 0], [0.2, np.inf, 0], [0.3, 0.4, 1]])
     trace = rng.random((6, 3))
     sets = np.array([[0, 0, -1], [1, 1, -1]], dtype=np.int32)
-    graph = {"nodes": [{"id": 0, "attractor": True}, {"id": 1, "attractor": False}],
+    graph = {"nodes": [{"id": 0, "attractor": True, "trivial": False},
+                       {"id": 1, "attractor": False, "trivial": True}],
              "edges": [[1, 0]], "lo": [-1.0, -2.0], "hi": [1.0, 2.0], "shape": [2, 3]}  # fmt: skip
     with db.engine.begin() as conn:
         study = insert(conn, "studies", name="landed")
@@ -83,7 +84,8 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         insert(conn, "levelset_runs", study_id=study, setup="mlp-iris", final_angle=0.3,
                final_test_acc=0.8, trace_fields=["loss", "angle", "norm"],
                trace_array_id=array(conn, store, "t/trace", trace))  # fmt: skip
-        insert(conn, "morse_graphs", study_id=study, setup="doodl3", n_nodes=2, graph=graph,
+        insert(conn, "morse_graphs", study_id=study, setup="doodl3", n_nodes=2, n_nontrivial=1,
+               graph=graph,
                weight_names=["w1", "w2"],
                morse_sets_array_id=array(conn, store, "t/sets", sets))  # fmt: skip
     db.dispose()
@@ -137,6 +139,12 @@ def test_morse_page_draws_the_graph_and_its_morse_sets(landed, monkeypatch) -> N
     at = page(landed, monkeypatch, "morse")
     dot = at.get("graphviz_chart")[0].proto.spec
     assert '"1" -> "0"' in dot and '"0" [shape=doublecircle]' in dot
+    # Node 1's Conley index is trivial: dashed and said; both counts are shown.
+    assert '"1" [shape=ellipse] [style="filled,dashed"]' in dot and "1 trivial" in dot
+    assert [m.value for m in at.metric] == ["1 / 2"]
+    table = at.dataframe[0].value
+    assert table[["n_nodes", "n_nontrivial"]].values.tolist() == [[2, 1]]
+    assert list(table.columns).index("n_nontrivial") == list(table.columns).index("n_nodes") + 1
     sets = spec(at, 0)["data"][0]
     expected = np.where(landed["sets"] < 0, np.nan, landed["sets"])
     np.testing.assert_allclose(values(sets["z"]), expected)

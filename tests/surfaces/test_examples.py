@@ -17,13 +17,14 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.tom
 
 def test_examples_exist() -> None:
     names = {p.name for p in EXAMPLES}
-    assert {"demo.toml", "seed001_minibatch_grids.toml", "seed004_vgg9_1d_2d.toml"} <= names
+    assert {"demo.toml", "seed001_minibatch_grids.toml", "seed004_vgg9_1d_2d.toml",
+            "doodl3_figure3.toml"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_study_files_are_valid(path: Path) -> None:
     study = _studyfile.load(path)
-    assert study.models and study.surfaces
+    assert (study.models and study.surfaces) or (study.ensembles and study.morse)
     for model in study.models:
         check_model(model)
 

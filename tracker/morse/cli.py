@@ -1,7 +1,7 @@
 """DOODL3 ensembles and Morse graphs on the command line.
 
-    tracker enqueue ensemble --setup doodl3-iris --models 100
-    tracker enqueue morse --ensemble ID [--subdiv 15]
+    tracker enqueue ensemble --setup doodl3-iris --models 100     # 450 epochs: Figure 3
+    tracker enqueue morse --ensemble ID [--subdiv 15] [--weights 2|K|NAME,NAME,...]
     tracker show morse ID
     tracker plot morse ID... [--out DIR]
 
@@ -30,12 +30,14 @@ def add_parsers(
         help="DOODL3: train many small models (early and final weights kept per model)",
     )  # fmt: skip
     p.add_argument("--setup", required=True, metavar="SETUP",
-                   help="doodl3-iris (9-parameter softmax layer) or doodl3-mnist (58-parameter "
-                   "conv net on 0 vs 1)")  # fmt: skip
+                   help="doodl3-iris (9-parameter softmax layer), doodl3-iris-layers-2 (its "
+                   "iris_layers_2: two softmax layers, 21 parameters) or doodl3-mnist "
+                   "(58-parameter conv net on 0 vs 1)")  # fmt: skip
     p.add_argument("--models", type=int, default=100, help="ensemble size (default 100)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per model (default: iris 150; mnist 100, as many Adam steps as "
-                   "DOODL3's 8 epochs on full MNIST)")  # fmt: skip
+                   help="epochs per model (default: iris 450, its Figure 3's iris_epoch_450; "
+                   "iris-layers-2 150; mnist 100, as many Adam steps as DOODL3's 8 epochs on "
+                   "full MNIST)")  # fmt: skip
     p.add_argument("--early-epoch", type=int, default=2,
                    help="the early checkpoint: weights after this many epochs (default 2, "
                    "Keras's epoch index 1)")  # fmt: skip
@@ -52,12 +54,20 @@ def add_parsers(
     )  # fmt: skip
     p.add_argument("--ensemble", type=int, required=True, metavar="ID")
     p.add_argument("--pick", default="max-variance",
-                   help="the two kernel weights whose final values vary most (max-variance, "
-                   "default) or least (min-variance) across models")  # fmt: skip
-    p.add_argument("--subdiv", type=int, default=15, help="2**SUBDIV boxes (default 15)")
+                   help="the kernel weights whose final values vary most (max-variance, "
+                   "default) or least (min-variance) across models, in DOODL3's order "
+                   "(ascending standard deviation)")  # fmt: skip
+    p.add_argument("--weights", default="2", metavar="K|NAMES",
+                   help="how many weights --pick chooses (default 2; DOODL3's studies use "
+                   "2-5), or the parameters themselves by name or index: "
+                   "dense_kernel_0_1,dense_kernel_1_2")  # fmt: skip
+    p.add_argument("--subdiv", type=int, default=15,
+                   help="2**SUBDIV boxes in all, split over the weights' axes (default 15; "
+                   "at least one split per axis)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="the Gaussian process's random_state")
     p.add_argument("--no-conley", action="store_true", help="skip the Conley indices")
     p.add_argument("--force", action="store_true", help="allow a subdivision above 18")
+    p.add_argument("--study", help="study of the new row (default: the ensemble's)")
     p.set_defaults(func=cmd_enqueue_morse)
 
     p = plot.add_parser(
@@ -116,15 +126,20 @@ def cmd_enqueue_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue_morse(args: argparse.Namespace) -> int:
+    from tracker._queue import check_study_name, get_or_create_study
     from tracker._schema import Study
-    from tracker.morse.rows import MorseSpec, add_morse, check_morse
+    from tracker.morse.rows import MorseSpec, add_morse, check_morse, parse_weights
 
+    k, columns = parse_weights(args.weights)
     spec = MorseSpec(ensemble_id=args.ensemble, pick=args.pick, subdiv=args.subdiv,
-                     seed=args.seed, conley=not args.no_conley)  # fmt: skip
+                     seed=args.seed, conley=not args.no_conley, weights=k, columns=columns)  # fmt: skip
     check_morse(spec, force=args.force)
+    if args.study is not None:
+        check_study_name(args.study)
     db = open_db(args)
     with db.session() as session:
-        row, new = add_morse(session, None, spec, force=args.force)
+        target = get_or_create_study(session, args.study) if args.study else None
+        row, new = add_morse(session, target, spec, force=args.force)
         mid, study = row.id, Study.find_or_raise_by_id(session, row.study_id).name
     state = "new" if new else "already queued"
     print(f"Morse graph {mid} ({state}) of ensemble {spec.ensemble_id} in study {study!r}; "
@@ -142,12 +157,16 @@ def cmd_show_morse(args: argparse.Namespace) -> int:
         print(f"Morse graph {row.id}: ensemble {row.ensemble_id} ({row.setup}), pick {row.pick}, "
               f"subdiv {row.subdiv}, seed {row.seed}, {row.seconds:.2f} s")  # fmt: skip
         print(f"weights: {', '.join(row.weight_names)}; GP: {row.gp_params.get('kernel')}")
-        print(f"{row.n_nodes} node(s), {row.n_edges} edge(s), {row.n_attractors} attractor(s)")
+        nontrivial = ("" if row.n_nontrivial is None
+                      else f" ({row.n_nontrivial} with a non-trivial Conley index)")  # fmt: skip
+        print(f"{row.n_nodes} node(s){nontrivial}, {row.n_edges} edge(s), "
+              f"{row.n_attractors} attractor(s)")  # fmt: skip
         for node in graph.get("nodes", []):
             index = node.get("conley_index")
             print(f"  node {node['id']}: {node['n_boxes']} box(es)"
                   + (" attractor" if node["attractor"] else "")
-                  + (f", Conley index ({', '.join(index)})" if index else ""))  # fmt: skip
+                  + (f", Conley index ({', '.join(index)})" if index else "")
+                  + (" trivial" if node.get("trivial") else ""))  # fmt: skip
         for u, v in graph.get("edges", []):
             print(f"  {u} -> {v}")
     return 0

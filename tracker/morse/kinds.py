@@ -186,8 +186,8 @@ def ensemble_complete(ctx: TaskContext) -> dict[str, Any]:
 def _morse_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
     row = MorseGraph.find_or_raise_by_id(session, result["morse_id"])
-    for key in ("weight_names", "gp_params", "n_nodes", "n_edges", "n_attractors", "graph",
-                "seconds"):  # fmt: skip
+    for key in ("weight_names", "gp_params", "n_nodes", "n_edges", "n_attractors",
+                "n_nontrivial", "graph", "seconds"):  # fmt: skip
         setattr(row, key, result[key])
     row.source = {**(row.source or {}), "weight_columns": result["weight_columns"]}
     for name, column in (
@@ -213,14 +213,17 @@ def morse_task(ctx: TaskContext) -> dict[str, Any]:
         early, final = ensemble_weights(session, ctx.store, ensemble)
         candidates, param_names = list(ensemble.kernel_columns), list(ensemble.param_names)
         pick, subdiv, seed, conley = row.pick, int(row.subdiv), int(row.seed or 0), bool(row.conley)
+        requested = (row.source or {}).get("requested_columns")
+        k = int((row.source or {}).get("weights", 2))
         folder = array_path("morse", row)
-    columns = morse.pick_weights(final, candidates, pick)
+    columns = (
+        [int(c) for c in requested] if requested else morse.pick_weights(final, candidates, pick, k)
+    )
     result, gp_params = morse.morse_from_pairs(
         early[:, columns], final[:, columns], subdiv, seed, conley=conley
     )
     ctx.check_lease()
-    ny, nx = result.shape
-    chunks = (min(ny, 1024), min(nx, 1024))
+    chunks = tuple(min(n, 1024 if result.morse_sets.ndim <= 2 else 64) for n in result.shape)
     paths = {
         "morse_sets": ctx.write_array(f"{folder}/morse_sets", result.morse_sets, chunks).path,
         "retraction": ctx.write_array(f"{folder}/retraction", result.retraction, chunks).path,
@@ -229,6 +232,7 @@ def morse_task(ctx: TaskContext) -> dict[str, Any]:
         "morse_id": morse_id, "paths": paths, "weight_columns": columns,
         "weight_names": [param_names[c] for c in columns], "gp_params": gp_params,
         "n_nodes": len(result.nodes), "n_edges": len(result.edges),
-        "n_attractors": len(result.attractors), "graph": result.graph_json(),
+        "n_attractors": len(result.attractors), "n_nontrivial": result.n_nontrivial,
+        "graph": result.graph_json(),
         "seconds": round(result.seconds, 4),
     }  # fmt: skip

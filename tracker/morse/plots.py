@@ -33,8 +33,9 @@ def node_colour(node: int) -> str:
 
 def dot_source(graph: dict[str, Any]) -> str:
     """The Morse graph in Graphviz's language: the one drawing of it, for the files and the
-    dashboard. Node ``i`` has its figure colour and its Conley index in the label; attractors
-    are double circles on one rank at the bottom; edges run from higher to lower nodes.
+    dashboard. Node ``i`` has its figure colour and its Conley index in the label (a trivial
+    one dashed, "trivial" in the label); attractors are double circles on one rank at the
+    bottom; edges run from higher to lower nodes.
 
     Nodes may be dicts (as stored) or bare ids, edges pairs or ``{"source", "target"}`` dicts.
     """
@@ -45,8 +46,13 @@ def dot_source(graph: dict[str, Any]) -> str:
         if node.get("conley_index"):
             label += " : (" + ", ".join(node["conley_index"]) + ")"
         shape = "doublecircle" if node.get("attractor") else "ellipse"
+        # A trivial Conley index: a spurious recurrent set of the outer approximation, drawn
+        # dashed and said in the label.
+        style = ' [style="filled,dashed"]' if node.get("trivial") else ""
+        if node.get("trivial"):
+            label += " trivial"
         # The shape in an attribute list of its own (DOT allows several after a node).
-        lines.append(f'  "{node["id"]}" [shape={shape}] '
+        lines.append(f'  "{node["id"]}" [shape={shape}]{style} '
                      f'[label="{label}", fillcolor="{node_colour(int(node["id"]))}"];')  # fmt: skip
     attractors = [f'"{n["id"]}"' for n in nodes if n.get("attractor")]
     if attractors:
@@ -86,15 +92,20 @@ def _raster_rgb(raster: np.ndarray) -> np.ndarray:
 
 def point_nodes(data: dict[str, Any], points: np.ndarray) -> np.ndarray:
     """The retraction's value at each point (the box it lies in); -1 outside the domain."""
+    from compute.morse import raster_at
+
     graph = data["graph"]
-    lo, hi = np.asarray(graph["lo"]), np.asarray(graph["hi"])
-    ny, nx = data["retraction"].shape
-    frac = (np.asarray(points, dtype=np.float64) - lo) / (hi - lo)
-    ix, iy = np.floor(frac[:, 0] * nx).astype(int), np.floor(frac[:, 1] * ny).astype(int)
-    inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
-    out = np.full(len(points), -1, dtype=np.int64)
-    out[inside] = data["retraction"][iy[inside], ix[inside]]
-    return out
+    return raster_at(data["retraction"], graph["lo"], graph["hi"], points).astype(np.int64)
+
+
+def project(raster: np.ndarray) -> np.ndarray:
+    """A raster of K > 2 weights seen on the first two: each (x, y) column shows the lowest
+    node met along the other axes, or the first non-node value where it meets none."""
+    if raster.ndim <= 2:
+        return raster
+    flat = raster.reshape(-1, *raster.shape[-2:])
+    nodes = np.where(flat >= 0, flat, np.iinfo(np.int32).max).min(axis=0)
+    return np.where(nodes == np.iinfo(np.int32).max, flat[0], nodes).astype(raster.dtype)
 
 
 def figure_sets(data: dict[str, Any]) -> Any:
@@ -106,21 +117,23 @@ def figure_sets(data: dict[str, Any]) -> Any:
     extent = (graph["lo"][0], graph["hi"][0], graph["lo"][1], graph["hi"][1])
     early = data["early"]
     nodes = point_nodes(data, early)
+    sets, retraction = project(data["morse_sets"]), project(data["retraction"])
+    seen = "" if data["morse_sets"].ndim <= 2 else f", {data['morse_sets'].ndim} weights seen on the first two"
     fig = Figure(figsize=(11, 5), layout="constrained")
     axes = fig.subplots(1, 2)
-    panels = (("Morse sets", data["morse_sets"]), ("order retraction", data["retraction"]))
+    panels = (("Morse sets", sets), ("order retraction", retraction))
     for ax, (title, raster) in zip(axes, panels, strict=True):
         ax.imshow(_raster_rgb(raster), origin="lower", extent=extent, aspect="auto",
                   interpolation="nearest")  # fmt: skip
         ax.scatter(early[:, 0], early[:, 1], c=[node_colour(int(n)) for n in nodes], s=14,
                    edgecolors="black", linewidths=0.5, zorder=3)  # fmt: skip
-        ax.set_title(f"{title} (Morse graph {data['id']}, subdiv {data['subdiv']})")
+        ax.set_title(f"{title} (Morse graph {data['id']}, subdiv {data['subdiv']}{seen})")
         ax.set_xlabel(data["weight_names"][0])
         ax.set_ylabel(data["weight_names"][1])
     # Only the values drawn get a legend entry, outside the axes: a graph may have dozens of
     # one-box nodes.
-    shown = sorted({int(v) for v in np.unique(data["retraction"])}
-                   | {int(v) for v in np.unique(data["morse_sets"])}, key=lambda v: (v < 0, v))  # fmt: skip
+    shown = sorted({int(v) for v in np.unique(retraction)}
+                   | {int(v) for v in np.unique(sets)}, key=lambda v: (v < 0, v))  # fmt: skip
     handles = [Patch(facecolor=node_colour(v), edgecolor="black",
                      label=f"node {v}" if v >= 0 else SPECIAL.get(v, ("?", ""))[0])
                for v in shown if v >= 0 or v in SPECIAL]  # fmt: skip

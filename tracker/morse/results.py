@@ -50,6 +50,15 @@ def load_morse(session: Session, store: ArrayStore, morse_id: int) -> dict[str, 
         "morse_sets": read_array(session, store, row.morse_sets_array_id),
         "retraction": read_array(session, store, row.retraction_array_id),
         "early": early[:, columns],
-        "accuracy": np.array([m.balanced_accuracy for m in members], dtype=np.float64),
-        "entropy": np.array([m.entropy for m in members], dtype=np.float64),
+        "accuracy": _per_model(members, "balanced_accuracy", len(early)),
+        "entropy": _per_model(members, "entropy", len(early)),
     }  # fmt: skip
+
+
+def _per_model(members: Any, key: str, n_models: int) -> np.ndarray:
+    """One metric per model by model index; NaN for a model without a member row."""
+    out = np.full(n_models, np.nan)
+    for m in members:
+        value = getattr(m, key)
+        out[m.model_index] = np.nan if value is None else value
+    return out

@@ -7,13 +7,15 @@ finds the existing rows (spec hash).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from compute.doodl3_params import SETUPS
-from tracker._exceptions import SpecError
+from tracker._exceptions import NotFound, SpecError
 from tracker._queue import enqueue, spec_hash
 from tracker._rows import get_or_add
 from tracker._schema import Ensemble, MorseGraph, Study, Task
@@ -30,7 +32,7 @@ class EnsembleSpec:
 
     setup: str
     n_models: int = 100
-    epochs: int = 150
+    epochs: int = 450
     early_epoch: int = 2
     batch_size: int = 5
     seed: int = 0
@@ -40,13 +42,30 @@ class EnsembleSpec:
 
 @dataclass(frozen=True)
 class MorseSpec:
-    """A Morse graph to compute from a finished ensemble."""
+    """A Morse graph to compute from a finished ensemble: on ``weights`` kernel weights chosen
+    by ``pick``, or on the parameters named in ``columns`` (names or flat indices) when given."""
 
     ensemble_id: int
     pick: str = "max-variance"
     subdiv: int = 15
     seed: int = 0
     conley: bool = True
+    weights: int = 2
+    columns: tuple[str, ...] = ()
+
+
+def parse_weights(text: str) -> tuple[int, tuple[str, ...]]:
+    """``--weights``: a count K (the K kernel weights ``--pick`` chooses) or two or more
+    parameters by name or flat index, comma-separated (``dense_kernel_0_1,dense_kernel_1_2``)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if len(parts) == 1 and parts[0].isdigit():
+        return int(parts[0]), ()
+    if len(parts) < 2:
+        raise SpecError(
+            f"--weights {text!r} is neither a count nor a list: write e.g. 3 or "
+            "dense_kernel_0_1,dense_kernel_1_2"
+        )
+    return len(parts), tuple(parts)
 
 
 def check_setup(setup: str) -> None:
@@ -89,7 +108,7 @@ def add_ensemble(session: Session, study: Study, spec: EnsembleSpec) -> tuple[En
         param_names=doodl3.param_names(spec.setup),
         kernel_columns=doodl3.kernel_columns(spec.setup),
         config={"optimizer": "adam", "lr": doodl3.LR, "eps": doodl3.EPS,
-                "init": f"U(-{doodl3.INIT_LIMIT:g}, {doodl3.INIT_LIMIT:g}) kernels, zero biases"},
+                "init": _init_text(spec.setup)},
     )  # fmt: skip
     if not new:
         return ensemble, False
@@ -104,6 +123,15 @@ def add_ensemble(session: Session, study: Study, spec: EnsembleSpec) -> tuple[En
     ensemble.task_id = done.id
     session.flush()
     return ensemble, True
+
+
+def _init_text(setup: str) -> str:
+    """The kernels' uniform bounds, as the ensemble's recorded config says them."""
+    from compute import doodl3_params as doodl3
+
+    kernels = [(name, doodl3.init_limit(setup, name))
+               for name, _, kernel in doodl3.param_layout(setup) if kernel]  # fmt: skip
+    return ", ".join(f"{name} U(-{lim:g}, {lim:g})" for name, lim in kernels) + ", zero biases"
 
 
 def find_ensemble(session: Session, ensemble_id: int) -> Ensemble:
@@ -123,17 +151,19 @@ def ensemble_tasks(session: Session, ensemble: Ensemble) -> list[Task]:
     return [*mine, *([done] if done is not None else [])]
 
 
-def _require_finished(session: Session, ensemble: Ensemble) -> None:
+def _wait_on(session: Session, ensemble: Ensemble, *, wait: bool) -> list[Task]:
+    """What a Morse task on ``ensemble`` waits for: nothing once the ensemble is finished, its
+    completing task when ``wait`` (a study file) and none of its tasks failed; else refused."""
     if ensemble.completed_at is not None:
-        return
+        return []
     open_tasks = [t for t in ensemble_tasks(session, ensemble) if t.status != "done"]
+    failed = any(t.status == "failed" for t in open_tasks)
+    done = session.get(Task, ensemble.task_id) if ensemble.task_id is not None else None
+    if wait and not failed and done is not None:
+        return [done]
     listed = ", ".join(f"task {t.id} {t.kind} {t.status}" for t in open_tasks[:8])
     more = f" and {len(open_tasks) - 8} more" if len(open_tasks) > 8 else ""
-    fix = (
-        "`tracker requeue --failed`, then `tracker work`"
-        if any(t.status == "failed" for t in open_tasks)
-        else "run `tracker work`"
-    )
+    fix = "`tracker requeue --failed`, then `tracker work`" if failed else "run `tracker work`"
     raise SpecError(
         f"ensemble {ensemble.id} is not finished ({listed}{more}): {fix}, then enqueue the "
         "Morse graph again"
@@ -142,12 +172,19 @@ def _require_finished(session: Session, ensemble: Ensemble) -> None:
 
 def check_morse(spec: MorseSpec, *, force: bool) -> None:
     """Reject a bad Morse graph spec with one line that names the fix."""
-    from compute.morse import MAX_SUBDIV
+    from compute.morse import MAX_SUBDIV, MAX_WEIGHTS
 
     if spec.pick not in PICKS:
         raise SpecError(f"unknown --pick {spec.pick!r}: use one of {', '.join(PICKS)}")
-    if spec.subdiv < 2:
-        raise SpecError(f"--subdiv must be at least 2 (one split per axis), got {spec.subdiv}")
+    if not 2 <= spec.weights <= MAX_WEIGHTS:
+        raise SpecError(f"--weights must be 2..{MAX_WEIGHTS} weights, got {spec.weights}")
+    if spec.columns and len(set(spec.columns)) != len(spec.columns):
+        raise SpecError(f"--weights names a parameter twice ({', '.join(map(repr, spec.columns))}): name each once")  # fmt: skip
+    if spec.subdiv < spec.weights:
+        raise SpecError(
+            f"--subdiv must be at least {spec.weights} (one split per axis of {spec.weights} "
+            f"weights), got {spec.subdiv}"
+        )
     if spec.subdiv > MAX_SUBDIV:
         raise SpecError(f"--subdiv {spec.subdiv} is above the limit {MAX_SUBDIV} (2**{MAX_SUBDIV} boxes)")  # fmt: skip
     if spec.subdiv > SANE_SUBDIV and not force:
@@ -160,29 +197,67 @@ def check_morse(spec: MorseSpec, *, force: bool) -> None:
 
 
 def add_morse(
-    session: Session, study: Study | None, spec: MorseSpec, *, force: bool = False
+    session: Session,
+    study: Study | None,
+    spec: MorseSpec,
+    *,
+    force: bool = False,
+    wait: bool = False,
 ) -> tuple[MorseGraph, bool]:
-    """The Morse graph row and its task, for a finished ensemble."""
+    """The Morse graph row and its task, for a finished ensemble (or, with ``wait``, one whose
+    training is still queued: the task then waits on it)."""
     check_morse(spec, force=force)
     ensemble = find_ensemble(session, spec.ensemble_id)
-    _require_finished(session, ensemble)
+    parents = _wait_on(session, ensemble, wait=wait)
     if ensemble.n_models < 2:
         raise SpecError(f"ensemble {ensemble.id} has {ensemble.n_models} model: a GP map needs at least 2")  # fmt: skip
+    columns = check_weights(
+        f"ensemble {ensemble.id} ({ensemble.setup})", list(ensemble.param_names),
+        len(ensemble.kernel_columns), spec,
+    )  # fmt: skip
     study = study or Study.find_or_raise_by_id(session, ensemble.study_id)
     digest = spec_hash("morse", study.name, asdict(spec), ensemble.spec_hash)
     source = {"ensemble_id": ensemble.id, "early_epoch": ensemble.early_epoch,
-              "final_epoch": ensemble.epochs}  # fmt: skip
+              "final_epoch": ensemble.epochs, "weights": spec.weights,
+              "requested_columns": columns}  # fmt: skip
     row, new = get_or_add(
         session, MorseGraph, digest, study_id=study.id, ensemble_id=ensemble.id,
-        setup=ensemble.setup, pick=spec.pick, subdiv=spec.subdiv, seed=spec.seed,
+        setup=ensemble.setup, pick="explicit" if columns else spec.pick, subdiv=spec.subdiv,
+        seed=spec.seed,
         conley=spec.conley, source=source, weight_names=[], gp_params={},
     )  # fmt: skip
     if not new:
         return row, False
-    task, _ = enqueue(session, study, "morse", {"morse_id": row.id}, key=digest)
+    task, _ = enqueue(session, study, "morse", {"morse_id": row.id}, depends_on=parents, key=digest)
     row.task_id = task.id
     session.flush()
     return row, True
+
+
+def check_weights(label: str, names: list[str], n_kernel: int, spec: MorseSpec) -> list[int] | None:
+    """The flat parameter indices that ``--weights`` names (None: let --pick choose K of the
+    ``n_kernel`` kernel weights), checked against the parameters of ``label``."""
+    if not spec.columns:
+        if n_kernel < spec.weights:
+            raise SpecError(
+                f"{label} has {n_kernel} kernel weights, fewer than --weights {spec.weights}: "
+                "ask for fewer"
+            )
+        return None
+    out = []
+    for item in spec.columns:
+        if item.isdigit() and int(item) < len(names):
+            out.append(int(item))
+        elif item in names:
+            out.append(names.index(item))
+        else:
+            raise SpecError(
+                f"--weights: {label} has no parameter {item!r}: "
+                f"use a name like {names[0]} or an index 0..{len(names) - 1}"
+            )
+    if len(set(out)) != len(out):
+        raise SpecError(f"--weights names a parameter twice ({', '.join(map(repr, spec.columns))}): name each once")  # fmt: skip
+    return out
 
 
 def find_morse(session: Session, morse_id: int) -> MorseGraph:
@@ -191,3 +266,56 @@ def find_morse(session: Session, morse_id: int) -> MorseGraph:
     if row.completed_at is None:
         raise SpecError(f"Morse graph {morse_id} is not computed yet (task {row.task_id}): run `tracker work`")  # fmt: skip
     return row
+
+
+# --- study files ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyEnsemble:
+    """A study file's [[ensemble]] table: its spec and the name [[morse]] tables use for it."""
+
+    name: str | None
+    spec: EnsembleSpec
+
+
+@dataclass(frozen=True)
+class StudyMorse:
+    """A study file's [[morse]] table: ``ensemble`` is a name of the file's [[ensemble]] tables
+    or the id of an existing ensemble; ``spec.ensemble_id`` is filled in when written."""
+
+    ensemble: str
+    spec: MorseSpec
+    force: bool = False
+
+
+def as_study_keys(message: str) -> str:
+    """A CLI message in study-file words: ``--early-epoch`` is the key ``early_epoch``."""
+    message = message.replace("--force", "force = true")
+    return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), message)
+
+
+def add_study_morse(
+    session: Session,
+    study: Study,
+    ensembles: Sequence[StudyEnsemble],
+    graphs: Sequence[StudyMorse],
+) -> dict[str, int]:
+    """A study file's ensembles, then its Morse graphs (waiting on those ensembles' training)."""
+    counts = {"ensembles": 0, "ensembles_new": 0, "morse": 0, "morse_new": 0}
+    ids: dict[str, int] = {}
+    for item in ensembles:
+        row, new = add_ensemble(session, study, item.spec)
+        ids[item.name or ""] = row.id  # "": a file's only, unnamed ensemble
+        counts["ensembles"] += 1
+        counts["ensembles_new"] += new
+    for i, graph in enumerate(graphs):
+        ensemble_id = ids[graph.ensemble] if graph.ensemble in ids else int(graph.ensemble)
+        spec = replace(graph.spec, ensemble_id=ensemble_id)
+        try:
+            _, new = add_morse(session, study, spec, force=graph.force, wait=True)
+        except (SpecError, NotFound) as err:
+            raise type(err)(f"[[morse]] number {i + 1}: {as_study_keys(str(err))}") from None
+        counts["morse"] += 1
+        counts["morse_new"] += new
+    return counts

@@ -45,7 +45,7 @@ def add_parsers(
 
     p = enqueue.add_parser(
         "topology", parents=[common],
-        help="PHATE embedding of a model's finished retrains and the persistence of a loss over it",
+        help="PHATE embedding of a model's retrains (waiting on unfinished ones) and the persistence of a loss over it",
     )  # fmt: skip
     p.add_argument("--model", required=True, help="model id or name")
     p.add_argument("--loss", default="test", help="per-sample loss of the filtration: test, train or val")  # fmt: skip
@@ -107,6 +107,7 @@ def cmd_enqueue_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue_topology(args: argparse.Namespace) -> int:
+    from tracker._schema import Task
     from tracker.topology.rows import TopologyRequest, add_topology
     from tracker.training.rows import find_model
 
@@ -118,8 +119,11 @@ def cmd_enqueue_topology(args: argparse.Namespace) -> int:
         study = _study(session, args, model)
         emb, diagram, new = add_topology(session, study, req)
         eid, did, n = emb.id, diagram.id, emb.n_samples
+        task = session.get(Task, emb.task_id) if emb.task_id is not None else None
+        waiting = task is not None and task.status == "waiting"
     state = "new" if new else "already queued"
-    print(f"embedding {eid} ({n} samples) and persistence diagram {did} ({state}); run "
+    wait = ", waiting on unfinished retrains" if waiting else ""
+    print(f"embedding {eid} ({n} samples) and persistence diagram {did} ({state}{wait}); run "
           f"`tracker work`, then `tracker plot embedding {eid}` / `tracker plot persistence {did}`")  # fmt: skip
     return 0
 

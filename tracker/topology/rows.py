@@ -144,17 +144,19 @@ def model_retrains(session: Session, model: Model) -> list[Retrain]:
     ))  # fmt: skip
 
 
-def _pending_text(session: Session, retrains: Sequence[Retrain]) -> str | None:
+def _failed_text(session: Session, retrains: Sequence[Retrain]) -> str | None:
+    """The retrains whose task failed (or is gone), or None: an embedding waiting on them would
+    be born failed."""
     states = dict(session.execute(
         sa.select(Task.id, Task.status).where(Task.id.in_([r.task_id for r in retrains if r.task_id]))
     ).all())  # fmt: skip
-    pending = [(r, states.get(r.task_id, "missing") if r.task_id else "missing") for r in retrains]
-    pending = [(r, st) for r, st in pending if st != "done"]
-    if not pending:
+    failed = [(r, states.get(r.task_id, "missing") if r.task_id else "missing") for r in retrains]
+    failed = [(r, st) for r, st in failed if st in ("failed", "missing")]
+    if not failed:
         return None
-    shown = ", ".join(f"retrain {r.id} (task {r.task_id}: {st})" for r, st in pending[:8])
-    more = f" and {len(pending) - 8} more" if len(pending) > 8 else ""
-    return f"{len(pending)} of {len(retrains)} retrains are not done: {shown}{more}"
+    shown = ", ".join(f"retrain {r.id} (task {r.task_id}: {st})" for r, st in failed[:8])
+    more = f" and {len(failed) - 8} more" if len(failed) > 8 else ""
+    return f"{len(failed)} of {len(retrains)} retrains failed: {shown}{more}"
 
 
 def add_topology(
@@ -162,13 +164,12 @@ def add_topology(
     study: Study,
     req: TopologyRequest,
     names: dict[str, Model] | None = None,
-    *,
-    require_done: bool = True,
 ) -> tuple[Embedding, PersistenceDiagram, bool]:
     """The embedding of all of a model's retrains and the diagram of one loss over it.
 
-    ``require_done`` (the CLI): refuse while retrains are unfinished, naming them. A study file
-    enqueues retrains and topology together: there the tasks wait on the retrains instead.
+    Unfinished retrains are waited on (the embedding's task depends on theirs), so retrains and
+    their topology can be enqueued together and drained by one `tracker work`. A new embedding
+    over a failed retrain is refused, naming it: its task could never run.
     """
     if req.loss not in LOSSES:
         raise SpecError(f"unknown loss {req.loss!r}: use one of {', '.join(LOSSES)}")
@@ -182,15 +183,15 @@ def add_topology(
     retrains = model_retrains(session, model)
     if not retrains:
         raise NotFound(f"model {model.id} has no retrains: `tracker enqueue retrain --model {model.id} ...` first")  # fmt: skip
-    if require_done:
-        pending = _pending_text(session, retrains)
-        if pending:
-            raise SpecError(f"{pending}: run `tracker work` and enqueue the topology once they are done")  # fmt: skip
     n_samples = sum(r.epochs * r.saves_per_epoch + 1 for r in retrains)
     if not 1 <= req.knn < n_samples:
         raise SpecError(f"knn {req.knn} must be between 1 and {n_samples - 1} (the {n_samples} samples minus one)")  # fmt: skip
     ids = [r.id for r in retrains]
     emb_digest = spec_hash("embedding", study.name, model.id, ids, req.phate_seed, req.n_pca)
+    if session.scalar(sa.select(Embedding.id).where(Embedding.spec_hash == emb_digest)) is None:
+        failed = _failed_text(session, retrains)
+        if failed:
+            raise SpecError(f"{failed}: `tracker requeue --failed`, then enqueue the topology again")  # fmt: skip
     embedding, new_emb = get_or_add(
         session, Embedding, emb_digest, study_id=study.id, model_id=model.id, method="phate",
         n_samples=n_samples, seed=req.phate_seed, knn_dist="cosine", mds_dist="cosine",
@@ -230,7 +231,7 @@ def add_study_topology(
         counts["retrains"] += len(rows)
         counts["retrains_new"] += created
     for topo in topologies:
-        _, _, new = add_topology(session, study, topo, names, require_done=False)
+        _, _, new = add_topology(session, study, topo, names)
         counts["topologies"] += 1
         counts["topologies_new"] += new
     return counts
