@@ -14,8 +14,9 @@ wall time of each tool, and the ratio PyHessian / tracker:
            smoothing lives outside its package, in the repository's density_plot.py).
 
   whole    construction (PyHessian: the forward and create_graph backward it keeps; tracker:
-           the operator's loss check and sizing, torch.func's one-time imports and one
-           warm-up product) plus the three measures.
+           the operator's sizing and its kept graphs, whose loss is its finite-loss check;
+           with ``--hvp forward`` torch.func's one-time imports and one warm-up product)
+           plus the three measures: the full path a task runs.
 
 Each tool runs in its own child process on one torch thread (the tracker's default, for
 bitwise reruns; PyHessian is pinned the same way, so the comparison is like for like), which
@@ -30,9 +31,10 @@ Then the tracker alone: ResNet-56 top-5 eigenpairs on ``--r56-samples`` inputs (
 ``--samples``; at most ``--r56-max-iter`` Lanczos steps), its peak RSS
 against the 4 GiB target (``--no-resnet56`` skips it).
 
-``--hvp reverse`` runs the tracker with PyHessian's kind of product (reverse-over-reverse on a
-kept gradient graph) instead of forward-over-reverse, to separate the product from the
-algorithms around it.
+``--hvp`` picks the tracker's Hessian-vector product: 'auto' (its default: reverse-over-reverse
+on gradient graphs kept for the whole measure, PyHessian's kind of product), 'reverse' or
+'forward' (forward-over-reverse, torch.func's jvp of grad under vmap), to separate the product
+from the algorithms around it. The table's 'ms per HVP' column compares the products alone.
 
 Targets (issue 15), on CPU: every ratio >= 2x; the ResNet-56 top-5 run under 4 GiB.
 The issue's sizes are ``--samples 512 --probes 100 --slq-steps 100 --max-iter 100``

@@ -14,9 +14,13 @@ Three measures of the Hessian H of the mean loss over a data set (Yao et al. 202
   ``sigma_squared * max(1, lambda_max - lambda_min)`` on an evenly spaced grid, averaged over
   runs and normalised to mass 1 (PyHessian's ``density_generate``).
 
-Hessian-vector products are forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad`` of
-a ``functional_call`` loss of one flat parameter vector), several probe vectors at once under
-``vmap`` when the memory budget allows, over the data in sample batches weighted by batch size.
+Hessian-vector products are, by default, reverse-over-reverse (PyHessian's): each sample
+batch's gradient is built once with its graph (``create_graph``) and kept for every product of
+every measure on the operator while the graphs fit in a memory budget, so a product is one
+backward through it; ``hvp='forward'`` gives forward-over-reverse (``torch.func.jvp`` of
+``torch.func.grad`` of a ``functional_call`` loss of one flat parameter vector), several probe
+vectors at once under ``vmap``, keeping nothing between products. The data goes in sample
+batches weighted by batch size.
 Dropout is always off; BatchNorm uses its running statistics (``bn='eval'``, the default and
 PyHessian's choice) or the statistics of each sample batch (``bn='train'``, running statistics
 not updated); what was used is in every result's ``config``.
@@ -118,12 +122,12 @@ class HessianOperator:
             (reverse-over-reverse, PyHessian's product: each sample batch's gradient graph
             is built once and kept while all of them fit in ``graph_budget``, and each
             product is one backward through it; past the budget each product rebuilds them
-            one batch at a time). The rule is fixed, not timed: measured on CPU, one thread
-            (benchmarks/curvature.py), a kept-graph product cost 0.4-0.6x a forward one on
-            the digits MLP and the CIFAR ResNet-20 alike (jvp of grad redoes the forward and
-            the first backward per product; under vmap the batched convolutions and matmuls
-            were no faster per probe), and batching probes in the reverse product
-            (``is_grads_batched``) was 0.6-0.9x the speed of one at a time.
+            one batch at a time). The rule is fixed, not timed: measured on CPU, one thread,
+            a kept-graph product cost 0.4-0.75x a forward one on the digits MLP and the CIFAR
+            ResNet-20 alike (jvp of grad redoes the forward and the first backward per
+            product; under vmap the batched convolutions and matmuls were no faster per
+            probe), and batching probes in the reverse product (``is_grads_batched``) ran at
+            0.5-0.9x the speed of one probe at a time.
         graph_budget: bytes the kept gradient graphs of 'reverse' may take (estimated as
             three copies of every batch's activations).
 
@@ -202,7 +206,8 @@ class HessianOperator:
         self._kept: list[_Graph] = []
         if self.keep_graphs:  # built once here: their losses are the loss check's
             self._kept = [self._gradient_graph(xb, yb) for xb, yb, _ in self.batches]
-            self.loss = float(sum(w * g.loss for g, (_, _, w) in zip(self._kept, self.batches)))
+            weights = [w for _, _, w in self.batches]
+            self.loss = float(sum(w * g.loss for g, w in zip(self._kept, weights, strict=True)))
         else:
             self.loss = self._loss_value()
         if not math.isfinite(self.loss):

@@ -58,15 +58,28 @@ def mlp_case():
     return model, x, y, h, np.linalg.eigvalsh(h)
 
 
-@pytest.mark.parametrize("hvp", ["forward", "reverse"])
+@pytest.mark.parametrize(
+    ("hvp", "graph_budget", "mode", "kept"),
+    [
+        ("forward", None, "forward", False),
+        ("reverse", None, "reverse", True),
+        ("auto", None, "reverse", True),
+        ("reverse", 0, "reverse", False),  # graphs over the budget: rebuilt per product
+    ],
+)
 @pytest.mark.parametrize("batch_size", [20, None])  # batches of 20, 20, 20, 4; one batch
-def test_hessian_vector_products_equal_the_exact_hessian(mlp_case, hvp, batch_size) -> None:
+def test_hessian_vector_products_equal_the_exact_hessian(
+    mlp_case, hvp, graph_budget, mode, kept, batch_size
+) -> None:
     model, x, y, h, _ = mlp_case
-    op = HessianOperator(model, x, y, batch_size=batch_size, hvp=hvp)
-    assert op.config["hvp"] == hvp
+    budget = {} if graph_budget is None else {"graph_budget": graph_budget}
+    op = HessianOperator(model, x, y, batch_size=batch_size, hvp=hvp, **budget)
+    assert op.config["hvp"] == mode and op.config["graphs_kept"] is kept
+    # The loss check reads the kept graphs' losses or a forward pass: the same mean loss.
+    assert math.isclose(op.loss, float(F.cross_entropy(model.eval()(x), y)), rel_tol=1e-12)
     v = torch.randn(3, op.n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():  # as the measures call it
-        for _ in range(2):  # the reverse mode's kept graph serves a second call
+        for _ in range(2):  # the reverse mode's kept graphs serve a second call
             np.testing.assert_allclose(op.matmat(v).numpy(), v.numpy() @ h, rtol=0, atol=1e-12)
 
 
