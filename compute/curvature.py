@@ -59,12 +59,16 @@ LOSSES = ("cross_entropy", "mse")
 BN_MODES = ("eval", "train")
 HVP_MODES = ("auto", "forward", "reverse")
 WHICH = ("largest", "smallest", "magnitude")
+STOPS = ("residual", "change")
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes for the probe vectors batched under one vmap
 # Bytes the kept gradient graphs of 'reverse' may take: ResNet-20 on 512 CIFAR images needs
-# ~2 GiB (measured 3.3 MB a sample for the graph plus ~1.2 MB during a product); a ResNet-56
-# on as many (~5 GiB) is over it and rebuilds its graph per product in budget-sized batches.
+# ~2.3 GiB (measured 3.3 MB a sample for the graph plus ~1.2 MB during a product); a ResNet-56
+# on as many (~7 GiB) is over it and rebuilds its graphs per product in budget-sized batches,
+# so its peak stays near one batch's graph whatever the number of samples.
 DEFAULT_GRAPH_BUDGET = 3 << 30
-GRAPH_COPIES = 3  # a kept graph plus a product in flight: ~3 copies of the activations
+# A kept graph plus a product in flight, in copies of the leaf modules' outputs: measured 3.0
+# (ResNet-20) and 3.3 (ResNet-56); 4 leaves room.
+GRAPH_COPIES = 4
 MAX_PROBE_CHUNK = 64
 # PyHessian's density_generate defaults: the published smoothing.
 DENSITY_BINS = 10_000
@@ -129,7 +133,7 @@ class HessianOperator:
             probe), and batching probes in the reverse product (``is_grads_batched``) ran at
             0.5-0.9x the speed of one probe at a time.
         graph_budget: bytes the kept gradient graphs of 'reverse' may take (estimated as
-            three copies of every batch's activations).
+            ``GRAPH_COPIES`` copies of every batch's activations).
 
     Raises:
         SpecError: empty data, mismatched x/y, an unknown loss or BN mode, a non-finite loss.
@@ -492,7 +496,8 @@ class Eigenpairs:
         eigenvectors: [k, n] float32, unit rows (flat parameter order, ``HessianOperator.names``).
         residuals: [k] ||H y - theta y|| of each pair at the end.
         iterations: Lanczos steps (= Hessian-vector products).
-        converged: every residual is within ``tol * |theta|``.
+        converged: the stop was met (every residual within ``tol * |theta|``, or with
+            ``stop='change'`` every Ritz value's change), or Lanczos spanned the whole space.
         history: [iterations, k] the Ritz values after each step (NaN before step k).
         config: the operator's config plus k, which, tol, max_iter, seed.
     """
@@ -516,11 +521,15 @@ def top_eigenvalues(
     seed: int = 0,
     one_thread: bool = True,
     progress: Progress | None = None,
+    stop: str = "residual",
 ) -> Eigenpairs:
     """The k largest ('largest'), smallest or largest-magnitude eigenpairs of H by Lanczos.
 
     Lanczos runs from a seeded Gaussian start for at most ``max(max_iter, k)`` steps (never
-    more than n) and stops once every wanted Ritz pair has a residual within ``tol`` relative.
+    more than n) and stops once every wanted Ritz pair has a residual within ``tol`` relative
+    (``stop='residual'``, the default), or once every wanted Ritz value changed by less than
+    ``tol`` relative since the step before (``stop='change'``: the criterion of PyHessian's
+    power iteration, looser than the residual's, for comparisons on its terms).
     PyHessian's ``eigenvalues`` finds the largest-magnitude ones (``which='magnitude'``).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -529,12 +538,21 @@ def top_eigenvalues(
         raise SpecError(f"top-k {k} exceeds the model's {op.n} parameters: ask for at most {op.n}")
     if which not in WHICH:
         raise SpecError(f"unknown eigenvalue order {which!r}: use one of {', '.join(WHICH)}")
+    if stop not in STOPS:
+        raise SpecError(f"unknown eigenvalue stop {stop!r}: use one of {', '.join(STOPS)}")
     _check_seed(seed)
     steps = min(max(int(max_iter), k), op.n)
     history: list[np.ndarray] = []
     state: dict[str, Any] = {}
 
-    def stop(alphas: np.ndarray, betas: np.ndarray, j: int) -> bool:
+    def met(values: np.ndarray, residuals: np.ndarray) -> bool:
+        scale = np.maximum(np.abs(values), np.finfo(float).tiny)
+        if stop == "residual":
+            return bool(np.all(residuals <= tol * scale))
+        before = history[-2] if len(history) > 1 else np.full(k, np.nan)
+        return bool(np.all(np.abs(values - before) < tol * scale))
+
+    def done(alphas: np.ndarray, betas: np.ndarray, j: int) -> bool:
         values, vectors = np.linalg.eigh(_tridiagonal(alphas[0], betas[0]))
         pick = _order(values, which)[:k]
         row = np.full(k, np.nan)
@@ -542,22 +560,20 @@ def top_eigenvalues(
         history.append(row)
         residuals = np.abs(betas[0, j] * vectors[-1, pick])
         state.update(values=values[pick], vectors=vectors[:, pick], residuals=residuals)
-        if len(pick) < k:
-            return False
-        floor = np.finfo(float).tiny
-        return bool(np.all(residuals <= tol * np.maximum(np.abs(values[pick]), floor)))
+        state["met"] = len(pick) == k and met(values[pick], residuals)
+        return bool(state["met"])
 
     with _threads(one_thread), torch.no_grad():
         gen = torch.Generator(device=op.device).manual_seed(seed)
         start = _draw((1, op.n), "gaussian", gen, op.dtype).to(op.device)
-        basis, _, _, _ = _lanczos(op, start, steps, restart=gen, stop=stop,
+        basis, _, _, _ = _lanczos(op, start, steps, restart=gen, stop=done,
                                            progress=progress, stage="eigenvalues")  # fmt: skip
         ritz = torch.from_numpy(state["vectors"]).to(op.dtype).to(op.device)  # [m, k]
         vectors = torch.einsum("mk,mn->kn", ritz, basis[:, 0])
         vectors = vectors / vectors.norm(dim=1, keepdim=True)
     residuals = state["residuals"]
     values = state["values"]
-    converged = bool(np.all(residuals <= tol * np.abs(values))) or basis.shape[0] == op.n
+    converged = bool(state["met"]) or basis.shape[0] == op.n
     return Eigenpairs(
         eigenvalues=np.asarray(values, dtype=np.float64),
         eigenvectors=vectors.float().cpu().numpy(),
@@ -566,7 +582,7 @@ def top_eigenvalues(
         converged=converged,
         history=np.stack(history),
         config={**op.config, "k": k, "which": which, "tol": tol, "max_iter": max_iter,
-                "seed": seed, "method": "lanczos (full reorthogonalisation)"},
+                "seed": seed, "stop": stop, "method": "lanczos (full reorthogonalisation)"},
     )  # fmt: skip
 
 
