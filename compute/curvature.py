@@ -14,9 +14,13 @@ Three measures of the Hessian H of the mean loss over a data set (Yao et al. 202
   ``sigma_squared * max(1, lambda_max - lambda_min)`` on an evenly spaced grid, averaged over
   runs and normalised to mass 1 (PyHessian's ``density_generate``).
 
-Hessian-vector products are forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad`` of
-a ``functional_call`` loss of one flat parameter vector), several probe vectors at once under
-``vmap`` when the memory budget allows, over the data in sample batches weighted by batch size.
+Hessian-vector products are, by default, reverse-over-reverse (PyHessian's): each sample
+batch's gradient is built once with its graph (``create_graph``) and kept for every product of
+every measure on the operator while the graphs fit in a memory budget, so a product is one
+backward through it; ``hvp='forward'`` gives forward-over-reverse (``torch.func.jvp`` of
+``torch.func.grad`` of a ``functional_call`` loss of one flat parameter vector), several probe
+vectors at once under ``vmap``, keeping nothing between products. The data goes in sample
+batches weighted by batch size.
 Dropout is always off; BatchNorm uses its running statistics (``bn='eval'``, the default and
 PyHessian's choice) or the statistics of each sample batch (``bn='train'``, running statistics
 not updated); what was used is in every result's ``config``.
@@ -53,9 +57,18 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 LOSSES = ("cross_entropy", "mse")
 BN_MODES = ("eval", "train")
-HVP_MODES = ("forward", "reverse")
+HVP_MODES = ("auto", "forward", "reverse")
 WHICH = ("largest", "smallest", "magnitude")
+STOPS = ("residual", "change")
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes for the probe vectors batched under one vmap
+# Bytes the kept gradient graphs of 'reverse' may take: ResNet-20 on 512 CIFAR images needs
+# ~2.3 GiB (measured 3.3 MB a sample for the graph plus ~1.2 MB during a product); a ResNet-56
+# on as many (~7 GiB) is over it and rebuilds its graphs per product in budget-sized batches,
+# so its peak stays near one batch's graph whatever the number of samples.
+DEFAULT_GRAPH_BUDGET = 3 << 30
+# A kept graph plus a product in flight, in copies of the leaf modules' outputs: measured 3.0
+# (ResNet-20) and 3.3 (ResNet-56); 4 leaves room.
+GRAPH_COPIES = 4
 MAX_PROBE_CHUNK = 64
 # PyHessian's density_generate defaults: the published smoothing.
 DENSITY_BINS = 10_000
@@ -84,6 +97,15 @@ def _load_functorch_lazies() -> None:
         from torch._decomp import decompositions_for_jvp  # noqa: F401
 
 
+@dataclass
+class _Graph:
+    """A sample batch's gradient with its graph kept for Hessian-vector products."""
+
+    leaves: list[torch.Tensor]
+    gradient: tuple[torch.Tensor, ...]
+    loss: float
+
+
 class HessianOperator:
     """The Hessian of the mean loss of ``model`` on (x, y) as a linear operator on flat vectors.
 
@@ -99,15 +121,19 @@ class HessianOperator:
             with weight len(batch) / len(x).
         memory_budget: bytes that the probe vectors of one vmap call may take; the number of
             probes per call is derived from the model's and the data's sizes, never timing.
-        hvp: 'forward' (forward-over-reverse, jvp of grad, probes batched under vmap) or
-            'reverse' (PyHessian's reverse-over-reverse: the gradient's graph is built once
-            and kept when the data is one batch, each product is one backward through it).
-            'forward' keeps nothing between products; 'reverse' keeps the graph (the
-            batch's activations) but skips the forward and first backward per product.
-            Measured on 2 loaded CPU cores, one thread (benchmarks/curvature.py): per
-            product 'reverse' ran at PyHessian's speed (0.8-1.2x), 'forward' at 0.5-0.7x;
-            'forward' is the default the issue asks for (its vmap pays off on a GPU, not yet
-            measured here).
+        hvp: 'auto' (the default: 'reverse'), 'forward' (forward-over-reverse, jvp of grad,
+            probes batched under vmap; keeps nothing between products) or 'reverse'
+            (reverse-over-reverse, PyHessian's product: each sample batch's gradient graph
+            is built once and kept while all of them fit in ``graph_budget``, and each
+            product is one backward through it; past the budget each product rebuilds them
+            one batch at a time). The rule is fixed, not timed: measured on CPU, one thread,
+            a kept-graph product cost 0.4-0.75x a forward one on the digits MLP and the CIFAR
+            ResNet-20 alike (jvp of grad redoes the forward and the first backward per
+            product; under vmap the batched convolutions and matmuls were no faster per
+            probe), and batching probes in the reverse product (``is_grads_batched``) ran at
+            0.5-0.9x the speed of one probe at a time.
+        graph_budget: bytes the kept gradient graphs of 'reverse' may take (estimated as
+            ``GRAPH_COPIES`` copies of every batch's activations).
 
     Raises:
         SpecError: empty data, mismatched x/y, an unknown loss or BN mode, a non-finite loss.
@@ -123,12 +149,15 @@ class HessianOperator:
         bn: str = "eval",
         batch_size: int | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        hvp: str = "forward",
+        hvp: str = "auto",
+        graph_budget: int = DEFAULT_GRAPH_BUDGET,
     ) -> None:
         if loss not in LOSSES:
             raise SpecError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
         if hvp not in HVP_MODES:
-            raise SpecError(f"unknown Hessian-vector product {hvp!r}: use 'forward' or 'reverse'")
+            raise SpecError(
+                f"unknown Hessian-vector product {hvp!r}: use 'auto', 'forward' or 'reverse'"
+            )
         if bn not in BN_MODES:
             raise SpecError(f"unknown BatchNorm mode {bn!r}: use 'eval' or 'train'")
         n_samples = int(x.shape[0]) if x.dim() else 0
@@ -140,7 +169,9 @@ class HessianOperator:
             )
         if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
             raise SpecError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        _load_functorch_lazies()
+        hvp = "reverse" if hvp == "auto" else hvp
+        if hvp == "forward":
+            _load_functorch_lazies()
         self.model = _prepared(model, bn)
         named = [(k, p) for k, p in self.model.named_parameters() if p.requires_grad]
         if not named:
@@ -154,7 +185,6 @@ class HessianOperator:
         self.dtype, self.device = self.theta.dtype, self.theta.device
         self.loss_name = loss
         self.hvp_mode = hvp
-        self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
         if loss == "mse":
             y = y.to(self.dtype)
         per_sample = self._activations_per_sample(x[:1], y[:1])
@@ -175,7 +205,15 @@ class HessianOperator:
         self.n_samples = n_samples
         self.hvp_count = 0  # Hessian-vector products done (one per probe vector)
         self.hvp_seconds = 0.0  # wall time inside them, for reports only
-        self.loss = self._loss_value()
+        graph_bytes = GRAPH_COPIES * self.theta.element_size() * per_sample * n_samples
+        self.keep_graphs = hvp == "reverse" and graph_bytes <= int(graph_budget)
+        self._kept: list[_Graph] = []
+        if self.keep_graphs:  # built once here: their losses are the loss check's
+            self._kept = [self._gradient_graph(xb, yb) for xb, yb, _ in self.batches]
+            weights = [w for _, _, w in self.batches]
+            self.loss = float(sum(w * g.loss for g, w in zip(self._kept, weights, strict=True)))
+        else:
+            self.loss = self._loss_value()
         if not math.isfinite(self.loss):
             raise SpecError(
                 f"the loss at this checkpoint is {self.loss}: curvature needs a finite loss; "
@@ -194,6 +232,7 @@ class HessianOperator:
             "probe_chunk": self.probe_chunk,
             "memory_budget": int(memory_budget),
             "hvp": hvp,
+            "graphs_kept": self.keep_graphs,
         }
 
     # -- pieces
@@ -203,7 +242,12 @@ class HessianOperator:
         return {k: t.view(s) for k, t, s in zip(self.names, parts, self.shapes, strict=True)}
 
     def _loss_at(self, theta: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        out = functional_call(self.model, (self._params(theta), self.buffers), (xb,))
+        return self._loss_of(self._params(theta), xb, yb)
+
+    def _loss_of(
+        self, params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor
+    ) -> torch.Tensor:
+        out = functional_call(self.model, (params, self.buffers), (xb,))
         if self.loss_name == "cross_entropy":
             return F.cross_entropy(out, yb)
         # Written out: F.mse_loss's backward fails under forward AD in torch 2.14 ("ZeroTensors
@@ -243,9 +287,13 @@ class HessianOperator:
         start = time.perf_counter()
         if self.hvp_mode == "reverse":
             out = self._reverse_matmat(vectors)
-            self.hvp_count += int(vectors.shape[0])
-            self.hvp_seconds += time.perf_counter() - start
-            return out
+        else:
+            out = self._forward_matmat(vectors)
+        self.hvp_count += int(vectors.shape[0])
+        self.hvp_seconds += time.perf_counter() - start
+        return out
+
+    def _forward_matmat(self, vectors: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(vectors)
         for lo in range(0, vectors.shape[0], self.probe_chunk):
             chunk = vectors[lo : lo + self.probe_chunk]
@@ -257,32 +305,32 @@ class HessianOperator:
 
                 part = hvp(chunk[0])[None] if chunk.shape[0] == 1 else vmap(hvp)(chunk)
                 out[lo : lo + chunk.shape[0]].add_(part, alpha=weight)
-        self.hvp_count += int(vectors.shape[0])
-        self.hvp_seconds += time.perf_counter() - start
         return out
 
-    def _gradient_graph(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(leaf, gradient) with the gradient's graph built for a second backward; kept for
-        the next product when the data is one batch (more batches would keep them all)."""
-        if self._kept is not None:
-            return self._kept
-        leaf = self.theta.detach().requires_grad_()
+    def _gradient_graph(self, xb: torch.Tensor, yb: torch.Tensor) -> _Graph:
+        """One sample batch's gradient with its graph built for a second backward, with one
+        leaf per parameter tensor (a flat leaf split into views costs a split and a cat in
+        every product's backward)."""
+        leaves = [t.view(s).detach().requires_grad_() for t, s in
+                  zip(self.theta.split(self.sizes), self.shapes, strict=True)]  # fmt: skip
         with torch.enable_grad():
-            gradient = torch.autograd.grad(self._loss_at(leaf, xb, yb), leaf, create_graph=True)[0]
-        if len(self.batches) == 1:
-            self._kept = (leaf, gradient)
-        return leaf, gradient
+            loss = self._loss_of(dict(zip(self.names, leaves, strict=True)), xb, yb)
+            gradient = torch.autograd.grad(loss, leaves, create_graph=True)
+        return _Graph(leaves, gradient, float(loss.detach()))
 
     def _reverse_matmat(self, vectors: torch.Tensor) -> torch.Tensor:
-        """H V by one backward per probe through the gradient's graph (a loop, not
-        ``is_grads_batched``: batched it was slower on CPU for the digits MLP)."""
+        """H V by one backward per probe through each batch's gradient graph (a loop, not
+        ``is_grads_batched``: batched it was slower on CPU, see ``hvp``)."""
         out = torch.zeros_like(vectors)
-        for xb, yb, weight in self.batches:
-            leaf, gradient = self._gradient_graph(xb, yb)
+        for b, (xb, yb, weight) in enumerate(self.batches):
+            graph = self._kept[b] if self.keep_graphs else self._gradient_graph(xb, yb)
             with torch.enable_grad():
                 for i, v in enumerate(vectors):
-                    hv = torch.autograd.grad(gradient, leaf, v, retain_graph=True)[0]
-                    out[i].add_(hv, alpha=weight)
+                    parts = [t.view(s) for t, s in zip(v.split(self.sizes), self.shapes,
+                                                       strict=True)]  # fmt: skip
+                    hv = torch.autograd.grad(graph.gradient, graph.leaves, parts,
+                                             retain_graph=True)  # fmt: skip
+                    out[i].add_(torch.cat([h.reshape(-1) for h in hv]), alpha=weight)
         return out
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
@@ -448,7 +496,8 @@ class Eigenpairs:
         eigenvectors: [k, n] float32, unit rows (flat parameter order, ``HessianOperator.names``).
         residuals: [k] ||H y - theta y|| of each pair at the end.
         iterations: Lanczos steps (= Hessian-vector products).
-        converged: every residual is within ``tol * |theta|``.
+        converged: the stop was met (every residual within ``tol * |theta|``, or with
+            ``stop='change'`` every Ritz value's change), or Lanczos spanned the whole space.
         history: [iterations, k] the Ritz values after each step (NaN before step k).
         config: the operator's config plus k, which, tol, max_iter, seed.
     """
@@ -472,11 +521,15 @@ def top_eigenvalues(
     seed: int = 0,
     one_thread: bool = True,
     progress: Progress | None = None,
+    stop: str = "residual",
 ) -> Eigenpairs:
     """The k largest ('largest'), smallest or largest-magnitude eigenpairs of H by Lanczos.
 
     Lanczos runs from a seeded Gaussian start for at most ``max(max_iter, k)`` steps (never
-    more than n) and stops once every wanted Ritz pair has a residual within ``tol`` relative.
+    more than n) and stops once every wanted Ritz pair has a residual within ``tol`` relative
+    (``stop='residual'``, the default), or once every wanted Ritz value changed by less than
+    ``tol`` relative since the step before (``stop='change'``: the criterion of PyHessian's
+    power iteration, looser than the residual's, for comparisons on its terms).
     PyHessian's ``eigenvalues`` finds the largest-magnitude ones (``which='magnitude'``).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -485,12 +538,21 @@ def top_eigenvalues(
         raise SpecError(f"top-k {k} exceeds the model's {op.n} parameters: ask for at most {op.n}")
     if which not in WHICH:
         raise SpecError(f"unknown eigenvalue order {which!r}: use one of {', '.join(WHICH)}")
+    if stop not in STOPS:
+        raise SpecError(f"unknown eigenvalue stop {stop!r}: use one of {', '.join(STOPS)}")
     _check_seed(seed)
     steps = min(max(int(max_iter), k), op.n)
     history: list[np.ndarray] = []
     state: dict[str, Any] = {}
 
-    def stop(alphas: np.ndarray, betas: np.ndarray, j: int) -> bool:
+    def met(values: np.ndarray, residuals: np.ndarray) -> bool:
+        scale = np.maximum(np.abs(values), np.finfo(float).tiny)
+        if stop == "residual":
+            return bool(np.all(residuals <= tol * scale))
+        before = history[-2] if len(history) > 1 else np.full(k, np.nan)
+        return bool(np.all(np.abs(values - before) < tol * scale))
+
+    def done(alphas: np.ndarray, betas: np.ndarray, j: int) -> bool:
         values, vectors = np.linalg.eigh(_tridiagonal(alphas[0], betas[0]))
         pick = _order(values, which)[:k]
         row = np.full(k, np.nan)
@@ -498,22 +560,20 @@ def top_eigenvalues(
         history.append(row)
         residuals = np.abs(betas[0, j] * vectors[-1, pick])
         state.update(values=values[pick], vectors=vectors[:, pick], residuals=residuals)
-        if len(pick) < k:
-            return False
-        floor = np.finfo(float).tiny
-        return bool(np.all(residuals <= tol * np.maximum(np.abs(values[pick]), floor)))
+        state["met"] = len(pick) == k and met(values[pick], residuals)
+        return bool(state["met"])
 
     with _threads(one_thread), torch.no_grad():
         gen = torch.Generator(device=op.device).manual_seed(seed)
         start = _draw((1, op.n), "gaussian", gen, op.dtype).to(op.device)
-        basis, _, _, _ = _lanczos(op, start, steps, restart=gen, stop=stop,
+        basis, _, _, _ = _lanczos(op, start, steps, restart=gen, stop=done,
                                            progress=progress, stage="eigenvalues")  # fmt: skip
         ritz = torch.from_numpy(state["vectors"]).to(op.dtype).to(op.device)  # [m, k]
         vectors = torch.einsum("mk,mn->kn", ritz, basis[:, 0])
         vectors = vectors / vectors.norm(dim=1, keepdim=True)
     residuals = state["residuals"]
     values = state["values"]
-    converged = bool(np.all(residuals <= tol * np.abs(values))) or basis.shape[0] == op.n
+    converged = bool(state["met"]) or basis.shape[0] == op.n
     return Eigenpairs(
         eigenvalues=np.asarray(values, dtype=np.float64),
         eigenvectors=vectors.float().cpu().numpy(),
@@ -522,7 +582,7 @@ def top_eigenvalues(
         converged=converged,
         history=np.stack(history),
         config={**op.config, "k": k, "which": which, "tol": tol, "max_iter": max_iter,
-                "seed": seed, "method": "lanczos (full reorthogonalisation)"},
+                "seed": seed, "stop": stop, "method": "lanczos (full reorthogonalisation)"},
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 ROW = re.compile(
-    r"^\| (\S+) \| (top-1|trace|density|whole) \| ([\d.]+) \| ([\d.]+) \| +([\d.]+)x (PASS|MISS) \|",
+    r"^\| (\S+) \| (top-1|top-1-residual|trace|density|whole) \| ([\d.]+) \| ([\d.]+) \| +([\d.]+)x (PASS|MISS) \|",
     re.M,
 )
 
@@ -26,7 +26,7 @@ def test_quick_run_prints_a_ratio_per_case_and_measure() -> None:
     assert {(case, m) for case, m, *_ in rows} == {
         (case, m)
         for case in ("resnet20", "digits-quick")
-        for m in ("top-1", "trace", "density", "whole")
+        for m in ("top-1", "top-1-residual", "trace", "density", "whole")
     }, out
     for _case, _m, ours, theirs, ratio, verdict in rows:
         ours_s, theirs_s = float(ours), float(theirs)
