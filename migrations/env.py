@@ -23,18 +23,29 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:
-    if connection.dialect.name == "sqlite":
-        # Batch migrations rebuild a table and rename the copy; views that read the table
-        # (v_models, v_surfaces, v_measures) would make SQLite refuse that rename.
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch migrations copy a table, drop the old one and rename the copy. With foreign
+        # keys enforced, SQLite refuses to drop a table that rows elsewhere reference (a
+        # populated `models`), so they are off for the migration: set on the driver's
+        # connection, before any transaction (inside one the pragma does nothing), checked
+        # below before the commit, and back on in tracker._migrate.
+        connection.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+        # Views that read a rebuilt table (v_models, v_surfaces, v_measures) would make SQLite
+        # refuse the rename.
         connection.exec_driver_sql("PRAGMA legacy_alter_table = ON")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
     )
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"the migration left rows with dangling references: {broken[:5]}")
 
 
 if context.is_offline_mode():

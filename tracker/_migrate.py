@@ -37,6 +37,7 @@ def _run(db: Database, fn: Callable[[Config, str], None], revision: str) -> None
         cfg.attributes["connection"] = conn
         try:
             fn(cfg, revision)
+            conn.commit()
         except util.CommandError as err:
             verb = fn.__name__
             raise SchemaOutOfDate(
@@ -44,7 +45,10 @@ def _run(db: Database, fn: Callable[[Config, str], None], revision: str) -> None
                 "name a revision from migrations/versions (`base` drops every table); a database "
                 "newer than this tracker needs a newer tracker"
             ) from None
-        conn.commit()
+        finally:
+            if db.dialect == "sqlite":  # migrations/env.py turned them off for the rebuilds
+                conn.rollback()  # nothing left after the commit; a failed migration's changes
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
