@@ -11,12 +11,20 @@ N x N grid, writing each point's weights into the model in place. Nothing is sto
 
 from __future__ import annotations
 
-import argparse
-import gzip
-import itertools
 import time
 
 T0 = time.perf_counter()
+
+import argparse  # noqa: E402
+import gzip  # noqa: E402
+import itertools  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# `python benchmarks/plain_surface.py` puts benchmarks/ first on sys.path, where queue.py
+# would shadow the standard library's `queue` (which torch imports).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
