@@ -8,9 +8,11 @@ printed as the median with the spread (min-max) of the runs:
 - ``tracker work`` on an empty queue ("nothing to do"), and ``tracker status``;
 - launch to first claim of ``tracker work`` with one no-op task queued (the task's
   ``started_at`` minus the launch), and the whole drain of that one task;
-- worker start: the CPU seconds of ``run_worker`` claiming and running one no-op in a process
-  that has imported Dask already (as a Dask worker has), and the modules it imported;
-- ``tracker train`` of a tiny iris MLP in a new home, with the INFO lines it printed;
+- worker start: the CPU seconds of ``run_worker`` claiming and running one no-op (what each
+  loop costs), and apart the import of the worker module (once per process, in a process that
+  has imported Dask already, as a Dask worker has), with the heavy modules they imported;
+- ``tracker train`` of a tiny iris MLP in a new home, with the INFO lines it printed (the
+  first run makes MLflow's template database, the later ones copy it: see the spread);
 - the user path: ``tracker enqueue surface`` + ``tracker work`` of a 51x51 surface of a digits
   MLP (64,64) against ``benchmarks/plain_surface.py`` doing the same grid with plain torch
   (its import included), run as pairs; the ratio is tracker / plain per pair;
@@ -66,14 +68,17 @@ print(f"SECONDS {time.perf_counter() - t:.3f}")
 c.close()
 """
 
-# run_worker in a process that has imported Dask (as a Dask worker has): CPU seconds of
-# claiming and running one no-op, and how many modules that imported.
+# A worker in a process that has imported Dask (as a Dask worker has): CPU seconds of importing
+# the worker module (once per process), then of run_worker claiming and running one no-op
+# (once per loop: what each further in-process loop costs), and the heavy modules imported.
 WORKER_SCRIPT = """
 import sys, time
 import distributed  # noqa: F401  (a Dask worker process has it already)
 before = set(sys.modules)
 t = time.process_time()
 from tracker._worker import WorkerConfig, run_worker
+print(f"IMPORT {time.process_time() - t:.3f}")
+t = time.process_time()
 stats = run_worker(WorkerConfig(db_url=sys.argv[1], store_url=sys.argv[2], max_tasks=1))
 print(f"SECONDS {time.process_time() - t:.3f}")
 new = set(sys.modules) - before
@@ -141,6 +146,9 @@ class Tree:
         # A user's Python caches bytecode; without it every run compiles the tracker again.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPATH"] = str(self.root)
+        # MLflow's prepared tables (tracker/_mlflow.py): made by the first run that needs them,
+        # copied by the later ones, as on a machine where tracker has run once.
+        env["TRACKER_MLFLOW_TEMPLATE_DIR"] = str(self.scratch / "mlflow-template")
         env["TRACKER_HOME"] = str(home / ".tracker")
         return env
 
@@ -161,10 +169,10 @@ def first_claim_after(db: Path, launched: datetime) -> float:
     return (claimed - launched).total_seconds()
 
 
-def seconds_line(out: str) -> float:
-    m = re.search(r"SECONDS ([0-9.]+)", out)
+def seconds_line(out: str, key: str = "SECONDS") -> float:
+    m = re.search(key + r" ([0-9.]+)", out)
     if m is None:
-        raise RuntimeError(f"no SECONDS line in:\n{out[-2000:]}")
+        raise RuntimeError(f"no {key} line in:\n{out[-2000:]}")
     return float(m.group(1))
 
 
@@ -192,7 +200,9 @@ def empty_and_status(tree: Tree, figs: dict[str, Figure]) -> None:
     figs["work, empty queue"].add(tree.label, r.wall)
     figs["work, empty queue (CPU)"].add(tree.label, r.cpu)
     tree.tracker(home, "enqueue", "noop", "--count", "3")
-    figs["status"].add(tree.label, tree.tracker(home, "status").wall)
+    status = tree.tracker(home, "status")
+    figs["status"].add(tree.label, status.wall)
+    figs["status (CPU)"].add(tree.label, status.cpu)
 
 
 def first_claim(tree: Tree, figs: dict[str, Figure]) -> None:
@@ -214,6 +224,7 @@ def worker_start(tree: Tree, figs: dict[str, Figure]) -> None:
     store = str(home / ".tracker" / "store.zarr")
     out = tree.python(home, "-c", WORKER_SCRIPT, db_url, store).out
     figs["worker start (CPU)"].add(tree.label, seconds_line(out))
+    figs["worker module import (CPU)"].add(tree.label, seconds_line(out, "IMPORT"))
     m = re.search(r"DONE (\d+) MODULES (\d+) HEAVY (\S+)", out)
     if m is None or m.group(1) != "1":
         raise RuntimeError(f"the worker did not run its task:\n{out[-2000:]}")
@@ -225,6 +236,7 @@ def train_tiny(tree: Tree, figs: dict[str, Figure]) -> None:
     r = tree.tracker(home, "train", "--arch", "mlp", "--widths", "16", "--dataset", "iris",
                      "--epochs", "2", "--batch-size", "16")  # fmt: skip
     figs["train, tiny model, new home"].add(tree.label, r.wall)
+    figs["train, tiny model, new home (CPU)"].add(tree.label, r.cpu)
     figs["train, tiny model, new home"].notes[tree.label] = f"{info_lines(r.out)} INFO lines"
 
 
@@ -260,21 +272,28 @@ def demo(tree: Tree, figs: dict[str, Figure]) -> None:
     home = tree.home()
     r = tree.tracker(home, "demo", "--no-progress")
     figs["demo"].add(tree.label, r.wall)
+    figs["demo (CPU)"].add(tree.label, r.cpu)
     figs["demo"].notes[tree.label] = f"{info_lines(r.out)} INFO lines"
 
 
 MEASURES: dict[str, tuple[Callable[[Tree, dict[str, Figure]], None], list[str]]] = {
     "floors": (floors, ["import torch", "import mlflow", "Dask LocalCluster, 2 processes"]),
-    "empty": (empty_and_status, ["work, empty queue", "work, empty queue (CPU)", "status"]),
+    "empty": (
+        empty_and_status,
+        ["work, empty queue", "work, empty queue (CPU)", "status", "status (CPU)"],
+    ),
     "claim": (
         first_claim,
         ["work, first claim", "work, one no-op drained", "work, one no-op drained (CPU)"],
     ),
-    "worker": (worker_start, ["worker start (CPU)"]),
-    "train": (train_tiny, ["train, tiny model, new home"]),
+    "worker": (worker_start, ["worker start (CPU)", "worker module import (CPU)"]),
+    "train": (
+        train_tiny,
+        ["train, tiny model, new home", "train, tiny model, new home (CPU)"],
+    ),
     "user": (UserPath(), ["user path, tracker", "user path, plain script", "user path / plain",
                           "user path, tracker (CPU)", "user path, plain script (CPU)"]),
-    "demo": (demo, ["demo"]),
+    "demo": (demo, ["demo", "demo (CPU)"]),
 }
 
 
