@@ -39,6 +39,20 @@ def _pg_problem() -> str | None:
     return None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_template_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One prepared MLflow database per test session: every new home (and `tracker` process)
+    copies it instead of running MLflow's migrations again (tracker/_mlflow.py)."""
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    old = os.environ.get("TRACKER_MLFLOW_TEMPLATE_DIR")
+    os.environ["TRACKER_MLFLOW_TEMPLATE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("TRACKER_MLFLOW_TEMPLATE_DIR", None)
+    else:
+        os.environ["TRACKER_MLFLOW_TEMPLATE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> str:
     problem = _pg_problem()

@@ -61,13 +61,14 @@ def create_if_brand_new_sqlite(db: Database) -> bool:
     from sqlalchemy import exc as sa_exc
 
     from tracker._db import SCHEMA_REVISION
-    from tracker._migrate import upgrade
 
     if db.dialect != "sqlite":
         return False
     with db.engine.connect() as conn:
         if sa.inspect(conn).get_table_names():
             return False
+    from tracker._migrate import upgrade  # Alembic: only for a brand-new database
+
     try:
         upgrade(db, "head")
     except sa_exc.OperationalError:

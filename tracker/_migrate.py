@@ -48,7 +48,9 @@ def _run(db: Database, fn: Callable[[Config, str], None], revision: str) -> None
         finally:
             if db.dialect == "sqlite":  # migrations/env.py turned them off for the rebuilds
                 conn.rollback()  # nothing left after the commit; a failed migration's changes
-                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")
+                raw = conn.connection.dbapi_connection
+                assert raw is not None  # an open connection has its driver connection
+                raw.execute("PRAGMA foreign_keys = ON")
 
 
 def upgrade(db: Database, revision: str = "head") -> None:

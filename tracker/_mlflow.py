@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -53,15 +55,65 @@ def _new_client(uri: str) -> MlflowClient:
     db_path.parent.mkdir(parents=True, exist_ok=True)
     # MLflow creates and migrates its tables on first use; two workers doing that at once
     # corrupt the migration. One at a time, on a lock file beside the database.
-    with open(db_path.with_suffix(".init-lock"), "w") as lock, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # alembic's notes about MLflow's own schema
+    with open(db_path.with_suffix(".init-lock"), "w") as lock, _quiet_schema_setup():
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            if not db_path.exists() or db_path.stat().st_size == 0:
+                _copy_template(db_path)
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return client
+
+
+def template_path() -> Path:
+    """The prepared MLflow database this machine copies into each new home, one per MLflow
+    version (its schema is that version's): in $TRACKER_MLFLOW_TEMPLATE_DIR, else the user's
+    cache folder."""
+    import mlflow
+
+    folder = os.environ.get("TRACKER_MLFLOW_TEMPLATE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tracker"
+    )
+    return Path(folder) / f"mlflow-{mlflow.__version__}.db"
+
+
+def _copy_template(db_path: Path) -> None:
+    """Give a new home MLflow's tables by copying the prepared database (milliseconds) instead
+    of running MLflow's migrations there (seconds); the template is made on first need.
+
+    Best effort: if the cache folder cannot be written, MLflow creates the tables itself.
+    """
+    template = template_path()
+    try:
+        if not template.exists():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            tmp = template.with_name(f"{template.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.unlink(missing_ok=True)
+            MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
+            os.replace(tmp, template)  # atomic: another process never copies a half-made one
+        partial = db_path.with_name(db_path.name + ".copying")
+        shutil.copyfile(template, partial)
+        os.replace(partial, db_path)
+    except OSError:
+        return
+
+
+@contextmanager
+def _quiet_schema_setup() -> Iterator[None]:
+    """No INFO lines or warnings on the user's terminal while MLflow sets up its tables."""
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # alembic's notes about MLflow's own schema
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 def _artifact_location(uri: str) -> str | None:

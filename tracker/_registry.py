@@ -36,6 +36,27 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 )
 
 
+# The built-in kinds by name: the module that registers each, and whether it is claimed in
+# batches. With this a worker claims (and `tracker work` counts the queue) before importing
+# torch; a kind's module is imported when a task of that kind first runs. A test checks this
+# table against what the modules register.
+BUILTIN_KINDS: dict[str, tuple[str, bool]] = {
+    "noop": ("tracker._builtin", True),
+    "train": ("tracker.training.kinds", False),
+    "direction": ("tracker.training.kinds", False),
+    "surface.tile": ("tracker.surfaces.kinds", False),
+    "surface.complete": ("tracker.surfaces.kinds", True),
+    "retrain": ("tracker.topology.kinds", False),
+    "embedding": ("tracker.topology.kinds", False),
+    "persistence": ("tracker.topology.kinds", False),
+    "levelset.run": ("tracker.levelsets.kinds", False),
+    "levelset.l2": ("tracker.levelsets.kinds", False),
+    "ensemble.train": ("tracker.morse.kinds", False),
+    "ensemble.complete": ("tracker.morse.kinds", True),
+    "morse": ("tracker.morse.kinds", False),
+}
+
+
 @dataclass(frozen=True)
 class TaskKind:
     name: str
@@ -67,6 +88,9 @@ def task_kind(
 
 
 def get_kind(name: str) -> TaskKind:
+    """The kind ``name``, importing its built-in module on first use."""
+    if name not in _KINDS and name in BUILTIN_KINDS:
+        importlib.import_module(BUILTIN_KINDS[name][0])
     try:
         return _KINDS[name]
     except KeyError:
@@ -81,11 +105,27 @@ def kind_names() -> list[str]:
 
 def load_plugins(modules: Iterable[str] = ()) -> list[str]:
     """Import the built-in plugins and ``modules``; return the registered kind names."""
-    for module in (*BUILTIN_PLUGINS, *modules):
+    _import_plugins((*BUILTIN_PLUGINS, *modules))
+    return kind_names()
+
+
+def known_kinds(modules: Iterable[str] = ()) -> dict[str, bool]:
+    """Kind name -> batched, for the built-in kinds and those of plugin ``modules``.
+
+    Only the plugins are imported: the built-in kinds' modules (torch and the rest) wait until
+    a task of theirs runs (get_kind), so listing the kinds costs no heavy import.
+    """
+    _import_plugins(modules)
+    known = {name: batch for name, (_, batch) in BUILTIN_KINDS.items()}
+    known.update({name: kind.batch for name, kind in _KINDS.items()})
+    return dict(sorted(known.items()))
+
+
+def _import_plugins(modules: Iterable[str]) -> None:
+    for module in modules:
         try:
             importlib.import_module(module)
         except ImportError as err:
             raise ConfigError(
                 f"cannot import plugin module {module!r} ({err}): check its name and PYTHONPATH"
             ) from None
-    return kind_names()

@@ -1,6 +1,10 @@
-"""``tracker work``: start Dask workers and run one worker loop on each until drained.
+"""``tracker work``: run worker loops until the queue is drained.
 
-A LocalCluster by default (one single-threaded process per worker); ``--cuda`` uses
+With no --workers, --scheduler or --cuda the loops run in threads of this process, one per
+core: the first claim comes within a second of launch and torch is imported once, where a
+LocalCluster costs seconds of start-up and one torch import per process (see
+benchmarks/startup.py). ``--workers N`` starts a LocalCluster (one single-threaded process
+per worker: a killed worker is restarted, a crashing task cannot take the command down); ``--cuda`` uses
 dask_cuda.LocalCUDACluster (one worker per GPU); ``--scheduler`` starts this machine's
 workers attached to an existing scheduler, so several machines share one cluster and all
 of them claim from the same database.
@@ -13,6 +17,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -25,7 +30,7 @@ from tracker._config import Settings
 from tracker._db import Database, open_database
 from tracker._exceptions import ConfigError, NoGPU
 from tracker._queue import DEFAULT_LEASE_SECONDS, find_study
-from tracker._registry import load_plugins
+from tracker._registry import known_kinds
 from tracker._retry import retrying
 from tracker._schema import Task
 from tracker._worker import WorkerConfig, run_worker
@@ -274,9 +279,9 @@ def work(
     progress: bool = True,
     stream: IO[str] = sys.stderr,
 ) -> WorkSummary:
-    """Drain the queue (or serve it forever) with Dask workers; return what was done."""
+    """Drain the queue (or serve it forever) with worker loops; return what was done."""
     db = open_database(settings.db_url)
-    known = load_plugins(plugins)
+    known = list(known_kinds(plugins))
     if kinds is not None:
         unknown = sorted(set(kinds) - set(known))
         if unknown:
@@ -292,6 +297,7 @@ def work(
     _warn_unknown_kinds(db, known, study_ids, stream)
     n_gpus = check_cuda() if cuda else 0
     n_workers = n_gpus or workers or max(os.cpu_count() or 1, 1)
+    in_process = not (cuda or workers or scheduler or forever)
     start = scope_counts(db, scope_kinds, study_ids)
     if not forever and start["waiting"] + start["pending"] + start["running"] == 0:
         stream.write("nothing to do: no waiting, pending or running tasks\n")
@@ -310,20 +316,29 @@ def work(
     )
     bar = Progress(stream, start, progress)
     t0 = time.monotonic()
-    cluster = (
-        _joined_cluster(scheduler, n_workers, cuda)
-        if scheduler
-        else _local_cluster(n_workers, cuda)
-    )
-    with cluster as (client, addresses, resource):
-        loops = _Loops(client, base, resource)
-        futures = [loops.submit() for _ in addresses]
-        try:
-            results = loops.supervise(futures, lambda: bar.update(
-                scope_counts(db, scope_kinds, study_ids)))  # fmt: skip
-        except KeyboardInterrupt:
-            client.cancel(loops.live)
-            raise
+
+    def tick() -> None:
+        bar.update(scope_counts(db, scope_kinds, study_ids))
+
+    restarts = 0
+    if in_process:
+        results = _run_in_threads(base, n_workers, tick)
+        n_loops = n_workers
+    else:
+        cluster = (
+            _joined_cluster(scheduler, n_workers, cuda)
+            if scheduler
+            else _local_cluster(n_workers, cuda)
+        )
+        with cluster as (client, addresses, resource):
+            loops = _Loops(client, base, resource)
+            futures = [loops.submit() for _ in addresses]
+            try:
+                results = loops.supervise(futures, tick)
+            except KeyboardInterrupt:
+                client.cancel(loops.live)
+                raise
+        n_loops, restarts = len(addresses), loops.restarts
     end = scope_counts(db, scope_kinds, study_ids)
     bar.update(end, final=True)
     db.dispose()
@@ -331,12 +346,43 @@ def work(
         done=sum(r["done"] for r in results),
         failed=sum(r["failed"] for r in results),
         seconds=time.monotonic() - t0,
-        workers=len(addresses),
+        workers=n_loops,
         failed_in_scope=end["failed"],
         failed_before=start["failed"],
         unfinished=0 if forever else end["waiting"] + end["pending"] + end["running"],
-        restarts=loops.restarts,
+        restarts=restarts,
     )
+
+
+def _run_in_threads(base: WorkerConfig, n: int, tick: Any) -> list[dict[str, Any]]:
+    """Run ``n`` worker loops in threads of this process until they drain the queue.
+
+    torch's operations release the GIL, so loops computing tiles or training share the cores
+    as separate processes would; torch gets cores // n threads, as each Dask worker does. The
+    first error of a loop is raised here (a TrackerError's one line, or a bug's traceback);
+    the threads are daemons, so an interrupted command exits and their leases expire.
+    """
+    os.environ.setdefault("TRACKER_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    results: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def loop(index: int) -> None:
+        try:
+            results.append(run_worker(base))
+        except BaseException as err:  # re-raised in the calling thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=loop, args=(i,), name=f"loop{i}", daemon=True)
+               for i in range(n)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    while any(t.is_alive() for t in threads) and not errors:
+        tick()
+        for thread in threads:
+            thread.join(timeout=0.5 / n)
+    if errors:
+        raise errors[0]
+    return results
 
 
 class _Loops:

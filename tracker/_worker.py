@@ -14,22 +14,25 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tracker._arrays import add_array
-from tracker._context import TaskContext
 from tracker._db import open_database
 from tracker._exceptions import LeaseLost, SpecError, UserCodeError
 from tracker._provenance import provenance
 from tracker._queue import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_LEASE_LOSSES, ClaimedTask, Queue
-from tracker._registry import get_kind, load_plugins
+from tracker._registry import get_kind, known_kinds
 from tracker._retry import is_transient, retrying
 from tracker._schema import Task, TaskBlock
-from tracker._store import ArrayStore
 from tracker._wake import open_waker
+
+# The store (zarr, numpy) and the task context are imported when the first task runs: a
+# worker claims before paying for them (and a kind's own module, torch, comes with get_kind).
+if TYPE_CHECKING:
+    from tracker._context import TaskContext
+    from tracker._store import ArrayStore
 
 log = logging.getLogger("tracker.worker")
 
@@ -92,6 +95,8 @@ class _Heartbeat(threading.Thread):
 
 
 def _record_arrays(session: Session, ctx: TaskContext) -> None:
+    from tracker._arrays import add_array
+
     for spec in ctx.arrays:
         add_array(session, spec, task_id=ctx.task.id)
     if ctx.blocks:  # a re-run writes the same blocks: replace, never duplicate
@@ -133,6 +138,8 @@ def execute_batch(
     Tasks that write no rows are marked done together at the end of the batch (one commit);
     the others commit their rows and done mark one by one, as each finishes.
     """
+    from tracker._context import TaskContext
+
     held = list(tasks)
     lost = threading.Event()
     beat = _Heartbeat(queue, held, lost)
@@ -239,13 +246,26 @@ def _claim(
     return queue.claim_batch(name, 1, kinds, studies)
 
 
+def _open_store(queue: Queue, url: str, batch: list[ClaimedTask]) -> ArrayStore:
+    """The array store, opened once the first tasks are claimed; if it cannot be opened they
+    go back to the queue at once (no attempt used) and the StoreError names the fix."""
+    from tracker._store import ArrayStore
+
+    try:
+        return ArrayStore(url)
+    except Exception as err:
+        for task in batch:
+            queue.release(task, f"the worker could not open the array store: {err}")
+        raise
+
+
 def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     """Claim and run tasks until the queue is drained (or forever); return counts."""
-    known = load_plugins(cfg.plugins)
+    known = known_kinds(cfg.plugins)
     kinds = [k for k in known if cfg.kinds is None or k in cfg.kinds]
     db = retrying(lambda: open_database(cfg.db_url), what="a worker's start",
                   window=cfg.retry_seconds)  # fmt: skip
-    store = ArrayStore(cfg.store_url)
+    store: ArrayStore | None = None
     queue = Queue(db, lease_seconds=cfg.lease_seconds, max_lease_losses=cfg.max_lease_losses,
                   retry_seconds=cfg.retry_seconds)  # fmt: skip
     name = cfg.name or _dask_worker_address() or worker_name(threading.current_thread().name)
@@ -254,7 +274,7 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     pause = cfg.poll_seconds
     handled = 0
     sizer = _BatchSize(cfg.max_batch)
-    batchable = [k for k in kinds if get_kind(k).batch]
+    batchable = [k for k in kinds if known[k]]
     waker = open_waker(cfg.db_url)
     try:
         while cfg.max_tasks is None or handled < cfg.max_tasks:
@@ -274,6 +294,8 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
                 continue
             pause = cfg.poll_seconds
             started = time.monotonic()
+            if store is None:
+                store = _open_store(queue, cfg.store_url, batch)
             execute_batch(queue, store, batch, stats, mlflow_uri=cfg.mlflow_uri)
             if batch[0].kind in batchable:
                 sizer.observe(time.monotonic() - started, len(batch))

@@ -357,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("work", parents=[common], help="run Dask workers until the queue is drained")
     p.add_argument(
-        "--workers", type=int, default=None, help="worker processes (default: CPU count)"
+        "--workers", type=int, default=None,
+        help="Dask worker processes (default: none, one worker loop per core in threads of "
+        "this process)",
     )
     p.add_argument(
         "--scheduler",

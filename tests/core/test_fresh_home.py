@@ -99,3 +99,24 @@ def test_postgresql_without_the_schema_is_refused(tmp_path: Path, pg_url: str):
         _one_line_error(run_tracker(*command, env=env), "no tracker schema",
                         "`tracker db upgrade`")  # fmt: skip
     assert _tables(pg_url) == set()
+
+
+def test_train_in_new_homes_gets_mlflow_tables_from_one_template_and_prints_no_info(
+    tmp_path: Path,
+):
+    """MLflow's tables come from a template made once per machine (not its migrations in every
+    home), and none of MLflow's INFO lines reach the terminal; each home records its run."""
+    import sqlite3
+
+    templates = tmp_path / "templates"
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        env = tracker_env(tmp_path / name)
+        env["TRACKER_MLFLOW_TEMPLATE_DIR"] = str(templates)
+        proc = run_tracker("train", "--arch", "mlp", "--widths", "8", "--dataset", "iris",
+                           "--epochs", "1", env=env)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "INFO" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        assert len(list(templates.glob("mlflow-*.db"))) == 1
+        with sqlite3.connect(tmp_path / name / ".tracker" / "mlflow.db") as conn:
+            assert conn.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)]

@@ -46,3 +46,55 @@ def test_work_with_nothing_to_do_returns_at_once(tmp_path: Path):
     proc = run_tracker("work", env=env)
     assert proc.returncode == 0
     assert "nothing to do" in proc.stderr
+
+
+def test_work_without_workers_runs_its_loops_in_this_process(tmp_path: Path, db_url: str):
+    """No --workers/--scheduler: one loop per core in threads of the `tracker work` process
+    (no Dask cluster), dependencies still first, every task done."""
+    import os
+
+    env = tracker_env(tmp_path, db_url)
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    log = tmp_path / "ran.log"
+    db = Database(db_url)
+    with db.session() as session:
+        st = get_or_create_study(session, "threads")
+        first, _ = enqueue(session, st, "test.append", {"log": str(log), "n": -1})
+        ids = [first.id] + [
+            enqueue(session, st, "test.append", {"log": str(log), "n": i, "seconds": 0.05},
+                    depends_on=[first])[0].id
+            for i in range(40)
+        ]  # fmt: skip
+    proc = run_tracker("work", "--plugin", "queue_kinds", env=env)
+    assert proc.returncode == 0, proc.stderr
+    loops = os.cpu_count() or 1
+    assert "done 41, failed 0" in proc.stdout and f"on {loops} worker(s)" in proc.stdout
+    ran = read_log(log)
+    assert sorted(ran) == sorted(ids) and ran[0] == first.id
+    with db.session() as session:
+        rows = session.execute(sa.select(Task.status, Task.result, Task.worker)).all()
+    assert {status for status, _, _ in rows} == {"done"}
+    assert len({result["pid"] for _, result, _ in rows}) == 1  # one process ran them all
+    assert {worker.rsplit(":", 1)[1] for _, _, worker in rows} <= {
+        f"loop{i}" for i in range(loops)
+    }
+    db.dispose()
+
+
+def test_work_on_an_empty_queue_starts_no_cluster_and_imports_no_torch(tmp_path: Path):
+    import subprocess
+    import sys
+
+    env = tracker_env(tmp_path)
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    script = (
+        "import sys\n"
+        "from tracker.cli import main\n"
+        "code = main(['work'])\n"
+        "print(code, sorted(m for m in ('distributed', 'torch', 'mlflow', 'zarr') "
+        "if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert "nothing to do" in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == "0 []", proc.stdout

@@ -36,3 +36,48 @@ def test_long_kinds_are_claimed_one_at_a_time_and_short_ones_in_batches(db):
         batch = _claim(queue, "w", 8, kinds, ["noop"], None)
         assert [t.kind for t in batch] == ["tile-like"]  # the long ones, one each
     assert _claim(queue, "w", 8, kinds, ["noop"], None) == []
+
+
+def test_the_builtin_kinds_table_matches_what_their_modules_register():
+    """Workers claim by the table (without importing the kinds' modules): it must name every
+    built-in kind, its module and its batching exactly as the modules register them."""
+    from tracker._registry import _KINDS, BUILTIN_KINDS, BUILTIN_PLUGINS, load_plugins
+
+    load_plugins()
+    registered = {
+        name: (kind.run.__module__, kind.batch)
+        for name, kind in _KINDS.items()
+        if kind.run.__module__ in BUILTIN_PLUGINS
+    }
+    assert registered == BUILTIN_KINDS
+
+
+def test_a_worker_claims_and_runs_noop_tasks_without_importing_torch(tmp_path, sqlite_url):
+    """The worker's start and its claims import no kind's module: torch (and MLflow) come only
+    with a task of a kind that needs them."""
+    import subprocess
+    import sys
+
+    from tracker._db import Database
+    from tracker._migrate import upgrade
+    from tracker._queue import enqueue, get_or_create_study
+
+    db = Database(sqlite_url)
+    upgrade(db)
+    with db.session() as session:
+        study = get_or_create_study(session, "s")
+        for i in range(3):
+            enqueue(session, study, "noop", {"i": i})
+    db.dispose()
+    script = (
+        "import sys\n"
+        "from tracker._worker import WorkerConfig, run_worker\n"
+        f"stats = run_worker(WorkerConfig(db_url={sqlite_url!r}, "
+        f"store_url={str(tmp_path / 'store.zarr')!r}))\n"
+        "print(stats['done'], sorted(m for m in ('torch', 'mlflow', 'sklearn') "
+        "if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "3 []", proc.stdout
