@@ -149,3 +149,15 @@ def test_curvature_runs_on_the_gpu_and_matches_the_cpu() -> None:
         op = HessianOperator(model.to(dev), x.to(dev), y.to(dev), loss="cross_entropy")
         values[dev] = top_eigenvalues(op, k=2, seed=0, tol=1e-6).eigenvalues
     np.testing.assert_allclose(values["cuda"], values["cpu"], rtol=1e-4)
+
+
+def test_level_set_traversal_runs_on_the_gpu_and_follows_the_cpu() -> None:
+    from compute import levelset as ls
+
+    cfg = ls.LevelSetConfig(setup="IRIS_FF", seed=11, max_predictor_steps=20, phase1_epochs=10)
+    cpu = ls.traverse(cfg, device="cpu")
+    gpu = ls.traverse(cfg, device="cuda")
+    assert gpu.trace.shape == cpu.trace.shape
+    # Phase 1 (Adam, 10 epochs) ends at the same loss to float32 precision on both devices.
+    np.testing.assert_allclose(gpu.l0, cpu.l0, rtol=1e-4)
+    assert gpu.theta.dtype == np.float32 and np.isfinite(gpu.trace).all()
