@@ -45,7 +45,10 @@ Cases (``--cases``):
                  default only on a GPU.
 
 Targets, on 2 CPU cores: (c) >= 1.5x (a) on every case; (d) >= 1.0x (a) and >= 20x (b); on a
-GPU, ResNet-56 (c) >= 4x the per-point loop. Ratios print with PASS or MISS. (a)-(c) run in
+GPU, ResNet-56 (c) >= 4x the per-point loop. Ratios print with PASS or MISS. The GPU cases
+of issue 17 (g1: one minibatch, engine against the per-point loop; g2: 10,000 samples against
+the compiled inference ceiling; g3: the whole tracker path on one ``--cuda`` worker) run with
+``--gpu-cases`` (benchmarks/surface_gpu.py; benchmarks/gpu_check.sh runs them). (a)-(c) run in
 this process with torch using every core; (d)'s workers share the cores (``tracker work``
 gives each of its N workers cores/N threads).
 
@@ -838,7 +841,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads for (a)-(c) (all cores)"
     )
+    parser.add_argument("--gpu-cases", action="store_true",
+                        help="run the GPU cases g1-g3 instead (benchmarks/surface_gpu.py)")  # fmt: skip
+    parser.add_argument("--json", help="--gpu-cases: write the figures to this JSON file")
+    parser.add_argument("--g3-grid", type=int, default=51, help="--gpu-cases: g3's grid side")
+    parser.add_argument("--compile-mode", default="default",
+                        choices=["default", "reduce-overhead", "max-autotune"],
+                        help="--gpu-cases: torch.compile mode of g2/g3 (default)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.gpu_cases:
+        from benchmarks.surface_gpu import run as run_gpu_cases
+
+        chosen = [c.strip() for c in (args.cases or "g1,g2,g3").split(",") if c.strip()]
+        if not set(chosen) <= {"g1", "g2", "g3"}:
+            parser.error("--gpu-cases takes --cases from g1, g2, g3")
+        return run_gpu_cases(chosen, args.json, args.g3_grid, args.compile_mode)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -75,6 +75,8 @@ LOSSES = ("cross_entropy", "mse")
 BN_MODES = ("eval", "train")
 STRATEGIES = ("auto", "loop", "vmap")
 PRECISIONS = ("fp32", "tf32", "bf16")
+# torch.compile modes of the loop strategy's forward ("none": eager).
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 # The vmap rule, per device kind: K is the power of two at or below ROWS / samples, capped by
 # MAX_POINTS and by the memory budget; 'auto' takes vmap when K >= MIN_POINTS (and, on CPU, the
@@ -152,6 +154,8 @@ class _Replica:
     runner: nn.Module
     # Layer outputs an allocation-free forward reuses from point to point (see infer_after_first).
     scratch: dict[Any, torch.Tensor] = field(default_factory=dict)
+    # The loop's forward compiled with torch.compile (compile_mode), made on first use.
+    compiled: Any = None
 
 
 class _Whole(nn.Module):
@@ -264,6 +268,10 @@ class SurfaceEvaluator:
         first_affine: use the first-affine lever when the model supports it.
         points_per_call: K for vmap; by default derived from the memory budget.
         max_memory_bytes: the memory budget; default 1 GiB on CPU, a quarter of a GPU's memory.
+        precision: 'fp32', 'tf32' or 'bf16' (autocast; losses reduced in float32); GPU only.
+        compile_mode: torch.compile mode of the loop strategy's forward ('none': eager). The
+            forward is compiled once per working copy, at construction for the first one, and
+            the compile time is reported apart in ``plan['compile_seconds']``.
     """
 
     def __init__(
@@ -282,10 +290,12 @@ class SurfaceEvaluator:
         points_per_call: int | None = None,
         max_memory_bytes: int | None = None,
         precision: str = "fp32",
+        compile_mode: str = "none",
     ) -> None:
         # A module:fn loss gives per-sample losses; accuracy is counted for integer labels.
         self._loss_fn = user.resolve(loss, user.LOSSES, "loss") if user.is_reference(loss) else None
         self._loss = loss if self._loss_fn is not None else _choice("loss", loss, LOSSES)
+        self._compile_mode = _choice("compile_mode", compile_mode, COMPILE_MODES)
         self._precision = _choice("precision", precision, PRECISIONS)
         self._bn_mode = _choice("bn_mode", bn_mode, BN_MODES)
         _choice("strategy", strategy, STRATEGIES)
@@ -357,6 +367,54 @@ class SurfaceEvaluator:
         if self._plan["first_affine"]:
             with torch.no_grad(), _one_thread(self._device):
                 self._cache = [self._first_outputs(x) for x, _ in self._groups]
+        elif self._plan["channels_last"]:
+            self._groups = [
+                (x.contiguous(memory_format=torch.channels_last), y) for x, y in self._groups
+            ]
+        self._plan["compile"] = self._compile_mode
+        if self._compile_mode != "none":
+            if self._plan["strategy"] == "loop":
+                self._warm_compiled()
+            else:
+                self._plan["compile_note"] = "compile applies to the loop strategy: vmap is eager"
+
+    def _warm_compiled(self) -> None:
+        """Compile the first working copy's forward now, on one sample batch, and time it."""
+        import time
+
+        started = time.perf_counter()
+        rep = self._replicas[0]
+        step = self._plan["sample_batch"]
+        inputs = self._cache[0][0][:step] if self._plan["first_affine"] else self._groups[0][0][:step]
+        with torch.inference_mode(), _precision(self._plan["precision"], self._device):
+            self._forward(rep)(inputs)
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        self._plan["compile_seconds"] = round(time.perf_counter() - started, 3)
+
+    def _forward(self, rep: _Replica) -> Any:
+        """The loop's forward of one working copy: compiled once when compile_mode asks."""
+        if self._compile_mode == "none":
+            return rep.runner
+        if rep.compiled is None:
+            rep.compiled = torch.compile(rep.runner, mode=self._compile_mode, dynamic=False)
+        return rep.compiled
+
+    def shrink(self) -> bool:
+        """Halve the work per call after an out-of-memory error: K for vmap, else the sample
+        batch (not in BN-train mode, where the batch is the group). False when nothing is left
+        to halve. The plan records each step, so a retried tile says what it ran with."""
+        plan = self._plan
+        if plan["strategy"] == "vmap" and plan["points_per_call"] > 1:
+            plan["points_per_call"] //= 2
+        elif plan["strategy"] == "loop" and plan["sample_batch"] > 1 and self._bn_mode != "train":
+            plan["sample_batch"] = max(1, plan["sample_batch"] // 2)
+        else:
+            return False
+        for rep in self._replicas:
+            rep.scratch.clear()
+        plan["oom_retries"] = plan.get("oom_retries", 0) + 1
+        return True
 
     # ------------------------------------------------------------------ setup
 
@@ -523,8 +581,11 @@ class SurfaceEvaluator:
             else:
                 per_sample = 4 * _ACTIVATION_FACTOR * activations
                 sample_batch = int(min(largest, max(1, budget // per_sample)))
-        # NHWC activations: CPU max-pooling and convolution run several times faster.
-        channels_last = use_first and kind == "cpu" and first_dims == 4
+        # NHWC activations: CPU max-pooling and convolution run several times faster; on a
+        # GPU, cuDNN's NHWC kernels (tensor cores) take 4-D inputs as they come.
+        channels_last = (use_first and kind == "cpu" and first_dims == 4) or (
+            kind == "cuda" and (first_dims == 4 if use_first else self._groups[0][0].dim() == 4)
+        )
         # Point threads (CPU): each has its own flat vector and per-point buffers; the cached
         # first-layer outputs are shared. T is capped by the budget and changes no number (K,
         # the sample batch and the first-affine choice above do not depend on it).
@@ -709,7 +770,11 @@ class SurfaceEvaluator:
         hits: list[list[torch.Tensor]] = [[] for _ in batches]
         # The buffer is rebuilt for every point, so a forward may overwrite it in place.
         infer = getattr(rep.model, "infer_after_first", None)
-        if infer is None:
+        forward = rep.model
+        if self._compile_mode != "none":  # the compiled runner, without the in-place variant
+            forward = compiled = self._forward(rep)
+            infer = lambda z, _scratch: compiled(z)  # noqa: E731
+        elif infer is None:
             infer = lambda z, _scratch: rep.model.forward_after_first(z)  # noqa: E731
         for point in points.tolist():
             if rows and point[1] != row_key:
@@ -726,7 +791,7 @@ class SurfaceEvaluator:
                         torch.add(row_z[g][b], inputs[1], alpha=point[0], out=buffer)
                         out = infer(buffer, rep.scratch)
                     else:
-                        out = rep.model(inputs)
+                        out = forward(inputs)
                     scores.append(self._score(out, y))
                 if len(scores) == 1:
                     sums[g].append(scores[0][0])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -216,6 +216,7 @@ def adam_phase(
     n = int(data.train_x.shape[0])
     for epoch in range(epochs):
         order = torch.randperm(n, generator=gen)
+        order = order.to(data.train_x.device)  # drawn on CPU: the same order on any device
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             loss = _loss(data.task, model(data.train_x[idx]), data.train_y[idx])
@@ -361,8 +362,10 @@ def traverse(
     on_step: Callable[[int, np.ndarray], None] | None = None,
     on_snapshot: Callable[[int, int, np.ndarray], None] | None = None,
     should_stop: Callable[[], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> LevelSetResult:
-    """Run phase 1 and the predictor/corrector walk of ``cfg``.
+    """Run phase 1 and the predictor/corrector walk of ``cfg`` (on ``device``: the weights are
+    drawn on CPU from the seed, then the model and data move there).
 
     ``on_step(k, row)`` sees each trace row, ``on_snapshot(i, k, theta)`` each snapshot
     (theta before predictor step k: k = 0 is theta after phase 1, then every
@@ -370,9 +373,18 @@ def traverse(
     """
     cfg = cfg.resolved()
     setup = get_setup(cfg.setup)
-    data = data or load_setup_data(setup, cfg.data_seed, cfg.data_root)
+    data = on_device(data or load_setup_data(setup, cfg.data_seed, cfg.data_root), device)
     with one_thread():
         return _traverse(cfg, setup, data, on_step, on_snapshot, should_stop)
+
+
+def on_device(data: SetupData, device: torch.device | str) -> SetupData:
+    """The setup's tensors on ``device`` (the same object when they are there already)."""
+    device = torch.device(device)
+    if data.train_x.device == device:
+        return data
+    return replace(data, train_x=data.train_x.to(device), train_y=data.train_y.to(device),
+                   test_x=data.test_x.to(device), test_y=data.test_y.to(device))  # fmt: skip
 
 
 def _traverse(
@@ -383,7 +395,7 @@ def _traverse(
     on_snapshot: Callable[[int, int, np.ndarray], None] | None,
     should_stop: Callable[[], None] | None,
 ) -> LevelSetResult:
-    model = build_model(setup, data.input_shape, data.outputs, cfg.seed)
+    model = build_model(setup, data.input_shape, data.outputs, cfg.seed).to(data.train_x.device)
     adam_phase(model, data, epochs=cfg.phase1_epochs, seed=cfg.seed, lr=cfg.phase1_lr,
                batch_size=cfg.batch_size)  # fmt: skip
     fm = FlatModel(model, data)
@@ -393,7 +405,7 @@ def _traverse(
     return LevelSetResult(
         l0=l0, trace=np.asarray(walk.rows, dtype=np.float64).reshape(-1, len(TRACE_FIELDS)),
         snapshot_steps=walk.snapshot_steps, stop_reason=stop_reason,
-        n_correctors=walk.total_correctors, theta=walk.theta.numpy().astype(np.float32),
+        n_correctors=walk.total_correctors, theta=walk.theta.cpu().numpy().astype(np.float32),
         phase1={"train_loss": l0, "train_acc": acc0},
     )  # fmt: skip
 
@@ -422,7 +434,7 @@ class _Walk:
 
     def _snapshot(self, k: int) -> None:
         if self.on_snapshot is not None:
-            self.on_snapshot(len(self.snapshot_steps), k, self.theta.numpy().copy())
+            self.on_snapshot(len(self.snapshot_steps), k, self.theta.cpu().numpy().copy())
         self.snapshot_steps.append(k)
 
     def run(self) -> str:
@@ -537,13 +549,14 @@ def train_l2(
     data: SetupData | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     should_stop: Callable[[], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[dict[str, float], np.ndarray]:
     """Train one baseline run; return its final metrics (data losses apart from the penalty)
     and its final flat parameters."""
     cfg = cfg.resolved()
     setup = get_setup(cfg.setup)
-    data = data or load_setup_data(setup, cfg.data_seed, cfg.data_root)
-    model = build_model(setup, data.input_shape, data.outputs, cfg.seed)
+    data = on_device(data or load_setup_data(setup, cfg.data_seed, cfg.data_root), device)
+    model = build_model(setup, data.input_shape, data.outputs, cfg.seed).to(data.train_x.device)
     fm = FlatModel(model, data)  # Adam updates the views, so fm.theta follows it
 
     def metrics() -> dict[str, float]:
@@ -564,7 +577,7 @@ def train_l2(
     with one_thread():
         adam_phase(model, data, epochs=int(cfg.epochs), seed=cfg.seed, lr=cfg.lr,  # type: ignore[arg-type]
                    batch_size=cfg.batch_size, l2=cfg.l2, on_epoch=epoch_done)  # fmt: skip
-        return metrics(), fm.theta.numpy().astype(np.float32)
+        return metrics(), fm.theta.cpu().numpy().astype(np.float32)
 
 
 def parse_lambdas(text: str) -> list[float]:

@@ -19,11 +19,14 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+# MLflow is imported where a run is logged, not when this module is: a worker that only
+# computes surfaces (a GPU machine without MLflow installed, see benchmarks/gpu_wheels.sh)
+# never loads it, and nor does a worker's start.
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
 EXPERIMENT_PREFIX = "tracker/"
 # Where runs go when a task context names no tracking URI (a plain process outside `work`).
@@ -49,6 +52,8 @@ def client_for(uri: str | None) -> MlflowClient:
 
 def _new_client(uri: str) -> MlflowClient:
     """Create the client; a local SQLite store is created once, under a lock."""
+    from mlflow.tracking import MlflowClient
+
     if not uri.startswith("sqlite:///"):
         return MlflowClient(tracking_uri=uri)
     db_path = Path(uri.removeprefix("sqlite:///"))
@@ -134,6 +139,8 @@ def experiment_tags(study: str) -> dict[str, str]:
 
 
 def experiment_id(client: MlflowClient, study: str) -> str:
+    from mlflow.exceptions import MlflowException
+
     name = EXPERIMENT_PREFIX + study
     found = client.get_experiment_by_name(name)
     if found is not None:
@@ -162,6 +169,8 @@ class RunLogger:
         self._last = time.monotonic()
 
     def metrics(self, values: Mapping[str, float | None], step: int) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         for key, value in values.items():
             if value is None:
@@ -186,6 +195,8 @@ def start_run(
     parent_run_id: str | None = None,
 ) -> str:
     """Create a run with its parameters and tags; return its id."""
+    from mlflow.entities import Param
+
     all_tags = dict(tags)
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
@@ -214,6 +225,9 @@ def log_files(
 
 def mark_failed_if_running(client: MlflowClient, run_id: str | None, why: str) -> bool:
     """Close a run left RUNNING by a killed worker; True if it was."""
+    from mlflow.entities import RunTag
+    from mlflow.exceptions import MlflowException
+
     if not run_id:
         return False
     try:
@@ -232,6 +246,8 @@ def finish(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
 
 
 def tag(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    from mlflow.entities import RunTag
+
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 

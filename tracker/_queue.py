@@ -138,11 +138,13 @@ def enqueue(
     priority: int = 0,
     max_attempts: int = 3,
     key: Any = None,
+    needs_gpu: bool = False,
 ) -> tuple[Task, bool]:
     """Add a task unless the same spec is queued already; return it and whether it is new.
 
     The spec hash covers the study, the kind, the payload and an optional ``key``, so
     enqueueing the same spec twice is a no-op: resubmission is how a user resumes.
+    ``needs_gpu`` tasks are claimed only by workers started with ``--cuda``.
     """
     digest = spec_hash(study.name, kind, payload, key)
     task = session.scalar(sa.select(Task).where(Task.spec_hash == digest))
@@ -176,6 +178,7 @@ def enqueue(
                 max_attempts=max_attempts,
                 status=status,
                 error=error,
+                needs_gpu=bool(needs_gpu),
             )
             session.add(task)
             session.flush()
@@ -318,17 +321,27 @@ _RELEASE = (
 
 @functools.lru_cache(maxsize=64)
 def _claim_queries(
-    kinds: tuple[str, ...] | None, study_ids: tuple[int, ...] | None
+    kinds: tuple[str, ...] | None, study_ids: tuple[int, ...] | None, gpu: bool = False
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """(expired leases, pending tasks), each locking at most ``n`` rows, skipping locked ones."""
+    """(expired leases, pending tasks), each locking at most ``n`` rows, skipping locked ones.
+
+    Without a GPU only tasks that do not need one; a GPU worker takes those first (it is the
+    only kind of worker that can), then anything.
+    """
     expired = (
         sa.select(*_CLAIM_COLUMNS)
         .where(_t.status == "running", _t.lease_expires_at < utcnow())
         .order_by(_t.lease_expires_at)
     )
-    pending = sa.select(*_CLAIM_COLUMNS).where(_t.status == "pending").order_by(_t.priority, _t.id)
+    pending = sa.select(*_CLAIM_COLUMNS).where(_t.status == "pending")
+    if gpu:
+        pending = pending.order_by(_t.needs_gpu.desc(), _t.priority, _t.id)
+    else:
+        pending = pending.order_by(_t.priority, _t.id)
     queries = []
     for query in (expired, pending):
+        if not gpu:
+            query = query.where(_t.needs_gpu == sa.false())
         if kinds is not None:
             query = query.where(_t.kind.in_(kinds))
         if study_ids is not None:
@@ -347,8 +360,11 @@ class Queue:
         *,
         max_lease_losses: int = DEFAULT_MAX_LEASE_LOSSES,
         retry_seconds: float | None = None,
+        gpu: bool = False,
     ) -> None:
         self.db = db
+        # Whether this worker has a GPU: only then does it claim tasks that need one.
+        self.gpu = bool(gpu)
         self.lease_seconds = float(lease_seconds)
         self.max_lease_losses = int(max_lease_losses)
         # Transient database errors (a restart, a dropped connection) are retried this long.
@@ -410,6 +426,7 @@ class Queue:
         expired, pending = _claim_queries(
             tuple(kinds) if kinds is not None else None,
             tuple(study_ids) if study_ids is not None else None,
+            self.gpu,
         )
         while True:
             with self.db.connection() as conn:

@@ -168,6 +168,8 @@ class Task(_Created, Base):
     max_attempts: Mapped[int] = mapped_column(default=3)
     # Leases lost because the worker died: reclaimed without using an attempt (own budget).
     lease_losses: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Work that must run on a GPU (issue 17): workers started without --cuda never claim it.
+    needs_gpu: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     lease_token: Mapped[str | None] = mapped_column(sa.String(36))
     lease_expires_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]

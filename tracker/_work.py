@@ -59,6 +59,8 @@ class WorkSummary:
     failed_before: int = 0
     unfinished: int = 0
     restarts: int = 0
+    # Of the unfinished: tasks that need a GPU, left by workers without one.
+    needs_gpu: int = 0
 
 
 def check_cuda() -> int:
@@ -295,6 +297,8 @@ def work(
         with db.session() as session:
             study_ids = [find_study(session, study).id]
     _warn_unknown_kinds(db, known, study_ids, stream)
+    if not cuda:
+        _warn_gpu_tasks(db, study_ids, stream)
     n_gpus = check_cuda() if cuda else 0
     n_workers = n_gpus or workers or max(os.cpu_count() or 1, 1)
     in_process = not (cuda or workers or scheduler or forever)
@@ -313,6 +317,7 @@ def work(
         study_ids=tuple(study_ids) if study_ids is not None else None,
         forever=forever,
         lease_seconds=lease_seconds,
+        gpu=cuda,
     )
     bar = Progress(stream, start, progress)
     t0 = time.monotonic()
@@ -351,6 +356,7 @@ def work(
         failed_before=start["failed"],
         unfinished=0 if forever else end["waiting"] + end["pending"] + end["running"],
         restarts=restarts,
+        needs_gpu=0 if forever or cuda else _gpu_pending(db, study_ids),
     )
 
 
@@ -454,6 +460,26 @@ def _worker_died(err: BaseException) -> bool:
     return isinstance(err, KilledWorker | OSError) or type(err).__name__ in {
         "CommClosedError", "FutureCancelledError", "CancelledError", "WorkerLost",
     }  # fmt: skip
+
+
+def _gpu_pending(db: Database, study_ids: Sequence[int] | None) -> int:
+    """Pending or waiting tasks that need a GPU (in the studies, when given)."""
+    query = sa.select(sa.func.count()).where(Task.status.in_(["pending", "waiting"]),
+                                             Task.needs_gpu)  # fmt: skip
+    if study_ids is not None:
+        query = query.where(Task.study_id.in_(list(study_ids)))
+    with db.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def _warn_gpu_tasks(db: Database, study_ids: Sequence[int] | None, stream: IO[str]) -> None:
+    """Say so when pending work needs a GPU: these workers (no --cuda) leave it alone."""
+    n = _gpu_pending(db, study_ids)
+    if n:
+        stream.write(
+            f"note: {n} pending task(s) need a GPU and are left for GPU workers "
+            "(`tracker work --cuda` on a machine with one)\n"
+        )
 
 
 def _warn_unknown_kinds(

@@ -57,6 +57,8 @@ class WorkerConfig:
     max_lease_losses: int = DEFAULT_MAX_LEASE_LOSSES
     # Seconds to ride out a database outage (None: TRACKER_DB_RETRY_SECONDS or 120).
     retry_seconds: float | None = None
+    # A worker of `tracker work --cuda`: it also claims the tasks that need a GPU.
+    gpu: bool = False
 
 
 @dataclass
@@ -267,7 +269,7 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
                   window=cfg.retry_seconds)  # fmt: skip
     store: ArrayStore | None = None
     queue = Queue(db, lease_seconds=cfg.lease_seconds, max_lease_losses=cfg.max_lease_losses,
-                  retry_seconds=cfg.retry_seconds)  # fmt: skip
+                  retry_seconds=cfg.retry_seconds, gpu=cfg.gpu)  # fmt: skip
     name = cfg.name or _dask_worker_address() or worker_name(threading.current_thread().name)
     stats = WorkerStats(worker=name)
     studies = list(cfg.study_ids) if cfg.study_ids is not None else None

@@ -106,9 +106,15 @@ def cmd_work(args: argparse.Namespace) -> int:
             + (f" ({earlier} of them before this run)" if earlier > 0 else "")
             + ": `tracker status` shows why, `tracker requeue --failed` retries them"
         )
-    if summary.unfinished:
+    if summary.needs_gpu:
         problems.append(
-            f"{summary.unfinished} task(s) in this scope are not finished: run `tracker work` again"
+            f"{summary.needs_gpu} task(s) need a GPU: run `tracker work --cuda` on a machine "
+            "with one"
+        )
+    if summary.unfinished - summary.needs_gpu > 0:
+        problems.append(
+            f"{summary.unfinished - summary.needs_gpu} task(s) in this scope are not finished: "
+            "run `tracker work` again"
         )
     for problem in problems:
         print(f"tracker: {problem}", file=sys.stderr)

@@ -109,7 +109,7 @@ MODEL_KEYS = {"name", "architecture", "arch", "dataset", "data", "optimizer", "l
               "weight_decay", "batch_size", "epochs", "seed", "label_corruption", "lr_schedule",
               "checkpoints"}  # fmt: skip
 EVAL_KEYS = {"split", "subset", "minibatches", "minibatch_size", "bn", "metrics", "subset_seed",
-             "precision"}  # fmt: skip
+             "precision", "gpu", "compile"}  # fmt: skip
 SURFACE_KEYS = {
     "models",
     "x",
@@ -275,12 +275,14 @@ def eval_spec(table: dict[str, Any], where: str) -> EvalSpec:
         if key in table:
             _typed(table[key], int, key, where)
     words = {key: _typed(table.get(key, default), str, key, where)
-             for key, default in (("split", "train"), ("bn", "eval"), ("precision", "fp32"))}  # fmt: skip
+             for key, default in (("split", "train"), ("bn", "eval"), ("precision", "fp32"),
+                                  ("compile", "none"))}  # fmt: skip
     return EvalSpec(
         split=words["split"], subset=table.get("subset"),
         minibatch_size=table.get("minibatch_size"), minibatches=table.get("minibatches"),
         bn=words["bn"], metrics=tuple(metrics),
         subset_seed=int(table.get("subset_seed", 0)), precision=words["precision"],
+        gpu=_typed(table.get("gpu", False), bool, "gpu", where), compile=words["compile"],
     )  # fmt: skip
 
 

@@ -33,15 +33,14 @@ EXPECTED_SERVICES = {
     "mlflow",
     "migrate",
     "scheduler",
-    "gpu-worker-0",
-    "gpu-worker-1",
+    "gpu-worker",
     "cpu-worker",
     "dashboard",
     "reader",
 }
 # Services that run the `tracker` entrypoint (their command is tracker's argv).
-TRACKER_SERVICES = {"migrate", "reader", "gpu-worker-0", "gpu-worker-1", "cpu-worker"}
-WORKERS = {"gpu-worker-0", "gpu-worker-1", "cpu-worker"}
+TRACKER_SERVICES = {"migrate", "reader", "gpu-worker", "cpu-worker"}
+WORKERS = {"gpu-worker", "cpu-worker"}
 
 
 # --- docker-compose config ----------------------------------------------------------------
@@ -179,23 +178,24 @@ def test_compose_file_defines_the_deployment(compose: dict[str, Any]) -> None:
     assert _option(scheduler, "--dashboard-address") == ":8787"
 
 
-def test_each_gpu_worker_reserves_its_own_gpu(compose: dict[str, Any]) -> None:
+def test_one_gpu_service_reserves_the_hosts_gpus_behind_a_profile(
+    compose: dict[str, Any],
+) -> None:
+    """One gpu-worker service takes every GPU (or GPU_COUNT of them) and starts one dask-cuda
+    worker per GPU it sees; it is in the `gpu` profile, so a CPU-only host starts without it."""
     services = compose["services"]
-    gpu_workers = sorted(n for n in services if n.startswith("gpu-worker"))
-    assert gpu_workers == ["gpu-worker-0", "gpu-worker-1"]
-    device_ids = []
-    for name in gpu_workers:
-        devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
-        assert len(devices) == 1, f"{name} should reserve one device entry: {devices}"
-        (device,) = devices
-        assert device["driver"] == "nvidia", name
-        assert "gpu" in device["capabilities"], name
-        assert "count" not in device, f"{name}: device_ids and count exclude each other"
-        assert len(device["device_ids"]) == 1, f"{name} should reserve exactly one GPU"
-        device_ids.append(str(device["device_ids"][0]))
-    assert sorted(device_ids) == ["0", "1"], "each GPU worker needs a distinct GPU"
-    for name in set(services) - set(gpu_workers):
+    gpu_workers = sorted(n for n in services if "gpu" in n)
+    assert gpu_workers == ["gpu-worker"]
+    gpu = services["gpu-worker"]
+    assert gpu["profiles"] == ["gpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert device["count"] == "all" and "device_ids" not in device
+    assert str(_rendered(GPU_COUNT="2")["services"]["gpu-worker"]["deploy"]["resources"][
+        "reservations"]["devices"][0]["count"]) == "2"
+    for name in set(services) - {"gpu-worker"}:
         assert "deploy" not in services[name], f"{name} should not reserve devices"
+        assert "profiles" not in services[name], f"{name} should start on every host"
 
 
 def test_mlflow_server_uses_its_own_database_and_answers_the_workers(

@@ -30,6 +30,7 @@ from tracker._mlflow import TrackedRun, tracked_run
 from tracker._registry import task_kind
 from tracker._schema import L2BaselineRun, LevelSetRun, Study
 from tracker._store import ArraySpec
+from tracker.training.kinds import device
 
 # Every predictor step is in the trace array; MLflow gets every 10th (and the last), since a
 # logged metric costs ~1 ms in MLflow's SQLite store: all ten fields of every step made a
@@ -132,6 +133,7 @@ def levelset_run(ctx: TaskContext) -> dict[str, Any]:
             ctx.store.write_block(snap_path, (slice(i, i + 1), slice(None)), theta[None, :])
 
         result = ls.traverse(cfg, data=data, on_step=on_step, on_snapshot=on_snapshot,
+                             device=device(),
                              should_stop=ctx.check_lease)  # fmt: skip
         ctx.write_array(trace_path, result.trace, chunks=result.trace.shape or None)
         # Keep only the rows taken: the array ends at the last snapshot.
@@ -178,7 +180,7 @@ def levelset_l2(ctx: TaskContext) -> dict[str, Any]:
     with _mlflow_run(ctx, L2BaselineRun, run, asdict(cfg)) as tracked:
         final, theta = ls.train_l2(
             cfg, on_epoch=lambda e, m: tracked.logger.metrics(m, step=e),
-            should_stop=ctx.check_lease,
+            should_stop=ctx.check_lease, device=device(),
         )  # fmt: skip
         ctx.write_array(params_path, theta, chunks=theta.shape)
         columns = {f"final_{k}": v for k, v in final.items()}

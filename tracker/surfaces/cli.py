@@ -103,7 +103,12 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
                    help="BatchNorm: stored running statistics (eval) or batch statistics (train)")  # fmt: skip
     p.add_argument("--metrics", default="loss,acc", help="loss and/or acc (default loss,acc)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"],
-                   help="reduced precision on GPU workers (opt-in; CPU workers use fp32)")  # fmt: skip
+                   help="reduced precision (opt-in): the tiles then wait for a GPU worker")  # fmt: skip
+    p.add_argument("--gpu", action="store_true",
+                   help="run the tiles on GPU workers only (`tracker work --cuda`)")  # fmt: skip
+    p.add_argument("--compile", default="none",
+                   choices=["none", "default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the evaluation forward once per worker (default none)")  # fmt: skip
     p.add_argument("--tile", metavar="NXxNY", help="points per tile task (default 16x16; 32 in 1D)")
     p.add_argument("--x-direction", metavar="random|hessian:I", default=None,
                    help="hessian:I: the centre's Hessian eigenvector I (unit length, not "
@@ -188,7 +193,7 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     ev = EvalSpec(split=args.split, subset=args.subset, minibatch_size=args.minibatch_size,
                   minibatches=args.minibatches, bn=args.bn, metrics=metrics,
-                  precision=args.precision)  # fmt: skip
+                  precision=args.precision, gpu=args.gpu, compile=args.compile)  # fmt: skip
     if args.seeds is not None and (args.interpolate or args.pca):
         raise SpecError("--seeds draws random directions: drop it for --pca and --interpolate")
     if args.interpolate:

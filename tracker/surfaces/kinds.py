@@ -9,6 +9,7 @@ surface engine's plan does not depend on timing.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from tracker._schema import Checkpoint, Direction, Model, Surface, Task, Tile
 from tracker._store import ArraySpec
 from tracker.surfaces.rows import surface_dir
 from tracker.training.kinds import checkpoint_vector, device, read_vector, setup_torch
+
+log = logging.getLogger("tracker.surfaces")
 
 # --- surfaces ---------------------------------------------------------------------------------
 
@@ -125,6 +128,7 @@ def _build_evaluator(
         model.to(dev), layout, centre, dir_vecs, groups,
         loss=data_mod.loss_kind(ds), bn_mode=surface.bn_mode, device=dev,
         precision=(surface.eval_config or {}).get("precision", "fp32"),
+        compile_mode=(surface.eval_config or {}).get("compile", "none"),
     )  # fmt: skip
     curvature = None
     if surface.curvature:
@@ -189,6 +193,37 @@ class CurvatureMap:
         return out
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """A device allocation failure (torch raises OutOfMemoryError, or a RuntimeError from
+    older code paths that says so)."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    )
+
+
+def evaluate_shrinking(evaluator: Any, coords: np.ndarray) -> dict[str, np.ndarray]:
+    """``evaluator.evaluate`` that halves K (or the sample batch) after each out-of-memory
+    error and tries again; at the smallest size the tile fails with one line."""
+    while True:
+        try:
+            return evaluator.evaluate(coords)
+        except Exception as err:
+            if not _out_of_memory(err):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            plan = evaluator.plan
+            if not evaluator.shrink():
+                raise SpecError(
+                    f"out of device memory even at {plan['points_per_call']} point(s) per call "
+                    f"and {plan['sample_batch']} sample(s) per batch on {plan['device']}: use "
+                    "--subset or smaller --minibatch-size, or a GPU with more memory"
+                ) from None
+            log.warning("tile out of memory on %s: retrying with K=%s, sample batch %s",
+                        plan["device"], evaluator.plan["points_per_call"],
+                        evaluator.plan["sample_batch"])  # fmt: skip
+
+
 def _array_paths(surface: Surface) -> dict[str, str]:
     base = surface_dir(surface)
     names = ("loss", "acc") + (CURVATURE_ARRAYS if surface.curvature else ())
@@ -215,7 +250,7 @@ def surface_tile(ctx: TaskContext) -> dict[str, Any]:
         gx, gy = np.meshgrid(xs[ix0:ix1], ys[iy0:iy1])  # row-major: y outer, x inner
         coords = np.column_stack([gx.ravel(), gy.ravel()])
     started = time.perf_counter()
-    values = dict(evaluator.evaluate(coords))
+    values = dict(evaluate_shrinking(evaluator, coords))
     if curvature is not None:
         values.update(curvature.at(coords, ctx.check_lease))
     seconds = time.perf_counter() - started

@@ -45,6 +45,7 @@ SPLITS = ("train", "test", "val")
 BN_MODES = ("eval", "train")
 METRICS = ("loss", "acc")
 PRECISIONS = ("fp32", "tf32", "bf16")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # compute.engine's
 MAX_GRID_POINTS = 4_000_000
 MAX_AXIS_POINTS = 100_001
 REGRESSION_DATASETS = frozenset({"autompg"})
@@ -108,7 +109,25 @@ class EvalSpec:
     bn: str = "eval"
     metrics: tuple[str, ...] = ("loss", "acc")
     subset_seed: int = 0
-    precision: str = "fp32"  # tf32 / bf16: opt-in, used on GPU workers only
+    precision: str = "fp32"  # tf32 / bf16: opt-in, GPU workers only (the tiles need a GPU)
+    gpu: bool = False  # the tiles are claimed only by GPU workers (`tracker work --cuda`)
+    compile: str = "none"  # torch.compile mode of the evaluation forward
+
+    @property
+    def needs_gpu(self) -> bool:
+        """Reduced precision exists only on a GPU: such a surface waits for a GPU worker
+        rather than being computed in fp32 by a CPU one."""
+        return self.gpu or self.precision != "fp32"
+
+    def hashed(self) -> dict[str, Any]:
+        """The fields that identify the evaluation (the GPU options only when set, so the
+        surfaces enqueued before they existed keep their spec hashes)."""
+        out = asdict(self)
+        if not self.gpu:
+            out.pop("gpu")
+        if self.compile == "none":
+            out.pop("compile")
+        return out
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,10 @@ def check_eval(spec: EvalSpec, regression: bool) -> None:
         raise SpecError(f"unknown split {spec.split!r}: use one of {', '.join(SPLITS)}")
     if spec.precision not in PRECISIONS:
         raise SpecError(f"unknown precision {spec.precision!r}: use fp32, tf32 or bf16 (GPU only)")
+    if spec.compile not in COMPILE_MODES:
+        raise SpecError(
+            f"unknown compile mode {spec.compile!r}: use one of {', '.join(COMPILE_MODES)}"
+        )
     if spec.bn not in BN_MODES:
         raise SpecError(f"unknown BatchNorm mode {spec.bn!r}: use eval or train")
     for m in spec.metrics:
@@ -319,7 +342,8 @@ def add_surface(
         raise SpecError(f"tile sizes must be at least 1, got {tnx}x{tny}")
     tny = 1 if ny is None else min(tny, ny)
     tnx = min(tnx, nx)
-    eval_config: dict[str, Any] = {"subset_seed": ev.subset_seed, "precision": ev.precision}
+    eval_config: dict[str, Any] = {"subset_seed": ev.subset_seed, "precision": ev.precision,
+                                   "compile": ev.compile, "gpu": ev.needs_gpu}  # fmt: skip
     # The curvature settings join the hash only when asked for: older specs keep their hash.
     extra: list[Any] = []
     if spec.curvature is not None:
@@ -328,7 +352,7 @@ def add_surface(
         extra = [{"curvature": asdict(spec.curvature)}]
     digest = spec_hash(
         "surface", study.name, centre.id, xd.id, yd.id if yd else None, spec.x.text(),
-        spec.y.text() if spec.y else None, asdict(ev), [tnx, tny], *extra,
+        spec.y.text() if spec.y else None, ev.hashed(), [tnx, tny], *extra,
     )  # fmt: skip
     surface, new = get_or_add(
         session, Surface, digest, study_id=study.id, checkpoint_id=centre.id,
@@ -352,7 +376,7 @@ def add_surface(
             ix1, iy1 = min(ix0 + tnx, nx), min(iy0 + tny, ny or 1)
             payload = {"surface_id": surface.id, "tile": [ix0, ix1, iy0, iy1]}
             task, _ = enqueue(session, study, "surface.tile", payload, depends_on=parents,
-                              key=digest)  # fmt: skip
+                              key=digest, needs_gpu=ev.needs_gpu)  # fmt: skip
             session.add(Tile(surface_id=surface.id, ix0=ix0, ix1=ix1, iy0=iy0, iy1=iy1,
                              task_id=task.id))  # fmt: skip
             tile_tasks.append(task)
