@@ -146,22 +146,10 @@ def test_aggregate_leaves_out_diverged_seeds():
 
 
 def test_curvature_rows_become_measures_with_seeds(db, tmp_path):
-    """Against the planned hessian_spectra columns (issue 15), made here as a plain table."""
-    from tracker.meta.rows import curvature_samples
+    """hessian_spectra rows (issue 15): spectra differing only in their seed are the seeds of
+    one measure; each measure (top eigenvalue, trace, per-layer trace) is its own kind."""
+    from tracker._schema import HessianSpectrum
 
-    meta = sa.MetaData()
-    table = sa.Table(
-        "hessian_spectra", meta,
-        sa.Column("id", sa.Integer, primary_key=True), sa.Column("model_id", sa.Integer),
-        sa.Column("checkpoint_id", sa.Integer), sa.Column("measure", sa.String(32)),
-        sa.Column("split", sa.String(16)), sa.Column("subset_size", sa.Integer),
-        sa.Column("n_minibatches", sa.Integer), sa.Column("minibatch_size", sa.Integer),
-        sa.Column("bn_mode", sa.String(16)), sa.Column("loss", sa.String(16)),
-        sa.Column("seed", sa.Integer), sa.Column("top_eigenvalue", sa.Float),
-        sa.Column("trace", sa.Float), sa.Column("layer_traces", sa.JSON),
-        sa.Column("completed_at", sa.DateTime(timezone=True)),
-    )  # fmt: skip
-    meta.create_all(db.engine)
     with db.session() as session:
         study = get_or_create_study(session, "curv")
         task, _ = enqueue(session, study, "train", {})
@@ -172,17 +160,24 @@ def test_curvature_rows_become_measures_with_seeds(db, tmp_path):
         ckpt = Checkpoint(model_id=model.id, epoch=5)
         session.add(ckpt)
         session.flush()
-        common = {"model_id": model.id, "checkpoint_id": ckpt.id, "split": "train",
-                  "bn_mode": "eval", "loss": "ce", "completed_at": datetime.now(UTC),
-                  "trace": None, "top_eigenvalue": None, "layer_traces": None}  # fmt: skip
-        session.execute(table.insert(), [
-            {**common, "measure": "trace", "seed": 0, "trace": 10.0, "layer_traces": {"fc1": 6.0}},
-            {**common, "measure": "trace", "seed": 1, "trace": 14.0, "layer_traces": {"fc1": 8.0}},
-            {**common, "measure": "top_eigenvalues", "seed": 0, "top_eigenvalue": 3.5},
+        common = {"study_id": study.id, "task_id": task.id, "model_id": model.id,
+                  "checkpoint_id": ckpt.id, "epoch": 5, "split": "train", "bn_mode": "eval",
+                  "loss": "cross_entropy", "tol": 1e-3, "max_iter": 100,
+                  "completed_at": datetime.now(UTC)}  # fmt: skip
+        session.add_all([
+            HessianSpectrum(**common, measure="trace", seed=0, spec_hash="t0", trace=10.0,
+                            layer_traces={"fc1": 6.0}),
+            HessianSpectrum(**common, measure="trace", seed=1, spec_hash="t1", trace=14.0,
+                            layer_traces={"fc1": 8.0}),
+            HessianSpectrum(**common, measure="eigen", seed=0, spec_hash="e0", top_k=1,
+                            top_eigenvalue=3.5, eigenvalues=[3.5]),
+            # Not finished: no measure from it.
+            HessianSpectrum(**{**common, "completed_at": None}, measure="trace", seed=2,
+                            spec_hash="t2", trace=99.0),
         ])  # fmt: skip
+        session.flush()
         store = ArrayStore(str(tmp_path / "store.zarr"))
-        refresh_measures(session, store, study.id,
-                         [lambda s, st, i: curvature_samples(s, st, i, table)])  # fmt: skip
+        refresh_measures(session, store, study.id)
         rows = {r["kind"]: r for r in measure_rows(session, study.id)}
     assert set(rows) == {"hessian_trace", "hessian_layer_trace:fc1", "hessian_top_eigenvalue"}
     assert (rows["hessian_trace"]["value"], rows["hessian_trace"]["n_seeds"]) == (12.0, 2)
