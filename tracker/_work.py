@@ -24,6 +24,8 @@ import sqlalchemy as sa
 from tracker._config import Settings
 from tracker._db import Database, open_database
 from tracker._exceptions import ConfigError, NoGPU
+from tracker._manage import CANCELLED
+from tracker._progress import Progress, Scope
 from tracker._queue import DEFAULT_LEASE_SECONDS, find_study
 from tracker._registry import load_plugins
 from tracker._retry import retrying
@@ -82,6 +84,10 @@ def scope_counts(
     db: Database, kinds: Sequence[str], study_ids: Sequence[int] | None
 ) -> dict[str, int]:
     query = sa.select(Task.status, sa.func.count()).where(Task.kind.in_(list(kinds)))
+    # Tasks a user cancelled are off the queue: neither failures nor unfinished work.
+    query = query.where(
+        sa.or_(Task.status != "failed", Task.error.is_(None), Task.error != CANCELLED)
+    )
     if study_ids is not None:
         query = query.where(Task.study_id.in_(list(study_ids)))
 
@@ -93,38 +99,6 @@ def scope_counts(
     counts = dict.fromkeys(("waiting", "pending", "running", "done", "failed"), 0)
     counts.update({status: int(n) for status, n in rows})
     return counts
-
-
-class Progress:
-    """A one-line progress bar: tasks done / total, rate, running and failed counts."""
-
-    def __init__(self, stream: IO[str], start: dict[str, int], enabled: bool) -> None:
-        self.stream, self.enabled = stream, enabled
-        self.start_done = start["done"] + start["failed"]
-        self.t0 = time.monotonic()
-        self.tty = stream.isatty()
-        self.last_print = 0.0
-
-    def update(self, counts: dict[str, int], final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not (self.tty or final or now - self.last_print >= 10.0):
-            return
-        self.last_print = now
-        total = sum(counts.values())
-        finished = counts["done"] + counts["failed"]
-        rate = (finished - self.start_done) / max(now - self.t0, 1e-9)
-        width = 30
-        filled = int(width * finished / total) if total else width
-        bar = "#" * filled + "." * (width - filled)
-        line = (
-            f"[{bar}] {finished}/{total} tasks  {rate:.1f}/s  "
-            f"running {counts['running']}  failed {counts['failed']}"
-        )
-        end = "\n" if (final or not self.tty) else ""
-        self.stream.write(("\r" if self.tty else "") + line + end)
-        self.stream.flush()
 
 
 @contextlib.contextmanager
@@ -272,9 +246,12 @@ def work(
     study: str | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     progress: bool = True,
+    quiet: bool = False,
     stream: IO[str] = sys.stderr,
 ) -> WorkSummary:
     """Drain the queue (or serve it forever) with Dask workers; return what was done."""
+    from tracker._logs import LogToFile, log_path, route_to_file
+
     db = open_database(settings.db_url)
     known = load_plugins(plugins)
     if kinds is not None:
@@ -308,14 +285,21 @@ def work(
         forever=forever,
         lease_seconds=lease_seconds,
     )
-    bar = Progress(stream, start, progress)
+    bar = Progress(stream, start, progress, quiet=quiet,
+                   scope=Scope(db, scope_kinds, study_ids))  # fmt: skip
     t0 = time.monotonic()
+    log_file = None if scheduler else log_path(settings.home)
+    if log_file is not None:
+        route_to_file(log_file)
     cluster = (
         _joined_cluster(scheduler, n_workers, cuda)
         if scheduler
         else _local_cluster(n_workers, cuda)
     )
     with cluster as (client, addresses, resource):
+        bar.note_dashboard(_dashboard_link(client))
+        if log_file is not None:
+            client.register_plugin(LogToFile(log_file))
         loops = _Loops(client, base, resource)
         futures = [loops.submit() for _ in addresses]
         try:
@@ -337,6 +321,15 @@ def work(
         unfinished=0 if forever else end["waiting"] + end["pending"] + end["running"],
         restarts=loops.restarts,
     )
+
+
+def _dashboard_link(client: Any) -> str | None:
+    """The Dask dashboard's address, if the scheduler serves one."""
+    try:
+        return str(client.dashboard_link) if client.scheduler_info().get("services", {}).get(
+            "dashboard") else None  # fmt: skip
+    except Exception:  # no scheduler info: no address to show
+        return None
 
 
 class _Loops:
