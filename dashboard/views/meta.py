@@ -55,8 +55,8 @@ st.title("Meta-analysis")
 st.subheader("Does sharpness predict the generalisation gap?")
 sharp = common.query(src.db_url, SHARPNESS)
 if sharp.empty:
-    st.info("No complete surfaces of trained models yet: enqueue a study with [[surface]] "
-            "entries and run `tracker work`.")  # fmt: skip
+    st.info("No complete surfaces of trained models yet: `tracker enqueue examples/demo.toml` "
+            "(models of two batch sizes with their surfaces), then `tracker work`.")  # fmt: skip
 else:
     studies = sorted(sharp["study"].unique().tolist())
     c1, c2, c3 = st.columns(3)
