@@ -20,8 +20,8 @@ surfaces), it measures:
       compiles when a page first shows a Plotly chart) draws only the 3D view.
 
   (c) Start (issue 19): from launching the server to the first page drawn in Chromium, for
-      `tracker dashboard` (dashboard.serve: the pages' imports done before it listens) against
-      the baseline in the same run, plain `python -m streamlit run app.py`; then every page
+      `tracker dashboard` against the baseline in the same run, its Streamlit process alone
+      (`python -m streamlit run app.py`); then every page
       opened again on the warm server (target 1 s each) and the interactive 3D view of the
       four surfaces (/surfaces?view=3D, target 3 s).
 
@@ -155,9 +155,8 @@ def _free_port() -> int:
 @contextmanager
 def serve(home: Path, server: str = "tracker") -> Iterator[str]:
     """A dashboard server on a free port until the block ends; its base URL. ``server``:
-    "tracker" (`tracker dashboard --headless`), "serve" (its Streamlit process alone,
-    `python -m dashboard.serve run`) or "streamlit" (the baseline: `python -m streamlit run`,
-    no warmed imports)."""
+    "tracker" (`tracker dashboard --headless`) or "streamlit" (its Streamlit process alone,
+    `python -m streamlit run`, the baseline without the tracker's database check)."""
     port = _free_port()
     command = [sys.executable, "-m", "tracker.cli", "dashboard", "--port", str(port), "--headless"]
     if server != "tracker":
@@ -166,8 +165,6 @@ def serve(home: Path, server: str = "tracker") -> Iterator[str]:
         from tracker._cmd_dashboard import streamlit_argv
 
         command = streamlit_argv(_argparse.Namespace(address="127.0.0.1", port=port))
-        if server == "streamlit":
-            command[1:3] = ["-m", "streamlit"]
     proc = subprocess.Popen(
         command, env=_env(home), cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -271,7 +268,7 @@ def start_times(home: Path) -> dict[str, float]:
                                      args=["--headless", "--no-sandbox", "--disable-gpu"])  # fmt: skip
         try:
             for name, server in (("streamlit run (baseline)", "streamlit"),
-                                 ("dashboard.serve", "serve"), ("tracker dashboard", "tracker")):
+                                 ("tracker dashboard", "tracker")):
                 start = time.perf_counter()
                 with serve(home, server) as base:
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -317,12 +314,11 @@ def warm_page_times(home: Path) -> tuple[dict[str, float], float]:
 
 def report_issue19(home: Path) -> None:
     starts = start_times(home)
-    base, warm = starts["streamlit run (baseline)"], starts["dashboard.serve"]
-    ours = starts["tracker dashboard"]
+    base, ours = starts["streamlit run (baseline)"], starts["tracker dashboard"]
     verdict = "meets" if ours < START_TARGET_S else "MISSES"
     print(f"(c) start to first page drawn: plain streamlit run {base:.2f} s (baseline), "
-          f"dashboard.serve {warm:.2f} s (ratio {warm / base:.2f}), tracker dashboard (its "
-          f"database check included) {ours:.2f} s: {verdict} the {START_TARGET_S:.0f} s target")
+          f"tracker dashboard (its database check included) {ours:.2f} s (ratio "
+          f"{ours / base:.2f}): {verdict} the {START_TARGET_S:.0f} s target")
     pages, view_3d = warm_page_times(home)
     for name, secs in pages.items():
         verdict = "meets" if secs < PAGE_TARGET_S else "MISSES"

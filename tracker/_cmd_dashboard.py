@@ -1,7 +1,6 @@
 """`tracker dashboard`: check the database, then run the Streamlit app over it.
 
-Streamlit runs in a child process (the venv's ``python -m dashboard.serve``, Streamlit with
-the pages' imports warmed) with the resolved
+Streamlit runs in a child process (the venv's ``python -m streamlit``) with the resolved
 locations in its environment; dashboard/data.py reads them there. The check runs first so
 an unreachable or out-of-date database is one line here, not an error page in a browser.
 """
@@ -25,8 +24,7 @@ def app_path() -> Path:
 def streamlit_argv(args: argparse.Namespace) -> list[str]:
     """The `streamlit run` command line: local address, no usage statistics, no network."""
     return [
-        # dashboard.serve: `streamlit run` with the pages' imports done before it listens.
-        sys.executable, "-m", "dashboard.serve", "run", str(app_path()),
+        sys.executable, "-m", "streamlit", "run", str(app_path()),
         "--server.address", args.address,
         "--server.port", str(args.port),
         # Always headless: otherwise Streamlit may stop at a first-run e-mail prompt.
