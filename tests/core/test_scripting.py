@@ -173,6 +173,9 @@ def test_tags_and_notes_on_studies_and_models(env: dict[str, str]):
     one_line_error(run_tracker("tag", "study", "t", "--add", "a" * 65, env=env), "tag", code=2)
     text = run_tracker("ls", "studies", env=env).stdout
     assert "baseline" in text and "first try" in text
+    shown = _json("show", "study", "t", env=env)
+    assert shown["study"]["tags"] == ["baseline"] and shown["models"][0]["id"] == made["ids"][0]
+    assert [(c["kind"], c["pending"]) for c in shown["counts"]] == [("train", 1)]
 
 
 def test_a_command_without_its_own_json_still_answers_in_json(env: dict[str, str], tmp_path):
