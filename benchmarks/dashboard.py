@@ -19,6 +19,12 @@ surfaces), it measures:
       the best of the later ones. Plotly (whose 4.7 MB bundle the browser fetches and
       compiles when a page first shows a Plotly chart) draws only the 3D view.
 
+  (c) Start (issue 19): from launching the server to the first page drawn in Chromium, for
+      `tracker dashboard` against the baseline in the same run, its Streamlit process alone
+      (`python -m streamlit run app.py`); then every page
+      opened again on the warm server (target 1 s each) and the interactive 3D view of the
+      four surfaces (/surfaces?view=3D, target 3 s).
+
 Timings on a shared machine are noisy: each figure is the best of ``--repeat`` passes.
 Run: ``.venv/bin/python -m benchmarks.dashboard [--grid 101] [--repeat 3] [--no-browser]``.
 """
@@ -147,12 +153,20 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(home: Path) -> Iterator[str]:
-    """`tracker dashboard --headless` on a free port until the block ends; its base URL."""
+def serve(home: Path, server: str = "tracker") -> Iterator[str]:
+    """A dashboard server on a free port until the block ends; its base URL. ``server``:
+    "tracker" (`tracker dashboard --headless`) or "streamlit" (its Streamlit process alone,
+    `python -m streamlit run`, the baseline without the tracker's database check)."""
     port = _free_port()
+    command = [sys.executable, "-m", "tracker.cli", "dashboard", "--port", str(port), "--headless"]
+    if server != "tracker":
+        import argparse as _argparse
+
+        from tracker._cmd_dashboard import streamlit_argv
+
+        command = streamlit_argv(_argparse.Namespace(address="127.0.0.1", port=port))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tracker.cli", "dashboard", "--port", str(port), "--headless"],
-        env=_env(home), cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        command, env=_env(home), cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -240,11 +254,87 @@ def browser_times(home: Path, repeat: int) -> dict[str, tuple[float, float]]:
     return out
 
 
+PAGES = ["", "models", "surfaces", "topology", "levelsets", "morse", "meta"]
+PAGE_TARGET_S, START_TARGET_S, VIEW_3D_TARGET_S = 1.0, 3.0, 3.0
+
+
+def start_times(home: Path) -> dict[str, float]:
+    """Seconds from launching each server to its first page (Overview) drawn in Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    out = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                     args=["--headless", "--no-sandbox", "--disable-gpu"])  # fmt: skip
+        try:
+            for name, server in (("streamlit run (baseline)", "streamlit"),
+                                 ("tracker dashboard", "tracker")):
+                start = time.perf_counter()
+                with serve(home, server) as base:
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    page.goto(f"{base}/", wait_until="domcontentloaded")
+                    page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=120_000)
+                    _settled(page)
+                    out[name] = time.perf_counter() - start
+                    page.close()
+        finally:
+            browser.close()
+    return out
+
+
+def warm_page_times(home: Path) -> tuple[dict[str, float], float]:
+    """Every page opened twice on one server (the second time reported), and the 3D view."""
+    from playwright.sync_api import sync_playwright
+
+    times: dict[str, float] = {}
+    with serve(home) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                     args=["--headless", "--no-sandbox", "--disable-gpu"])  # fmt: skip
+        try:
+            for _ in range(2):
+                for name in PAGES:
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    start = time.perf_counter()
+                    page.goto(f"{base}/{name}", wait_until="domcontentloaded")
+                    page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=60_000)
+                    _settled(page)
+                    times[name or "overview"] = time.perf_counter() - start
+                    page.close()
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            start = time.perf_counter()
+            page.goto(f"{base}/surfaces?view=3D", wait_until="domcontentloaded")
+            page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+            _settled(page)
+            view_3d = time.perf_counter() - start
+            page.close()
+        finally:
+            browser.close()
+    return times, view_3d
+
+
+def report_issue19(home: Path) -> None:
+    starts = start_times(home)
+    base, ours = starts["streamlit run (baseline)"], starts["tracker dashboard"]
+    verdict = "meets" if ours < START_TARGET_S else "MISSES"
+    print(f"(c) start to first page drawn: plain streamlit run {base:.2f} s (baseline), "
+          f"tracker dashboard (its database check included) {ours:.2f} s (ratio "
+          f"{ours / base:.2f}): {verdict} the {START_TARGET_S:.0f} s target")
+    pages, view_3d = warm_page_times(home)
+    for name, secs in pages.items():
+        verdict = "meets" if secs < PAGE_TARGET_S else "MISSES"
+        print(f"(c) warm page {name:10s}: {secs:.2f} s: {verdict} the {PAGE_TARGET_S:.0f} s target")
+    verdict = "meets" if view_3d < VIEW_3D_TARGET_S else "MISSES"
+    print(f"(c) the 3D view of four surfaces: {view_3d:.2f} s: {verdict} the "
+          f"{VIEW_3D_TARGET_S:.0f} s target (load average now {os.getloadavg()[0]:.1f})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=int, default=101, help="points per side (default 101)")
     parser.add_argument("--repeat", type=int, default=3, help="passes; the best is reported")
     parser.add_argument("--no-browser", action="store_true", help="AppTest figures only")
+    parser.add_argument("--start-only", action="store_true",
+                        help="only (c): start to first page, warm pages, the 3D view")
     args = parser.parse_args(argv)
     if args.grid < 2 or args.repeat < 1:
         parser.error("--grid must be at least 2 and --repeat at least 1")
@@ -261,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         print(f"seeded four {args.grid}x{args.grid} surfaces in {time.perf_counter() - start:.1f} s"
               f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")  # fmt: skip
+        if args.start_only:
+            report_issue19(home)
+            return 0
         first, views = apptest_times(home, args.repeat)
         grid = f"{args.grid}x{args.grid}"
         print(f"(a) AppTest, Surfaces page with four {grid} surfaces, first run in a fresh "
@@ -286,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = "meets" if secs < TARGET_S else "MISSES"
                 print(f"browser: {secs:.2f} s for {what}: {verdict} the {TARGET_S:.0f} s target"
                       f" (load average now {os.getloadavg()[0]:.1f})")  # fmt: skip
+            report_issue19(home)
     return 0
 
 

@@ -71,19 +71,34 @@ def _draw(ax: Any, s: dict[str, Any], z: np.ndarray, norm: Normalize, view: str)
         ax.pcolormesh(x, y, np.ma.masked_invalid(z), cmap=CMAP, norm=norm, shading="nearest")
 
 
+PER_ROW = 4  # surfaces per row of a side-by-side image (up to 8 make two rows)
+
+
+def title(s: dict[str, Any]) -> str:
+    """A panel's title: the surface id and what it is of (model name, epoch, direction)."""
+    label = str(s.get("label") or "")
+    what = label.split(": ", 1)[1] if ": " in label else ""
+    return f"#{s['id']}: {what}" if what else f"#{s['id']}"
+
+
 def side_by_side(surfs: list[dict[str, Any]], metric: str, log: bool, view: str) -> Figure:
     """Heatmaps or filled contours of the surfaces on one colour scale and the same axes."""
     zs = [values(s, metric, log) for s in surfs]
     norm = _norm(*value_range(zs))
+    cols = min(len(surfs), PER_ROW)
+    rows = -(-len(surfs) // PER_ROW)
     # At most 1,460 px wide: Streamlit re-encodes wider images (a PIL resize per page run).
-    fig = Figure(figsize=(3.3 * len(surfs) + 1.0, 3.6), dpi=DPI)
-    grid, bar = _grid(fig, 1, len(surfs), left=0.2 / len(surfs))
-    axes = grid[0]
-    for ax, s, z in zip(axes, surfs, zs, strict=True):
+    fig = Figure(figsize=(3.3 * cols + 1.0, 3.6 * rows), dpi=DPI)
+    grid, bar = _grid(fig, rows, cols, left=0.2 / cols)
+    axes = grid.ravel()
+    for ax, s, z in zip(axes, surfs, zs, strict=False):
         _draw(ax, s, z, norm, view)
-        ax.set_title(f"#{s['id']}")
+        ax.set_title(title(s), fontsize=8)
         ax.set_xlabel("x")
-    axes[0].set_ylabel("y")
+    for ax in axes[len(surfs) :]:
+        ax.set_visible(False)
+    for r in range(rows):
+        grid[r, 0].set_ylabel("y")
     label = f"log10 {metric}" if log else metric
     fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), cax=bar, label=label)
     return fig

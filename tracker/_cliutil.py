@@ -7,9 +7,10 @@ this module while `tracker --help` builds its parsers, and that must stay instan
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tracker._config import Settings
@@ -41,12 +42,43 @@ def open_db(args: argparse.Namespace, *, check: bool = True) -> Database:
     from tracker._db import open_database
 
     url = settings(args).db_url
+    if not _writes(args):
+        refuse_missing_sqlite(url)
     if not check or getattr(args, "command", None) not in WRITING_COMMANDS:
         return open_database(url, check=check)
     db = open_database(url, check=False)
     create_if_brand_new_sqlite(db)
     db.check_schema()
     return db
+
+
+def _writes(args: argparse.Namespace) -> bool:
+    command = getattr(args, "command", None)
+    if command == "db":
+        return getattr(args, "db_command", None) in ("upgrade", "downgrade", "create-reader")
+    return command in WRITING_COMMANDS
+
+
+def refuse_missing_sqlite(url: str) -> None:
+    """A reading command on an SQLite file that does not exist: the one-line schema error,
+    without creating the file or its folder (SQLite would create both on connect)."""
+    from pathlib import Path
+
+    from tracker._exceptions import SchemaOutOfDate
+
+    if not url.startswith("sqlite"):
+        return
+    import sqlalchemy as sa
+
+    try:
+        path = sa.engine.make_url(url).database
+    except Exception:  # a malformed URL gets its own message from open_database
+        return
+    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+        raise SchemaOutOfDate(
+            f"the database {path} does not exist, so it has no tracker schema: "
+            "run `tracker db upgrade` to create it (or check --db, TRACKER_DB_URL, TRACKER_HOME)"
+        )
 
 
 def create_if_brand_new_sqlite(db: Database) -> bool:
@@ -135,3 +167,66 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if any(s < 0 or s >= 2**32 for s in out):
         raise SpecError(f"seeds {text!r} include a seed outside 0..2**32-1")
     return tuple(dict.fromkeys(out))
+
+
+# --- help: defaults shown, an example per command ----------------------------------------------
+
+# What `tracker ls` and `tracker delete` name: the kinds of rows (tracker._manage maps them).
+LISTABLE = (
+    "studies", "tasks", "models", "checkpoints", "directions", "surfaces", "retrains",
+    "embeddings", "diagrams", "levelsets", "l2-baselines", "ensembles", "morse", "arrays",
+)  # fmt: skip
+
+# The study every verb uses when --study is not given.
+DEFAULT_STUDY = "default"
+
+# One example per command, shown under its --help. Keyed by the command's words after `tracker`.
+EXAMPLES: dict[str, str] = {}
+
+
+def example(command: str, *lines: str) -> None:
+    """Register the example lines shown at the end of `tracker COMMAND --help`."""
+    EXAMPLES[command] = "\n".join(f"  {line}" for line in lines)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that shows every option's default, and keeps the examples' line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "%(default)" in text or "default" in text.lower() or not _shows_default(action):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and _shows_default(action):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    default = action.default
+    return bool(action.option_strings) and not (
+        default is None or default is False or default is argparse.SUPPRESS
+        or default == [] or default == ""
+    )  # fmt: skip
+
+
+class Parser(argparse.ArgumentParser):
+    """The `tracker` parser and all its subcommands: shown defaults and examples.
+
+    ``add_subparsers`` makes subparsers of the parser's own class, so every command gets this
+    formatter and its registered example without saying so.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def format_help(self) -> str:
+        words = " ".join(self.prog.split()[1:])
+        text = EXAMPLES.get(words)
+        if text and not self.epilog:
+            self.epilog = f"example:\n{text}"
+        return super().format_help()

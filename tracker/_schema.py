@@ -134,7 +134,14 @@ class _SplitMetrics:
     test_acc: Mapped[float | None]
 
 
-class Study(_Created, Base):
+class _Tagged:
+    """Free-form labels and a note a user attaches to a row (`tracker tag`)."""
+
+    tags: Mapped[list[Any] | None]
+    note: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class Study(_Tagged, _Created, Base):
     """A label that groups work for comparison."""
 
     __tablename__ = "studies"
@@ -231,7 +238,7 @@ def _array_fk() -> Mapped[int | None]:
     return mapped_column(sa.ForeignKey("arrays.id", ondelete="SET NULL"))
 
 
-class Model(WorkRow, Base):
+class Model(_Tagged, WorkRow, Base):
     """A network to train: architecture, data set and optimiser settings as real columns."""
 
     __tablename__ = "models"

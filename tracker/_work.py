@@ -29,6 +29,8 @@ import sqlalchemy as sa
 from tracker._config import Settings
 from tracker._db import Database, open_database
 from tracker._exceptions import ConfigError, NoGPU
+from tracker._manage import CANCELLED
+from tracker._progress import Progress, Scope
 from tracker._queue import DEFAULT_LEASE_SECONDS, find_study
 from tracker._registry import known_kinds
 from tracker._retry import retrying
@@ -89,6 +91,10 @@ def scope_counts(
     db: Database, kinds: Sequence[str], study_ids: Sequence[int] | None
 ) -> dict[str, int]:
     query = sa.select(Task.status, sa.func.count()).where(Task.kind.in_(list(kinds)))
+    # Tasks a user cancelled are off the queue: neither failures nor unfinished work.
+    query = query.where(
+        sa.or_(Task.status != "failed", Task.error.is_(None), Task.error != CANCELLED)
+    )
     if study_ids is not None:
         query = query.where(Task.study_id.in_(list(study_ids)))
 
@@ -100,38 +106,6 @@ def scope_counts(
     counts = dict.fromkeys(("waiting", "pending", "running", "done", "failed"), 0)
     counts.update({status: int(n) for status, n in rows})
     return counts
-
-
-class Progress:
-    """A one-line progress bar: tasks done / total, rate, running and failed counts."""
-
-    def __init__(self, stream: IO[str], start: dict[str, int], enabled: bool) -> None:
-        self.stream, self.enabled = stream, enabled
-        self.start_done = start["done"] + start["failed"]
-        self.t0 = time.monotonic()
-        self.tty = stream.isatty()
-        self.last_print = 0.0
-
-    def update(self, counts: dict[str, int], final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not (self.tty or final or now - self.last_print >= 10.0):
-            return
-        self.last_print = now
-        total = sum(counts.values())
-        finished = counts["done"] + counts["failed"]
-        rate = (finished - self.start_done) / max(now - self.t0, 1e-9)
-        width = 30
-        filled = int(width * finished / total) if total else width
-        bar = "#" * filled + "." * (width - filled)
-        line = (
-            f"[{bar}] {finished}/{total} tasks  {rate:.1f}/s  "
-            f"running {counts['running']}  failed {counts['failed']}"
-        )
-        end = "\n" if (final or not self.tty) else ""
-        self.stream.write(("\r" if self.tty else "") + line + end)
-        self.stream.flush()
 
 
 @contextlib.contextmanager
@@ -279,9 +253,12 @@ def work(
     study: str | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     progress: bool = True,
+    quiet: bool = False,
     stream: IO[str] = sys.stderr,
 ) -> WorkSummary:
     """Drain the queue (or serve it forever) with worker loops; return what was done."""
+    from tracker._logs import LogToFile, log_path, route_to_file
+
     db = open_database(settings.db_url)
     known = list(known_kinds(plugins))
     if kinds is not None:
@@ -319,8 +296,12 @@ def work(
         lease_seconds=lease_seconds,
         gpu=cuda,
     )
-    bar = Progress(stream, start, progress)
+    bar = Progress(stream, start, progress, quiet=quiet,
+                   scope=Scope(db, scope_kinds, study_ids))  # fmt: skip
     t0 = time.monotonic()
+    log_file = None if scheduler else log_path(settings.home)
+    if log_file is not None:
+        route_to_file(log_file)
 
     def tick() -> None:
         bar.update(scope_counts(db, scope_kinds, study_ids))
@@ -336,6 +317,9 @@ def work(
             else _local_cluster(n_workers, cuda)
         )
         with cluster as (client, addresses, resource):
+            bar.note_dashboard(_dashboard_link(client))
+            if log_file is not None:
+                client.register_plugin(LogToFile(log_file))
             loops = _Loops(client, base, resource)
             futures = [loops.submit() for _ in addresses]
             try:
@@ -389,6 +373,15 @@ def _run_in_threads(base: WorkerConfig, n: int, tick: Any) -> list[dict[str, Any
     if errors:
         raise errors[0]
     return results
+
+
+def _dashboard_link(client: Any) -> str | None:
+    """The Dask dashboard's address, if the scheduler serves one."""
+    try:
+        return str(client.dashboard_link) if client.scheduler_info().get("services", {}).get(
+            "dashboard") else None  # fmt: skip
+    except Exception:  # no scheduler info: no address to show
+        return None
 
 
 class _Loops:

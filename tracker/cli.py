@@ -10,8 +10,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tracker._cli_output import Enqueued, emit, jsonable
+
 # The shared helpers keep short local names, so the core commands read as before.
-from tracker._cliutil import lazy_command
+from tracker._cliutil import DEFAULT_STUDY, LISTABLE, Parser, example, lazy_command
 from tracker._cliutil import open_db as _open
 from tracker._cliutil import settings as _settings
 from tracker._cliutil import table as _table
@@ -66,6 +68,8 @@ def cmd_db_create_reader(args: argparse.Namespace) -> int:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from tracker._exceptions import ConfigError
     from tracker._work import work
 
@@ -90,14 +94,14 @@ def cmd_work(args: argparse.Namespace) -> int:
         study=args.study,
         lease_seconds=args.lease,
         progress=not args.no_progress,
+        quiet=args.quiet,
     )
-    if summary.workers:
-        rate = summary.done / summary.seconds if summary.seconds else 0.0
-        restarts = f", {summary.restarts} loop(s) restarted" if summary.restarts else ""
-        print(
-            f"done {summary.done}, failed {summary.failed} in {summary.seconds:.1f} s "
-            f"({rate:.1f} tasks/s) on {summary.workers} worker(s){restarts}"
-        )
+    rate = summary.done / summary.seconds if summary.seconds else 0.0
+    restarts = f", {summary.restarts} loop(s) restarted" if summary.restarts else ""
+    emit(args, {**asdict(summary), "tasks_per_second": rate},
+         f"done {summary.done}, failed {summary.failed} in {summary.seconds:.1f} s "
+         f"({rate:.1f} tasks/s) on {summary.workers} worker(s){restarts}"
+         if summary.workers else None)  # fmt: skip
     problems = []
     if summary.failed_in_scope:
         earlier = summary.failed_before
@@ -125,6 +129,8 @@ def cmd_work(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from tracker._queue import find_study
     from tracker._status import expired_leases, queue_counts, recent_errors
 
@@ -134,26 +140,32 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts = queue_counts(session, study_id)
         errors = recent_errors(session, study_id, limit=args.errors)
         expired = expired_leases(session)
+    emit(args, {"counts": [asdict(c) for c in counts], "expired_leases": expired,
+                "errors": [asdict(e) for e in errors]},
+         lambda: _status_text(counts, errors, expired))  # fmt: skip
+    return 0
+
+
+def _status_text(counts: Sequence[Any], errors: Sequence[Any], expired: int) -> str:
     if not counts:
-        print("no tasks yet: `tracker enqueue` adds work")
-        return 0
+        return "no tasks yet: `tracker enqueue` adds work"
     rows = [
         (c.study, c.kind, c.waiting, c.pending, c.running, c.done, c.failed,
          _when(c.oldest_running_since), _when(c.oldest_lease_expires))
         for c in counts
     ]  # fmt: skip
-    print(_table(
+    lines = [_table(
         ("study", "kind", "waiting", "pending", "running", "done", "failed", "oldest running since",
-         "its lease expires (UTC)"), rows))  # fmt: skip
+         "its lease expires (UTC)"), rows)]  # fmt: skip
     if expired:
-        print(f"\n{expired} running task(s) have expired leases: the next claim reclaims them")
+        lines.append(f"\n{expired} running task(s) have expired leases: the next claim reclaims them")
     if errors:
-        print("\nlast errors:")
+        lines.append("\nlast errors:")
         for e in errors:
             retry = " (will retry)" if e.status == "pending" else ""
-            print(f"  task {e.task_id} [{e.study}/{e.kind}, attempt {e.attempts}/{e.max_attempts}]"
-                  f"{retry}: {e.message}")  # fmt: skip
-    return 0
+            lines.append(f"  task {e.task_id} [{e.study}/{e.kind}, attempt {e.attempts}/"
+                         f"{e.max_attempts}]{retry}: {e.message}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def cmd_show_task(args: argparse.Namespace) -> int:
@@ -163,14 +175,24 @@ def cmd_show_task(args: argparse.Namespace) -> int:
     db = _open(args)
     with db.session() as session:
         details = task_details(find_task(session, args.id))
-    for key, value in details.items():
-        if key == "error" and value:
-            print(f"{key}:\n{value}")
-        else:
-            print(
-                f"{key}: {_when(value) if key in {'created', 'started', 'finished', 'lease expires'} else value}"
-            )
+
+    def text() -> str:
+        times = {"created", "started", "finished", "lease expires"}
+        return "\n".join(
+            f"{key}:\n{value}" if key == "error" and value
+            else f"{key}: {_when(value) if key in times else _plain(value)}"
+            for key, value in details.items()
+        )  # fmt: skip
+
+    emit(args, details, text)
     return 0
+
+
+def _plain(value: Any) -> str:
+    """A payload or result as JSON text (a script can read it), anything else as itself."""
+    import json
+
+    return json.dumps(jsonable(value)) if isinstance(value, (dict, list)) else str(value)
 
 
 def cmd_show_study(args: argparse.Namespace) -> int:
@@ -180,6 +202,8 @@ def cmd_show_study(args: argparse.Namespace) -> int:
     from tracker._schema import Checkpoint, Direction, Model, Surface
 
     args.errors = 10
+    if args.json:
+        return _show_study_json(args)
     code = cmd_status(args)
     db = _open(args)
     with db.session() as session:
@@ -250,6 +274,29 @@ def _print_provenance(db: Any, study_id: int) -> None:
             print(f"  {line}  [{counts}]")
 
 
+def _show_study_json(args: argparse.Namespace) -> int:
+    """The study row, its queue counts and last errors, and every row of every kind it holds."""
+    from dataclasses import asdict
+
+    from tracker._manage import LISTABLE, list_rows
+    from tracker._queue import find_study
+    from tracker._status import queue_counts, recent_errors
+
+    db = _open(args)
+    with db.session() as session:
+        study = find_study(session, args.study)
+        data: dict[str, Any] = {
+            "study": list_rows(session, "studies", args.study)[0],
+            "counts": [asdict(c) for c in queue_counts(session, study.id)],
+            "errors": [asdict(e) for e in recent_errors(session, study.id, limit=args.errors)],
+        }
+        for what in LISTABLE:
+            if what not in ("studies", "tasks", "arrays"):
+                data[what] = list_rows(session, what, args.study)
+    emit(args, data, None)
+    return 0
+
+
 # --- requeue / enqueue ------------------------------------------------------------------------
 
 
@@ -286,6 +333,99 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- ls / cancel / delete -------------------------------------------------------------------
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from tracker._manage import list_rows, text_columns
+
+    db = _open(args)
+    with db.session() as session:
+        rows = list_rows(session, args.what, args.study, args.where, args.limit)
+
+    def text() -> str:
+        if not rows:
+            return f"no {args.what}" + (" match" if args.where else "")
+        columns = text_columns(args.what)
+        return _table(columns, [[_cell(r.get(c)) for c in columns] for r in rows])
+
+    emit(args, rows, text)
+    return 0
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return format(value, ".4g")
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return _when(value) if hasattr(value, "strftime") else str(value)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from tracker._manage import cancel
+
+    db = _open(args)
+    with db.session() as session:
+        ids = cancel(session, args.ids, args.study)
+    shown = f": {', '.join(map(str, ids))}" if ids and len(ids) <= 20 else ""
+    emit(args, {"cancelled": ids},
+         f"cancelled {len(ids)} pending or waiting task(s){shown}"
+         + ("; `tracker requeue ID...` brings them back" if ids else ""))  # fmt: skip
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from tracker._exceptions import ConfigError
+    from tracker._manage import delete, plan_deletion
+    from tracker._queue import find_study
+    from tracker._store import ArrayStore
+
+    what = {"study": "studies"}.get(args.what, args.what)
+    db = _open(args)
+    with db.session() as session:
+        if what == "studies":
+            ids = [find_study(session, name).id for name in args.ids]
+        else:
+            try:
+                ids = [int(i) for i in args.ids]
+            except ValueError:
+                raise ConfigError(f"{args.what} ids are numbers, got {' '.join(args.ids)}") from None
+        plan = plan_deletion(session, what, ids)
+        if not args.dry_run:
+            delete(session, plan)
+    if not args.dry_run:
+        store = ArrayStore(_settings(args).store_url)
+        for path in plan.paths:
+            store.delete(path)
+    counts = plan.counts()
+    summary = ", ".join(f"{n} {table}" for table, n in counts.items()) or "nothing"
+    verb = "would delete" if args.dry_run else "deleted"
+    emit(args, {"dry_run": args.dry_run, "rows": {t: sorted(i) for t, i in plan.rows.items() if i},
+                "arrays": plan.paths},
+         f"{verb} {summary} and {len(plan.paths)} array(s)")  # fmt: skip
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from tracker._manage import retag
+    from tracker._queue import find_study
+    from tracker.training.rows import find_model
+
+    def labels(texts: list[str]) -> list[str]:
+        return [t.strip() for text in texts for t in text.split(",") if t.strip()]
+
+    db = _open(args)
+    with db.session() as session:
+        row = find_study(session, args.key) if args.what == "study" else find_model(session, args.key)
+        result = retag(row, labels(args.add), labels(args.remove), args.note)
+    note = f"; note: {result['note']}" if result["note"] else ""
+    emit(args, {"what": args.what, **result},
+         f"{args.what} {args.key}: tags {', '.join(result['tags']) or '(none)'}{note}")  # fmt: skip
+    return 0
+
+
 NOOP_LIMIT = 1_000_000
 
 
@@ -298,23 +438,68 @@ def cmd_enqueue_noop(args: argparse.Namespace) -> int:
     if not 0 <= args.seconds <= 86_400:
         raise SpecError(f"--seconds must be between 0 and 86400, got {args.seconds}")
     db = _open(args)
-    created = 0
+    created, ids = 0, []
     with db.session() as session:
         study = get_or_create_study(session, args.study)
         for i in range(args.count):
-            _, new = enqueue(session, study, "noop", {"index": i, "seconds": args.seconds})
+            task, new = enqueue(session, study, "noop", {"index": i, "seconds": args.seconds})
             created += new
-    print(
-        f"study {args.study!r}: {created} new noop task(s), {args.count - created} already queued"
-    )
+            ids.append(task.id)
+    emit(args, Enqueued(args.study, "tasks", ids, tasks=ids),
+         f"study {args.study!r}: {created} new noop task(s), {args.count - created} already queued")  # fmt: skip
     return 0
 
 
 # --- parser -----------------------------------------------------------------------------------
 
 
+def _register_examples() -> None:
+    """One example under each command's --help (a new command adds its own with example())."""
+    example("db upgrade", "tracker db upgrade", "tracker --db postgresql+psycopg://me@db/tracker db upgrade")
+    example("db downgrade", "tracker db downgrade 0005_morse")
+    example("db current", "tracker db current")
+    example("db create-reader", "TRACKER_READER_PASSWORD=secret tracker db create-reader")
+    example("work", "tracker work --workers 2", "tracker work --study sweep -q --json")
+    example("status", "tracker status --study sweep", "tracker status --json | jq '.counts'")
+    example("show task", "tracker show task 12 --json")
+    example("show study", "tracker show study default", "tracker show study default --json")
+    example("show morse", "tracker show morse 1")
+    example("requeue", "tracker requeue --failed --study sweep", "tracker requeue 12 13")
+    example("enqueue noop", "tracker enqueue noop --count 100 --seconds 0.1")
+    example("enqueue study", "tracker enqueue examples/demo.toml --json")
+    example("enqueue model", "tracker enqueue model --arch mlp --widths 64,64 --dataset digits "
+            "--epochs 20 --lr 0.05 --json")  # fmt: skip
+    example("enqueue surface", "tracker enqueue surface --model 1 --x -1:1:51 --y -1:1:51",
+            "tracker enqueue surface --interpolate 1 2 --x -0.5:1.5:41")  # fmt: skip
+    example("enqueue retrain", "tracker enqueue retrain --model 1 --direction-seeds 0-3 "
+            "--steps 0.25,0.5 --epochs 10")  # fmt: skip
+    example("enqueue topology", "tracker enqueue topology --model 1 --loss test --knn 20")
+    example("enqueue levelset", "tracker enqueue levelset --setup MPG_FF --runs 5")
+    example("enqueue l2-baseline", "tracker enqueue l2-baseline --setup MPG_FF --runs 3")
+    example("enqueue ensemble", "tracker enqueue ensemble --setup doodl3-iris --models 100")
+    example("enqueue morse", "tracker enqueue morse --ensemble 1 --subdiv 12")
+    example("train", "tracker train --arch mlp --widths 32 --dataset digits --epochs 5 --lr 0.05")
+    example("plot surface", "tracker plot surface 3 --plot-kind contour --log",
+            "tracker plot surface 3 4 --panel --vmax 2")  # fmt: skip
+    example("plot embedding", "tracker plot embedding 1 --color step")
+    example("plot persistence", "tracker plot persistence 1")
+    example("plot levelset", "tracker plot levelset --setup MPG_FF")
+    example("plot morse", "tracker plot morse 1 2")
+    example("export surface", "tracker export surface 3 --format vtp --log --zmax 5")
+    example("import h5", "tracker import h5 surface.h5 --study goldstein")
+    example("demo", "tracker demo --workers 2")
+    example("dashboard", "tracker dashboard --port 8501 --headless")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    _register_examples()
     common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON document instead of text (for scripts)",
+    )
     common.add_argument(
         "--db",
         default=argparse.SUPPRESS,
@@ -330,12 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--home", default=argparse.SUPPRESS, metavar="DIR",
                         help="folder of the embedded defaults (default: TRACKER_HOME, else ./.tracker)")  # fmt: skip
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tracker",
         parents=[common],
         description="Track loss-landscape experiments: a SQL schema, a Zarr array store and a "
         "work queue drained by Dask workers.",
     )
+    parser.add_argument("--version", action="version", version=f"tracker {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     db = sub.add_parser("db", help="create, upgrade or inspect the database schema")
@@ -376,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forever", action="store_true", help="keep polling for new work")
     p.add_argument("--study", help="only tasks of this study")
     p.add_argument(
-        "--kind", action="append", default=[], help="only tasks of this kind (repeatable)"
+        "--task-kind", "--kind", dest="kind", action="append", default=[],
+        help="only tasks of this kind (repeatable)"
     )
     p.add_argument(
         "--plugin",
@@ -392,7 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="lease length; a silent worker's task is reclaimed after it (default 60)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress output at all")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="a plain progress line every 10 s instead of a live bar")  # fmt: skip
     p.set_defaults(func=cmd_work)
 
     p = sub.add_parser(
@@ -421,13 +610,51 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verify every stored array; requeue the tasks whose arrays are missing or damaged")  # fmt: skip
     p.set_defaults(func=cmd_requeue)
 
+    p = sub.add_parser("ls", parents=[common], help="list rows of one kind, filtered")
+    p.add_argument("what", metavar="WHAT", help=f"what to list: {', '.join(LISTABLE)}")
+    p.add_argument("--study", help="only rows of this study")
+    p.add_argument("--where", action="append", default=[], metavar="'COLUMN OP VALUE'",
+                   help="keep rows where COLUMN OP VALUE holds (OP: = != < <= > >= ~ for "
+                   "contains; VALUE null for NULL); repeatable, all must hold")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N rows")
+    p.set_defaults(func=cmd_ls)
+    example("ls", "tracker ls models --study sweep --where 'lr<0.1' --where dataset=mnist --json")
+
+    p = sub.add_parser("cancel", parents=[common],
+                       help="take pending or waiting tasks off the queue (marked failed)")
+    p.add_argument("ids", nargs="*", type=int, metavar="TASK_ID")
+    p.add_argument("--study", help="every pending or waiting task of this study")
+    p.set_defaults(func=cmd_cancel)
+    example("cancel", "tracker cancel --study sweep", "tracker cancel 12 13")
+
+    p = sub.add_parser("delete", parents=[common],
+                       help="delete rows with everything that depends on them, and their arrays")
+    p.add_argument("what", metavar="WHAT",
+                   help="study (by name) or a kind of row that `tracker ls` lists (by id)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    p.set_defaults(func=cmd_delete)
+    example("delete", "tracker delete surfaces 4 --dry-run", "tracker delete study old-sweep")
+
+    p = sub.add_parser("tag", parents=[common], help="tags and a note on a study or a model")
+    p.add_argument("what", choices=["study", "model"])
+    p.add_argument("key", metavar="NAME_OR_ID", help="the study's name, the model's id or name")
+    p.add_argument("--add", action="append", default=[], metavar="TAG[,TAG]",
+                   help="tags to add (repeatable)")
+    p.add_argument("--remove", action="append", default=[], metavar="TAG[,TAG]",
+                   help="tags to remove (repeatable)")
+    p.add_argument("--note", help="set the note (an empty string clears it)")
+    p.set_defaults(func=cmd_tag)
+    example("tag", "tracker tag study sweep --add baseline,bs-sweep --note 'first try'",
+            "tracker tag model 3 --remove baseline")
+
     enq = sub.add_parser("enqueue", help="add work to the queue")
     enqsub = enq.add_subparsers(dest="enqueue_command", required=True, metavar="WHAT")
     p = enqsub.add_parser("noop", parents=[common],
                           help="no-op tasks: check that workers reach the database and store")  # fmt: skip
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--seconds", type=float, default=0.0, help="each task sleeps this long")
-    p.add_argument("--study", default="smoke-test")
+    p.add_argument("--study", default=DEFAULT_STUDY, help="study label")
     p.set_defaults(func=cmd_enqueue_noop)
     p = enqsub.add_parser("study", parents=[common],
                           help="a study file (TOML): models x directions x surfaces; "
@@ -489,6 +716,15 @@ def _glue_negative_grids(argv: list[str]) -> list[str]:
     return out
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tracker")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return "0+unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = _study_file_shortcut(list(sys.argv[1:] if argv is None else argv))
@@ -497,10 +733,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("db", "store", "home"):
         if not hasattr(args, name):
             setattr(args, name, None)
+    args.json = getattr(args, "json", False)
+    from tracker._cli_output import json_mode
     from tracker._exceptions import TrackerError
 
     try:
-        return int(args.func(args) or 0)
+        with json_mode(args):
+            code = int(args.func(args) or 0)
+        return code
     except TrackerError as err:
         if os.environ.get("TRACKER_DEBUG"):
             raise

@@ -193,7 +193,7 @@ if runs.empty:
         ["each traversal: setup, seed, level L0, predictor/corrector steps, stop reason",
          "its final angle to the start, weight norm, train/test loss and test accuracy",
          "the per-step trace of a chosen run"],
-        "Level-set runs are enqueued by the level-set commands.",
+        "Fill it with `tracker enqueue levelset --setup MPG_FF --runs 5`, then `tracker work`.",
     )  # fmt: skip
     st.stop()
 

@@ -88,9 +88,11 @@ st.title("Meta-analysis")
 st.subheader("Which measure predicts generalisation?")
 studies = study_names(src.db_url)
 if not studies:
-    st.info("No measures yet: after `tracker work`, run `tracker meta --study NAME`; it derives "
-            "one row per checkpoint and measure definition (mean and standard error over "
-            "direction seeds), which this page reads.")  # fmt: skip
+    st.info("No measures yet. `tracker enqueue examples/generalisation.toml`, `tracker work`, "
+            "then `tracker meta --study generalisation` fill this page (any study: "
+            "`tracker meta --study NAME` after its surfaces are computed); it reads one row "
+            "per checkpoint and measure definition, the mean and standard error over "
+            "direction seeds.")  # fmt: skip
 else:
     study = st.selectbox("study", list(studies), key="meta_study")
     measures, table = study_meta(src.db_url, studies[study])

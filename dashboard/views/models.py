@@ -16,6 +16,7 @@ FROM models m JOIN studies st ON st.id = m.study_id LEFT JOIN tasks t ON t.id = 
 ORDER BY m.id
 """
 FILTERS = ["study", "dataset", "architecture", "batch_size", "lr", "weight_decay", "seed"]
+DASHES = ["solid", "dash", "dot", "dashdot"]  # one line style per metric, one colour per model
 METRICS = ["train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc", "lr"]
 
 
@@ -43,7 +44,7 @@ def _filtered(models: pd.DataFrame) -> pd.DataFrame:
     return models[keep]
 
 
-def _curves(src: data.Sources, chosen: pd.DataFrame, metric: str) -> None:
+def _curves(src: data.Sources, chosen: pd.DataFrame, metrics: list[str], log: bool) -> None:
     problem = data.mlflow_available(src.mlflow_uri)
     if problem:
         st.info(problem)
@@ -58,12 +59,16 @@ def _curves(src: data.Sources, chosen: pd.DataFrame, metric: str) -> None:
         except Exception as err:
             st.warning(f"model {row.id}: cannot read MLflow run {row.mlflow_run_id}: {err}")
             continue
-        points = history[history["key"] == metric]
         label = f"{row.id}: {row.name or row.architecture} (bs {row.batch_size}, lr {row.lr:g})"
-        fig.add_trace(go.Scatter(x=points["step"], y=points["value"], mode="lines+markers",
-                                 name=label))  # fmt: skip
-    fig.update_layout(xaxis_title="epoch", yaxis_title=metric, height=420,
+        for i, metric in enumerate(metrics):
+            points = history[history["key"] == metric]
+            name = label if len(metrics) == 1 else f"{label} · {metric}"
+            fig.add_trace(go.Scatter(x=points["step"], y=points["value"], mode="lines+markers",
+                                     name=name, line={"dash": DASHES[i % len(DASHES)]}))  # fmt: skip
+    fig.update_layout(xaxis_title="epoch", yaxis_title=", ".join(metrics), height=420,
                       margin={"t": 30, "b": 40}, legend={"orientation": "h"})  # fmt: skip
+    if log:
+        fig.update_yaxes(type="log")
     st.plotly_chart(fig, width="stretch")
 
 
@@ -71,7 +76,8 @@ src = common.sources()
 st.title("Models")
 models = common.query(src.db_url, MODELS)
 if models.empty:
-    st.info("No models yet: `tracker enqueue STUDY.toml` (with [[model]] entries) adds them.")
+    st.info("No models yet: `tracker enqueue model --arch mlp --widths 32 --dataset digits "
+            "--epochs 5 --lr 0.05` (or `tracker enqueue examples/demo.toml`), then `tracker work`.")
     st.stop()
 
 models["provenance"] = models["provenance"].map(common.provenance_text)
@@ -101,8 +107,10 @@ trained = [r.id for r in shown.itertuples() if r.mlflow_run_id]
 chosen_ids = st.multiselect(
     "models", list(labels), default=trained[:4], format_func=labels.__getitem__
 )
-metric = st.selectbox("metric", METRICS, index=0)
-if chosen_ids:
-    _curves(src, shown[shown["id"].isin(chosen_ids)], metric)
+c1, c2 = st.columns([4, 1])
+metrics = c1.multiselect("metrics", METRICS, default=["train_loss"], key="metrics")
+log_y = c2.checkbox("log y", value=False, key="log_y")
+if chosen_ids and metrics:
+    _curves(src, shown[shown["id"].isin(chosen_ids)], metrics, log_y)
 else:
     st.caption("Pick models above to overlay their curves.")

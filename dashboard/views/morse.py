@@ -10,7 +10,19 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import common
-from tracker.morse.plots import dot_source, project
+from tracker.morse.plots import dot_source, node_colour, project
+
+
+def morse_sets_heatmap(xs: np.ndarray, ys: np.ndarray, sets: np.ndarray) -> go.Heatmap:
+    """Boxes coloured by their Morse set with the graph's own categorical colours (one flat
+    colour per set, as in the Graphviz drawing), not a continuous map that blends neighbours."""
+    n = int(np.nanmax(sets)) + 1 if np.isfinite(sets).any() else 1
+    scale = []
+    for i in range(n):
+        scale += [[i / n, node_colour(i)], [(i + 1) / n, node_colour(i)]]
+    return go.Heatmap(x=xs, y=ys, z=sets, colorscale=scale, zmin=-0.5, zmax=n - 0.5,
+                      colorbar={"title": {"text": "Morse set"}, "tickvals": list(range(n))},
+                      hovertemplate="x %{x:.3g}<br>y %{y:.3g}<br>Morse set %{z}<extra></extra>")
 
 src = common.sources()
 st.title("Morse graphs")
@@ -21,7 +33,8 @@ if graphs.empty:
         ["each Morse graph: setup, weight pair, subdivision depth, GP parameters",
          "its number of Morse sets, edges and attractors",
          "the graph itself (nodes and edges) drawn with Graphviz"],
-        "Morse graphs are enqueued by the Morse-graph commands.",
+        "Fill it with `tracker enqueue ensemble --setup doodl3-iris --models 100`, `tracker work`, "
+        "then `tracker enqueue morse --ensemble 1` and `tracker work` again.",
     )  # fmt: skip
     st.stop()
 
@@ -53,8 +66,7 @@ if len(with_graph):
         lo, hi = graph.get("lo", [0, 0]), graph.get("hi", [1, 1])
         xs = np.linspace(lo[0], hi[0], sets.shape[1])
         ys = np.linspace(lo[1], hi[1], sets.shape[0])
-        fig = go.Figure(go.Heatmap(x=xs, y=ys, z=sets, colorscale="Turbo",
-                                   colorbar={"title": {"text": "Morse set"}}))  # fmt: skip
+        fig = go.Figure(morse_sets_heatmap(xs, ys, sets))
         names = row.get("weight_names")
         names = json.loads(names) if isinstance(names, str) else list(names or [])
         fig.update_layout(xaxis_title=names[0] if len(names) > 1 else "x",

@@ -55,13 +55,14 @@ def queue() -> None:
 
     st.subheader("Studies")
     if studies.empty:
-        st.info("No studies yet: `tracker enqueue STUDY.toml` adds one.")
+        st.info("No studies yet: `tracker enqueue examples/demo.toml` adds one, then "
+                "`tracker work` computes it (or `tracker demo` does both).")
     else:
         st.dataframe(studies, hide_index=True, width="stretch")
 
     st.subheader("Work per kind and status")
     if counts.empty:
-        st.info("No tasks yet.")
+        st.info("No tasks yet: `tracker enqueue examples/demo.toml` adds some.")
     else:
         pivot = (
             counts.pivot_table(

@@ -1,4 +1,4 @@
-"""Surfaces: two to four side by side on one colour scale, 1D curves, differences, panels.
+"""Surfaces: up to eight side by side on one colour scale, 1D curves, differences, panels.
 
 Heatmaps, contours, differences, curves and panels are PNG images drawn on the server
 (dashboard/render.py) and cached per surface set, so a page of four 101x101 surfaces shows in
@@ -31,7 +31,9 @@ LEFT JOIN models m ON m.id = c.model_id
 LEFT JOIN directions d ON d.id = s.x_direction_id
 ORDER BY s.id
 """
-VIEWS = ["heatmap", "contour", "3D"]  # "3D" is the interactive Plotly view
+# "3D" and "hover" are interactive Plotly views; the others are server-drawn images.
+VIEWS = ["heatmap", "contour", "hover", "3D"]
+MAX_SIDE_BY_SIDE = 8
 
 
 def _label(row: Any) -> str:
@@ -47,7 +49,7 @@ def side_by_side_3d(surfs: list[dict[str, Any]], metric: str, log: bool) -> go.F
     lo, hi = render.value_range(zs)
     name = f"log10 {metric}" if log else metric
     fig = make_subplots(rows=1, cols=len(surfs), specs=[[{"type": "surface"}] * len(surfs)],
-                        subplot_titles=[f"#{s['id']}" for s in surfs])  # fmt: skip
+                        subplot_titles=[render.title(s) for s in surfs])  # fmt: skip
     for i, (s, z) in enumerate(zip(surfs, zs, strict=True), start=1):
         fig.add_trace(go.Surface(x=s["xs"], y=s["ys"], z=z, coloraxis="coloraxis",
                                  name=s["label"], cmin=lo, cmax=hi), row=1, col=i)  # fmt: skip
@@ -57,6 +59,27 @@ def side_by_side_3d(surfs: list[dict[str, Any]], metric: str, log: bool) -> go.F
     scene = {"zaxis": {"range": [lo, hi], "title": {"text": name}},
              "xaxis": {"title": {"text": "x"}}, "yaxis": {"title": {"text": "y"}}}  # fmt: skip
     fig.update_scenes(**scene, aspectmode="cube", camera={"eye": {"x": 1.7, "y": 1.7, "z": 1.1}})
+    return fig
+
+
+def hover_heatmaps(surfs: list[dict[str, Any]], metric: str, log: bool) -> go.Figure:
+    """Interactive heatmaps: hovering a cell shows its x, y and value (one colour scale)."""
+    zs = [render.values(s, metric, log) for s in surfs]
+    lo, hi = render.value_range(zs)
+    name = f"log10 {metric}" if log else metric
+    cols = min(len(surfs), render.PER_ROW)
+    rows = -(-len(surfs) // render.PER_ROW)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[render.title(s) for s in surfs],
+                        shared_xaxes=True, shared_yaxes=True)  # fmt: skip
+    for i, (s, z) in enumerate(zip(surfs, zs, strict=True)):
+        fig.add_trace(go.Heatmap(x=s["xs"], y=s["ys"], z=z, coloraxis="coloraxis",
+                                 name=render.title(s),
+                                 hovertemplate=f"x %{{x:.3g}}<br>y %{{y:.3g}}<br>{name} "
+                                 "%{z:.4g}<extra>%{fullData.name}</extra>"),
+                      row=i // cols + 1, col=i % cols + 1)  # fmt: skip
+    fig.update_layout(coloraxis={"cmin": lo, "cmax": hi, "colorscale": "Viridis",
+                                 "colorbar": {"title": {"text": name}}},
+                      height=360 * rows, margin={"t": 40, "b": 30})  # fmt: skip
     return fig
 
 
@@ -99,19 +122,31 @@ def _load(src: Any, ids: list[int]) -> list[dict[str, Any]]:
     return [s for s in loaded if s is not None]
 
 
+def _shared(name: str, default: str) -> str:
+    """A selection from the page's URL (?study=...&ids=...), so a view can be shared."""
+    value = st.query_params.get(name)
+    return value if isinstance(value, str) and value else default
+
+
 src = common.sources()
 st.title("Surfaces")
 table = common.query(src.db_url, SURFACES)
 complete = table[table["loss_array_id"].notna()]
 if table.empty:
-    st.info("No surfaces yet: `tracker enqueue surface ...` or [[surface]] in a study file.")
+    st.info("No surfaces yet. Train a model and enqueue a surface around it, then compute it:\n\n"
+            "`tracker train --arch mlp --widths 32 --dataset digits --epochs 5 --lr 0.05`\n\n"
+            "`tracker enqueue surface --model 1 --x -1:1:51 --y -1:1:51 && tracker work`")
     st.stop()
 if complete.empty:
-    st.info(f"{len(table)} surface(s) enqueued, none complete yet: run `tracker work`.")
+    st.info(f"{len(table)} surface(s) enqueued, none complete yet: `tracker work` computes them.")
     st.stop()
 
 studies = sorted(complete["study"].unique().tolist())
-study = st.selectbox("study", ["(all)", *studies])
+study_options = ["(all)", *studies]
+wanted_study = _shared("study", "(all)")
+study = st.selectbox("study", study_options, key="study",
+                     index=study_options.index(wanted_study) if wanted_study in study_options
+                     else 0)  # fmt: skip
 if study != "(all)":
     complete = complete[complete["study"] == study]
 labels = {int(r.id): _label(r) for r in complete.itertuples()}
@@ -119,18 +154,29 @@ two_d = complete[complete["ny"].notna()]
 one_d = complete[complete["ny"].isna()]
 
 c1, c2, c3 = st.columns(3)
-metric = c1.radio("value", ["loss", "acc"], horizontal=True)
+metrics = ["loss", "acc"]
+metric = c1.radio("value", metrics, horizontal=True,
+                  index=metrics.index(_shared("metric", "loss")) if _shared("metric", "loss")
+                  in metrics else 0)  # fmt: skip
 view = c2.radio("view", VIEWS, horizontal=True, key="view",
-                help="3D is interactive (Plotly); the others are drawn as images")  # fmt: skip
-log = c3.checkbox("log10 scale", value=False)
+                index=VIEWS.index(_shared("view", "heatmap")) if _shared("view", "heatmap")
+                in VIEWS else 0,
+                help="hover and 3D are interactive (Plotly): hover shows each point's value; "
+                "heatmap and contour are drawn as images")  # fmt: skip
+log = c3.checkbox("log10 scale", value=_shared("log", "0") == "1")
 
 st.subheader("2D surfaces side by side")
+chosen: list[int] = []
 if two_d.empty:
-    st.caption("No complete 2D surfaces.")
+    st.caption("No complete 2D surfaces: `tracker enqueue surface --model ID --x -1:1:51 "
+               "--y -1:1:51`, then `tracker work`.")  # fmt: skip
 else:
     ids2 = [int(i) for i in two_d["id"]]
-    chosen = st.multiselect("2D surfaces (two to four)", ids2, default=ids2[-4:][:4],
-                            max_selections=4, format_func=labels.__getitem__)  # fmt: skip
+    from_url = [int(i) for i in _shared("ids", "").split(",") if i.isdigit() and int(i) in ids2]
+    chosen = st.multiselect(f"2D surfaces (two to {MAX_SIDE_BY_SIDE})", ids2,
+                            default=from_url[:MAX_SIDE_BY_SIDE] or ids2[-4:][:4],
+                            max_selections=MAX_SIDE_BY_SIDE,
+                            format_func=labels.__getitem__)  # fmt: skip
     surfs = _load(src, chosen)
     if len(surfs) == 1:
         st.caption("Pick a second surface to compare.")
@@ -141,6 +187,9 @@ else:
         st.caption(f"computed with {setups.pop()}")
     if surfs and view == "3D":
         st.plotly_chart(side_by_side_3d(surfs, metric, log), width="stretch")
+        st.caption(" · ".join(s["label"] for s in surfs))
+    elif surfs and view == "hover":
+        st.plotly_chart(hover_heatmaps(surfs, metric, log), width="stretch")
         st.caption(" · ".join(s["label"] for s in surfs))
     elif surfs:
         show_png(
@@ -169,6 +218,11 @@ else:
             )
         else:
             st.warning(f"#{a} and #{b} are on different grids: a difference needs the same grid.")
+
+# The current selection in the address bar: copy the URL to share this view.
+st.query_params.from_dict({"study": study, "metric": metric, "view": view,
+                           "log": "1" if log else "0", "ids": ",".join(map(str, chosen))})
+st.caption("The address bar holds this selection: copy it to share the view.")
 
 st.subheader("1D curves overlaid")
 if one_d.empty:

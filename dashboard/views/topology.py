@@ -22,7 +22,8 @@ if retrains.empty:
         "retrains",
         ["each retrain: model, jump step size, seed, epochs, lr, batch size, MLflow run",
          "how many trajectory points each saved (table trajectory_points)"],
-        "Retrains are enqueued by the retrain commands of the PHATE/persistence method.",
+        "Fill it with `tracker enqueue retrain --model ID --direction-seeds 0-3`, then "
+        "`tracker work` (ID from `tracker ls models`).",
     )  # fmt: skip
 else:
     st.dataframe(retrains, hide_index=True, width="stretch")
@@ -34,7 +35,8 @@ if embeddings.empty:
         "embeddings",
         ["each embedding's settings (knn/mds distance, t, seed)",
          "a scatter of its 2D PHATE coordinates"],
-        "An embedding is computed once a model's retrains are done.",
+        "Fill it with `tracker enqueue topology --model ID` once its retrains are done, then "
+        "`tracker work`.",
     )  # fmt: skip
 else:
     st.dataframe(embeddings, hide_index=True, width="stretch")
@@ -57,7 +59,8 @@ if diagrams.empty:
         "persistence_diagrams",
         ["H0 and H1 summaries per embedding: count, total persistence (p = 1, 2), max",
          "the diagram itself (birth vs death, by dimension)"],
-        "Diagrams follow their embedding.",
+        "`tracker enqueue topology --model ID` makes a diagram with its embedding; then "
+        "`tracker work`.",
     )  # fmt: skip
 else:
     st.dataframe(diagrams, hide_index=True, width="stretch")

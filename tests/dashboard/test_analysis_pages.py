@@ -149,6 +149,12 @@ def test_morse_page_draws_the_graph_and_its_morse_sets(landed, monkeypatch) -> N
     expected = np.where(landed["sets"] < 0, np.nan, landed["sets"])
     np.testing.assert_allclose(values(sets["z"]), expected)
     np.testing.assert_allclose(values(sets["x"]), [-1.0, 0.0, 1.0])
+    # Categorical colours: each Morse set one flat colour, the graph drawing's own.
+    from tracker.morse.plots import node_colour
+
+    n = int(np.nanmax(expected)) + 1
+    assert (sets["zmin"], sets["zmax"]) == (-0.5, n - 0.5)
+    assert [c for _, c in sets["colorscale"]] == [node_colour(i) for i in range(n) for _ in "ab"]
 
 
 def test_meta_page_plots_persistence_summaries_against_test_accuracy(landed, monkeypatch) -> None:

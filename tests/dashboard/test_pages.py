@@ -72,6 +72,14 @@ def test_models_table_and_training_curves_come_from_the_rows_and_mlflow(
         steps, losses = values(trace["x"]), values(trace["y"])
         assert list(steps) == [0, 1, 2, 3]  # epoch 0 and the three epochs
         assert losses[-1] == pytest.approx(expected[model_id][1], rel=1e-6)
+    # Several metrics at once, on a log axis: one curve per model and metric.
+    at.multiselect(key="metrics").set_value(["train_loss", "test_loss"]).run()
+    at.checkbox(key="log_y").check().run()
+    (fig,) = figures(at)
+    assert len(fig["data"]) == 4 and fig["layout"]["yaxis"]["type"] == "log"
+    assert {t["name"].rsplit(" · ", 1)[1] for t in fig["data"]} == {"train_loss", "test_loss"}
+    at.multiselect(key="metrics").set_value(["train_loss"]).run()
+    at.checkbox(key="log_y").uncheck().run()
     # Filters narrow the table (and the curves).
     at.multiselect(key="filter_batch_size").set_value([64]).run()
     assert at.dataframe[0].value["batch_size"].tolist() == [64]
@@ -144,7 +152,9 @@ def test_surface_images_share_one_colour_scale_and_show_the_stored_grids(
         lo = min(float(np.nanmin(stored[sid][0])) for sid in two_d)
         hi = max(float(np.nanmax(stored[sid][0])) for sid in two_d)
         panels = fig.axes[: len(surfs)]
-        assert [ax.get_title() for ax in panels] == [f"#{sid}" for sid in two_d]
+        assert [ax.get_title() for ax in panels] == [render.title(s) for s in surfs]
+        assert all(t.startswith(f"#{sid}: ") and "epoch" in t
+                   for t, sid in zip([ax.get_title() for ax in panels], two_d, strict=True))
         for ax, sid in zip(panels, two_d, strict=True):
             drawn = ax.collections[0]
             assert drawn.norm.vmin == pytest.approx(lo) and drawn.norm.vmax == pytest.approx(hi)

@@ -18,7 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tracker._cliutil import open_db, settings, table
+from tracker._cli_output import Enqueued, emit
+from tracker._cliutil import DEFAULT_STUDY, open_db, settings, table
 
 SETUP_NAMES = ("MNIST_FF", "MNIST_CONV", "CIFAR10_CONV", "IRIS_FF", "MPG_FF")
 
@@ -29,8 +30,8 @@ SETUP_NAMES = ("MNIST_FF", "MNIST_CONV", "CIFAR10_CONV", "IRIS_FF", "MPG_FF")
 def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setup", required=True, metavar="NAME",
                    help=f"one of {', '.join(SETUP_NAMES)}")  # fmt: skip
-    p.add_argument("--study", default="levelset", help="study label (default: levelset)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--study", default=DEFAULT_STUDY, help="study label")
+    p.add_argument("--run-seed", "--seed", dest="seed", type=int, default=0,
                    help="seed of the run seeds (run i gets the i-th of a seeded permutation of 0..999)")  # fmt: skip
     p.add_argument("--data-seed", type=int, default=0,
                    help="seed of the train/test split and of the 1000-example subsets")  # fmt: skip
@@ -68,8 +69,8 @@ def add_parsers(
     p.add_argument(
         "--setup", required=True, metavar="NAME", help=f"one of {', '.join(SETUP_NAMES)}"
     )
-    p.add_argument("--study", default="levelset",
-                   help="study of the runs (default: levelset; '' for every study)")  # fmt: skip
+    p.add_argument("--study", default=DEFAULT_STUDY,
+                   help="study of the runs (default: %(default)s; '' for every study)")  # fmt: skip
     p.add_argument("--out", metavar="DIR", help="folder for the files (default TRACKER_HOME/plots)")
     p.set_defaults(func=cmd_plot_levelset)
 
@@ -114,12 +115,15 @@ def cmd_enqueue_levelset(args: argparse.Namespace) -> int:
 
     configs = levelset_configs(args)
     db = open_db(args)
-    new_rows = 0
+    new_rows, ids = 0, []
     with db.session() as session:
         study = get_or_create_study(session, args.study)
         for i, cfg in enumerate(configs):
-            new_rows += add_levelset_run(session, study, i, cfg)[1]
-    print(f"levelset: {len(configs)} run(s) of {configs[0].setup} ({new_rows} new) in study "
+            row, new = add_levelset_run(session, study, i, cfg)
+            new_rows += new
+            ids.append(row.id)
+    emit(args, Enqueued(args.study, "levelset_runs", ids),
+         f"levelset: {len(configs)} run(s) of {configs[0].setup} ({new_rows} new) in study "
           f"{args.study!r}; run `tracker work` to compute them")  # fmt: skip
     return 0
 
@@ -149,13 +153,16 @@ def cmd_enqueue_l2(args: argparse.Namespace) -> int:
 
     configs = l2_configs(args)
     db = open_db(args)
-    new_rows = 0
+    new_rows, ids = 0, []
     with db.session() as session:
         study = get_or_create_study(session, args.study)
         for i, cfg in configs:
-            new_rows += add_l2_run(session, study, i, cfg)[1]
+            row, new = add_l2_run(session, study, i, cfg)
+            new_rows += new
+            ids.append(row.id)
     n_lambdas = len({cfg.l2 for _, cfg in configs})
-    print(f"l2-baseline: {len(configs)} run(s) of {configs[0][1].setup} ({n_lambdas} lambdas, "
+    emit(args, Enqueued(args.study, "l2_baseline_runs", ids),
+         f"l2-baseline: {len(configs)} run(s) of {configs[0][1].setup} ({n_lambdas} lambdas, "
           f"{new_rows} new) in study {args.study!r}; run `tracker work` to compute them")  # fmt: skip
     return 0
 

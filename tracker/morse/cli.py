@@ -16,7 +16,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tracker._cliutil import open_db, settings
+from tracker._cli_output import Enqueued, emit
+from tracker._cliutil import DEFAULT_STUDY, open_db, settings
 
 # --- parsers ----------------------------------------------------------------------------------
 
@@ -42,10 +43,11 @@ def add_parsers(
                    help="the early checkpoint: weights after this many epochs (default 2, "
                    "Keras's epoch index 1)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=None, help="default: iris 5, mnist 128")
-    p.add_argument("--seed", type=int, default=0, help="initialisation and minibatch seed")
+    p.add_argument("--train-seed", "--seed", dest="seed", type=int, default=0,
+                   help="initialisation and minibatch seed")
     p.add_argument("--data-seed", type=int, default=0, help="train/test split seed")
     p.add_argument("--chunk", type=int, default=50, help="models per training task (default 50)")
-    p.add_argument("--study", default="doodl3")
+    p.add_argument("--study", default=DEFAULT_STUDY, help="study label")
     p.set_defaults(func=cmd_enqueue_ensemble)
 
     p = enqueue.add_parser(
@@ -64,7 +66,8 @@ def add_parsers(
     p.add_argument("--subdiv", type=int, default=15,
                    help="2**SUBDIV boxes in all, split over the weights' axes (default 15; "
                    "at least one split per axis)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="the Gaussian process's random_state")
+    p.add_argument("--gp-seed", "--seed", dest="seed", type=int, default=0,
+                   help="the Gaussian process's random_state")
     p.add_argument("--no-conley", action="store_true", help="skip the Conley indices")
     p.add_argument("--force", action="store_true", help="allow a subdivision above 18")
     p.add_argument("--study", help="study of the new row (default: the ensemble's)")
@@ -121,7 +124,8 @@ def cmd_enqueue_ensemble(args: argparse.Namespace) -> int:
         ensemble, new = add_ensemble(session, study, spec)
         eid, chunks = ensemble.id, -(-spec.n_models // ensemble.chunk_size)
     state = f"new, {chunks} training task(s)" if new else "already queued"
-    print(f"ensemble {eid} ({state}) in study {args.study!r}; run `tracker work` to train it")
+    emit(args, Enqueued(args.study, "ensembles", [eid]),
+         f"ensemble {eid} ({state}) in study {args.study!r}; run `tracker work` to train it")
     return 0
 
 
@@ -142,8 +146,9 @@ def cmd_enqueue_morse(args: argparse.Namespace) -> int:
         row, new = add_morse(session, target, spec, force=args.force)
         mid, study = row.id, Study.find_or_raise_by_id(session, row.study_id).name
     state = "new" if new else "already queued"
-    print(f"Morse graph {mid} ({state}) of ensemble {spec.ensemble_id} in study {study!r}; "
-          "run `tracker work` to compute it")  # fmt: skip
+    emit(args, Enqueued(study, "morse_graphs", [mid]),
+         f"Morse graph {mid} ({state}) of ensemble {spec.ensemble_id} in study {study!r}; "
+         "run `tracker work` to compute it")  # fmt: skip
     return 0
 
 

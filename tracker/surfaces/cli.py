@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracker._cliutil import lazy_command, open_db, settings
+from tracker._cli_output import Enqueued, emit
+from tracker._cliutil import DEFAULT_STUDY, lazy_command, open_db, settings
 from tracker.training.cli import add_import_model_parser
 
 if TYPE_CHECKING:
@@ -35,13 +36,21 @@ def add_parsers(
                         help="1D curve, or 2D contour/filled contour/heatmap/3D; --panel for "
                         "seed 001's pairs x minibatches panel")  # fmt: skip
     p.add_argument("ids", nargs="+", type=int, metavar="SURFACE_ID")
-    p.add_argument("--kind", action="append", choices=["contour", "contourf", "heatmap", "3d"],
+    p.add_argument("--plot-kind", "--kind", dest="kind", action="append", choices=["contour", "contourf", "heatmap", "3d"],
                    help="2D plot kinds (repeatable; default all)")  # fmt: skip
     p.add_argument("--panel", action="store_true",
                    help="one panel: a row per surface (direction pair), a column per minibatch")  # fmt: skip
     p.add_argument("--centre-relative", action="store_true", help="panel: loss minus the centre")
     p.add_argument("--contour", action="store_true", help="panel: contours instead of heatmaps")
     p.add_argument("--out", metavar="DIR", help="folder for the files (default TRACKER_HOME/plots)")
+    p.add_argument("--log", action="store_true", help="logarithmic colour scale and levels")
+    p.add_argument("--vmin", type=float, help="bottom of the colour range (default: the minimum)")
+    p.add_argument("--vmax", type=float, help="top of the colour range (default: the maximum)")
+    p.add_argument("--levels", metavar="N|V1,V2,...",
+                   help="contour levels: a count (evenly spaced) or the values (default: 20 "
+                   "log-spaced above the minimum, which show the basin)")  # fmt: skip
+    p.add_argument("--vlevel", type=float, metavar="STEP",
+                   help="Goldstein's levels: every STEP from --vmin to --vmax")
     p.set_defaults(func=lazy_command(__name__, "cmd_plot_surface"))
 
     p = export.add_parser("surface", parents=[common],
@@ -52,13 +61,15 @@ def add_parsers(
     p.add_argument("--group", type=int, default=0, help="which minibatch grid (default 0)")
     p.add_argument("--log", action="store_true", help="vtp: log(loss + 0.1)")
     p.add_argument("--zmax", type=float, default=None, help="vtp: clip values above this")
+    p.add_argument("--interp", type=int, default=None, metavar="N",
+                   help="vtp: resample to N x N points (bilinear), as h52vtp's --interp")
     p.set_defaults(func=lazy_command(__name__, "cmd_export_surface"))
 
     imp = sub.add_parser("import", help="bring results from other tools into the database")
     impsub = imp.add_subparsers(dest="import_command", required=True, metavar="WHAT")
     p = impsub.add_parser("h5", parents=[common], help="a Goldstein loss-landscape surface file")
     p.add_argument("file", metavar="FILE.h5")
-    p.add_argument("--study", default="imported")
+    p.add_argument("--study", default=DEFAULT_STUDY, help="study label")
     p.set_defaults(func=lazy_command(__name__, "cmd_import_h5"))
     add_import_model_parser(impsub, common)
 
@@ -82,9 +93,11 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
                    help="the plane of the first two PCA directions of the model's checkpoints")  # fmt: skip
     p.add_argument("--x", required=True, metavar="MIN:MAX:N", help="x grid, e.g. -1:1:51")
     p.add_argument("--y", metavar="MIN:MAX:N", help="y grid for a 2D surface")
-    p.add_argument("--seed", type=int, default=0, help="seed of the x direction (default 0)")
-    p.add_argument("--y-seed", type=int, default=None, help="seed of the y direction (default seed+1)")  # fmt: skip
-    p.add_argument("--seeds", metavar="LIST", default=None,
+    p.add_argument("--direction-seed", "--seed", dest="seed", type=int, default=0,
+                   help="seed of the x direction (default 0)")
+    p.add_argument("--y-direction-seed", "--y-seed", dest="y_seed", type=int, default=None,
+                   help="seed of the y direction (default: the x direction's seed + 1)")  # fmt: skip
+    p.add_argument("--direction-seeds", "--seeds", dest="seeds", metavar="LIST", default=None,
                    help="one surface per x-direction seed, e.g. 0-4 (a 2D surface's y direction "
                    "uses seed+1, so 2D seeds must be two apart: 0,2,4,6,8); the measures "
                    "average over them with a standard error")  # fmt: skip
@@ -239,10 +252,18 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
         done = []
         for one in specs if args.seeds is not None else [spec]:  # one surface per seed
             surface, new = add_surface(session, study, one)
-            done.append((surface.id, len(surface_tasks(session, surface)), new))
-    for sid, tiles, new in done:
-        state = f"new, {tiles} tile task(s)" if new else "already queued"
-        print(f"surface {sid} ({state}) in study {study.name!r}; run `tracker work` to compute it")
+            done.append((surface.id, surface_tasks(session, surface), new))
+        name = study.name
+
+    def text() -> str:
+        return "\n".join(
+            f"surface {sid} ({f'new, {len(tasks)} tile task(s)' if new else 'already queued'}) "
+            f"in study {name!r}; run `tracker work` to compute it"
+            for sid, tasks, new in done
+        )
+
+    emit(args, Enqueued(name, "surfaces", [sid for sid, _, _ in done],
+                        tasks=[t for _, tasks, _ in done for t in tasks]), text)  # fmt: skip
     return 0
 
 
@@ -265,8 +286,52 @@ def _x_seeds(args: argparse.Namespace, *, two_d: bool) -> tuple[int, ...]:
 # --- plots and exports ------------------------------------------------------------------------
 
 
+def plot_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The colour-scale and level flags of `plot surface` as ``figure_2d`` keywords."""
+    import numpy as np
+
+    from tracker._exceptions import SpecError
+
+    levels: Any = None
+    if args.levels and args.vlevel:
+        raise SpecError("give --levels or --vlevel, not both")
+    if args.levels:
+        try:
+            values = [float(v) for v in args.levels.split(",") if v.strip()]
+        except ValueError:
+            raise SpecError(f"--levels {args.levels!r} is a count or comma-separated numbers") from None
+        levels = int(values[0]) if len(values) == 1 else values
+    if args.vlevel:
+        if args.vlevel <= 0 or args.vmin is None or args.vmax is None:
+            raise SpecError("--vlevel STEP needs a positive STEP and --vmin and --vmax")
+        levels = list(np.arange(args.vmin, args.vmax, args.vlevel))
+    return {"levels": levels, "vmin": args.vmin, "vmax": args.vmax, "log": args.log}
+
+
+def interpolation_ends(data: SurfaceData) -> tuple[str, str] | None:
+    """The names of the two models an interpolation surface runs between (None otherwise)."""
+    from sqlalchemy.orm import object_session
+
+    from tracker._schema import Checkpoint, Model
+
+    direction = data.x_direction
+    session = object_session(data.surface)
+    if direction is None or direction.kind != "interpolation" or session is None:
+        return None
+
+    def name(checkpoint_id: int | None) -> str:
+        ckpt = session.get(Checkpoint, checkpoint_id) if checkpoint_id else None
+        model = session.get(Model, ckpt.model_id) if ckpt else None
+        if ckpt is None or model is None:
+            return "?"
+        return f"{model.name or f'model {model.id}'} (epoch {ckpt.epoch})"
+
+    return name(direction.checkpoint_a_id), name(direction.checkpoint_b_id)
+
+
 def plot_surface_files(
-    data: SurfaceData, out_dir: Path, kinds: list[str], centre_relative: bool = False
+    data: SurfaceData, out_dir: Path, kinds: list[str], centre_relative: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write a surface's figures (1D curve; 2D per kind, plus a panel for minibatch grids)."""
     from tracker.surfaces import plots
@@ -274,10 +339,15 @@ def plot_surface_files(
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"surface-{data.surface.id}"
     paths: list[Path] = []
-    title = data.label
+    title, xlabel = data.label, "x"
+    ends = interpolation_ends(data)
+    if ends is not None:
+        title = f"surface {data.surface.id}: {ends[0]} (alpha = 0) to {ends[1]} (alpha = 1)"
+        xlabel = f"alpha: (1 - alpha) {ends[0]} + alpha {ends[1]}"
     if not data.is_2d:
         acc = data.acc[:, 0, :] if "acc" in (data.surface.metrics or []) else None
-        paths += plots.plot_1d(str(stem) + "-1d", data.xs, data.loss[:, 0, :], acc, title=title)
+        paths += plots.plot_1d(str(stem) + "-1d", data.xs, data.loss[:, 0, :], acc, title=title,
+                               **({"xlabel": xlabel} if ends else {}))  # fmt: skip
         return [Path(p) for p in paths]
     z = data.loss
     if data.loss.shape[0] > 1:
@@ -290,7 +360,8 @@ def plot_surface_files(
     grid = z.mean(axis=0)
     for kind in kinds:
         paths += plots.plot_2d(str(stem) + f"-{kind}", data.xs, data.ys, grid, kind=kind,
-                               title=title, trajectory=traj)  # fmt: skip
+                               title=title, trajectory=traj, xlabel=xlabel,
+                               **(options or {}))  # fmt: skip
     return [Path(p) for p in paths]
 
 
@@ -303,6 +374,7 @@ def cmd_plot_surface(args: argparse.Namespace) -> int:
     store = ArrayStore(cfg.store_url)
     out = Path(args.out or cfg.home / "plots")
     kinds = args.kind or ["contour", "contourf", "heatmap", "3d"]
+    options = plot_options(args)  # bad flags are refused before anything is read or written
     written: list[Path] = []
     with db.session() as session:
         if args.panel:
@@ -312,7 +384,8 @@ def cmd_plot_surface(args: argparse.Namespace) -> int:
         else:
             for sid in args.ids:
                 data = load_surface(session, store, sid)
-                written += plot_surface_files(data, out, kinds, args.centre_relative)
+                written += plot_surface_files(data, out, kinds, args.centre_relative,
+                                              options)  # fmt: skip
     for p in written:
         print(p)
     return 0
@@ -377,7 +450,8 @@ def cmd_export_surface(args: argparse.Namespace) -> int:
         if args.format == "vtp":
             if not data.is_2d:
                 raise SpecError(f"surface {args.id} is 1D: VTP export needs a 2D surface (use csv or h5)")  # fmt: skip
-            formats.write_vtp(out, data.xs, data.ys, data.loss[group], log=args.log, zmax=args.zmax)
+            formats.write_vtp(out, data.xs, data.ys, data.loss[group], log=args.log, zmax=args.zmax,
+                              interpolate=args.interp)  # fmt: skip
         else:
             formats.write_csv(out, data.xs, data.ys, data.loss, data.acc)
     print(out)

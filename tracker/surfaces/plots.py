@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Colormap, Normalize
+from matplotlib.colors import Colormap, LogNorm, Normalize, PowerNorm
 from matplotlib.figure import Figure
 
 from tracker._exceptions import SpecError
@@ -70,7 +70,20 @@ def _finite_range(
     return lo, hi
 
 
-def _levels(levels: int | Sequence[float], lo: float, hi: float) -> np.ndarray:
+BASIN_LEVELS = 20  # default count of the log-spaced levels above the minimum
+BASIN_DEPTH = 1e-3  # the lowest level sits this fraction of the range above the minimum
+
+
+def basin_levels(lo: float, hi: float, n: int = BASIN_LEVELS) -> np.ndarray:
+    """Levels log-spaced above the minimum: dense at the bottom of the basin, where evenly
+    spaced levels leave one flat area (a basin below 0.35 on a 0-8 scale gets no contour)."""
+    span = hi - lo
+    return lo + span * np.geomspace(BASIN_DEPTH, 1.0, n)
+
+
+def _levels(levels: int | Sequence[float] | None, lo: float, hi: float) -> np.ndarray:
+    if levels is None:
+        return basin_levels(lo, hi)
     if isinstance(levels, int | np.integer):
         if levels < 2:
             raise SpecError(f"levels must be at least 2 (or a list of values), got {levels}")
@@ -79,6 +92,29 @@ def _levels(levels: int | Sequence[float], lo: float, hi: float) -> np.ndarray:
     if out.ndim != 1 or out.size < 2 or np.any(np.diff(out) <= 0):
         raise SpecError("levels must be a count or an increasing list of at least 2 values")
     return out
+
+
+BASIN_GAMMA = 0.3  # the default colour scale's power: more colours near the minimum
+
+
+def _norm(lo: float, hi: float, log: bool, basin: bool = False) -> Normalize:
+    """The colour scale: logarithmic (which needs a positive bottom), a power scale that spends
+    its colours near the minimum (``basin``: the default), or linear (given levels)."""
+    if basin and not log:
+        return PowerNorm(BASIN_GAMMA, lo, hi)
+    if not log:
+        return Normalize(lo, hi)
+    if hi <= 0:
+        raise SpecError("--log needs positive values: this grid has none above 0")
+    return LogNorm(lo if lo > 0 else hi * BASIN_DEPTH, hi)
+
+
+def _label_contours(ax: Any, contours: Any, levels: np.ndarray) -> None:
+    """Label at most 8 levels, not the two innermost: labels on every line pile up where lines
+    crowd (the bottom of the basin, the steep corners of a grid)."""
+    step = max(1, int(np.ceil(len(levels) / 8)))
+    ax.clabel(contours, levels=contours.levels[2::step], inline=True, inline_spacing=3,
+              fontsize=7, fmt="%.3g")  # fmt: skip
 
 
 def _cmap(name: str) -> Colormap:
@@ -238,9 +274,10 @@ def figure_2d(
     z: Any,
     *,
     kind: str = "contour",
-    levels: int | Sequence[float] = 20,
+    levels: int | Sequence[float] | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
+    log: bool = False,
     title: str | None = None,
     trajectory: Any = None,
     trajectory_labels: Sequence[Any] | None = None,
@@ -256,11 +293,12 @@ def figure_2d(
         ys: y coordinates ``[ny]``.
         z: values ``[ny, nx]`` (or ``[1, ny, nx]``), ``z[j, i]`` at ``(xs[i], ys[j])``.
         kind: one of ``KINDS``.
-        levels: number of contour levels, or the level values (Goldstein uses
-            ``arange(0.1, 10, 0.5)``).
+        levels: number of evenly spaced contour levels, or the level values (Goldstein uses
+            ``arange(0.1, 10, 0.5)``); None: ``basin_levels``, log-spaced above the minimum.
         vmin: bottom of the colour range (default: the finite minimum).
         vmax: top of the colour range (default: the finite maximum); a 3D surface is
             clipped to [vmin, vmax].
+        log: a logarithmic colour scale (values at or below 0 are masked).
         title: figure title.
         trajectory: ``[n, 2]`` points drawn over the plane (a PCA trajectory), 2D kinds only.
         trajectory_labels: one label per trajectory point (e.g. epochs); None or "" skips one.
@@ -272,8 +310,13 @@ def figure_2d(
     if kind not in KINDS:
         raise SpecError(f"unknown plot kind {kind!r}: use one of {', '.join(KINDS)}")
     x, y, grid = _plane(xs, ys, z)
+    if log:
+        if np.isfinite(grid).any() and not (grid > 0).any():
+            raise SpecError("--log needs positive values: this grid has none above 0")
+        grid = np.where(grid > 0, grid, np.nan)
     lo, hi = _finite_range(grid, vmin, vmax)
-    norm = Normalize(lo, hi)
+    norm = _norm(lo, hi, log, basin=levels is None)
+    lo, hi = float(norm.vmin), float(norm.vmax)  # type: ignore[arg-type]
     colours = _cmap(cmap or ("coolwarm" if kind == "3d" else "viridis"))
     masked = np.ma.masked_invalid(grid)
     has_values = masked.count() > 0
@@ -301,6 +344,8 @@ def figure_2d(
             mappable = ax.pcolormesh(x, y, masked, shading="nearest", cmap=colours, norm=norm)
         elif has_values:
             lv = _levels(levels, lo, hi)
+            if log and levels is None:
+                lv = np.geomspace(lo, hi, BASIN_LEVELS)
             if kind == "contourf":
                 mappable = ax.contourf(
                     gx, gy, masked, levels=lv, cmap=colours, norm=norm, extend="both"
@@ -309,7 +354,7 @@ def figure_2d(
                 mappable = ax.contour(
                     gx, gy, masked, levels=lv, cmap=colours, norm=norm, linewidths=1
                 )
-                ax.clabel(mappable, inline=True, fontsize=7, fmt="%.3g")
+                _label_contours(ax, mappable, lv)
         if not has_values:
             ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
         if mappable is not None:

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tracker._cli_output import Enqueued, emit
 from tracker._cliutil import lazy_command, open_db
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def add_parsers(
         "(one task per seed x step size)",
     )  # fmt: skip
     p.add_argument("--model", required=True, help="model id or name")
-    p.add_argument("--seeds", default="0-3", help="direction seeds: 0-3 or 0,1,5 (default 0-3)")
+    p.add_argument("--direction-seeds", "--seeds", dest="seeds", default="0-3", help="direction seeds: 0-3 or 0,1,5 (default 0-3)")
     p.add_argument("--steps", default="0.25,0.5,0.75,1.0", help="step sizes s > 0 (default 0.25,0.5,0.75,1.0)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=0.001, help="constant learning rate")
@@ -101,8 +102,11 @@ def cmd_enqueue_retrain(args: argparse.Namespace) -> int:
         rows, created = add_retrains(session, study, req)
         ids = [r.id for r in rows]
         name = study.name
-    print(f"{len(ids)} retrain(s) of model {model.id} ({created} new; ids {ids[0]}-{ids[-1]}) "
-          f"in study {name!r}; run `tracker work`")  # fmt: skip
+        tasks = [r.task_id for r in rows if r.task_id]
+        mid = model.id
+    emit(args, Enqueued(name, "retrains", ids, tasks=tasks),
+         f"{len(ids)} retrain(s) of model {mid} ({created} new; ids {ids[0]}-{ids[-1]}) "
+         f"in study {name!r}; run `tracker work`")  # fmt: skip
     return 0
 
 
@@ -121,10 +125,14 @@ def cmd_enqueue_topology(args: argparse.Namespace) -> int:
         eid, did, n = emb.id, diagram.id, emb.n_samples
         task = session.get(Task, emb.task_id) if emb.task_id is not None else None
         waiting = task is not None and task.status == "waiting"
+        tasks = [t for t in (emb.task_id, diagram.task_id) if t]
+        name = study.name
     state = "new" if new else "already queued"
     wait = ", waiting on unfinished retrains" if waiting else ""
-    print(f"embedding {eid} ({n} samples) and persistence diagram {did} ({state}{wait}); run "
-          f"`tracker work`, then `tracker plot embedding {eid}` / `tracker plot persistence {did}`")  # fmt: skip
+    emit(args, Enqueued(name, "embeddings", [eid], tasks=tasks,
+                        extra={"persistence_diagrams": [did]}),
+         f"embedding {eid} ({n} samples) and persistence diagram {did} ({state}{wait}); run "
+         f"`tracker work`, then `tracker plot embedding {eid}` / `tracker plot persistence {did}`")  # fmt: skip
     return 0
 
 

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracker._cliutil import lazy_command, open_db, settings
+from tracker._cli_output import Enqueued, emit
+from tracker._cliutil import DEFAULT_STUDY, lazy_command, open_db, settings
 
 if TYPE_CHECKING:
     from tracker.training.rows import ModelSpec
@@ -30,7 +31,7 @@ def add_parsers(*, sub: Any, enqueue: Any, common: argparse.ArgumentParser, **_:
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """The flags that describe a model to train (shared by `enqueue model` and `train`)."""
-    p.add_argument("--study", default="default", help="study label (default: default)")
+    p.add_argument("--study", default=DEFAULT_STUDY, help="study label")
     p.add_argument("--name", help="a label for the model")
     p.add_argument("--arch", required=True,
                    help="architecture (mlp, cnn, resnet20, ...) or your factory as module:callable")  # fmt: skip
@@ -46,7 +47,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-seed", "--seed", dest="seed", type=int, default=0,
+                   help="seed of the initial weights and the minibatch order")
     p.add_argument("--label-corruption", type=float, default=0.0, metavar="P")
     p.add_argument("--lr-milestones", default="", metavar="E1,E2",
                    help="epochs at which the learning rate is multiplied by --lr-gamma")  # fmt: skip
@@ -166,8 +168,9 @@ def cmd_enqueue_model(args: argparse.Namespace) -> int:
     with db.session() as session:
         study = get_or_create_study(session, args.study)
         model, new = add_model(session, study, spec)
-        mid = model.id
-    print(f"model {mid} ({'new' if new else 'already queued'}) in study {args.study!r}")
+        mid, tid = model.id, model.task_id
+    emit(args, Enqueued(args.study, "models", [mid], tasks=[tid] if tid else []),
+         f"model {mid} ({'new' if new else 'already queued'}) in study {args.study!r}")
     return 0
 
 

@@ -1,0 +1,95 @@
+"""Progress of one `tracker work`: this run's tasks only, failures as they happen, plain lines
+when the output is not a terminal, third-party chatter in the log file and not the terminal."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import sqlalchemy as sa
+from cli_support import run_tracker, tracker_env
+
+from tracker._db import Database
+from tracker._progress import Progress, Scope, clock
+from tracker._queue import enqueue, get_or_create_study
+from tracker._schema import Task
+from tracker._work import scope_counts
+
+
+def _set(db: Database, ids: list[int], **values) -> None:
+    with db.session() as session:
+        session.execute(sa.update(Task).where(Task.id.in_(ids)).values(**values))
+
+
+def test_progress_counts_this_runs_tasks_and_announces_failures(db):
+    with db.session() as session:
+        study = get_or_create_study(session, "p")
+        old = [enqueue(session, study, "noop", {"i": i})[0].id for i in range(20)]
+        new = [enqueue(session, study, "noop", {"i": 100 + i})[0].id for i in range(4)]
+    _set(db, old, status="done")  # finished by an earlier run
+    scope = Scope(db, ["noop"], None)
+    stream = io.StringIO()  # not a terminal: plain lines
+    bar = Progress(stream, scope_counts(db, ["noop"], None), True, scope=scope, interval=0.0)
+    bar.update(scope_counts(db, ["noop"], None))
+    assert stream.getvalue().splitlines()[-1].startswith("0/4 tasks, starting workers")
+    _set(db, new[:2], status="done")
+    _set(db, new[2:3], status="failed", error="Traceback...\nValueError: bad input 7")
+    bar.update(scope_counts(db, ["noop"], None), final=True)
+    lines = stream.getvalue().splitlines()
+    assert f"task {new[2]} [p/noop] failed: ValueError: bad input 7" in lines
+    last = lines[-1]
+    assert last.startswith("3/4 tasks, ") and "tasks/s" in last and "failed 1" in last
+    assert "elapsed 0:00:0" in last and "ETA" in last
+
+
+def test_quiet_lines_come_once_per_interval():
+    stream = io.StringIO()
+    start = {"waiting": 0, "pending": 5, "running": 0, "done": 0, "failed": 0}
+    bar = Progress(stream, start, True, quiet=True, interval=3600.0)
+    for done in range(5):
+        bar.update({**start, "pending": 5 - done, "done": done})
+    assert len(stream.getvalue().splitlines()) == 1  # the first; the next is due in an hour
+    bar.update({**start, "pending": 0, "done": 5}, final=True)
+    assert stream.getvalue().splitlines()[-1].startswith("5/5 tasks")
+
+
+def test_clock():
+    assert (clock(0), clock(61.4), clock(3725), clock(None)) == ("0:00:00", "0:01:01", "1:02:05",
+                                                                 "--:--")  # fmt: skip
+
+
+def test_third_party_chatter_goes_to_the_log_file_not_the_terminal(tmp_path: Path, sqlite_url):
+    env = tracker_env(tmp_path, sqlite_url)
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    db = Database(sqlite_url)
+    with db.session() as session:
+        study = get_or_create_study(session, "chatty")
+        ids = [enqueue(session, study, "test.chatty", {"i": i})[0].id for i in range(2)]
+    db.dispose()
+    work = run_tracker("work", "--workers", "1", "--plugin", "chatty_kinds", "-q", env=env)
+    assert work.returncode == 0, work.stderr[-2000:]
+    terminal = work.stdout + work.stderr
+    assert "CHATTER" not in terminal
+    assert "2/2 tasks" in work.stderr  # the quiet progress line is still there
+    log = (tmp_path / ".tracker" / "logs" / "work.log").read_text()
+    for i in ids:
+        assert f"MLFLOW-CHATTER {i}" in log and f"PHATE-CHATTER {i}" in log
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_live_bar_with_failures_printed_above_it():
+    stream = _Terminal()
+    start = {"waiting": 0, "pending": 3, "running": 0, "done": 7, "failed": 0}
+    bar = Progress(stream, start, True)
+    assert bar.live is not None
+    bar.note_dashboard("http://127.0.0.1:8787/status")
+    bar.note_dashboard("http://127.0.0.1:8787/status")
+    bar.update({**start, "pending": 1, "running": 1, "done": 8})
+    bar.update({**start, "pending": 0, "running": 0, "done": 10}, final=True)
+    text = stream.getvalue()
+    assert text.count("Dask dashboard: http://127.0.0.1:8787/status") == 1
+    assert "3/3" in text and "tasks/s" in text
