@@ -487,6 +487,14 @@ def _register_examples() -> None:
     example("plot morse", "tracker plot morse 1 2")
     example("export surface", "tracker export surface 3 --format vtp --log --zmax 5")
     example("import h5", "tracker import h5 surface.h5 --study goldstein")
+    example("import model", "tracker import model resnet56.t7 --arch resnet56 --dataset cifar10 "
+            "--metrics-from-eval", "tracker import model ckpts/ --arch my_pkg.nets:make_net "
+            "--arch-config '{\"width\": 64}' --dataset my_pkg.data:load")
+    example("enqueue hessian", "tracker enqueue hessian --model 1 --epochs all --top-k 5 --trace "
+            "--density --per-layer")
+    example("show hessian", "tracker show hessian 1", "tracker show hessian --model 1")
+    example("plot hessian", "tracker plot hessian 1 2 --model 1")
+    example("meta", "tracker meta --study generalisation --json")
     example("demo", "tracker demo --workers 2")
     example("dashboard", "tracker dashboard --port 8501 --headless")
 

@@ -75,7 +75,7 @@ class Client:
         dataset_config: dict[str, Any] | None = None,
         epochs: Sequence[int] | None = None,
         name: str | None = None,
-        study: str = "imported",
+        study: str = "default",
         metrics_from_eval: bool = False,
     ) -> int:
         """Import checkpoint file(s) (or a folder of them) as a model; return its id."""

@@ -10,7 +10,6 @@ the top.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from typing import Any
 
@@ -26,7 +25,6 @@ def add_parsers(
         help="rank correlation of each measure with the generalisation gap over a study's models",
     )  # fmt: skip
     p.add_argument("--study", required=True, metavar="NAME")
-    p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--target", choices=["gap", "loss_gap", "all"], default="all",
                    help="gap = train_acc - test_acc, loss_gap = test_loss - train_loss "
                    "(default: both)")  # fmt: skip
@@ -50,6 +48,7 @@ def _interval(low: float, high: float) -> str:
 def cmd_meta(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
+    from tracker._cli_output import emit, wants_json
     from tracker._cliutil import table
     from tracker._exceptions import NotFound, SpecError
     from tracker._schema import Study
@@ -77,10 +76,10 @@ def cmd_meta(args: argparse.Namespace) -> int:
             from tracker.meta.publish import publish_measures
 
             runs = publish_measures(session, store, settings_.mlflow_uri, study_id)
-    if args.json:
-        print(json.dumps({"study": args.study, "measures": n, "mlflow_runs": runs,
-                          "draws": args.draws, "seed": args.seed,
-                          "correlations": [r.as_dict() for r in rows]}, indent=1))  # fmt: skip
+    if wants_json(args):  # the shared --json: one document, printed by the command line
+        emit(args, {"study": args.study, "measures": n, "mlflow_runs": runs,
+                    "draws": args.draws, "seed": args.seed,
+                    "correlations": [r.as_dict() for r in rows]}, None)  # fmt: skip
         return 0
     print(f"study {args.study!r}: {n} measure rows; logged on {runs} MLflow run(s)")
     if not rows:

@@ -108,7 +108,7 @@ def add_import_model_parser(imports: Any, common: argparse.ArgumentParser) -> No
                    help="keyword arguments of the factory, e.g. '{\"num_classes\": 10}'")  # fmt: skip
     add_data_flags(p)
     p.add_argument("--name", help="a label for the model")
-    p.add_argument("--study", default="imported", help="study label (default: imported)")
+    p.add_argument("--study", default=DEFAULT_STUDY, help="study label")
     p.add_argument("--epoch", default=None, metavar="E1,E2,...",
                    help="the epoch of each file (default: 0 for one file, else from names)")  # fmt: skip
     p.add_argument("--metrics-from-eval", action="store_true",
