@@ -467,3 +467,53 @@ def test_reduced_precision_is_gpu_only_and_recorded_in_the_plan():
     assert got["loss"].tobytes() == exact["loss"].tobytes()
     with pytest.raises(SpecError, match="precision"):
         _evaluator(model, layout, centre, dirs, pairs, precision="fp8")
+
+
+def _float64_recompute(model, layout, centre, directions, pairs, coords, bn_mode):
+    """The loss of each point in float64: a double copy of the model, one forward per group."""
+    losses = np.zeros((len(pairs), len(coords)))
+    for p, point in enumerate(coords):
+        flat = centre.double().clone()
+        for c, d in zip(point, directions, strict=True):
+            flat = flat + float(c) * d.double()
+        net = copy.deepcopy(model).double()
+        load_flat(net, flat, layout)
+        net.eval()
+        if bn_mode == "train":
+            for m in net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train()
+                    m.track_running_stats = False
+                    m.running_mean = m.running_var = None
+        for g, (x, y) in enumerate(pairs):
+            with torch.no_grad():
+                losses[g, p] = F.cross_entropy(net(x.double()), y).item()
+    return losses
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_registry_cnn_with_batchnorm_matches_float64_to_1e6(bn_mode):
+    """Issue 14 item 1: a registry cnn with BatchNorm on digits, --bn train included, agrees with
+    a float64 recomputation to 1e-6 relative (the cached first-layer output was channels_last on
+    CPU, where BatchNorm's training-mode statistics lose ~1e-4 relative)."""
+    from compute.data import load_dataset
+    from compute.models import build_model
+
+    ds = load_dataset("digits", seed=0)
+    model = build_model("cnn", {"channels": [8, 16], "hidden": [32], "batchnorm": True},
+                        input_shape=(1, 8, 8), num_classes=10, seed=0)  # fmt: skip
+    x, y = ds.split("train")
+    _settle_running_stats(model, x[:512])
+    layout = layout_of(model)
+    centre = flatten_state(model, layout)
+    directions = _directions(layout, centre)
+    pairs = [(x[:700], y[:700]), (x[700:1400], y[700:1400])]
+    coords = np.array([[0.0, 0.0], [0.3, -0.2], [-0.6, 0.8], [1.0, 1.0]])
+    expected = _float64_recompute(model, layout, centre, directions, pairs, coords, bn_mode)
+    for strategy in ("loop", "vmap"):
+        ev = _evaluator(model, layout, centre, directions, pairs, bn_mode=bn_mode,
+                        strategy=strategy)  # fmt: skip
+        got = ev.evaluate(coords)["loss"]
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+        if strategy == "loop":
+            assert ev.plan["channels_last"] is (bn_mode == "eval")
