@@ -58,6 +58,8 @@ def add_parsers(
     p = impsub.add_parser("h5", parents=[common], help="a Goldstein loss-landscape surface file")
     p.add_argument("file", metavar="FILE.h5")
     p.add_argument("--study", default="imported")
+    p.add_argument("--split", default="train", choices=["train", "test"],
+                   help="whose grids to import: train_loss/train_acc or test_loss/test_acc")  # fmt: skip
     p.set_defaults(func=lazy_command(__name__, "cmd_import_h5"))
 
     p = sub.add_parser("demo", parents=[common],
@@ -207,12 +209,30 @@ def plot_surface_files(
             centre_relative=centre_relative, row_labels=[f"surface {data.surface.id}"],
             col_labels=[f"minibatch {g}" for g in range(z.shape[0])],
         )  # fmt: skip
-    traj = data.trajectory[:, 1:3] if data.trajectory is not None else None
     grid = z.mean(axis=0)
+    options = _pca_options(data)
     for kind in kinds:
+        # The projected path is drawn on the flat kinds; the 3D view shows the surface alone.
+        shown = options if kind != "3d" else {k: options[k] for k in ("xlabel", "ylabel")}
         paths += plots.plot_2d(str(stem) + f"-{kind}", data.xs, data.ys, grid, kind=kind,
-                               title=title, trajectory=traj)  # fmt: skip
+                               title=title, **shown)  # fmt: skip
     return [Path(p) for p in paths]
+
+
+def _pca_options(data: SurfaceData) -> dict[str, Any]:
+    """Axis labels with the explained variance ("PC1 (62.1%)") and the projected path, for a
+    PCA surface; plain x/y labels otherwise."""
+    xd, yd = data.x_direction, data.y_direction
+    if xd is None or xd.kind != "pca" or yd is None:
+        return {"xlabel": "x", "ylabel": "y"}
+    options: dict[str, Any] = {}
+    for key, d, n in (("xlabel", xd, 1), ("ylabel", yd, 2)):
+        ratio = d.explained_variance
+        options[key] = f"PC{n} ({100 * ratio:.1f}%)" if ratio is not None else f"PC{n}"
+    if data.trajectory is not None:
+        options["trajectory"] = data.trajectory[:, 1:3]
+        options["trajectory_labels"] = [int(e) for e in data.trajectory[:, 0]]
+    return options
 
 
 def cmd_plot_surface(args: argparse.Namespace) -> int:
@@ -264,10 +284,9 @@ def plot_panel_files(session: Session, store: ArrayStore, ids: list[int], out: P
 
 def cmd_export_surface(args: argparse.Namespace) -> int:
     from tracker._exceptions import ConfigError, SpecError
-    from tracker._schema import Checkpoint
     from tracker._store import ArrayStore
     from tracker.surfaces import formats
-    from tracker.surfaces.results import direction_tensors, load_surface
+    from tracker.surfaces.results import load_surface
 
     db = open_db(args)
     store = ArrayStore(settings(args).store_url)
@@ -280,20 +299,7 @@ def cmd_export_surface(args: argparse.Namespace) -> int:
         if not 0 <= group < data.loss.shape[0]:
             raise SpecError(f"--group {group} is out of range: the surface has {data.loss.shape[0]} group(s)")  # fmt: skip
         if args.format == "h5":
-            formats.write_h5(out, data.xs, data.ys, data.loss, data.acc, group=group)
-            if data.x_direction is None:  # imported: no directions here
-                print(out)
-                return 0
-            layout = Checkpoint.find_or_raise_by_id(session, data.surface.checkpoint_id).layout
-            xdir = direction_tensors(session, store, data.x_direction, layout)
-            ydir = (
-                direction_tensors(session, store, data.y_direction, layout)
-                if data.y_direction
-                else None
-            )
-            dir_path = out.with_name(out.stem + "-directions.h5")
-            formats.write_direction_h5(dir_path, xdir, ydir)
-            print(f"{out}\n{dir_path}")
+            print("\n".join(str(p) for p in _export_h5(session, store, data, out, group)))
             return 0
         if args.format == "vtp":
             if not data.is_2d:
@@ -305,13 +311,45 @@ def cmd_export_surface(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_h5(
+    session: Session, store: ArrayStore, data: SurfaceData, out: Path, group: int
+) -> list[Path]:
+    """Goldstein's files: the surface (its split's names, ``dir_file`` naming the direction
+    file), the direction file (PCA ratios too) and, for a PCA surface, the projected path in
+    his projection-file layout (``proj_xcoord``/``proj_ycoord``)."""
+    from tracker._schema import Checkpoint
+    from tracker.surfaces import formats
+    from tracker.surfaces.results import direction_tensors
+
+    split = data.surface.split or "train"
+    if data.x_direction is None:  # imported: no directions here
+        formats.write_h5(out, data.xs, data.ys, data.loss, data.acc, group=group, split=split)
+        return [out]
+    layout = Checkpoint.find_or_raise_by_id(session, data.surface.checkpoint_id).layout
+    xdir = direction_tensors(session, store, data.x_direction, layout)
+    yd = data.y_direction
+    ydir = direction_tensors(session, store, yd, layout) if yd else None
+    ratios = None
+    if data.x_direction.kind == "pca" and yd is not None:
+        ratios = [data.x_direction.explained_variance, yd.explained_variance]
+    dir_path = out.with_name(out.stem + "-directions.h5")
+    formats.write_direction_h5(dir_path, xdir, ydir, explained_variance_ratio=ratios)
+    formats.write_h5(out, data.xs, data.ys, data.loss, data.acc, group=group, split=split,
+                     directions=dir_path)  # fmt: skip
+    written = [out, dir_path]
+    if data.trajectory is not None:
+        proj = out.with_name(out.stem + "-projection.h5")
+        written.append(formats.write_projection_h5(proj, data.trajectory[:, 1:3]))
+    return written
+
+
 def cmd_import_h5(args: argparse.Namespace) -> int:
     """Bring a Goldstein surface file in as a surface row with its arrays."""
     from tracker.surfaces import formats
     from tracker.surfaces.rows import import_h5
 
     db = open_db(args)
-    content = formats.read_h5(args.file)
+    content = formats.read_h5(args.file, split=args.split)
     sid = import_h5(db, settings(args).store_url, content, study=args.study, source=str(args.file))
     print(f"imported {args.file} as surface {sid} in study {args.study!r}")
     return 0
