@@ -68,7 +68,10 @@ from torch import nn
 from compute.state import Layout, check_length, layout_of, same_layout
 from tracker import SpecError
 
-LOSSES = ("cross_entropy", "mse")
+# softmax_mse: classification scored as Goldstein's --loss_name mse does, the mean squared error
+# between the softmax output and the one-hot label (accuracy as usual).
+LOSSES = ("cross_entropy", "mse", "softmax_mse")
+_CLASSIFY = ("cross_entropy", "softmax_mse")
 BN_MODES = ("eval", "train")
 STRATEGIES = ("auto", "loop", "vmap")
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -188,7 +191,8 @@ class SurfaceEvaluator:
         centre: the flat state at coordinates 0.
         directions: one or two flat direction vectors of the layout's length.
         groups: evaluation groups ``(x, y)``; every group gets its own value per point.
-        loss: ``'cross_entropy'`` (integer labels) or ``'mse'`` (float targets).
+        loss: ``'cross_entropy'`` (integer labels), ``'mse'`` (float targets) or
+            ``'softmax_mse'`` (integer labels: softmax against the one-hot label).
         bn_mode: ``'eval'`` (running statistics) or ``'train'`` (the group's batch statistics).
         device: where to evaluate.
         strategy: ``'auto'``, ``'loop'`` or ``'vmap'`` (see the module docstring).
@@ -328,10 +332,10 @@ class SurfaceEvaluator:
                 f"group {index}: inputs {tuple(x.shape)} and targets {tuple(y.shape)} must have "
                 "the same, non-zero number of samples"
             )
-        if self._loss == "cross_entropy":
+        if self._loss in _CLASSIFY:
             if torch.is_floating_point(y):
                 raise SpecError(
-                    f"group {index}: cross_entropy needs integer class labels, got {y.dtype}: "
+                    f"group {index}: {self._loss} needs integer class labels, got {y.dtype}: "
                     "use loss='mse' for regression targets"
                 )
             y = y.reshape(-1).long()
@@ -575,7 +579,7 @@ class SurfaceEvaluator:
                 hits = torch.cat([parts[i][1] for i in range(len(chunks))], dim=1)
         sizes = np.array([float(x.shape[0]) for x, _ in self._groups]).reshape(-1, 1)
         loss = sums.cpu().double().numpy() / sizes
-        if self._loss == "cross_entropy":
+        if self._loss in _CLASSIFY:
             acc = hits.cpu().double().numpy() / sizes
         else:
             acc = np.full(loss.shape, np.nan)
@@ -731,6 +735,9 @@ class SurfaceEvaluator:
             loss_sum = F.cross_entropy(out, y, reduction="sum")
             hits = (out.argmax(dim=-1) == y).sum()
             return loss_sum, hits
+        if self._loss == "softmax_mse":
+            diff = out.softmax(dim=-1) - F.one_hot(y, out.shape[-1]).to(out.dtype)
+            return (diff * diff).mean(dim=-1).sum(), (out.argmax(dim=-1) == y).sum()
         diff = out.reshape(y.shape) - y
         return (diff * diff).mean(dim=1).sum(), torch.zeros((), device=out.device)
 
@@ -743,6 +750,9 @@ class SurfaceEvaluator:
             flat = out.reshape(k * n, -1)
             losses = F.cross_entropy(flat, y.repeat(k), reduction="none").view(k, n)
             return losses.sum(dim=1), (out.argmax(dim=-1) == y).sum(dim=1)
+        if self._loss == "softmax_mse":
+            diff = out.softmax(dim=-1) - F.one_hot(y, out.shape[-1]).to(out.dtype)
+            return (diff * diff).mean(dim=-1).sum(dim=1), (out.argmax(dim=-1) == y).sum(dim=1)
         diff = out.reshape(k, *y.shape) - y
         per_sample = (diff * diff).reshape(k, n, -1).mean(dim=2)
         return per_sample.sum(dim=1), torch.zeros(k, device=out.device)

@@ -83,7 +83,7 @@ MODEL_KEYS = {"name", "architecture", "arch", "dataset", "data", "optimizer", "l
               "weight_decay", "batch_size", "epochs", "seed", "label_corruption", "lr_schedule",
               "checkpoints"}  # fmt: skip
 EVAL_KEYS = {"split", "subset", "minibatches", "minibatch_size", "bn", "metrics", "subset_seed",
-             "precision"}  # fmt: skip
+             "precision", "loss"}  # fmt: skip
 SURFACE_KEYS = {
     "models",
     "x",
@@ -93,8 +93,10 @@ SURFACE_KEYS = {
     "pairs",
     "epochs",
     "tile",
+    "same_dir",
 } | EVAL_KEYS
-INTERP_KEYS = {"from", "to", "x", "y", "epoch", "target", "tile", "direction"} | EVAL_KEYS
+INTERP_KEYS = {"from", "to", "y_model", "x", "y", "epoch", "target", "tile",
+               "direction"} | EVAL_KEYS  # fmt: skip
 PCA_KEYS = {"model", "x", "y", "ignore", "tile", "epoch"} | EVAL_KEYS
 DIRECTION_KEYS = {"seed", "norm", "ignore", "target"}
 RETRAIN_KEYS = {"model", "seeds", "steps", "epochs", "lr", "momentum", "weight_decay",
@@ -236,11 +238,12 @@ def eval_spec(table: dict[str, Any], where: str) -> EvalSpec:
             _typed(table[key], int, key, where)
     words = {key: _typed(table.get(key, default), str, key, where)
              for key, default in (("split", "train"), ("bn", "eval"), ("precision", "fp32"))}  # fmt: skip
+    loss = _typed(table["loss"], str, "loss", where).replace("-", "_") if "loss" in table else None
     return EvalSpec(
         split=words["split"], subset=table.get("subset"),
         minibatch_size=table.get("minibatch_size"), minibatches=table.get("minibatches"),
         bn=words["bn"], metrics=tuple(metrics),
-        subset_seed=int(table.get("subset_seed", 0)), precision=words["precision"],
+        subset_seed=int(table.get("subset_seed", 0)), precision=words["precision"], loss=loss,
     )  # fmt: skip
 
 
@@ -361,6 +364,9 @@ def load(path: str | Path) -> Study:
         if not 1 <= pairs <= MAX_PAIRS:
             raise SpecError(f"pairs in {where} must be between 1 and {MAX_PAIRS}, got {pairs}")
         ev = eval_spec(table, where)
+        same_dir = _typed(table.get("same_dir", False), bool, "same_dir", where)
+        if same_dir and "y_direction" in table:
+            raise SpecError(f"{where} has same_dir = true and a y_direction: keep one of them")
         refs = model_refs(table["models"], where) if "models" in table else all_names
         epochs = _epochs(table.get("epochs", "final"), where)
         # Checked before a single spec is built: pairs x models x epochs surfaces.
@@ -376,7 +382,7 @@ def load(path: str | Path) -> Study:
                     step = 2 if y is not None else 1
                     xd = replace(base, seed=(base.seed or 0) + step * p)
                     yd = None
-                    if y is not None:
+                    if y is not None and not same_dir:
                         # The y direction: its own table if given, else the x one's with seed + 1.
                         own = "y_direction" in table
                         yd = direction_spec(table.get("y_direction" if own else "direction"), where)
@@ -384,7 +390,7 @@ def load(path: str | Path) -> Study:
                         yd = replace(yd, seed=first + step * p)
                     study.surfaces.append(SurfaceSpec(
                         model=ref, x=x, y=y, epoch=epoch, x_direction=xd, y_direction=yd,
-                        evaluation=ev, tile=_tile(table.get("tile"), where),
+                        same_dir=same_dir, evaluation=ev, tile=_tile(table.get("tile"), where),
                     ))  # fmt: skip
     for i, table in enumerate(_tables(doc, "interpolation", path)):
         where = f"[[interpolation]] number {i + 1}"
@@ -402,6 +408,7 @@ def load(path: str | Path) -> Study:
             x_direction=DirectionSpec(kind="interpolation", seed=None, normalization="none",
                                       ignore="none", target=target),
             y_direction=direction_spec(table.get("direction"), where, 1) if "y" in table else None,
+            y_model=one_ref(table["y_model"], where) if "y_model" in table else None,
             evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
         ))  # fmt: skip
     for i, table in enumerate(_tables(doc, "pca", path)):

@@ -59,10 +59,10 @@ def _surface_id(out: str) -> str:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
-    """A digits MLP (model 1) with checkpoints at epochs 0-2, a second one (model 2, seed 1)."""
+    """Digits MLPs with checkpoints at epochs 0-2: models 1, 2, 3 (seeds 0, 1, 2)."""
     root = tmp_path_factory.mktemp("parity")
     h = Home(root)
-    for name, seed in (("a", "0"), ("b", "1")):
+    for name, seed in (("a", "0"), ("b", "1"), ("c", "2")):
         assert main(h.args("train", "--arch", "mlp", "--widths", "16", "--dataset", "digits",
                            "--epochs", "3", "--lr", "0.1", "--batch-size", "64", "--seed", seed,
                            "--name", name, "--checkpoints", "0,1,2")) == 0  # fmt: skip
@@ -130,3 +130,93 @@ def test_pca_surfaces_plot_with_every_kind_and_export_the_projection(home, capsy
         np.testing.assert_allclose(np.asarray(f["proj_ycoord"]), data.trajectory[:, 2])
     with h5py.File(home.root / "pca-directions.h5", "r") as f:
         np.testing.assert_allclose(np.asarray(f["explained_variance_ratio_"]), ratios)
+
+
+def _grid(home: Home, capsys, sid: str, what: str = "loss") -> np.ndarray:
+    out = home.root / f"grid-{sid}-{what}.h5"
+    home.run(capsys, "export", "surface", sid, "--format", "h5", "--out", str(out))
+    with h5py.File(out, "r") as f:
+        name = next(n for n in f if n.endswith(f"_{what}"))
+        return np.asarray(f[name], dtype=np.float64)
+
+
+def test_per_axis_directions_same_dir_third_model_and_explicit_loss(home, capsys) -> None:
+    """Issue 14 item 6 (the direction and loss options; the plot flags are issue 19's)."""
+    grid = ("--x", "-1:1:3", "--y", "-1:1:3")
+    axes = _surface_id(home.run(capsys, "enqueue", "surface", "--model", "1", *grid,
+                                "--xnorm", "layer", "--xignore", "none", "--ynorm", "model"))  # fmt: skip
+    same = _surface_id(home.run(capsys, "enqueue", "surface", "--model", "1", *grid, "--same-dir",
+                                "--seed", "3"))  # fmt: skip
+    plane = _surface_id(home.run(capsys, "enqueue", "surface", "--interpolate", "1", "2",
+                                 "--y-model", "3", "--x", "0:1:2", "--y", "0:1:2"))  # fmt: skip
+    line = _surface_id(home.run(capsys, "enqueue", "surface", "--interpolate", "1", "3",
+                                "--x", "0:1:2"))  # fmt: skip
+    mse = _surface_id(home.run(capsys, "enqueue", "surface", "--model", "1", *grid, "--seed", "5",
+                               "--loss", "mse"))  # fmt: skip
+    ce = _surface_id(home.run(capsys, "enqueue", "surface", "--model", "1", *grid, "--seed", "5",
+                              "--loss", "cross-entropy"))  # fmt: skip
+    home.drain()
+
+    rows = home.rows(
+        "SELECT s.id, x.normalization, x.\"ignore\", y.normalization, y.\"ignore\", x.id, y.id, "
+        "y.kind, y.checkpoint_b_id, s.eval_config FROM surfaces s JOIN directions x ON "
+        "x.id = s.x_direction_id JOIN directions y ON y.id = s.y_direction_id"
+    )
+    by_id = {str(r[0]): r[1:] for r in rows}
+    assert by_id[axes][:4] == ("layer", "none", "model", "biasbn")
+    assert by_id[same][4] == by_id[same][5]  # one direction row on both axes
+    (c_final,) = home.rows("SELECT max(id) FROM checkpoints WHERE model_id = 3")[0]
+    assert by_id[plane][6:8] == ("interpolation", c_final)
+    assert '"loss": "mse"' in by_id[mse][8] and '"loss": "cross_entropy"' in by_id[ce][8]
+
+    z = _grid(home, capsys, same)  # f(centre + (a + b) d): symmetric in a and b
+    np.testing.assert_allclose(z, z.T, rtol=1e-6)
+    # (x, y) = (0, 1) of the plane is theta_C, the end of the line from A to C.
+    np.testing.assert_allclose(_grid(home, capsys, plane)[1, 0], _grid(home, capsys, line)[1],
+                               rtol=1e-6)  # fmt: skip
+    mse_loss, ce_loss = _grid(home, capsys, mse), _grid(home, capsys, ce)
+    assert (mse_loss < 0.2).all() and (ce_loss > mse_loss).all()  # softmax vs one-hot: <= 2/10
+    np.testing.assert_array_equal(_grid(home, capsys, mse, "acc"), _grid(home, capsys, ce, "acc"))
+
+    home.run(capsys, "enqueue", "model", "--arch", "mlp", "--dataset", "autompg", "--name", "reg")
+    assert "regression" in home.error(capsys, "enqueue", "surface", "--model", "reg", "--x",
+                                      "-1:1:3", "--loss", "cross-entropy")  # fmt: skip
+    assert "--interpolate" in home.error(capsys, "enqueue", "surface", "--model", "1",
+                                         "--x", "-1:1:3", "--y-model", "3")  # fmt: skip
+    assert "third model" in home.error(capsys, "enqueue", "surface", "--interpolate", "1", "2",
+                                       "--y-model", "1", "--x", "0:1:2", "--y", "0:1:2")  # fmt: skip
+    assert "--y" in home.error(capsys, "enqueue", "surface", "--model", "1", "--x", "-1:1:3",
+                               "--same-dir")  # fmt: skip
+
+
+def test_study_files_take_the_direction_and_loss_options(home, capsys) -> None:
+    """Issue 14 item 6 from a study file: same_dir, loss and an interpolation's y_model."""
+    study = home.root / "options.toml"
+    study.write_text("""
+study = "default"
+
+[[surface]]
+models = [1]
+x = "-1:1:3"
+y = "-1:1:3"
+direction = { seed = 11, norm = "layer" }
+same_dir = true
+loss = "mse"
+
+[[interpolation]]
+from = 1
+to = 2
+y_model = 3
+x = "0:1:3"
+y = "0:1:3"
+""")
+    before = home.rows("SELECT max(id) FROM surfaces")[0][0]
+    home.run(capsys, "enqueue", str(study))
+    rows = home.rows(
+        "SELECT s.x_direction_id = s.y_direction_id, s.eval_config, y.kind, y.checkpoint_b_id "
+        f"FROM surfaces s JOIN directions y ON y.id = s.y_direction_id WHERE s.id > {before} "
+        "ORDER BY s.id"
+    )
+    (c_final,) = home.rows("SELECT max(id) FROM checkpoints WHERE model_id = 3")[0]
+    assert rows[0][0] == 1 and '"loss": "mse"' in rows[0][1]
+    assert rows[1][2:] == ("interpolation", c_final)

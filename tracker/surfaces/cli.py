@@ -84,8 +84,21 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--y", metavar="MIN:MAX:N", help="y grid for a 2D surface")
     p.add_argument("--seed", type=int, default=0, help="seed of the x direction (default 0)")
     p.add_argument("--y-seed", type=int, default=None, help="seed of the y direction (default seed+1)")  # fmt: skip
-    p.add_argument("--norm", default="filter", choices=["filter", "layer", "model", "none"])
+    p.add_argument("--y-model", metavar="C",
+                   help="with --interpolate A B: the y direction theta_C - theta_A (Goldstein's "
+                   "model_file3)")  # fmt: skip
+    norms = ["filter", "layer", "model", "none"]
+    p.add_argument("--norm", default="filter", choices=norms)
     p.add_argument("--ignore", default="biasbn", choices=["biasbn", "none"])
+    p.add_argument("--xnorm", choices=norms, help="the x direction's normalisation (default --norm)")
+    p.add_argument("--ynorm", choices=norms, help="the y direction's normalisation (default --norm)")
+    p.add_argument("--xignore", choices=["biasbn", "none"], help="x direction (default --ignore)")
+    p.add_argument("--yignore", choices=["biasbn", "none"], help="y direction (default --ignore)")
+    p.add_argument("--same-dir", action="store_true",
+                   help="the y direction is the x direction (Goldstein's --same_dir)")  # fmt: skip
+    p.add_argument("--loss", choices=["cross-entropy", "mse"], default=None,
+                   help="the loss (default: the data set's; mse on classes compares the softmax "
+                   "with the one-hot label, as Goldstein's --loss_name mse)")  # fmt: skip
     p.add_argument("--target", default=None, choices=["weights", "states"],
                    help="what directions move: weights, or states (BN statistics too; default "
                    "weights, states for --interpolate)")  # fmt: skip
@@ -123,15 +136,18 @@ def parse_tile(text: str | None) -> tuple[int, int] | None:
 # --- enqueue ----------------------------------------------------------------------------------
 
 
-def _direction_from_args(args: argparse.Namespace, seed: int) -> DirectionSpec:
+def _direction_from_args(args: argparse.Namespace, seed: int, axis: str = "x") -> DirectionSpec:
+    """A random direction; ``axis`` picks the per-axis --xnorm/--xignore (or y) over the
+    shared --norm/--ignore."""
     from tracker.training.rows import DirectionSpec
 
-    return DirectionSpec(kind="random", seed=seed, normalization=args.norm, ignore=args.ignore,
+    norm = getattr(args, f"{axis}norm") or args.norm
+    ignore = getattr(args, f"{axis}ignore") or args.ignore
+    return DirectionSpec(kind="random", seed=seed, normalization=norm, ignore=ignore,
                          target=args.target or "weights")  # fmt: skip
 
 
 def cmd_enqueue_surface(args: argparse.Namespace) -> int:
-    from dataclasses import replace
 
     from tracker._exceptions import SpecError
     from tracker._schema import Study
@@ -143,15 +159,21 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     ev = EvalSpec(split=args.split, subset=args.subset, minibatch_size=args.minibatch_size,
                   minibatches=args.minibatches, bn=args.bn, metrics=metrics,
-                  precision=args.precision)  # fmt: skip
+                  precision=args.precision,
+                  loss=args.loss.replace("-", "_") if args.loss else None)  # fmt: skip
+    if args.same_dir and (args.interpolate or args.pca):
+        raise SpecError("--same-dir applies to random directions: drop it, or drop --interpolate/--pca")  # fmt: skip
+    if args.y_model is not None and not args.interpolate:
+        raise SpecError("--y-model C gives the y direction of an interpolation: add --interpolate A B")  # fmt: skip
     if args.interpolate:
         a, b = args.interpolate
         spec = SurfaceSpec(model=a, other_model=b, x=x, y=y, epoch=args.epoch,
                            x_direction=DirectionSpec(kind="interpolation", seed=None,
                                                      normalization="none", ignore="none",
                                                      target=args.target or "states"),
-                           y_direction=_direction_from_args(args, args.seed) if y else None,
-                           evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
+                           y_direction=_direction_from_args(args, args.seed, "y") if y else None,
+                           y_model=args.y_model, evaluation=ev,
+                           tile=parse_tile(args.tile))  # fmt: skip
     elif args.model is None:
         raise SpecError("give --model ID (or --interpolate A B)")
     elif args.pca:
@@ -162,12 +184,15 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     else:
         xd = _direction_from_args(args, args.seed)
         yd = (
-            replace(xd, seed=args.y_seed if args.y_seed is not None else args.seed + 1)
-            if y
+            _direction_from_args(
+                args, args.y_seed if args.y_seed is not None else args.seed + 1, "y"
+            )
+            if y and not args.same_dir
             else None
         )
         spec = SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch, x_direction=xd,
-                           y_direction=yd, evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
+                           y_direction=yd, same_dir=args.same_dir, evaluation=ev,
+                           tile=parse_tile(args.tile))  # fmt: skip
     db = open_db(args)
     with db.session() as session:
         model = find_model(session, spec.model)

@@ -119,10 +119,18 @@ def _build_evaluator(ctx: TaskContext, surface_id: int) -> tuple[Any, Surface]:
     dev = device()
     evaluator = SurfaceEvaluator(
         model.to(dev), layout, centre, dir_vecs, evaluation_groups(surface, ds),
-        loss=data_mod.loss_kind(ds), bn_mode=surface.bn_mode, device=dev,
+        loss=surface_loss(surface, ds), bn_mode=surface.bn_mode, device=dev,
         precision=(surface.eval_config or {}).get("precision", "fp32"),
     )  # fmt: skip
     return evaluator, surface
+
+
+def surface_loss(surface: Surface, ds: data_mod.Dataset) -> str:
+    """The engine's loss: the row's explicit one (``eval_config['loss']``) or the data set's;
+    mse on class labels is Goldstein's: the softmax output against the one-hot label."""
+    own = data_mod.loss_kind(ds)
+    loss = (surface.eval_config or {}).get("loss") or own
+    return "softmax_mse" if loss == "mse" and own == "cross_entropy" else str(loss)
 
 
 def _array_paths(surface: Surface) -> dict[str, str]:

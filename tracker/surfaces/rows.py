@@ -45,6 +45,7 @@ SPLITS = ("train", "test", "val")
 BN_MODES = ("eval", "train")
 METRICS = ("loss", "acc")
 PRECISIONS = ("fp32", "tf32", "bf16")
+LOSSES = ("cross_entropy", "mse")  # None: the data set's own (cross_entropy, or mse for regression)
 MAX_GRID_POINTS = 4_000_000
 MAX_AXIS_POINTS = 100_001
 REGRESSION_DATASETS = frozenset({"autompg"})
@@ -109,6 +110,15 @@ class EvalSpec:
     metrics: tuple[str, ...] = ("loss", "acc")
     subset_seed: int = 0
     precision: str = "fp32"  # tf32 / bf16: opt-in, used on GPU workers only
+    loss: str | None = None  # Goldstein's --loss_name; mse on classes: softmax vs one-hot
+
+    def identity(self) -> dict[str, Any]:
+        """What the spec hash covers: options left at None are left out, so adding an option
+        keeps the hashes (and so the rows found again) of the surfaces that do not use it."""
+        return {k: v for k, v in asdict(self).items() if not (k in _OPTIONAL and v is None)}
+
+
+_OPTIONAL = frozenset({"loss"})
 
 
 @dataclass(frozen=True)
@@ -124,11 +134,17 @@ class SurfaceSpec:
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     tile: tuple[int, int] | None = None  # (tile_nx, tile_ny)
     other_model: int | str | None = None  # interpolation: the far end (theta_B)
+    y_model: int | str | None = None  # interpolation: y = theta_C - theta_A (Goldstein's model_file3)
+    same_dir: bool = False  # Goldstein's --same_dir: the y direction is the x direction
 
 
 def check_eval(spec: EvalSpec, regression: bool) -> None:
     if spec.split not in SPLITS:
         raise SpecError(f"unknown split {spec.split!r}: use one of {', '.join(SPLITS)}")
+    if spec.loss is not None and spec.loss not in LOSSES:
+        raise SpecError(f"unknown loss {spec.loss!r}: use cross-entropy or mse")
+    if regression and spec.loss == "cross_entropy":
+        raise SpecError("cross-entropy needs class labels and this data set is a regression: use --loss mse")  # fmt: skip
     if spec.precision not in PRECISIONS:
         raise SpecError(f"unknown precision {spec.precision!r}: use fp32, tf32 or bf16 (GPU only)")
     if spec.bn not in BN_MODES:
@@ -256,9 +272,15 @@ def add_surface(
         xdir = replace(xdir, kind="interpolation", seed=None, normalization="none", ignore="none")
         x_rows = add_direction(session, study, xdir, model, centre, far, other)
         y_rows: list[Direction] = []
-        if spec.y is not None:
+        if spec.y_model is not None:
+            y_rows = _third_model_direction(session, study, spec, model, centre, xdir, names)
+            if y_rows[0].id == x_rows[0].id:
+                raise SpecError("--y-model names the same model as B: the y direction would be the x one; name a third model")  # fmt: skip
+        elif spec.y is not None:
             ydir = spec.y_direction or DirectionSpec(seed=1)
             y_rows = add_direction(session, study, ydir, model, centre)
+    elif spec.y_model is not None:
+        raise SpecError("a y direction from a third model (--y-model) needs --interpolate A B")
     elif xdir.kind == "pca":
         if spec.y is None:
             raise SpecError("a PCA surface is 2D: give --y MIN:MAX:N too")
@@ -269,7 +291,11 @@ def add_surface(
             raise SpecError("an interpolation needs the other model: --interpolate A B")
         x_rows = add_direction(session, study, xdir, model, centre)
         y_rows = []
-        if spec.y is not None:
+        if spec.same_dir:
+            if spec.y is None:
+                raise SpecError("--same-dir makes the y direction the x one: give --y MIN:MAX:N too")
+            y_rows = x_rows
+        elif spec.y is not None:
             ydir = spec.y_direction or replace(xdir, seed=(xdir.seed or 0) + 1)
             if ydir.kind != "random":
                 raise SpecError("the y direction of a random surface must be random too")
@@ -284,10 +310,14 @@ def add_surface(
         raise SpecError(f"tile sizes must be at least 1, got {tnx}x{tny}")
     tny = 1 if ny is None else min(tny, ny)
     tnx = min(tnx, nx)
-    eval_config = {"subset_seed": ev.subset_seed, "precision": ev.precision}
+    if spec.same_dir and spec.x_direction.kind != "random":
+        raise SpecError("--same-dir applies to random directions, not to an interpolation or PCA")
+    eval_config: dict[str, Any] = {"subset_seed": ev.subset_seed, "precision": ev.precision}
+    if ev.loss is not None:
+        eval_config["loss"] = ev.loss
     digest = spec_hash(
         "surface", study.name, centre.id, xd.id, yd.id if yd else None, spec.x.text(),
-        spec.y.text() if spec.y else None, asdict(ev), [tnx, tny],
+        spec.y.text() if spec.y else None, ev.identity(), [tnx, tny],
     )  # fmt: skip
     surface, new = get_or_add(
         session, Surface, digest, study_id=study.id, checkpoint_id=centre.id,
@@ -321,6 +351,29 @@ def add_surface(
     surface.task_id = done_task.id
     session.flush()
     return surface, True
+
+
+def _third_model_direction(
+    session: Session, study: Study, spec: SurfaceSpec, model: Model, centre: Any,
+    xdir: DirectionSpec, names: dict[str, Model] | None,
+) -> list[Direction]:  # fmt: skip
+    """Goldstein's ``model_file3``: the y direction theta_C - theta_A of an interpolation."""
+    if spec.y is None:
+        raise SpecError("a y direction from a third model (--y-model) needs --y MIN:MAX:N too")
+    third = find_model(session, spec.y_model, names)  # type: ignore[arg-type]
+    if model_signature(third) != model_signature(model):
+        raise SpecError(
+            f"model {third.id} ({third.architecture} on {third.dataset}) cannot give the y "
+            f"direction of model {model.id} ({model.architecture} on {model.dataset}): "
+            "all three models need the same architecture and data set"
+        )
+    far = find_checkpoint(session, third, spec.epoch)
+    if far.id == centre.id:
+        raise SpecError(
+            f"--y-model {third.id} is the centre model itself: the y direction theta_C - theta_A "
+            "would be zero; name a third model"
+        )
+    return add_direction(session, study, xdir, model, centre, far, third)
 
 
 def surface_tasks(session: Session, surface: Surface) -> list[int]:
