@@ -220,3 +220,21 @@ y = "0:1:3"
     (c_final,) = home.rows("SELECT max(id) FROM checkpoints WHERE model_id = 3")[0]
     assert rows[0][0] == 1 and '"loss": "mse"' in rows[0][1]
     assert rows[1][2:] == ("interpolation", c_final)
+
+
+def test_corrupt_test_is_recorded_on_the_model_row(home, capsys) -> None:
+    """Issue 14 item 3 from the CLI and a study file."""
+    home.run(capsys, "enqueue", "model", "--arch", "mlp", "--dataset", "digits", "--name",
+             "noisy", "--label-corruption", "0.3", "--corrupt-test")  # fmt: skip
+    study = home.root / "noisy.toml"
+    study.write_text('study = "noisy"\n[[model]]\nname = "noisy-file"\narchitecture = "mlp"\n'
+                     'dataset = "digits"\nlabel_corruption = 0.2\n'
+                     'data = { corrupt_test = true }\n')  # fmt: skip
+    home.run(capsys, "enqueue", str(study))
+    rows = home.rows("SELECT name, label_corruption, dataset_config FROM models "
+                     "WHERE name LIKE 'noisy%' ORDER BY id")  # fmt: skip
+    assert [(r[0], r[1]) for r in rows] == [("noisy", 0.3), ("noisy-file", 0.2)]
+    assert all('"corrupt_test": true' in r[2] for r in rows)
+    assert "label_corruption P > 0" in home.error(
+        capsys, "enqueue", "model", "--arch", "mlp", "--dataset", "digits", "--corrupt-test"
+    )
