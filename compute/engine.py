@@ -28,7 +28,11 @@ a surface was off by 5e-5 relative against float64; contiguous, it agrees to 1e-
 BatchNorm: ``bn_mode='eval'`` uses the stored running statistics; ``'train'`` normalises with
 the group's batch statistics (the whole group as one batch). In the working copy the BatchNorm
 layers are put in training mode with ``track_running_stats=False``, so no running statistic is
-ever written; every other layer (dropout included) stays in eval mode.
+ever written; every other layer (dropout included) stays in eval mode. ``'recompute'``
+re-estimates the running statistics at every point from the given training batches (a
+cumulative average over them, PyTorch's ``momentum=None``, as mode-connectivity work's
+``bn_update`` does) and then evaluates in eval mode; it runs the loop strategy, one point at a
+time, and the statistics are written into the point's own state, never into the centre.
 
 K (points per vmap call), the sample batch and the first-affine choice are deterministic
 functions of the sizes (model, groups, directions) and the memory budget, never of timing.
@@ -72,7 +76,7 @@ from tracker import SpecError
 # between the softmax output and the one-hot label (accuracy as usual).
 LOSSES = ("cross_entropy", "mse", "softmax_mse")
 _CLASSIFY = ("cross_entropy", "softmax_mse")
-BN_MODES = ("eval", "train")
+BN_MODES = ("eval", "train", "recompute")
 STRATEGIES = ("auto", "loop", "vmap")
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -193,12 +197,14 @@ class SurfaceEvaluator:
         groups: evaluation groups ``(x, y)``; every group gets its own value per point.
         loss: ``'cross_entropy'`` (integer labels), ``'mse'`` (float targets) or
             ``'softmax_mse'`` (integer labels: softmax against the one-hot label).
-        bn_mode: ``'eval'`` (running statistics) or ``'train'`` (the group's batch statistics).
+        bn_mode: ``'eval'`` (running statistics), ``'train'`` (the group's batch statistics) or
+            ``'recompute'`` (running statistics re-estimated per point from ``bn_batches``).
         device: where to evaluate.
         strategy: ``'auto'``, ``'loop'`` or ``'vmap'`` (see the module docstring).
         first_affine: use the first-affine lever when the model supports it.
         points_per_call: K for vmap; by default derived from the memory budget.
         max_memory_bytes: the memory budget; default 1 GiB on CPU, a quarter of a GPU's memory.
+        bn_batches: the training input batches of ``bn_mode='recompute'``.
     """
 
     def __init__(
@@ -217,11 +223,16 @@ class SurfaceEvaluator:
         points_per_call: int | None = None,
         max_memory_bytes: int | None = None,
         precision: str = "fp32",
+        bn_batches: list[torch.Tensor] | None = None,
     ) -> None:
         self._loss = _choice("loss", loss, LOSSES)
         self._precision = _choice("precision", precision, PRECISIONS)
         self._bn_mode = _choice("bn_mode", bn_mode, BN_MODES)
         self._bn_batch = self._bn_mode == "train"  # BatchNorm normalises with batch statistics
+        if (self._bn_mode == "recompute") != bool(bn_batches):
+            raise SpecError(
+                "bn_mode='recompute' needs training batches (bn_batches), and only it takes them"
+            )
         _choice("strategy", strategy, STRATEGIES)
         self._device = torch.device(device)
         if not 1 <= len(directions) <= 2:
@@ -251,6 +262,10 @@ class SurfaceEvaluator:
         self._bind(work, self._flat)
 
         self._groups = [self._group(i, x, y) for i, (x, y) in enumerate(groups)]
+        self._bn_inputs = [
+            (b.float() if torch.is_floating_point(b) else b).to(self._device)
+            for b in (bn_batches or [])
+        ]
         # Entries that some direction moves, tensor by tensor.
         self._moved = [
             e
@@ -430,7 +445,10 @@ class SurfaceEvaluator:
         cap = (OWN_BATCH_MAX_POINTS if own else VMAP_MAX_POINTS)[kind]
         by_rows = 1 << max(0, (rows // largest).bit_length() - 1)
         k_auto = max(1, min(by_rows, cap, fit))
-        if strategy == "auto":
+        if self._bn_mode == "recompute":
+            strategy = "loop"
+            reason = "bn_mode=recompute: the statistics are re-estimated point by point (loop)"
+        elif strategy == "auto":
             convs = kind == "cpu" and any(isinstance(m, _CONVS) for m in self._model.modules())
             strategy = "vmap" if k_auto >= VMAP_MIN_POINTS[kind] and not convs else "loop"
             reason = (
@@ -648,6 +666,8 @@ class SurfaceEvaluator:
                     for (inputs, _, _), row in zip(parts, row_z[g], strict=True):
                         torch.add(inputs[0], inputs[2], alpha=row_key, out=row)
             torch.add(row_flat, self._dirs[0], alpha=point[0], out=rep.flat)
+            if self._bn_inputs:
+                self._recompute_statistics(rep.model)
             for g, parts in enumerate(batches):
                 scores = []
                 for b, (inputs, y, buffer) in enumerate(parts):
@@ -667,6 +687,23 @@ class SurfaceEvaluator:
             torch.stack([torch.stack(v) for v in sums]),
             torch.stack([torch.stack(v) for v in hits]),
         )
+
+    def _recompute_statistics(self, model: nn.Module) -> None:
+        """Running statistics of the point now in the model's state, from the training batches:
+        reset, one training-mode forward per batch (cumulative average), back to eval mode."""
+        norms = [m for m in model.modules() if isinstance(m, _BATCHNORMS)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        try:
+            for x in self._bn_inputs:
+                model(x)
+        finally:
+            for m, momentum in zip(norms, saved, strict=True):
+                m.momentum = momentum
+                m.eval()
 
     def _evaluate_vmap(
         self, rep: _Replica, points: torch.Tensor

@@ -83,7 +83,7 @@ MODEL_KEYS = {"name", "architecture", "arch", "dataset", "data", "optimizer", "l
               "weight_decay", "batch_size", "epochs", "seed", "label_corruption", "lr_schedule",
               "checkpoints"}  # fmt: skip
 EVAL_KEYS = {"split", "subset", "minibatches", "minibatch_size", "bn", "metrics", "subset_seed",
-             "precision", "loss"}  # fmt: skip
+             "precision", "loss", "bn_batches"}  # fmt: skip
 SURFACE_KEYS = {
     "models",
     "x",
@@ -233,7 +233,7 @@ def eval_spec(table: dict[str, Any], where: str) -> EvalSpec:
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise SpecError(f'metrics in {where} must be a list such as ["loss", "acc"], got {metrics!r}')
-    for key in ("subset", "minibatches", "minibatch_size", "subset_seed"):
+    for key in ("subset", "minibatches", "minibatch_size", "subset_seed", "bn_batches"):
         if key in table:
             _typed(table[key], int, key, where)
     words = {key: _typed(table.get(key, default), str, key, where)
@@ -244,6 +244,7 @@ def eval_spec(table: dict[str, Any], where: str) -> EvalSpec:
         minibatch_size=table.get("minibatch_size"), minibatches=table.get("minibatches"),
         bn=words["bn"], metrics=tuple(metrics),
         subset_seed=int(table.get("subset_seed", 0)), precision=words["precision"], loss=loss,
+        bn_batches=table.get("bn_batches"),
     )  # fmt: skip
 
 

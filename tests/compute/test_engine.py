@@ -517,3 +517,42 @@ def test_registry_cnn_with_batchnorm_matches_float64_to_1e6(bn_mode):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
         if strategy == "loop":
             assert ev.plan["channels_last"] is (bn_mode == "eval")
+
+
+@pytest.mark.parametrize("kind", ["cnn", "plain"])
+def test_recompute_re_estimates_running_statistics_at_every_point(kind):
+    """Issue 14 item 14: per point, the BatchNorm running statistics are the cumulative average
+    over the given training batches (then eval mode), as a by-hand bn_update gives."""
+    model, layout, centre, pairs = _problem(kind)
+    directions = _directions(layout, centre)
+    torch.manual_seed(3)
+    batches = [torch.randn(16, 2, 6, 6) * 1.5 + 0.3 for _ in range(3)]
+    expected = np.zeros((len(pairs), len(COORDS)))
+    for p, point in enumerate(COORDS):
+        flat = centre.clone()
+        for c, d in zip(point, directions, strict=True):
+            flat = flat + float(c) * d
+        net = copy.deepcopy(model)
+        load_flat(net, flat, layout)
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        net.train()
+        with torch.no_grad():
+            for b in batches:
+                net(b)
+        net.eval()
+        for g, (x, y) in enumerate(pairs):
+            with torch.no_grad():
+                expected[g, p] = F.cross_entropy(net(x), y).item()
+    ev = _evaluator(model, layout, centre, directions, pairs, bn_mode="recompute",
+                    bn_batches=batches)  # fmt: skip
+    assert ev.plan["strategy"] == "loop" and ev.plan["bn_mode"] == "recompute"
+    got = ev.evaluate(COORDS)["loss"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert ev.evaluate(COORDS)["loss"].tobytes() == got.tobytes()  # the centre is left as it was
+    stored = _evaluator(model, layout, centre, directions, pairs).evaluate(COORDS)["loss"]
+    assert np.abs(stored - got).max() > 1e-3  # the stored statistics give other numbers
+    with pytest.raises(SpecError, match="bn_batches"):
+        _evaluator(model, layout, centre, directions, pairs, bn_mode="recompute")

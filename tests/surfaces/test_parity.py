@@ -238,3 +238,31 @@ def test_corrupt_test_is_recorded_on_the_model_row(home, capsys) -> None:
     assert "label_corruption P > 0" in home.error(
         capsys, "enqueue", "model", "--arch", "mlp", "--dataset", "digits", "--corrupt-test"
     )
+
+
+def test_bn_recompute_is_recorded_and_computed(home, capsys) -> None:
+    """Issue 14 item 14: --bn recompute with K training batches, from the CLI and a study file."""
+    assert main(home.args("train", "--arch", "cnn", "--arch-config",
+                          '{"channels": [4], "hidden": [], "batchnorm": true}', "--dataset",
+                          "digits", "--epochs", "1", "--batch-size", "64", "--name", "bn")) == 0  # fmt: skip
+    (bn_model,) = home.rows("SELECT id FROM models WHERE name = 'bn'")[0]
+    grid = ("--model", str(bn_model), "--x", "-0.5:0.5:3", "--y", "-0.5:0.5:3")
+    rec = _surface_id(home.run(capsys, "enqueue", "surface", *grid, "--bn", "recompute",
+                               "--bn-batches", "2"))  # fmt: skip
+    ev = _surface_id(home.run(capsys, "enqueue", "surface", *grid))
+    study = home.root / "bn.toml"
+    study.write_text(f'study = "default"\n[[surface]]\nmodels = [{bn_model}]\nx = "-1:1:3"\n'
+                     'bn = "recompute"\n')  # fmt: skip
+    home.run(capsys, "enqueue", str(study))
+    home.drain()
+    rows = home.rows("SELECT id, bn_mode, eval_config FROM surfaces WHERE bn_mode = 'recompute' "
+                     "ORDER BY id")  # fmt: skip
+    assert len(rows) == 2 and str(rows[0][0]) == rec
+    assert '"bn_batches": 2' in rows[0][2] and '"bn_batch_size": 64' in rows[0][2]
+    assert '"bn_batches": 10' in rows[1][2]  # the default
+    z_rec, z_ev = _grid(home, capsys, rec), _grid(home, capsys, ev)
+    assert np.isfinite(z_rec).all() and np.abs(z_rec - z_ev).max() > 1e-4
+
+    assert "--bn recompute" in home.error(capsys, "enqueue", "surface", *grid, "--bn-batches", "2")
+    assert "--bn-batches 22" in home.error(capsys, "enqueue", "surface", *grid, "--bn",
+                                           "recompute", "--bn-batches", "500")  # fmt: skip

@@ -108,8 +108,12 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minibatches", type=int, default=None, metavar="K",
                    help="one grid per minibatch: the first K minibatches of the split")  # fmt: skip
     p.add_argument("--minibatch-size", type=int, default=None, metavar="B")
-    p.add_argument("--bn", default="eval", choices=["eval", "train"],
-                   help="BatchNorm: stored running statistics (eval) or batch statistics (train)")  # fmt: skip
+    p.add_argument("--bn", default="eval", choices=["eval", "train", "recompute"],
+                   help="BatchNorm: stored running statistics (eval), batch statistics (train), "
+                   "or running statistics re-estimated at each point (recompute)")  # fmt: skip
+    p.add_argument("--bn-batches", type=int, default=None, metavar="K",
+                   help="--bn recompute: training batches (of the model's batch size) per point "
+                   "(default 10)")  # fmt: skip
     p.add_argument("--metrics", default="loss,acc", help="loss and/or acc (default loss,acc)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"],
                    help="reduced precision on GPU workers (opt-in; CPU workers use fp32)")  # fmt: skip
@@ -160,7 +164,8 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     ev = EvalSpec(split=args.split, subset=args.subset, minibatch_size=args.minibatch_size,
                   minibatches=args.minibatches, bn=args.bn, metrics=metrics,
                   precision=args.precision,
-                  loss=args.loss.replace("-", "_") if args.loss else None)  # fmt: skip
+                  loss=args.loss.replace("-", "_") if args.loss else None,
+                  bn_batches=args.bn_batches)  # fmt: skip
     if args.same_dir and (args.interpolate or args.pca):
         raise SpecError("--same-dir applies to random directions: drop it, or drop --interpolate/--pca")  # fmt: skip
     if args.y_model is not None and not args.interpolate:

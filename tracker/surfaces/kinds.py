@@ -121,8 +121,24 @@ def _build_evaluator(ctx: TaskContext, surface_id: int) -> tuple[Any, Surface]:
         model.to(dev), layout, centre, dir_vecs, evaluation_groups(surface, ds),
         loss=surface_loss(surface, ds), bn_mode=surface.bn_mode, device=dev,
         precision=(surface.eval_config or {}).get("precision", "fp32"),
+        bn_batches=bn_batches(surface, ds),
     )  # fmt: skip
     return evaluator, surface
+
+
+def bn_batches(surface: Surface, ds: data_mod.Dataset) -> list[torch.Tensor] | None:
+    """``--bn recompute``: the first K batches of B rows of the train split (K and B on the row)."""
+    if surface.bn_mode != "recompute":
+        return None
+    config = surface.eval_config or {}
+    k, b = int(config["bn_batches"]), int(config["bn_batch_size"])
+    x, _ = ds.split("train")
+    if k * b > x.shape[0]:
+        raise SpecError(
+            f"--bn recompute asks for {k} batches of {b} training rows, but the train split has "
+            f"{x.shape[0]}: ask for at most {x.shape[0] // b} batches"
+        )
+    return [x[i * b : (i + 1) * b] for i in range(k)]
 
 
 def surface_loss(surface: Surface, ds: data_mod.Dataset) -> str:

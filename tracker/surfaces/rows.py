@@ -42,7 +42,8 @@ from tracker.training.rows import (
 )
 
 SPLITS = ("train", "test", "val")
-BN_MODES = ("eval", "train")
+BN_MODES = ("eval", "train", "recompute")
+DEFAULT_BN_BATCHES = 10  # --bn recompute: training batches per point when none are given
 METRICS = ("loss", "acc")
 PRECISIONS = ("fp32", "tf32", "bf16")
 LOSSES = ("cross_entropy", "mse")  # None: the data set's own (cross_entropy, or mse for regression)
@@ -111,6 +112,7 @@ class EvalSpec:
     subset_seed: int = 0
     precision: str = "fp32"  # tf32 / bf16: opt-in, used on GPU workers only
     loss: str | None = None  # Goldstein's --loss_name; mse on classes: softmax vs one-hot
+    bn_batches: int | None = None  # bn='recompute': training batches per point (default 10)
 
     def identity(self) -> dict[str, Any]:
         """What the spec hash covers: options left at None are left out, so adding an option
@@ -118,7 +120,7 @@ class EvalSpec:
         return {k: v for k, v in asdict(self).items() if not (k in _OPTIONAL and v is None)}
 
 
-_OPTIONAL = frozenset({"loss"})
+_OPTIONAL = frozenset({"loss", "bn_batches"})
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,11 @@ def check_eval(spec: EvalSpec, regression: bool) -> None:
     if spec.precision not in PRECISIONS:
         raise SpecError(f"unknown precision {spec.precision!r}: use fp32, tf32 or bf16 (GPU only)")
     if spec.bn not in BN_MODES:
-        raise SpecError(f"unknown BatchNorm mode {spec.bn!r}: use eval or train")
+        raise SpecError(f"unknown BatchNorm mode {spec.bn!r}: use eval, train or recompute")
+    if spec.bn_batches is not None and spec.bn != "recompute":
+        raise SpecError("BatchNorm batches are for --bn recompute: drop --bn-batches or add --bn recompute")  # fmt: skip
+    if spec.bn_batches is not None and not 1 <= spec.bn_batches <= 10_000:
+        raise SpecError(f"--bn-batches must be between 1 and 10000, got {spec.bn_batches}")
     for m in spec.metrics:
         if m not in METRICS:
             raise SpecError(f"unknown metric {m!r}: use loss and/or acc")
@@ -315,6 +321,16 @@ def add_surface(
     eval_config: dict[str, Any] = {"subset_seed": ev.subset_seed, "precision": ev.precision}
     if ev.loss is not None:
         eval_config["loss"] = ev.loss
+    if ev.bn == "recompute":
+        # K batches of the model's training batch size, the first K * B rows of its train split
+        k, b = ev.bn_batches or DEFAULT_BN_BATCHES, int(model.batch_size)
+        n_train = _SPLIT_SIZES.get(model.dataset, (None, None))[0]
+        if n_train is not None and k * b > n_train:
+            raise SpecError(
+                f"--bn recompute asks for {k} batches of {b} (the model's batch size), more than "
+                f"the {n_train} rows of {model.dataset}'s train split: use --bn-batches {n_train // b}"
+            )
+        eval_config["bn_batches"], eval_config["bn_batch_size"] = k, b
     digest = spec_hash(
         "surface", study.name, centre.id, xd.id, yd.id if yd else None, spec.x.text(),
         spec.y.text() if spec.y else None, ev.identity(), [tnx, tny],
