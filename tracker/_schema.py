@@ -272,7 +272,7 @@ class Direction(WorkRow, Base):
     kind: Mapped[str] = mapped_column(_enum("direction_kind", "random", "interpolation", "pca"))
     seed: Mapped[int | None]
     normalization: Mapped[str] = mapped_column(
-        _enum("direction_norm", "filter", "layer", "model", "none")
+        _enum("direction_norm", "filter", "layer", "model", "none", "filter-std")
     )
     ignore: Mapped[str] = mapped_column(_enum("direction_ignore", "biasbn", "none"))
     target: Mapped[str] = mapped_column(_enum("direction_target", "weights", "states"))

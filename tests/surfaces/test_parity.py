@@ -266,3 +266,18 @@ def test_bn_recompute_is_recorded_and_computed(home, capsys) -> None:
     assert "--bn recompute" in home.error(capsys, "enqueue", "surface", *grid, "--bn-batches", "2")
     assert "--bn-batches 22" in home.error(capsys, "enqueue", "surface", *grid, "--bn",
                                            "recompute", "--bn-batches", "500")  # fmt: skip
+
+
+def test_filter_std_directions_from_the_cli_and_a_study_file(home, capsys) -> None:
+    """Issue 14 item 7: --norm filter-std (and per axis) is stored on the direction rows."""
+    sid = _surface_id(home.run(capsys, "enqueue", "surface", "--model", "1", "--x", "-1:1:3",
+                               "--y", "-1:1:3", "--norm", "filter-std", "--seed", "21"))  # fmt: skip
+    study = home.root / "std.toml"
+    study.write_text('study = "default"\n[[surface]]\nmodels = [1]\nx = "-1:1:3"\n'
+                     'direction = { seed = 31, norm = "filter-std", ignore = "none" }\n')  # fmt: skip
+    home.run(capsys, "enqueue", str(study))
+    rows = home.rows("SELECT s.id, x.normalization, y.normalization, x.\"ignore\" FROM surfaces s "
+                     "JOIN directions x ON x.id = s.x_direction_id LEFT JOIN directions y ON "
+                     "y.id = s.y_direction_id WHERE x.seed IN (21, 31) ORDER BY s.id")  # fmt: skip
+    assert rows == [(int(sid), "filter-std", "filter-std", "biasbn"),
+                    (int(sid) + 1, "filter-std", None, "none")]  # fmt: skip

@@ -87,7 +87,7 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--y-model", metavar="C",
                    help="with --interpolate A B: the y direction theta_C - theta_A (Goldstein's "
                    "model_file3)")  # fmt: skip
-    norms = ["filter", "layer", "model", "none"]
+    norms = ["filter", "layer", "model", "none", "filter-std"]
     p.add_argument("--norm", default="filter", choices=norms)
     p.add_argument("--ignore", default="biasbn", choices=["biasbn", "none"])
     p.add_argument("--xnorm", choices=norms, help="the x direction's normalisation (default --norm)")

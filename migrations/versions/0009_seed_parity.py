@@ -1,0 +1,47 @@
+"""Seed-parity options (issue 14)
+
+Revision ID: 0009_seed_parity
+Revises: 0006_resilience
+Create Date: 2026-11-30
+
+``directions.normalization`` accepts ``filter-std``: seed 001's (l-berg/landscapes) scaling,
+a Gaussian draw times each filter's standard deviation.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0009_seed_parity"
+down_revision = "0006_resilience"
+branch_labels = None
+depends_on = None
+
+OLD = ("filter", "layer", "model", "none")
+NEW = (*OLD, "filter-std")
+
+
+def _check(values: tuple[str, ...]) -> str:
+    return "normalization IN (" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("directions") as batch:
+        batch.drop_constraint(op.f("ck_directions_direction_norm"), type_="check")
+        batch.create_check_constraint(op.f("ck_directions_direction_norm"), _check(NEW))
+
+
+def downgrade() -> None:
+    # Directions made with filter-std cannot be described by the old schema, and surfaces
+    # point at them: refuse rather than lose them.
+    count = op.get_bind().exec_driver_sql(
+        "SELECT count(*) FROM directions WHERE normalization = 'filter-std'"
+    ).scalar()
+    if count:
+        raise RuntimeError(
+            f"{count} direction(s) use normalization filter-std, which revision 0006 cannot "
+            "hold: delete their studies first, or stay on 0009_seed_parity"
+        )
+    with op.batch_alter_table("directions") as batch:
+        batch.drop_constraint(op.f("ck_directions_direction_norm"), type_="check")
+        batch.create_check_constraint(op.f("ck_directions_direction_norm"), _check(OLD))
