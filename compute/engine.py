@@ -603,6 +603,39 @@ class SurfaceEvaluator:
             acc = np.full(loss.shape, np.nan)
         return {"loss": loss, "acc": acc}
 
+    def centre_gradient(self) -> np.ndarray:
+        """The gradient of each group's loss at the centre projected on each direction,
+        ``g . d_k / |d_k|``, [G, ndim] float64 (seed 001's arrow; its SGD step is minus this).
+
+        Same loss and BatchNorm policy as the surface values (batch statistics over the whole
+        group in 'train' mode; the centre's own running statistics otherwise), one intra-op
+        thread, sample batches summed as ``evaluate`` does.
+        """
+        trained = {n for n, _ in self._model.named_parameters()}
+        out = np.zeros((len(self._groups), self._ndim))
+        with _one_thread(self._device), torch.enable_grad():
+            for g, (x, y) in enumerate(self._groups):
+                flat = self._centre.clone().requires_grad_(True)
+                params = {  # buffers (running statistics) are constants of the loss
+                    e["name"]: (flat if e["name"] in trained else flat.detach())[
+                        e["offset"] : e["offset"] + e["size"]
+                    ].view(e["shape"])
+                    for e in self._layout
+                }
+                step = x.shape[0] if self._bn_batch else self._plan["sample_batch"]
+                total = torch.zeros((), dtype=torch.float64, device=self._device)
+                for start in range(0, x.shape[0], step):
+                    logits = torch.func.functional_call(
+                        self._model, params, (x[start : start + step],)
+                    )
+                    total = total + self._score(logits, y[start : start + step])[0].double()
+                (grad,) = torch.autograd.grad(total / x.shape[0], flat)
+                for k, d in enumerate(self._dirs):
+                    norm = float(torch.linalg.vector_norm(d.double()))
+                    dot = float(torch.dot(grad.double(), d.double()))
+                    out[g, k] = dot / norm if norm > 0 else 0.0
+        return out
+
     def _replica(self) -> _Replica:
         """Another working state: a model copy whose state views its own flat vector."""
         model = copy.deepcopy(self._model)

@@ -327,6 +327,9 @@ class Surface(WorkRow, Base):
     rise_r100: Mapped[float | None]
     flatness_width: Mapped[float | None]
     source: Mapped[str | None] = mapped_column(sa.String(500))
+    # Seed 001's arrow: per group, the loss gradient at the centre on each direction,
+    # g . d_k / |d_k| ([G][ndim]; null where not finite).
+    centre_gradient: Mapped[list[Any] | None]
 
 
 class Tile(Base):

@@ -556,3 +556,23 @@ def test_recompute_re_estimates_running_statistics_at_every_point(kind):
     assert np.abs(stored - got).max() > 1e-3  # the stored statistics give other numbers
     with pytest.raises(SpecError, match="bn_batches"):
         _evaluator(model, layout, centre, directions, pairs, bn_mode="recompute")
+
+
+@pytest.mark.parametrize(("kind", "bn_mode"), [("mlp", "eval"), ("cnn", "eval"), ("cnn", "train")])
+def test_centre_gradient_is_the_slope_of_the_surface_at_the_origin(kind, bn_mode):
+    """Issue 14 item 7: the stored arrow is g . d / |d| for each group and direction, the
+    surface's slope along d at (0, 0) divided by |d| (float64 central differences)."""
+    model, layout, centre, pairs = _problem(kind)
+    directions = _directions(layout, centre)
+    ev = _evaluator(model, layout, centre, directions, pairs, bn_mode=bn_mode)
+    grad = ev.centre_gradient()
+    assert grad.shape == (2, 2) and np.isfinite(grad).all()
+    h = 1e-6
+    coords = np.array([[h, 0.0], [-h, 0.0], [0.0, h], [0.0, -h]])
+    values = _float64_recompute(model, layout, centre, directions, pairs, coords, bn_mode)
+    slopes = np.stack([(values[:, 0] - values[:, 1]), (values[:, 2] - values[:, 3])], 1) / (2 * h)
+    norms = np.array([float(torch.linalg.vector_norm(d.double())) for d in directions])
+    np.testing.assert_allclose(grad, slopes / norms, rtol=1e-3, atol=1e-7)
+    # the working copy's state is still the centre: values at the origin are unchanged
+    fresh = _evaluator(model, layout, centre, directions, pairs, bn_mode=bn_mode)
+    assert ev.evaluate(np.zeros((1, 2)))["loss"].tobytes() == fresh.evaluate(np.zeros((1, 2)))["loss"].tobytes()  # fmt: skip

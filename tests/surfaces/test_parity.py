@@ -281,3 +281,45 @@ def test_filter_std_directions_from_the_cli_and_a_study_file(home, capsys) -> No
                      "y.id = s.y_direction_id WHERE x.seed IN (21, 31) ORDER BY s.id")  # fmt: skip
     assert rows == [(int(sid), "filter-std", "filter-std", "biasbn"),
                     (int(sid) + 1, "filter-std", None, "none")]  # fmt: skip
+
+
+def test_gradient_arrow_is_stored_per_minibatch_grid_and_drawn(home, capsys) -> None:
+    """Issue 14 item 7: the centre gradient on the plane, per minibatch grid, on the surface
+    row, drawn on contour plots and panels (an interpolation has none)."""
+    import json
+
+    from tracker._db import open_database
+    from tracker._store import ArrayStore
+    from tracker.surfaces import plots
+    from tracker.surfaces.cli import draw_arrows
+    from tracker.surfaces.results import load_surface
+
+    args = ("--model", "1", "--x", "-1:1:5", "--y", "-1:1:5", "--minibatches", "2",
+            "--minibatch-size", "64", "--norm", "filter-std")  # fmt: skip
+    first = _surface_id(home.run(capsys, "enqueue", "surface", *args, "--seed", "41"))
+    second = _surface_id(home.run(capsys, "enqueue", "surface", *args, "--seed", "43"))
+    line = _surface_id(home.run(capsys, "enqueue", "surface", "--interpolate", "1", "2",
+                                "--x", "0:1:3"))  # fmt: skip
+    home.drain()
+    stored = {str(r[0]): r[1] for r in home.rows(
+        f"SELECT id, centre_gradient FROM surfaces WHERE id IN ({first}, {second}, {line})")}  # fmt: skip
+    grad = np.asarray(json.loads(stored[first]), dtype=np.float64)
+    assert grad.shape == (2, 2) and np.isfinite(grad).all() and np.abs(grad).min() > 0
+    assert not np.allclose(grad[0], grad[1])  # one per minibatch grid
+    assert stored[line] is None
+
+    out = home.root / "arrows"
+    files = home.run(capsys, "plot", "surface", "--panel", first, second, "--out", str(out))
+    files += home.run(capsys, "plot", "surface", first, "--kind", "contour", "--out", str(out))
+    assert len(files.split()) == 2 + 2 * 2 and all(Path(p).stat().st_size > 1000 for p in files.split())
+
+    db = open_database(home.settings.db_url)
+    with db.session() as s:
+        datas = [load_surface(s, ArrayStore(home.settings.store_url), int(i)) for i in (first, second)]
+        fig = plots.figure_panel([[d.loss[0], d.loss[1]] for d in datas], datas[0].xs, datas[0].ys)
+        draw_arrows(fig.axes, datas, datas[0].xs, datas[0].ys)
+    tips = [np.asarray(t.xy) for ax in fig.axes[:4] for t in ax.texts]
+    assert len(tips) == 4  # one arrow per pair x minibatch panel
+    steps = -np.concatenate([np.asarray(json.loads(stored[i])) for i in (first, second)])
+    scale = 0.25 * 2 / np.linalg.norm(steps, axis=1).max()
+    np.testing.assert_allclose(np.stack(tips), steps * scale, rtol=1e-6)

@@ -234,19 +234,51 @@ def plot_surface_files(
         return [Path(p) for p in paths]
     z = data.loss
     if data.loss.shape[0] > 1:
-        paths += plots.plot_panel(
-            str(stem) + "-panel", [[z[g] for g in range(z.shape[0])]], data.xs, data.ys,
+        fig = plots.figure_panel(
+            [[z[g] for g in range(z.shape[0])]], data.xs, data.ys,
             centre_relative=centre_relative, row_labels=[f"surface {data.surface.id}"],
             col_labels=[f"minibatch {g}" for g in range(z.shape[0])],
         )  # fmt: skip
+        draw_arrows(fig.axes, [data], data.xs, data.ys)
+        paths += plots.save_figure(fig, str(stem) + "-panel")
     grid = z.mean(axis=0)
     options = _pca_options(data)
     for kind in kinds:
         # The projected path is drawn on the flat kinds; the 3D view shows the surface alone.
         shown = options if kind != "3d" else {k: options[k] for k in ("xlabel", "ylabel")}
-        paths += plots.plot_2d(str(stem) + f"-{kind}", data.xs, data.ys, grid, kind=kind,
-                               title=title, **shown)  # fmt: skip
+        fig = plots.figure_2d(data.xs, data.ys, grid, kind=kind, title=title, **shown)
+        if kind != "3d":
+            draw_arrows(fig.axes, [data], data.xs, data.ys, mean=True)
+        paths += plots.save_figure(fig, str(stem) + f"-{kind}")
     return [Path(p) for p in paths]
+
+
+def draw_arrows(
+    axes: list[Any], datas: list[SurfaceData], xs: Any, ys: Any, mean: bool = False
+) -> None:
+    """Seed 001's arrow at the centre of each panel: the SGD step, minus the stored gradient
+    on the two directions (``centre_gradient``), one per minibatch grid (``mean``: one for the
+    grids' mean), all scaled alike so the longest spans a quarter of the plot, as its figures
+    draw them. Surfaces without a stored gradient get none."""
+    import numpy as np
+
+    arrows: list[tuple[int, np.ndarray]] = []
+    index = 0
+    for d in datas:
+        stored = d.surface.centre_gradient
+        groups = d.loss.shape[0]
+        if stored is not None and all(v is not None for row in stored for v in row):
+            g = -np.asarray(stored, dtype=np.float64)
+            for k, step in enumerate([g.mean(axis=0)] if mean else list(g)):
+                arrows.append((index + k, step))
+        index += 1 if mean else groups
+    longest = max((float(np.linalg.norm(a)) for _, a in arrows), default=0.0)
+    if longest == 0.0:
+        return
+    span = 0.25 * min(float(np.ptp(xs)), float(np.ptp(ys)))
+    for i, (dx, dy) in ((i, a * span / longest) for i, a in arrows):
+        axes[i].annotate("", xy=(dx, dy), xytext=(0.0, 0.0), zorder=6,
+                         arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.4})  # fmt: skip
 
 
 def _pca_options(data: SurfaceData) -> dict[str, Any]:
@@ -307,9 +339,10 @@ def plot_panel_files(session: Session, store: ArrayStore, ids: list[int], out: P
     rows = [f"pair {i + 1} (surface {d.surface.id})" for i, d in enumerate(datas)]
     cols = [f"minibatch {g + 1}" for g in range(max(d.loss.shape[0] for d in datas))]
     stem = out / ("panel-" + "-".join(str(i) for i in ids))
-    return [Path(p) for p in plots.plot_panel(str(stem), grids, datas[0].xs, datas[0].ys,
-                                              centre_relative=centre_relative, contour=contour,
-                                              row_labels=rows, col_labels=cols)]  # fmt: skip
+    fig = plots.figure_panel(grids, datas[0].xs, datas[0].ys, centre_relative=centre_relative,
+                             contour=contour, row_labels=rows, col_labels=cols)  # fmt: skip
+    draw_arrows(fig.axes, datas, datas[0].xs, datas[0].ys)
+    return [Path(p) for p in plots.save_figure(fig, str(stem))]
 
 
 def cmd_export_surface(args: argparse.Namespace) -> int:

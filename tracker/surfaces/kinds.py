@@ -195,6 +195,7 @@ def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any
         setattr(surface, column, array_id(session, result["paths"][name]))
     for key, value in result["summary"].items():
         setattr(surface, key, value)
+    surface.centre_gradient = result.get("centre_gradient")
     surface.completed_at = session.scalar(sa.select(utcnow()))
 
 
@@ -214,4 +215,18 @@ def surface_complete(ctx: TaskContext) -> dict[str, Any]:
     loss = contents["loss"]
     xs, ys = coordinates(surface)
     summary = summarize(xs, ys, loss)
-    return {"surface_id": surface_id, "paths": paths, "summary": summary}
+    return {"surface_id": surface_id, "paths": paths, "summary": summary,
+            "centre_gradient": _centre_gradient(ctx, surface)}  # fmt: skip
+
+
+def _centre_gradient(ctx: TaskContext, surface: Surface) -> list[list[float | None]] | None:
+    """Seed 001's arrow (``SurfaceEvaluator.centre_gradient``) for a random-direction surface;
+    an interpolation or PCA plane has none. Non-finite values are stored as null."""
+    with ctx.session() as session:
+        kind = session.scalar(sa.select(Direction.kind).where(Direction.id == surface.x_direction_id))
+    if kind != "random":
+        return None
+    setup_torch()
+    evaluator, _ = _CACHE.get(ctx, surface.id)
+    grad = evaluator.centre_gradient()
+    return [[float(v) if np.isfinite(v) else None for v in row] for row in grad]
