@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracker._exceptions import NotFound, SpecError
 from tracker._queue import check_study_name
-from tracker.surfaces.rows import EvalSpec, SurfaceSpec, parse_grid
+from tracker.surfaces.rows import PATH_POINTS, EvalSpec, SurfaceSpec, parse_grid
 from tracker.topology.rows import (
     LOSSES,
     RetrainRequest,
@@ -97,7 +97,7 @@ SURFACE_KEYS = {
 } | EVAL_KEYS
 INTERP_KEYS = {"from", "to", "y_model", "x", "y", "epoch", "target", "tile",
                "direction"} | EVAL_KEYS  # fmt: skip
-PCA_KEYS = {"model", "x", "y", "ignore", "tile", "epoch"} | EVAL_KEYS
+PCA_KEYS = {"model", "x", "y", "points", "ignore", "tile", "epoch"} | EVAL_KEYS
 DIRECTION_KEYS = {"seed", "norm", "ignore", "target"}
 RETRAIN_KEYS = {"model", "seeds", "steps", "epochs", "lr", "momentum", "weight_decay",
                 "batch_size", "saves_per_epoch", "augment", "epoch"}  # fmt: skip
@@ -415,12 +415,21 @@ def load(path: str | Path) -> Study:
     for i, table in enumerate(_tables(doc, "pca", path)):
         where = f"[[pca]] number {i + 1}"
         _check_keys(table, PCA_KEYS, where)
-        for key in ("model", "x", "y"):
-            if key not in table:
-                raise SpecError(f"{where} has no {key!r}: a PCA surface needs model, x and y")
+        if "model" not in table:
+            raise SpecError(f"{where} has no 'model': a PCA surface needs the model")
+        around = "x" not in table and "y" not in table  # a grid around the projected path
+        if not around and ("x" not in table or "y" not in table):
+            raise SpecError(f"{where} gives one of x and y: give both, or neither for a grid around the path")  # fmt: skip
+        if around:
+            n = _typed(table.get("points", PATH_POINTS), int, "points", where)
+            x = y = parse_grid(f"-1:1:{n}", "points")
+        elif "points" in table:
+            raise SpecError(f"{where}: points is for a grid around the path; with x and y, drop it")
+        else:
+            x, y = parse_grid(table["x"], "x grid"), parse_grid(table["y"], "y grid")
         ref = one_ref(table["model"], where)
         study.surfaces.append(SurfaceSpec(
-            model=ref, x=parse_grid(table["x"], "x grid"), y=parse_grid(table["y"], "y grid"),
+            model=ref, x=x, y=y, path_range=around,
             epoch=_one_epoch(table.get("epoch", "final"), where),
             x_direction=DirectionSpec(kind="pca", seed=None, normalization="none",
                                       ignore=str(table.get("ignore", "biasbn")), target="weights"),

@@ -323,3 +323,31 @@ def test_gradient_arrow_is_stored_per_minibatch_grid_and_drawn(home, capsys) -> 
     steps = -np.concatenate([np.asarray(json.loads(stored[i])) for i in (first, second)])
     scale = 0.25 * 2 / np.linalg.norm(steps, axis=1).max()
     np.testing.assert_allclose(np.stack(tips), steps * scale, rtol=1e-6)
+
+
+def test_pca_default_grid_covers_the_projected_path(home, capsys) -> None:
+    """Issue 14 item 5: a --pca surface without --x/--y gets a grid around the projected path
+    (the centre included) with a margin, from the CLI and a study file."""
+    from tracker._db import open_database
+    from tracker._store import ArrayStore
+    from tracker.surfaces.results import load_surface
+    from tracker.surfaces.rows import PATH_MARGIN
+
+    sid = _surface_id(home.run(capsys, "enqueue", "surface", "--model", "2", "--pca"))
+    study = home.root / "pca.toml"
+    study.write_text('study = "default"\n[[pca]]\nmodel = 3\npoints = 5\n')
+    home.run(capsys, "enqueue", str(study))
+    (other,) = home.rows("SELECT max(id) FROM surfaces")[0]
+    home.drain()
+    db = open_database(home.settings.db_url)
+    with db.session() as s:
+        for surface_id, n in ((int(sid), 21), (other, 5)):
+            data = load_surface(s, ArrayStore(home.settings.store_url), surface_id)
+            path = np.vstack([data.trajectory[:, 1:3], [[0.0, 0.0]]])
+            lo, hi = path.min(axis=0), path.max(axis=0)
+            pad = PATH_MARGIN * (hi - lo)
+            np.testing.assert_allclose([data.xs[0], data.ys[0]], lo - pad, rtol=1e-9)
+            np.testing.assert_allclose([data.xs[-1], data.ys[-1]], hi + pad, rtol=1e-9)
+            assert data.loss.shape == (1, n, n) and np.isfinite(data.loss).all()
+            assert data.surface.eval_config["range"] == "path"
+    assert "--pca" in home.error(capsys, "enqueue", "surface", "--model", "2")

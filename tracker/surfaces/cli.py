@@ -80,7 +80,9 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
                    help="the line theta_A + x (theta_B - theta_A) between two models")  # fmt: skip
     p.add_argument("--pca", action="store_true",
                    help="the plane of the first two PCA directions of the model's checkpoints")  # fmt: skip
-    p.add_argument("--x", required=True, metavar="MIN:MAX:N", help="x grid, e.g. -1:1:51")
+    p.add_argument("--x", metavar="MIN:MAX:N",
+                   help="x grid, e.g. -1:1:51 (with --pca, leave --x and --y out for a 21x21 "
+                   "grid around the projected path)")  # fmt: skip
     p.add_argument("--y", metavar="MIN:MAX:N", help="y grid for a 2D surface")
     p.add_argument("--seed", type=int, default=0, help="seed of the x direction (default 0)")
     p.add_argument("--y-seed", type=int, default=None, help="seed of the y direction (default seed+1)")  # fmt: skip
@@ -152,14 +154,28 @@ def _direction_from_args(args: argparse.Namespace, seed: int, axis: str = "x") -
 
 
 def cmd_enqueue_surface(args: argparse.Namespace) -> int:
-
     from tracker._exceptions import SpecError
     from tracker._schema import Study
-    from tracker.surfaces.rows import EvalSpec, SurfaceSpec, add_surface, parse_grid, surface_tasks
+    from tracker.surfaces.rows import (
+        PATH_POINTS,
+        EvalSpec,
+        Grid,
+        SurfaceSpec,
+        add_surface,
+        parse_grid,
+        surface_tasks,
+    )
     from tracker.training.rows import DirectionSpec, find_model
 
-    x = parse_grid(args.x, "--x grid")
-    y = parse_grid(args.y, "--y grid") if args.y else None
+    around_path = bool(args.pca) and args.x is None and args.y is None
+    y: Grid | None
+    if around_path:
+        x = y = Grid(-1.0, 1.0, PATH_POINTS)
+    elif args.x is None:
+        raise SpecError("give --x MIN:MAX:N (a --pca surface may leave out both --x and --y)")
+    else:
+        x = parse_grid(args.x, "--x grid")
+        y = parse_grid(args.y, "--y grid") if args.y else None
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     ev = EvalSpec(split=args.split, subset=args.subset, minibatch_size=args.minibatch_size,
                   minibatches=args.minibatches, bn=args.bn, metrics=metrics,
@@ -185,7 +201,8 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
         spec = SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch,
                            x_direction=DirectionSpec(kind="pca", seed=None, normalization="none",
                                                      ignore=args.ignore, target="weights"),
-                           evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
+                           path_range=around_path, evaluation=ev,
+                           tile=parse_tile(args.tile))  # fmt: skip
     else:
         xd = _direction_from_args(args, args.seed)
         yd = (

@@ -188,6 +188,30 @@ def surface_tile(ctx: TaskContext) -> dict[str, Any]:
             "plan": evaluator.plan}  # fmt: skip
 
 
+def _range_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
+    assert result is not None
+    surface = session.get(Surface, result["surface_id"])
+    surface.x_min, surface.x_max, surface.y_min, surface.y_max = result["range"]
+
+
+@task_kind("surface.range", finalize=_range_finalize)
+def surface_range(ctx: TaskContext) -> dict[str, Any]:
+    """A PCA grid around the projected path (``rows.path_range``), set before any tile runs."""
+    from tracker._arrays import read_array
+    from tracker.surfaces.rows import path_range
+
+    surface_id = int(ctx.payload["surface_id"])
+    with ctx.session() as session:
+        surface = session.get(Surface, surface_id)
+        if surface is None:
+            raise SpecError(f"surface {surface_id} no longer exists")
+        direction = session.get(Direction, surface.x_direction_id)
+        if direction is None or direction.projection_array_id is None:
+            raise SpecError(f"surface {surface_id}: its PCA direction has no projected path")
+        trajectory = read_array(session, ctx.store, direction.projection_array_id)
+    return {"surface_id": surface_id, "range": list(path_range(trajectory))}
+
+
 def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
     surface = session.get(Surface, result["surface_id"])

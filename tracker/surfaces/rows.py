@@ -43,7 +43,9 @@ from tracker.training.rows import (
 
 SPLITS = ("train", "test", "val")
 BN_MODES = ("eval", "train", "recompute")
-DEFAULT_BN_BATCHES = 10  # --bn recompute: training batches per point when none are given
+DEFAULT_BN_BATCHES = 10
+PATH_MARGIN = 0.25  # a path-range PCA grid: the path's extent widened by this share each side
+PATH_POINTS = 21  # its points per axis when none are given  # --bn recompute: training batches per point when none are given
 METRICS = ("loss", "acc")
 PRECISIONS = ("fp32", "tf32", "bf16")
 LOSSES = ("cross_entropy", "mse")  # None: the data set's own (cross_entropy, or mse for regression)
@@ -138,6 +140,9 @@ class SurfaceSpec:
     other_model: int | str | None = None  # interpolation: the far end (theta_B)
     y_model: int | str | None = None  # interpolation: y = theta_C - theta_A (Goldstein's model_file3)
     same_dir: bool = False  # Goldstein's --same_dir: the y direction is the x direction
+    # PCA: the grid's range is set from the projected path (PATH_MARGIN around it) once the
+    # directions exist; x and y then only give the point counts.
+    path_range: bool = False
 
 
 def check_eval(spec: EvalSpec, regression: bool) -> None:
@@ -292,6 +297,8 @@ def add_surface(
             raise SpecError("a PCA surface is 2D: give --y MIN:MAX:N too")
         rows = add_direction(session, study, xdir, model, centre)
         x_rows, y_rows = [rows[0]], [rows[1]]
+    elif spec.path_range:
+        raise SpecError("a grid around the projected path is for PCA surfaces: add --pca or give --x/--y")
     else:
         if xdir.kind == "interpolation":
             raise SpecError("an interpolation needs the other model: --interpolate A B")
@@ -321,6 +328,8 @@ def add_surface(
     eval_config: dict[str, Any] = {"subset_seed": ev.subset_seed, "precision": ev.precision}
     if ev.loss is not None:
         eval_config["loss"] = ev.loss
+    if spec.path_range:
+        eval_config["range"] = "path"
     if ev.bn == "recompute":
         # K batches of the model's training batch size, the first K * B rows of its train split
         k, b = ev.bn_batches or DEFAULT_BN_BATCHES, int(model.batch_size)
@@ -331,9 +340,12 @@ def add_surface(
                 f"the {n_train} rows of {model.dataset}'s train split: use --bn-batches {n_train // b}"
             )
         eval_config["bn_batches"], eval_config["bn_batch_size"] = k, b
+    texts = [g.text() if g else None for g in (spec.x, spec.y)]
+    if spec.path_range:  # the range is not known yet: the hash names the point counts
+        texts = [f"path:{g.n}" if g else None for g in (spec.x, spec.y)]
     digest = spec_hash(
-        "surface", study.name, centre.id, xd.id, yd.id if yd else None, spec.x.text(),
-        spec.y.text() if spec.y else None, ev.identity(), [tnx, tny],
+        "surface", study.name, centre.id, xd.id, yd.id if yd else None, texts[0], texts[1],
+        ev.identity(), [tnx, tny],
     )  # fmt: skip
     surface, new = get_or_add(
         session, Surface, digest, study_id=study.id, checkpoint_id=centre.id,
@@ -350,6 +362,10 @@ def add_surface(
     parents = [model_train_task(session, model)] + [
         Task.find_or_raise_by_id(session, d.task_id) for d in (xd, yd) if d is not None
     ]
+    if spec.path_range:  # the grid's range comes from the projected path before any tile
+        ranged, _ = enqueue(session, study, "surface.range", {"surface_id": surface.id},
+                            depends_on=parents, key=digest)  # fmt: skip
+        parents.append(ranged)
     tile_tasks: list[Task] = []
     for iy0 in range(0, ny or 1, tny):
         for ix0 in range(0, nx, tnx):
@@ -367,6 +383,18 @@ def add_surface(
     surface.task_id = done_task.id
     session.flush()
     return surface, True
+
+
+def path_range(trajectory: np.ndarray) -> tuple[float, float, float, float]:
+    """The grid range around a projected path ``[n, 3]`` of (epoch, x, y): its extent (the
+    centre, at the origin, included) widened by PATH_MARGIN of it on each side."""
+    out: list[float] = []
+    for col in (1, 2):
+        values = np.append(np.asarray(trajectory, dtype=np.float64)[:, col], 0.0)
+        lo, hi = float(values.min()), float(values.max())
+        pad = PATH_MARGIN * (hi - lo) if hi > lo else 1.0
+        out += [lo - pad, hi + pad]
+    return out[0], out[1], out[2], out[3]
 
 
 def _third_model_direction(
