@@ -38,8 +38,10 @@ Random draws, each from its own stream ``np.random.default_rng([seed, stream])``
   Statistics-based normalisation (iris, autompg) uses the train split left after this carve.
 - label corruption (stream 2): exactly ``round(p * N_train)`` train rows, chosen by a
   permutation, get a label drawn uniformly from all classes (so about 1/C of them keep their
-  label by chance). Validation and test labels are never corrupted. ``corrupted_indices`` and
-  ``train_y_clean`` record what was done.
+  label by chance). ``corrupted_indices`` and ``train_y_clean`` record what was done.
+  Validation labels are never corrupted; test labels only with ``corrupt_test`` (stream 3, the
+  same rule on the test split; ``test_corrupted_indices``, ``test_y_clean``), as seed 000's
+  ``CIFAR10RandomLabels`` corrupts both splits with the same probability.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from tracker import CorruptArray, NotFound, SpecError
 DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 TEST_FRACTION = 0.2
-_SPLIT, _VAL, _CORRUPT = 0, 1, 2
+_SPLIT, _VAL, _CORRUPT, _CORRUPT_TEST = 0, 1, 2, 3
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -120,6 +122,8 @@ class Dataset:
     augment: bool = False
     corrupted_indices: torch.Tensor | None = None  # train rows whose label was redrawn
     train_y_clean: torch.Tensor | None = None  # train labels before corruption
+    test_corrupted_indices: torch.Tensor | None = None  # test rows redrawn (corrupt_test)
+    test_y_clean: torch.Tensor | None = None
     augment_fill: tuple[float, ...] = ()  # per-channel value of a black pixel, for crop padding
     info: dict[str, Any] = field(default_factory=dict)  # source, split, normalisation, ...
 
@@ -184,6 +188,7 @@ def load_dataset(
     root: str | None = None,
     seed: int = 0,
     label_corruption: float = 0.0,
+    corrupt_test: bool = False,
     augment: bool = False,
     val_fraction: float = 0.0,
     download: bool = False,
@@ -205,13 +210,18 @@ def load_dataset(
     task = _INFO[name][0]
     if p > 0 and task != "classification":
         raise SpecError(f"label_corruption needs a classification dataset; {name!r} is {task}")
+    if not isinstance(corrupt_test, bool):
+        raise SpecError(f"corrupt_test must be true or false, got {corrupt_test!r}")
+    if corrupt_test and p == 0:
+        raise SpecError("corrupt_test corrupts the test labels with the label corruption "
+                        "probability, which is 0: give label_corruption P > 0 too")  # fmt: skip
     vf = float(val_fraction)
     if not 0.0 <= vf < 1.0:
         raise SpecError(f"val_fraction must be a fraction in [0, 1), got {val_fraction!r}")
     if augment and name != "cifar10":
         raise SpecError(f"augment (crop + flip) is defined for cifar10 only, not {name!r}")
     files = _locate(name, _data_root(root), download)
-    return _build(name, files, int(seed), p, bool(augment), vf)
+    return _build(name, files, int(seed), p, corrupt_test, bool(augment), vf)
 
 
 def load_configured(name: str, config: dict[str, Any], label_corruption: float = 0.0) -> Dataset:
@@ -226,6 +236,7 @@ def load_configured(name: str, config: dict[str, Any], label_corruption: float =
         root=config.get("root"),
         seed=int(config.get("seed", 0)),
         label_corruption=label_corruption,
+        corrupt_test=config.get("corrupt_test", False),
         augment=bool(config.get("augment", False)),
         val_fraction=float(config.get("val_fraction", 0.0)),
     )
@@ -460,7 +471,8 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
 
 @lru_cache(maxsize=4)  # a CIFAR-10 variant is ~0.7 GB
 def _build(
-    name: str, files: tuple[str, ...], seed: int, p: float, augment: bool, val_fraction: float
+    name: str, files: tuple[str, ...], seed: int, p: float, corrupt_test: bool, augment: bool,
+    val_fraction: float,
 ) -> Dataset:
     task, input_shape, num_classes = _INFO[name]
     tr_x, tr_y, te_x, te_y, source = _read_source(name, files)
@@ -521,8 +533,15 @@ def _build(
         info=info,
     )
     if p > 0:
-        _corrupt(ds, p, seed)
+        ds.train_y_clean, ds.corrupted_indices = _corrupt(
+            ds.train_y, ds.num_classes, p, seed, _CORRUPT
+        )
+    if corrupt_test:
+        ds.test_y_clean, ds.test_corrupted_indices = _corrupt(
+            ds.test_y, ds.num_classes, p, seed, _CORRUPT_TEST
+        )
     info["label_corruption"] = p
+    info["corrupt_test"] = corrupt_test
     return ds
 
 
@@ -557,11 +576,14 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
-def _corrupt(ds: Dataset, p: float, seed: int) -> None:
-    rng = _rng(seed, _CORRUPT)
-    n = int(ds.train_y.shape[0])
+def _corrupt(
+    labels: torch.Tensor, classes: int, p: float, seed: int, stream: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Redraw ``round(p * N)`` labels in place; return the clean labels and the rows redrawn."""
+    rng = _rng(seed, stream)
+    n = int(labels.shape[0])
     rows = np.sort(rng.permutation(n)[: round(p * n)])
-    new = rng.integers(0, ds.num_classes, size=len(rows))
-    ds.train_y_clean = ds.train_y.clone()
-    ds.train_y[torch.from_numpy(rows)] = torch.from_numpy(new.astype(np.int64))
-    ds.corrupted_indices = torch.from_numpy(rows.astype(np.int64))
+    new = rng.integers(0, classes, size=len(rows))
+    clean = labels.clone()
+    labels[torch.from_numpy(rows)] = torch.from_numpy(new.astype(np.int64))
+    return clean, torch.from_numpy(rows.astype(np.int64))

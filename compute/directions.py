@@ -13,6 +13,10 @@ device), entries outside the mask are zeroed, and the result is rescaled by ``no
 - ``layer``: each tensor as a whole gets the norm of the centre's tensor.
 - ``model``: the tensors of two or more dimensions, together, get the norm of the centre's.
 - ``none``: the raw Gaussian draw on the tensors of two or more dimensions.
+- ``filter-std``: seed 001's (l-berg/landscapes) scaling: each slice along dim 0 of the draw is
+  multiplied by the standard deviation (unbiased) of the centre's slice, ``d_i = std(theta_i)
+  z_i``, and a tensor of at most one dimension by its whole standard deviation; no rescaling
+  to the centre's norm, and no ``d = theta`` rule (that is Goldstein's).
 
 Whatever the normalisation, tensors with at most one dimension (biases, BatchNorm weight/bias,
 running statistics), when not ignored, take the centre's own values, ``d = theta``, as the
@@ -31,7 +35,7 @@ import torch
 from compute.state import Layout, check_length, layout_size, mask
 from tracker import SpecError
 
-NORMALIZATIONS = ("filter", "layer", "model", "none")
+NORMALIZATIONS = ("filter", "layer", "model", "none", "filter-std")
 IGNORES = ("biasbn", "none")
 TARGETS = ("weights", "states")
 
@@ -72,6 +76,8 @@ def random_direction(
     direction = torch.randn(layout_size(layout), generator=generator, dtype=torch.float32)
     keep = mask(layout, target=target, ignore=ignore)
     direction.mul_(keep)
+    if normalization == "filter-std":
+        return _scale_by_filter_std(direction, theta, layout, keep)
 
     # Tensors of at most one dimension (biases, BatchNorm weights, running statistics) that the
     # mask keeps take the centre's own values whatever the normalisation: the reference code
@@ -107,6 +113,25 @@ def random_direction(
                 )
                 d2.mul_(ratio[:, None])
     direction[small] = theta[small]
+    return direction
+
+
+def _scale_by_filter_std(
+    direction: torch.Tensor, theta: torch.Tensor, layout: Layout, keep: torch.Tensor
+) -> torch.Tensor:
+    """``d_i = std(theta_i) z_i`` per dim-0 slice (whole tensor when at most 1-D); a slice of
+    one value has no spread and gets 0."""
+    for entry in layout:
+        start, stop = entry["offset"], entry["offset"] + entry["size"]
+        if not bool(keep[start:stop].any()):
+            continue
+        rows = entry["shape"][0] if len(entry["shape"]) > 1 else 1
+        d2 = direction[start:stop].view(rows, -1)
+        w2 = theta[start:stop].view(rows, -1)
+        if w2.shape[1] < 2:
+            d2.zero_()
+            continue
+        d2.mul_(w2.double().std(dim=1, keepdim=True).float())
     return direction
 
 

@@ -25,12 +25,18 @@ the input goes (through flatten/view/reshape only) into one ``nn.Linear`` or ``n
 and nowhere else, the graph is cut there into ``prepare_input`` and ``forward_after_first``
 (``plan['first_affine_source']`` says which: 'protocol', 'traced', or why neither). On
 CPU, a 4-D first-layer output is cached channels-last (NHWC), so the rest of a convolutional
-network runs in that format: max pooling and convolution are several times faster there.
+network runs in that format: max pooling and convolution are several times faster there. Not
+with ``bn_mode='train'``: CPU BatchNorm's batch statistics on NHWC are ~1e-4 less precise, and
+a surface was off by 5e-5 relative against float64; contiguous, it agrees to 1e-6.
 
 BatchNorm: ``bn_mode='eval'`` uses the stored running statistics; ``'train'`` normalises with
 the group's batch statistics (the whole group as one batch). In the working copy the BatchNorm
 layers are put in training mode with ``track_running_stats=False``, so no running statistic is
-ever written; every other layer (dropout included) stays in eval mode.
+ever written; every other layer (dropout included) stays in eval mode. ``'recompute'``
+re-estimates the running statistics at every point from the given training batches (a
+cumulative average over them, PyTorch's ``momentum=None``, as mode-connectivity work's
+``bn_update`` does) and then evaluates in eval mode; it runs the loop strategy, one point at a
+time, and the statistics are written into the point's own state, never into the centre.
 
 K (points per vmap call), the sample batch and the first-affine choice are deterministic
 functions of the sizes (model, groups, directions) and the memory budget, never of timing.
@@ -71,8 +77,11 @@ from compute import user
 from compute.state import Layout, check_length, layout_of, same_layout
 from tracker import SpecError, UserCodeError
 
-LOSSES = ("cross_entropy", "mse")
-BN_MODES = ("eval", "train")
+# softmax_mse: classification scored as Goldstein's --loss_name mse does, the mean squared error
+# between the softmax output and the one-hot label (accuracy as usual).
+LOSSES = ("cross_entropy", "mse", "softmax_mse")
+_CLASSIFY = ("cross_entropy", "softmax_mse")
+BN_MODES = ("eval", "train", "recompute")
 STRATEGIES = ("auto", "loop", "vmap")
 PRECISIONS = ("fp32", "tf32", "bf16")
 # torch.compile modes of the loop strategy's forward ("none": eager).
@@ -260,9 +269,11 @@ class SurfaceEvaluator:
         centre: the flat state at coordinates 0.
         directions: one or two flat direction vectors of the layout's length.
         groups: evaluation groups ``(x, y)``; every group gets its own value per point.
-        loss: ``'cross_entropy'`` (integer labels), ``'mse'`` (float targets), or a
+        loss: ``'cross_entropy'`` (integer labels), ``'mse'`` (float targets),
+            ``'softmax_mse'`` (integer labels: softmax against the one-hot label), or a
             ``module:fn(outputs, targets)`` returning per-sample losses.
-        bn_mode: ``'eval'`` (running statistics) or ``'train'`` (the group's batch statistics).
+        bn_mode: ``'eval'`` (running statistics), ``'train'`` (the group's batch statistics) or
+            ``'recompute'`` (running statistics re-estimated per point from ``bn_batches``).
         device: where to evaluate.
         strategy: ``'auto'``, ``'loop'`` or ``'vmap'`` (see the module docstring).
         first_affine: use the first-affine lever when the model supports it.
@@ -272,6 +283,7 @@ class SurfaceEvaluator:
         compile_mode: torch.compile mode of the loop strategy's forward ('none': eager). The
             forward is compiled once per working copy, at construction for the first one, and
             the compile time is reported apart in ``plan['compile_seconds']``.
+        bn_batches: the training input batches of ``bn_mode='recompute'``.
     """
 
     def __init__(
@@ -291,6 +303,7 @@ class SurfaceEvaluator:
         max_memory_bytes: int | None = None,
         precision: str = "fp32",
         compile_mode: str = "none",
+        bn_batches: list[torch.Tensor] | None = None,
     ) -> None:
         # A module:fn loss gives per-sample losses; accuracy is counted for integer labels.
         self._loss_fn = user.resolve(loss, user.LOSSES, "loss") if user.is_reference(loss) else None
@@ -298,6 +311,11 @@ class SurfaceEvaluator:
         self._compile_mode = _choice("compile_mode", compile_mode, COMPILE_MODES)
         self._precision = _choice("precision", precision, PRECISIONS)
         self._bn_mode = _choice("bn_mode", bn_mode, BN_MODES)
+        self._bn_batch = self._bn_mode == "train"  # BatchNorm normalises with batch statistics
+        if (self._bn_mode == "recompute") != bool(bn_batches):
+            raise SpecError(
+                "bn_mode='recompute' needs training batches (bn_batches), and only it takes them"
+            )
         _choice("strategy", strategy, STRATEGIES)
         self._device = torch.device(device)
         if not 1 <= len(directions) <= 2:
@@ -331,6 +349,10 @@ class SurfaceEvaluator:
         self._bind(work, self._flat)
 
         self._groups = [self._group(i, x, y) for i, (x, y) in enumerate(groups)]
+        self._bn_inputs = [
+            (b.float() if torch.is_floating_point(b) else b).to(self._device)
+            for b in (bn_batches or [])
+        ]
         # Entries that some direction moves, tensor by tensor.
         self._moved = [
             e
@@ -462,10 +484,10 @@ class SurfaceEvaluator:
             )
         if self._loss_fn is not None:
             y = y if torch.is_floating_point(y) else y.long()
-        elif self._loss == "cross_entropy":
+        elif self._loss in _CLASSIFY:
             if torch.is_floating_point(y):
                 raise SpecError(
-                    f"group {index}: cross_entropy needs integer class labels, got {y.dtype}: "
+                    f"group {index}: {self._loss} needs integer class labels, got {y.dtype}: "
                     "use loss='mse' for regression targets"
                 )
             y = y.reshape(-1).long()
@@ -560,7 +582,10 @@ class SurfaceEvaluator:
         cap = (OWN_BATCH_MAX_POINTS if own else VMAP_MAX_POINTS)[kind]
         by_rows = 1 << max(0, (rows // largest).bit_length() - 1)
         k_auto = max(1, min(by_rows, cap, fit))
-        if strategy == "auto":
+        if self._bn_mode == "recompute":
+            strategy = "loop"
+            reason = "bn_mode=recompute: the statistics are re-estimated point by point (loop)"
+        elif strategy == "auto":
             convs = kind == "cpu" and any(isinstance(m, _CONVS) for m in self._model.modules())
             strategy = "vmap" if k_auto >= VMAP_MIN_POINTS[kind] and not convs else "loop"
             reason = (
@@ -581,9 +606,11 @@ class SurfaceEvaluator:
             else:
                 per_sample = 4 * _ACTIVATION_FACTOR * activations
                 sample_batch = int(min(largest, max(1, budget // per_sample)))
-        # NHWC activations: CPU max-pooling and convolution run several times faster; on a
+        # NHWC activations: CPU max-pooling and convolution run several times faster. Not with
+        # batch statistics: CPU BatchNorm in training mode reduces an NHWC tensor ~1e-4 less
+        # precisely (5e-5 relative on a surface), so BN-train keeps the contiguous layout. On a
         # GPU, cuDNN's NHWC kernels (tensor cores) take 4-D inputs as they come.
-        channels_last = (use_first and kind == "cpu" and first_dims == 4) or (
+        channels_last = (use_first and kind == "cpu" and first_dims == 4 and not self._bn_batch) or (
             kind == "cuda" and (first_dims == 4 if use_first else self._groups[0][0].dim() == 4)
         )
         # Point threads (CPU): each has its own flat vector and per-point buffers; the cached
@@ -717,6 +744,39 @@ class SurfaceEvaluator:
             acc = np.full(loss.shape, np.nan)
         return {"loss": loss, "acc": acc}
 
+    def centre_gradient(self) -> np.ndarray:
+        """The gradient of each group's loss at the centre projected on each direction,
+        ``g . d_k / |d_k|``, [G, ndim] float64 (seed 001's arrow; its SGD step is minus this).
+
+        Same loss and BatchNorm policy as the surface values (batch statistics over the whole
+        group in 'train' mode; the centre's own running statistics otherwise), one intra-op
+        thread, sample batches summed as ``evaluate`` does.
+        """
+        trained = {n for n, _ in self._model.named_parameters()}
+        out = np.zeros((len(self._groups), self._ndim))
+        with _one_thread(self._device), torch.enable_grad():
+            for g, (x, y) in enumerate(self._groups):
+                flat = self._centre.clone().requires_grad_(True)
+                params = {  # buffers (running statistics) are constants of the loss
+                    e["name"]: (flat if e["name"] in trained else flat.detach())[
+                        e["offset"] : e["offset"] + e["size"]
+                    ].view(e["shape"])
+                    for e in self._layout
+                }
+                step = x.shape[0] if self._bn_batch else self._plan["sample_batch"]
+                total = torch.zeros((), dtype=torch.float64, device=self._device)
+                for start in range(0, x.shape[0], step):
+                    logits = torch.func.functional_call(
+                        self._model, params, (x[start : start + step],)
+                    )
+                    total = total + self._score(logits, y[start : start + step])[0].double()
+                (grad,) = torch.autograd.grad(total / x.shape[0], flat)
+                for k, d in enumerate(self._dirs):
+                    norm = float(torch.linalg.vector_norm(d.double()))
+                    dot = float(torch.dot(grad.double(), d.double()))
+                    out[g, k] = dot / norm if norm > 0 else 0.0
+        return out
+
     def _replica(self) -> _Replica:
         """Another working state: a model copy whose state views its own flat vector."""
         model = copy.deepcopy(self._model)
@@ -784,6 +844,8 @@ class SurfaceEvaluator:
                     for (inputs, _, _), row in zip(parts, row_z[g], strict=True):
                         torch.add(inputs[0], inputs[2], alpha=row_key, out=row)
             torch.add(row_flat, self._dirs[0], alpha=point[0], out=rep.flat)
+            if self._bn_inputs:
+                self._recompute_statistics(rep.model)
             for g, parts in enumerate(batches):
                 scores = []
                 for b, (inputs, y, buffer) in enumerate(parts):
@@ -803,6 +865,23 @@ class SurfaceEvaluator:
             torch.stack([torch.stack(v) for v in sums]),
             torch.stack([torch.stack(v) for v in hits]),
         )
+
+    def _recompute_statistics(self, model: nn.Module) -> None:
+        """Running statistics of the point now in the model's state, from the training batches:
+        reset, one training-mode forward per batch (cumulative average), back to eval mode."""
+        norms = [m for m in model.modules() if isinstance(m, _BATCHNORMS)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        try:
+            for x in self._bn_inputs:
+                model(x)
+        finally:
+            for m, momentum in zip(norms, saved, strict=True):
+                m.momentum = momentum
+                m.eval()
 
     def _evaluate_vmap(
         self, rep: _Replica, points: torch.Tensor
@@ -869,7 +948,7 @@ class SurfaceEvaluator:
         """Accuracy is defined for class labels: cross-entropy, or a user loss on integers."""
         if self._loss_fn is not None:
             return not torch.is_floating_point(self._groups[0][1])
-        return self._loss == "cross_entropy"
+        return self._loss in _CLASSIFY
 
     def _user_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         per = self._loss_fn(out, y)  # type: ignore[misc]
@@ -892,6 +971,9 @@ class SurfaceEvaluator:
             loss_sum = F.cross_entropy(out, y, reduction="sum")
             hits = (out.argmax(dim=-1) == y).sum()
             return loss_sum, hits
+        if self._loss == "softmax_mse":
+            diff = out.softmax(dim=-1) - F.one_hot(y, out.shape[-1]).to(out.dtype)
+            return (diff * diff).mean(dim=-1).sum(), (out.argmax(dim=-1) == y).sum()
         diff = out.reshape(y.shape) - y
         return (diff * diff).mean(dim=1).sum(), torch.zeros((), device=out.device)
 
@@ -907,6 +989,9 @@ class SurfaceEvaluator:
             flat = out.reshape(k * n, -1)
             losses = F.cross_entropy(flat, y.repeat(k), reduction="none").view(k, n)
             return losses.sum(dim=1), (out.argmax(dim=-1) == y).sum(dim=1)
+        if self._loss == "softmax_mse":
+            diff = out.softmax(dim=-1) - F.one_hot(y, out.shape[-1]).to(out.dtype)
+            return (diff * diff).mean(dim=-1).sum(dim=1), (out.argmax(dim=-1) == y).sum(dim=1)
         diff = out.reshape(k, *y.shape) - y
         per_sample = (diff * diff).reshape(k, n, -1).mean(dim=2)
         return per_sample.sum(dim=1), torch.zeros(k, device=out.device)

@@ -311,7 +311,7 @@ class Direction(WorkRow, Base):
     kind: Mapped[str] = mapped_column(_enum("direction_kind", *DIRECTION_KINDS))
     seed: Mapped[int | None]
     normalization: Mapped[str] = mapped_column(
-        _enum("direction_norm", "filter", "layer", "model", "none")
+        _enum("direction_norm", "filter", "layer", "model", "none", "filter-std")
     )
     ignore: Mapped[str] = mapped_column(_enum("direction_ignore", "biasbn", "none"))
     target: Mapped[str] = mapped_column(_enum("direction_target", "weights", "states"))
@@ -376,6 +376,9 @@ class Surface(WorkRow, Base):
     lambda_min_array_id: Mapped[int | None] = _array_fk()
     lambda_max_array_id: Mapped[int | None] = _array_fk()
     lambda_ratio_array_id: Mapped[int | None] = _array_fk()
+    # Seed 001's arrow: per group, the loss gradient at the centre on each direction,
+    # g . d_k / |d_k| ([G][ndim]; null where not finite).
+    centre_gradient: Mapped[list[Any] | None]
 
 
 class Tile(Base):

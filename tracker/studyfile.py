@@ -89,7 +89,7 @@ from tracker._exceptions import NotFound, SpecError
 from tracker._queue import check_study_name
 from tracker.curvature.rows import HessianRequest, check_request
 from tracker.morse.rows import StudyEnsemble, StudyMorse
-from tracker.surfaces.rows import EvalSpec, SurfaceSpec, parse_grid
+from tracker.surfaces.rows import PATH_POINTS, EvalSpec, SurfaceSpec, parse_grid
 from tracker.topology.rows import (
     LOSSES,
     RetrainRequest,
@@ -109,7 +109,7 @@ MODEL_KEYS = {"name", "architecture", "arch", "dataset", "data", "optimizer", "l
               "weight_decay", "batch_size", "epochs", "seed", "label_corruption", "lr_schedule",
               "checkpoints"}  # fmt: skip
 EVAL_KEYS = {"split", "subset", "minibatches", "minibatch_size", "bn", "metrics", "subset_seed",
-             "precision", "gpu", "compile"}  # fmt: skip
+             "precision", "gpu", "compile", "loss", "bn_batches"}  # fmt: skip
 SURFACE_KEYS = {
     "models",
     "x",
@@ -120,9 +120,11 @@ SURFACE_KEYS = {
     "seeds",
     "epochs",
     "tile",
+    "same_dir",
 } | EVAL_KEYS
-INTERP_KEYS = {"from", "to", "x", "y", "epoch", "target", "tile", "direction"} | EVAL_KEYS
-PCA_KEYS = {"model", "x", "y", "ignore", "tile", "epoch"} | EVAL_KEYS
+INTERP_KEYS = {"from", "to", "y_model", "x", "y", "epoch", "target", "tile",
+               "direction"} | EVAL_KEYS  # fmt: skip
+PCA_KEYS = {"model", "x", "y", "points", "ignore", "tile", "epoch"} | EVAL_KEYS
 DIRECTION_KEYS = {"seed", "norm", "ignore", "target"}
 RETRAIN_KEYS = {"model", "seeds", "steps", "epochs", "lr", "momentum", "weight_decay",
                 "batch_size", "saves_per_epoch", "augment", "epoch"}  # fmt: skip
@@ -271,18 +273,20 @@ def eval_spec(table: dict[str, Any], where: str) -> EvalSpec:
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise SpecError(f'metrics in {where} must be a list such as ["loss", "acc"], got {metrics!r}')
-    for key in ("subset", "minibatches", "minibatch_size", "subset_seed"):
+    for key in ("subset", "minibatches", "minibatch_size", "subset_seed", "bn_batches"):
         if key in table:
             _typed(table[key], int, key, where)
     words = {key: _typed(table.get(key, default), str, key, where)
              for key, default in (("split", "train"), ("bn", "eval"), ("precision", "fp32"),
                                   ("compile", "none"))}  # fmt: skip
+    loss = _typed(table["loss"], str, "loss", where).replace("-", "_") if "loss" in table else None
     return EvalSpec(
         split=words["split"], subset=table.get("subset"),
         minibatch_size=table.get("minibatch_size"), minibatches=table.get("minibatches"),
         bn=words["bn"], metrics=tuple(metrics),
         subset_seed=int(table.get("subset_seed", 0)), precision=words["precision"],
         gpu=_typed(table.get("gpu", False), bool, "gpu", where), compile=words["compile"],
+        loss=loss, bn_batches=table.get("bn_batches"),
     )  # fmt: skip
 
 
@@ -406,6 +410,9 @@ def load(path: str | Path) -> Study:
         if x_seeds is not None:
             pairs = len(x_seeds)
         ev = eval_spec(table, where)
+        same_dir = _typed(table.get("same_dir", False), bool, "same_dir", where)
+        if same_dir and "y_direction" in table:
+            raise SpecError(f"{where} has same_dir = true and a y_direction: keep one of them")
         refs = model_refs(table["models"], where) if "models" in table else all_names
         epochs = _epochs(table.get("epochs", "final"), where)
         # Checked before a single spec is built: pairs x models x epochs surfaces.
@@ -422,7 +429,7 @@ def load(path: str | Path) -> Study:
                     x_seed = x_seeds[p] if x_seeds is not None else (base.seed or 0) + step * p
                     xd = replace(base, seed=x_seed)
                     yd = None
-                    if y is not None:
+                    if y is not None and not same_dir:
                         # The y direction: its own table if given, else the x one's with seed + 1.
                         own = "y_direction" in table
                         yd = direction_spec(table.get("y_direction" if own else "direction"), where)
@@ -430,7 +437,7 @@ def load(path: str | Path) -> Study:
                         yd = replace(yd, seed=x_seed + 1 if x_seeds is not None else first + step * p)
                     study.surfaces.append(SurfaceSpec(
                         model=ref, x=x, y=y, epoch=epoch, x_direction=xd, y_direction=yd,
-                        evaluation=ev, tile=_tile(table.get("tile"), where),
+                        same_dir=same_dir, evaluation=ev, tile=_tile(table.get("tile"), where),
                     ))  # fmt: skip
     for i, table in enumerate(_tables(doc, "interpolation", path)):
         where = f"[[interpolation]] number {i + 1}"
@@ -448,17 +455,27 @@ def load(path: str | Path) -> Study:
             x_direction=DirectionSpec(kind="interpolation", seed=None, normalization="none",
                                       ignore="none", target=target),
             y_direction=direction_spec(table.get("direction"), where, 1) if "y" in table else None,
+            y_model=one_ref(table["y_model"], where) if "y_model" in table else None,
             evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
         ))  # fmt: skip
     for i, table in enumerate(_tables(doc, "pca", path)):
         where = f"[[pca]] number {i + 1}"
         _check_keys(table, PCA_KEYS, where)
-        for key in ("model", "x", "y"):
-            if key not in table:
-                raise SpecError(f"{where} has no {key!r}: a PCA surface needs model, x and y")
+        if "model" not in table:
+            raise SpecError(f"{where} has no 'model': a PCA surface needs the model")
+        around = "x" not in table and "y" not in table  # a grid around the projected path
+        if not around and ("x" not in table or "y" not in table):
+            raise SpecError(f"{where} gives one of x and y: give both, or neither for a grid around the path")  # fmt: skip
+        if around:
+            n = _typed(table.get("points", PATH_POINTS), int, "points", where)
+            x = y = parse_grid(f"-1:1:{n}", "points")
+        elif "points" in table:
+            raise SpecError(f"{where}: points is for a grid around the path; with x and y, drop it")
+        else:
+            x, y = parse_grid(table["x"], "x grid"), parse_grid(table["y"], "y grid")
         ref = one_ref(table["model"], where)
         study.surfaces.append(SurfaceSpec(
-            model=ref, x=parse_grid(table["x"], "x grid"), y=parse_grid(table["y"], "y grid"),
+            model=ref, x=x, y=y, path_range=around,
             epoch=_one_epoch(table.get("epoch", "final"), where),
             x_direction=DirectionSpec(kind="pca", seed=None, normalization="none",
                                       ignore=str(table.get("ignore", "biasbn")), target="weights"),

@@ -229,6 +229,26 @@ def test_label_corruption_redraws_exactly_round_p_n_train_labels_with_its_seed()
     assert not torch.equal(torch.sort(other.corrupted_indices).values, idx)
 
 
+def test_corrupt_test_redraws_the_same_fraction_of_test_labels():
+    """Issue 14 item 3: seed 000 corrupts the test labels with the same probability."""
+    clean = load_dataset("digits", seed=5)
+    train_only = load_dataset("digits", seed=5, label_corruption=0.25)
+    both = load_dataset("digits", seed=5, label_corruption=0.25, corrupt_test=True)
+    n = clean.test_y.shape[0]
+    idx = both.test_corrupted_indices
+    assert idx is not None and idx.shape[0] == round(0.25 * n)
+    assert torch.equal(both.test_y_clean, clean.test_y)
+    assert torch.equal(both.train_y, train_only.train_y)  # the train draw is unchanged
+    untouched = torch.ones(n, dtype=torch.bool)
+    untouched[idx] = False
+    assert torch.equal(both.test_y[untouched], clean.test_y[untouched])
+    assert 0.8 * idx.shape[0] < int((both.test_y[idx] != clean.test_y[idx]).sum()) < idx.shape[0]
+    assert torch.equal(train_only.test_y, clean.test_y) and train_only.test_corrupted_indices is None
+    assert both.info["corrupt_test"] is True
+    with pytest.raises(SpecError, match="label_corruption P > 0"):
+        load_dataset("digits", seed=5, corrupt_test=True)
+
+
 def test_full_label_corruption_keeps_only_chance_agreement():
     ds = load_dataset("mnist5k", seed=1, label_corruption=1.0)
     agree = float((ds.train_y == ds.train_y_clean).float().mean())

@@ -216,3 +216,25 @@ def test_wrong_lengths_and_choices_raise_spec_errors(net):
         pca_directions(layout, _trajectory(centre)[:2], centre)
     with pytest.raises(SpecError, match="span a plane"):
         pca_directions(layout, centre.repeat(4, 1), centre)
+
+
+@pytest.mark.parametrize("ignore", ["biasbn", "none"])
+def test_filter_std_scales_each_filter_of_the_draw_by_its_weights_std(net, ignore):
+    """Issue 14 item 7: seed 001's direction, d_i = std(theta_i) z_i per filter (whole tensor
+    for biases), the same Gaussian draw z as the other normalisations."""
+    _, layout, centre = net
+    d = random_direction(layout, centre, seed=4, normalization="filter-std", ignore=ignore)
+    raw = random_direction(layout, centre, seed=4, normalization="none", ignore=ignore)
+    z = torch.randn(centre.shape[0], generator=torch.Generator().manual_seed(4))
+    for entry in layout:
+        part = slice(entry["offset"], entry["offset"] + entry["size"])
+        name, shape = entry["name"], entry["shape"]
+        if not name.endswith(("weight", "bias")) or (len(shape) <= 1 and ignore == "biasbn"):
+            assert not d[part].any(), name  # buffers and ignored tensors stay put
+            continue
+        w = centre[part].reshape(shape[0] if len(shape) > 1 else 1, -1)
+        expected = z[part].reshape(w.shape) * w.double().std(dim=1, keepdim=True).float()
+        torch.testing.assert_close(d[part].reshape(w.shape), expected)
+        if len(shape) > 1:
+            torch.testing.assert_close(raw[part], z[part])  # 'none' is the bare draw
+    assert not torch.equal(d, random_direction(layout, centre, seed=4, normalization="filter"))

@@ -547,3 +547,112 @@ def test_a_user_loss_gives_per_sample_losses(tmp_path, monkeypatch):
 
     with pytest.raises(UserCodeError, match="one loss per sample"):
         bad.evaluate(COORDS)
+
+
+def _float64_recompute(model, layout, centre, directions, pairs, coords, bn_mode):
+    """The loss of each point in float64: a double copy of the model, one forward per group."""
+    losses = np.zeros((len(pairs), len(coords)))
+    for p, point in enumerate(coords):
+        flat = centre.double().clone()
+        for c, d in zip(point, directions, strict=True):
+            flat = flat + float(c) * d.double()
+        net = copy.deepcopy(model).double()
+        load_flat(net, flat, layout)
+        net.eval()
+        if bn_mode == "train":
+            for m in net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train()
+                    m.track_running_stats = False
+                    m.running_mean = m.running_var = None
+        for g, (x, y) in enumerate(pairs):
+            with torch.no_grad():
+                losses[g, p] = F.cross_entropy(net(x.double()), y).item()
+    return losses
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_registry_cnn_with_batchnorm_matches_float64_to_1e6(bn_mode):
+    """Issue 14 item 1: a registry cnn with BatchNorm on digits, --bn train included, agrees with
+    a float64 recomputation to 1e-6 relative (the cached first-layer output was channels_last on
+    CPU, where BatchNorm's training-mode statistics lose ~1e-4 relative)."""
+    from compute.data import load_dataset
+    from compute.models import build_model
+
+    ds = load_dataset("digits", seed=0)
+    model = build_model("cnn", {"channels": [8, 16], "hidden": [32], "batchnorm": True},
+                        input_shape=(1, 8, 8), num_classes=10, seed=0)  # fmt: skip
+    x, y = ds.split("train")
+    _settle_running_stats(model, x[:512])
+    layout = layout_of(model)
+    centre = flatten_state(model, layout)
+    directions = _directions(layout, centre)
+    pairs = [(x[:700], y[:700]), (x[700:1400], y[700:1400])]
+    coords = np.array([[0.0, 0.0], [0.3, -0.2], [-0.6, 0.8], [1.0, 1.0]])
+    expected = _float64_recompute(model, layout, centre, directions, pairs, coords, bn_mode)
+    for strategy in ("loop", "vmap"):
+        ev = _evaluator(model, layout, centre, directions, pairs, bn_mode=bn_mode,
+                        strategy=strategy)  # fmt: skip
+        got = ev.evaluate(coords)["loss"]
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+        if strategy == "loop":
+            assert ev.plan["channels_last"] is (bn_mode == "eval")
+
+
+@pytest.mark.parametrize("kind", ["cnn", "plain"])
+def test_recompute_re_estimates_running_statistics_at_every_point(kind):
+    """Issue 14 item 14: per point, the BatchNorm running statistics are the cumulative average
+    over the given training batches (then eval mode), as a by-hand bn_update gives."""
+    model, layout, centre, pairs = _problem(kind)
+    directions = _directions(layout, centre)
+    torch.manual_seed(3)
+    batches = [torch.randn(16, 2, 6, 6) * 1.5 + 0.3 for _ in range(3)]
+    expected = np.zeros((len(pairs), len(COORDS)))
+    for p, point in enumerate(COORDS):
+        flat = centre.clone()
+        for c, d in zip(point, directions, strict=True):
+            flat = flat + float(c) * d
+        net = copy.deepcopy(model)
+        load_flat(net, flat, layout)
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        net.train()
+        with torch.no_grad():
+            for b in batches:
+                net(b)
+        net.eval()
+        for g, (x, y) in enumerate(pairs):
+            with torch.no_grad():
+                expected[g, p] = F.cross_entropy(net(x), y).item()
+    ev = _evaluator(model, layout, centre, directions, pairs, bn_mode="recompute",
+                    bn_batches=batches)  # fmt: skip
+    assert ev.plan["strategy"] == "loop" and ev.plan["bn_mode"] == "recompute"
+    got = ev.evaluate(COORDS)["loss"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert ev.evaluate(COORDS)["loss"].tobytes() == got.tobytes()  # the centre is left as it was
+    stored = _evaluator(model, layout, centre, directions, pairs).evaluate(COORDS)["loss"]
+    assert np.abs(stored - got).max() > 1e-3  # the stored statistics give other numbers
+    with pytest.raises(SpecError, match="bn_batches"):
+        _evaluator(model, layout, centre, directions, pairs, bn_mode="recompute")
+
+
+@pytest.mark.parametrize(("kind", "bn_mode"), [("mlp", "eval"), ("cnn", "eval"), ("cnn", "train")])
+def test_centre_gradient_is_the_slope_of_the_surface_at_the_origin(kind, bn_mode):
+    """Issue 14 item 7: the stored arrow is g . d / |d| for each group and direction, the
+    surface's slope along d at (0, 0) divided by |d| (float64 central differences)."""
+    model, layout, centre, pairs = _problem(kind)
+    directions = _directions(layout, centre)
+    ev = _evaluator(model, layout, centre, directions, pairs, bn_mode=bn_mode)
+    grad = ev.centre_gradient()
+    assert grad.shape == (2, 2) and np.isfinite(grad).all()
+    h = 1e-6
+    coords = np.array([[h, 0.0], [-h, 0.0], [0.0, h], [0.0, -h]])
+    values = _float64_recompute(model, layout, centre, directions, pairs, coords, bn_mode)
+    slopes = np.stack([(values[:, 0] - values[:, 1]), (values[:, 2] - values[:, 3])], 1) / (2 * h)
+    norms = np.array([float(torch.linalg.vector_norm(d.double())) for d in directions])
+    np.testing.assert_allclose(grad, slopes / norms, rtol=1e-3, atol=1e-7)
+    # the working copy's state is still the centre: values at the origin are unchanged
+    fresh = _evaluator(model, layout, centre, directions, pairs, bn_mode=bn_mode)
+    assert ev.evaluate(np.zeros((1, 2)))["loss"].tobytes() == fresh.evaluate(np.zeros((1, 2)))["loss"].tobytes()  # fmt: skip

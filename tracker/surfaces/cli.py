@@ -70,6 +70,8 @@ def add_parsers(
     p = impsub.add_parser("h5", parents=[common], help="a Goldstein loss-landscape surface file")
     p.add_argument("file", metavar="FILE.h5")
     p.add_argument("--study", default=DEFAULT_STUDY, help="study label")
+    p.add_argument("--split", default="train", choices=["train", "test"],
+                   help="whose grids to import: train_loss/train_acc or test_loss/test_acc")  # fmt: skip
     p.set_defaults(func=lazy_command(__name__, "cmd_import_h5"))
     add_import_model_parser(impsub, common)
 
@@ -91,7 +93,9 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
                    help="the line theta_A + x (theta_B - theta_A) between two models")  # fmt: skip
     p.add_argument("--pca", action="store_true",
                    help="the plane of the first two PCA directions of the model's checkpoints")  # fmt: skip
-    p.add_argument("--x", required=True, metavar="MIN:MAX:N", help="x grid, e.g. -1:1:51")
+    p.add_argument("--x", metavar="MIN:MAX:N",
+                   help="x grid, e.g. -1:1:51 (with --pca, leave --x and --y out for a 21x21 "
+                   "grid around the projected path)")  # fmt: skip
     p.add_argument("--y", metavar="MIN:MAX:N", help="y grid for a 2D surface")
     p.add_argument("--direction-seed", "--seed", dest="seed", type=int, default=0,
                    help="seed of the x direction (default 0)")
@@ -101,8 +105,21 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
                    help="one surface per x-direction seed, e.g. 0-4 (a 2D surface's y direction "
                    "uses seed+1, so 2D seeds must be two apart: 0,2,4,6,8); the measures "
                    "average over them with a standard error")  # fmt: skip
-    p.add_argument("--norm", default="filter", choices=["filter", "layer", "model", "none"])
+    p.add_argument("--y-model", metavar="C",
+                   help="with --interpolate A B: the y direction theta_C - theta_A (Goldstein's "
+                   "model_file3)")  # fmt: skip
+    norms = ["filter", "layer", "model", "none", "filter-std"]
+    p.add_argument("--norm", default="filter", choices=norms)
     p.add_argument("--ignore", default="biasbn", choices=["biasbn", "none"])
+    p.add_argument("--xnorm", choices=norms, help="the x direction's normalisation (default --norm)")
+    p.add_argument("--ynorm", choices=norms, help="the y direction's normalisation (default --norm)")
+    p.add_argument("--xignore", choices=["biasbn", "none"], help="x direction (default --ignore)")
+    p.add_argument("--yignore", choices=["biasbn", "none"], help="y direction (default --ignore)")
+    p.add_argument("--same-dir", action="store_true",
+                   help="the y direction is the x direction (Goldstein's --same_dir)")  # fmt: skip
+    p.add_argument("--loss", choices=["cross-entropy", "mse"], default=None,
+                   help="the loss (default: the data set's; mse on classes compares the softmax "
+                   "with the one-hot label, as Goldstein's --loss_name mse)")  # fmt: skip
     p.add_argument("--target", default=None, choices=["weights", "states"],
                    help="what directions move: weights, or states (BN statistics too; default "
                    "weights, states for --interpolate)")  # fmt: skip
@@ -112,8 +129,12 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minibatches", type=int, default=None, metavar="K",
                    help="one grid per minibatch: the first K minibatches of the split")  # fmt: skip
     p.add_argument("--minibatch-size", type=int, default=None, metavar="B")
-    p.add_argument("--bn", default="eval", choices=["eval", "train"],
-                   help="BatchNorm: stored running statistics (eval) or batch statistics (train)")  # fmt: skip
+    p.add_argument("--bn", default="eval", choices=["eval", "train", "recompute"],
+                   help="BatchNorm: stored running statistics (eval), batch statistics (train), "
+                   "or running statistics re-estimated at each point (recompute)")  # fmt: skip
+    p.add_argument("--bn-batches", type=int, default=None, metavar="K",
+                   help="--bn recompute: training batches (of the model's batch size) per point "
+                   "(default 10)")  # fmt: skip
     p.add_argument("--metrics", default="loss,acc", help="loss and/or acc (default loss,acc)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"],
                    help="reduced precision (opt-in): the tiles then wait for a GPU worker")  # fmt: skip
@@ -169,10 +190,14 @@ def parse_direction_choice(text: str | None, flag: str) -> int | None:
 # --- enqueue ----------------------------------------------------------------------------------
 
 
-def _direction_from_args(args: argparse.Namespace, seed: int) -> DirectionSpec:
+def _direction_from_args(args: argparse.Namespace, seed: int, axis: str = "x") -> DirectionSpec:
+    """A random direction; ``axis`` picks the per-axis --xnorm/--xignore (or y) over the
+    shared --norm/--ignore."""
     from tracker.training.rows import DirectionSpec
 
-    return DirectionSpec(kind="random", seed=seed, normalization=args.norm, ignore=args.ignore,
+    norm = getattr(args, f"{axis}norm") or args.norm
+    ignore = getattr(args, f"{axis}ignore") or args.ignore
+    return DirectionSpec(kind="random", seed=seed, normalization=norm, ignore=ignore,
                          target=args.target or "weights")  # fmt: skip
 
 
@@ -182,8 +207,10 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     from tracker._exceptions import SpecError
     from tracker._schema import Study
     from tracker.surfaces.rows import (
+        PATH_POINTS,
         CurvatureSpec,
         EvalSpec,
+        Grid,
         SurfaceSpec,
         add_surface,
         parse_grid,
@@ -201,42 +228,60 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
         CurvatureSpec(tol=args.curvature_tol, max_iter=args.curvature_max_iter, seed=args.seed)
         if args.curvature else None
     )  # fmt: skip
-    x = parse_grid(args.x, "--x grid")
-    y = parse_grid(args.y, "--y grid") if args.y else None
+    around_path = bool(args.pca) and args.x is None and args.y is None
+    y: Grid | None
+    if around_path:
+        x = y = Grid(-1.0, 1.0, PATH_POINTS)
+    elif args.x is None:
+        raise SpecError("give --x MIN:MAX:N (a --pca surface may leave out both --x and --y)")
+    else:
+        x = parse_grid(args.x, "--x grid")
+        y = parse_grid(args.y, "--y grid") if args.y else None
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     ev = EvalSpec(split=args.split, subset=args.subset, minibatch_size=args.minibatch_size,
                   minibatches=args.minibatches, bn=args.bn, metrics=metrics,
-                  precision=args.precision, gpu=args.gpu, compile=args.compile)  # fmt: skip
+                  precision=args.precision, gpu=args.gpu, compile=args.compile,
+                  loss=args.loss.replace("-", "_") if args.loss else None,
+                  bn_batches=args.bn_batches)  # fmt: skip
     if args.seeds is not None and (args.interpolate or args.pca):
         raise SpecError("--seeds draws random directions: drop it for --pca and --interpolate")
+    if args.same_dir and (args.interpolate or args.pca):
+        raise SpecError("--same-dir applies to random directions: drop it, or drop --interpolate/--pca")  # fmt: skip
+    if args.y_model is not None and not args.interpolate:
+        raise SpecError("--y-model C gives the y direction of an interpolation: add --interpolate A B")  # fmt: skip
     if args.interpolate:
         a, b = args.interpolate
         spec = SurfaceSpec(model=a, other_model=b, x=x, y=y, epoch=args.epoch,
                            x_direction=DirectionSpec(kind="interpolation", seed=None,
                                                      normalization="none", ignore="none",
                                                      target=args.target or "states"),
-                           y_direction=_direction_from_args(args, args.seed) if y else None,
-                           evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
+                           y_direction=_direction_from_args(args, args.seed, "y") if y else None,
+                           y_model=args.y_model, evaluation=ev,
+                           tile=parse_tile(args.tile))  # fmt: skip
     elif args.model is None:
         raise SpecError("give --model ID (or --interpolate A B)")
     elif args.pca:
         spec = SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch,
                            x_direction=DirectionSpec(kind="pca", seed=None, normalization="none",
                                                      ignore=args.ignore, target="weights"),
-                           evaluation=ev, tile=parse_tile(args.tile))  # fmt: skip
+                           path_range=around_path, evaluation=ev,
+                           tile=parse_tile(args.tile))  # fmt: skip
     else:
         specs = []
         for seed in _x_seeds(args, two_d=y is not None):
             xd = _direction_from_args(args, seed)
             yd = (
-                replace(xd, seed=args.y_seed if args.y_seed is not None else seed + 1)
-                if y
+                _direction_from_args(
+                    args, args.y_seed if args.y_seed is not None else seed + 1, "y"
+                )
+                if y and not args.same_dir
                 else None
             )
             specs.append(SurfaceSpec(model=args.model, x=x, y=y, epoch=args.epoch,
-                                     x_direction=xd, y_direction=yd, evaluation=ev,
-                                     tile=parse_tile(args.tile), x_hessian=x_hessian,
-                                     y_hessian=y_hessian, curvature=curvature))  # fmt: skip
+                                     x_direction=xd, y_direction=yd, same_dir=args.same_dir,
+                                     evaluation=ev, tile=parse_tile(args.tile),
+                                     x_hessian=x_hessian, y_hessian=y_hessian,
+                                     curvature=curvature))  # fmt: skip
         spec = specs[0]
     spec = replace(spec, curvature=curvature)
     db = open_db(args)
@@ -351,18 +396,70 @@ def plot_surface_files(
         return [Path(p) for p in paths]
     z = data.loss
     if data.loss.shape[0] > 1:
-        paths += plots.plot_panel(
-            str(stem) + "-panel", [[z[g] for g in range(z.shape[0])]], data.xs, data.ys,
+        fig = plots.figure_panel(
+            [[z[g] for g in range(z.shape[0])]], data.xs, data.ys,
             centre_relative=centre_relative, row_labels=[f"surface {data.surface.id}"],
             col_labels=[f"minibatch {g}" for g in range(z.shape[0])],
         )  # fmt: skip
-    traj = data.trajectory[:, 1:3] if data.trajectory is not None else None
+        draw_arrows(fig.axes, [data], data.xs, data.ys)
+        paths += plots.save_figure(fig, str(stem) + "-panel")
     grid = z.mean(axis=0)
+    labels = _pca_options(data)
+    if ends is not None:
+        labels["xlabel"] = xlabel
     for kind in kinds:
-        paths += plots.plot_2d(str(stem) + f"-{kind}", data.xs, data.ys, grid, kind=kind,
-                               title=title, trajectory=traj, xlabel=xlabel,
-                               **(options or {}))  # fmt: skip
+        # The projected path is drawn on the flat kinds; the 3D view shows the surface alone.
+        shown = labels if kind != "3d" else {k: labels[k] for k in ("xlabel", "ylabel")}
+        fig = plots.figure_2d(data.xs, data.ys, grid, kind=kind, title=title,
+                              **{**shown, **(options or {})})  # fmt: skip
+        if kind != "3d":
+            draw_arrows(fig.axes, [data], data.xs, data.ys, mean=True)
+        paths += plots.save_figure(fig, str(stem) + f"-{kind}")
     return [Path(p) for p in paths]
+
+
+def draw_arrows(
+    axes: list[Any], datas: list[SurfaceData], xs: Any, ys: Any, mean: bool = False
+) -> None:
+    """Seed 001's arrow at the centre of each panel: the SGD step, minus the stored gradient
+    on the two directions (``centre_gradient``), one per minibatch grid (``mean``: one for the
+    grids' mean), all scaled alike so the longest spans a quarter of the plot, as its figures
+    draw them. Surfaces without a stored gradient get none."""
+    import numpy as np
+
+    arrows: list[tuple[int, np.ndarray]] = []
+    index = 0
+    for d in datas:
+        stored = d.surface.centre_gradient
+        groups = d.loss.shape[0]
+        if stored is not None and all(v is not None for row in stored for v in row):
+            g = -np.asarray(stored, dtype=np.float64)
+            for k, step in enumerate([g.mean(axis=0)] if mean else list(g)):
+                arrows.append((index + k, step))
+        index += 1 if mean else groups
+    longest = max((float(np.linalg.norm(a)) for _, a in arrows), default=0.0)
+    if longest == 0.0:
+        return
+    span = 0.25 * min(float(np.ptp(xs)), float(np.ptp(ys)))
+    for i, (dx, dy) in ((i, a * span / longest) for i, a in arrows):
+        axes[i].annotate("", xy=(dx, dy), xytext=(0.0, 0.0), zorder=6,
+                         arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.4})  # fmt: skip
+
+
+def _pca_options(data: SurfaceData) -> dict[str, Any]:
+    """Axis labels with the explained variance ("PC1 (62.1%)") and the projected path, for a
+    PCA surface; plain x/y labels otherwise."""
+    xd, yd = data.x_direction, data.y_direction
+    if xd is None or xd.kind != "pca" or yd is None:
+        return {"xlabel": "x", "ylabel": "y"}
+    options: dict[str, Any] = {}
+    for key, d, n in (("xlabel", xd, 1), ("ylabel", yd, 2)):
+        ratio = d.explained_variance
+        options[key] = f"PC{n} ({100 * ratio:.1f}%)" if ratio is not None else f"PC{n}"
+    if data.trajectory is not None:
+        options["trajectory"] = data.trajectory[:, 1:3]
+        options["trajectory_labels"] = [int(e) for e in data.trajectory[:, 0]]
+    return options
 
 
 def cmd_plot_surface(args: argparse.Namespace) -> int:
@@ -409,17 +506,17 @@ def plot_panel_files(session: Session, store: ArrayStore, ids: list[int], out: P
     rows = [f"pair {i + 1} (surface {d.surface.id})" for i, d in enumerate(datas)]
     cols = [f"minibatch {g + 1}" for g in range(max(d.loss.shape[0] for d in datas))]
     stem = out / ("panel-" + "-".join(str(i) for i in ids))
-    return [Path(p) for p in plots.plot_panel(str(stem), grids, datas[0].xs, datas[0].ys,
-                                              centre_relative=centre_relative, contour=contour,
-                                              row_labels=rows, col_labels=cols)]  # fmt: skip
+    fig = plots.figure_panel(grids, datas[0].xs, datas[0].ys, centre_relative=centre_relative,
+                             contour=contour, row_labels=rows, col_labels=cols)  # fmt: skip
+    draw_arrows(fig.axes, datas, datas[0].xs, datas[0].ys)
+    return [Path(p) for p in plots.save_figure(fig, str(stem))]
 
 
 def cmd_export_surface(args: argparse.Namespace) -> int:
     from tracker._exceptions import ConfigError, SpecError
-    from tracker._schema import Checkpoint
     from tracker._store import ArrayStore
     from tracker.surfaces import formats
-    from tracker.surfaces.results import direction_tensors, load_surface
+    from tracker.surfaces.results import load_surface
 
     db = open_db(args)
     store = ArrayStore(settings(args).store_url)
@@ -432,20 +529,7 @@ def cmd_export_surface(args: argparse.Namespace) -> int:
         if not 0 <= group < data.loss.shape[0]:
             raise SpecError(f"--group {group} is out of range: the surface has {data.loss.shape[0]} group(s)")  # fmt: skip
         if args.format == "h5":
-            formats.write_h5(out, data.xs, data.ys, data.loss, data.acc, group=group)
-            if data.x_direction is None:  # imported: no directions here
-                print(out)
-                return 0
-            layout = Checkpoint.find_or_raise_by_id(session, data.surface.checkpoint_id).layout
-            xdir = direction_tensors(session, store, data.x_direction, layout)
-            ydir = (
-                direction_tensors(session, store, data.y_direction, layout)
-                if data.y_direction
-                else None
-            )
-            dir_path = out.with_name(out.stem + "-directions.h5")
-            formats.write_direction_h5(dir_path, xdir, ydir)
-            print(f"{out}\n{dir_path}")
+            print("\n".join(str(p) for p in _export_h5(session, store, data, out, group)))
             return 0
         if args.format == "vtp":
             if not data.is_2d:
@@ -458,13 +542,45 @@ def cmd_export_surface(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_h5(
+    session: Session, store: ArrayStore, data: SurfaceData, out: Path, group: int
+) -> list[Path]:
+    """Goldstein's files: the surface (its split's names, ``dir_file`` naming the direction
+    file), the direction file (PCA ratios too) and, for a PCA surface, the projected path in
+    his projection-file layout (``proj_xcoord``/``proj_ycoord``)."""
+    from tracker._schema import Checkpoint
+    from tracker.surfaces import formats
+    from tracker.surfaces.results import direction_tensors
+
+    split = data.surface.split or "train"
+    if data.x_direction is None:  # imported: no directions here
+        formats.write_h5(out, data.xs, data.ys, data.loss, data.acc, group=group, split=split)
+        return [out]
+    layout = Checkpoint.find_or_raise_by_id(session, data.surface.checkpoint_id).layout
+    xdir = direction_tensors(session, store, data.x_direction, layout)
+    yd = data.y_direction
+    ydir = direction_tensors(session, store, yd, layout) if yd else None
+    ratios = None
+    if data.x_direction.kind == "pca" and yd is not None:
+        ratios = [data.x_direction.explained_variance, yd.explained_variance]
+    dir_path = out.with_name(out.stem + "-directions.h5")
+    formats.write_direction_h5(dir_path, xdir, ydir, explained_variance_ratio=ratios)
+    formats.write_h5(out, data.xs, data.ys, data.loss, data.acc, group=group, split=split,
+                     directions=dir_path)  # fmt: skip
+    written = [out, dir_path]
+    if data.trajectory is not None:
+        proj = out.with_name(out.stem + "-projection.h5")
+        written.append(formats.write_projection_h5(proj, data.trajectory[:, 1:3]))
+    return written
+
+
 def cmd_import_h5(args: argparse.Namespace) -> int:
     """Bring a Goldstein surface file in as a surface row with its arrays."""
     from tracker.surfaces import formats
     from tracker.surfaces.rows import import_h5
 
     db = open_db(args)
-    content = formats.read_h5(args.file)
+    content = formats.read_h5(args.file, split=args.split)
     sid = import_h5(db, settings(args).store_url, content, study=args.study, source=str(args.file))
     print(f"imported {args.file} as surface {sid} in study {args.study!r}")
     return 0

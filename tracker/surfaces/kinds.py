@@ -126,9 +126,10 @@ def _build_evaluator(
     groups = evaluation_groups(surface, ds)
     evaluator = SurfaceEvaluator(
         model.to(dev), layout, centre, dir_vecs, groups,
-        loss=data_mod.loss_kind(ds), bn_mode=surface.bn_mode, device=dev,
+        loss=surface_loss(surface, ds), bn_mode=surface.bn_mode, device=dev,
         precision=(surface.eval_config or {}).get("precision", "fp32"),
         compile_mode=(surface.eval_config or {}).get("compile", "none"),
+        bn_batches=bn_batches(surface, ds),
     )  # fmt: skip
     curvature = None
     if surface.curvature:
@@ -224,6 +225,29 @@ def evaluate_shrinking(evaluator: Any, coords: np.ndarray) -> dict[str, np.ndarr
                         evaluator.plan["sample_batch"])  # fmt: skip
 
 
+def bn_batches(surface: Surface, ds: data_mod.Dataset) -> list[torch.Tensor] | None:
+    """``--bn recompute``: the first K batches of B rows of the train split (K and B on the row)."""
+    if surface.bn_mode != "recompute":
+        return None
+    config = surface.eval_config or {}
+    k, b = int(config["bn_batches"]), int(config["bn_batch_size"])
+    x, _ = ds.split("train")
+    if k * b > x.shape[0]:
+        raise SpecError(
+            f"--bn recompute asks for {k} batches of {b} training rows, but the train split has "
+            f"{x.shape[0]}: ask for at most {x.shape[0] // b} batches"
+        )
+    return [x[i * b : (i + 1) * b] for i in range(k)]
+
+
+def surface_loss(surface: Surface, ds: data_mod.Dataset) -> str:
+    """The engine's loss: the row's explicit one (``eval_config['loss']``) or the data set's;
+    mse on class labels is Goldstein's: the softmax output against the one-hot label."""
+    own = data_mod.loss_kind(ds)
+    loss = (surface.eval_config or {}).get("loss") or own
+    return "softmax_mse" if loss == "mse" and own == "cross_entropy" else str(loss)
+
+
 def _array_paths(surface: Surface) -> dict[str, str]:
     base = surface_dir(surface)
     names = ("loss", "acc") + (CURVATURE_ARRAYS if surface.curvature else ())
@@ -266,6 +290,30 @@ def surface_tile(ctx: TaskContext) -> dict[str, Any]:
             "plan": evaluator.plan}  # fmt: skip
 
 
+def _range_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
+    assert result is not None
+    surface = session.get(Surface, result["surface_id"])
+    surface.x_min, surface.x_max, surface.y_min, surface.y_max = result["range"]
+
+
+@task_kind("surface.range", finalize=_range_finalize)
+def surface_range(ctx: TaskContext) -> dict[str, Any]:
+    """A PCA grid around the projected path (``rows.path_range``), set before any tile runs."""
+    from tracker._arrays import read_array
+    from tracker.surfaces.rows import path_range
+
+    surface_id = int(ctx.payload["surface_id"])
+    with ctx.session() as session:
+        surface = session.get(Surface, surface_id)
+        if surface is None:
+            raise SpecError(f"surface {surface_id} no longer exists")
+        direction = session.get(Direction, surface.x_direction_id)
+        if direction is None or direction.projection_array_id is None:
+            raise SpecError(f"surface {surface_id}: its PCA direction has no projected path")
+        trajectory = read_array(session, ctx.store, direction.projection_array_id)
+    return {"surface_id": surface_id, "range": list(path_range(trajectory))}
+
+
 def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
     surface = session.get(Surface, result["surface_id"])
@@ -275,6 +323,7 @@ def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any
         setattr(surface, key, value)
     if result.get("engine"):  # the evaluator's choices, for comparing surfaces fairly
         surface.eval_config = {**(surface.eval_config or {}), "engine": result["engine"]}
+    surface.centre_gradient = result.get("centre_gradient")
     surface.completed_at = session.scalar(sa.select(utcnow()))
 
 
@@ -295,7 +344,8 @@ def surface_complete(ctx: TaskContext) -> dict[str, Any]:
     xs, ys = coordinates(surface)
     summary = summarize(xs, ys, loss)
     return {"surface_id": surface_id, "paths": paths, "summary": summary,
-            "engine": _engine_choice(ctx, surface_id)}  # fmt: skip
+            "engine": _engine_choice(ctx, surface_id),
+            "centre_gradient": _centre_gradient(ctx, surface)}  # fmt: skip
 
 
 _ENGINE_KEYS = ("first_affine", "first_affine_source", "first_affine_note", "strategy",
@@ -312,3 +362,16 @@ def _engine_choice(ctx: TaskContext, surface_id: int) -> dict[str, Any]:
         )  # fmt: skip
     plan = (result or {}).get("plan") or {}
     return {k: plan[k] for k in _ENGINE_KEYS if k in plan}
+
+
+def _centre_gradient(ctx: TaskContext, surface: Surface) -> list[list[float | None]] | None:
+    """Seed 001's arrow (``SurfaceEvaluator.centre_gradient``) for a random-direction surface;
+    an interpolation or PCA plane has none. Non-finite values are stored as null."""
+    with ctx.session() as session:
+        kind = session.scalar(sa.select(Direction.kind).where(Direction.id == surface.x_direction_id))
+    if kind != "random":
+        return None
+    setup_torch()
+    evaluator = _CACHE.get(ctx, surface.id)[0]
+    grad = evaluator.centre_gradient()
+    return [[float(v) if np.isfinite(v) else None for v in row] for row in grad]

@@ -42,10 +42,14 @@ from tracker.training.rows import (
 )
 
 SPLITS = ("train", "test", "val")
-BN_MODES = ("eval", "train")
+BN_MODES = ("eval", "train", "recompute")
+DEFAULT_BN_BATCHES = 10
+PATH_MARGIN = 0.25  # a path-range PCA grid: the path's extent widened by this share each side
+PATH_POINTS = 21  # its points per axis when none are given  # --bn recompute: training batches per point when none are given
 METRICS = ("loss", "acc")
 PRECISIONS = ("fp32", "tf32", "bf16")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # compute.engine's
+LOSSES = ("cross_entropy", "mse")  # None: the data set's own (cross_entropy, or mse for regression)
 MAX_GRID_POINTS = 4_000_000
 MAX_AXIS_POINTS = 100_001
 REGRESSION_DATASETS = frozenset({"autompg"})
@@ -112,6 +116,8 @@ class EvalSpec:
     precision: str = "fp32"  # tf32 / bf16: opt-in, GPU workers only (the tiles need a GPU)
     gpu: bool = False  # the tiles are claimed only by GPU workers (`tracker work --cuda`)
     compile: str = "none"  # torch.compile mode of the evaluation forward
+    loss: str | None = None  # Goldstein's --loss_name; mse on classes: softmax vs one-hot
+    bn_batches: int | None = None  # bn='recompute': training batches per point (default 10)
 
     @property
     def needs_gpu(self) -> bool:
@@ -119,15 +125,19 @@ class EvalSpec:
         rather than being computed in fp32 by a CPU one."""
         return self.gpu or self.precision != "fp32"
 
-    def hashed(self) -> dict[str, Any]:
-        """The fields that identify the evaluation (the GPU options only when set, so the
-        surfaces enqueued before they existed keep their spec hashes)."""
-        out = asdict(self)
+    def identity(self) -> dict[str, Any]:
+        """What the spec hash covers: options left at their defaults (None, no GPU, no
+        compile) are left out, so adding an option keeps the hashes (and so the rows found
+        again) of the surfaces that do not use it."""
+        out = {k: v for k, v in asdict(self).items() if not (k in _OPTIONAL and v is None)}
         if not self.gpu:
             out.pop("gpu")
         if self.compile == "none":
             out.pop("compile")
         return out
+
+
+_OPTIONAL = frozenset({"loss", "bn_batches"})
 
 
 @dataclass(frozen=True)
@@ -168,11 +178,20 @@ class SurfaceSpec:
     x_hessian: int | None = None
     y_hessian: int | None = None
     curvature: CurvatureSpec | None = None  # also map lambda_min / lambda_max per point
+    y_model: int | str | None = None  # interpolation: y = theta_C - theta_A (Goldstein's model_file3)
+    same_dir: bool = False  # Goldstein's --same_dir: the y direction is the x direction
+    # PCA: the grid's range is set from the projected path (PATH_MARGIN around it) once the
+    # directions exist; x and y then only give the point counts.
+    path_range: bool = False
 
 
 def check_eval(spec: EvalSpec, regression: bool) -> None:
     if spec.split not in SPLITS:
         raise SpecError(f"unknown split {spec.split!r}: use one of {', '.join(SPLITS)}")
+    if spec.loss is not None and spec.loss not in LOSSES:
+        raise SpecError(f"unknown loss {spec.loss!r}: use cross-entropy or mse")
+    if regression and spec.loss == "cross_entropy":
+        raise SpecError("cross-entropy needs class labels and this data set is a regression: use --loss mse")  # fmt: skip
     if spec.precision not in PRECISIONS:
         raise SpecError(f"unknown precision {spec.precision!r}: use fp32, tf32 or bf16 (GPU only)")
     if spec.compile not in COMPILE_MODES:
@@ -180,7 +199,11 @@ def check_eval(spec: EvalSpec, regression: bool) -> None:
             f"unknown compile mode {spec.compile!r}: use one of {', '.join(COMPILE_MODES)}"
         )
     if spec.bn not in BN_MODES:
-        raise SpecError(f"unknown BatchNorm mode {spec.bn!r}: use eval or train")
+        raise SpecError(f"unknown BatchNorm mode {spec.bn!r}: use eval, train or recompute")
+    if spec.bn_batches is not None and spec.bn != "recompute":
+        raise SpecError("BatchNorm batches are for --bn recompute: drop --bn-batches or add --bn recompute")  # fmt: skip
+    if spec.bn_batches is not None and not 1 <= spec.bn_batches <= 10_000:
+        raise SpecError(f"--bn-batches must be between 1 and 10000, got {spec.bn_batches}")
     for m in spec.metrics:
         if m not in METRICS:
             raise SpecError(f"unknown metric {m!r}: use loss and/or acc")
@@ -304,7 +327,11 @@ def add_surface(
         xdir = replace(xdir, kind="interpolation", seed=None, normalization="none", ignore="none")
         x_rows = add_direction(session, study, xdir, model, centre, far, other)
         y_rows: list[Direction] = []
-        if spec.y is not None:
+        if spec.y_model is not None:
+            y_rows = _third_model_direction(session, study, spec, model, centre, xdir, names)
+            if y_rows[0].id == x_rows[0].id:
+                raise SpecError("--y-model names the same model as B: the y direction would be the x one; name a third model")  # fmt: skip
+        elif spec.y is not None:
             ydir = spec.y_direction or DirectionSpec(seed=1)
             y_rows = add_direction(session, study, ydir, model, centre)
     elif spec.x_hessian is not None:
@@ -317,17 +344,25 @@ def add_surface(
                                          model, centre)[0]]  # fmt: skip
     elif spec.y_hessian is not None:
         raise SpecError("a Hessian y direction needs a Hessian x direction: --x-direction hessian:0")
+    elif spec.y_model is not None:
+        raise SpecError("a y direction from a third model (--y-model) needs --interpolate A B")
     elif xdir.kind == "pca":
         if spec.y is None:
             raise SpecError("a PCA surface is 2D: give --y MIN:MAX:N too")
         rows = add_direction(session, study, xdir, model, centre)
         x_rows, y_rows = [rows[0]], [rows[1]]
+    elif spec.path_range:
+        raise SpecError("a grid around the projected path is for PCA surfaces: add --pca or give --x/--y")
     else:
         if xdir.kind == "interpolation":
             raise SpecError("an interpolation needs the other model: --interpolate A B")
         x_rows = add_direction(session, study, xdir, model, centre)
         y_rows = []
-        if spec.y is not None:
+        if spec.same_dir:
+            if spec.y is None:
+                raise SpecError("--same-dir makes the y direction the x one: give --y MIN:MAX:N too")
+            y_rows = x_rows
+        elif spec.y is not None:
             ydir = spec.y_direction or replace(xdir, seed=(xdir.seed or 0) + 1)
             if ydir.kind != "random":
                 raise SpecError("the y direction of a random surface must be random too")
@@ -342,17 +377,36 @@ def add_surface(
         raise SpecError(f"tile sizes must be at least 1, got {tnx}x{tny}")
     tny = 1 if ny is None else min(tny, ny)
     tnx = min(tnx, nx)
+    if spec.same_dir and spec.x_direction.kind != "random":
+        raise SpecError("--same-dir applies to random directions, not to an interpolation or PCA")
     eval_config: dict[str, Any] = {"subset_seed": ev.subset_seed, "precision": ev.precision,
                                    "compile": ev.compile, "gpu": ev.needs_gpu}  # fmt: skip
+    if ev.loss is not None:
+        eval_config["loss"] = ev.loss
+    if spec.path_range:
+        eval_config["range"] = "path"
+    if ev.bn == "recompute":
+        # K batches of the model's training batch size, the first K * B rows of its train split
+        k, b = ev.bn_batches or DEFAULT_BN_BATCHES, int(model.batch_size)
+        n_train = _SPLIT_SIZES.get(model.dataset, (None, None))[0]
+        if n_train is not None and k * b > n_train:
+            raise SpecError(
+                f"--bn recompute asks for {k} batches of {b} (the model's batch size), more than "
+                f"the {n_train} rows of {model.dataset}'s train split: use --bn-batches {n_train // b}"
+            )
+        eval_config["bn_batches"], eval_config["bn_batch_size"] = k, b
     # The curvature settings join the hash only when asked for: older specs keep their hash.
     extra: list[Any] = []
     if spec.curvature is not None:
         check_curvature(spec.curvature)
         eval_config["curvature"] = asdict(spec.curvature)
         extra = [{"curvature": asdict(spec.curvature)}]
+    texts = [g.text() if g else None for g in (spec.x, spec.y)]
+    if spec.path_range:  # the range is not known yet: the hash names the point counts
+        texts = [f"path:{g.n}" if g else None for g in (spec.x, spec.y)]
     digest = spec_hash(
-        "surface", study.name, centre.id, xd.id, yd.id if yd else None, spec.x.text(),
-        spec.y.text() if spec.y else None, ev.hashed(), [tnx, tny], *extra,
+        "surface", study.name, centre.id, xd.id, yd.id if yd else None, texts[0], texts[1],
+        ev.identity(), [tnx, tny], *extra,
     )  # fmt: skip
     surface, new = get_or_add(
         session, Surface, digest, study_id=study.id, checkpoint_id=centre.id,
@@ -370,6 +424,10 @@ def add_surface(
     parents = [model_train_task(session, model)] + [
         Task.find_or_raise_by_id(session, d.task_id) for d in (xd, yd) if d is not None
     ]
+    if spec.path_range:  # the grid's range comes from the projected path before any tile
+        ranged, _ = enqueue(session, study, "surface.range", {"surface_id": surface.id},
+                            depends_on=parents, key=digest)  # fmt: skip
+        parents.append(ranged)
     tile_tasks: list[Task] = []
     for iy0 in range(0, ny or 1, tny):
         for ix0 in range(0, nx, tnx):
@@ -415,6 +473,41 @@ def hessian_direction(
             f"{centre.epoch} --top-k {index + 1}`"
         )
     return found
+
+
+def path_range(trajectory: np.ndarray) -> tuple[float, float, float, float]:
+    """The grid range around a projected path ``[n, 3]`` of (epoch, x, y): its extent (the
+    centre, at the origin, included) widened by PATH_MARGIN of it on each side."""
+    out: list[float] = []
+    for col in (1, 2):
+        values = np.append(np.asarray(trajectory, dtype=np.float64)[:, col], 0.0)
+        lo, hi = float(values.min()), float(values.max())
+        pad = PATH_MARGIN * (hi - lo) if hi > lo else 1.0
+        out += [lo - pad, hi + pad]
+    return out[0], out[1], out[2], out[3]
+
+
+def _third_model_direction(
+    session: Session, study: Study, spec: SurfaceSpec, model: Model, centre: Any,
+    xdir: DirectionSpec, names: dict[str, Model] | None,
+) -> list[Direction]:  # fmt: skip
+    """Goldstein's ``model_file3``: the y direction theta_C - theta_A of an interpolation."""
+    if spec.y is None:
+        raise SpecError("a y direction from a third model (--y-model) needs --y MIN:MAX:N too")
+    third = find_model(session, spec.y_model, names)  # type: ignore[arg-type]
+    if model_signature(third) != model_signature(model):
+        raise SpecError(
+            f"model {third.id} ({third.architecture} on {third.dataset}) cannot give the y "
+            f"direction of model {model.id} ({model.architecture} on {model.dataset}): "
+            "all three models need the same architecture and data set"
+        )
+    far = find_checkpoint(session, third, spec.epoch)
+    if far.id == centre.id:
+        raise SpecError(
+            f"--y-model {third.id} is the centre model itself: the y direction theta_C - theta_A "
+            "would be zero; name a third model"
+        )
+    return add_direction(session, study, xdir, model, centre, far, third)
 
 
 def surface_tasks(session: Session, surface: Surface) -> list[int]:

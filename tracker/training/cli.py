@@ -49,7 +49,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--train-seed", "--seed", dest="seed", type=int, default=0,
                    help="seed of the initial weights and the minibatch order")
-    p.add_argument("--label-corruption", type=float, default=0.0, metavar="P")
+    p.add_argument("--label-corruption", type=float, default=0.0, metavar="P",
+                   help="redraw a fraction P of the train labels (uniformly over the classes)")  # fmt: skip
+    p.add_argument("--corrupt-test", action="store_true",
+                   help="corrupt the test labels with the same P too (seed 000's runs do)")  # fmt: skip
     p.add_argument("--lr-milestones", default="", metavar="E1,E2",
                    help="epochs at which the learning rate is multiplied by --lr-gamma")  # fmt: skip
     p.add_argument("--lr-gamma", type=float, default=0.1)
@@ -141,6 +144,8 @@ def model_spec_from_args(args: argparse.Namespace) -> ModelSpec:
     data_cfg = data_config_from_args(args)
     if args.augment:
         data_cfg["augment"] = True
+    if args.corrupt_test:
+        data_cfg["corrupt_test"] = True
     schedule = {}
     if args.lr_milestones:
         schedule = {

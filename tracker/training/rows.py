@@ -27,7 +27,7 @@ from tracker._rows import get_or_add
 from tracker._schema import Checkpoint, Direction, Model, Study, Task
 
 OPTIMIZERS = ("sgd", "adam")
-NORMALIZATIONS = ("filter", "layer", "model", "none")
+NORMALIZATIONS = ("filter", "layer", "model", "none", "filter-std")
 IGNORES = ("biasbn", "none")
 TARGETS = ("weights", "states")
 
