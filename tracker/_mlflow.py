@@ -90,6 +90,8 @@ def _copy_template(db_path: Path) -> None:
 
     Best effort: if the cache folder cannot be written, MLflow creates the tables itself.
     """
+    from mlflow.tracking import MlflowClient
+
     template = template_path()
     try:
         if not template.exists():
