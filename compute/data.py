@@ -256,7 +256,9 @@ def _load_external(name: str, config_json: str, p: float) -> Dataset:
     if p > 0:
         if ds.task != "classification":
             raise SpecError(f"label_corruption needs a classification dataset; {name!r} is {ds.task}")  # fmt: skip
-        _corrupt(ds, p, int(config.get("seed", 0)))
+        ds.train_y_clean, ds.corrupted_indices = _corrupt(
+            ds.train_y, ds.num_classes, p, int(config.get("seed", 0)), _CORRUPT
+        )
     ds.info["label_corruption"] = p
     return ds
 

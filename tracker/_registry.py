@@ -54,6 +54,9 @@ BUILTIN_KINDS: dict[str, tuple[str, bool]] = {
     "ensemble.train": ("tracker.morse.kinds", False),
     "ensemble.complete": ("tracker.morse.kinds", True),
     "morse": ("tracker.morse.kinds", False),
+    "hessian": ("tracker.curvature.kinds", False),
+    "model.import": ("tracker.training.kinds", False),
+    "surface.range": ("tracker.surfaces.kinds", True),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -14,7 +14,11 @@ from tracker._db import utcnow
 from tracker._exceptions import CorruptArray
 from tracker._provenance import describe
 from tracker._schema import ArrayRef, Study, Task, TaskBlock
-from tracker._store import ArraySpec, ArrayStore
+
+# The store (and Zarr) only for the array checks: `tracker work` and the progress line read
+# the queue counts here without loading Zarr.
+if TYPE_CHECKING:
+    from tracker._store import ArrayStore
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ def broken_arrays(session: Session, store: ArrayStore) -> list[tuple[ArrayRef, s
     """Every referenced array that is missing, damaged or incomplete, with the reason."""
     broken = []
     for ref in session.scalars(sa.select(ArrayRef).order_by(ArrayRef.id)):
+        from tracker._store import ArraySpec
+
         spec = ArraySpec(ref.path, tuple(ref.shape), ref.dtype, tuple(ref.chunks))
         try:
             store.verify(spec)
@@ -130,6 +136,8 @@ def repair_tasks(session: Session, store: ArrayStore) -> tuple[list[str], set[in
     ids: set[int] = set()
     for ref, why in broken_arrays(session, store):
         lines.append(why)
+        from tracker._store import ArraySpec
+
         spec = ArraySpec(ref.path, tuple(ref.shape), ref.dtype, tuple(ref.chunks))
         damaged = store.damaged_blocks(spec)
         writers = session.scalars(sa.select(TaskBlock).where(TaskBlock.path == ref.path)).all()

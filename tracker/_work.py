@@ -257,8 +257,6 @@ def work(
     stream: IO[str] = sys.stderr,
 ) -> WorkSummary:
     """Drain the queue (or serve it forever) with worker loops; return what was done."""
-    from tracker._logs import LogToFile, log_path, route_to_file
-
     db = open_database(settings.db_url)
     known = list(known_kinds(plugins))
     if kinds is not None:
@@ -299,6 +297,9 @@ def work(
     bar = Progress(stream, start, progress, quiet=quiet,
                    scope=Scope(db, scope_kinds, study_ids))  # fmt: skip
     t0 = time.monotonic()
+    # Imported past the empty-queue answer: the plugin base class is distributed's.
+    from tracker._logs import LogToFile, log_path, route_to_file
+
     log_file = None if scheduler else log_path(settings.home)
     if log_file is not None:
         route_to_file(log_file)

@@ -64,7 +64,8 @@ def test_surface_gpu_options_route_the_tiles_and_keep_old_spec_hashes() -> None:
     plain = EvalSpec()
     assert not plain.needs_gpu
     # Surfaces enqueued before the GPU options keep their hash: the new keys are left out.
-    assert plain.identity() == {k: v for k, v in asdict(plain).items() if k not in ("gpu", "compile")}
+    assert plain.identity() == {k: v for k, v in asdict(plain).items()
+                                if k not in ("gpu", "compile", "loss", "bn_batches")}  # fmt: skip
     assert EvalSpec(gpu=True).needs_gpu and EvalSpec(precision="bf16").needs_gpu
     assert EvalSpec(compile="max-autotune").identity()["compile"] == "max-autotune"
     assert not EvalSpec(compile="default").needs_gpu  # compiling runs on CPU workers too

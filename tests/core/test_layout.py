@@ -98,5 +98,6 @@ def test_the_parsers_load_only_command_line_modules() -> None:
                          check=True, env=env).stdout.split()  # fmt: skip
     not_cli = [m for m in out if m not in ("tracker", "tracker._cliutil")
                and m.split(".")[-1] not in ("cli",) and not m.startswith("tracker._cli_")
-               and m not in {f"tracker.{p}" for p in ("training", "surfaces", "topology", "levelsets", "morse", "meta")}]  # fmt: skip
+               and m not in {f"tracker.{p}" for p in ("training", "surfaces", "topology", "levelsets", "morse", "meta",
+                                                   "curvature")}]  # fmt: skip
     assert not_cli == [], f"`tracker --help` imports {not_cli}: keep heavy imports inside commands"
