@@ -343,7 +343,10 @@ def create_reader(engine: sa.Engine, role: str, password: str | None) -> str:
         raise ConfigError(
             f"--role {role!r} is not a plain role name: use lower-case letters, digits and _"
         )
-    tables = [*Base.metadata.tables, "alembic_version"]
+    from tracker._views import VIEW_DOCS
+
+    # The documented views (v_models, v_surfaces, v_measures) are read like tables.
+    tables = [*Base.metadata.tables, "alembic_version", *VIEW_DOCS]
     with engine.begin() as conn:
         me = conn.execute(
             sa.text(

@@ -269,7 +269,8 @@ def _every_page(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         if name == "overview":
             assert {m.label: m.value for m in at.metric}["Tasks"] == "3"
         if name == "meta":
-            assert at.dataframe[-1].value.columns.tolist()[:2] == ["id", "name"]
+            # The SQL box's example query reads the documented measures view.
+            assert at.dataframe[-1].value.columns.tolist()[:2] == ["model_id", "batch_size"]
         if name == "levelsets":
             assert "the `levelset_runs` table has no rows" in at.info[0].value
         if name == "curvature":
