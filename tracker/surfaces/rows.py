@@ -311,19 +311,14 @@ def add_surface(
     xdir = spec.x_direction
     if spec.other_model is not None:
         # Interpolation theta_A + x (theta_B - theta_A): the centre is A, the direction B - A.
-        other = find_model(session, spec.other_model, names)
-        if model_signature(other) != model_signature(model):
-            raise SpecError(
-                f"cannot interpolate model {model.id} ({model.architecture} on {model.dataset}) "
-                f"and model {other.id} ({other.architecture} on {other.dataset}): "
-                "both ends need the same architecture and data set"
-            )
-        far = find_checkpoint(session, other, spec.epoch)
-        if far.id == centre.id:
-            raise SpecError(
-                f"cannot interpolate checkpoint {centre.id} with itself (model {model.id}, epoch "
-                f"{centre.epoch}): the direction theta_B - theta_A would be zero; name two models"
-            )
+        other, far = _far_end(
+            session, spec.other_model, names, model, centre, spec.epoch,
+            mismatch="cannot interpolate model {model.id} ({model.architecture} on "
+            "{model.dataset}) and model {other.id} ({other.architecture} on {other.dataset}): "
+            "both ends need the same architecture and data set",
+            itself="cannot interpolate checkpoint {centre.id} with itself (model {model.id}, "
+            "epoch {centre.epoch}): the direction theta_B - theta_A would be zero; name two models",
+        )  # fmt: skip
         xdir = replace(xdir, kind="interpolation", seed=None, normalization="none", ignore="none")
         x_rows = add_direction(session, study, xdir, model, centre, far, other)
         y_rows: list[Direction] = []
@@ -494,20 +489,31 @@ def _third_model_direction(
     """Goldstein's ``model_file3``: the y direction theta_C - theta_A of an interpolation."""
     if spec.y is None:
         raise SpecError("a y direction from a third model (--y-model) needs --y MIN:MAX:N too")
-    third = find_model(session, spec.y_model, names)  # type: ignore[arg-type]
-    if model_signature(third) != model_signature(model):
-        raise SpecError(
-            f"model {third.id} ({third.architecture} on {third.dataset}) cannot give the y "
-            f"direction of model {model.id} ({model.architecture} on {model.dataset}): "
-            "all three models need the same architecture and data set"
-        )
-    far = find_checkpoint(session, third, spec.epoch)
-    if far.id == centre.id:
-        raise SpecError(
-            f"--y-model {third.id} is the centre model itself: the y direction theta_C - theta_A "
-            "would be zero; name a third model"
-        )
+    third, far = _far_end(
+        session, spec.y_model, names, model, centre, spec.epoch,  # type: ignore[arg-type]
+        mismatch="model {other.id} ({other.architecture} on {other.dataset}) cannot give the y "
+        "direction of model {model.id} ({model.architecture} on {model.dataset}): all three "
+        "models need the same architecture and data set",
+        itself="--y-model {other.id} is the centre model itself: the y direction theta_C - "
+        "theta_A would be zero; name a third model",
+    )  # fmt: skip
     return add_direction(session, study, xdir, model, centre, far, third)
+
+
+def _far_end(
+    session: Session, ref: int | str, names: dict[str, Model] | None, model: Model,
+    centre: Any, epoch: int | None, *, mismatch: str, itself: str,
+) -> tuple[Model, Any]:  # fmt: skip
+    """The model ``ref`` names and its checkpoint at ``epoch``: the far end of a direction
+    theta_far - theta_centre, refused (``mismatch``/``itself``, formatted with model, other
+    and centre) when its architecture or data set differ or it is the centre itself."""
+    other = find_model(session, ref, names)
+    if model_signature(other) != model_signature(model):
+        raise SpecError(mismatch.format(model=model, other=other, centre=centre))
+    far = find_checkpoint(session, other, epoch)
+    if far.id == centre.id:
+        raise SpecError(itself.format(model=model, other=other, centre=centre))
+    return other, far
 
 
 def surface_tasks(session: Session, surface: Surface) -> list[int]:
