@@ -55,7 +55,7 @@ def open_db(args: argparse.Namespace, *, check: bool = True) -> Database:
 def _writes(args: argparse.Namespace) -> bool:
     command = getattr(args, "command", None)
     if command == "db":
-        return getattr(args, "db_command", None) in ("upgrade", "downgrade", "create-reader")
+        return getattr(args, "db_command", None) in ("upgrade", "downgrade", "create-reader", "create-worker")
     return command in WRITING_COMMANDS
 
 

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tracker._device import cpu_only
+
 KEYS = ("tracker", "commit", "torch", "device", "precision", "host")
 
 
@@ -64,7 +66,7 @@ def provenance(result: dict[str, Any] | None = None) -> dict[str, Any]:
     device = machine["cpu"]
     used = (result or {}).get("plan", {}) if isinstance(result, dict) else {}
     on_gpu = str(used.get("device", "")).startswith("cuda") if used else None
-    if torch is not None and on_gpu is not False:
+    if torch is not None and on_gpu is not False and not cpu_only():
         try:
             if torch.cuda.is_available():
                 device = torch.cuda.get_device_name(0)

@@ -36,6 +36,8 @@ MAX_ROWS = 10_000
 MAX_RESULT_BYTES = 8_000_000
 DEFAULT_READER = "tracker_reader"
 READER_PASSWORD_ENV = "TRACKER_READER_PASSWORD"
+DEFAULT_WORKER = "tracker_worker"
+WORKER_PASSWORD_ENV = "TRACKER_WORKER_PASSWORD"
 
 _FIRST_WORDS = ("select", "with", "values", "explain")
 
@@ -329,22 +331,86 @@ def create_reader(engine: sa.Engine, role: str, password: str | None) -> str:
     CREATEROLE/CREATEDB, no membership in the file/program/signal roles. Its sessions default
     to read-only transactions with the SQL box's statement timeout. Returns the URL to use.
     """
+
+    def grant(conn: sa.Connection, role_sql: str, schema_sql: str, present: list[str]) -> None:
+        names = ", ".join(_ident(t) for t in present)
+        conn.exec_driver_sql(f"GRANT SELECT ON {names} TO {role_sql}")
+        conn.exec_driver_sql(
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema_sql} GRANT SELECT ON TABLES TO {role_sql}"
+        )
+        conn.exec_driver_sql(f"ALTER ROLE {role_sql} SET default_transaction_read_only = on")
+        conn.exec_driver_sql(f"ALTER ROLE {role_sql} SET statement_timeout = '{STATEMENT_SECONDS}s'")
+
+    return _make_role(
+        engine, role, password, "create-reader", "the dashboard opens a SQLite file read-only "
+        "by itself, so SQLite needs no reader role", READER_PASSWORD_ENV, grant,
+    )  # fmt: skip
+
+
+def create_worker(engine: sa.Engine, role: str, password: str | None) -> str:
+    """Make (or reset) the PostgreSQL role that workers and `tracker enqueue` connect as.
+
+    Least privilege for a worker: it reads and writes the rows of the tracker's tables
+    (SELECT, INSERT, UPDATE, DELETE; sequences for new ids; tables of later migrations too,
+    through the owner's default privileges), reads the schema revision, and can do nothing
+    else: no DDL (migrations stay with the owner), no TRUNCATE, no superuser, no roles or
+    databases, no server files, programs or signals. Returns the URL to use.
+    """
+    from tracker._views import VIEW_DOCS
+
+    def grant(conn: sa.Connection, role_sql: str, schema_sql: str, present: list[str]) -> None:
+        read_only = {"alembic_version", *VIEW_DOCS}
+        rows = [t for t in present if t not in read_only]
+        conn.exec_driver_sql(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(_ident(t) for t in rows)} "
+            f"TO {role_sql}"
+        )
+        seen = [t for t in present if t in read_only]
+        conn.exec_driver_sql(f"GRANT SELECT ON {', '.join(_ident(t) for t in seen)} TO {role_sql}")
+        conn.exec_driver_sql(
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema_sql} TO {role_sql}"
+        )
+        conn.exec_driver_sql(
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema_sql} "
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role_sql}"
+        )
+        conn.exec_driver_sql(
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema_sql} "
+            f"GRANT USAGE, SELECT ON SEQUENCES TO {role_sql}"
+        )
+        # A role that was a reader before: its sessions must be able to write.
+        conn.exec_driver_sql(f"ALTER ROLE {role_sql} RESET default_transaction_read_only")
+        conn.exec_driver_sql(f"ALTER ROLE {role_sql} RESET statement_timeout")
+
+    return _make_role(
+        engine, role, password, "create-worker", "a SQLite file has no roles: workers on one "
+        "machine open it as its owner", WORKER_PASSWORD_ENV, grant,
+    )  # fmt: skip
+
+
+def _make_role(
+    engine: sa.Engine,
+    role: str,
+    password: str | None,
+    command: str,
+    sqlite_reason: str,
+    password_env: str,
+    grant: Any,
+) -> str:
+    """Create or reset a LOGIN role with no attributes, no dangerous memberships and no
+    privilege on the tracker's tables, then let ``grant`` give it what its job needs."""
     from tracker._db import redact
     from tracker._schema import Base
+    from tracker._views import VIEW_DOCS
 
     if engine.dialect.name != "postgresql":
-        raise ConfigError(
-            "`tracker db create-reader` is for PostgreSQL: the dashboard opens a SQLite file "
-            "read-only by itself, so SQLite needs no reader role"
-        )
+        raise ConfigError(f"`tracker db {command}` is for PostgreSQL: {sqlite_reason}")
     if password is not None and ("\x00" in password or not password):
-        raise ConfigError(f"${READER_PASSWORD_ENV} must be a non-empty password without NUL")
+        raise ConfigError(f"${password_env} must be a non-empty password without NUL")
     if not _ROLE_NAME.match(role):
         raise ConfigError(
             f"--role {role!r} is not a plain role name: use lower-case letters, digits and _"
         )
-    from tracker._views import VIEW_DOCS
-
     # The documented views (v_models, v_surfaces, v_measures) are read like tables.
     tables = [*Base.metadata.tables, "alembic_version", *VIEW_DOCS]
     with engine.begin() as conn:
@@ -356,7 +422,7 @@ def create_reader(engine: sa.Engine, role: str, password: str | None) -> str:
         ).one()
         if not (me[1] or me[2]):
             raise ConfigError(
-                f"the connected role {me[0]!r} cannot create roles: run `tracker db create-reader` "
+                f"the connected role {me[0]!r} cannot create roles: run `tracker db {command}` "
                 "as the tracker database's owner with CREATEROLE, or as a superuser"
             )
         if me[0] == role:
@@ -372,31 +438,25 @@ def create_reader(engine: sa.Engine, role: str, password: str | None) -> str:
         ).first()
         attrs = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
         verb = "ALTER" if exists else "CREATE"
-        conn.exec_driver_sql(f"{verb} ROLE {_ident(role)} WITH {attrs}")
+        role_sql = _ident(role)
+        conn.exec_driver_sql(f"{verb} ROLE {role_sql} WITH {attrs}")
         if password is not None:
             # ALTER ROLE takes no bind parameters: a SQL string literal (standard strings).
             quoted = "'" + password.replace("'", "''") + "'"
-            conn.exec_driver_sql(f"ALTER ROLE {_ident(role)} PASSWORD {quoted}")
+            conn.exec_driver_sql(f"ALTER ROLE {role_sql} PASSWORD {quoted}")
         for member_of in _DANGEROUS_ROLES:
-            conn.exec_driver_sql(f"REVOKE {member_of} FROM {_ident(role)}")
+            conn.exec_driver_sql(f"REVOKE {member_of} FROM {role_sql}")
         db = conn.execute(sa.text("SELECT current_database()")).scalar_one()
-        schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
-        conn.exec_driver_sql(f"GRANT CONNECT ON DATABASE {_ident(db)} TO {_ident(role)}")
-        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {_ident(schema)} TO {_ident(role)}")
-        conn.exec_driver_sql(
-            f"REVOKE ALL ON ALL TABLES IN SCHEMA {_ident(schema)} FROM {_ident(role)}"
-        )
-        conn.exec_driver_sql(
-            f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {_ident(schema)} FROM {_ident(role)}"
-        )
-        names = ", ".join(_ident(t) for t in sorted(present))
-        conn.exec_driver_sql(f"GRANT SELECT ON {names} TO {_ident(role)}")
-        conn.exec_driver_sql(
-            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {_ident(schema)} GRANT SELECT ON TABLES TO {_ident(role)}"
-        )
-        conn.exec_driver_sql(f"ALTER ROLE {_ident(role)} SET default_transaction_read_only = on")
-        conn.exec_driver_sql(
-            f"ALTER ROLE {_ident(role)} SET statement_timeout = '{STATEMENT_SECONDS}s'"
-        )
+        schema_sql = _ident(conn.execute(sa.text("SELECT current_schema()")).scalar_one())
+        conn.exec_driver_sql(f"GRANT CONNECT ON DATABASE {_ident(db)} TO {role_sql}")
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {schema_sql} TO {role_sql}")
+        conn.exec_driver_sql(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema_sql} FROM {role_sql}")
+        conn.exec_driver_sql(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema_sql} FROM {role_sql}")
+        for objects in ("TABLES", "SEQUENCES"):  # what an earlier kind of this role was given
+            conn.exec_driver_sql(
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema_sql} REVOKE ALL ON {objects} "
+                f"FROM {role_sql}"
+            )
+        grant(conn, role_sql, schema_sql, sorted(present))
     url = engine.url.set(username=role, password=password)
     return redact(url.render_as_string(hide_password=False))

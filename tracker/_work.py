@@ -13,6 +13,7 @@ of them claim from the same database.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import subprocess
@@ -241,12 +242,23 @@ def _joined_cluster(address: str, n_workers: int, cuda: bool) -> Iterator[Any]:
             proc.wait()
 
 
+def check_cpu_pool(cuda: bool, cpu_workers: int) -> None:
+    if cpu_workers < 0:
+        raise ConfigError(f"--cpu-workers must be 0 or more, got {cpu_workers}")
+    if cpu_workers and not cuda:
+        raise ConfigError(
+            "--cpu-workers adds CPU workers beside the GPU workers of --cuda; without --cuda "
+            "every worker is a CPU worker: use --workers N"
+        )
+
+
 def work(
     settings: Settings,
     *,
     workers: int | None = None,
     scheduler: str | None = None,
     cuda: bool = False,
+    cpu_workers: int = 0,
     forever: bool = False,
     plugins: Sequence[str] = (),
     kinds: Sequence[str] | None = None,
@@ -257,6 +269,7 @@ def work(
     stream: IO[str] = sys.stderr,
 ) -> WorkSummary:
     """Drain the queue (or serve it forever) with worker loops; return what was done."""
+    check_cpu_pool(cuda, cpu_workers)
     db = open_database(settings.db_url)
     known = list(known_kinds(plugins))
     if kinds is not None:
@@ -317,18 +330,25 @@ def work(
             if scheduler
             else _local_cluster(n_workers, cuda)
         )
+        # The CPU pool beside the GPU workers: loops in threads of this process that compute
+        # on the CPU and leave GPU tasks to the dask-cuda workers.
+        pool = _cpu_pool(base, cpu_workers) if cuda and cpu_workers else None
         with cluster as (client, addresses, resource):
             bar.note_dashboard(_dashboard_link(client))
             if log_file is not None:
                 client.register_plugin(LogToFile(log_file))
             loops = _Loops(client, base, resource)
             futures = [loops.submit() for _ in addresses]
+            if pool is not None:
+                pool.start()
             try:
                 results = loops.supervise(futures, tick)
             except KeyboardInterrupt:
                 client.cancel(loops.live)
                 raise
-        n_loops, restarts = len(addresses), loops.restarts
+        if pool is not None:
+            results += pool.join(tick)
+        n_loops, restarts = len(addresses) + cpu_workers, loops.restarts
     end = scope_counts(db, scope_kinds, study_ids)
     bar.update(end, final=True)
     db.dispose()
@@ -346,34 +366,62 @@ def work(
 
 
 def _run_in_threads(base: WorkerConfig, n: int, tick: Any) -> list[dict[str, Any]]:
-    """Run ``n`` worker loops in threads of this process until they drain the queue.
+    """Run ``n`` worker loops in threads of this process until they drain the queue."""
+    loops = _ThreadLoops(base, n)
+    loops.start()
+    return loops.join(tick)
+
+
+class _ThreadLoops:
+    """Worker loops in threads of this process.
 
     torch's operations release the GIL, so loops computing tiles or training share the cores
     as separate processes would; torch gets cores // n threads, as each Dask worker does. The
-    first error of a loop is raised here (a TrackerError's one line, or a bug's traceback);
-    the threads are daemons, so an interrupted command exits and their leases expire.
+    first error of a loop is raised by ``join`` (a TrackerError's one line, or a bug's
+    traceback); the threads are daemons, so an interrupted command exits and their leases
+    expire.
     """
-    os.environ.setdefault("TRACKER_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
-    results: list[dict[str, Any]] = []
-    errors: list[BaseException] = []
 
-    def loop(index: int) -> None:
+    def __init__(self, base: WorkerConfig, n: int, torch_threads: int | None = None) -> None:
+        self.base, self.n, self.torch_threads = base, n, torch_threads
+        self.results: list[dict[str, Any]] = []
+        self.errors: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        threads = str(self.torch_threads or max(1, (os.cpu_count() or 1) // self.n))
+        if self.torch_threads:  # this process's torch: the loops' share, set before its import
+            os.environ["TRACKER_TORCH_THREADS"] = threads
+        else:
+            os.environ.setdefault("TRACKER_TORCH_THREADS", threads)
+        prefix = "cpu" if self.base.cpu_only else "loop"
+        self.threads = [threading.Thread(target=self._loop, name=f"{prefix}{i}", daemon=True)
+                        for i in range(self.n)]  # fmt: skip
+        for thread in self.threads:
+            thread.start()
+
+    def _loop(self) -> None:
         try:
-            results.append(run_worker(base))
+            self.results.append(run_worker(self.base))
         except BaseException as err:  # re-raised in the calling thread
-            errors.append(err)
+            self.errors.append(err)
 
-    threads = [threading.Thread(target=loop, args=(i,), name=f"loop{i}", daemon=True)
-               for i in range(n)]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    while any(t.is_alive() for t in threads) and not errors:
-        tick()
-        for thread in threads:
-            thread.join(timeout=0.5 / n)
-    if errors:
-        raise errors[0]
-    return results
+    def join(self, tick: Any) -> list[dict[str, Any]]:
+        while any(t.is_alive() for t in self.threads) and not self.errors:
+            tick()
+            for thread in self.threads:
+                thread.join(timeout=0.5 / self.n)
+        if self.errors:
+            raise self.errors[0]
+        return self.results
+
+
+def _cpu_pool(base: WorkerConfig, n: int) -> _ThreadLoops:
+    """``n`` CPU loops beside ``tracker work --cuda``'s GPU workers. Made before the cluster
+    starts: the GPU workers are spawned with their own torch thread count, and these loops
+    then split the cores among themselves (unless the user set TRACKER_TORCH_THREADS)."""
+    threads = None if "TRACKER_TORCH_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // n)
+    return _ThreadLoops(dataclasses.replace(base, gpu=False, cpu_only=True), n, threads)
 
 
 def _dashboard_link(client: Any) -> str | None:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tracker._db import open_database
+from tracker._device import set_cpu_only
 from tracker._exceptions import LeaseLost, SpecError, UserCodeError
 from tracker._provenance import provenance
 from tracker._queue import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_LEASE_LOSSES, ClaimedTask, Queue
@@ -59,6 +60,9 @@ class WorkerConfig:
     retry_seconds: float | None = None
     # A worker of `tracker work --cuda`: it also claims the tasks that need a GPU.
     gpu: bool = False
+    # A loop of the CPU pool beside `tracker work --cuda`: computes on the CPU even where
+    # the process sees GPUs (and, like every non-GPU worker, never claims GPU tasks).
+    cpu_only: bool = False
 
 
 @dataclass
@@ -278,6 +282,7 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     sizer = _BatchSize(cfg.max_batch)
     batchable = [k for k in kinds if known[k]]
     waker = open_waker(cfg.db_url)
+    set_cpu_only(cfg.cpu_only)
     try:
         while cfg.max_tasks is None or handled < cfg.max_tasks:
             limit = sizer.next()
@@ -303,6 +308,7 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
                 sizer.observe(time.monotonic() - started, len(batch))
             handled += len(batch)
     finally:
+        set_cpu_only(False)
         waker.close()
         db.dispose()
     return stats.as_dict()

@@ -64,6 +64,16 @@ def cmd_db_create_reader(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_create_worker(args: argparse.Namespace) -> int:
+    from tracker._readonly import WORKER_PASSWORD_ENV, create_worker
+
+    db = _open(args, check=False)
+    url = create_worker(db.engine, args.role, os.environ.get(WORKER_PASSWORD_ENV))
+    print(f"role {args.role!r} reads and writes the tracker's rows and nothing else (no schema "
+          f"changes); start workers with --db {url}")  # fmt: skip
+    return 0
+
+
 # --- work -----------------------------------------------------------------------------------
 
 
@@ -71,10 +81,11 @@ def cmd_work(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from tracker._exceptions import ConfigError
-    from tracker._work import work
+    from tracker._work import check_cpu_pool, work
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    check_cpu_pool(args.cuda, args.cpu_workers)
     if not (0 < args.lease < float("inf")):
         raise ConfigError(f"--lease must be a positive number of seconds, got {args.lease}")
     # `docker stop` and schedulers send SIGTERM: exit through the clean-up path so the Dask
@@ -88,6 +99,7 @@ def cmd_work(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         cuda=args.cuda,
+        cpu_workers=args.cpu_workers,
         forever=args.forever,
         plugins=args.plugin,
         kinds=args.kind or None,
@@ -459,7 +471,9 @@ def _register_examples() -> None:
     example("db downgrade", "tracker db downgrade 0005_morse")
     example("db current", "tracker db current")
     example("db create-reader", "TRACKER_READER_PASSWORD=secret tracker db create-reader")
-    example("work", "tracker work --workers 2", "tracker work --study sweep -q --json")
+    example("db create-worker", "TRACKER_WORKER_PASSWORD=secret tracker db create-worker")
+    example("work", "tracker work --workers 2", "tracker work --study sweep -q --json",
+            "tracker work --cuda --cpu-workers 4")
     example("status", "tracker status --study sweep", "tracker status --json | jq '.counts'")
     example("show task", "tracker show task 12 --json")
     example("show study", "tracker show study default", "tracker show study default --json")
@@ -554,6 +568,17 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--role", default="tracker_reader", help="role name (default tracker_reader)")
     p.set_defaults(func=cmd_db_create_reader)
+    p = dbsub.add_parser(
+        "create-worker", parents=[common],
+        help="make the least-privilege PostgreSQL role workers connect as",
+        description="Create (or reset) a login role that reads and writes the rows of the "
+        "tracker's tables and nothing else: no schema changes (migrations stay with the owner), "
+        "no superuser, no server files, programs or signals. Its password comes from "
+        "$TRACKER_WORKER_PASSWORD (none: the server's own authentication decides). Run it as the "
+        "database owner after `tracker db upgrade`.",
+    )  # fmt: skip
+    p.add_argument("--role", default="tracker_worker", help="role name (default tracker_worker)")
+    p.set_defaults(func=cmd_db_create_worker)
 
     p = sub.add_parser("work", parents=[common], help="run Dask workers until the queue is drained")
     p.add_argument(
@@ -567,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="attach this machine's workers to an existing Dask scheduler",
     )
     p.add_argument("--cuda", action="store_true", help="one dask-cuda worker per GPU")
+    p.add_argument(
+        "--cpu-workers", type=int, default=0, metavar="N",
+        help="with --cuda: also N CPU worker loops (threads of this process) that take the "
+        "tasks not needing a GPU, leaving the GPUs to the GPU workers (default 0)",
+    )  # fmt: skip
     p.add_argument("--forever", action="store_true", help="keep polling for new work")
     p.add_argument("--study", help="only tasks of this study")
     p.add_argument(

@@ -37,9 +37,12 @@ EXPECTED_SERVICES = {
     "cpu-worker",
     "dashboard",
     "reader",
+    "worker-role",
 }
 # Services that run the `tracker` entrypoint (their command is tracker's argv).
-TRACKER_SERVICES = {"migrate", "reader", "gpu-worker", "cpu-worker"}
+TRACKER_SERVICES = {"migrate", "reader", "worker-role", "gpu-worker", "cpu-worker"}
+# The services that connect as the database's owner (the workers have their own role).
+OWNER_SERVICES = {"migrate", "reader", "worker-role"}
 WORKERS = {"gpu-worker", "cpu-worker"}
 
 
@@ -136,6 +139,9 @@ def test_compose_file_defines_the_deployment(compose: dict[str, Any]) -> None:
             assert args.func is cmd_db_upgrade and args.revision == "head"
         elif name == "reader":
             assert args.func.__name__ == "cmd_db_create_reader"
+        elif name == "worker-role":
+            assert args.func.__name__ == "cmd_db_create_worker"
+            assert args.role == "tracker_worker"
         else:
             assert args.func is cmd_work, name
             assert args.scheduler == SCHEDULER and args.forever, name
@@ -155,18 +161,22 @@ def test_compose_file_defines_the_deployment(compose: dict[str, Any]) -> None:
     assert "shared" in compose["volumes"]
     for name in TRACKER_SERVICES | {"scheduler"}:
         env = services[name]["environment"]
-        assert env["TRACKER_DB_URL"] == (
-            "postgresql+psycopg://tracker:tracker@postgres:5432/tracker"
-        ), name
+        user = "tracker:tracker" if name in OWNER_SERVICES | {"scheduler"} else "tracker_worker:worker"
+        assert env["TRACKER_DB_URL"] == f"postgresql+psycopg://{user}@postgres:5432/tracker", name
         assert env["TRACKER_STORE"] == "/shared/store.zarr", name
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
 
     # Start-up order: the schema first, then the workers.
     for name in ("migrate", "mlflow"):
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # The workers wait for their role, which waits for the schema; they never connect as the
+    # owner, whose password the role's service holds.
+    assert services["worker-role"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully")  # fmt: skip
+    assert services["worker-role"]["environment"]["TRACKER_WORKER_PASSWORD"] == "worker"
     for name in WORKERS:
         deps = services[name]["depends_on"]
-        assert deps["migrate"]["condition"] == "service_completed_successfully", name
+        assert deps["worker-role"]["condition"] == "service_completed_successfully", name
         assert deps["scheduler"]["condition"] == "service_started", name
     assert services["migrate"].get("restart", "no") == "no"
 
@@ -272,7 +282,7 @@ def test_dashboard_service_reads_the_same_database_and_store_read_only(
     for key in ("TRACKER_STORE", "MLFLOW_TRACKING_URI"):
         assert dashboard["environment"][key] == services["cpu-worker"]["environment"][key], key
     reader_url = sa.engine.make_url(dashboard["environment"]["TRACKER_DB_URL"])
-    owner_url = sa.engine.make_url(services["cpu-worker"]["environment"]["TRACKER_DB_URL"])
+    owner_url = sa.engine.make_url(services["migrate"]["environment"]["TRACKER_DB_URL"])
     assert reader_url.username == "tracker_reader" != owner_url.username
     assert (reader_url.host, reader_url.database) == (owner_url.host, owner_url.database)
     reader = services["reader"]
@@ -292,11 +302,13 @@ def test_dashboard_service_reads_the_same_database_and_store_read_only(
 
 
 def test_compose_settings_come_from_the_environment() -> None:
-    services = _rendered(POSTGRES_PASSWORD="s3cret", CPU_WORKERS="5")["services"]
+    services = _rendered(POSTGRES_PASSWORD="s3cret", CPU_WORKERS="5", WORKER_PASSWORD="w0rk")[
+        "services"]  # fmt: skip
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "s3cret"
     for name in TRACKER_SERVICES:
         url = sa.engine.make_url(services[name]["environment"]["TRACKER_DB_URL"])
-        assert url.password == "s3cret", name
+        assert url.password == ("s3cret" if name in OWNER_SERVICES else "w0rk"), name
+    assert services["worker-role"]["environment"]["TRACKER_WORKER_PASSWORD"] == "w0rk"
     mlflow_backend = _option(_argv(services["mlflow"]), "--backend-store-uri")
     assert sa.engine.make_url(mlflow_backend).password == "s3cret"
     assert _option(_argv(services["cpu-worker"]), "--workers") == "5"

@@ -70,3 +70,55 @@ def test_surface_gpu_options_route_the_tiles_and_keep_old_spec_hashes() -> None:
     assert EvalSpec(compile="max-autotune").identity()["compile"] == "max-autotune"
     assert not EvalSpec(compile="default").needs_gpu  # compiling runs on CPU workers too
     check_eval(EvalSpec(compile="reduce-overhead"), regression=False)
+
+
+def test_cuda_with_a_cpu_pool_leaves_gpu_tasks_to_the_gpu_workers(
+    db, db_url: str, store_url: str, tmp_path: Path, monkeypatch
+) -> None:
+    """`tracker work --cuda --cpu-workers 2`: one (stand-in) GPU worker per GPU in Dask, two CPU
+    loops beside it in this process. The GPU tasks all run on the Dask worker; the CPU loops
+    run only CPU tasks and compute on the CPU even where the process sees a GPU."""
+    import queue_kinds  # noqa: F401  (registers test.where in this process)
+    from distributed import LocalCluster
+
+    import tracker._work as work_mod
+    from tracker._config import Settings
+
+    # No GPU here: a one-GPU machine is simulated by its count and an in-process Dask worker.
+    monkeypatch.setattr(work_mod, "check_cuda", lambda: 1)
+    monkeypatch.setattr(
+        work_mod, "_start_local_cluster",
+        lambda n, cuda, resources: LocalCluster(
+            n_workers=n, processes=False, threads_per_worker=1, dashboard_address=None,
+            resources=resources),
+    )  # fmt: skip
+    with db.session() as s:
+        study = get_or_create_study(s, "pool")
+        gpu = [enqueue(s, study, "test.where", {"i": i, "seconds": 0.2}, needs_gpu=True)[0]
+               for i in range(3)]  # fmt: skip
+        cpu = [enqueue(s, study, "test.where", {"j": j, "seconds": 0.2})[0] for j in range(8)]
+        s.flush()
+        gpu_ids, cpu_ids = [t.id for t in gpu], [t.id for t in cpu]
+
+    settings = Settings(home=tmp_path / "home", db_url=db_url, store_url=store_url,
+                        mlflow_uri=(tmp_path / "mlruns").as_uri())
+    summary = work_mod.work(settings, cuda=True, cpu_workers=2, plugins=["queue_kinds"],
+                            progress=False)  # fmt: skip
+    assert (summary.done, summary.failed, summary.unfinished) == (11, 0, 0)
+    assert summary.workers == 3
+    with db.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(sa.select(Task.id, Task.worker, Task.result))}
+    pool = {i for i in cpu_ids if ":cpu" in rows[i].worker}
+    # Every GPU task ran on the Dask (GPU) worker, never on a CPU loop.
+    assert all(":cpu" not in rows[i].worker and rows[i].worker.startswith(("tcp://", "inproc://"))
+               for i in gpu_ids), {i: rows[i].worker for i in gpu_ids}  # fmt: skip
+    assert pool, "the CPU loops took none of the CPU tasks"
+    assert all(rows[i].result["cpu_only"] and rows[i].result["device"] == "cpu" for i in pool)
+    assert not any(rows[i].result["cpu_only"] for i in gpu_ids)
+
+
+def test_cpu_workers_without_cuda_is_one_line(tmp_path: Path, db_url: str, store_url: str) -> None:
+    proc = run_tracker("work", "--cpu-workers", "2", env=tracker_env(tmp_path, db_url, store_url))
+    assert proc.returncode == 2
+    assert "--cpu-workers adds CPU workers beside the GPU workers of --cuda" in proc.stderr
+    assert "Traceback" not in proc.stderr

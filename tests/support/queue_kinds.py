@@ -65,3 +65,13 @@ def noisy(ctx: TaskContext) -> None:
     sys.stderr.write("x" * int(ctx.payload.get("bytes", 100_000)) + "\n")
     sys.stderr.flush()
     append_line(ctx.payload["log"], str(ctx.id))
+
+
+@task_kind("test.where")
+def where_computed(ctx: TaskContext) -> dict[str, Any]:
+    """Say which device a kind computing here would use (training.kinds.device())."""
+    from tracker._device import cpu_only
+    from tracker.training.kinds import device
+
+    time.sleep(float(ctx.payload.get("seconds", 0.0)))
+    return {"device": str(device()), "cpu_only": cpu_only()}

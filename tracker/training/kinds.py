@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from compute.state import Layout, check_length
 from tracker._arrays import array_id, read_array
 from tracker._context import TaskContext
+from tracker._device import cpu_only
 from tracker._exceptions import SpecError
 from tracker._mlflow import tracked_run
 from tracker._registry import task_kind
@@ -42,7 +43,10 @@ def setup_torch() -> None:
 
 
 def device() -> torch.device:
-    """The device this worker computes on: its GPU if it has one."""
+    """The device this worker computes on: its GPU if it has one (a loop of the CPU pool
+    beside `tracker work --cuda` never uses it)."""
+    if cpu_only():
+        return torch.device("cpu")
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
