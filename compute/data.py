@@ -418,10 +418,10 @@ def _read_source(name: str, files: tuple[str, ...]) -> Source:
             tr_x, tr_y, te_x, te_y = (_read_idx(f) for f in files)
         else:
             tr_x, tr_y, te_x, te_y = _torchvision_mnist(files)
-        for imgs, labels, path in ((tr_x, tr_y, files[0]), (te_x, te_y, files[2])):
+        for imgs, labels, source in ((tr_x, tr_y, files[0]), (te_x, te_y, files[2])):
             if imgs.ndim != 3 or len(imgs) != len(labels):
                 raise CorruptArray(
-                    f"{path}: {imgs.shape} images do not match {labels.shape} labels: "
+                    f"{source}: {imgs.shape} images do not match {labels.shape} labels: "
                     f"replace the {name} files"
                 )
         return tr_x[:, None], tr_y, te_x[:, None], te_y, str(Path(files[0]).parent)
@@ -488,6 +488,7 @@ def _build(
         info["split"] = f"seeded {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} of {len(perm)} rows"
     else:
         info["split"] = "the source's train/test split"
+    assert te_x is not None and te_y is not None  # drawn above when the source has no test split
 
     va_x = va_y = None
     if val_fraction > 0:

@@ -101,9 +101,10 @@ def load_split(setup: str, data_seed: int) -> Split:
         y = torch.cat([ds.train_y, ds.test_y])
         keep = torch.nonzero(y <= 1).flatten().numpy()
         order = keep[np.random.default_rng([data_seed, 0]).permutation(len(keep))]
-        te, tr = torch.from_numpy(order[:MNIST_TEST]), torch.from_numpy(order[MNIST_TEST:])
-        return Split(x[tr].contiguous(), y[tr].contiguous(), x[te].contiguous(),
-                     y[te].contiguous(), num_classes=2)  # fmt: skip
+        te_idx = torch.from_numpy(order[:MNIST_TEST])
+        tr_idx = torch.from_numpy(order[MNIST_TEST:])
+        return Split(x[tr_idx].contiguous(), y[tr_idx].contiguous(), x[te_idx].contiguous(),
+                     y[te_idx].contiguous(), num_classes=2)  # fmt: skip
     raise SpecError(f"unknown setup {setup!r}: use one of {', '.join(SETUPS)}")
 
 

@@ -145,7 +145,8 @@ def build_model(setup: Setup, input_shape: tuple[int, ...], outputs: int, seed: 
     for module in model.modules():
         if isinstance(module, nn.Linear | nn.Conv2d):
             glorot_normal_(module.weight, gen)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
     return model
 
 

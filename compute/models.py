@@ -40,7 +40,7 @@ import copy
 import itertools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -371,7 +371,7 @@ class WideResNet(FirstAffineNet):
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def _he_init(model: nn.Module, *, mode: str) -> None:
+def _he_init(model: nn.Module, *, mode: Literal["fan_in", "fan_out"]) -> None:
     """He-normal convolutions, BatchNorm at identity; linear layers keep PyTorch's default."""
     if any(p.is_meta for p in model.parameters()):
         return  # sized only (parameter_count): normal_ on meta tensors takes seconds

@@ -59,8 +59,9 @@ def summarize(xs: np.ndarray, ys: np.ndarray | None, loss: np.ndarray) -> dict[s
     raw = loss.mean(axis=0) if loss.ndim == 3 else loss  # NaN and inf propagate
     z = np.where(np.isfinite(raw), raw, np.nan)
     two_d = ys is not None
+    # A 1D surface has one row of y: its coordinate is 0 and never read as a y.
+    ys = np.asarray(ys, dtype=np.float64) if ys is not None else np.zeros(1)
     if two_d:
-        ys = np.asarray(ys, dtype=np.float64)
         centre = _interp_2d(xs, ys, z, 0.0, 0.0)
     else:
         z = z.reshape(-1)
