@@ -174,6 +174,19 @@ def cmd_show_hessian(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_study_spectra(db: Any, study_id: int) -> None:
+    """The study's Hessian spectra counted per measure, as `tracker show study` lists its
+    models and surfaces (nothing is printed for a study without them)."""
+    from tracker.curvature.results import study_counts
+
+    with db.session() as session:
+        counts = study_counts(session, study_id)
+    if counts:
+        print("\nHessian spectra:")
+        keys = ["measure", "spectra", "models", "checkpoints", "done", "queued", "failed"]
+        print(table(keys, [[c[k] for k in keys] for c in counts]))
+
+
 # --- plot -------------------------------------------------------------------------------------
 
 

@@ -97,6 +97,30 @@ def model_spectra(session: Session, model_id: int) -> list[Spectrum]:
     return [_spectrum(session, r) for r in rows]
 
 
+def study_counts(session: Session, study_id: int) -> list[dict[str, Any]]:
+    """A study's Hessian spectra counted per measure: how many, of how many models and
+    checkpoints, and how many are done, queued (waiting, pending, running) and failed."""
+    rows = session.execute(
+        sa.select(HessianSpectrum.measure, HessianSpectrum.model_id, HessianSpectrum.checkpoint_id,
+                  Task.status)
+        .outerjoin(Task, Task.id == HessianSpectrum.task_id)
+        .where(HessianSpectrum.study_id == study_id)
+    ).all()  # fmt: skip
+    out = []
+    for measure in ("eigen", "trace", "density"):
+        mine = [r for r in rows if r[0] == measure]
+        if not mine:
+            continue
+        status = [r[3] or "done" for r in mine]
+        out.append({
+            "measure": measure, "spectra": len(mine), "models": len({r[1] for r in mine}),
+            "checkpoints": len({r[2] for r in mine}), "done": status.count("done"),
+            "queued": sum(s in ("waiting", "pending", "running") for s in status),
+            "failed": status.count("failed"),
+        })  # fmt: skip
+    return out
+
+
 def _done(spec: Spectrum, array_id: int | None, what: str) -> int:
     if spec.status != "done" or array_id is None:
         raise SpecError(
@@ -183,5 +207,6 @@ __all__: Sequence[str] = (
     "history",
     "load_spectrum",
     "model_spectra",
+    "study_counts",
     "top_k_over_training",
 )  # fmt: skip
