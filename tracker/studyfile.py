@@ -57,7 +57,7 @@ loss = "test"
 models = ["mlp-bs32"]
 epochs = "all"                       # "final" (default), "all", or a list of epochs
 top_k = 5                            # 0: no eigenvalues; trace/density add those measures
-trace = true
+trace = true                         # trace_method = "hutchpp": Hutch++ (probes = products)
 density = false
 per_layer = true
 split = "train"                      # subset = N, or minibatches = K with minibatch_size = B
@@ -156,6 +156,7 @@ HESSIAN_TYPES: dict[str, type] = {
     "top_k": int, "trace": bool, "density": bool, "per_layer": bool, "split": str,
     "subset": int, "minibatches": int, "minibatch_size": int, "bn": str, "seed": int,
     "tol": float, "max_iter": int, "probes": int, "density_runs": int, "subset_seed": int,
+    "trace_method": str,
 }  # fmt: skip
 HESSIAN_KEYS = {"models", "epochs"} | set(HESSIAN_TYPES)
 ENSEMBLE_KEYS = {"name", "setup", "models", "epochs", "early_epoch", "batch_size", "seed",

@@ -133,6 +133,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
         h.ids["main"] = _ids(_main(*exact))
         h.ids["rerun"] = _ids(_main(*exact, "--study", "rerun"))
         h.ids["again"] = _ids(_main(*exact))  # the same request finds the same rows
+        h.ids["hutchpp"] = _ids(_main(*base, "--top-k", "0", "--trace", "--trace-method",
+                                      "hutchpp", "--probes", "60", "--study", "hutchpp"))  # fmt: skip
         _main("enqueue", "surface", "--model", str(model_id), "--x-direction", "hessian:0",
               "--x=-0.1:0.1:21", "--subset", str(SUBSET), "--metrics", "loss")  # fmt: skip
         # The study file's curvature = true surface, asked for again from the command line.
@@ -223,6 +225,25 @@ def test_trace_is_within_its_standard_error_and_layers_add_up(home: Home) -> Non
     # Per-layer traces come from the same probes: they add up to the whole trace.
     assert len(trace.layer_traces) == 2
     assert sum(trace.layer_traces.values()) == pytest.approx(trace.trace, rel=1e-6)
+
+
+def test_hutchpp_trace_from_the_command_line(
+    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--trace-method hutchpp: its own row (Hutchinson's hash is unchanged), 60 products as a
+    sketch of 20, its exact part and 20 deflated probes, within 4 standard errors of the exact
+    trace, shown as Hutch++."""
+    (sid,) = home.ids["hutchpp"]
+    row = spectrum(home, sid)
+    assert sid not in home.ids["main"] and row.measure == "trace" and row.trace_probes == 60
+    assert row.config["trace_method"] == "hutchpp" and row.config["sketch"] == 20
+    assert row.config["residual_probes"] == 20 and row.layer_traces is None
+    exact = float(np.trace(exact_hessian(home, row.checkpoint_id)))
+    assert abs(row.trace - exact) <= 4 * row.trace_stderr, (row.trace, row.trace_stderr, exact)
+    monkeypatch.setenv("TRACKER_HOME", home.env["TRACKER_HOME"])
+    code, out, err = cli(capsys, "show", "hessian", str(sid))
+    assert code == 0, err
+    assert "trace_method=hutchpp" in out and "trace (Hutch++): " in out and "sketch 20" in out
 
 
 def test_density_is_a_normalised_grid_spanning_the_spectrum(home: Home) -> None:
@@ -446,6 +467,11 @@ def test_bad_requests_are_one_line_exit_2_and_write_nothing(
         _one_line(cli(capsys, *enq, mid, "--per-layer"), "add --trace")
         _one_line(cli(capsys, *enq, mid, "--top-k", "0"), "nothing to measure")
         _one_line(cli(capsys, *enq, mid, "--epochs", "x"), "--epochs")
+        hutchpp = ("--trace", "--trace-method", "hutchpp")
+        _one_line(
+            cli(capsys, *enq, mid, *hutchpp, "--per-layer"), "per-layer traces are Hutchinson's"
+        )
+        _one_line(cli(capsys, *enq, mid, *hutchpp, "--probes", "5"), "at least 6")
         surf = ("enqueue", "surface", "--model", mid, "--x=-1:1:3")
         _one_line(cli(capsys, *surf, "--x-direction", "hessian:9"),
                   "no Hessian eigenvector 9", f"tracker enqueue hessian --model {mid} --epochs 3 --top-k 10")  # fmt: skip
@@ -461,6 +487,7 @@ def test_bad_requests_are_one_line_exit_2_and_write_nothing(
             ('[[hessian]]\nmodels = ["mlp"]\nper_layer = true', "add trace = true"),
             ('[[hessian]]\nmodels = ["mlp"]\nbn = "recompute"', "unknown BatchNorm mode"),
             ('[[hessian]]\nmodels = ["other"]', "names model 'other'"),
+            ('[[hessian]]\nmodels = ["mlp"]\ntrace = true\ntrace_method = "hutch"', "unknown --trace-method 'hutch'"),
             (f'{surface}x_direction = "hesian:0"', "x_direction 'hesian:0' is not random or hessian:I"),
             (f'{surface}x_direction = 0', 'x_direction in [[surface]] number 1 must be "random"'),
             (f'{surface}y_direction = "hessian:1"', "y_direction needs a 2D surface"),

@@ -64,6 +64,7 @@ def _spectrum(session: Session, row: HessianSpectrum) -> Spectrum:
         "tol": row.tol, "max_iter": row.max_iter, "top_k": row.top_k, "probes": row.probes,
         "per_layer": row.per_layer, "density_runs": row.density_runs,
         "density_steps": row.density_steps,
+        "trace_method": (row.config or {}).get("trace_method") if row.measure == "trace" else None,
     }  # fmt: skip
     dirs = session.scalars(
         sa.select(Direction.id).where(Direction.hessian_spectrum_id == row.id)
