@@ -173,7 +173,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 # What `tracker ls` and `tracker delete` name: the kinds of rows (tracker._manage maps them).
 LISTABLE = (
-    "studies", "tasks", "models", "checkpoints", "directions", "surfaces", "retrains",
+    "studies", "tasks", "models", "checkpoints", "directions", "surfaces", "hessian", "retrains",
     "embeddings", "diagrams", "levelsets", "l2-baselines", "ensembles", "morse", "arrays",
 )  # fmt: skip
 

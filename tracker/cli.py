@@ -255,8 +255,10 @@ def cmd_show_study(args: argparse.Namespace) -> int:
               s.bn_mode, num(s.centre_loss), num(s.rise_r050), num(s.flatness_width, ".3f"),
               "yes" if s.completed_at else "no"] for s, mid, ep, kind in surfaces],
         ))  # fmt: skip
+    from tracker.curvature.cli import print_study_spectra
     from tracker.topology.cli import print_study_topology
 
+    print_study_spectra(db, study.id)
     print_study_topology(db, study.id)
     _print_provenance(db, study.id)
     return code
@@ -293,6 +295,7 @@ def _show_study_json(args: argparse.Namespace) -> int:
     from tracker._manage import LISTABLE, list_rows
     from tracker._queue import find_study
     from tracker._status import queue_counts, recent_errors
+    from tracker.curvature.results import study_counts
 
     db = _open(args)
     with db.session() as session:
@@ -305,6 +308,7 @@ def _show_study_json(args: argparse.Namespace) -> int:
         for what in LISTABLE:
             if what not in ("studies", "tasks", "arrays"):
                 data[what] = list_rows(session, what, args.study)
+        data["hessian_counts"] = study_counts(session, study.id)
     emit(args, data, None)
     return 0
 
@@ -478,6 +482,7 @@ def _register_examples() -> None:
     example("show task", "tracker show task 12 --json")
     example("show study", "tracker show study default", "tracker show study default --json")
     example("show morse", "tracker show morse 1")
+    example("show surface", "tracker show surface 1", "tracker show surface 1 --json")
     example("requeue", "tracker requeue --failed --study sweep", "tracker requeue 12 13")
     example("enqueue noop", "tracker enqueue noop --count 100 --seconds 0.1")
     example("enqueue study", "tracker enqueue examples/demo.toml --json")
@@ -710,6 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for module in FEATURE_CLI_MODULES:
         importlib.import_module(module).add_parsers(**groups)
+    importlib.import_module("tracker.surfaces.cli").add_show_parser(showsub, common)
     importlib.import_module("tracker.curvature.cli").add_show_parser(showsub, common)
     return parser
 

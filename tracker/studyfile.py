@@ -24,6 +24,16 @@ epochs = ["final"]                   # or checkpoint epochs: one surface each
 split = "train"                      # subset = N, or minibatches = K with minibatch_size = B
 bn = "eval"
 
+[[surface]]                          # along Hessian eigenvectors (a [[hessian]] table makes
+models = ["mlp-bs32"]                # them; the tiles wait for its task)
+x = "-0.1:0.1:21"
+y = "-0.1:0.1:21"
+x_direction = "hessian:0"            # "random" (default) or "hessian:I", eigen index I
+y_direction = "hessian:1"            # or a table { seed = 1 } for a random y direction
+curvature = true                     # also map lambda_min, lambda_max per point (Goldstein)
+curvature_tol = 1e-3                 # optional, as --curvature-tol / --curvature-max-iter
+curvature_max_iter = 100
+
 [[interpolation]]
 from = "mlp-bs32"
 to = "mlp-bs1024"
@@ -47,7 +57,7 @@ loss = "test"
 models = ["mlp-bs32"]
 epochs = "all"                       # "final" (default), "all", or a list of epochs
 top_k = 5                            # 0: no eigenvalues; trace/density add those measures
-trace = true
+trace = true                         # trace_method = "hutchpp": Hutch++ (probes = products)
 density = false
 per_layer = true
 split = "train"                      # subset = N, or minibatches = K with minibatch_size = B
@@ -89,7 +99,15 @@ from tracker._exceptions import NotFound, SpecError
 from tracker._queue import check_study_name
 from tracker.curvature.rows import HessianRequest, check_request
 from tracker.morse.rows import StudyEnsemble, StudyMorse
-from tracker.surfaces.rows import PATH_POINTS, EvalSpec, SurfaceSpec, parse_grid
+from tracker.surfaces.rows import (
+    PATH_POINTS,
+    CurvatureSpec,
+    EvalSpec,
+    SurfaceSpec,
+    check_curvature,
+    parse_direction_choice,
+    parse_grid,
+)
 from tracker.topology.rows import (
     LOSSES,
     RetrainRequest,
@@ -110,21 +128,25 @@ MODEL_KEYS = {"name", "architecture", "arch", "dataset", "data", "optimizer", "l
               "checkpoints"}  # fmt: skip
 EVAL_KEYS = {"split", "subset", "minibatches", "minibatch_size", "bn", "metrics", "subset_seed",
              "precision", "gpu", "compile", "loss", "bn_batches"}  # fmt: skip
+# Goldstein's min/max eigenvalue map on any surface: `--curvature`, `--curvature-tol`,
+# `--curvature-max-iter` (the seed is the direction seed, as the CLI's --seed).
+CURVATURE_KEYS = {"curvature", "curvature_tol", "curvature_max_iter"}
 SURFACE_KEYS = {
     "models",
     "x",
     "y",
     "direction",
+    "x_direction",
     "y_direction",
     "pairs",
     "seeds",
     "epochs",
     "tile",
     "same_dir",
-} | EVAL_KEYS
+} | EVAL_KEYS | CURVATURE_KEYS
 INTERP_KEYS = {"from", "to", "y_model", "x", "y", "epoch", "target", "tile",
-               "direction"} | EVAL_KEYS  # fmt: skip
-PCA_KEYS = {"model", "x", "y", "points", "ignore", "tile", "epoch"} | EVAL_KEYS
+               "direction"} | EVAL_KEYS | CURVATURE_KEYS  # fmt: skip
+PCA_KEYS = {"model", "x", "y", "points", "ignore", "tile", "epoch"} | EVAL_KEYS | CURVATURE_KEYS
 DIRECTION_KEYS = {"seed", "norm", "ignore", "target"}
 RETRAIN_KEYS = {"model", "seeds", "steps", "epochs", "lr", "momentum", "weight_decay",
                 "batch_size", "saves_per_epoch", "augment", "epoch"}  # fmt: skip
@@ -134,6 +156,7 @@ HESSIAN_TYPES: dict[str, type] = {
     "top_k": int, "trace": bool, "density": bool, "per_layer": bool, "split": str,
     "subset": int, "minibatches": int, "minibatch_size": int, "bn": str, "seed": int,
     "tol": float, "max_iter": int, "probes": int, "density_runs": int, "subset_seed": int,
+    "trace_method": str,
 }  # fmt: skip
 HESSIAN_KEYS = {"models", "epochs"} | set(HESSIAN_TYPES)
 ENSEMBLE_KEYS = {"name", "setup", "models", "epochs", "early_epoch", "batch_size", "seed",
@@ -157,6 +180,8 @@ class Study:
     hessians: list[HessianRequest] = field(default_factory=list)
     ensembles: list[StudyEnsemble] = field(default_factory=list)
     morse: list[StudyMorse] = field(default_factory=list)
+    # The table each of ``surfaces`` came from ("[[surface]] number 2"), for messages.
+    surface_tables: list[str] = field(default_factory=list)
 
 
 # Sizes a study file may ask for, checked before anything is built or allocated.
@@ -403,6 +428,7 @@ def load(path: str | Path) -> Study:
         x = parse_grid(table["x"], "x grid")
         y = parse_grid(table["y"], "y grid") if "y" in table else None
         base = direction_spec(table.get("direction"), where)
+        x_hessian, y_hessian = _direction_choices(table, where, two_d=y is not None)
         pairs = _typed(table.get("pairs", 1), int, "pairs", where)
         if not 1 <= pairs <= MAX_PAIRS:
             raise SpecError(f"pairs in {where} must be between 1 and {MAX_PAIRS}, got {pairs}")
@@ -413,6 +439,10 @@ def load(path: str | Path) -> Study:
         same_dir = _typed(table.get("same_dir", False), bool, "same_dir", where)
         if same_dir and "y_direction" in table:
             raise SpecError(f"{where} has same_dir = true and a y_direction: keep one of them")
+        if x_hessian is not None and pairs > 1 and (y is None or y_hessian is not None or same_dir):
+            key = "seeds" if x_seeds is not None else "pairs"
+            raise SpecError(f'{where}: {key} draw random x directions, but x_direction = "hessian:{x_hessian}" is one eigenvector and no random y direction varies: every surface would be the same; drop {key}')  # fmt: skip
+        curvature = _curvature(table, where)
         refs = model_refs(table["models"], where) if "models" in table else all_names
         epochs = _epochs(table.get("epochs", "final"), where)
         # Checked before a single spec is built: pairs x models x epochs surfaces.
@@ -429,16 +459,18 @@ def load(path: str | Path) -> Study:
                     x_seed = x_seeds[p] if x_seeds is not None else (base.seed or 0) + step * p
                     xd = replace(base, seed=x_seed)
                     yd = None
-                    if y is not None and not same_dir:
+                    if y is not None and not same_dir and y_hessian is None:
                         # The y direction: its own table if given, else the x one's with seed + 1.
-                        own = "y_direction" in table
+                        own = isinstance(table.get("y_direction"), dict)
                         yd = direction_spec(table.get("y_direction" if own else "direction"), where)
                         first = (yd.seed or 0) if own else (base.seed or 0) + 1
                         yd = replace(yd, seed=x_seed + 1 if x_seeds is not None else first + step * p)
                     study.surfaces.append(SurfaceSpec(
                         model=ref, x=x, y=y, epoch=epoch, x_direction=xd, y_direction=yd,
                         same_dir=same_dir, evaluation=ev, tile=_tile(table.get("tile"), where),
+                        x_hessian=x_hessian, y_hessian=y_hessian, curvature=curvature,
                     ))  # fmt: skip
+                    study.surface_tables.append(where)
     for i, table in enumerate(_tables(doc, "interpolation", path)):
         where = f"[[interpolation]] number {i + 1}"
         _check_keys(table, INTERP_KEYS, where)
@@ -457,7 +489,9 @@ def load(path: str | Path) -> Study:
             y_direction=direction_spec(table.get("direction"), where, 1) if "y" in table else None,
             y_model=one_ref(table["y_model"], where) if "y_model" in table else None,
             evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
+            curvature=_curvature(table, where),
         ))  # fmt: skip
+        study.surface_tables.append(where)
     for i, table in enumerate(_tables(doc, "pca", path)):
         where = f"[[pca]] number {i + 1}"
         _check_keys(table, PCA_KEYS, where)
@@ -480,7 +514,9 @@ def load(path: str | Path) -> Study:
             x_direction=DirectionSpec(kind="pca", seed=None, normalization="none",
                                       ignore=str(table.get("ignore", "biasbn")), target="weights"),
             evaluation=eval_spec(table, where), tile=_tile(table.get("tile"), where),
+            curvature=_curvature(table, where),
         ))  # fmt: skip
+        study.surface_tables.append(where)
     study.retrains, study.topologies = topology_sections(doc, names)
     for i, table in enumerate(_tables(doc, "hessian", path)):
         where = f"[[hessian]] number {i + 1}"
@@ -489,6 +525,59 @@ def load(path: str | Path) -> Study:
         study.hessians.extend(hessian_requests(table, refs, where))
     study.ensembles, study.morse = morse_sections(doc)
     return study
+
+
+def _direction_choices(
+    table: dict[str, Any], where: str, *, two_d: bool
+) -> tuple[int | None, int | None]:
+    """``x_direction`` and ``y_direction`` of a [[surface]] as eigen indices (None: random), with
+    the checks of `--x-direction`/`--y-direction`; a y_direction table is a random direction."""
+    x_text = table.get("x_direction")
+    if x_text is not None and not isinstance(x_text, str):
+        raise SpecError(f'x_direction in {where} must be "random" or "hessian:I" (e.g. "hessian:0"), got {x_text!r}')  # fmt: skip
+    x_hessian = parse_direction_choice(x_text, f"{where}: x_direction")
+    y_value = table.get("y_direction")
+    if y_value is not None and not isinstance(y_value, str | dict):
+        raise SpecError(f'y_direction in {where} must be "random", "hessian:I" or a table such as {{ seed = 1 }}, got {y_value!r}')  # fmt: skip
+    y_hessian = None
+    if isinstance(y_value, str):
+        y_hessian = parse_direction_choice(y_value, f"{where}: y_direction")
+    if y_hessian is not None and not two_d:
+        raise SpecError(f'{where}: y_direction needs a 2D surface: add y = "-1:1:21" too')
+    if y_hessian is not None and x_hessian is None:
+        raise SpecError(f'{where}: a Hessian y direction needs a Hessian x direction: add x_direction = "hessian:0"')  # fmt: skip
+    return x_hessian, y_hessian
+
+
+def _curvature(table: dict[str, Any], where: str) -> CurvatureSpec | None:
+    """``curvature = true`` (with ``curvature_tol``, ``curvature_max_iter``): Goldstein's
+    lambda_min/lambda_max map, checked as `--curvature`; seeded, as the CLI's --seed, with the
+    direction table's seed (0 when none is given)."""
+    on = _typed(table.get("curvature", False), bool, "curvature", where)
+    given = [k for k in ("curvature_tol", "curvature_max_iter") if k in table]
+    if not on:
+        if given:
+            raise SpecError(f"{given[0]} in {where} sets up the curvature map: add curvature = true")
+        return None
+    direction = table.get("direction")
+    seed = direction.get("seed", 0) if isinstance(direction, dict) else 0
+    spec = CurvatureSpec(
+        tol=_typed(table.get("curvature_tol", 1e-3), float, "curvature_tol", where),
+        max_iter=_typed(table.get("curvature_max_iter", 100), int, "curvature_max_iter", where),
+        seed=_typed(seed, int, "seed", f"the direction of {where}"),
+    )  # fmt: skip
+    try:
+        check_curvature(spec)
+    except SpecError as err:
+        raise SpecError(f"{where}: {_study_words(str(err))}") from None
+    return spec
+
+
+def _study_words(message: str) -> str:
+    """A CLI message in study-file words: ``--curvature-tol`` is the key ``curvature_tol``."""
+    from tracker.morse.rows import as_study_keys
+
+    return as_study_keys(message)
 
 
 def _hessian_epochs(value: Any, where: str) -> tuple[int, ...] | str | None:
@@ -729,7 +818,16 @@ def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
             names[spec.name or str(i)] = model
             counts["models"] += 1
             counts["models_new"] += new
-        for surface in plan.surfaces:
+        # Spectra before surfaces: a surface along eigenvectors finds the direction rows a
+        # [[hessian]] table of the file adds, and its tiles wait for that spectrum's task.
+        counts["hessians"] = counts["hessians_new"] = 0
+        for req in plan.hessians:
+            for _, new in add_hessian(session, study, req, names):
+                counts["hessians"] += 1
+                counts["hessians_new"] += new
+        for surface, where in zip(plan.surfaces, plan.surface_tables, strict=True):
+            if surface.x_hessian is not None:
+                _check_eigenvectors(session, study, surface, names, where)
             _, new = add_surface(session, study, surface, names)
             counts["surfaces"] += 1
             counts["surfaces_new"] += new
@@ -737,16 +835,40 @@ def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
             counts.update(
                 add_study_topology(session, study, plan.retrains, plan.topologies, names)
             )
-        counts["hessians"] = counts["hessians_new"] = 0
-        for req in plan.hessians:
-            for _, new in add_hessian(session, study, req, names):
-                counts["hessians"] += 1
-                counts["hessians_new"] += new
         if plan.ensembles or plan.morse:
             counts.update(add_study_morse(session, study, plan.ensembles, plan.morse))
         counts["study_id"] = study.id
     counts["study"] = plan.name
     return counts
+
+
+def _check_eigenvectors(
+    session: Any, study: Any, spec: SurfaceSpec, names: dict[str, Any], where: str
+) -> None:
+    """A surface along eigenvectors needs their direction rows, from a [[hessian]] table of the
+    file or an earlier `tracker enqueue hessian`: refused in study-file words otherwise."""
+    from tracker.curvature.rows import hessian_command
+    from tracker.surfaces.rows import hessian_direction
+    from tracker.training.rows import find_checkpoint, find_model
+
+    model = find_model(session, spec.model, names)
+    centre = find_checkpoint(session, model, spec.epoch)
+    indices = [i for i in (spec.x_hessian, spec.y_hessian) if i is not None]
+    found = None
+    for index in indices:
+        try:
+            found = hessian_direction(session, study, model, centre, index, found)
+        except SpecError:
+            ref = str(spec.model)
+            label = ref if ref.isdigit() else f'"{ref}"'
+            k = max(indices) + 1
+            raise SpecError(
+                f"{where}: model {label} has no Hessian eigenvector {index} at epoch "
+                f"{centre.epoch}{' in the spectrum of its x direction' if found else ''}: add a "
+                f"[[hessian]] table with models = [{label}], top_k = {k} and epochs covering "
+                f"{centre.epoch}, or make it first with "
+                f"`{hessian_command(model.id, centre.epoch, k - 1)}`"
+            ) from None
 
 
 def cmd_enqueue_study(args: argparse.Namespace) -> int:

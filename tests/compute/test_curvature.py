@@ -13,7 +13,10 @@ from torch.nn import functional as F
 
 from compute.curvature import (
     HessianOperator,
+    default_probe_block,
     hutchinson_trace,
+    hutchpp_trace,
+    smooth_density,
     spectral_density,
     top_eigenvalues,
 )
@@ -140,6 +143,47 @@ def test_trace_and_per_layer_traces_are_within_their_standard_errors(mlp_case) -
         assert abs(many.layer_traces[name] - part) <= 4 * many.layer_stderr[name] + 1e-12, name
 
 
+def _rademacher_rows(gen: torch.Generator, rows: int, n: int) -> np.ndarray:
+    """compute.curvature's probe draw: one row at a time from the seeded generator."""
+    return np.stack([(torch.randint(0, 2, (n,), generator=gen) * 2 - 1).double().numpy()
+                     for _ in range(rows)])  # fmt: skip
+
+
+def test_hutchpp_is_its_published_estimator_on_the_exact_hessian(mlp_case) -> None:
+    """Hutch++ with 60 products: the same seeded sketch and probes through the exact Hessian
+    give the same exact part (tr Q^T H Q, whatever basis QR picks for range(H S)) and the
+    same deflated probe values; with a sketch as wide as the parameters it is exact."""
+    model, x, y, h, _ = mlp_case
+    op = HessianOperator(model, x, y)
+    n = op.n
+    result = hutchpp_trace(op, 60, seed=3)
+    assert result.probes == 60 and result.config["sketch"] == 20
+    assert result.config["residual_probes"] == 20 and op.config["probe_block"] > 1
+    gen = torch.Generator().manual_seed(3)
+    sketch, probes = _rademacher_rows(gen, 20, n), _rademacher_rows(gen, 20, n)
+    q = np.linalg.qr(h @ sketch.T)[0]
+    exact_part = float(np.trace(q.T @ h @ q))
+    deflated = probes - (probes @ q) @ q.T
+    samples = np.einsum("in,nm,im->i", deflated, h, deflated)
+    assert result.config["exact_part"] == pytest.approx(exact_part, rel=1e-9)
+    np.testing.assert_allclose(result.samples, samples, rtol=1e-8, atol=1e-12)
+    assert result.trace == pytest.approx(exact_part + samples.mean(), rel=1e-9)
+    assert result.stderr == pytest.approx(samples.std(ddof=1) / math.sqrt(20), rel=1e-8)
+    whole = hutchpp_trace(op, 3 * n + 2, seed=1)  # the sketch spans every direction
+    assert whole.trace == pytest.approx(float(np.trace(h)), rel=1e-9)
+    assert whole.stderr <= 1e-9 * abs(whole.trace)
+
+
+def test_hutchpp_is_unbiased_and_refuses_too_few_products(mlp_case) -> None:
+    model, x, y, h, _ = mlp_case
+    op = HessianOperator(model, x, y)
+    values = np.array([hutchpp_trace(op, 30, seed=s).trace for s in range(24)])
+    exact = float(np.trace(h))
+    assert abs(values.mean() - exact) <= 4 * values.std(ddof=1) / math.sqrt(len(values))
+    with pytest.raises(SpecError, match="at least 6"):
+        hutchpp_trace(op, 5)
+
+
 def test_k_equal_to_the_parameter_count_returns_a_rank_deficient_spectrum() -> None:
     """Two samples through a 3x3 linear layer: rank <= 4 of 12, so Lanczos meets invariant
     subspaces and must restart orthogonally to its basis to find all 12 eigenvalues."""
@@ -189,6 +233,46 @@ def test_density_has_mass_one_and_the_exact_spectrum_moments(mlp_case) -> None:
     quad = float(np.nansum(result.weights * np.nan_to_num(result.nodes)) / runs)
     assert abs(mean - quad) <= 1e-3 * (exact.max() - exact.min())
     assert result.nodes.shape == result.weights.shape == (runs, 40)
+
+
+def test_probe_blocks_give_the_same_products_and_bitwise_reruns(mlp_case) -> None:
+    """Probes batched through one backward (``probe_block``) are the one-at-a-time products
+    to rounding; at one block a rerun repeats the bits, and the block is in the config."""
+    model, x, y, _, _ = mlp_case
+    model32, x32 = model.float(), x.float()
+    try:
+        runs = {b: [hutchinson_trace(HessianOperator(model32, x32, y, probe_block=b), 40, seed=2)
+                    for _ in range(2)] for b in (1, 8)}  # fmt: skip
+    finally:
+        model.double()
+    for block, (a, b) in runs.items():
+        assert a.config["probe_block"] == block and np.array_equal(a.samples, b.samples)
+    np.testing.assert_allclose(runs[8][0].samples, runs[1][0].samples, rtol=1e-4, atol=1e-5)
+    assert default_probe_block(64, 267) == 32 and default_probe_block(1438, 17_610) == 1
+    assert default_probe_block(128, 17_610) == 8
+    with pytest.raises(SpecError, match="probe_block"):
+        HessianOperator(model, x, y, probe_block=0)
+
+
+def test_smoothing_is_pyhessians_gaussian_mixture_on_the_whole_grid() -> None:
+    """smooth_density evaluates each Gaussian only where it does not underflow: the result is
+    PyHessian's density_generate (every node on every grid point) to rounding."""
+    g = np.random.default_rng(0)
+    nodes = np.sort(g.normal(size=(3, 30)) * np.array([[0.01], [1.0], [30.0]]), axis=1)
+    nodes[0, -4:] = np.nan  # a run that ended early
+    weights = g.dirichlet(np.ones(30), size=3)
+    weights[0, -4:] = 0.0
+    grid, density, variance = smooth_density(nodes, weights, bins=2000)
+    lo, hi = np.mean(np.nanmin(nodes, 1)) - 0.01, np.mean(np.nanmax(nodes, 1)) + 0.01
+    assert variance == pytest.approx(1e-5 * max(1.0, hi - lo))
+    np.testing.assert_array_equal(grid, np.linspace(lo, hi, 2000))
+    full = np.zeros(2000)
+    for row, w in zip(nodes, weights, strict=True):
+        keep = np.isfinite(row)
+        kernel = np.exp(-((grid[:, None] - row[keep]) ** 2) / (2 * variance))
+        full += kernel / math.sqrt(2 * math.pi * variance) @ w[keep]
+    full /= full.sum() * (grid[1] - grid[0])
+    np.testing.assert_allclose(density, full, rtol=1e-12, atol=1e-300)
 
 
 def test_density_runs_in_groups_give_the_runs_side_by_side(mlp_case) -> None:

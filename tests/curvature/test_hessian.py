@@ -48,6 +48,25 @@ top_k = 2
 trace = true
 subset = 300
 probes = 20
+
+[[surface]]
+models = ["mlp"]
+x = "-0.1:0.1:21"
+y = "-0.02:0.02:5"
+x_direction = "hessian:0"
+y_direction = "hessian:1"
+subset = 300
+metrics = ["loss"]
+
+[[surface]]
+models = ["mlp"]
+x = "-0.5:0.5:3"
+y = "-0.5:0.5:2"
+subset = 300
+metrics = ["loss"]
+curvature = true
+curvature_tol = 1e-6
+curvature_max_iter = 310
 """
 PARAMS = 64 * 4 + 4 + 4 * 10 + 10  # 310
 
@@ -114,11 +133,15 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
         h.ids["main"] = _ids(_main(*exact))
         h.ids["rerun"] = _ids(_main(*exact, "--study", "rerun"))
         h.ids["again"] = _ids(_main(*exact))  # the same request finds the same rows
+        h.ids["hutchpp"] = _ids(_main(*base, "--top-k", "0", "--trace", "--trace-method",
+                                      "hutchpp", "--probes", "60", "--study", "hutchpp"))  # fmt: skip
         _main("enqueue", "surface", "--model", str(model_id), "--x-direction", "hessian:0",
               "--x=-0.1:0.1:21", "--subset", str(SUBSET), "--metrics", "loss")  # fmt: skip
-        _main("enqueue", "surface", "--model", str(model_id), "--x=-0.5:0.5:3", "--y=-0.5:0.5:2",
-              "--subset", str(SUBSET), "--metrics", "loss", "--curvature", "--curvature-tol",
-              "1e-6", "--curvature-max-iter", str(PARAMS))  # fmt: skip
+        # The study file's curvature = true surface, asked for again from the command line.
+        h.ids["cli_curvature"] = _main(
+            "enqueue", "surface", "--model", str(model_id), "--x=-0.5:0.5:3", "--y=-0.5:0.5:2",
+            "--subset", str(SUBSET), "--metrics", "loss", "--curvature", "--curvature-tol",
+            "1e-6", "--curvature-max-iter", str(PARAMS))  # fmt: skip
         h.ids["model"] = model_id
     work = run_tracker("work", "--workers", "1", "--no-progress", env=h.env, timeout=900)
     assert work.returncode == 0, work.stderr[-3000:]
@@ -204,6 +227,25 @@ def test_trace_is_within_its_standard_error_and_layers_add_up(home: Home) -> Non
     assert sum(trace.layer_traces.values()) == pytest.approx(trace.trace, rel=1e-6)
 
 
+def test_hutchpp_trace_from_the_command_line(
+    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--trace-method hutchpp: its own row (Hutchinson's hash is unchanged), 60 products as a
+    sketch of 20, its exact part and 20 deflated probes, within 4 standard errors of the exact
+    trace, shown as Hutch++."""
+    (sid,) = home.ids["hutchpp"]
+    row = spectrum(home, sid)
+    assert sid not in home.ids["main"] and row.measure == "trace" and row.trace_probes == 60
+    assert row.config["trace_method"] == "hutchpp" and row.config["sketch"] == 20
+    assert row.config["residual_probes"] == 20 and row.layer_traces is None
+    exact = float(np.trace(exact_hessian(home, row.checkpoint_id)))
+    assert abs(row.trace - exact) <= 4 * row.trace_stderr, (row.trace, row.trace_stderr, exact)
+    monkeypatch.setenv("TRACKER_HOME", home.env["TRACKER_HOME"])
+    code, out, err = cli(capsys, "show", "hessian", str(sid))
+    assert code == 0, err
+    assert "trace_method=hutchpp" in out and "trace (Hutch++): " in out and "sketch 20" in out
+
+
 def test_density_is_a_normalised_grid_spanning_the_spectrum(home: Home) -> None:
     dens = _by_measure(home, home.ids["main"])["density"]
     grid, values = home.store.read(_path(home, dens.density_array_id))
@@ -259,6 +301,42 @@ def test_eigenvectors_are_unnormalised_directions_and_the_surface_curves_by_lamb
     for k in (1, 2):  # steps of 0.01 and 0.02
         second = (f[mid + k] - 2 * f[mid] + f[mid - k]) / (k * step) ** 2
         assert second == pytest.approx(eigen.eigenvalues[0], rel=0.02), (k, second)
+
+
+def test_a_study_file_surface_runs_along_the_files_own_eigenvectors(home: Home) -> None:
+    """[[hessian]] and a [[surface]] with x_direction = "hessian:0", y_direction = "hessian:1"
+    in one file: the surface's tiles waited for that spectrum's task, and the grid curves by
+    its eigenvalues along each axis (second differences at the centre, within 2%)."""
+    with home.db.session() as s:
+        eigen = s.scalar(sa.select(HessianSpectrum).where(
+            HessianSpectrum.measure == "eigen", HessianSpectrum.epoch == 3,
+            HessianSpectrum.top_k == 2, HessianSpectrum.max_iter == 100))  # fmt: skip
+        dirs = s.scalars(sa.select(Direction).where(Direction.hessian_spectrum_id == eigen.id)
+                         .order_by(Direction.eigen_index)).all()  # fmt: skip
+        surf = s.scalar(sa.select(Surface).where(Surface.x_direction_id == dirs[0].id))
+        assert surf.y_direction_id == dirs[1].id and surf.completed_at is not None
+        loss = home.store.read(s.get(ArrayRef, surf.loss_array_id).path).astype(np.float64)
+        values, task_id, surface_id = list(eigen.eigenvalues), eigen.task_id, surf.id
+    parents = home.rows(f"SELECT DISTINCT d.depends_on_id FROM task_dependencies d JOIN tiles t "
+                        f"ON t.task_id = d.task_id WHERE t.surface_id = {surface_id}")  # fmt: skip
+    assert task_id in {p[0] for p in parents}
+    assert loss.shape == (1, 5, 21)
+    f = loss[0]
+    for axis, step, value in ((1, 0.01, values[0]), (0, 0.01, values[1])):
+        line = f[2, :] if axis == 1 else f[:, 10]
+        mid = len(line) // 2
+        second = (line[mid + 1] - 2 * line[mid] + line[mid - 1]) / step**2
+        assert second == pytest.approx(value, rel=0.02), (axis, second, value)
+
+
+def test_the_study_files_curvature_surface_is_the_cli_one(home: Home) -> None:
+    """curvature = true with curvature_tol/curvature_max_iter asks for what --curvature
+    --curvature-tol --curvature-max-iter asks for: the command line finds the file's surface."""
+    with home.db.session() as s:
+        surf = s.scalar(sa.select(Surface).where(Surface.curvature.is_(True)))
+        assert surf.eval_config["curvature"] == {"tol": 1e-6, "max_iter": PARAMS, "seed": 0}
+        sid = surf.id
+    assert f"surface {sid} (already queued)" in home.ids["cli_curvature"]
 
 
 def test_curvature_map_equals_exact_hessians_at_grid_points(home: Home) -> None:
@@ -389,6 +467,11 @@ def test_bad_requests_are_one_line_exit_2_and_write_nothing(
         _one_line(cli(capsys, *enq, mid, "--per-layer"), "add --trace")
         _one_line(cli(capsys, *enq, mid, "--top-k", "0"), "nothing to measure")
         _one_line(cli(capsys, *enq, mid, "--epochs", "x"), "--epochs")
+        hutchpp = ("--trace", "--trace-method", "hutchpp")
+        _one_line(
+            cli(capsys, *enq, mid, *hutchpp, "--per-layer"), "per-layer traces are Hutchinson's"
+        )
+        _one_line(cli(capsys, *enq, mid, *hutchpp, "--probes", "5"), "at least 6")
         surf = ("enqueue", "surface", "--model", mid, "--x=-1:1:3")
         _one_line(cli(capsys, *surf, "--x-direction", "hessian:9"),
                   "no Hessian eigenvector 9", f"tracker enqueue hessian --model {mid} --epochs 3 --top-k 10")  # fmt: skip
@@ -397,15 +480,31 @@ def test_bad_requests_are_one_line_exit_2_and_write_nothing(
             cli(capsys, *surf, "--y-direction", "hessian:1", "--y=-1:1:3"), "Hessian x direction"
         )
         bad_file = tmp_path / "bad.toml"
-        for text, needle in (
+        surface = '[[surface]]\nmodels = ["mlp"]\nx = "-1:1:3"\nsubset = 300\n'
+        for text, *needles in (
             ('[[hessian]]\nmodels = ["mlp"]\ntop_kk = 1', "unknown key 'top_kk'"),
             ('[[hessian]]\nmodels = ["mlp"]\ntop_k = "5"', "top_k in [[hessian]] number 1 must be int"),
             ('[[hessian]]\nmodels = ["mlp"]\nper_layer = true', "add trace = true"),
             ('[[hessian]]\nmodels = ["mlp"]\nbn = "recompute"', "unknown BatchNorm mode"),
             ('[[hessian]]\nmodels = ["other"]', "names model 'other'"),
+            ('[[hessian]]\nmodels = ["mlp"]\ntrace = true\ntrace_method = "hutch"', "unknown --trace-method 'hutch'"),
+            (f'{surface}x_direction = "hesian:0"', "x_direction 'hesian:0' is not random or hessian:I"),
+            (f'{surface}x_direction = 0', 'x_direction in [[surface]] number 1 must be "random"'),
+            (f'{surface}y_direction = "hessian:1"', "y_direction needs a 2D surface"),
+            (f'{surface}y = "-1:1:3"\ny_direction = "hessian:1"', "needs a Hessian x direction"),
+            (f'{surface}x_direction = "hessian:9"',
+             "no Hessian eigenvector 9 at epoch 3", "top_k = 10", f"--model {mid} --epochs 3 --top-k 10"),
+            (f'{surface}x_direction = "hessian:0"\npairs = 2', "every surface would be the same"),
+            (f'{surface}curvature = "yes"', "curvature in [[surface]] number 1 must be bool"),
+            (f'{surface}curvature_max_iter = 5', "add curvature = true"),
+            (f'{surface}curvature = true\ncurvature_tol = 2', "curvature_tol must be in (0, 1)"),
+            (f'{surface}curvature = true\ncurvature_max_iter = 0', "curvature_max_iter must be in 1..100,000"),
+            ('[[pca]]\nmodel = "mlp"\ncurvature_tol = 0.1', "[[pca]] number 1 sets up the curvature map"),
         ):  # fmt: skip
             bad_file.write_text(textwrap.dedent(STUDY.split("[[hessian]]")[0]) + text + "\n")
-            _one_line(cli(capsys, "enqueue", str(bad_file)), needle)
+            _one_line(cli(capsys, "enqueue", str(bad_file)), *needles)
+        _one_line(cli(capsys, *surf, "--x-direction", "hessian:0", "--same-dir"),
+                  "--same-dir makes the y direction the x one")  # fmt: skip
         assert _counts(home) == before
     finally:
         with home.db.session() as s:
@@ -439,3 +538,108 @@ def test_the_hessian_surface_waits_for_its_spectrum(tmp_path: Path, capsys, monk
                   "JOIN tasks p ON p.id = d.depends_on_id WHERE t.kind = 'surface.tile'")  # fmt: skip
     assert sorted(d[0] for d in deps) == ["hessian", "train"]
     assert json.loads(json.dumps(kinds[1][1])) == "waiting"
+
+
+def test_show_study_counts_spectra_and_show_surface_describes_one(
+    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRACKER_HOME", home.env["TRACKER_HOME"])
+    counts = dict(home.rows("SELECT h.measure, count(*) FROM hessian_spectra h JOIN studies s "
+                            "ON s.id = h.study_id WHERE s.name = 'curv' GROUP BY h.measure"))  # fmt: skip
+    assert set(counts) == {"eigen", "trace", "density"}
+    code, out, err = cli(capsys, "show", "study", "curv")
+    assert code == 0, err
+    section = out.split("Hessian spectra:")[1].strip().splitlines()
+    assert section[0].split() == ["measure", "spectra", "models", "checkpoints", "done",
+                                  "queued", "failed"]  # fmt: skip
+    shown = {line.split()[0]: line.split()[1:] for line in section[1:4]}
+    for measure, n in counts.items():
+        assert shown[measure][0] == str(n) and shown[measure][3:] == [str(n), "0", "0"]
+    code, out, err = cli(capsys, "show", "study", "curv", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert {c["measure"]: c["spectra"] for c in data["hessian_counts"]} == counts
+    assert len(data["hessian"]) == sum(counts.values())
+    assert {r["measure"] for r in data["hessian"]} == set(counts)
+
+    with home.db.session() as s:
+        curv = s.scalar(sa.select(Surface).where(Surface.curvature.is_(True)))
+        along = s.scalar(sa.select(Surface).join(Direction, Direction.id == Surface.x_direction_id)
+                         .where(Direction.kind == "hessian").order_by(Surface.id).limit(1))  # fmt: skip
+        gradient, curv_id, along_id = curv.centre_gradient, curv.id, along.id
+    assert gradient is not None  # random directions: seed 001's arrow is stored
+    code, out, err = cli(capsys, "show", "surface", str(curv_id))
+    assert code == 0, err
+    assert f"surface {curv_id} (complete): model {home.ids['model']} 'mlp', epoch 3" in out
+    assert "loss: cross_entropy (the data set's own)" in out
+    assert "BatchNorm: eval" in out
+    assert "curvature: lambda_min/lambda_max map (tol 1e-06, max_iter 310, seed 0)" in out
+    assert "centre gradient (per grid, on each direction): " + ", ".join(
+        format(v, ".6g") for v in gradient[0]) in out  # fmt: skip
+    code, out, err = cli(capsys, "show", "surface", str(along_id))
+    assert code == 0, err
+    assert "x direction: hessian:0" in out and "curvature: no" in out
+    assert "centre gradient: none (computed for random-direction surfaces only)" in out
+    code, out, err = cli(capsys, "show", "surface", str(curv_id), "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["curvature"] is True and d["curvature_settings"]["tol"] == 1e-6
+    assert d["centre_gradient"] == {"stored": True, "values": gradient}
+    assert d["loss"] == "cross_entropy" and d["bn"] == {"mode": "eval"}
+    _one_line(cli(capsys, "show", "surface", "9999"), "9999")
+
+
+def test_a_study_files_hessian_surface_waits_for_the_files_spectrum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before anything is trained: the file's [[hessian]] eigenvectors are direction rows whose
+    task waits on training, the [[surface]] along them waits on both; `show study` counts the
+    queued spectra and `show surface` names the BatchNorm recompute batches."""
+    monkeypatch.setenv("TRACKER_HOME", str(tmp_path / ".tracker"))
+    for key in ("TRACKER_DB_URL", "TRACKER_STORE"):
+        monkeypatch.delenv(key, raising=False)
+    text = textwrap.dedent(STUDY.split("[[hessian]]")[0]) + textwrap.dedent("""
+        [[surface]]
+        models = ["mlp"]
+        x = "-1:1:5"
+        x_direction = "hessian:0"
+        curvature = true
+
+        [[hessian]]
+        models = ["mlp"]
+        top_k = 1
+        trace = true
+
+        [[surface]]
+        models = ["mlp"]
+        x = "-1:1:5"
+        bn = "recompute"
+        bn_batches = 3
+        """)  # fmt: skip
+    (tmp_path / "s.toml").write_text(text)
+    assert cli(capsys, "db", "upgrade")[0] == 0
+    code, out, err = cli(capsys, "enqueue", str(tmp_path / "s.toml"))
+    assert code == 0, err
+    assert "2 surface(s) (2 new), 2 Hessian measure(s) (2 new)" in out
+    h = Home(tmp_path)
+    tiles = h.rows("SELECT s.id, p.kind, p.status FROM surfaces s JOIN tiles t ON t.surface_id = "
+                   "s.id JOIN task_dependencies d ON d.task_id = t.task_id JOIN tasks p ON "
+                   "p.id = d.depends_on_id ORDER BY s.id, p.kind")  # fmt: skip
+    first = [(k, st) for sid, k, st in tiles if sid == tiles[0][0]]
+    assert first == [("hessian", "waiting"), ("train", "pending")]
+    code, out, err = cli(capsys, "show", "study", "curv")
+    assert code == 0, err
+    rows = [line.split() for line in out.split("Hessian spectra:")[1].strip().splitlines()[1:3]]
+    assert rows == [
+        ["eigen", "1", "1", "1", "0", "1", "0"],
+        ["trace", "1", "1", "1", "0", "1", "0"],
+    ]
+    code, out, err = cli(capsys, "show", "surface", str(tiles[0][0]))
+    assert code == 0, err
+    assert "(waiting)" in out.splitlines()[0] and "curvature: lambda_min/lambda_max map" in out
+    assert "centre gradient: none (the surface is not complete)" in out
+    last = h.rows("SELECT max(id) FROM surfaces")[0][0]
+    code, out, err = cli(capsys, "show", "surface", str(last))
+    assert code == 0, err
+    assert ("BatchNorm: recompute: running statistics re-estimated at each point from 3 "
+            "training batches of 64") in out  # fmt: skip

@@ -2,7 +2,8 @@
 
     tracker enqueue hessian --model ID [--epochs all|E1,E2] [--top-k 5] [--trace] [--density]
         [--per-layer] [--split train|test|val] [--subset N | --minibatches K --minibatch-size B]
-        [--bn eval|train] [--seed S] [--tol 1e-3] [--max-iter 100] [--probes 100] [--study S]
+        [--bn eval|train] [--seed S] [--tol 1e-3] [--max-iter 100] [--probes 100]
+        [--trace-method hutchinson|hutchpp] [--study S]
     tracker show hessian ID | --model ID
     tracker plot hessian ID... | --model ID | --surface ID
 
@@ -46,7 +47,12 @@ def add_parsers(
     p.add_argument("--tol", type=float, default=1e-3, help="relative residual of eigenpairs")
     p.add_argument("--max-iter", type=int, default=100,
                    help="Lanczos steps (eigenvalues; density steps too)")  # fmt: skip
-    p.add_argument("--probes", type=int, default=100, help="Rademacher probes of the trace")
+    p.add_argument("--probes", type=int, default=100,
+                   help="Rademacher probes of the trace (hutchpp: products in all)")  # fmt: skip
+    p.add_argument("--trace-method", default="hutchinson", choices=["hutchinson", "hutchpp"],
+                   help="hutchpp: Hutch++, the trace of a sketched dominant subspace taken "
+                   "exactly and the rest probed (smaller error where a few eigenvalues "
+                   "dominate, as after training)")  # fmt: skip
     p.add_argument("--density-runs", type=int, default=1, help="SLQ runs (default 1)")
     p.add_argument("--study", help="study label (default: the model's study)")
     p.set_defaults(func=lazy_command(__name__, "cmd_enqueue_hessian"))
@@ -81,7 +87,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
         density=args.density, per_layer=args.per_layer, split=args.split, subset=args.subset,
         minibatches=args.minibatches, minibatch_size=args.minibatch_size, bn=args.bn,
         seed=args.seed, tol=args.tol, max_iter=args.max_iter, probes=args.probes,
-        density_runs=args.density_runs,
+        density_runs=args.density_runs, trace_method=args.trace_method,
     )  # fmt: skip
 
 
@@ -163,8 +169,14 @@ def cmd_show_hessian(args: argparse.Namespace) -> int:
         lines.append("  directions (surface with --x-direction hessian:I): "
                      + ", ".join(map(str, s.direction_ids)))  # fmt: skip
     if s.measure == "trace" and s.trace is not None:
-        lines.append(f"  trace: {_num(s.trace)} +- {_num(s.trace_stderr)} "
-                     f"({s.trace_probes} probes)")  # fmt: skip
+        if s.config.get("trace_method") == "hutchpp":
+            lines.append(f"  trace (Hutch++): {_num(s.trace)} +- {_num(s.trace_stderr)} "
+                         f"({s.trace_probes} products: sketch {s.config.get('sketch')}, "
+                         f"exact part {_num(s.config.get('exact_part'))}, "
+                         f"{s.config.get('residual_probes')} deflated probes)")  # fmt: skip
+        else:
+            lines.append(f"  trace: {_num(s.trace)} +- {_num(s.trace_stderr)} "
+                         f"({s.trace_probes} probes)")  # fmt: skip
         for name, value in (s.layer_traces or {}).items():
             lines.append(f"    {name}: {_num(value)}")
     if s.loss_value is not None:
@@ -172,6 +184,19 @@ def cmd_show_hessian(args: argparse.Namespace) -> int:
                      f"{_num(s.seconds, '.2f')} s")  # fmt: skip
     print("\n".join(lines))
     return 0
+
+
+def print_study_spectra(db: Any, study_id: int) -> None:
+    """The study's Hessian spectra counted per measure, as `tracker show study` lists its
+    models and surfaces (nothing is printed for a study without them)."""
+    from tracker.curvature.results import study_counts
+
+    with db.session() as session:
+        counts = study_counts(session, study_id)
+    if counts:
+        print("\nHessian spectra:")
+        keys = ["measure", "spectra", "models", "checkpoints", "done", "queued", "failed"]
+        print(table(keys, [[c[k] for k in keys] for c in counts]))
 
 
 # --- plot -------------------------------------------------------------------------------------

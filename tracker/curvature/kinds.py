@@ -206,8 +206,12 @@ def _eigen(ctx: TaskContext, job: _Job, op: cv.HessianOperator) -> dict[str, Any
 
 def _trace(ctx: TaskContext, job: _Job, op: cv.HessianOperator) -> dict[str, Any]:
     row = job.row
-    tr = cv.hutchinson_trace(op, int(row.probes or 100), per_layer=bool(row.per_layer),
-                             seed=int(row.seed), progress=lambda *_: ctx.check_lease())  # fmt: skip
+    check = lambda *_: ctx.check_lease()  # noqa: E731
+    if (row.config or {}).get("trace_method") == "hutchpp":
+        tr = cv.hutchpp_trace(op, int(row.probes or 100), seed=int(row.seed), progress=check)
+    else:
+        tr = cv.hutchinson_trace(op, int(row.probes or 100), per_layer=bool(row.per_layer),
+                                 seed=int(row.seed), progress=check)  # fmt: skip
     metrics = {"hessian.trace": tr.trace, "hessian.trace_stderr": tr.stderr}
     metrics |= {f"hessian.trace.{name}": v for name, v in tr.layer_traces.items()}
     return {

@@ -64,6 +64,7 @@ def _spectrum(session: Session, row: HessianSpectrum) -> Spectrum:
         "tol": row.tol, "max_iter": row.max_iter, "top_k": row.top_k, "probes": row.probes,
         "per_layer": row.per_layer, "density_runs": row.density_runs,
         "density_steps": row.density_steps,
+        "trace_method": (row.config or {}).get("trace_method") if row.measure == "trace" else None,
     }  # fmt: skip
     dirs = session.scalars(
         sa.select(Direction.id).where(Direction.hessian_spectrum_id == row.id)
@@ -95,6 +96,30 @@ def model_spectra(session: Session, model_id: int) -> list[Spectrum]:
         .order_by(HessianSpectrum.epoch, HessianSpectrum.measure, HessianSpectrum.id)
     ).all()  # fmt: skip
     return [_spectrum(session, r) for r in rows]
+
+
+def study_counts(session: Session, study_id: int) -> list[dict[str, Any]]:
+    """A study's Hessian spectra counted per measure: how many, of how many models and
+    checkpoints, and how many are done, queued (waiting, pending, running) and failed."""
+    rows = session.execute(
+        sa.select(HessianSpectrum.measure, HessianSpectrum.model_id, HessianSpectrum.checkpoint_id,
+                  Task.status)
+        .outerjoin(Task, Task.id == HessianSpectrum.task_id)
+        .where(HessianSpectrum.study_id == study_id)
+    ).all()  # fmt: skip
+    out = []
+    for measure in ("eigen", "trace", "density"):
+        mine = [r for r in rows if r[0] == measure]
+        if not mine:
+            continue
+        status = [r[3] or "done" for r in mine]
+        out.append({
+            "measure": measure, "spectra": len(mine), "models": len({r[1] for r in mine}),
+            "checkpoints": len({r[2] for r in mine}), "done": status.count("done"),
+            "queued": sum(s in ("waiting", "pending", "running") for s in status),
+            "failed": status.count("failed"),
+        })  # fmt: skip
+    return out
 
 
 def _done(spec: Spectrum, array_id: int | None, what: str) -> int:
@@ -183,5 +208,6 @@ __all__: Sequence[str] = (
     "history",
     "load_spectrum",
     "model_spectra",
+    "study_counts",
     "top_k_over_training",
 )  # fmt: skip

@@ -27,6 +27,7 @@ from tracker.training.rows import find_checkpoint, find_model, model_train_task
 SPLITS = ("train", "test", "val")
 BN_MODES = ("eval", "train")
 MEASURES = ("eigen", "trace", "density")
+TRACE_METHODS = ("hutchinson", "hutchpp")
 REGRESSION_DATASETS = frozenset({"autompg"})
 MAX_TOP_K = 1000
 MAX_ITER = 100_000
@@ -40,6 +41,8 @@ class HessianRequest:
     ``epochs``: None for the final checkpoint, "all" for every checkpoint, or epochs.
     ``top_k`` 0 skips the eigenvalues; ``trace`` and ``density`` add those measures.
     Density: ``density_runs`` SLQ runs of ``max_iter`` Lanczos steps (PyHessian: 1 x 100).
+    Trace: ``trace_method`` 'hutchinson' (``probes`` Rademacher probes) or 'hutchpp' (Hutch++:
+    ``probes`` products split between a sketch, its exact trace and deflated probes).
     """
 
     model: int | str
@@ -59,6 +62,7 @@ class HessianRequest:
     probes: int = 100
     density_runs: int = 1
     subset_seed: int = 0
+    trace_method: str = "hutchinson"  # or "hutchpp": Hutch++, ``probes`` products in all
 
     def measures(self) -> list[str]:
         return [m for m, on in (("eigen", self.top_k > 0), ("trace", self.trace),
@@ -84,6 +88,13 @@ def check_request(req: HessianRequest) -> None:
     _integer(req.subset_seed, "subset_seed", 0, 2**31 - 1)
     if not req.measures():
         raise SpecError("nothing to measure: --top-k 0 needs --trace or --density")
+    if req.trace_method not in TRACE_METHODS:
+        raise SpecError(f"unknown --trace-method {req.trace_method!r}: use hutchinson or hutchpp")
+    if req.trace_method == "hutchpp" and req.trace:
+        if req.probes < 6:
+            raise SpecError(f"--trace-method hutchpp splits --probes in three: give at least 6, got {req.probes}")  # fmt: skip
+        if req.per_layer:
+            raise SpecError("per-layer traces are Hutchinson's: drop --per-layer or use --trace-method hutchinson")  # fmt: skip
     if isinstance(req.tol, bool) or not (math.isfinite(req.tol) and 0 < req.tol < 1):
         raise SpecError(f"--tol must be a number in (0, 1), e.g. 1e-3, got {req.tol!r}")
     if req.subset is not None:
@@ -149,6 +160,8 @@ def _settings(req: HessianRequest, measure: str) -> dict[str, Any]:
         out.update(top_k=req.top_k, tol=req.tol, max_iter=req.max_iter)
     elif measure == "trace":
         out.update(probes=req.probes, per_layer=req.per_layer)
+        if req.trace_method != "hutchinson":  # Hutchinson's rows keep the hashes they had
+            out["trace_method"] = req.trace_method
     else:
         out.update(runs=req.density_runs, steps=req.max_iter)
     return out
@@ -200,7 +213,8 @@ def _add_measure(
         probes=req.probes if measure == "trace" else None,
         density_runs=req.density_runs if measure == "density" else None,
         density_steps=req.max_iter if measure == "density" else None,
-        config={"which": "largest"} if measure == "eigen" else {},
+        config={"which": "largest"} if measure == "eigen"
+        else {"trace_method": req.trace_method} if measure == "trace" else {},
     )  # fmt: skip
     if not new:
         return row, False

@@ -157,6 +157,82 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curvature-max-iter", type=int, default=100, metavar="N",
                    help="Lanczos steps per point and end of the spectrum (default 100)")  # fmt: skip
 
+def add_show_parser(show: Any, common: argparse.ArgumentParser) -> None:
+    """Add `show surface`."""
+    p = show.add_parser("surface", parents=[common],
+                        help="a surface: centre, directions, grid, loss, BatchNorm, curvature, "
+                        "centre gradient, summaries")  # fmt: skip
+    p.add_argument("id", type=int, metavar="SURFACE_ID")
+    p.set_defaults(func=lazy_command(__name__, "cmd_show_surface"))
+
+
+def cmd_show_surface(args: argparse.Namespace) -> int:
+    from tracker.surfaces.results import describe_surface
+
+    db = open_db(args)
+    with db.session() as session:
+        d = describe_surface(session, args.id)
+    emit(args, d, lambda: surface_text(d))
+    return 0
+
+
+def surface_text(d: dict[str, Any]) -> str:
+    """`tracker show surface` for a person."""
+
+    def num(v: Any) -> str:
+        return "-" if v is None else format(v, ".6g")
+
+    if d["model_id"] is not None:
+        name = f" {d['model_name']!r}" if d["model_name"] else ""
+        centre = f"model {d['model_id']}{name}, epoch {d['epoch']}"
+    else:
+        centre = f"imported from {d['source']}"
+    grid = d["grid"]
+    lines = [f"surface {d['id']} ({d['status']}): {centre}",
+             f"  grid: x {grid['x']}" + (f", y {grid['y']}" if grid["y"] else "")
+             + f" (tiles {grid['tile'][0]}" + (f"x{grid['tile'][1]}" if grid["y"] else "") + ")",
+             f"  x direction: {d['x_direction'] or '-'}"]  # fmt: skip
+    if d["y_direction"]:
+        lines.append(f"  y direction: {d['y_direction']}")
+    data = d["split"]
+    if d["subset"]:
+        data += f", subset {d['subset']} (seed {d['subset_seed']})"
+    if d["minibatches"]:
+        data += f", {d['minibatches']} minibatches of {d['minibatch_size']}"
+    lines.append(f"  data: {data}; metrics {', '.join(d['metrics'])}")
+    lines.append(f"  loss: {d['loss'] or '-'} ({d['loss_from']})")
+    bn = d["bn"]
+    text = bn["mode"]
+    if bn["mode"] == "recompute":
+        text += (f": running statistics re-estimated at each point from {bn['batches']} "
+                 f"training batches of {bn['batch_size']}")  # fmt: skip
+    lines.append(f"  BatchNorm: {text}")
+    lines.append(f"  precision: {d['precision'] or 'fp32'}, compile: {d['compile'] or 'none'}"
+                 + (", GPU workers only" if d["gpu"] else ""))  # fmt: skip
+    if d["curvature"]:
+        c = d["curvature_settings"] or {}
+        lines.append(f"  curvature: lambda_min/lambda_max map (tol {c.get('tol')}, max_iter "
+                     f"{c.get('max_iter')}, seed {c.get('seed')}); `tracker plot hessian "
+                     f"--surface {d['id']}` draws it")  # fmt: skip
+    else:
+        lines.append("  curvature: no (enqueue with --curvature for the lambda_min/max map)")
+    g = d["centre_gradient"]
+    if g["stored"]:
+        rows = "; ".join(", ".join(num(v) for v in row) for row in g["values"])
+        lines.append(f"  centre gradient (per grid, on each direction): {rows}")
+    else:
+        lines.append(f"  centre gradient: none ({g['why']})")
+    sm = d["summary"]
+    if d["completed_at"] is not None:
+        at = f"({num(sm['min_x'])}" + (f", {num(sm['min_y'])})" if grid["y"] else ")")
+        lines.append(f"  centre loss {num(sm['centre_loss'])}, minimum {num(sm['min_loss'])} at "
+                     f"{at}, rise@0.25/0.5/1.0 {num(sm['rise_r025'])}/{num(sm['rise_r050'])}/"
+                     f"{num(sm['rise_r100'])}, flat width {num(sm['flatness_width'])}")  # fmt: skip
+    if d["provenance"]:
+        lines.append(f"  computed with: {d['provenance']}")
+    return "\n".join(lines)
+
+
 # --- argument helpers -------------------------------------------------------------------------
 
 
@@ -173,18 +249,6 @@ def parse_tile(text: str | None) -> tuple[int, int] | None:
     if len(values) not in (1, 2) or not all(1 <= v <= 4096 for v in values):
         raise SpecError(f"--tile {text!r} is not NX or NXxNY with 1..4096 points each (e.g. 16x16)")
     return (values[0], values[-1])
-
-
-def parse_direction_choice(text: str | None, flag: str) -> int | None:
-    """``random`` (None) or ``hessian:I`` (the eigen index I)."""
-    from tracker._exceptions import SpecError
-
-    if text is None or text.strip() == "random":
-        return None
-    kind, _, index = text.strip().partition(":")
-    if kind == "hessian" and index.isdigit():
-        return int(index)
-    raise SpecError(f"{flag} {text!r} is not random or hessian:I (e.g. hessian:0, the top one)")
 
 
 # --- enqueue ----------------------------------------------------------------------------------
@@ -213,6 +277,7 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
         Grid,
         SurfaceSpec,
         add_surface,
+        parse_direction_choice,
         parse_grid,
         surface_tasks,
     )

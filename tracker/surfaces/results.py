@@ -90,6 +90,78 @@ def direction_tensors(
     return [flat[e["offset"] : e["offset"] + e["size"]].reshape(e["shape"]) for e in layout]
 
 
+# Data sets whose loss is MSE unless a surface asks for another (tracker.surfaces.rows').
+_REGRESSION = frozenset({"autompg"})
+
+
+def _direction_text(direction: Direction | None) -> str | None:
+    if direction is None:
+        return None
+    if direction.kind == "hessian":
+        return (f"hessian:{direction.eigen_index} (direction {direction.id}, Hessian spectrum "
+                f"{direction.hessian_spectrum_id})")  # fmt: skip
+    if direction.kind == "random":
+        return (f"random, seed {direction.seed}, {direction.normalization} normalisation, "
+                f"ignore {direction.ignore}, {direction.target} (direction {direction.id})")  # fmt: skip
+    return f"{direction.kind} (direction {direction.id})"
+
+
+def describe_surface(session: Session, surface_id: int) -> dict[str, Any]:
+    """Everything `tracker show surface` says about one surface, as plain values: centre,
+    directions, grid, evaluation (loss, BatchNorm with its recompute batches, precision), the
+    curvature map's settings, the centre gradient, state and summaries."""
+    s = get_surface(session, surface_id)
+    ckpt = session.get(Checkpoint, s.checkpoint_id) if s.checkpoint_id else None
+    model = session.get(Model, ckpt.model_id) if ckpt else None
+    task = session.get(Task, s.task_id) if s.task_id else None
+    xd = session.get(Direction, s.x_direction_id) if s.x_direction_id else None
+    yd = session.get(Direction, s.y_direction_id) if s.y_direction_id else None
+    config = dict(s.eval_config or {})
+    engine = config.get("engine") or {}
+    if "loss" in config:
+        loss, loss_from = config["loss"], "asked for"
+    elif "loss" in engine:
+        loss, loss_from = engine["loss"], "the data set's own"
+    elif model is not None:
+        default = "mse" if model.dataset in _REGRESSION else "cross_entropy"
+        loss, loss_from = default, "the data set's own"
+    else:
+        loss, loss_from = None, "imported"
+    bn: dict[str, Any] = {"mode": s.bn_mode}
+    if s.bn_mode == "recompute":
+        bn.update(batches=config.get("bn_batches"), batch_size=config.get("bn_batch_size"))
+    curvature = config.get("curvature") if s.curvature else None
+    if s.centre_gradient is not None:
+        gradient: dict[str, Any] = {"stored": True, "values": s.centre_gradient}
+    elif s.completed_at is None:
+        gradient = {"stored": False, "why": "the surface is not complete"}
+    elif xd is None or xd.kind != "random":
+        gradient = {"stored": False, "why": "computed for random-direction surfaces only"}
+    else:
+        gradient = {"stored": False, "why": "not stored (completed before centre gradients were)"}
+    grid = {"x": f"{s.x_min:g}:{s.x_max:g}:{s.nx}",
+            "y": f"{s.y_min:g}:{s.y_max:g}:{s.ny}" if s.ny is not None else None,
+            "tile": [s.tile_nx, s.tile_ny]}  # fmt: skip
+    return {
+        "id": s.id, "study_id": s.study_id,
+        "status": "complete" if s.completed_at else (task.status if task else "unknown"),
+        "model_id": model.id if model else None, "model_name": model.name if model else None,
+        "epoch": ckpt.epoch if ckpt else None, "source": s.source,
+        "x_direction": _direction_text(xd), "y_direction": _direction_text(yd), "grid": grid,
+        "split": s.split, "subset": s.subset_size, "subset_seed": config.get("subset_seed"),
+        "minibatches": s.n_minibatches, "minibatch_size": s.minibatch_size,
+        "metrics": list(s.metrics or []), "loss": loss, "loss_from": loss_from, "bn": bn,
+        "precision": config.get("precision"), "compile": config.get("compile"),
+        "gpu": config.get("gpu"), "engine": engine or None,
+        "curvature": curvature is not None, "curvature_settings": curvature,
+        "centre_gradient": gradient,
+        "summary": {k: getattr(s, k) for k in (
+            "centre_loss", "min_loss", "min_x", "min_y", "rise_r025", "rise_r050", "rise_r100",
+            "flatness_width")},
+        "completed_at": s.completed_at, "provenance": surface_provenance(session, s),
+    }  # fmt: skip
+
+
 def study_surfaces(session: Session, study_id: int) -> list[Surface]:
     """A study's surfaces in id order."""
     return list(

@@ -185,6 +185,17 @@ class SurfaceSpec:
     path_range: bool = False
 
 
+def parse_direction_choice(text: str | None, what: str) -> int | None:
+    """``random`` (None) or ``hessian:I`` (the eigen index I): `--x-direction` and a study
+    file's ``x_direction`` alike; ``what`` names the flag or key in the message."""
+    if text is None or text.strip() == "random":
+        return None
+    kind, _, index = text.strip().partition(":")
+    if kind == "hessian" and index.isdigit():
+        return int(index)
+    raise SpecError(f"{what} {text!r} is not random or hessian:I (e.g. hessian:0, the top one)")
+
+
 def check_eval(spec: EvalSpec, regression: bool) -> None:
     if spec.split not in SPLITS:
         raise SpecError(f"unknown split {spec.split!r}: use one of {', '.join(SPLITS)}")
@@ -332,7 +343,13 @@ def add_surface(
     elif spec.x_hessian is not None:
         x_rows = [hessian_direction(session, study, model, centre, spec.x_hessian)]
         y_rows = []
-        if spec.y is not None:
+        if spec.same_dir:
+            if spec.y is None:
+                raise SpecError("--same-dir makes the y direction the x one: give --y MIN:MAX:N too")
+            if spec.y_hessian is not None:
+                raise SpecError("--same-dir and --y-direction both give the y direction: keep one of them")  # fmt: skip
+            y_rows = x_rows
+        elif spec.y is not None:
             y_rows = [hessian_direction(session, study, model, centre, spec.y_hessian, x_rows[0])
                       if spec.y_hessian is not None
                       else add_direction(session, study, spec.y_direction or DirectionSpec(seed=1),
@@ -591,5 +608,5 @@ def import_h5(
 
 __all__: Sequence[str] = (
     "CurvatureSpec", "EvalSpec", "Grid", "SurfaceSpec", "add_surface", "hessian_direction",
-    "import_h5", "parse_grid",
+    "import_h5", "parse_direction_choice", "parse_grid",
 )  # fmt: skip
