@@ -53,6 +53,7 @@ BUILTIN_KINDS: dict[str, tuple[str, bool]] = {
     "levelset.l2": ("tracker.levelsets.kinds", False),
     "ensemble.train": ("tracker.morse.kinds", False),
     "ensemble.complete": ("tracker.morse.kinds", True),
+    "ensemble.collect": ("tracker.morse.kinds", False),
     "morse": ("tracker.morse.kinds", False),
     "hessian": ("tracker.curvature.kinds", False),
     "model.import": ("tracker.training.kinds", False),

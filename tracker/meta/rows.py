@@ -24,9 +24,13 @@ from tracker._schema import (
     Checkpoint,
     Direction,
     Embedding,
+    Ensemble,
+    EnsembleMember,
+    LevelSetRun,
     Measure,
     MeasureDefinition,
     Model,
+    MorseGraph,
     PersistenceDiagram,
     Retrain,
     Surface,
@@ -235,8 +239,110 @@ def curvature_samples(
                              int(r["ckpt_epoch"]), value, f"hessian_spectrum:{r['id']}")  # fmt: skip
 
 
+LEVELSET_CONFIG = ("max_predictor_steps", "max_corrector_steps", "eta_min", "eta_c",
+                   "eta_p_max", "turn_deg", "level_tol", "kkt_tol_deg", "grad_rms_floor")  # fmt: skip
+
+
+def levelset_samples(session: Session, store: ArrayStore, study_id: int) -> Iterator[Sample]:
+    """Endpoint metrics of every finished level-set traversal that starts from a model
+    checkpoint: measures of that checkpoint. A paper setup's run trains its own network, which
+    has no ``models`` row (no generalisation target): it gives no measure.
+
+    Kinds: the endpoint's train/test loss and accuracy (``levelset_end_*``), its weight norm
+    ``levelset_end_weight_norm`` (||theta||, biases included), ``levelset_norm_ratio`` (end
+    norm / start norm: how much the level set lets the norm shrink), ``levelset_distance``
+    (||theta_end - theta_start||), ``levelset_test_acc_change`` / ``levelset_test_loss_change``
+    (end - start) and ``levelset_steps`` (predictor steps taken). Traversals that differ only
+    in the training subset's seed are seeds of one measure.
+    """
+    import numpy as np
+
+    rows = session.execute(
+        sa.select(LevelSetRun, Checkpoint)
+        .join(Checkpoint, Checkpoint.id == LevelSetRun.checkpoint_id)
+        .join(Model, Model.id == Checkpoint.model_id)
+        .where(Model.study_id == study_id, LevelSetRun.trace_array_id.is_not(None))
+        .order_by(LevelSetRun.id)
+    ).all()
+    for run, c in rows:
+        cfg = run.config or {}
+        config = tuple((k, cfg[k]) for k in LEVELSET_CONFIG if cfg.get(k) is not None)
+        base = Definition(family="levelset", kind="", split="train",
+                          subset_size=cfg.get("train_subset"), bn_mode="eval", config=config)  # fmt: skip
+        fields = list(run.trace_fields or [])
+        trace = np.asarray(read_array(session, store, run.trace_array_id, verify=False,
+                                      what=f"level-set run {run.id}'s trace"))  # fmt: skip
+        start = dict(zip(fields, trace[0].tolist(), strict=True)) if len(trace) else {}
+        r_end, r_start = run.final_weight_norm_sq, start.get("weight_norm_sq")
+        values = {
+            "levelset_end_train_loss": run.final_train_loss,
+            "levelset_end_train_acc": run.final_train_acc,
+            "levelset_end_test_loss": run.final_test_loss,
+            "levelset_end_test_acc": run.final_test_acc,
+            "levelset_end_weight_norm": None if r_end is None else math.sqrt(max(r_end, 0.0)),
+            "levelset_norm_ratio": (math.sqrt(r_end / r_start)
+                                    if r_end is not None and r_start else None),
+            "levelset_distance": run.final_distance,
+            "levelset_test_acc_change": _change(run.final_test_acc, start.get("test_acc")),
+            "levelset_test_loss_change": _change(run.final_test_loss, start.get("test_loss")),
+            "levelset_steps": run.n_predictor_steps,
+        }  # fmt: skip
+        for kind, value in values.items():
+            yield Sample(_with_kind(base, kind), c.model_id, c.id, c.epoch, value,
+                         f"levelset_run:{run.id}")  # fmt: skip
+
+
+def _change(end: float | None, start: float | None) -> float | None:
+    return None if end is None or start is None else end - start
+
+
+MORSE_KINDS = {"morse_attractors": "n_attractors", "morse_nodes": "n_nodes",
+               "morse_nontrivial": "n_nontrivial"}  # fmt: skip
+
+
+def morse_samples(session: Session, store: ArrayStore, study_id: int) -> Iterator[Sample]:
+    """Counts of every finished Morse graph over an ensemble of the study's models: the graph
+    describes the training dynamics of one hyperparameter setting (its seeds are the ensemble),
+    so each count is a measure of every member model, at the final checkpoint (the map's end).
+
+    The definition's key says so (``of=setting-members``) and names the map (early epoch ->
+    the measure's epoch), the weights' pick and count, subdivision and Conley indices. Graphs
+    that differ only in the GP's seed are seeds of one measure. A DOODL3 ensemble's own small
+    networks are not ``models`` rows (no generalisation target): they give no measure.
+    """
+    rows = session.execute(
+        sa.select(MorseGraph, Ensemble, Model.id)
+        .join(Ensemble, Ensemble.id == MorseGraph.ensemble_id)
+        .join(EnsembleMember, EnsembleMember.ensemble_id == Ensemble.id)
+        .join(Model, Model.id == EnsembleMember.model_id)
+        .where(Model.study_id == study_id, MorseGraph.completed_at.is_not(None))
+        .order_by(MorseGraph.id, EnsembleMember.model_index)
+    ).all()
+    for graph, ensemble, model_id in rows:
+        ckpt = session.execute(
+            sa.select(Checkpoint.id, Checkpoint.epoch)
+            .where(Checkpoint.model_id == model_id, Checkpoint.epoch == ensemble.epochs)
+        ).first()
+        if ckpt is None:
+            continue
+        k = int((graph.source or {}).get("weights", len(graph.weight_names or []) or 2))
+        config: tuple[tuple[str, Any], ...] = (
+            ("of", "setting-members"), ("early_epoch", ensemble.early_epoch),
+            ("pick", graph.pick), ("weights", k), ("subdiv", graph.subdiv),
+            ("conley", bool(graph.conley)),
+        )  # fmt: skip
+        if graph.pick == "explicit":  # the weights themselves, not a rule choosing them
+            config += (("weight_names", ",".join(graph.weight_names or [])),)
+        for kind, column in MORSE_KINDS.items():
+            value = getattr(graph, column)
+            if value is None:  # no Conley indices asked for: no non-trivial count
+                continue
+            yield Sample(Definition(family="morse", kind=kind, config=config), model_id,
+                         ckpt.id, ckpt.epoch, float(value), f"morse_graph:{graph.id}")  # fmt: skip
+
+
 FAMILIES: tuple[Family, ...] = (surface_samples, persistence_samples, weight_samples,
-                                curvature_samples)  # fmt: skip
+                                curvature_samples, levelset_samples, morse_samples)  # fmt: skip
 
 
 def _with_kind(base: Definition, kind: str) -> Definition:
