@@ -33,6 +33,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "tracker.levelsets.kinds",
     "tracker.morse.kinds",
     "tracker.curvature.kinds",
+    "tracker.surfaces.artifacts",
 )
 
 
@@ -58,7 +59,30 @@ BUILTIN_KINDS: dict[str, tuple[str, bool]] = {
     "hessian": ("tracker.curvature.kinds", False),
     "model.import": ("tracker.training.kinds", False),
     "surface.range": ("tracker.surfaces.kinds", True),
+    "surface.artifacts": ("tracker.surfaces.artifacts", True),
 }
+
+# Kinds whose body logs to MLflow and does nothing else: a worker where MLflow is not installed
+# (a GPU box, see benchmarks/gpu_wheels.sh) leaves them for workers that have it.
+MLFLOW_KINDS: frozenset[str] = frozenset({"surface.artifacts"})
+
+
+def mlflow_installed() -> bool:
+    """Whether this process can import MLflow (looked up, not imported)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("mlflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def runnable_here(kinds: Iterable[str]) -> list[str]:
+    """``kinds`` less those this process cannot run (the MLflow ones without MLflow)."""
+    names = list(kinds)
+    if mlflow_installed():
+        return names
+    return [k for k in names if k not in MLFLOW_KINDS]
 
 
 @dataclass(frozen=True)

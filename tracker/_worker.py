@@ -23,7 +23,7 @@ from tracker._db import open_database
 from tracker._exceptions import LeaseLost, SpecError, UserCodeError
 from tracker._provenance import provenance
 from tracker._queue import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_LEASE_LOSSES, ClaimedTask, Queue
-from tracker._registry import get_kind, known_kinds
+from tracker._registry import get_kind, known_kinds, runnable_here
 from tracker._retry import is_transient, retrying
 from tracker._schema import Task, TaskBlock
 from tracker._wake import open_waker
@@ -264,7 +264,8 @@ def _open_store(queue: Queue, url: str, batch: list[ClaimedTask]) -> ArrayStore:
 def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     """Claim and run tasks until the queue is drained (or forever); return counts."""
     known = known_kinds(cfg.plugins)
-    kinds = [k for k in known if cfg.kinds is None or k in cfg.kinds]
+    # Checked where the loop runs (a Dask worker may be another machine than `tracker work`).
+    kinds = runnable_here(k for k in known if cfg.kinds is None or k in cfg.kinds)
     db = retrying(lambda: open_database(cfg.db_url), what="a worker's start",
                   window=cfg.retry_seconds)  # fmt: skip
     store: ArrayStore | None = None
