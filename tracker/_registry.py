@@ -34,6 +34,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "tracker.morse.kinds",
     "tracker.curvature.kinds",
     "tracker.surfaces.artifacts",
+    "tracker.meta.kinds",
 )
 
 
@@ -60,6 +61,8 @@ BUILTIN_KINDS: dict[str, tuple[str, bool]] = {
     "model.import": ("tracker.training.kinds", False),
     "surface.range": ("tracker.surfaces.kinds", True),
     "surface.artifacts": ("tracker.surfaces.artifacts", True),
+    # Rebuilds a study's measures; asked for by tracker._queue.request_measures_refresh.
+    "measures.refresh": ("tracker.meta.kinds", False),
 }
 
 # Kinds whose body logs to MLflow and does nothing else: a worker where MLflow is not installed
@@ -92,24 +95,29 @@ class TaskKind:
     finalize: FinalizeFn | None = None
     # Short tasks are claimed in batches; long ones (batch=False) one at a time.
     batch: bool = True
+    # Its results feed the meta-analysis: finishing one requests a measures refresh.
+    measures: bool = False
 
 
 _KINDS: dict[str, TaskKind] = {}
 
 
 def task_kind(
-    name: str, *, finalize: FinalizeFn | None = None, batch: bool = True
+    name: str, *, finalize: FinalizeFn | None = None, batch: bool = True, measures: bool = False
 ) -> Callable[[RunFn], RunFn]:
     """Register the decorated function as the body of tasks of kind ``name``.
 
-    ``batch=False`` marks a long kind: a worker claims its tasks one at a time.
+    ``batch=False`` marks a long kind: a worker claims its tasks one at a time. ``measures``:
+    its rows are read by the meta-analysis, so the transaction that marks one done also asks
+    for a refresh of its study's measures.
     """
 
     def register(fn: RunFn) -> RunFn:
         existing = _KINDS.get(name)
         if existing is not None and existing.run.__qualname__ != fn.__qualname__:
             raise ConfigError(f"task kind {name!r} is registered twice: rename one of them")
-        _KINDS[name] = TaskKind(name=name, run=fn, finalize=finalize, batch=batch)
+        _KINDS[name] = TaskKind(name=name, run=fn, finalize=finalize, batch=batch,
+                                measures=measures)  # fmt: skip
         return fn
 
     return register

@@ -710,7 +710,8 @@ class Measure(_Created, Base):
     """One measure of one model checkpoint: the mean over direction seeds (or the single value),
     its standard error across seeds (NULL for one seed) and how many seeds it covers.
 
-    Derived rows: ``tracker meta`` rebuilds a study's measures from the result tables.
+    Derived rows, refreshed from the result tables by the ``measures.refresh`` task a finished
+    result asks for (and by ``tracker meta``), upserted on (definition, checkpoint).
     ``n_missing`` counts seeds without a value (NaN or infinite: diverged; or not reached inside
     the grid), left out of the mean.
     """

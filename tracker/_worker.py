@@ -22,7 +22,13 @@ from sqlalchemy.orm import Session
 from tracker._db import open_database
 from tracker._exceptions import LeaseLost, SpecError, UserCodeError
 from tracker._provenance import provenance
-from tracker._queue import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_LEASE_LOSSES, ClaimedTask, Queue
+from tracker._queue import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_LEASE_LOSSES,
+    ClaimedTask,
+    Queue,
+    request_measures_refresh,
+)
 from tracker._registry import get_kind, known_kinds, runnable_here
 from tracker._retry import is_transient, retrying
 from tracker._schema import Task, TaskBlock
@@ -183,7 +189,7 @@ def execute_batch(
                 else:
                     stats.lost += 1
                 continue
-            if not ctx.arrays and not ctx.blocks and kind.finalize is None:
+            if not ctx.arrays and not ctx.blocks and kind.finalize is None and not kind.measures:
                 finished.append((task, result))
                 continue
 
@@ -195,6 +201,8 @@ def execute_batch(
                 )
                 if kind.finalize is not None:
                     kind.finalize(session, ctx, result)
+                if kind.measures:  # the meta-analysis reads these rows: refresh its measures
+                    request_measures_refresh(session, ctx.task.study_id, ctx.id)
 
             ok = queue.complete(task, result, on_commit=on_commit)
             held.remove(task)

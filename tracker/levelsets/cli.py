@@ -21,7 +21,6 @@ from typing import Any
 
 from tracker._cli_output import Enqueued, emit
 from tracker._cliutil import DEFAULT_STUDY, open_db, settings, table
-from tracker._exceptions import SpecError
 
 SETUP_NAMES = ("MNIST_FF", "MNIST_CONV", "CIFAR10_CONV", "IRIS_FF", "MPG_FF")
 
@@ -95,6 +94,8 @@ def _data_root(args: argparse.Namespace) -> str | None:
 
 
 def _positive(value: int | None, flag: str) -> None:
+    from tracker._exceptions import SpecError
+
     if value is not None and value < 1:
         raise SpecError(f"{flag} must be at least 1, got {value}")
 
@@ -102,6 +103,7 @@ def _positive(value: int | None, flag: str) -> None:
 def levelset_configs(args: argparse.Namespace) -> list[Any]:
     """The run configs of an ``enqueue levelset`` request, validated (data included)."""
     from compute import levelset as ls
+    from tracker._exceptions import SpecError
 
     setup = ls.get_setup(args.setup)
     if args.epoch is not None or args.train_subset is not None:
@@ -125,6 +127,7 @@ def levelset_configs(args: argparse.Namespace) -> list[Any]:
 def checkpoint_config(args: argparse.Namespace) -> Any:
     """The config of an ``enqueue levelset --model`` request (one run per checkpoint)."""
     from compute import levelset as ls
+    from tracker._exceptions import SpecError
 
     given = [flag for flag, value in (("--setup", args.setup), ("--runs", args.runs),
                                       ("--phase1-epochs", args.phase1_epochs),
@@ -143,6 +146,7 @@ def checkpoint_config(args: argparse.Namespace) -> Any:
 def _enqueue_from_models(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
+    from tracker._exceptions import SpecError
     from tracker._queue import find_study, get_or_create_study
     from tracker._schema import Model
     from tracker.levelsets.rows import add_checkpoint_levelset
@@ -176,6 +180,7 @@ def _enqueue_from_models(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue_levelset(args: argparse.Namespace) -> int:
+    from tracker._exceptions import SpecError
     from tracker._queue import get_or_create_study
     from tracker.levelsets.rows import add_levelset_run
 

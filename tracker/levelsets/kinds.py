@@ -135,7 +135,7 @@ def _run_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | N
     row.snapshots_array_id = array_id(session, result["snapshots"])
 
 
-@task_kind("levelset.run", finalize=_run_finalize, batch=False)
+@task_kind("levelset.run", finalize=_run_finalize, batch=False, measures=True)
 def levelset_run(ctx: TaskContext) -> dict[str, Any]:
     from compute import levelset as ls
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -33,6 +33,7 @@ from tracker._schema import (
     MorseGraph,
     PersistenceDiagram,
     Retrain,
+    Study,
     Surface,
     finite_or_none,
 )
@@ -377,37 +378,96 @@ def aggregate(values: Iterable[float | None]) -> Aggregate:
     return Aggregate(mean, se, n, len(given) - n)
 
 
-def definition_row(session: Session, definition: Definition) -> MeasureDefinition:
-    """The stored definition, added on first use."""
-    key = definition.key
-    row = session.scalar(sa.select(MeasureDefinition).where(MeasureDefinition.key == key))
-    if row is None:
-        row = MeasureDefinition(key=key, **definition.columns())
-        session.add(row)
-        session.flush()
-    return row
+def _insert(session: Session, table: sa.Table) -> Any:
+    """An INSERT that can say ON CONFLICT, in the session's dialect (SQLite or PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
+def definition_ids(session: Session, definitions: Iterable[Definition]) -> dict[str, int]:
+    """Definition key -> id, adding the missing ones. ``INSERT ... ON CONFLICT DO NOTHING`` in
+    key order: two refreshes (of any studies) adding the same definition at once both end up
+    with the one row, and take the key locks in one order, so they cannot deadlock."""
+    table = cast(sa.Table, MeasureDefinition.__table__)
+    wanted = {d.key: d for d in definitions}
+    ids: dict[str, int] = {}
+    keys = sorted(wanted)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        found = dict(session.execute(
+            sa.select(table.c.key, table.c.id).where(table.c.key.in_(chunk))
+        ).tuples().all())  # fmt: skip
+        missing = [k for k in chunk if k not in found]
+        if missing:
+            session.execute(
+                _insert(session, table)
+                .values([{"key": k, **wanted[k].columns()} for k in missing])
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+            found = dict(session.execute(
+                sa.select(table.c.key, table.c.id).where(table.c.key.in_(chunk))
+            ).tuples().all())  # fmt: skip
+        ids.update(found)
+    return ids
+
+
+def lock_study(session: Session, study_id: int) -> None:
+    """Hold the study's row until the transaction ends: one measures refresh of a study at a
+    time. PostgreSQL: ``SELECT ... FOR UPDATE``; SQLite: every transaction of the tracker
+    begins with ``BEGIN IMMEDIATE`` (tracker._db), which already serialises writers."""
+    session.execute(sa.select(Study.id).where(Study.id == study_id).with_for_update())
+
+
+_VALUE_COLUMNS = ("study_id", "model_id", "epoch", "value", "standard_error", "n_seeds",
+                  "n_missing", "sources")  # fmt: skip
 
 
 def refresh_measures(
     session: Session, store: ArrayStore, study_id: int, families: Iterable[Family] = FAMILIES
 ) -> int:
-    """Rebuild the study's ``measures`` rows from its results; return how many there are.
+    """Bring the study's ``measures`` rows up to date with its results; return how many there
+    are. Call it in one transaction (the rows change together or not at all).
 
-    Derived data: the old rows go, so a measure always reflects the results as they are now.
+    Derived data: every (definition, checkpoint) the results give is upserted on the unique
+    key (``INSERT ... ON CONFLICT DO UPDATE``: its id stays), and rows the results no longer
+    give are deleted. The study's row is locked first, so two refreshes of one study (the
+    ``measures.refresh`` task, `tracker meta`) run one after the other, each reading the
+    results as the other left them: no duplicate, no half-written and no stale rows.
     """
+    lock_study(session, study_id)
     groups: dict[tuple[str, int], list[Sample]] = {}
     for family in families:
         for sample in family(session, store, study_id):
             groups.setdefault((sample.definition.key, sample.checkpoint_id), []).append(sample)
-    session.execute(sa.delete(Measure).where(Measure.study_id == study_id))
-    for samples in groups.values():
+    ids = definition_ids(session, (samples[0].definition for samples in groups.values()))
+    rows = []
+    for (key, checkpoint_id), samples in sorted(groups.items()):
         first = samples[0]
         agg = aggregate(s.value for s in samples)
-        session.add(Measure(
-            study_id=study_id, definition_id=definition_row(session, first.definition).id,
-            model_id=first.model_id, checkpoint_id=first.checkpoint_id, epoch=first.epoch,
-            value=agg.value, standard_error=agg.standard_error, n_seeds=agg.n_seeds,
-            n_missing=agg.n_missing, sources=[s.source for s in samples],
+        rows.append({
+            "definition_id": ids[key], "checkpoint_id": checkpoint_id, "study_id": study_id,
+            "model_id": first.model_id, "epoch": first.epoch, "value": agg.value,
+            "standard_error": agg.standard_error, "n_seeds": agg.n_seeds,
+            "n_missing": agg.n_missing, "sources": [s.source for s in samples],
+        })  # fmt: skip
+    table = cast(sa.Table, Measure.__table__)
+    for start in range(0, len(rows), 500):
+        insert = _insert(session, table).values(rows[start : start + 500])
+        session.execute(insert.on_conflict_do_update(
+            index_elements=["definition_id", "checkpoint_id"],
+            set_={c: insert.excluded[c] for c in _VALUE_COLUMNS},
         ))  # fmt: skip
-    session.flush()
-    return len(groups)
+    keep = {(r["definition_id"], r["checkpoint_id"]) for r in rows}
+    stale = [mid for mid, def_id, ckpt in session.execute(
+        sa.select(table.c.id, table.c.definition_id, table.c.checkpoint_id)
+        .where(table.c.study_id == study_id)
+    ).tuples() if (def_id, ckpt) not in keep]  # fmt: skip
+    for start in range(0, len(stale), 500):
+        session.execute(table.delete().where(table.c.id.in_(stale[start : start + 500])))
+    session.expire_all()  # ORM objects the caller holds see the new values
+    return len(rows)

@@ -257,7 +257,7 @@ def _morse_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] |
     row.completed_at = session.scalar(sa.select(utcnow()))
 
 
-@task_kind("morse", finalize=_morse_finalize, batch=False)
+@task_kind("morse", finalize=_morse_finalize, batch=False, measures=True)
 def morse_task(ctx: TaskContext) -> dict[str, Any]:
     from compute import morse
 
