@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +68,17 @@ SETUPS: dict[str, Setup] = {
 
 # The baseline's penalty strengths: 0 and every decade from 1e-6 to 1e6 (14 values).
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0, *(10.0**e for e in range(-6, 7)))
+
+
+# A traversal from a given trained network (a tracker model's checkpoint): no phase 1, and
+# these step sizes and cap unless the config names its own (MNIST's step sizes, a short walk).
+CHECKPOINT = "checkpoint"
+CHECKPOINT_DEFAULTS = Setup(CHECKPOINT, dataset="", kind="ff", hidden=(), eta_min=1e-4,
+                            eta_c=1e-4, max_predictor_steps=1000, runs=1)  # fmt: skip
+
+
+def _defaults(name: str) -> Setup:
+    return CHECKPOINT_DEFAULTS if name == CHECKPOINT else get_setup(name)
 
 
 def get_setup(name: str) -> Setup:
@@ -185,6 +197,23 @@ def load_setup_data(setup: Setup, data_seed: int = 0, root: str | None = None) -
                      int(ds.num_classes))  # fmt: skip
 
 
+def dataset_data(ds: Any, train_subset: int | None = None, seed: int = 0) -> SetupData:
+    """A tracker data set (``compute.data.Dataset``) as a level set's data: its training split
+    (or a seeded subset of ``train_subset`` rows) and its whole test split."""
+    from compute import data as data_mod
+
+    if data_mod.loss_kind(ds) not in ("cross_entropy", "mse"):
+        raise SpecError(
+            f"data set {ds.name!r} uses the loss {data_mod.loss_kind(ds)!r}: a level-set "
+            "traversal supports cross-entropy and MSE models only"
+        )
+    tx, ty = ds.train_x, ds.train_y
+    if train_subset is not None:
+        tx, ty = data_mod.fixed_subset(tx, ty, min(int(train_subset), int(tx.shape[0])), seed)
+    return SetupData(tx, ty, ds.test_x, ds.test_y, ds.task, tuple(ds.input_shape),
+                     int(ds.num_classes))  # fmt: skip
+
+
 def _loss(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(out, y) if task == "regression" else F.cross_entropy(out, y)
 
@@ -267,10 +296,13 @@ class LevelSetConfig:
     snapshot_every: int = 50
     data_seed: int = 0
     data_root: str | None = None
+    # From a checkpoint: the level set of the loss on this many training rows (a subset drawn
+    # from data_seed; None: the whole training split), the full gradient at every step.
+    train_subset: int | None = None
 
     def resolved(self) -> LevelSetConfig:
         """A copy with the setup's defaults filled in, checked for sense."""
-        s = get_setup(self.setup)
+        s = _defaults(self.setup)
         cfg = LevelSetConfig(**{
             **asdict(self),
             "max_predictor_steps": (
@@ -292,6 +324,10 @@ class LevelSetConfig:
                 raise SpecError(f"{name} must be a positive number, got {value}")
         if cfg.seed < 0 or cfg.data_seed < 0:
             raise SpecError("seeds must be non-negative integers")
+        if cfg.train_subset is not None and cfg.train_subset < 1:
+            raise SpecError(f"train_subset must be at least 1, got {cfg.train_subset}")
+        if cfg.setup == CHECKPOINT and cfg.phase1_epochs:
+            raise SpecError("a traversal from a checkpoint has no phase 1: phase1_epochs must be 0")
         return cfg
 
 
@@ -306,6 +342,7 @@ class LevelSetResult:
     n_correctors: int
     theta: np.ndarray  # the final parameters (float32)
     phase1: dict[str, float] = field(default_factory=dict)
+    distance: float = math.nan  # ||theta_end - theta_start||: how far the walk went
 
     def final(self) -> dict[str, float]:
         row = self.trace[-1]
@@ -379,6 +416,33 @@ def traverse(
         return _traverse(cfg, setup, data, on_step, on_snapshot, should_stop)
 
 
+def traverse_from(
+    model: nn.Module,
+    cfg: LevelSetConfig,
+    data: SetupData,
+    *,
+    on_step: Callable[[int, np.ndarray], None] | None = None,
+    on_snapshot: Callable[[int, int, np.ndarray], None] | None = None,
+    should_stop: Callable[[], None] | None = None,
+    device: torch.device | str = "cpu",
+) -> LevelSetResult:
+    """The predictor/corrector walk from ``model`` as it is (a trained network: no phase 1),
+    on the level set of its loss on ``data``'s training rows. The model is evaluated in eval
+    mode (BatchNorm's stored statistics, no dropout); its parameters are moved in place."""
+    cfg = cfg.resolved()
+    if cfg.setup != CHECKPOINT:
+        raise SpecError(f"traverse_from walks from a given network: its config's setup must be {CHECKPOINT!r}")  # fmt: skip
+    data = on_device(data, device)
+    model = model.to(data.train_x.device).eval()
+    with one_thread():
+        return _walk_from(cfg, model, data, on_step, on_snapshot, should_stop)
+
+
+def count_model_parameters(model: nn.Module) -> int:
+    """The entries of theta (every parameter) of a given network."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def on_device(data: SetupData, device: torch.device | str) -> SetupData:
     """The setup's tensors on ``device`` (the same object when they are there already)."""
     device = torch.device(device)
@@ -399,11 +463,26 @@ def _traverse(
     model = build_model(setup, data.input_shape, data.outputs, cfg.seed).to(data.train_x.device)
     adam_phase(model, data, epochs=cfg.phase1_epochs, seed=cfg.seed, lr=cfg.phase1_lr,
                batch_size=cfg.batch_size)  # fmt: skip
+    return _walk_from(cfg, model, data, on_step, on_snapshot, should_stop)
+
+
+def _walk_from(
+    cfg: LevelSetConfig,
+    model: nn.Module,
+    data: SetupData,
+    on_step: Callable[[int, np.ndarray], None] | None,
+    on_snapshot: Callable[[int, int, np.ndarray], None] | None,
+    should_stop: Callable[[], None] | None,
+) -> LevelSetResult:
     fm = FlatModel(model, data)
     l0, _, acc0 = fm.loss_grad()
+    if not math.isfinite(l0):
+        raise SpecError(f"the training loss at the start is {l0}: a diverged network has no level set to walk")  # fmt: skip
+    start = fm.theta.detach().clone()
     walk = _Walk(cfg, fm, fm.theta, l0, on_step, on_snapshot, should_stop)
     stop_reason = walk.run()
     return LevelSetResult(
+        distance=float((walk.theta - start).norm()),
         l0=l0, trace=np.asarray(walk.rows, dtype=np.float64).reshape(-1, len(TRACE_FIELDS)),
         snapshot_steps=walk.snapshot_steps, stop_reason=stop_reason,
         n_correctors=walk.total_correctors, theta=walk.theta.cpu().numpy().astype(np.float32),

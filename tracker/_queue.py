@@ -193,6 +193,34 @@ def enqueue(
     return task, True
 
 
+# Rebuilds a study's ``measures`` rows (registered by tracker.meta.kinds); asked for whenever
+# a task of a kind registered with ``measures=True`` finishes.
+MEASURES_REFRESH = "measures.refresh"
+# After every other pending task: while a sweep runs, one refresh waits at the back of the
+# queue and every result that finishes meanwhile is covered by it.
+REFRESH_PRIORITY = 1000
+
+
+def request_measures_refresh(session: Session, study_id: int, after_task: int) -> bool:
+    """Ask for a rebuild of the study's measures, unless one is already pending (it will read
+    the results as they are when it runs). Called in the transaction that marks ``after_task``
+    done; True if a refresh task was added."""
+    pending = session.execute(
+        sa.select(_tasks.c.id).where(
+            _tasks.c.study_id == study_id, _tasks.c.kind == MEASURES_REFRESH,
+            _tasks.c.status == "pending",
+        ).limit(1)
+    ).first()  # fmt: skip
+    if pending is not None:
+        return False
+    study = session.get(Study, study_id)
+    if study is None:
+        return False
+    _, new = enqueue(session, study, MEASURES_REFRESH, {"study_id": study_id},
+                     key=["after", after_task], priority=REFRESH_PRIORITY)  # fmt: skip
+    return new
+
+
 # The hot path's statements are built once; each call only binds values.
 _t = _tasks.c
 _CLAIM_COLUMNS = (_t.id, _t.kind, _t.study_id, _t.payload, _t.status, _t.attempts,

@@ -33,6 +33,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "tracker.levelsets.kinds",
     "tracker.morse.kinds",
     "tracker.curvature.kinds",
+    "tracker.surfaces.artifacts",
+    "tracker.meta.kinds",
 )
 
 
@@ -53,11 +55,37 @@ BUILTIN_KINDS: dict[str, tuple[str, bool]] = {
     "levelset.l2": ("tracker.levelsets.kinds", False),
     "ensemble.train": ("tracker.morse.kinds", False),
     "ensemble.complete": ("tracker.morse.kinds", True),
+    "ensemble.collect": ("tracker.morse.kinds", False),
     "morse": ("tracker.morse.kinds", False),
     "hessian": ("tracker.curvature.kinds", False),
     "model.import": ("tracker.training.kinds", False),
     "surface.range": ("tracker.surfaces.kinds", True),
+    "surface.artifacts": ("tracker.surfaces.artifacts", True),
+    # Rebuilds a study's measures; asked for by tracker._queue.request_measures_refresh.
+    "measures.refresh": ("tracker.meta.kinds", False),
 }
+
+# Kinds whose body logs to MLflow and does nothing else: a worker where MLflow is not installed
+# (a GPU box, see benchmarks/gpu_wheels.sh) leaves them for workers that have it.
+MLFLOW_KINDS: frozenset[str] = frozenset({"surface.artifacts"})
+
+
+def mlflow_installed() -> bool:
+    """Whether this process can import MLflow (looked up, not imported)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("mlflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def runnable_here(kinds: Iterable[str]) -> list[str]:
+    """``kinds`` less those this process cannot run (the MLflow ones without MLflow)."""
+    names = list(kinds)
+    if mlflow_installed():
+        return names
+    return [k for k in names if k not in MLFLOW_KINDS]
 
 
 @dataclass(frozen=True)
@@ -67,24 +95,29 @@ class TaskKind:
     finalize: FinalizeFn | None = None
     # Short tasks are claimed in batches; long ones (batch=False) one at a time.
     batch: bool = True
+    # Its results feed the meta-analysis: finishing one requests a measures refresh.
+    measures: bool = False
 
 
 _KINDS: dict[str, TaskKind] = {}
 
 
 def task_kind(
-    name: str, *, finalize: FinalizeFn | None = None, batch: bool = True
+    name: str, *, finalize: FinalizeFn | None = None, batch: bool = True, measures: bool = False
 ) -> Callable[[RunFn], RunFn]:
     """Register the decorated function as the body of tasks of kind ``name``.
 
-    ``batch=False`` marks a long kind: a worker claims its tasks one at a time.
+    ``batch=False`` marks a long kind: a worker claims its tasks one at a time. ``measures``:
+    its rows are read by the meta-analysis, so the transaction that marks one done also asks
+    for a refresh of its study's measures.
     """
 
     def register(fn: RunFn) -> RunFn:
         existing = _KINDS.get(name)
         if existing is not None and existing.run.__qualname__ != fn.__qualname__:
             raise ConfigError(f"task kind {name!r} is registered twice: rename one of them")
-        _KINDS[name] = TaskKind(name=name, run=fn, finalize=finalize, batch=batch)
+        _KINDS[name] = TaskKind(name=name, run=fn, finalize=finalize, batch=batch,
+                                measures=measures)  # fmt: skip
         return fn
 
     return register

@@ -482,6 +482,14 @@ class LevelSetRun(WorkRow, Base):
     noun = "level-set run"
     id: Mapped[int] = mapped_column(primary_key=True)
     setup: Mapped[str] = mapped_column(sa.String(32), index=True)
+    # A traversal that starts from a tracker model's checkpoint (setup 'checkpoint', no phase 1)
+    # has both; a paper setup's run trains its own network and has neither.
+    model_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    checkpoint_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("checkpoints.id", ondelete="CASCADE"), index=True
+    )
     run_index: Mapped[int]
     seed: Mapped[int]
     data_seed: Mapped[int | None]
@@ -500,6 +508,7 @@ class LevelSetRun(WorkRow, Base):
     final_train_acc: Mapped[float | None]
     final_test_loss: Mapped[float | None]
     final_test_acc: Mapped[float | None]
+    final_distance: Mapped[float | None]  # ||theta_end - theta_start||, biases included
     stop_reason: Mapped[str | None] = mapped_column(sa.String(32))
     mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
     trace_fields: Mapped[list[Any] | None]
@@ -537,7 +546,10 @@ class L2BaselineRun(WorkRow, Base):
 
 class Ensemble(WorkRow, Base):
     """DOODL3's ensemble: many small models of one setup, weights kept at an early and the
-    final epoch. Trained by chunk tasks; ``task_id`` is the task that completes it."""
+    final epoch. Trained by chunk tasks; ``task_id`` is the task that completes it.
+
+    Setup ``models``: an ensemble of a study's trained models of one hyperparameter setting
+    (its members name them), collected by ``ensemble.collect`` from their checkpoints."""
 
     __tablename__ = "ensembles"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -567,6 +579,11 @@ class EnsembleMember(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     ensemble_id: Mapped[int] = mapped_column(sa.ForeignKey("ensembles.id", ondelete="CASCADE"))
     model_index: Mapped[int]
+    # The tracker model this member is (an ensemble of a study's models, setup 'models'); NULL
+    # for a DOODL3 ensemble's own small networks.
+    model_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("models.id", ondelete="SET NULL"), index=True
+    )
     accuracy: Mapped[float | None]
     balanced_accuracy: Mapped[float | None]
     entropy: Mapped[float | None]
@@ -693,7 +710,8 @@ class Measure(_Created, Base):
     """One measure of one model checkpoint: the mean over direction seeds (or the single value),
     its standard error across seeds (NULL for one seed) and how many seeds it covers.
 
-    Derived rows: ``tracker meta`` rebuilds a study's measures from the result tables.
+    Derived rows, refreshed from the result tables by the ``measures.refresh`` task a finished
+    result asks for (and by ``tracker meta``), upserted on (definition, checkpoint).
     ``n_missing`` counts seeds without a value (NaN or infinite: diverged; or not reached inside
     the grid), left out of the mean.
     """

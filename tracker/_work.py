@@ -33,9 +33,9 @@ from tracker._exceptions import ConfigError, NoGPU
 from tracker._manage import CANCELLED
 from tracker._progress import Progress, Scope
 from tracker._queue import DEFAULT_LEASE_SECONDS, find_study
-from tracker._registry import known_kinds
+from tracker._registry import known_kinds, runnable_here
 from tracker._retry import retrying
-from tracker._schema import Task
+from tracker._schema import Study, Task
 from tracker._worker import WorkerConfig, run_worker
 
 log = logging.getLogger(__name__)
@@ -280,6 +280,10 @@ def work(
                 "load their plugin with --plugin MODULE"
             )
     scope_kinds = list(kinds) if kinds is not None else known
+    if not scheduler:  # local workers: what this machine cannot run is not this run's work
+        runnable = runnable_here(scope_kinds)
+        _note_mlflow_tasks(db, sorted(set(scope_kinds) - set(runnable)), study, stream)
+        scope_kinds = runnable
     study_ids = None
     if study is not None:
         with db.session() as session:
@@ -521,6 +525,26 @@ def _warn_gpu_tasks(db: Database, study_ids: Sequence[int] | None, stream: IO[st
         stream.write(
             f"note: {n} pending task(s) need a GPU and are left for GPU workers "
             "(`tracker work --cuda` on a machine with one)\n"
+        )
+
+
+def _note_mlflow_tasks(
+    db: Database, kinds: Sequence[str], study: str | None, stream: IO[str]
+) -> None:
+    """Say so when tasks wait for a worker with MLflow (this machine has none)."""
+    if not kinds:
+        return
+    query = sa.select(sa.func.count()).where(
+        Task.kind.in_(list(kinds)), Task.status.in_(("waiting", "pending"))
+    )
+    if study is not None:
+        query = query.where(Task.study_id.in_(sa.select(Study.id).where(Study.name == study)))
+    with db.engine.connect() as conn:
+        n = int(conn.execute(query).scalar() or 0)
+    if n:
+        stream.write(
+            f"note: MLflow is not installed here: {n} task(s) that log to MLflow "
+            f"({', '.join(kinds)}) are left for a worker that has it\n"
         )
 
 

@@ -23,8 +23,14 @@ from tracker._db import open_database
 from tracker._device import set_cpu_only
 from tracker._exceptions import LeaseLost, SpecError, UserCodeError
 from tracker._provenance import provenance
-from tracker._queue import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_LEASE_LOSSES, ClaimedTask, Queue
-from tracker._registry import get_kind, known_kinds
+from tracker._queue import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_LEASE_LOSSES,
+    ClaimedTask,
+    Queue,
+    request_measures_refresh,
+)
+from tracker._registry import get_kind, known_kinds, runnable_here
 from tracker._retry import is_transient, retrying
 from tracker._schema import Task, TaskBlock
 from tracker._wake import open_waker
@@ -187,7 +193,7 @@ def execute_batch(
                 else:
                     stats.lost += 1
                 continue
-            if not ctx.arrays and not ctx.blocks and kind.finalize is None:
+            if not ctx.arrays and not ctx.blocks and kind.finalize is None and not kind.measures:
                 finished.append((task, result))
                 continue
 
@@ -199,6 +205,8 @@ def execute_batch(
                 )
                 if kind.finalize is not None:
                     kind.finalize(session, ctx, result)
+                if kind.measures:  # the meta-analysis reads these rows: refresh its measures
+                    request_measures_refresh(session, ctx.task.study_id, ctx.id)
 
             ok = queue.complete(task, result, on_commit=on_commit)
             held.remove(task)
@@ -268,7 +276,8 @@ def _open_store(queue: Queue, url: str, batch: list[ClaimedTask]) -> ArrayStore:
 def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     """Claim and run tasks until the queue is drained (or forever); return counts."""
     known = known_kinds(cfg.plugins)
-    kinds = [k for k in known if cfg.kinds is None or k in cfg.kinds]
+    # Checked where the loop runs (a Dask worker may be another machine than `tracker work`).
+    kinds = runnable_here(k for k in known if cfg.kinds is None or k in cfg.kinds)
     db = retrying(lambda: open_database(cfg.db_url), what="a worker's start",
                   window=cfg.retry_seconds)  # fmt: skip
     store: ArrayStore | None = None

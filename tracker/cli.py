@@ -493,9 +493,11 @@ def _register_examples() -> None:
     example("enqueue retrain", "tracker enqueue retrain --model 1 --direction-seeds 0-3 "
             "--steps 0.25,0.5 --epochs 10")  # fmt: skip
     example("enqueue topology", "tracker enqueue topology --model 1 --loss test --knn 20")
-    example("enqueue levelset", "tracker enqueue levelset --setup MPG_FF --runs 5")
+    example("enqueue levelset", "tracker enqueue levelset --setup MPG_FF --runs 5",
+            "tracker enqueue levelset --model all --study sweep --train-subset 500")
     example("enqueue l2-baseline", "tracker enqueue l2-baseline --setup MPG_FF --runs 3")
-    example("enqueue ensemble", "tracker enqueue ensemble --setup doodl3-iris --models 100")
+    example("enqueue ensemble", "tracker enqueue ensemble --setup doodl3-iris --models 100",
+            "tracker enqueue ensemble --from-models settings --study sweep --early-epoch 1")
     example("enqueue morse", "tracker enqueue morse --ensemble 1 --subdiv 12")
     example("train", "tracker train --arch mlp --widths 32 --dataset digits --epochs 5 --lr 0.05")
     example("plot surface", "tracker plot surface 3 --plot-kind contour --log",

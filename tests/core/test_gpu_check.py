@@ -68,8 +68,16 @@ def test_the_wheel_list_covers_what_a_surface_worker_imports(tmp_path: Path) -> 
                          env=env)  # fmt: skip
     assert queued.returncode == 0, queued.stderr[-2000:]
     env["PYTHONPROFILEIMPORTTIME"] = "1"  # inherited by the Dask worker processes
+    # A GPU box has no MLflow: hide it from the `work` process and its Dask workers (a
+    # sitecustomize on their path, imported at every start, makes `import mlflow` fail).
+    no_mlflow = tmp_path / "no-mlflow"
+    no_mlflow.mkdir()
+    (no_mlflow / "sitecustomize.py").write_text('import sys\nsys.modules["mlflow"] = None\n')
+    env["PYTHONPATH"] = f"{no_mlflow}:{env['PYTHONPATH']}"
     worked = run_tracker("work", "--workers", "1", "--no-progress", env=env)
     assert worked.returncode == 0, worked.stderr[-3000:]
+    # The surface's figures wait for a worker with MLflow (its follow-up task, not the tiles).
+    assert "MLflow is not installed here: 1 task(s) that log to MLflow (surface.artifacts)" in worked.stderr
     imported = {m.split(".")[0] for m in re.findall(r"^import time:.*\|\s+([\w.]+)\s*$",
                                                     worked.stderr, re.M)}  # fmt: skip
     assert {"tracker", "torch", "zarr", "sqlalchemy", "distributed"} <= imported, imported

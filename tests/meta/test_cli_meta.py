@@ -88,7 +88,12 @@ def test_meta_ranks_seed_averaged_measures_and_logs_them_on_each_run(worked):
         assert {f.path for f in client.list_artifacts(run.info.run_id, "tracker")} >= {
             "tracker/ids.json", "tracker/measures.json"}
         plots = {f.path for f in client.list_artifacts(run.info.run_id, "surfaces")}
-        assert plots == {f"surfaces/def{definition}-epoch2.png", f"surfaces/def{definition}-epoch2.pdf"}
+        measured = {f"surfaces/def{definition}-epoch2.png", f"surfaces/def{definition}-epoch2.pdf"}
+        # Beside the measure's figure, each of the run's two seed surfaces logged its own curve.
+        own = plots - measured
+        assert measured <= plots and len(own) == 4
+        assert all(p.startswith("surfaces/surface-") and p.endswith(("-1d.png", "-1d.pdf"))
+                   for p in own)  # fmt: skip
     table = _ok(run_tracker("meta", "--study", "tiny", "--no-mlflow", "--draws", "50", env=env))
     assert "rise_r050" in table and "gap = train_acc - test_acc" in table
 

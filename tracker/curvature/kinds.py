@@ -267,7 +267,7 @@ def _finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None)
     row.completed_at = session.scalar(sa.select(utcnow()))
 
 
-@task_kind("hessian", finalize=_finalize, batch=False)
+@task_kind("hessian", finalize=_finalize, batch=False, measures=True)
 def hessian_task(ctx: TaskContext) -> dict[str, Any]:
     setup_torch()
     job = _read_job(ctx, int(ctx.payload["spectrum_id"]))

@@ -1,6 +1,7 @@
 """Level-set commands (seed 002): enqueue traversals and the L2 baseline, plot the figures.
 
     tracker enqueue levelset --setup IRIS_FF --runs 5 [--max-predictor-steps N]
+    tracker enqueue levelset --model all --study S [--epoch E] [--train-subset N]
     tracker enqueue l2-baseline --setup IRIS_FF --lambdas 0,1e-6,...,1e6 --runs 15
     tracker plot levelset --setup IRIS_FF [--out DIR]
 
@@ -27,8 +28,8 @@ SETUP_NAMES = ("MNIST_FF", "MNIST_CONV", "CIFAR10_CONV", "IRIS_FF", "MPG_FF")
 # --- parsers ----------------------------------------------------------------------------------
 
 
-def _data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--setup", required=True, metavar="NAME",
+def _data_flags(p: argparse.ArgumentParser, *, setup_required: bool = True) -> None:
+    p.add_argument("--setup", required=setup_required, metavar="NAME",
                    help=f"one of {', '.join(SETUP_NAMES)}")  # fmt: skip
     p.add_argument("--study", default=DEFAULT_STUDY, help="study label")
     p.add_argument("--run-seed", "--seed", dest="seed", type=int, default=0,
@@ -43,14 +44,24 @@ def add_parsers(
 ) -> None:
     """Add `enqueue levelset`, `enqueue l2-baseline` and `plot levelset`."""
     p = enqueue.add_parser("levelset", parents=[common],
-                           help="level-set traversals (Tahir & Katz): phase 1 + predictor/corrector")  # fmt: skip
-    _data_flags(p)
+                           help="level-set traversals (Tahir & Katz): phase 1 + predictor/corrector, "
+                           "or from a trained model's checkpoint (--model)")  # fmt: skip
+    _data_flags(p, setup_required=False)
+    p.add_argument("--model", metavar="REF[,REF...]|all",
+                   help="walk from these tracker models' checkpoints instead of a setup's own "
+                   "network (no phase 1): ids or names, or 'all' (every model of --study); "
+                   "the endpoints become measures in `tracker meta`")  # fmt: skip
+    p.add_argument("--epoch", type=int, default=None,
+                   help="with --model: the checkpoint epoch (default: the final one)")
+    p.add_argument("--train-subset", type=int, default=None, metavar="N",
+                   help="with --model: the level set of the loss on N training rows drawn with "
+                   "--data-seed (default: the whole training split)")  # fmt: skip
     p.add_argument("--runs", type=int, default=None, help="runs (default: 5, 10 for MPG_FF)")
     p.add_argument("--max-predictor-steps", type=int, default=None, metavar="N",
-                   help="predictor step cap (default: the setup's, 5k-30k)")  # fmt: skip
+                   help="predictor step cap (default: the setup's, 5k-30k; 1000 from a checkpoint)")  # fmt: skip
     p.add_argument("--max-corrector-steps", type=int, default=20_000, metavar="N",
                    help="corrector steps allowed between two predictor steps (default 20000)")  # fmt: skip
-    p.add_argument("--phase1-epochs", type=int, default=100,
+    p.add_argument("--phase1-epochs", type=int, default=None,
                    help="Adam epochs before the walk (default 100)")  # fmt: skip
     p.set_defaults(func=cmd_enqueue_levelset)
 
@@ -92,15 +103,19 @@ def _positive(value: int | None, flag: str) -> None:
 def levelset_configs(args: argparse.Namespace) -> list[Any]:
     """The run configs of an ``enqueue levelset`` request, validated (data included)."""
     from compute import levelset as ls
+    from tracker._exceptions import SpecError
 
     setup = ls.get_setup(args.setup)
+    if args.epoch is not None or args.train_subset is not None:
+        raise SpecError("--epoch and --train-subset go with --model: a setup's run trains its own network")  # fmt: skip
     _positive(args.runs, "--runs")
     runs = args.runs or setup.runs
     seeds = ls.run_seeds(args.seed, runs)
     configs = [
         ls.LevelSetConfig(
             setup=setup.name, seed=s, max_predictor_steps=args.max_predictor_steps,
-            max_corrector_steps=args.max_corrector_steps, phase1_epochs=args.phase1_epochs,
+            max_corrector_steps=args.max_corrector_steps,
+            phase1_epochs=100 if args.phase1_epochs is None else args.phase1_epochs,
             data_seed=args.data_seed, data_root=_data_root(args),
         ).resolved()
         for s in seeds
@@ -109,10 +124,70 @@ def levelset_configs(args: argparse.Namespace) -> list[Any]:
     return configs
 
 
+def checkpoint_config(args: argparse.Namespace) -> Any:
+    """The config of an ``enqueue levelset --model`` request (one run per checkpoint)."""
+    from compute import levelset as ls
+    from tracker._exceptions import SpecError
+
+    given = [flag for flag, value in (("--setup", args.setup), ("--runs", args.runs),
+                                      ("--phase1-epochs", args.phase1_epochs),
+                                      ("--data-root", args.data_root)) if value is not None]  # fmt: skip
+    if given:
+        raise SpecError(f"{given[0]} does not go with --model: a traversal from a checkpoint walks "
+                        "the model's own network on its own data, without phase 1")  # fmt: skip
+    _positive(args.train_subset, "--train-subset")
+    return ls.LevelSetConfig(
+        setup=ls.CHECKPOINT, seed=0, phase1_epochs=0, max_predictor_steps=args.max_predictor_steps,
+        max_corrector_steps=args.max_corrector_steps, data_seed=args.data_seed,
+        train_subset=args.train_subset,
+    ).resolved()  # fmt: skip
+
+
+def _enqueue_from_models(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from tracker._exceptions import SpecError
+    from tracker._queue import find_study, get_or_create_study
+    from tracker._schema import Model
+    from tracker.levelsets.rows import add_checkpoint_levelset
+    from tracker.training.rows import find_checkpoint, find_model
+
+    cfg = checkpoint_config(args)
+    db = open_db(args)
+    ids: list[int] = []
+    new_rows = 0
+    with db.session() as session:
+        if args.model.strip() == "all":
+            models = list(session.scalars(sa.select(Model).where(
+                Model.study_id == find_study(session, args.study).id).order_by(Model.id)))  # fmt: skip
+            if not models:
+                raise SpecError(f"study {args.study!r} has no models: enqueue them first")
+        else:
+            refs = [r.strip() for r in args.model.split(",") if r.strip()]
+            if not refs:
+                raise SpecError("--model names no model: give ids or names, comma-separated")
+            models = [find_model(session, ref) for ref in refs]
+        study = get_or_create_study(session, args.study)
+        for model in models:
+            ckpt = find_checkpoint(session, model, args.epoch)
+            row, new = add_checkpoint_levelset(session, study, model, ckpt, cfg)
+            new_rows += new
+            ids.append(row.id)
+    emit(args, Enqueued(args.study, "levelset_runs", ids),
+         f"levelset: {len(ids)} traversal(s) from model checkpoints ({new_rows} new) in study "
+         f"{args.study!r}; run `tracker work` to compute them")  # fmt: skip
+    return 0
+
+
 def cmd_enqueue_levelset(args: argparse.Namespace) -> int:
+    from tracker._exceptions import SpecError
     from tracker._queue import get_or_create_study
     from tracker.levelsets.rows import add_levelset_run
 
+    if args.model is not None:
+        return _enqueue_from_models(args)
+    if args.setup is None:
+        raise SpecError("give --setup NAME (a paper setup) or --model REF (a trained model's checkpoint)")  # fmt: skip
     configs = levelset_configs(args)
     db = open_db(args)
     new_rows, ids = 0, []

@@ -3,7 +3,9 @@
 ``levelset.run`` trains phase 1 and walks the level set, logging every predictor step to
 MLflow (in batches) and writing each snapshot of theta into its own chunk as it is taken;
 the trace is written at the end, and the run row is filled in the transaction that marks
-the task done. ``levelset.l2`` trains one baseline run and stores its final parameters (the
+the task done. A run with a ``checkpoint_id`` skips phase 1: it walks from that tracker
+model's checkpoint, on the model's own network and data (its endpoint metrics become measures
+of the checkpoint in the meta-analysis). ``levelset.l2`` trains one baseline run and stores its final parameters (the
 PCA figure places the lambda = 1e-3 endpoint among the traversal's snapshots).
 
 Each body reads its row into plain values (``_Run``) in one short session, calls
@@ -28,7 +30,7 @@ from tracker._context import TaskContext
 from tracker._exceptions import SpecError
 from tracker._mlflow import TrackedRun, tracked_run
 from tracker._registry import task_kind
-from tracker._schema import L2BaselineRun, LevelSetRun, Study
+from tracker._schema import Checkpoint, L2BaselineRun, LevelSetRun, Model, Study
 from tracker._store import ArraySpec
 from tracker.training.kinds import device
 
@@ -48,6 +50,7 @@ class _Run:
     name: str
     folder: str
     previous_run_id: str | None
+    checkpoint_id: int | None = None  # a traversal from a tracker model's checkpoint
 
 
 RunRow = TypeVar("RunRow", LevelSetRun, L2BaselineRun)
@@ -59,13 +62,39 @@ def _read_run(ctx: TaskContext, cls: type[RunRow], row_id: int) -> _Run:
         if row is None:  # a SpecError: the queue does not retry it
             raise SpecError(f"{cls.noun} {row_id} no longer exists")
         study = Study.find_or_raise_by_id(session, row.study_id).name
+        checkpoint_id = None
         if isinstance(row, LevelSetRun):
             name, folder = f"levelset-{row.setup}-run{row.run_index}", "levelset"
+            checkpoint_id = row.checkpoint_id
+            if checkpoint_id is not None:
+                ckpt = Checkpoint.find_or_raise_by_id(session, checkpoint_id)
+                name = f"levelset-model{ckpt.model_id}-epoch{ckpt.epoch}"
         else:
             name = f"l2-{row.setup}-lambda{row.l2_lambda:g}-run{row.run_index}"
             folder = "levelset-l2"
         return _Run(id=row_id, config=dict(row.config), study=study, name=name,
-                    folder=array_path(folder, row), previous_run_id=row.mlflow_run_id)  # fmt: skip
+                    folder=array_path(folder, row), previous_run_id=row.mlflow_run_id,
+                    checkpoint_id=checkpoint_id)  # fmt: skip
+
+
+def _checkpoint_network(ctx: TaskContext, checkpoint_id: int, cfg: Any) -> tuple[Any, Any]:
+    """The tracker model's network at the checkpoint, and its data as a level set's data."""
+    from compute import levelset as ls
+    from compute.state import load_flat
+    from compute.train import TrainSpec
+    from tracker.training.kinds import checkpoint_vector
+
+    with ctx.session() as session:
+        ckpt = Checkpoint.find_or_raise_by_id(session, checkpoint_id)
+        model = Model.find_or_raise_by_id(session, ckpt.model_id)
+        if ckpt.array_id is None:  # a SpecError: the queue does not retry it
+            raise SpecError(f"model {model.id} has no weights at epoch {ckpt.epoch}: train it first")  # fmt: skip
+        spec = TrainSpec.from_row(model)
+        vec, layout = checkpoint_vector(ctx, session, checkpoint_id)
+    ds = spec.load_data()
+    net = spec.build(ds)
+    load_flat(net, vec, layout)
+    return net, ls.dataset_data(ds, cfg.train_subset, cfg.data_seed)
 
 
 @contextmanager
@@ -106,14 +135,19 @@ def _run_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | N
     row.snapshots_array_id = array_id(session, result["snapshots"])
 
 
-@task_kind("levelset.run", finalize=_run_finalize, batch=False)
+@task_kind("levelset.run", finalize=_run_finalize, batch=False, measures=True)
 def levelset_run(ctx: TaskContext) -> dict[str, Any]:
     from compute import levelset as ls
 
     run = _read_run(ctx, LevelSetRun, int(ctx.payload["levelset_run_id"]))
     cfg = ls.LevelSetConfig(**run.config).resolved()
-    data = ls.load_setup_data(ls.get_setup(cfg.setup), cfg.data_seed, cfg.data_root)
-    n_params = ls.count_parameters(ls.get_setup(cfg.setup), data)
+    net: Any = None
+    if run.checkpoint_id is not None:
+        net, data = _checkpoint_network(ctx, run.checkpoint_id, cfg)
+        n_params = ls.count_model_parameters(net)
+    else:
+        data = ls.load_setup_data(ls.get_setup(cfg.setup), cfg.data_seed, cfg.data_root)
+        n_params = ls.count_parameters(ls.get_setup(cfg.setup), data)
     steps = cfg.max_predictor_steps
     assert steps is not None  # resolved() puts in the setup's cap
     rows = steps // cfg.snapshot_every + 2
@@ -132,9 +166,13 @@ def levelset_run(ctx: TaskContext) -> dict[str, Any]:
             ctx.check_lease()
             ctx.store.write_block(snap_path, (slice(i, i + 1), slice(None)), theta[None, :])
 
-        result = ls.traverse(cfg, data=data, on_step=on_step, on_snapshot=on_snapshot,
-                             device=device(),
-                             should_stop=ctx.check_lease)  # fmt: skip
+        if net is not None:
+            result = ls.traverse_from(net, cfg, data, on_step=on_step, on_snapshot=on_snapshot,
+                                      device=device(), should_stop=ctx.check_lease)  # fmt: skip
+        else:
+            result = ls.traverse(cfg, data=data, on_step=on_step, on_snapshot=on_snapshot,
+                                 device=device(),
+                                 should_stop=ctx.check_lease)  # fmt: skip
         ctx.write_array(trace_path, result.trace, chunks=result.trace.shape or None)
         # Keep only the rows taken: the array ends at the last snapshot.
         used = len(result.snapshot_steps)
@@ -148,7 +186,7 @@ def levelset_run(ctx: TaskContext) -> dict[str, Any]:
             "final_weight_norm_sq": final["weight_norm_sq"],
             "final_train_loss": final["train_loss"], "final_train_acc": final["train_acc"],
             "final_test_loss": final["test_loss"], "final_test_acc": final["test_acc"],
-            "stop_reason": result.stop_reason, "trace_fields": list(ls.TRACE_FIELDS),
+            "final_distance": result.distance, "stop_reason": result.stop_reason, "trace_fields": list(ls.TRACE_FIELDS),
             "snapshot_steps": result.snapshot_steps,
         }  # fmt: skip
         # The columns already carry their names (final_angle, ..., and l0, the loss after

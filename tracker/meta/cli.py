@@ -1,8 +1,8 @@
 """`tracker meta --study S [--json]`: which measure ranks generalisation best in a study.
 
-It rebuilds the study's ``measures`` rows from its results (one per checkpoint and measure
-definition, mean and standard error over direction seeds), logs them on each model's MLflow
-run, and prints Kendall's tau and the granulated tau (Jiang et al. 2020) of every definition
+It refreshes the study's ``measures`` rows from its results (one per checkpoint and measure
+definition, mean and standard error over direction seeds; the queue's ``measures.refresh``
+tasks keep them current too), logs them on each model's MLflow run, and prints Kendall's tau and the granulated tau (Jiang et al. 2020) of every definition
 against each target, with seeded bootstrap intervals. Only the standard library is imported at
 the top.
 """

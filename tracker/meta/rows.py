@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,11 +24,16 @@ from tracker._schema import (
     Checkpoint,
     Direction,
     Embedding,
+    Ensemble,
+    EnsembleMember,
+    LevelSetRun,
     Measure,
     MeasureDefinition,
     Model,
+    MorseGraph,
     PersistenceDiagram,
     Retrain,
+    Study,
     Surface,
     finite_or_none,
 )
@@ -235,8 +240,110 @@ def curvature_samples(
                              int(r["ckpt_epoch"]), value, f"hessian_spectrum:{r['id']}")  # fmt: skip
 
 
+LEVELSET_CONFIG = ("max_predictor_steps", "max_corrector_steps", "eta_min", "eta_c",
+                   "eta_p_max", "turn_deg", "level_tol", "kkt_tol_deg", "grad_rms_floor")  # fmt: skip
+
+
+def levelset_samples(session: Session, store: ArrayStore, study_id: int) -> Iterator[Sample]:
+    """Endpoint metrics of every finished level-set traversal that starts from a model
+    checkpoint: measures of that checkpoint. A paper setup's run trains its own network, which
+    has no ``models`` row (no generalisation target): it gives no measure.
+
+    Kinds: the endpoint's train/test loss and accuracy (``levelset_end_*``), its weight norm
+    ``levelset_end_weight_norm`` (||theta||, biases included), ``levelset_norm_ratio`` (end
+    norm / start norm: how much the level set lets the norm shrink), ``levelset_distance``
+    (||theta_end - theta_start||), ``levelset_test_acc_change`` / ``levelset_test_loss_change``
+    (end - start) and ``levelset_steps`` (predictor steps taken). Traversals that differ only
+    in the training subset's seed are seeds of one measure.
+    """
+    import numpy as np
+
+    rows = session.execute(
+        sa.select(LevelSetRun, Checkpoint)
+        .join(Checkpoint, Checkpoint.id == LevelSetRun.checkpoint_id)
+        .join(Model, Model.id == Checkpoint.model_id)
+        .where(Model.study_id == study_id, LevelSetRun.trace_array_id.is_not(None))
+        .order_by(LevelSetRun.id)
+    ).all()
+    for run, c in rows:
+        cfg = run.config or {}
+        config = tuple((k, cfg[k]) for k in LEVELSET_CONFIG if cfg.get(k) is not None)
+        base = Definition(family="levelset", kind="", split="train",
+                          subset_size=cfg.get("train_subset"), bn_mode="eval", config=config)  # fmt: skip
+        fields = list(run.trace_fields or [])
+        trace = np.asarray(read_array(session, store, run.trace_array_id, verify=False,
+                                      what=f"level-set run {run.id}'s trace"))  # fmt: skip
+        start = dict(zip(fields, trace[0].tolist(), strict=True)) if len(trace) else {}
+        r_end, r_start = run.final_weight_norm_sq, start.get("weight_norm_sq")
+        values = {
+            "levelset_end_train_loss": run.final_train_loss,
+            "levelset_end_train_acc": run.final_train_acc,
+            "levelset_end_test_loss": run.final_test_loss,
+            "levelset_end_test_acc": run.final_test_acc,
+            "levelset_end_weight_norm": None if r_end is None else math.sqrt(max(r_end, 0.0)),
+            "levelset_norm_ratio": (math.sqrt(r_end / r_start)
+                                    if r_end is not None and r_start else None),
+            "levelset_distance": run.final_distance,
+            "levelset_test_acc_change": _change(run.final_test_acc, start.get("test_acc")),
+            "levelset_test_loss_change": _change(run.final_test_loss, start.get("test_loss")),
+            "levelset_steps": run.n_predictor_steps,
+        }  # fmt: skip
+        for kind, value in values.items():
+            yield Sample(_with_kind(base, kind), c.model_id, c.id, c.epoch, value,
+                         f"levelset_run:{run.id}")  # fmt: skip
+
+
+def _change(end: float | None, start: float | None) -> float | None:
+    return None if end is None or start is None else end - start
+
+
+MORSE_KINDS = {"morse_attractors": "n_attractors", "morse_nodes": "n_nodes",
+               "morse_nontrivial": "n_nontrivial"}  # fmt: skip
+
+
+def morse_samples(session: Session, store: ArrayStore, study_id: int) -> Iterator[Sample]:
+    """Counts of every finished Morse graph over an ensemble of the study's models: the graph
+    describes the training dynamics of one hyperparameter setting (its seeds are the ensemble),
+    so each count is a measure of every member model, at the final checkpoint (the map's end).
+
+    The definition's key says so (``of=setting-members``) and names the map (early epoch ->
+    the measure's epoch), the weights' pick and count, subdivision and Conley indices. Graphs
+    that differ only in the GP's seed are seeds of one measure. A DOODL3 ensemble's own small
+    networks are not ``models`` rows (no generalisation target): they give no measure.
+    """
+    rows = session.execute(
+        sa.select(MorseGraph, Ensemble, Model.id)
+        .join(Ensemble, Ensemble.id == MorseGraph.ensemble_id)
+        .join(EnsembleMember, EnsembleMember.ensemble_id == Ensemble.id)
+        .join(Model, Model.id == EnsembleMember.model_id)
+        .where(Model.study_id == study_id, MorseGraph.completed_at.is_not(None))
+        .order_by(MorseGraph.id, EnsembleMember.model_index)
+    ).all()
+    for graph, ensemble, model_id in rows:
+        ckpt = session.execute(
+            sa.select(Checkpoint.id, Checkpoint.epoch)
+            .where(Checkpoint.model_id == model_id, Checkpoint.epoch == ensemble.epochs)
+        ).first()
+        if ckpt is None:
+            continue
+        k = int((graph.source or {}).get("weights", len(graph.weight_names or []) or 2))
+        config: tuple[tuple[str, Any], ...] = (
+            ("of", "setting-members"), ("early_epoch", ensemble.early_epoch),
+            ("pick", graph.pick), ("weights", k), ("subdiv", graph.subdiv),
+            ("conley", bool(graph.conley)),
+        )  # fmt: skip
+        if graph.pick == "explicit":  # the weights themselves, not a rule choosing them
+            config += (("weight_names", ",".join(graph.weight_names or [])),)
+        for kind, column in MORSE_KINDS.items():
+            value = getattr(graph, column)
+            if value is None:  # no Conley indices asked for: no non-trivial count
+                continue
+            yield Sample(Definition(family="morse", kind=kind, config=config), model_id,
+                         ckpt.id, ckpt.epoch, float(value), f"morse_graph:{graph.id}")  # fmt: skip
+
+
 FAMILIES: tuple[Family, ...] = (surface_samples, persistence_samples, weight_samples,
-                                curvature_samples)  # fmt: skip
+                                curvature_samples, levelset_samples, morse_samples)  # fmt: skip
 
 
 def _with_kind(base: Definition, kind: str) -> Definition:
@@ -271,37 +378,96 @@ def aggregate(values: Iterable[float | None]) -> Aggregate:
     return Aggregate(mean, se, n, len(given) - n)
 
 
-def definition_row(session: Session, definition: Definition) -> MeasureDefinition:
-    """The stored definition, added on first use."""
-    key = definition.key
-    row = session.scalar(sa.select(MeasureDefinition).where(MeasureDefinition.key == key))
-    if row is None:
-        row = MeasureDefinition(key=key, **definition.columns())
-        session.add(row)
-        session.flush()
-    return row
+def _insert(session: Session, table: sa.Table) -> Any:
+    """An INSERT that can say ON CONFLICT, in the session's dialect (SQLite or PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
+def definition_ids(session: Session, definitions: Iterable[Definition]) -> dict[str, int]:
+    """Definition key -> id, adding the missing ones. ``INSERT ... ON CONFLICT DO NOTHING`` in
+    key order: two refreshes (of any studies) adding the same definition at once both end up
+    with the one row, and take the key locks in one order, so they cannot deadlock."""
+    table = cast(sa.Table, MeasureDefinition.__table__)
+    wanted = {d.key: d for d in definitions}
+    ids: dict[str, int] = {}
+    keys = sorted(wanted)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        found = dict(session.execute(
+            sa.select(table.c.key, table.c.id).where(table.c.key.in_(chunk))
+        ).tuples().all())  # fmt: skip
+        missing = [k for k in chunk if k not in found]
+        if missing:
+            session.execute(
+                _insert(session, table)
+                .values([{"key": k, **wanted[k].columns()} for k in missing])
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+            found = dict(session.execute(
+                sa.select(table.c.key, table.c.id).where(table.c.key.in_(chunk))
+            ).tuples().all())  # fmt: skip
+        ids.update(found)
+    return ids
+
+
+def lock_study(session: Session, study_id: int) -> None:
+    """Hold the study's row until the transaction ends: one measures refresh of a study at a
+    time. PostgreSQL: ``SELECT ... FOR UPDATE``; SQLite: every transaction of the tracker
+    begins with ``BEGIN IMMEDIATE`` (tracker._db), which already serialises writers."""
+    session.execute(sa.select(Study.id).where(Study.id == study_id).with_for_update())
+
+
+_VALUE_COLUMNS = ("study_id", "model_id", "epoch", "value", "standard_error", "n_seeds",
+                  "n_missing", "sources")  # fmt: skip
 
 
 def refresh_measures(
     session: Session, store: ArrayStore, study_id: int, families: Iterable[Family] = FAMILIES
 ) -> int:
-    """Rebuild the study's ``measures`` rows from its results; return how many there are.
+    """Bring the study's ``measures`` rows up to date with its results; return how many there
+    are. Call it in one transaction (the rows change together or not at all).
 
-    Derived data: the old rows go, so a measure always reflects the results as they are now.
+    Derived data: every (definition, checkpoint) the results give is upserted on the unique
+    key (``INSERT ... ON CONFLICT DO UPDATE``: its id stays), and rows the results no longer
+    give are deleted. The study's row is locked first, so two refreshes of one study (the
+    ``measures.refresh`` task, `tracker meta`) run one after the other, each reading the
+    results as the other left them: no duplicate, no half-written and no stale rows.
     """
+    lock_study(session, study_id)
     groups: dict[tuple[str, int], list[Sample]] = {}
     for family in families:
         for sample in family(session, store, study_id):
             groups.setdefault((sample.definition.key, sample.checkpoint_id), []).append(sample)
-    session.execute(sa.delete(Measure).where(Measure.study_id == study_id))
-    for samples in groups.values():
+    ids = definition_ids(session, (samples[0].definition for samples in groups.values()))
+    rows = []
+    for (key, checkpoint_id), samples in sorted(groups.items()):
         first = samples[0]
         agg = aggregate(s.value for s in samples)
-        session.add(Measure(
-            study_id=study_id, definition_id=definition_row(session, first.definition).id,
-            model_id=first.model_id, checkpoint_id=first.checkpoint_id, epoch=first.epoch,
-            value=agg.value, standard_error=agg.standard_error, n_seeds=agg.n_seeds,
-            n_missing=agg.n_missing, sources=[s.source for s in samples],
+        rows.append({
+            "definition_id": ids[key], "checkpoint_id": checkpoint_id, "study_id": study_id,
+            "model_id": first.model_id, "epoch": first.epoch, "value": agg.value,
+            "standard_error": agg.standard_error, "n_seeds": agg.n_seeds,
+            "n_missing": agg.n_missing, "sources": [s.source for s in samples],
+        })  # fmt: skip
+    table = cast(sa.Table, Measure.__table__)
+    for start in range(0, len(rows), 500):
+        insert = _insert(session, table).values(rows[start : start + 500])
+        session.execute(insert.on_conflict_do_update(
+            index_elements=["definition_id", "checkpoint_id"],
+            set_={c: insert.excluded[c] for c in _VALUE_COLUMNS},
         ))  # fmt: skip
-    session.flush()
-    return len(groups)
+    keep = {(r["definition_id"], r["checkpoint_id"]) for r in rows}
+    stale = [mid for mid, def_id, ckpt in session.execute(
+        sa.select(table.c.id, table.c.definition_id, table.c.checkpoint_id)
+        .where(table.c.study_id == study_id)
+    ).tuples() if (def_id, ckpt) not in keep]  # fmt: skip
+    for start in range(0, len(stale), 500):
+        session.execute(table.delete().where(table.c.id.in_(stale[start : start + 500])))
+    session.expire_all()  # ORM objects the caller holds see the new values
+    return len(rows)

@@ -1,6 +1,7 @@
 """DOODL3 ensembles and Morse graphs on the command line.
 
     tracker enqueue ensemble --setup doodl3-iris --models 100     # 450 epochs: Figure 3
+    tracker enqueue ensemble --from-models settings --study S      # one per setting's seeds
     tracker enqueue morse --ensemble ID [--subdiv 15] [--weights 2|K|NAME,NAME,...]
     tracker show morse ID
     tracker plot morse ID... [--out DIR]
@@ -30,18 +31,24 @@ def add_parsers(
         "ensemble", parents=[common],
         help="DOODL3: train many small models (early and final weights kept per model)",
     )  # fmt: skip
-    p.add_argument("--setup", required=True, metavar="SETUP",
+    p.add_argument("--setup", metavar="SETUP",
                    help="doodl3-iris (9-parameter softmax layer), doodl3-iris-layers-2 (its "
                    "iris_layers_2: two softmax layers, 21 parameters) or doodl3-mnist "
                    "(58-parameter conv net on 0 vs 1)")  # fmt: skip
+    p.add_argument("--from-models", metavar="REF,REF,...|settings",
+                   help="instead of --setup: an ensemble of the study's trained models (one "
+                   "hyperparameter setting over its seeds), weights at --early-epoch and the "
+                   "final epoch; 'settings': one ensemble per setting of --study with 2+ "
+                   "models. A Morse graph's counts then become measures of the members")  # fmt: skip
     p.add_argument("--models", type=int, default=100, help="ensemble size (default 100)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per model (default: iris 450, its Figure 3's iris_epoch_450; "
                    "iris-layers-2 150; mnist 100, as many Adam steps as DOODL3's 8 epochs on "
                    "full MNIST)")  # fmt: skip
-    p.add_argument("--early-epoch", type=int, default=2,
+    p.add_argument("--early-epoch", type=int, default=None,
                    help="the early checkpoint: weights after this many epochs (default 2, "
-                   "Keras's epoch index 1)")  # fmt: skip
+                   "Keras's epoch index 1; with --from-models, a checkpoint epoch the models "
+                   "keep, default their first)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=None, help="default: iris 5, mnist 128")
     p.add_argument("--train-seed", "--seed", dest="seed", type=int, default=0,
                    help="initialisation and minibatch seed")
@@ -103,17 +110,65 @@ def _show_parser(sub: Any) -> Any:
 # --- commands ---------------------------------------------------------------------------------
 
 
+def _enqueue_model_ensembles(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from tracker._exceptions import SpecError
+    from tracker._queue import find_study, get_or_create_study
+    from tracker._schema import Checkpoint, Model
+    from tracker.morse.rows import add_model_ensemble, setting_groups
+    from tracker.training.rows import find_model
+
+    if args.setup is not None:
+        raise SpecError("give --setup (a DOODL3 ensemble to train) or --from-models, not both")
+    db = open_db(args)
+    ids: list[int] = []
+    new_rows = 0
+    with db.session() as session:
+        if args.from_models.strip() == "settings":
+            study_models = session.scalars(
+                sa.select(Model).where(Model.study_id == find_study(session, args.study).id)
+            ).all()
+            groups = [g for g in setting_groups(study_models) if len(g) >= 2]
+            if not groups:
+                raise SpecError(f"study {args.study!r} has no hyperparameter setting with 2 or "
+                                "more models (seeds): enqueue more seeds")  # fmt: skip
+        else:
+            refs = [r.strip() for r in args.from_models.split(",") if r.strip()]
+            groups = [[find_model(session, ref) for ref in refs]]
+        study = get_or_create_study(session, args.study)
+        for group in groups:
+            early = args.early_epoch
+            if early is None:  # the models' first kept checkpoint
+                early = session.scalar(sa.select(sa.func.min(Checkpoint.epoch))
+                                       .where(Checkpoint.model_id == group[0].id))  # fmt: skip
+            row, new = add_model_ensemble(session, study, group, int(early or 0))
+            ids.append(row.id)
+            new_rows += new
+    emit(args, Enqueued(args.study, "ensembles", ids),
+         f"{len(ids)} ensemble(s) of models ({new_rows} new: {', '.join(map(str, ids))}) in "
+         f"study {args.study!r}; run `tracker work` to collect them, then `tracker enqueue "
+         "morse --ensemble ID`")  # fmt: skip
+    return 0
+
+
 def cmd_enqueue_ensemble(args: argparse.Namespace) -> int:
     from compute.doodl3_params import DEFAULTS
+    from tracker._exceptions import SpecError
     from tracker._queue import get_or_create_study
     from tracker.morse.rows import EnsembleSpec, add_ensemble, check_ensemble, check_setup
 
+    if args.from_models is not None:
+        return _enqueue_model_ensembles(args)
+    if args.setup is None:
+        raise SpecError("give --setup SETUP (a DOODL3 ensemble to train) or --from-models REF,... "
+                        "(an ensemble of trained models)")  # fmt: skip
     check_setup(args.setup)  # before any default that depends on it
     defaults = DEFAULTS[args.setup]
     spec = EnsembleSpec(
         setup=args.setup, n_models=args.models,
         epochs=args.epochs if args.epochs is not None else defaults["epochs"],
-        early_epoch=args.early_epoch,
+        early_epoch=2 if args.early_epoch is None else args.early_epoch,
         batch_size=args.batch_size if args.batch_size is not None else defaults["batch_size"],
         seed=args.seed, data_seed=args.data_seed, chunk_size=args.chunk,
     )  # fmt: skip

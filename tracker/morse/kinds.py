@@ -1,5 +1,8 @@
 """Task kinds of DOODL3 ensembles and Morse graphs: ensemble.train, ensemble.complete, morse.
 
+An ensemble of a study's models (setup 'models') has one task instead, ``ensemble.collect``,
+which waits on the models' training and copies their early and final parameters.
+
 Task graph of one ensemble and a Morse graph computed from it later::
 
     ensemble.train (models [0, c)) ... ensemble.train (models [k c, n)) --> ensemble.complete
@@ -27,7 +30,7 @@ from tracker._db import utcnow
 from tracker._exceptions import SpecError
 from tracker._mlflow import tracked_run
 from tracker._registry import task_kind
-from tracker._schema import Ensemble, EnsembleMember, MorseGraph, Study
+from tracker._schema import Ensemble, EnsembleMember, Model, MorseGraph, Study
 from tracker._store import ArraySpec
 from tracker.morse.results import ensemble_weights
 from tracker.morse.rows import NO_ENSEMBLE_FIX
@@ -180,6 +183,62 @@ def ensemble_complete(ctx: TaskContext) -> dict[str, Any]:
     return {"ensemble_id": ensemble.id, "paths": paths, "run_id": run_id}
 
 
+# --- ensemble.collect -------------------------------------------------------------------------
+
+
+def _collect_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
+    assert result is not None
+    ensemble = Ensemble.find_or_raise_by_id(session, result["ensemble_id"])
+    for name, path in result["paths"].items():
+        setattr(ensemble, f"{name}_array_id", array_id(session, path))
+    for item in result["members"]:
+        member = session.scalar(
+            sa.select(EnsembleMember).where(EnsembleMember.ensemble_id == ensemble.id,
+                                            EnsembleMember.model_index == item["model_index"])
+        )  # fmt: skip
+        if member is not None:
+            member.accuracy, member.final_loss = item["accuracy"], item["final_loss"]
+    ensemble.completed_at = session.scalar(sa.select(utcnow()))
+
+
+@task_kind("ensemble.collect", finalize=_collect_finalize, batch=False)
+def ensemble_collect(ctx: TaskContext) -> dict[str, Any]:
+    """An ensemble of a study's models: each member's parameters (buffers left out) at the early
+    and the final checkpoint, as the [models, params] arrays a DOODL3 ensemble has."""
+    from tracker.training.kinds import checkpoint_vector
+
+    ensemble_id = int(ctx.payload["ensemble_id"])
+    with ctx.session() as session:
+        ensemble = Ensemble.find_or_raise_by_id(session, ensemble_id)
+        folder = array_path("ensembles", ensemble)
+        n_params = len(ensemble.param_names)
+        pairs = (ensemble.config or {}).get("checkpoints", {})
+        members = session.scalars(
+            sa.select(EnsembleMember).where(EnsembleMember.ensemble_id == ensemble_id)
+            .order_by(EnsembleMember.model_index)
+        ).all()  # fmt: skip
+        early = np.zeros((len(members), n_params), np.float32)
+        final = np.zeros_like(early)
+        metrics = []
+        for i, member in enumerate(members):
+            model = session.get(Model, member.model_id) if member.model_id is not None else None
+            if model is None:  # a SpecError: the queue does not retry it
+                raise SpecError(f"ensemble {ensemble_id}: member {member.model_index}'s model was deleted: {NO_ENSEMBLE_FIX}")  # fmt: skip
+            for out, ckpt_id in zip((early, final), pairs[str(model.id)], strict=True):
+                vec, layout = checkpoint_vector(ctx, session, int(ckpt_id))
+                flat = vec.numpy()
+                out[i] = np.concatenate([flat[e["offset"] : e["offset"] + e["size"]]
+                                         for e in layout if e["kind"] == "param"])  # fmt: skip
+            metrics.append({"model_index": member.model_index, "accuracy": model.test_acc,
+                            "final_loss": model.train_loss})  # fmt: skip
+    ctx.check_lease()
+    paths = {
+        "early": ctx.write_array(f"{folder}/early", early, early.shape).path,
+        "final": ctx.write_array(f"{folder}/final", final, final.shape).path,
+    }
+    return {"ensemble_id": ensemble_id, "paths": paths, "members": metrics}
+
+
 # --- morse ------------------------------------------------------------------------------------
 
 
@@ -198,7 +257,7 @@ def _morse_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] |
     row.completed_at = session.scalar(sa.select(utcnow()))
 
 
-@task_kind("morse", finalize=_morse_finalize, batch=False)
+@task_kind("morse", finalize=_morse_finalize, batch=False, measures=True)
 def morse_task(ctx: TaskContext) -> dict[str, Any]:
     from compute import morse
 

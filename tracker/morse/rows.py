@@ -7,10 +7,13 @@ finds the existing rows (spec hash).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -18,7 +21,7 @@ from compute.doodl3_params import SETUPS
 from tracker._exceptions import NotFound, SpecError
 from tracker._queue import enqueue, spec_hash
 from tracker._rows import get_or_add
-from tracker._schema import Ensemble, MorseGraph, Study, Task
+from tracker._schema import Ensemble, EnsembleMember, Model, MorseGraph, Study, Task
 
 PICKS = ("max-variance", "min-variance")
 SANE_SUBDIV = 18  # 262,144 boxes; more needs --force
@@ -121,6 +124,105 @@ def add_ensemble(session: Session, study: Study, spec: EnsembleSpec) -> tuple[En
     done, _ = enqueue(session, study, "ensemble.complete", {"ensemble_id": ensemble.id},
                       depends_on=parts, key=digest)  # fmt: skip
     ensemble.task_id = done.id
+    session.flush()
+    return ensemble, True
+
+
+# --- ensembles of a study's models -----------------------------------------------------------
+
+MODELS_SETUP = "models"  # the setup of an ensemble made of tracker models
+MAX_ENSEMBLE_PARAMS = 100_000  # one name per parameter is stored; GP maps suit small weight sets
+# What may differ between the members of one hyperparameter setting.
+_NOT_SETTING = {"id", "name", "seed", "spec_hash", "task_id", "study_id", "created_at", "tags",
+                "mlflow_run_id", "train_loss", "train_acc", "test_loss", "test_acc", "gap",
+                "loss_gap", "diverged"}  # fmt: skip
+
+
+def setting_of(model: Model) -> dict[str, Any]:
+    """A model's hyperparameter setting: every column that decides its training but the seed."""
+    out = {c.name: getattr(model, c.key) for c in Model.__table__.columns
+           if c.name not in _NOT_SETTING}  # fmt: skip
+    # Which epochs are kept does not change the training.
+    out["config"] = {k: v for k, v in (model.config or {}).items() if k != "checkpoint_epochs"}
+    return out
+
+
+def setting_groups(models: Sequence[Model]) -> list[list[Model]]:
+    """The models grouped by hyperparameter setting (first model id order)."""
+    groups: dict[str, list[Model]] = {}
+    for model in sorted(models, key=lambda m: m.id):
+        key = json.dumps(setting_of(model), sort_keys=True, default=str)
+        groups.setdefault(key, []).append(model)
+    return list(groups.values())
+
+
+def _param_columns(model: Model) -> tuple[list[dict[str, Any]], list[str], list[int]]:
+    """The model's parameter tensors (name, shape; buffers left out), one name per scalar
+    parameter (``fc1.weight_0_3``) and the flat indices of the kernels (tensors of 2+ dims)."""
+    from compute.state import layout_of
+    from compute.train import TrainSpec
+
+    spec = TrainSpec.from_row(model)
+    layout = [e for e in layout_of(spec.build(spec.load_data())) if e["kind"] == "param"]
+    names: list[str] = []
+    kernels: list[int] = []
+    for entry in layout:
+        shape = [int(n) for n in entry["shape"]]
+        if len(shape) > 1:
+            kernels.extend(range(len(names), len(names) + int(np.prod(shape))))
+        names.extend(entry["name"] + "_" + "_".join(map(str, idx)) for idx in np.ndindex(*shape))
+    return [{"name": e["name"], "shape": e["shape"]} for e in layout], names, kernels
+
+
+def add_model_ensemble(
+    session: Session, study: Study, models: Sequence[Model], early_epoch: int
+) -> tuple[Ensemble, bool]:
+    """An ensemble of a study's trained models (setup 'models'): one hyperparameter setting over
+    its seeds, each member's weights at ``early_epoch`` and at the final epoch. Its task
+    ``ensemble.collect`` waits on the models' training and copies their parameters.
+
+    A Morse graph of it describes that setting's training dynamics: its counts become measures
+    of every member model at the final epoch in the meta-analysis.
+    """
+    from tracker.training.rows import find_checkpoint, model_train_task
+
+    models = sorted({m.id: m for m in models}.values(), key=lambda m: m.id)
+    if len(models) < 2:
+        raise SpecError(f"an ensemble of models needs at least 2 models of one setting, got {len(models)}")  # fmt: skip
+    first = setting_of(models[0])
+    for model in models[1:]:
+        differ = sorted(k for k, v in setting_of(model).items() if v != first[k])
+        if differ:
+            raise SpecError(
+                f"models {models[0].id} and {model.id} differ in {', '.join(differ)}: an ensemble "
+                "is one hyperparameter setting over its seeds (`--from-models settings` groups them)"
+            )
+    final_epoch = int(models[0].epochs)
+    if not 0 <= early_epoch < final_epoch:
+        raise SpecError(f"--early-epoch must be in 0..{final_epoch - 1} (before the final epoch {final_epoch}), got {early_epoch}")  # fmt: skip
+    checkpoints = {m.id: (find_checkpoint(session, m, early_epoch).id,
+                          find_checkpoint(session, m, final_epoch).id) for m in models}  # fmt: skip
+    layout, names, kernels = _param_columns(models[0])
+    if len(names) > MAX_ENSEMBLE_PARAMS:
+        raise SpecError(f"model {models[0].id} has {len(names):,} parameters, more than the "
+                        f"{MAX_ENSEMBLE_PARAMS:,} an ensemble of models holds: use smaller models")  # fmt: skip
+    ids = [m.id for m in models]
+    digest = spec_hash("ensemble-models", study.name, ids, early_epoch)
+    ensemble, new = get_or_add(
+        session, Ensemble, digest, study_id=study.id, setup=MODELS_SETUP, n_models=len(models),
+        epochs=final_epoch, early_epoch=early_epoch, batch_size=int(models[0].batch_size),
+        seed=0, data_seed=0, chunk_size=len(models), param_names=names, kernel_columns=kernels,
+        config={"source": MODELS_SETUP, "model_ids": ids, "layout": layout,
+                "checkpoints": {str(k): list(v) for k, v in checkpoints.items()},
+                "setting": json.loads(json.dumps(first, default=str))},
+    )  # fmt: skip
+    if not new:
+        return ensemble, False
+    for index, model in enumerate(models):
+        session.add(EnsembleMember(ensemble_id=ensemble.id, model_index=index, model_id=model.id))
+    task, _ = enqueue(session, study, "ensemble.collect", {"ensemble_id": ensemble.id},
+                      depends_on=[model_train_task(session, m) for m in models], key=digest)  # fmt: skip
+    ensemble.task_id = task.id
     session.flush()
     return ensemble, True
 

@@ -327,7 +327,7 @@ def _complete_finalize(session: Session, ctx: TaskContext, result: dict[str, Any
     surface.completed_at = session.scalar(sa.select(utcnow()))
 
 
-@task_kind("surface.complete", finalize=_complete_finalize)
+@task_kind("surface.complete", finalize=_complete_finalize, measures=True)
 def surface_complete(ctx: TaskContext) -> dict[str, Any]:
     surface_id = int(ctx.payload["surface_id"])
     with ctx.session() as session:

@@ -455,6 +455,9 @@ def add_surface(
         depends_on=tile_tasks, key=digest,
     )  # fmt: skip
     surface.task_id = done_task.id
+    # Its figures on the model's MLflow run, by a worker that has MLflow (not the tile path).
+    enqueue(session, study, "surface.artifacts", {"surface_id": surface.id},
+            depends_on=[done_task], key=digest)  # fmt: skip
     session.flush()
     return surface, True
 

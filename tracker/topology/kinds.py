@@ -218,7 +218,7 @@ def _persistence_finalize(session: Session, ctx: TaskContext, result: dict[str, 
         setattr(row, key, value)
 
 
-@task_kind("persistence", finalize=_persistence_finalize, batch=False)
+@task_kind("persistence", finalize=_persistence_finalize, batch=False, measures=True)
 def persistence_task(ctx: TaskContext) -> dict[str, Any]:
     from compute.topology import knn_edges, persistence_diagram, summarize_diagram
 

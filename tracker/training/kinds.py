@@ -83,7 +83,7 @@ def _train_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] |
             setattr(ckpt, key, value)
 
 
-@task_kind("train", finalize=_train_finalize, batch=False)
+@task_kind("train", finalize=_train_finalize, batch=False, measures=True)
 def train_task(ctx: TaskContext) -> dict[str, Any]:
     from compute.train import TrainSpec, train
 
