@@ -156,7 +156,7 @@ class Client:
         """A study file (TOML), as `tracker enqueue FILE.toml`; the counts it added."""
         from tracker.studyfile import enqueue_study
 
-        return enqueue_study(self.db, str(Path(path)))
+        return enqueue_study(self.db, str(Path(path)), self.settings.store_url)
 
     def work(self, workers: int | None = 1, *, study: str | None = None, progress: bool = False) -> Any:  # fmt: skip
         """Drain the queue with local Dask workers (as `tracker work`); the run's summary."""

@@ -37,7 +37,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     upgrade(db, "head")
     spec_path = settings_.home / "demo.toml"
     spec_path.write_text(demo_study())
-    counts = enqueue_study(db, spec_path)
+    counts = enqueue_study(db, spec_path, settings_.store_url)
     print(
         f"[demo] study 'demo' from {spec_path}: {counts['models']} models, {counts['surfaces']} surfaces"
     )

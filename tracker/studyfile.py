@@ -798,10 +798,13 @@ def demo_study() -> str:
     return resources.files("tracker").joinpath("studies/demo.toml").read_text()
 
 
-def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
-    """Validate a study file and write all its rows in one transaction."""
+def enqueue_study(db: Database, path: str | Path, store_url: str | None = None) -> dict[str, Any]:
+    """Validate a study file and write all its rows in one transaction. ``store_url``: the
+    store of models trained before, whose loss a [[hessian]] table checks (default: the
+    resolved settings' store, TRACKER_STORE or TRACKER_HOME/store.zarr)."""
+    from tracker._config import resolve
     from tracker._queue import get_or_create_study
-    from tracker.curvature.rows import add_hessian
+    from tracker.curvature.rows import add_hessian, check_losses
     from tracker.morse.rows import add_study_morse
     from tracker.surfaces.rows import add_surface
     from tracker.topology.rows import add_study_topology
@@ -822,7 +825,9 @@ def enqueue_study(db: Database, path: str | Path) -> dict[str, Any]:
         # [[hessian]] table of the file adds, and its tiles wait for that spectrum's task.
         counts["hessians"] = counts["hessians_new"] = 0
         for req in plan.hessians:
-            for _, new in add_hessian(session, study, req, names):
+            rows = add_hessian(session, study, req, names)
+            check_losses(session, store_url or resolve().store_url, rows)
+            for _, new in rows:
                 counts["hessians"] += 1
                 counts["hessians_new"] += new
         for surface, where in zip(plan.surfaces, plan.surface_tables, strict=True):
@@ -873,10 +878,10 @@ def _check_eigenvectors(
 
 def cmd_enqueue_study(args: argparse.Namespace) -> int:
     """`tracker enqueue study FILE.toml` (also `tracker enqueue FILE.toml`)."""
-    from tracker._cliutil import open_db
+    from tracker._cliutil import open_db, settings
 
     db = open_db(args)
-    c = enqueue_study(db, args.file)
+    c = enqueue_study(db, args.file, settings(args).store_url)
     print(
         f"study {c['study']!r}: {c['models']} model(s) ({c['models_new']} new), "
         f"{c['surfaces']} surface(s) ({c['surfaces_new']} new)"

@@ -487,6 +487,7 @@ def test_bad_requests_are_one_line_exit_2_and_write_nothing(
             ('[[hessian]]\nmodels = ["mlp"]\nper_layer = true', "add trace = true"),
             ('[[hessian]]\nmodels = ["mlp"]\nbn = "recompute"', "unknown BatchNorm mode"),
             ('[[hessian]]\nmodels = ["other"]', "names model 'other'"),
+            ('[[hessian]]\nmodels = ["mlp"]\nepochs = [3, 8]\ntrace = true', "epoch 8", "finite loss"),
             ('[[hessian]]\nmodels = ["mlp"]\ntrace = true\ntrace_method = "hutch"', "unknown --trace-method 'hutch'"),
             (f'{surface}x_direction = "hesian:0"', "x_direction 'hesian:0' is not random or hessian:I"),
             (f'{surface}x_direction = 0', 'x_direction in [[surface]] number 1 must be "random"'),

@@ -17,7 +17,15 @@ from tracker._config import resolve
 from tracker._db import open_database
 from tracker._migrate import upgrade
 from tracker._queue import get_or_create_study
-from tracker._schema import ArrayRef, Ensemble, EnsembleMember, MorseGraph, Study, Task
+from tracker._schema import (
+    ArrayRef,
+    Ensemble,
+    EnsembleMember,
+    MorseGraph,
+    Study,
+    Task,
+    TaskDependency,
+)
 from tracker._store import ArrayStore
 from tracker._worker import WorkerConfig, run_worker
 
@@ -122,20 +130,54 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Home:
     code, out, _ = _cli(home, "enqueue", "ensemble", "--setup", "doodl3-iris", "--models", "6",
                         "--epochs", "4", "--chunk", "3")  # fmt: skip
     assert code == 0 and "ensemble 1 (already queued)" in out and home.count(Task) == tasks == 3
-    code, _, home.early_error = _cli(home, "enqueue", "morse", "--ensemble", "1")  # type: ignore[attr-defined]
-    assert code != 0
+    # Before training: the Morse graph waits on the ensemble (computed by the work below).
+    home.early = _cli(home, "enqueue", "morse", "--ensemble", "1", "--subdiv", "8")  # type: ignore[attr-defined]
+    home.early_morse = None  # type: ignore[attr-defined]
+    with home.db.session() as s:
+        early = s.scalar(sa.select(MorseGraph))
+        if early is not None:
+            parents = s.scalars(sa.select(Task.kind).join(
+                TaskDependency, TaskDependency.depends_on_id == Task.id
+            ).where(TaskDependency.task_id == early.task_id)).all()  # fmt: skip
+            home.early_morse = (early.id, s.get(Task, early.task_id).status, parents)  # type: ignore[attr-defined]
     home.morse_rows_before_work = home.count(MorseGraph)  # type: ignore[attr-defined]
     work = run_tracker("work", "--workers", "1", "--no-progress", env=home.env)
     assert work.returncode == 0, work.stderr[-3000:]
     return home
 
 
-def test_a_morse_request_on_an_unfinished_ensemble_lists_what_is_pending(trained: Home) -> None:
-    lines = trained.early_error.strip().splitlines()  # type: ignore[attr-defined]
-    assert len(lines) == 1 and "Traceback" not in trained.early_error  # type: ignore[attr-defined]
-    assert "ensemble 1 is not finished" in lines[0]
-    assert "ensemble.train pending" in lines[0] and "ensemble.complete waiting" in lines[0]
-    assert trained.morse_rows_before_work == 0  # type: ignore[attr-defined]
+def test_a_morse_request_on_an_unfinished_ensemble_waits_for_its_training(trained: Home) -> None:
+    """As a study file's [[morse]]: the graph is queued behind the ensemble's completing task,
+    and one `tracker work` trains the ensemble, then computes the graph."""
+    code, out, err = trained.early  # type: ignore[attr-defined]
+    assert code == 0 and "Traceback" not in err, err
+    assert "Morse graph 1 (new, waiting on the ensemble's training) of ensemble 1" in out
+    assert trained.early_morse is not None  # type: ignore[attr-defined]
+    mid, status, parents = trained.early_morse  # type: ignore[attr-defined]
+    assert (status, parents) == ("waiting", ["ensemble.complete"])
+    assert trained.morse_rows_before_work == 1  # type: ignore[attr-defined]
+    with trained.db.session() as s:
+        row = s.get(MorseGraph, mid)
+        assert row.completed_at is not None and row.subdiv == 8 and row.n_nodes >= 1
+
+
+def test_a_morse_request_on_a_failed_ensemble_is_one_line_naming_requeue(tmp_path: Path) -> None:
+    """A Morse task waiting on a failed training could never run: refused, nothing written."""
+    home = Home(tmp_path)
+    code, _, err = _cli(home, "enqueue", "ensemble", "--setup", "doodl3-iris", "--models", "4",
+                        "--epochs", "4", "--chunk", "2")  # fmt: skip
+    assert code == 0, err
+    with home.db.session() as s:
+        broken = s.scalars(sa.select(Task).where(Task.kind == "ensemble.train")).first()
+        s.execute(sa.update(Task).where(Task.id == broken.id)
+                  .values(status="failed", error="RuntimeError: boom"))  # fmt: skip
+    tasks = home.count(Task)
+    code, _, err = _cli(home, "enqueue", "morse", "--ensemble", "1")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert f"ensemble 1 failed to train (task {broken.id} ensemble.train failed)" in lines[0]
+    assert "tracker requeue --failed" in lines[0]
+    assert home.count(Task) == tasks and home.count(MorseGraph) == 0
 
 
 def test_the_ensemble_keeps_weights_metrics_and_one_mlflow_run(trained: Home) -> None:
@@ -166,12 +208,12 @@ def test_the_ensemble_keeps_weights_metrics_and_one_mlflow_run(trained: Home) ->
 
 
 def test_a_morse_graph_of_the_ensemble_is_stored_shown_and_plotted(trained: Home) -> None:
-    code, _, err = _cli(trained, "enqueue", "morse", "--ensemble", "1", "--subdiv", "10",
-                        "--seed", "2")  # fmt: skip
-    assert code == 0, err
+    code, out, err = _cli(trained, "enqueue", "morse", "--ensemble", "1", "--subdiv", "10",
+                          "--seed", "2")  # fmt: skip
+    assert code == 0 and "(new)" in out, err
     assert trained.drain(kinds=("morse",))["failed"] == 0
     with trained.db.session() as s:
-        row = s.scalar(sa.select(MorseGraph))
+        row = s.get(MorseGraph, int(out.split("Morse graph ")[1].split()[0]))
         retraction = trained.store.read(s.get(ArrayRef, row.retraction_array_id).path)
         sets = trained.store.read(s.get(ArrayRef, row.morse_sets_array_id).path)
         assert row.n_nodes == len(row.graph["nodes"]) >= 1 and row.n_attractors >= 1

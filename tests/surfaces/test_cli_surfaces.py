@@ -67,6 +67,17 @@ BAD = [
     (["enqueue", "surface", "--model", "1", "--epoch", "7", "--x", "-1:1:5"], ["epoch 7"]),
     (["enqueue", "model", "--arch", "resnet20", "--dataset", "cifar10", "--data-root", "EMPTY"],
      ["cifar-10-batches-py"]),
+    (["enqueue", "surface", "--model", "1", "--x", "-1:1:5", "--curvature-tol", "1e-4"],
+     ["--curvature-tol sets up the curvature map: add --curvature"]),
+    (["enqueue", "surface", "--model", "1", "--x", "-1:1:5", "--curvature-max-iter", "50"],
+     ["--curvature-max-iter sets up the curvature map: add --curvature"]),
+    (["enqueue", "surface", "--model", "1", "--x", "-1:1:5", "--x-direction", "hessian:0",
+      "--seeds", "0-4"], ["--seeds 0-4", "seeds do not change an eigenvector surface"]),
+    (["enqueue", "surface", "--model", "1", "--x", "-1:1:5", "--y", "-1:1:5", "--x-direction",
+      "hessian:0", "--y-direction", "hessian:1", "--seeds", "0,2"],
+     ["seeds do not change an eigenvector surface"]),
+    (["enqueue", "surface", "--model", "1", "--x", "-1:1:5", "--y", "-1:1:5", "--x-direction",
+      "hessian:0", "--same-dir", "--seeds", "0,2"], ["seeds do not change an eigenvector surface"]),
 ]  # fmt: skip
 
 

@@ -95,8 +95,7 @@ def cmd_enqueue_hessian(args: argparse.Namespace) -> int:
     from tracker._exceptions import SpecError
     from tracker._queue import get_or_create_study
     from tracker._schema import Study
-    from tracker._store import ArrayStore
-    from tracker.curvature.rows import add_hessian, check_request, train_done
+    from tracker.curvature.rows import add_hessian, check_losses, check_request
     from tracker.training.rows import find_model
 
     req = request_from_args(args)
@@ -104,21 +103,12 @@ def cmd_enqueue_hessian(args: argparse.Namespace) -> int:
     if req.per_layer and not req.trace:
         raise SpecError("--per-layer splits the trace by layer: add --trace")
     db = open_db(args)
-    store = ArrayStore(settings(args).store_url)
     with db.session() as session:
         model = find_model(session, req.model)
         home = Study.find_or_raise_by_id(session, model.study_id)
         study = get_or_create_study(session, args.study) if args.study else home
         rows = add_hessian(session, study, req)
-        if train_done(session, model):
-            # One loss per checkpoint (all measures share the data): refused before commit.
-            from tracker.curvature.kinds import check_finite_loss
-
-            seen: set[int] = set()
-            for row, new in rows:
-                if new and row.checkpoint_id not in seen:
-                    seen.add(row.checkpoint_id)
-                    check_finite_loss(session, store, row)
+        check_losses(session, settings(args).store_url, rows)
         ids = [r.id for r, _ in rows]
         fresh = sum(new for _, new in rows)
         name, mid = study.name, model.id

@@ -233,11 +233,30 @@ def _add_measure(
     return row, True
 
 
+def check_losses(session: Session, store_url: str, rows: Sequence[tuple[HessianSpectrum, bool]]) -> None:  # fmt: skip
+    """Refuse, before commit, new measures of a trained checkpoint whose loss is not finite on
+    their data (one loss per checkpoint: its measures share the data). `tracker enqueue
+    hessian` and a study file's [[hessian]] both call this after ``add_hessian``; the store is
+    opened only when a trained checkpoint is to be checked."""
+    store = None
+    seen: set[int] = set()
+    for row, new in rows:
+        if not new or row.checkpoint_id in seen:
+            continue
+        seen.add(row.checkpoint_id)
+        if train_done(session, Model.find_or_raise_by_id(session, row.model_id)):
+            from tracker._store import ArrayStore
+            from tracker.curvature.kinds import check_finite_loss
+
+            store = store or ArrayStore(store_url)
+            check_finite_loss(session, store, row)
+
+
 def hessian_command(model_id: int, epoch: int, index: int) -> str:
     """The command that makes eigenvector ``index`` of a checkpoint."""
     return f"tracker enqueue hessian --model {model_id} --epochs {epoch} --top-k {index + 1}"
 
 
 __all__: Sequence[str] = (
-    "HessianRequest", "add_hessian", "check_request", "hessian_command", "parse_epochs",
+    "HessianRequest", "add_hessian", "check_losses", "check_request", "hessian_command", "parse_epochs",
 )  # fmt: skip

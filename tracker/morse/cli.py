@@ -59,7 +59,8 @@ def add_parsers(
 
     p = enqueue.add_parser(
         "morse", parents=[common],
-        help="the Morse graph of a finished ensemble's early -> final map (GP + CMGDB)",
+        help="the Morse graph of an ensemble's early -> final map (GP + CMGDB; waits on "
+        "the ensemble's unfinished training)",
     )  # fmt: skip
     p.add_argument("--ensemble", type=int, required=True, metavar="ID")
     p.add_argument("--pick", default="max-variance",
@@ -186,7 +187,7 @@ def cmd_enqueue_ensemble(args: argparse.Namespace) -> int:
 
 def cmd_enqueue_morse(args: argparse.Namespace) -> int:
     from tracker._queue import check_study_name, get_or_create_study
-    from tracker._schema import Study
+    from tracker._schema import Study, Task
     from tracker.morse.rows import MorseSpec, add_morse, check_morse, parse_weights
 
     k, columns = parse_weights(args.weights)
@@ -200,7 +201,11 @@ def cmd_enqueue_morse(args: argparse.Namespace) -> int:
         target = get_or_create_study(session, args.study) if args.study else None
         row, new = add_morse(session, target, spec, force=args.force)
         mid, study = row.id, Study.find_or_raise_by_id(session, row.study_id).name
-    state = "new" if new else "already queued"
+        task = session.get(Task, row.task_id) if row.task_id is not None else None
+        waiting = task is not None and task.status == "waiting"
+    state = ("new" if new else "already queued") + (
+        ", waiting on the ensemble's training" if waiting else ""
+    )
     emit(args, Enqueued(study, "morse_graphs", [mid]),
          f"Morse graph {mid} ({state}) of ensemble {spec.ensemble_id} in study {study!r}; "
          "run `tracker work` to compute it")  # fmt: skip

@@ -253,22 +253,27 @@ def ensemble_tasks(session: Session, ensemble: Ensemble) -> list[Task]:
     return [*mine, *([done] if done is not None else [])]
 
 
-def _wait_on(session: Session, ensemble: Ensemble, *, wait: bool) -> list[Task]:
-    """What a Morse task on ``ensemble`` waits for: nothing once the ensemble is finished, its
-    completing task when ``wait`` (a study file) and none of its tasks failed; else refused."""
+def _wait_on(session: Session, ensemble: Ensemble) -> list[Task]:
+    """What a Morse task on ``ensemble`` waits for: nothing once the ensemble is finished, else
+    its completing task; refused when one of its tasks failed (the Morse task could never run)."""
     if ensemble.completed_at is not None:
         return []
     open_tasks = [t for t in ensemble_tasks(session, ensemble) if t.status != "done"]
-    failed = any(t.status == "failed" for t in open_tasks)
+    failed = [t for t in open_tasks if t.status == "failed"]
     done = session.get(Task, ensemble.task_id) if ensemble.task_id is not None else None
-    if wait and not failed and done is not None:
+    if not failed and done is not None:
         return [done]
-    listed = ", ".join(f"task {t.id} {t.kind} {t.status}" for t in open_tasks[:8])
-    more = f" and {len(open_tasks) - 8} more" if len(open_tasks) > 8 else ""
-    fix = "`tracker requeue --failed`, then `tracker work`" if failed else "run `tracker work`"
+    shown = failed or open_tasks
+    listed = ", ".join(f"task {t.id} {t.kind} {t.status}" for t in shown[:8])
+    more = f" and {len(shown) - 8} more" if len(shown) > 8 else ""
+    if failed:
+        raise SpecError(
+            f"ensemble {ensemble.id} failed to train ({listed}{more}): `tracker requeue "
+            "--failed`, then enqueue the Morse graph again"
+        )
     raise SpecError(
-        f"ensemble {ensemble.id} is not finished ({listed}{more}): {fix}, then enqueue the "
-        "Morse graph again"
+        f"ensemble {ensemble.id} is not finished and has no completing task ({listed}{more}): "
+        "enqueue the ensemble again with `tracker enqueue ensemble`"
     )
 
 
@@ -304,13 +309,12 @@ def add_morse(
     spec: MorseSpec,
     *,
     force: bool = False,
-    wait: bool = False,
 ) -> tuple[MorseGraph, bool]:
-    """The Morse graph row and its task, for a finished ensemble (or, with ``wait``, one whose
-    training is still queued: the task then waits on it)."""
+    """The Morse graph row and its task, for a finished ensemble or one whose training is
+    still queued or running (the task then waits on it)."""
     check_morse(spec, force=force)
     ensemble = find_ensemble(session, spec.ensemble_id)
-    parents = _wait_on(session, ensemble, wait=wait)
+    parents = _wait_on(session, ensemble)
     if ensemble.n_models < 2:
         raise SpecError(f"ensemble {ensemble.id} has {ensemble.n_models} model: a GP map needs at least 2")  # fmt: skip
     columns = check_weights(
@@ -415,7 +419,7 @@ def add_study_morse(
         ensemble_id = ids[graph.ensemble] if graph.ensemble in ids else int(graph.ensemble)
         spec = replace(graph.spec, ensemble_id=ensemble_id)
         try:
-            _, new = add_morse(session, study, spec, force=graph.force, wait=True)
+            _, new = add_morse(session, study, spec, force=graph.force)
         except (SpecError, NotFound) as err:
             raise type(err)(f"[[morse]] number {i + 1}: {as_study_keys(str(err))}") from None
         counts["morse"] += 1

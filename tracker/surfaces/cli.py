@@ -152,9 +152,9 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curvature", action="store_true",
                    help="also map lambda_min, lambda_max and |lambda_min/lambda_max| of the "
                    "Hessian per grid point (Goldstein; Lanczos per point: expensive)")  # fmt: skip
-    p.add_argument("--curvature-tol", type=float, default=1e-3, metavar="TOL",
+    p.add_argument("--curvature-tol", type=float, default=None, metavar="TOL",
                    help="Lanczos relative residual per point (default 1e-3)")  # fmt: skip
-    p.add_argument("--curvature-max-iter", type=int, default=100, metavar="N",
+    p.add_argument("--curvature-max-iter", type=int, default=None, metavar="N",
                    help="Lanczos steps per point and end of the spectrum (default 100)")  # fmt: skip
 
 def add_show_parser(show: Any, common: argparse.ArgumentParser) -> None:
@@ -289,8 +289,15 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
         raise SpecError("--x-direction/--y-direction hessian:I go with --model, not --interpolate or --pca")  # fmt: skip
     if y_hessian is not None and not args.y:
         raise SpecError("--y-direction needs a 2D surface: give --y MIN:MAX:N too")
+    given = [f for f, v in (("--curvature-tol", args.curvature_tol),
+                            ("--curvature-max-iter", args.curvature_max_iter)) if v is not None]  # fmt: skip
+    if given and not args.curvature:
+        raise SpecError(f"{given[0]} sets up the curvature map: add --curvature")
+    base = CurvatureSpec()  # its defaults stand for the flags left out
     curvature = (
-        CurvatureSpec(tol=args.curvature_tol, max_iter=args.curvature_max_iter, seed=args.seed)
+        CurvatureSpec(tol=base.tol if args.curvature_tol is None else args.curvature_tol,
+                      max_iter=base.max_iter if args.curvature_max_iter is None
+                      else args.curvature_max_iter, seed=args.seed)
         if args.curvature else None
     )  # fmt: skip
     around_path = bool(args.pca) and args.x is None and args.y is None
@@ -333,7 +340,11 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
                            tile=parse_tile(args.tile))  # fmt: skip
     else:
         specs = []
-        for seed in _x_seeds(args, two_d=y is not None):
+        seeds = _x_seeds(args, two_d=y is not None)
+        if len(seeds) > 1 and x_hessian is not None and (y is None or y_hessian is not None or args.same_dir):  # fmt: skip
+            raise SpecError(f"--seeds {args.seeds}: seeds do not change an eigenvector surface "
+                            "(no random direction to draw): drop --seeds")  # fmt: skip
+        for seed in seeds:
             xd = _direction_from_args(args, seed)
             yd = (
                 _direction_from_args(
