@@ -16,7 +16,9 @@ and Zarr arrays). Then:
         Streamlit's scripts from the first page, as a user's has), warm in a new tab (the
         page again), and warm by its sidebar link in one tab (how a user moves between pages);
       - the 3D view of the four surfaces: /surfaces?view=3D cold and warm in a new tab, and
-        switched to from the heatmap view in the same tab.
+        switched to from the heatmap view in the same tab;
+      - the floor: a Streamlit page holding only a title, opened again in a new tab (what
+        Streamlit's own page costs in this browser, whatever the app does).
       A page is drawn when Streamlit's script state is "notRunning", its title is shown, its
       Plotly charts and images are drawn and two animation frames have passed (the 3D scene's
       WebGL drawing included). Each figure is printed as min / median / max over ``--repeat``
@@ -156,9 +158,10 @@ def _free_port() -> int:
 @contextmanager
 def serve(home: Path, server: str = "tracker", started: list[float] | None = None) -> Iterator[str]:
     """A dashboard server on a free port until the block ends; its base URL. ``server``:
-    "tracker" (`tracker dashboard --headless`) or "streamlit" (the app's Streamlit process
+    "tracker" (`tracker dashboard --headless`), "streamlit" (the app's Streamlit process
     alone, `python -m streamlit run`: the baseline without the tracker's database check and
-    warm-up). ``started`` gets the launch time (time.perf_counter)."""
+    warm-up) or "empty" (the same Streamlit flags on a page holding only a title: what
+    Streamlit's own page costs). ``started`` gets the launch time (time.perf_counter)."""
     port = _free_port()
     command = [sys.executable, "-m", "tracker.cli", "dashboard", "--port", str(port), "--headless"]
     if server != "tracker":
@@ -167,6 +170,10 @@ def serve(home: Path, server: str = "tracker", started: list[float] | None = Non
         from tracker._cmd_dashboard import streamlit_argv
 
         command = streamlit_argv(_argparse.Namespace(address="127.0.0.1", port=port))
+        if server == "empty":
+            empty = home.parent / "empty_app.py"
+            empty.write_text('import streamlit as st\n\nst.title("Empty")\n')
+            command[4] = str(empty)
     if started is not None:
         started.append(time.perf_counter())
     proc = subprocess.Popen(
@@ -278,6 +285,12 @@ def browser_pass(browser: Any, home: Path) -> dict[str, float]:
             out["warm, view switch: 3D view"] = time.perf_counter() - start
             page.close()
         context.close()
+    # The floor: Streamlit's own page (a title, nothing else) opened again in a new tab.
+    context = _new_context(browser)
+    with serve(home, "empty") as base:
+        _open(context, f"{base}/", "Empty")
+        out["floor, new tab: empty Streamlit page"] = _open(context, f"{base}/", "Empty")
+    context.close()
     return out
 
 
@@ -313,7 +326,7 @@ def report_browser(times: dict[str, list[float]], repeat: int) -> None:
           "min / median / max; the target applies to the warm figures, the start and 3D view")  # fmt: skip
     for key, values in times.items():
         target = _target(key)
-        judged = not key.startswith("cold") and "baseline" not in key
+        judged = not key.startswith(("cold", "floor")) and "baseline" not in key
         verdict = ("meets" if statistics.median(values) < target else "MISSES") if judged else "  -  "
         print(f"(b) {key:34s} {spread(values)}  target {target:.0f} s: {verdict}")
     print(f"(b) load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())} on "
