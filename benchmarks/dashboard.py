@@ -1,32 +1,32 @@
-"""How fast the Surfaces page shows four large surfaces, against the 2 s target.
+"""How fast the dashboard opens and shows its pages, against issue 19's targets.
 
 A temporary TRACKER_HOME gets four seeded GRIDxGRID surfaces (101x101 by default) through
 the real import path (Goldstein .h5 files -> ``tracker.surfaces.rows.import_h5``: rows, summaries
-and Zarr arrays). Then, with the four selected (the page's default: the latest four 2D
-surfaces), it measures:
+and Zarr arrays). Then:
 
-  (a) AppTest: one run of the Surfaces page script, as ``streamlit.testing.v1`` executes it
-      in-process (the server side of a page load: queries, Zarr reads, figures, serialising
-      them), with the dashboard's caches emptied first (the surfaces are read from SQLite and
-      Zarr) and with them warm (a re-run after a widget change), per view (heatmap, contour,
-      3D). The very first run in a fresh process, imports included, is printed apart: it is
-      what the first visitor after `tracker dashboard` starts waits for. The 2 s target is
-      judged on the page load with empty caches.
-  (b) Browser: ``tracker dashboard`` as a subprocess and headless Chromium (Playwright,
-      /usr/bin/chromium) timing from navigation to /surfaces until the four heatmaps are
-      drawn (the page's images loaded: heatmaps and contours are PNGs drawn on the server)
-      and Streamlit's running indicator is gone; the first visit (server caches cold) and
-      the best of the later ones. Plotly (whose 4.7 MB bundle the browser fetches and
-      compiles when a page first shows a Plotly chart) draws only the 3D view.
+  (a) AppTest (the server side of a page load, in-process): the Surfaces page with the four
+      selected, per view (heatmap, contour, 3D), with the dashboard's caches emptied (cold:
+      queries, Zarr reads, figures) and kept (warm: a re-run after a widget change); the
+      first run in a fresh process (imports included) apart.
+  (b) Chromium (headless, /usr/bin/chromium, Playwright), per repeat a fresh `tracker
+      dashboard --headless` and a fresh browser profile:
+      - start: from launching the command to the Overview drawn, beside the same for the
+        app's Streamlit process alone (`python -m streamlit run app.py`, the baseline);
+      - every page cold (its first visit on the fresh server, in a new tab: the browser has
+        Streamlit's scripts from the first page, as a user's has), warm in a new tab (the
+        page again), and warm by its sidebar link in one tab (how a user moves between pages);
+      - the 3D view of the four surfaces: /surfaces?view=3D cold and warm in a new tab, and
+        switched to from the heatmap view in the same tab;
+      - the floor: a Streamlit page holding only a title, opened again in a new tab (what
+        Streamlit's own page costs in this browser, whatever the app does).
+      A page is drawn when Streamlit's script state is "notRunning", its title is shown, its
+      Plotly charts and images are drawn and two animation frames have passed (the 3D scene's
+      WebGL drawing included). Each figure is printed as min / median / max over ``--repeat``
+      passes beside its target: start 3 s, every page 1 s warm, the 3D view 3 s.
 
-  (c) Start (issue 19): from launching the server to the first page drawn in Chromium, for
-      `tracker dashboard` against the baseline in the same run, its Streamlit process alone
-      (`python -m streamlit run app.py`); then every page
-      opened again on the warm server (target 1 s each) and the interactive 3D view of the
-      four surfaces (/surfaces?view=3D, target 3 s).
-
-Timings on a shared machine are noisy: each figure is the best of ``--repeat`` passes.
-Run: ``.venv/bin/python -m benchmarks.dashboard [--grid 101] [--repeat 3] [--no-browser]``.
+Timings on a shared machine are noisy: the load average is printed with the figures.
+Run: ``.venv/bin/python -m benchmarks.dashboard [--grid 101] [--repeat 3] [--no-browser]
+[--browser-only]``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import argparse
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,12 +44,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "dashboard" / "app.py"
-TARGET_S = 2.0
 VIEWS = ("heatmap", "contour", "3D")
 
 
@@ -89,9 +90,11 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def apptest_times(home: Path, repeat: int) -> tuple[float, dict[str, tuple[float, float]]]:
+def apptest_times(
+    home: Path, repeat: int
+) -> tuple[float, dict[str, tuple[list[float], list[float]]]]:
     """The first page run in this process (imports and first figure included), then per view
-    the best of ``repeat`` runs with the dashboard's caches emptied (cold) and kept (warm)."""
+    ``repeat`` runs with the dashboard's caches emptied (cold) and kept (warm)."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -124,7 +127,7 @@ def apptest_times(home: Path, repeat: int) -> tuple[float, dict[str, tuple[float
             at.run()
             warm.append(time.perf_counter() - start)
             _check(at, view)
-        results[view] = (min(cold), min(warm))
+        results[view] = (cold, warm)
     return first, results
 
 
@@ -153,10 +156,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(home: Path, server: str = "tracker") -> Iterator[str]:
+def serve(home: Path, server: str = "tracker", started: list[float] | None = None) -> Iterator[str]:
     """A dashboard server on a free port until the block ends; its base URL. ``server``:
-    "tracker" (`tracker dashboard --headless`) or "streamlit" (its Streamlit process alone,
-    `python -m streamlit run`, the baseline without the tracker's database check)."""
+    "tracker" (`tracker dashboard --headless`), "streamlit" (the app's Streamlit process
+    alone, `python -m streamlit run`: the baseline without the tracker's database check and
+    warm-up) or "empty" (the same Streamlit flags on a page holding only a title: what
+    Streamlit's own page costs). ``started`` gets the launch time (time.perf_counter)."""
     port = _free_port()
     command = [sys.executable, "-m", "tracker.cli", "dashboard", "--port", str(port), "--headless"]
     if server != "tracker":
@@ -165,176 +170,176 @@ def serve(home: Path, server: str = "tracker") -> Iterator[str]:
         from tracker._cmd_dashboard import streamlit_argv
 
         command = streamlit_argv(_argparse.Namespace(address="127.0.0.1", port=port))
+        if server == "empty":
+            empty = home.parent / "empty_app.py"
+            empty.write_text('import streamlit as st\n\nst.title("Empty")\n')
+            command[4] = str(empty)
+    if started is not None:
+        started.append(time.perf_counter())
     proc = subprocess.Popen(
         command, env=_env(home), cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             try:
                 with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2):
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("`tracker dashboard` did not start") from None
-                time.sleep(0.3)
+                    raise SystemExit(f"`{' '.join(command[2:4])}` did not start") from None
+                time.sleep(0.05)
         yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
 
-# The side-by-side heatmaps and the difference of two: both images decoded and laid out.
-IMAGES_DRAWN = """() => {
-  const imgs = [...document.querySelectorAll('[data-testid="stImageContainer"] img')];
-  return imgs.length >= 2 && imgs.every(i => i.complete && i.naturalWidth > 0);
+# (url path, the page's title): every page of dashboard/app.py.
+PAGES = [("", "Overview"), ("models", "Models"), ("surfaces", "Surfaces"),
+         ("topology", "Topology"), ("levelsets", "Level sets"), ("morse", "Morse graphs"),
+         ("curvature", "Curvature"), ("meta", "Meta-analysis")]  # fmt: skip
+START_TARGET_S, PAGE_TARGET_S, VIEW_3D_TARGET_S = 3.0, 1.0, 3.0
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]
+TIMEOUT_MS = 180_000
+
+# The script run is over, the page's title is shown, its charts and images are drawn.
+DRAWN = """([title, scene]) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  const h1 = document.querySelector('[data-testid="stMain"] h1');
+  if (!h1 || !h1.textContent.includes(title)) return false;
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  if (scene && !plots.some(p => p.querySelector('canvas'))) return false;
+  if (!plots.every(p => p.querySelector('.main-svg'))) return false;
+  const imgs = [...document.querySelectorAll('[data-testid="stMain"] img')];
+  return imgs.every(i => i.complete && i.naturalWidth > 0);
 }"""
+# Two animation frames and a task later: what was drawn (WebGL included) is on the screen.
+PAINTED = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 0))))"
 
 
-def _settled(page: object) -> None:
-    """Streamlit's running indicator is gone and the page shows no error box."""
-    page.wait_for_selector(  # type: ignore[attr-defined]
-        '[data-testid="stStatusWidget"]', state="detached", timeout=60_000
-    )
-    if page.locator('[data-testid="stException"]').count():  # type: ignore[attr-defined]
-        raise SystemExit("the dashboard shows an error in the browser")
+def _drawn(page: Any, title: str, scene: bool = False) -> None:
+    page.wait_for_function(DRAWN, arg=[title, scene], timeout=TIMEOUT_MS, polling=50)
+    page.evaluate(PAINTED)
+    if page.locator('[data-testid="stException"]').count():
+        raise SystemExit(f"the dashboard shows an error on the {title} page")
 
 
-def browser_times(home: Path, repeat: int) -> dict[str, tuple[float, float]]:
-    """Seconds, best of ``repeat`` unless said: "first" and "later", opening /surfaces in a
-    new tab (navigation drawn, four heatmaps drawn; "first" on a fresh server); "floor",
-    opening the Overview (no charts) in a new tab (navigation drawn, run finished): what
-    Streamlit's own page boot costs on this machine now; "click", from the Overview in the
-    same tab, clicking Surfaces in the sidebar until the heatmaps are drawn (twice the same)."""
-    from playwright.sync_api import sync_playwright
-
-    times = []
-    out: dict[str, tuple[float, float]] = {}
-    with serve(home) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--headless", "--no-sandbox", "--disable-gpu"],
-        )
-        try:
-            for _ in range(repeat + 1):
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                start = time.perf_counter()
-                page.goto(f"{base}/surfaces", wait_until="domcontentloaded")
-                page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=60_000)
-                nav = time.perf_counter() - start
-                page.wait_for_function(IMAGES_DRAWN, timeout=60_000)
-                page.wait_for_selector(
-                    '[data-testid="stStatusWidget"]', state="detached", timeout=60_000
-                )
-                times.append((nav, time.perf_counter() - start))
-                _settled(page)
-                page.close()
-            floor, click = [], []
-            for _ in range(repeat):
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                start = time.perf_counter()
-                page.goto(f"{base}/", wait_until="domcontentloaded")
-                page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=60_000)
-                nav = time.perf_counter() - start
-                _settled(page)
-                floor.append((nav, time.perf_counter() - start))
-                start = time.perf_counter()
-                page.locator('[data-testid="stSidebarNav"] a[href$="/surfaces"]').click()
-                page.wait_for_function(IMAGES_DRAWN, timeout=60_000)
-                _settled(page)
-                click.append((0.0, time.perf_counter() - start))
-                page.close()
-        finally:
-            browser.close()
-    out["first"], out["later"] = times[0], min(times[1:], key=lambda t: t[1])
-    out["floor"] = min(floor, key=lambda t: t[1])
-    out["click"] = min(click, key=lambda t: t[1])
-    return out
+def _open(context: Any, url: str, title: str, scene: bool = False) -> float:
+    """Seconds from opening ``url`` in a new tab of ``context`` to the page drawn."""
+    page = context.new_page()
+    try:
+        start = time.perf_counter()
+        page.goto(url, wait_until="commit")
+        _drawn(page, title, scene)
+        return time.perf_counter() - start
+    finally:
+        page.close()
 
 
-PAGES = ["", "models", "surfaces", "topology", "levelsets", "morse", "meta"]
-PAGE_TARGET_S, START_TARGET_S, VIEW_3D_TARGET_S = 1.0, 3.0, 3.0
+def _new_context(browser: Any) -> Any:
+    return browser.new_context(viewport={"width": 1400, "height": 1000})
 
 
-def start_times(home: Path) -> dict[str, float]:
-    """Seconds from launching each server to its first page (Overview) drawn in Chromium."""
-    from playwright.sync_api import sync_playwright
-
-    out = {}
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
-                                     args=["--headless", "--no-sandbox", "--disable-gpu"])  # fmt: skip
-        try:
-            for name, server in (("streamlit run (baseline)", "streamlit"),
-                                 ("tracker dashboard", "tracker")):
-                start = time.perf_counter()
-                with serve(home, server) as base:
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    page.goto(f"{base}/", wait_until="domcontentloaded")
-                    page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=120_000)
-                    _settled(page)
-                    out[name] = time.perf_counter() - start
-                    page.close()
-        finally:
-            browser.close()
-    return out
-
-
-def warm_page_times(home: Path) -> tuple[dict[str, float], float]:
-    """Every page opened twice on one server (the second time reported), and the 3D view."""
-    from playwright.sync_api import sync_playwright
-
-    times: dict[str, float] = {}
-    with serve(home) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
-                                     args=["--headless", "--no-sandbox", "--disable-gpu"])  # fmt: skip
-        try:
-            for _ in range(2):
-                for name in PAGES:
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    start = time.perf_counter()
-                    page.goto(f"{base}/{name}", wait_until="domcontentloaded")
-                    page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=60_000)
-                    _settled(page)
-                    times[name or "overview"] = time.perf_counter() - start
-                    page.close()
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            start = time.perf_counter()
-            page.goto(f"{base}/surfaces?view=3D", wait_until="domcontentloaded")
-            page.wait_for_selector(".js-plotly-plot", timeout=120_000)
-            _settled(page)
-            view_3d = time.perf_counter() - start
+def browser_pass(browser: Any, home: Path) -> dict[str, float]:
+    """One pass on fresh servers and a fresh browser profile; seconds per figure."""
+    out: dict[str, float] = {}
+    for key, server in (("start: streamlit run (baseline)", "streamlit"),
+                        ("start: tracker dashboard", "tracker")):  # fmt: skip
+        context = _new_context(browser)
+        launched: list[float] = []
+        with serve(home, server, launched) as base:
+            page = context.new_page()
+            page.goto(f"{base}/", wait_until="commit")
+            _drawn(page, "Overview")
+            out[key] = time.perf_counter() - launched[0]
             page.close()
+            if server != "tracker":
+                context.close()
+                continue
+            for path, title in PAGES[1:]:
+                out[f"cold: {title}"] = _open(context, f"{base}/{path}", title)
+            out["cold: 3D view"] = _open(context, f"{base}/surfaces?view=3D", "Surfaces", True)
+            for path, title in PAGES:
+                out[f"warm, new tab: {title}"] = _open(context, f"{base}/{path}", title)
+            out["warm, new tab: 3D view"] = _open(context, f"{base}/surfaces?view=3D",
+                                                  "Surfaces", True)  # fmt: skip
+            page = context.new_page()
+            page.goto(f"{base}/", wait_until="commit")
+            _drawn(page, "Overview")
+            for path, title in [*PAGES[1:], PAGES[0]]:
+                link = page.locator(f'[data-testid="stSidebarNav"] a[href="{base}/{path}"]')
+                start = time.perf_counter()
+                link.click()
+                _drawn(page, title)
+                out[f"warm, sidebar: {title}"] = time.perf_counter() - start
+            link = page.locator(f'[data-testid="stSidebarNav"] a[href="{base}/surfaces"]')
+            link.click()
+            _drawn(page, "Surfaces")
+            start = time.perf_counter()
+            page.locator('[data-testid="stRadio"] label', has_text="3D").click()
+            _drawn(page, "Surfaces", scene=True)
+            out["warm, view switch: 3D view"] = time.perf_counter() - start
+            page.close()
+        context.close()
+    # The floor: Streamlit's own page (a title, nothing else) opened again in a new tab.
+    context = _new_context(browser)
+    with serve(home, "empty") as base:
+        _open(context, f"{base}/", "Empty")
+        out["floor, new tab: empty Streamlit page"] = _open(context, f"{base}/", "Empty")
+    context.close()
+    return out
+
+
+def browser_times(home: Path, repeat: int) -> dict[str, list[float]]:
+    """``repeat`` browser passes; every figure's values."""
+    from playwright.sync_api import sync_playwright
+
+    times: dict[str, list[float]] = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+        try:
+            for _ in range(repeat):
+                for key, secs in browser_pass(browser, home).items():
+                    times.setdefault(key, []).append(secs)
         finally:
             browser.close()
-    return times, view_3d
+    return times
 
 
-def report_issue19(home: Path) -> None:
-    starts = start_times(home)
-    base, ours = starts["streamlit run (baseline)"], starts["tracker dashboard"]
-    verdict = "meets" if ours < START_TARGET_S else "MISSES"
-    print(f"(c) start to first page drawn: plain streamlit run {base:.2f} s (baseline), "
-          f"tracker dashboard (its database check included) {ours:.2f} s (ratio "
-          f"{ours / base:.2f}): {verdict} the {START_TARGET_S:.0f} s target")
-    pages, view_3d = warm_page_times(home)
-    for name, secs in pages.items():
-        verdict = "meets" if secs < PAGE_TARGET_S else "MISSES"
-        print(f"(c) warm page {name:10s}: {secs:.2f} s: {verdict} the {PAGE_TARGET_S:.0f} s target")
-    verdict = "meets" if view_3d < VIEW_3D_TARGET_S else "MISSES"
-    print(f"(c) the 3D view of four surfaces: {view_3d:.2f} s: {verdict} the "
-          f"{VIEW_3D_TARGET_S:.0f} s target (load average now {os.getloadavg()[0]:.1f})")
+def spread(values: list[float]) -> str:
+    """min / median / max of ``values`` in seconds."""
+    return f"{min(values):5.2f} / {statistics.median(values):5.2f} / {max(values):5.2f} s"
+
+
+def _target(key: str) -> float:
+    if key.startswith("start"):
+        return START_TARGET_S
+    return VIEW_3D_TARGET_S if key.endswith("3D view") else PAGE_TARGET_S
+
+
+def report_browser(times: dict[str, list[float]], repeat: int) -> None:
+    print(f"(b) Chromium, {repeat} pass(es), each on a fresh server and browser profile; "
+          "min / median / max; the target applies to the warm figures, the start and 3D view")  # fmt: skip
+    for key, values in times.items():
+        target = _target(key)
+        judged = not key.startswith(("cold", "floor")) and "baseline" not in key
+        verdict = ("meets" if statistics.median(values) < target else "MISSES") if judged else "  -  "
+        print(f"(b) {key:34s} {spread(values)}  target {target:.0f} s: {verdict}")
+    print(f"(b) load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())} on "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=int, default=101, help="points per side (default 101)")
-    parser.add_argument("--repeat", type=int, default=3, help="passes; the best is reported")
-    parser.add_argument("--no-browser", action="store_true", help="AppTest figures only")
-    parser.add_argument("--start-only", action="store_true",
-                        help="only (c): start to first page, warm pages, the 3D view")
+    parser.add_argument("--repeat", type=int, default=3, help="passes (default 3)")
+    parser.add_argument("--no-browser", action="store_true", help="(a) only: AppTest")
+    parser.add_argument("--browser-only", "--start-only", action="store_true",
+                        help="(b) only: start, every page and the 3D view in Chromium")  # fmt: skip
     args = parser.parse_args(argv)
     if args.grid < 2 or args.repeat < 1:
         parser.error("--grid must be at least 2 and --repeat at least 1")
@@ -351,35 +356,16 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         print(f"seeded four {args.grid}x{args.grid} surfaces in {time.perf_counter() - start:.1f} s"
               f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")  # fmt: skip
-        if args.start_only:
-            report_issue19(home)
-            return 0
-        first, views = apptest_times(home, args.repeat)
-        grid = f"{args.grid}x{args.grid}"
-        print(f"(a) AppTest, Surfaces page with four {grid} surfaces, first run in a fresh "
-              f"process (imports included): {first:.2f} s")  # fmt: skip
-        for view, (cold, warm) in views.items():
-            print(f"(a) AppTest, {view:8s}: caches empty {cold:.2f} s, caches warm {warm:.2f} s")
-        slowest = max(cold for cold, _ in views.values())
-        verdict = "meets" if slowest < TARGET_S else "MISSES"
-        print(f"AppTest: a Surfaces page load reading four {grid} surfaces takes at most "
-              f"{slowest:.2f} s (caches empty): {verdict} the {TARGET_S:.0f} s target; "
-              f"{first:.2f} s for the first page of a fresh server process")  # fmt: skip
+        if not args.browser_only:
+            first, views = apptest_times(home, args.repeat)
+            grid = f"{args.grid}x{args.grid}"
+            print(f"(a) AppTest, Surfaces page with four {grid} surfaces, first run in a fresh "
+                  f"process (imports included): {first:.2f} s")  # fmt: skip
+            for view, (cold, warm) in views.items():
+                print(f"(a) AppTest, {view:8s}: caches empty {spread(cold)}, caches warm "
+                      f"{spread(warm)}")  # fmt: skip
         if not args.no_browser:
-            b = browser_times(home, args.repeat)
-            (nav1, full1), (nav2, full2) = b["first"], b["later"]
-            print(f"(b) Chromium, /surfaces in a new tab: first visit navigation {nav1:.2f} s, "
-                  f"four heatmaps {full1:.2f} s; later visits {nav2:.2f} s, {full2:.2f} s")  # fmt: skip
-            print(f"(b) Chromium, Streamlit's boot alone (Overview, no charts, new tab): "
-                  f"navigation {b['floor'][0]:.2f} s, run finished {b['floor'][1]:.2f} s")  # fmt: skip
-            print(f"(b) Chromium, Overview -> Surfaces by the sidebar link (same tab): four "
-                  f"heatmaps drawn {b['click'][1]:.2f} s")  # fmt: skip
-            for what, secs in (("a later visit in a new tab", full2),
-                               ("a visit by the sidebar link", b["click"][1])):  # fmt: skip
-                verdict = "meets" if secs < TARGET_S else "MISSES"
-                print(f"browser: {secs:.2f} s for {what}: {verdict} the {TARGET_S:.0f} s target"
-                      f" (load average now {os.getloadavg()[0]:.1f})")  # fmt: skip
-            report_issue19(home)
+            report_browser(browser_times(home, args.repeat), args.repeat)
     return 0
 
 

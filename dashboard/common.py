@@ -7,7 +7,7 @@ the database again, while a queue that is being drained still shows its progress
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ from sqlalchemy.orm import Session
 
 from dashboard import data
 from tracker._exceptions import TrackerError
+
+if TYPE_CHECKING:
+    from tracker._store import ArrayStore
 
 TTL = 10  # seconds a query result is reused
 ARRAY_TTL = 300  # stored arrays of finished work do not change
@@ -29,8 +32,8 @@ def engine(db_url: str) -> sa.Engine:
 
 
 @st.cache_resource(show_spinner=False)
-def store(store_url: str) -> data.ReadOnlyStore:
-    return data.ReadOnlyStore(store_url)
+def store(store_url: str) -> ArrayStore:
+    return data.readonly_store(store_url)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

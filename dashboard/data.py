@@ -14,18 +14,20 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
-import zarr
 
 from tracker import _readonly
 from tracker._config import resolve
 from tracker._db import SCHEMA_REVISION, redact
-from tracker._exceptions import ConfigError, StoreError
+from tracker._exceptions import ConfigError
 from tracker._exceptions import QueryRejected as QueryRejected  # the SQL box's refusals
-from tracker._store import ArrayStore
+from tracker._exceptions import StoreError as StoreError  # a store that cannot be read
+
+if TYPE_CHECKING:
+    from tracker._store import ArrayStore
 
 STATEMENT_TIMEOUT_MS = _readonly.STATEMENT_SECONDS * 1000
 MAX_ROWS = _readonly.MAX_ROWS
@@ -144,18 +146,14 @@ def sql_box_problem(engine: sa.Engine) -> str | None:
 # --- the array store ------------------------------------------------------------------------
 
 
-class ReadOnlyStore(ArrayStore):
-    """The array store opened for reading only (a missing store is an error, not created)."""
+def readonly_store(url: str) -> ArrayStore:
+    """The array store opened for reading only (a missing store is an error, not created).
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        try:
-            self.root = zarr.open_group(store=url, mode="r", zarr_format=3)
-        except Exception as err:
-            raise StoreError(
-                f"cannot open the array store at {url} ({type(err).__name__}: {err}): "
-                "fix TRACKER_STORE / --store"
-            ) from None
+    Zarr is imported here, so only the pages that read arrays load it.
+    """
+    from tracker._store import ArrayStore
+
+    return ArrayStore(url, read_only=True)
 
 
 # --- MLflow ---------------------------------------------------------------------------------

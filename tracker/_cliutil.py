@@ -113,13 +113,64 @@ def create_if_brand_new_sqlite(db: Database) -> bool:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Rows as left-aligned text columns under their headers (None prints as blank)."""
+    """Rows under their headers (None prints as blank).
+
+    On a terminal, a table drawn by rich (the library of the progress bar) to the terminal's
+    width, numbers right-aligned; otherwise (a pipe, a file, ``--json``'s capture) plain
+    left-aligned text columns, the format scripts and tests read.
+    """
     cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
+    if _stdout_is_terminal():
+        return _rich_table(cells)
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     ]
     return "\n".join(lines)
+
+
+def _stdout_is_terminal() -> bool:
+    import sys
+
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def _rich_table(cells: list[list[str]]) -> str:
+    """The header row and rows as a rich table, rendered for this terminal (its colours and
+    width as rich detects them; cell text is shown as is, never read as markup)."""
+    import sys
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    header, body = cells[0], cells[1:]
+    grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for i, name in enumerate(header):
+        column = [row[i] for row in body if row[i]]
+        numeric = bool(column) and all(_is_number(c) for c in column)
+        grid.add_column(Text(name), justify="right" if numeric else "left", overflow="fold")
+    for row in body:
+        grid.add_row(*(Text(c) for c in row))
+    console = Console(file=sys.stdout)
+    # Wider than the terminal: whole cells, the lines running on as the plain ones do
+    # (folded into the terminal's width, a wide table became columns of single letters).
+    widest = console.measure(grid, options=console.options.update_width(1 << 16)).maximum
+    if widest > console.width:
+        console = Console(file=sys.stdout, width=widest)
+    with console.capture() as captured:
+        console.print(grid)
+    return captured.get().rstrip("\n")
 
 
 def when(value: object) -> str:

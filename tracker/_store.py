@@ -56,9 +56,14 @@ def _writing(url: str, path: str) -> Iterator[None]:
 class ArrayStore:
     """A Zarr group holding every array of one tracker installation."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """Open (or create) the store at ``url``; ``read_only`` opens an existing store for
+        reading only (the dashboard): a missing one is an error, never created."""
         self.url = url
         try:
+            if read_only:
+                self.root = zarr.open_group(store=url, mode="r", zarr_format=3)
+                return
             try:
                 self.root = zarr.open_group(store=url, mode="a", zarr_format=3)
             except zarr.errors.ContainsGroupError:

@@ -110,7 +110,7 @@ def scope_counts(
 
 
 @contextlib.contextmanager
-def _local_cluster(n_workers: int, cuda: bool) -> Iterator[Any]:
+def _local_cluster(n_workers: int, cuda: bool, dashboard: bool = True) -> Iterator[Any]:
     from distributed import Client
 
     # Worker processes inherit this: torch in each uses its share of the cores, not all.
@@ -120,7 +120,7 @@ def _local_cluster(n_workers: int, cuda: bool) -> Iterator[Any]:
     cluster = None
     for attempt in range(1, CLUSTER_START_ATTEMPTS + 1):
         try:
-            cluster = _start_local_cluster(n_workers, cuda, resources)
+            cluster = _start_local_cluster(n_workers, cuda, resources, dashboard)
             break
         except RuntimeError as err:  # "Nanny failed to start": a worker died while starting
             if attempt == CLUSTER_START_ATTEMPTS:
@@ -141,18 +141,30 @@ def _local_cluster(n_workers: int, cuda: bool) -> Iterator[Any]:
         _close_quietly(client, cluster)
 
 
-def _start_local_cluster(n_workers: int, cuda: bool, resources: dict[str, int]) -> Any:
+# The local cluster's Dask dashboard: this machine only, on a free port. Dask's default
+# (8787 on every interface) is often taken by another cluster; it then moved to a random port
+# with a "port 8787 in use" warning on the terminal. Progress prints the address once; without
+# progress (--no-progress) no dashboard is served: nobody would learn its address, and its
+# Bokeh server costs 2-3 s of start-up on 2 busy cores.
+LOCAL_DASHBOARD = "127.0.0.1:0"
+
+
+def _start_local_cluster(
+    n_workers: int, cuda: bool, resources: dict[str, int], dashboard: bool = True
+) -> Any:
+    address = LOCAL_DASHBOARD if dashboard else None
     if cuda:
         from dask_cuda import LocalCUDACluster
 
-        return LocalCUDACluster(threads_per_worker=1, dashboard_address=None, resources=resources)
+        return LocalCUDACluster(threads_per_worker=1, dashboard_address=address,
+                                resources=resources)  # fmt: skip
     from distributed import LocalCluster
 
     return LocalCluster(
         n_workers=n_workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=address,
         memory_limit=0,
         silence_logs=logging.ERROR,
         resources=resources,
@@ -332,7 +344,7 @@ def work(
         cluster = (
             _joined_cluster(scheduler, n_workers, cuda)
             if scheduler
-            else _local_cluster(n_workers, cuda)
+            else _local_cluster(n_workers, cuda, dashboard=progress)
         )
         # The CPU pool beside the GPU workers: loops in threads of this process that compute
         # on the CPU and leave GPU tasks to the dask-cuda workers.

@@ -2,7 +2,8 @@
 
 Heatmaps, contours, differences, curves and panels are PNG images drawn on the server
 (dashboard/render.py) and cached per surface set, so a page of four 101x101 surfaces shows in
-the browser without Plotly's 4.7 MB bundle; Plotly draws only the interactive 3D view.
+the browser without Plotly's 4.7 MB bundle; Plotly draws only the interactive views (hover
+and 3D: dashboard/interactive.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
-from dashboard import common, render
+from dashboard import common, interactive, render
 
 SURFACES = """
 SELECT s.id, st.name AS study, m.id AS model_id, m.name AS model, c.epoch,
@@ -43,44 +42,10 @@ def _label(row: Any) -> str:
     return f"#{row.id} {who}{epoch} {row.direction or ''} {grid}"
 
 
-def side_by_side_3d(surfs: list[dict[str, Any]], metric: str, log: bool) -> go.Figure:
-    """The surfaces as rotatable 3D plots: one colour scale and z range, the same axes."""
-    zs = [render.values(s, metric, log) for s in surfs]
-    lo, hi = render.value_range(zs)
-    name = f"log10 {metric}" if log else metric
-    fig = make_subplots(rows=1, cols=len(surfs), specs=[[{"type": "surface"}] * len(surfs)],
-                        subplot_titles=[render.title(s) for s in surfs])  # fmt: skip
-    for i, (s, z) in enumerate(zip(surfs, zs, strict=True), start=1):
-        fig.add_trace(go.Surface(x=s["xs"], y=s["ys"], z=z, coloraxis="coloraxis",
-                                 name=s["label"], cmin=lo, cmax=hi), row=1, col=i)  # fmt: skip
-    fig.update_layout(coloraxis={"cmin": lo, "cmax": hi, "colorscale": "Viridis",
-                                 "colorbar": {"title": {"text": name}}},
-                      height=480, margin={"t": 40, "b": 30})  # fmt: skip
-    scene = {"zaxis": {"range": [lo, hi], "title": {"text": name}},
-             "xaxis": {"title": {"text": "x"}}, "yaxis": {"title": {"text": "y"}}}  # fmt: skip
-    fig.update_scenes(**scene, aspectmode="cube", camera={"eye": {"x": 1.7, "y": 1.7, "z": 1.1}})
-    return fig
-
-
-def hover_heatmaps(surfs: list[dict[str, Any]], metric: str, log: bool) -> go.Figure:
-    """Interactive heatmaps: hovering a cell shows its x, y and value (one colour scale)."""
-    zs = [render.values(s, metric, log) for s in surfs]
-    lo, hi = render.value_range(zs)
-    name = f"log10 {metric}" if log else metric
-    cols = min(len(surfs), render.PER_ROW)
-    rows = -(-len(surfs) // render.PER_ROW)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[render.title(s) for s in surfs],
-                        shared_xaxes=True, shared_yaxes=True)  # fmt: skip
-    for i, (s, z) in enumerate(zip(surfs, zs, strict=True)):
-        fig.add_trace(go.Heatmap(x=s["xs"], y=s["ys"], z=z, coloraxis="coloraxis",
-                                 name=render.title(s),
-                                 hovertemplate=f"x %{{x:.3g}}<br>y %{{y:.3g}}<br>{name} "
-                                 "%{z:.4g}<extra>%{fullData.name}</extra>"),
-                      row=i // cols + 1, col=i % cols + 1)  # fmt: skip
-    fig.update_layout(coloraxis={"cmin": lo, "cmax": hi, "colorscale": "Viridis",
-                                 "colorbar": {"title": {"text": name}}},
-                      height=360 * rows, margin={"t": 40, "b": 30})  # fmt: skip
-    return fig
+@st.cache_data(ttl=common.ARRAY_TTL, show_spinner=False, max_entries=256)
+def mesh_3d(db_url: str, store_url: str, surface_id: int, metric: str, log: bool) -> dict[str, Any]:
+    """One surface's 3D mesh on the thinned grid, built once per surface."""
+    return interactive.mesh(common.surface(db_url, store_url, surface_id), metric, log)
 
 
 def same_grid(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -186,10 +151,15 @@ else:
     elif setups:
         st.caption(f"computed with {setups.pop()}")
     if surfs and view == "3D":
-        st.plotly_chart(side_by_side_3d(surfs, metric, log), width="stretch")
-        st.caption(" · ".join(s["label"] for s in surfs))
+        meshes = [mesh_3d(src.db_url, src.store_url, s["id"], metric, log) for s in surfs]
+        st.plotly_chart(interactive.side_by_side_3d(meshes, metric, log), width="stretch")
+        thin = [f"#{m['id']} ({m['grid'][1]}x{m['grid'][0]})" for m in meshes
+                if m["z"].shape != m["grid"]]  # fmt: skip
+        note = (f" — drawn on every k-th point (at most {interactive.MAX_3D_SIDE} a side) of "
+                + ", ".join(thin) + "; heatmap and hover show every point") if thin else ""
+        st.caption(" · ".join(s["label"] for s in surfs) + note)
     elif surfs and view == "hover":
-        st.plotly_chart(hover_heatmaps(surfs, metric, log), width="stretch")
+        st.plotly_chart(interactive.hover_heatmaps(surfs, metric, log), width="stretch")
         st.caption(" · ".join(s["label"] for s in surfs))
     elif surfs:
         show_png(

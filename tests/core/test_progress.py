@@ -93,3 +93,55 @@ def test_a_terminal_gets_a_live_bar_with_failures_printed_above_it():
     text = stream.getvalue()
     assert text.count("Dask dashboard: http://127.0.0.1:8787/status") == 1
     assert "3/3" in text and "tasks/s" in text
+
+
+def test_a_local_cluster_serves_its_dask_dashboard_and_prints_the_address_once(
+    tmp_path: Path, sqlite_url
+):
+    """Issue 19: `tracker work --workers N` prints the Dask dashboard's address once, the
+    address answers while the work runs, and Dask's 'port 8787 in use' never reaches the
+    terminal (the dashboard takes a free port of this machine)."""
+    import re
+    import subprocess
+    import sys
+    import threading
+    import urllib.request
+
+    env = tracker_env(tmp_path, sqlite_url)
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    assert run_tracker("enqueue", "noop", "--count", "8", "--seconds", "1", env=env).returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracker.cli", "work", "--workers", "1"], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("Dask dashboard: "):
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert seen.wait(timeout=240), "".join(lines)
+    url = next(line for line in lines if line.startswith("Dask dashboard: ")).split(": ", 1)[1]
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/status", url.strip()), url
+    running = proc.poll() is None
+    with urllib.request.urlopen(url.strip(), timeout=30) as response:
+        assert response.status == 200
+    assert running, "the work ended before its dashboard was read"
+    stdout, _ = proc.communicate(timeout=300)
+    reader.join(timeout=30)
+    assert proc.returncode == 0, "".join(lines)
+    terminal = stdout + "".join(lines)
+    assert terminal.count("Dask dashboard: ") == 1
+    assert "8787" not in terminal and "in use" not in terminal
+    assert "8/8 tasks" in terminal
+
+    # Without progress nothing would show the address: no dashboard is served or printed.
+    assert run_tracker("enqueue", "noop", "--count", "1", "--study", "q", env=env).returncode == 0
+    quiet = run_tracker("work", "--workers", "1", "--no-progress", env=env)
+    assert quiet.returncode == 0 and "Dask dashboard" not in quiet.stdout + quiet.stderr

@@ -193,3 +193,58 @@ def test_reading_commands_create_no_file_or_folder(tmp_path: Path):
         one_line_error(proc, "does not exist", "tracker db upgrade", code=2)
     assert not (tmp_path / "new").exists()
     assert not (tmp_path / ".tracker").exists()
+
+
+def _on_terminal(*args: str, env: dict[str, str], columns: int = 160) -> str:
+    """`tracker ARGS` with its standard output on a pseudo-terminal ``columns`` wide."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    main_fd, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {**env, "TERM": "xterm-256color", "COLUMNS": str(columns)}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "tracker.cli", *args], stdout=terminal,
+                            stderr=subprocess.PIPE, env=env)  # fmt: skip
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_fd)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_tables_are_drawn_by_rich_on_a_terminal_and_stay_plain_for_scripts(env: dict[str, str]):
+    """Issue 19: the tables of ls and status use the progress bar's library on a terminal;
+    piped, they are the plain columns scripts read, and --json is unchanged."""
+    import re
+
+    ids = _json("enqueue", "noop", "--count", "2", "--study", "s1", env=env)["ids"]
+    plain = run_tracker("ls", "tasks", env=env).stdout.splitlines()
+    assert plain[0].split()[:4] == ["id", "study_id", "kind", "status"]
+    assert "─" not in "\n".join(plain) and "\x1b" not in "\n".join(plain)
+    assert [int(line.split()[0]) for line in plain[1:]] == ids
+    assert plain[1].split()[2:4] == ["noop", "pending"] and "  noop  pending  " in plain[1]
+
+    for args in (["ls", "tasks"], ["status"]):
+        drawn = _on_terminal(*args, env=env)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", drawn)  # without rich's colours and bold
+        lines = text.strip("\n").splitlines()
+        assert "\x1b[" in drawn, drawn  # styled for the terminal
+        assert set(lines[1].strip()) == {"─"}, text  # rich's rule under the header
+        assert "pending" in text and "noop" in text
+        piped = run_tracker(*args, env=env).stdout
+        assert piped.splitlines()[0].split() == lines[0].split()  # the same columns
+    assert _json("ls", "tasks", env=env)[0]["id"] == ids[0]  # --json untouched

@@ -109,7 +109,7 @@ def test_missing_sqlite_file_and_store_are_not_created(tmp_path) -> None:
     assert "cannot read the database" in (data.schema_problem(engine) or "")
     engine.dispose()
     with pytest.raises(data.StoreError, match="TRACKER_STORE"):
-        data.ReadOnlyStore(str(tmp_path / "none.zarr"))
+        data.readonly_store(str(tmp_path / "none.zarr"))
     assert data.mlflow_available(f"sqlite:///{tmp_path / 'mlflow.db'}") is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 

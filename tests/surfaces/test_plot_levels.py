@@ -64,3 +64,52 @@ def test_bad_plot_flags_are_refused_in_one_line(tmp_path: Path, flags, needles):
     assert run_tracker("db", "upgrade", env=env).returncode == 0
     one_line_error(run_tracker("plot", "surface", "1", *flags, env=env), *needles, code=2)
     assert not (tmp_path / ".tracker" / "plots").exists()
+
+
+def test_interpolation_plots_name_both_models_and_label_alpha(tmp_path: Path, capsys):
+    """Issue 19: an interpolation's figures (the 1D curve, and the 2D views of an
+    interpolation plane) name both models in the title and label the x axis alpha;
+    `tracker plot surface` writes them."""
+    from tracker._config import resolve
+    from tracker._store import ArrayStore
+    from tracker._worker import WorkerConfig, run_worker
+    from tracker.cli import main
+    from tracker.surfaces.cli import surface_figures
+    from tracker.surfaces.results import load_surface
+
+    home = ["--home", str(tmp_path / ".tracker")]
+    assert main([*home, "db", "upgrade"]) == 0
+    for name, seed in (("left-net", "0"), ("right-net", "1")):
+        assert main([*home, "train", "--arch", "mlp", "--widths", "8", "--dataset", "digits",
+                     "--epochs", "1", "--seed", seed, "--name", name]) == 0  # fmt: skip
+    assert main([*home, "enqueue", "surface", "--interpolate", "left-net", "right-net",
+                 "--x", "-0.5:1.5:5"]) == 0  # fmt: skip
+    assert main([*home, "enqueue", "surface", "--interpolate", "left-net", "right-net",
+                 "--x", "0:1:3", "--y", "-1:1:3"]) == 0  # fmt: skip
+    settings = resolve(home=tmp_path / ".tracker")
+    stats = run_worker(WorkerConfig(db_url=settings.db_url, store_url=settings.store_url,
+                                    mlflow_uri=settings.mlflow_uri))  # fmt: skip
+    assert stats["failed"] == 0, stats
+
+    from tracker._db import open_database
+
+    db = open_database(settings.db_url)
+    with db.session() as session:
+        line = surface_figures(load_surface(session, ArrayStore(settings.store_url), 1), [])
+        plane = surface_figures(load_surface(session, ArrayStore(settings.store_url), 2),
+                                ["contour", "heatmap", "3d"])  # fmt: skip
+    db.dispose()
+    assert [suffix for suffix, _ in line] == ["1d"]
+    assert [suffix for suffix, _ in plane] == ["contour", "heatmap", "3d"]
+    for suffix, fig in line + plane:
+        ax = fig.axes[0]
+        title = ax.get_title()
+        assert "left-net" in title and "right-net" in title, (suffix, title)
+        assert title.index("left-net") < title.index("right-net")  # from alpha = 0 to 1
+        assert "alpha = 0" in title and "alpha = 1" in title
+        assert ax.get_xlabel().startswith("alpha"), (suffix, ax.get_xlabel())
+
+    out = tmp_path / "plots"
+    capsys.readouterr()
+    assert main([*home, "plot", "surface", "1", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["surface-1-1d.pdf", "surface-1-1d.png"]

@@ -450,16 +450,17 @@ def interpolation_ends(data: SurfaceData) -> tuple[str, str] | None:
     return name(direction.checkpoint_a_id), name(direction.checkpoint_b_id)
 
 
-def plot_surface_files(
-    data: SurfaceData, out_dir: Path, kinds: list[str], centre_relative: bool = False,
+def surface_figures(
+    data: SurfaceData, kinds: list[str], centre_relative: bool = False,
     options: dict[str, Any] | None = None,
-) -> list[Path]:
-    """Write a surface's figures (1D curve; 2D per kind, plus a panel for minibatch grids)."""
+) -> list[tuple[str, Any]]:
+    """A surface's figures, each with the suffix of its file name: the 1D curve (``1d``); for
+    a 2D surface one per kind, after a panel (``panel``) for minibatch grids.
+
+    An interpolation names both models in the title and labels its axis alpha (0 at the
+    first model, 1 at the second)."""
     from tracker.surfaces import plots
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"surface-{data.surface.id}"
-    paths: list[Path] = []
     title, xlabel = data.label, "x"
     ends = interpolation_ends(data)
     if ends is not None:
@@ -467,9 +468,10 @@ def plot_surface_files(
         xlabel = f"alpha: (1 - alpha) {ends[0]} + alpha {ends[1]}"
     if not data.is_2d:
         acc = data.acc[:, 0, :] if "acc" in (data.surface.metrics or []) else None
-        paths += plots.plot_1d(str(stem) + "-1d", data.xs, data.loss[:, 0, :], acc, title=title,
-                               **({"xlabel": xlabel} if ends else {}))  # fmt: skip
-        return [Path(p) for p in paths]
+        axis: dict[str, Any] = {"xlabel": xlabel} if ends else {}
+        fig = plots.figure_1d(data.xs, data.loss[:, 0, :], acc, title=title, **axis)
+        return [("1d", fig)]
+    figures: list[tuple[str, Any]] = []
     z = data.loss
     if data.loss.shape[0] > 1:
         fig = plots.figure_panel(
@@ -478,7 +480,7 @@ def plot_surface_files(
             col_labels=[f"minibatch {g}" for g in range(z.shape[0])],
         )  # fmt: skip
         draw_arrows(fig.axes, [data], data.xs, data.ys)
-        paths += plots.save_figure(fig, str(stem) + "-panel")
+        figures.append(("panel", fig))
     grid = z.mean(axis=0)
     labels = _pca_options(data)
     if ends is not None:
@@ -490,8 +492,23 @@ def plot_surface_files(
                               **{**shown, **(options or {})})  # fmt: skip
         if kind != "3d":
             draw_arrows(fig.axes, [data], data.xs, data.ys, mean=True)
-        paths += plots.save_figure(fig, str(stem) + f"-{kind}")
-    return [Path(p) for p in paths]
+        figures.append((kind, fig))
+    return figures
+
+
+def plot_surface_files(
+    data: SurfaceData, out_dir: Path, kinds: list[str], centre_relative: bool = False,
+    options: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Write a surface's figures (see surface_figures) as ``surface-ID-SUFFIX.png/.pdf``."""
+    from tracker.surfaces import plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"surface-{data.surface.id}"
+    paths: list[Path] = []
+    for suffix, fig in surface_figures(data, kinds, centre_relative, options):
+        paths += [Path(p) for p in plots.save_figure(fig, f"{stem}-{suffix}")]
+    return paths
 
 
 def draw_arrows(
