@@ -724,6 +724,9 @@ class SurfaceEvaluator:
                 parts: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
                 def work(rep: _Replica) -> None:
+                    # A new thread takes the process's thread count, which another worker
+                    # loop of this process may have just restored: set this one's own.
+                    torch.set_num_threads(1)
                     while True:
                         with lock:
                             i = next(todo, None)

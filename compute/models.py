@@ -40,6 +40,7 @@ import copy
 import functools
 import itertools
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,8 @@ from torch import nn
 from compute import user
 from tracker import SpecError, UserCodeError
 
+# Held while a model is initialised from the (process-wide) seeded global generator.
+_SEEDED = threading.RLock()
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 _IN_PLACE: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
     nn.ReLU: torch.relu_,
@@ -530,14 +533,16 @@ def build_model(
     """A freshly initialised network; the same arguments give bitwise the same weights.
 
     The initialisation draws from torch's global generator inside ``fork_rng`` seeded with
-    ``seed``, so the caller's random state is left as it was.
+    ``seed``, so the caller's random state is left as it was. The generator is the process's:
+    a lock keeps two threads (worker loops of one `tracker work`) from reseeding it under
+    each other's draws.
     """
     cfg = check_architecture(architecture, config)
     shape = tuple(int(s) for s in input_shape)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SpecError(f"model seed must be an integer, got {seed!r}")
     if is_user_architecture(architecture):
-        with torch.random.fork_rng(devices=[]):
+        with _SEEDED, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_user_model(architecture, cfg)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -549,7 +554,7 @@ def build_model(
             f"{architecture} needs image inputs (channels, height, width), but the data has "
             f"shape {shape}: use the mlp architecture for this dataset"
         )
-    with torch.random.fork_rng(devices=[]):
+    with _SEEDED, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _construct(architecture, cfg, shape, num_classes)
 
