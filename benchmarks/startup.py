@@ -15,7 +15,8 @@ printed as the median with the spread (min-max) of the runs:
   first run makes MLflow's template database, the later ones copy it: see the spread);
 - the user path: ``tracker enqueue surface`` + ``tracker work`` of a 51x51 surface of a digits
   MLP (64,64) against ``benchmarks/plain_surface.py`` doing the same grid with plain torch
-  (its import included), run as pairs; the ratio is tracker / plain per pair;
+  (its import included), run as pairs; the ratio is tracker / plain per pair; the enqueue
+  alone is printed too (it sizes tiles from the stored layout and imports no torch);
 - ``--demo``: ``tracker demo`` in a new home (long: off by default).
 
 ``--base DIR`` runs every figure also on the tracker in DIR (e.g. a worktree of main), each
@@ -263,6 +264,8 @@ class UserPath:
         wall = time.perf_counter() - t0
         figs["user path, tracker"].add(tree.label, wall)
         figs["user path, tracker (CPU)"].add(tree.label, enq.cpu + work.cpu)
+        figs["enqueue surface"].add(tree.label, enq.wall)
+        figs["enqueue surface (CPU)"].add(tree.label, enq.cpu)
         figs["user path, plain script"].add(tree.label, plain.wall)
         figs["user path, plain script (CPU)"].add(tree.label, plain.cpu)
         figs["user path / plain"].add(tree.label, wall / plain.wall)
@@ -292,7 +295,8 @@ MEASURES: dict[str, tuple[Callable[[Tree, dict[str, Figure]], None], list[str]]]
         ["train, tiny model, new home", "train, tiny model, new home (CPU)"],
     ),
     "user": (UserPath(), ["user path, tracker", "user path, plain script", "user path / plain",
-                          "user path, tracker (CPU)", "user path, plain script (CPU)"]),
+                          "user path, tracker (CPU)", "user path, plain script (CPU)",
+                          "enqueue surface", "enqueue surface (CPU)"]),
     "demo": (demo, ["demo", "demo (CPU)"]),
 }
 

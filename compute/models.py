@@ -37,8 +37,10 @@ the network, and ``forward(x) == forward_after_first(first(prepare_input(x)))``.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
+import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -49,6 +51,8 @@ from torch import nn
 from compute import user
 from tracker import SpecError, UserCodeError
 
+# Held while a model is initialised from the (process-wide) seeded global generator.
+_SEEDED = threading.RLock()
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 _IN_PLACE: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
     nn.ReLU: torch.relu_,
@@ -95,59 +99,81 @@ class MLP(FirstAffineNet):
     def forward_after_first(self, z: torch.Tensor) -> torch.Tensor:
         return self.body(z)
 
-    def infer_after_first(self, z: torch.Tensor, scratch: dict[Any, torch.Tensor]) -> torch.Tensor:
-        """``forward_after_first`` for inference without allocating: the same operations,
-        activations in place on ``z`` (overwritten) and each layer's output in a buffer kept
-        in ``scratch`` for the next call. A surface evaluates the same shapes thousands of
-        times; fresh ~1 MB activations per point cost as much as the matrix products."""
-        h = z
+    def infer_after_first(self, z: torch.Tensor, scratch: dict[Any, Any]) -> torch.Tensor:
+        """``forward_after_first`` for inference without allocating: the same layers, activations
+        in place on ``z`` (overwritten) and each layer's output in a buffer kept in ``scratch``
+        for the next call. A surface evaluates the same shapes thousands of times; fresh ~1 MB
+        activations per point cost as much as the matrix products.
+
+        Products run feature-major, ``out.T = W h.T + b`` into [features, N] buffers: MKL's
+        sgemm is much slower for a tall, narrow [N, 10] output than for [10, N] (one thread,
+        1,797 samples: 183 against 72 us, more than a third of a point's work after the
+        first layer). The logits come back as an [N, classes] view of the [classes, N] buffer
+        (``SurfaceEvaluator`` scores that layout without a copy)."""
+        key = ("infer", z.data_ptr(), z.shape[0])
+        steps = scratch.get(key)
+        if steps is None or any(p.data_ptr() != ptr for p, ptr in steps[2]):
+            steps = scratch[key] = self._infer_steps(z, scratch)
+        for step in steps[0]:
+            step()
+        return steps[1]
+
+    def _infer_steps(
+        self, z: torch.Tensor, scratch: dict[Any, Any]
+    ) -> tuple[list[Callable[[], Any]], torch.Tensor, list[tuple[nn.Parameter, int]]]:
+        """``infer_after_first``'s operations on ``z`` with every argument bound, the logits'
+        view, and the parameters' storage they were bound to (rebinding a parameter makes new
+        steps). Bound once per input buffer: the Python between the kernels (module attribute
+        look-ups, views, buffer keys) cost ~40 us per point, 5 % of a digits point."""
+        steps: list[Callable[[], Any]] = []
+        h, n = z, z.shape[0]  # h: [N, width], always sample-major as seen from here
         for index, layer in enumerate(self.body):
             if isinstance(layer, nn.Linear):
-                key = (index, h.shape[0], h.dtype, h.device)
+                key = (index, n, z.dtype, z.device)
                 out = scratch.get(key)
                 if out is None:
-                    out = scratch[key] = h.new_empty(h.shape[0], layer.out_features)
+                    out = scratch[key] = z.new_empty(layer.out_features, n)
                 if layer.bias is None:
-                    torch.mm(h, layer.weight.t(), out=out)
+                    steps.append(functools.partial(torch.mm, layer.weight, h.t(), out=out))
                 else:
-                    torch.addmm(layer.bias, h, layer.weight.t(), out=out)
-                h = out
+                    bias = layer.bias.unsqueeze(1)
+                    steps.append(functools.partial(torch.addmm, bias, layer.weight, h.t(), out=out))
+                h = out.t()
             else:
-                _IN_PLACE[type(layer)](h)
-        return h
+                steps.append(functools.partial(_IN_PLACE[type(layer)], h))
+        params = [(p, p.data_ptr()) for p in self.body.parameters()]
+        return steps, h, params
 
     def infer_batched_after_first(
         self,
         z: torch.Tensor,
         params: dict[str, torch.Tensor],
-        scratch: dict[Any, torch.Tensor],
+        scratch: dict[Any, Any],
     ) -> torch.Tensor:
         """The layers after the first for K weight settings at once: ``z`` is [K, N, width]
         (overwritten), ``params`` maps the name of each body parameter that moves to its K
-        values [K, *shape] (the others keep their values); returns [K, N, classes]. One batched product per layer, activations in
-        place, outputs in reused buffers: what ``vmap(functional_call)`` computes, without
-        its per-call dispatch and fresh intermediates (2.6x less CPU time for an MLP on
-        128 samples)."""
-        h = z
+        values [K, *shape] (the others keep their values); returns [K, N, classes], a view of
+        a [K, classes, N] buffer (feature-major, as ``infer_after_first``). One batched product
+        per layer, activations in place, outputs in reused buffers: what
+        ``vmap(functional_call)`` computes, without its per-call dispatch and fresh
+        intermediates (2.6x less CPU time for an MLP on 128 samples)."""
+        h = z  # [K, N, width] as seen from here
         for index, layer in enumerate(self.body):
             if isinstance(layer, nn.Linear):
                 k, n = h.shape[0], h.shape[1]
                 key = ("batched", index, k, n, h.dtype, h.device)
                 out = scratch.get(key)
                 if out is None:
-                    out = scratch[key] = h.new_empty(k, n, layer.out_features)
+                    out = scratch[key] = h.new_empty(k, layer.out_features, n)
                 # A parameter the directions do not move is absent: it keeps its own value.
                 weight = params.get(f"body.{index}.weight")
-                weight = (
-                    layer.weight.t().expand(k, -1, -1) if weight is None else weight.transpose(1, 2)
-                )
+                weight = layer.weight.expand(k, -1, -1) if weight is None else weight
                 bias = params.get(f"body.{index}.bias", layer.bias)
                 if bias is None:
-                    torch.bmm(h, weight, out=out)
+                    torch.bmm(weight, h.transpose(1, 2), out=out)
                 else:
-                    bias = bias.unsqueeze(1) if bias.dim() == 2 else bias
-                    torch.baddbmm(bias, h, weight, out=out)
-                h = out
+                    torch.baddbmm(bias.unsqueeze(-1), weight, h.transpose(1, 2), out=out)
+                h = out.transpose(1, 2)
             else:
                 _IN_PLACE[type(layer)](h)
         return h
@@ -507,14 +533,16 @@ def build_model(
     """A freshly initialised network; the same arguments give bitwise the same weights.
 
     The initialisation draws from torch's global generator inside ``fork_rng`` seeded with
-    ``seed``, so the caller's random state is left as it was.
+    ``seed``, so the caller's random state is left as it was. The generator is the process's:
+    a lock keeps two threads (worker loops of one `tracker work`) from reseeding it under
+    each other's draws.
     """
     cfg = check_architecture(architecture, config)
     shape = tuple(int(s) for s in input_shape)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SpecError(f"model seed must be an integer, got {seed!r}")
     if is_user_architecture(architecture):
-        with torch.random.fork_rng(devices=[]):
+        with _SEEDED, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_user_model(architecture, cfg)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -526,7 +554,7 @@ def build_model(
             f"{architecture} needs image inputs (channels, height, width), but the data has "
             f"shape {shape}: use the mlp architecture for this dataset"
         )
-    with torch.random.fork_rng(devices=[]):
+    with _SEEDED, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _construct(architecture, cfg, shape, num_classes)
 

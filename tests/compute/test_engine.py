@@ -158,6 +158,10 @@ def _recompute(model, layout, centre, directions, pairs, coords, bn_mode, loss="
             if loss == "cross_entropy":
                 losses[g, p] = F.cross_entropy(out, y).item()
                 accs[g, p] = (out.argmax(1) == y).double().mean().item()
+            elif loss == "softmax_mse":
+                diff = out.softmax(1) - F.one_hot(y, out.shape[1]).to(out.dtype)
+                losses[g, p] = (diff * diff).mean().item()
+                accs[g, p] = (out.argmax(1) == y).double().mean().item()
             else:
                 losses[g, p] = F.mse_loss(out, y).item()
     return losses, accs
@@ -211,13 +215,14 @@ def test_states_directions_move_the_running_statistics():
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
 @pytest.mark.parametrize("ignore", ["biasbn", "none"])
-@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "softmax_mse"])
 def test_registry_mlp_fast_paths_equal_a_plain_recomputation(activation, ignore, loss):
     """The registry MLP runs its own in-place loop forward and its own batched forward (no
-    vmap); parameters the directions leave alone (biases under biasbn) keep their values."""
+    vmap), both feature-major (logits stored [classes, N]); parameters the directions leave
+    alone (biases under biasbn) keep their values."""
     from compute.models import build_model
 
-    classes = 10 if loss == "cross_entropy" else 1
+    classes = 1 if loss == "mse" else 10
     model = build_model(
         "mlp", {"widths": [24, 16], "activation": activation},
         input_shape=(1, 4, 4), num_classes=classes, seed=1,
@@ -243,8 +248,27 @@ def test_registry_mlp_fast_paths_equal_a_plain_recomputation(activation, ignore,
             assert ev.plan["batched_by"].startswith("the model")
         out = ev.evaluate(COORDS)
         np.testing.assert_allclose(out["loss"], expected, rtol=1e-5, atol=1e-6)
-        if loss == "cross_entropy":
+        if loss != "mse":
             np.testing.assert_allclose(out["acc"], expected_acc, atol=1.01 / 40)
+
+
+def test_mlp_inference_steps_follow_rebound_parameters():
+    """The MLP binds its in-place inference steps once per input buffer; a parameter given new
+    storage afterwards is seen (the steps are rebound), and the logits equal the plain forward."""
+    from compute.models import build_model
+
+    model = build_model("mlp", {"widths": [8]}, input_shape=(6,), num_classes=3, seed=2).eval()
+    z_in = torch.randn(5, 8, generator=torch.Generator().manual_seed(3))
+    scratch: dict = {}
+    with torch.inference_mode():
+        buffer = z_in.clone()
+        first = model.infer_after_first(buffer, scratch).clone()
+        torch.testing.assert_close(first, model.forward_after_first(z_in), rtol=1e-6, atol=1e-6)
+        model.body[1].weight.data = model.body[1].weight.data * 2.0
+        buffer.copy_(z_in)
+        second = model.infer_after_first(buffer, scratch)
+        torch.testing.assert_close(second, model.forward_after_first(z_in), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(first, second)
 
 
 def test_mse_loss_on_a_regression_model():

@@ -105,6 +105,40 @@ def test_a_bad_study_file_writes_nothing(trained) -> None:
     assert _counts(root) == before
 
 
+def test_enqueue_surface_sizes_tiles_from_the_stored_layout_without_torch(trained, tmp_path) -> None:  # fmt: skip
+    """`tracker enqueue surface` counts a trained model's parameters from its checkpoint's
+    layout, and an untrained one's from a trained model of the same architecture, config and
+    data set: torch is never imported, and the tiles are those the built model's count gives."""
+    import shutil
+    import subprocess
+    import sys
+
+    from compute.models import parameter_count
+    from tracker.surfaces.rows import default_tile
+
+    root, env = trained
+    shutil.copytree(root / ".tracker", tmp_path / ".tracker")  # the shared home stays as it is
+    env = tracker_env(tmp_path)
+    _ok(run_tracker("enqueue", "model", "--arch", "mlp", "--widths", "16", "--dataset", "digits",
+                    "--lr", "0.01", "--name", "twin", env=env))  # fmt: skip
+    script = (
+        "import sys\n"
+        "from tracker.cli import main\n"
+        "codes = [main(['enqueue', 'surface', '--model', m, '--x', '-1:1:65', '--y', '-1:1:65'])"
+        " for m in sys.argv[1:]]\n"
+        "print(codes, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, "mlp", "twin"], env=env, text=True,
+                          capture_output=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert proc.stdout.strip().splitlines()[-1] == "[0, 0] False", proc.stdout + proc.stderr
+    # 1,438 training samples x 1,210 parameters: ~1,150 points a tile, 33x33 instead of 13x13
+    expected = default_tile(65, 65, 1438 * parameter_count("mlp", {"widths": [16]}, "digits"))
+    assert expected == (33, 33)
+    with sqlite3.connect(tmp_path / ".tracker" / "tracker.db") as conn:
+        tiles = conn.execute("SELECT tile_nx, tile_ny FROM surfaces ORDER BY id").fetchall()
+    assert tiles == [expected, expected]
+
+
 def test_surface_flags_work_plot_export_and_import(trained) -> None:
     root, env = trained
     out = _ok(run_tracker("enqueue", "surface", "--model", "1", "--x", "-1:1:5", "--y", "-1:1:4",

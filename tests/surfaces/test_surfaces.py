@@ -423,3 +423,57 @@ def test_seed001_panel_and_pca_plots_are_drawn(done: Home, tmp_path: Path) -> No
         files += plot_surface_files(load_surface(s, done.store, pca), tmp_path, ["contour"])
     assert sorted(p.suffix for p in files) == [".pdf", ".pdf", ".png", ".png"]
     assert all(p.stat().st_size > 1000 for p in files)
+
+
+THREADED = """
+study = "threads"
+
+[[model]]
+name = "mlp"
+architecture = "mlp"
+arch = { widths = [32] }
+dataset = "digits"
+batch_size = 128
+epochs = 1
+
+[[surface]]
+models = ["mlp"]
+x = "-1:1:12"
+y = "-1:1:12"
+tile = [3, 2]
+"""
+
+
+def test_threaded_loops_share_no_evaluator_and_give_the_engines_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tracker work`'s default in-process loops take tiles of one surface at the same time;
+    each loop evaluates on its own working copy, so the stored grid is bitwise what the engine
+    gives for the whole grid at once (a shared evaluator mixed the loops' points: negative
+    cross-entropies in `tracker demo`)."""
+    from compute.engine import SurfaceEvaluator
+    from tracker._work import work
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)  # three loops, whatever the machine has
+    monkeypatch.setenv("TRACKER_TORCH_THREADS", "1")
+    home = Home(tmp_path)
+    home.enqueue(THREADED)
+    summary = work(home.settings, progress=False, quiet=True)
+    assert summary.failed == 0 and summary.workers == 3, summary
+    with home.db.session() as s:
+        data = load_surface(s, home.store, s.scalar(sa.select(Surface.id)))
+        ckpt = s.get(Checkpoint, data.surface.checkpoint_id)
+        centre = _vector(home, s, ckpt.array_id)
+        dirs = [_vector(home, s, s.get(Direction, d).array_id)
+                for d in (data.surface.x_direction_id, data.surface.y_direction_id)]  # fmt: skip
+        layout = ckpt.layout
+    ds = data_mod.load_dataset("digits", seed=0)
+    net = models_mod.build_model("mlp", {"widths": [32]}, input_shape=ds.input_shape,
+                                 num_classes=ds.num_classes, seed=7)  # fmt: skip
+    evaluator = SurfaceEvaluator(net, layout, centre, dirs, [ds.split("train")],
+                                 loss="cross_entropy", bn_mode="eval", device="cpu")  # fmt: skip
+    gx, gy = np.meshgrid(data.xs, data.ys)
+    whole = evaluator.evaluate(np.column_stack([gx.ravel(), gy.ravel()]))
+    stored = data.loss[0].ravel()
+    assert stored.min() > 0
+    np.testing.assert_array_equal(stored, whole["loss"][0].astype(stored.dtype))

@@ -22,7 +22,7 @@ from tracker._exceptions import SpecError
 from tracker._queue import enqueue, spec_hash
 from tracker._rows import get_or_add
 from tracker._schema import Checkpoint, Direction, HessianSpectrum, Model, Study, Task
-from tracker.training.rows import find_checkpoint, find_model, model_train_task
+from tracker.training.rows import find_checkpoint, find_model, model_train_task, parameter_count
 
 SPLITS = ("train", "test", "val")
 BN_MODES = ("eval", "train")
@@ -135,15 +135,6 @@ def _checkpoints(session: Session, model: Model, epochs: tuple[int, ...] | str |
     return [find_checkpoint(session, model, int(e)) for e in epochs]
 
 
-def _parameters(model: Model) -> int | None:
-    try:
-        from compute.models import parameter_count
-
-        return parameter_count(model.architecture, dict(model.arch_config or {}), model.dataset)
-    except Exception:  # an architecture the planner cannot size: the task checks k itself
-        return None
-
-
 def train_done(session: Session, model: Model) -> bool:
     task = session.get(Task, model.task_id) if model.task_id is not None else None
     return task is None or task.status == "done"
@@ -173,7 +164,7 @@ def add_hessian(
     """The spectra rows of a request with their tasks (and eigenvector directions)."""
     check_request(req)
     model = find_model(session, req.model, names)
-    n = _parameters(model)
+    n = parameter_count(session, model)
     if n is not None and req.top_k > n:
         raise SpecError(
             f"--top-k {req.top_k} exceeds the {n} parameters of model {model.id}: "

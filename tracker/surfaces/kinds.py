@@ -10,6 +10,7 @@ surface engine's plan does not depend on timing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -70,11 +71,24 @@ def evaluation_groups(
 
 
 class _SurfaceCache:
-    """Evaluators of recent surfaces, so every tile of a surface reuses data and directions."""
+    """Evaluators of recent surfaces, so every tile of a surface reuses data and directions.
+
+    One cache per thread: an evaluator's working copy (its flat weight vector, its buffers) is
+    overwritten point by point, so the worker loops that `tracker work` runs as threads of one
+    process must never share one. Two loops on tiles of one surface each build their own.
+    """
 
     def __init__(self, size: int = 2) -> None:
         self.size = size
-        self.items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._local = threading.local()
+
+    @property
+    def items(self) -> OrderedDict[tuple[Any, ...], Any]:
+        """This thread's evaluators, most recently used last."""
+        items = getattr(self._local, "items", None)
+        if items is None:
+            items = self._local.items = OrderedDict()
+        return items
 
     def get(self, ctx: TaskContext, surface_id: int) -> tuple[Any, Surface, CurvatureMap | None]:
         # Keyed on the database and the surface's spec hash too: one process may serve two
@@ -84,13 +98,14 @@ class _SurfaceCache:
         if digest is None:
             raise SpecError(f"surface {surface_id} no longer exists")
         key = (ctx.db.url if ctx.db else "", ctx.store.url, surface_id, digest)
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key]
+        items = self.items
+        if key in items:
+            items.move_to_end(key)
+            return items[key]
         value = _build_evaluator(ctx, surface_id)
-        self.items[key] = value
-        while len(self.items) > self.size:
-            self.items.popitem(last=False)
+        items[key] = value
+        while len(items) > self.size:
+            items.popitem(last=False)
         return value
 
 

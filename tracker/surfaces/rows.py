@@ -13,9 +13,7 @@ Task graph of one surface::
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +37,7 @@ from tracker.training.rows import (
     find_model,
     model_signature,
     model_train_task,
+    parameter_count,
 )
 
 SPLITS = ("train", "test", "val")
@@ -278,7 +277,7 @@ def default_tile(nx: int, ny: int | None, point_cost: float | None = None) -> tu
     return (_balanced(nx, side), _balanced(ny, side))
 
 
-def _point_cost(model: Model, ev: EvalSpec) -> float | None:
+def _point_cost(session: Session, model: Model, centre: Checkpoint, ev: EvalSpec) -> float | None:
     """Samples x parameters evaluated per grid point, or None when a size is unknown."""
     if ev.minibatch_size is not None and ev.minibatches is not None:
         samples = ev.minibatch_size * ev.minibatches
@@ -288,21 +287,8 @@ def _point_cost(model: Model, ev: EvalSpec) -> float | None:
         samples = _SPLIT_SIZES[model.dataset][0 if ev.split == "train" else 1]
     else:
         return None
-    params = _parameter_count(
-        model.architecture, json.dumps(model.arch_config or {}, sort_keys=True), model.dataset
-    )
+    params = parameter_count(session, model, centre)
     return None if params is None else float(samples) * float(params)
-
-
-@functools.lru_cache(maxsize=64)
-def _parameter_count(architecture: str, config_json: str, dataset: str) -> int | None:
-    """Cached per (architecture, config, dataset): a study adds many surfaces of one model."""
-    try:
-        from compute.models import parameter_count
-
-        return parameter_count(architecture, json.loads(config_json), dataset)
-    except Exception:  # sizing is a heuristic: the default tiles are always valid
-        return None
 
 
 def add_surface(
@@ -384,7 +370,7 @@ def add_surface(
     xd = x_rows[0]
     yd = y_rows[0] if y_rows else None
     nx, ny = spec.x.n, (spec.y.n if spec.y else None)
-    tnx, tny = spec.tile or default_tile(nx, ny, _point_cost(model, ev))
+    tnx, tny = spec.tile or default_tile(nx, ny, _point_cost(session, model, centre, ev))
     if tnx < 1 or tny < 1:
         raise SpecError(f"tile sizes must be at least 1, got {tnx}x{tny}")
     tny = 1 if ny is None else min(tny, ny)

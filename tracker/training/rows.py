@@ -9,6 +9,7 @@ enqueueing the same spec again finds the existing rows. Task graph::
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -224,6 +225,42 @@ def model_signature(model: Model) -> tuple[Any, ...]:
     """Models with equal signatures have the same parameter layout."""
     arch = repr(sorted((model.arch_config or {}).items()))
     return (model.architecture, arch, model.dataset)
+
+
+def parameter_count(session: Session, model: Model, checkpoint: Checkpoint | None = None) -> int | None:  # fmt: skip
+    """How many parameters ``model`` has, a size for planning work (tiles, Lanczos k).
+
+    Read from a stored layout when one exists: ``checkpoint``'s, else that of any trained model
+    with the same signature (equal layouts). Only a model nobody has trained yet is built on
+    the meta device, which imports torch (2-5 s of an enqueue's CPU). None: it cannot be sized.
+    """
+    layouts = [checkpoint.layout] if checkpoint is not None else []
+    if not any(layouts):
+        rows = session.execute(
+            sa.select(Model.architecture, Model.arch_config, Model.dataset, Checkpoint.layout)
+            .join(Checkpoint, Checkpoint.model_id == Model.id)
+            .where(Model.architecture == model.architecture, Model.dataset == model.dataset,
+                   Checkpoint.array_id.is_not(None))
+            .order_by(Checkpoint.id).limit(64)
+        ).all()  # fmt: skip
+        wanted = model_signature(model)
+        layouts = [r.layout for r in rows if model_signature(r) == wanted and r.layout]  # type: ignore[arg-type]
+    if layouts and layouts[0]:
+        return sum(int(e["size"]) for e in layouts[0] if e.get("kind") == "param")
+    return _built_parameter_count(
+        model.architecture, json.dumps(model.arch_config or {}, sort_keys=True), model.dataset
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _built_parameter_count(architecture: str, config_json: str, dataset: str) -> int | None:
+    """Cached per (architecture, config, data set): a study adds many surfaces of one model."""
+    try:
+        from compute.models import parameter_count as built
+
+        return built(architecture, json.loads(config_json), dataset)
+    except Exception:  # sizing is a heuristic: callers treat None as unknown
+        return None
 
 
 def model_train_task(session: Session, model: Model) -> Task:
