@@ -120,7 +120,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
               "--subset", str(SUBSET), "--metrics", "loss", "--curvature", "--curvature-tol",
               "1e-6", "--curvature-max-iter", str(PARAMS))  # fmt: skip
         h.ids["model"] = model_id
-    work = run_tracker("work", "--workers", "1", "--no-progress", env=h.env, timeout=900)
+    work = run_tracker("work", "--no-progress", env=h.env, timeout=900)
     assert work.returncode == 0, work.stderr[-3000:]
     failed = h.rows("SELECT kind, error FROM tasks WHERE status != 'done'")
     assert failed == [], failed

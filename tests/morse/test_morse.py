@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from cli_support import run_tracker, tracker_env
+from schema_support import migrated
 
 from compute import doodl3
 from tracker._config import resolve
 from tracker._db import open_database
-from tracker._migrate import upgrade
 from tracker._queue import get_or_create_study
 from tracker._schema import ArrayRef, Ensemble, EnsembleMember, MorseGraph, Study, Task
 from tracker._store import ArrayStore
@@ -32,7 +32,7 @@ class Home:
         self.settings = resolve(db_url=db_url, home=root / ".tracker")
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db = open_database(self.settings.db_url, check=False)
-        upgrade(self.db, "head")
+        migrated(self.db)  # a copy of a migrated template
         self.store = ArrayStore(self.settings.store_url)
         self.env = tracker_env(root, self.settings.db_url, self.settings.store_url)
 
@@ -125,7 +125,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Home:
     code, _, home.early_error = _cli(home, "enqueue", "morse", "--ensemble", "1")  # type: ignore[attr-defined]
     assert code != 0
     home.morse_rows_before_work = home.count(MorseGraph)  # type: ignore[attr-defined]
-    work = run_tracker("work", "--workers", "1", "--no-progress", env=home.env)
+    work = run_tracker("work", "--no-progress", env=home.env)
     assert work.returncode == 0, work.stderr[-3000:]
     return home
 
