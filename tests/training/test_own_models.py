@@ -171,7 +171,7 @@ def test_a_user_model_in_every_checkpoint_shape_is_surfaced_like_a_hand_evaluati
 
     _ok(run_tracker("enqueue", "surface", "--model", str(model_id), "--x", "-1:1:5",
                     "--y", "-1:1:3", env=env))  # fmt: skip
-    _ok(run_tracker("work", "--no-progress", env=env))
+    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
     store = ArrayStore(str(tmp_path / "store.zarr"))
     with db.session() as session:
         surface = session.scalars(sa.select(Surface)).one()
@@ -218,7 +218,7 @@ def test_a_trajectory_of_checkpoints_gives_a_pca_plane_a_user_loss_and_retrains(
                     "--y", "-1:1:3", env=env))  # fmt: skip
     _ok(run_tracker("enqueue", "retrain", "--model", str(model_id), "--seeds", "0", "--steps",
                     "0.5", "--epochs", "1", "--batch-size", "40", "--lr", "0.01", env=env))  # fmt: skip
-    _ok(run_tracker("work", "--no-progress", env=env))
+    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
     with Database(sqlite_url).session() as session:
         surface = session.scalars(sa.select(Surface)).one()
         assert surface.completed_at is not None
@@ -343,7 +343,7 @@ def test_a_torchvision_resnet_on_an_image_folder_gets_a_surface_and_an_interpola
                     "-1:1:3", "--subset", "64", env=env))  # fmt: skip
     _ok(run_tracker("enqueue", "surface", "--interpolate", str(ids[0]), str(ids[1]),
                     "--x", "0:1:3", env=env))  # fmt: skip
-    _ok(run_tracker("work", "--no-progress", env=env))
+    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
     store = ArrayStore(str(tmp_path / "store.zarr"))
     with Database(sqlite_url).session() as session:
         plane, line = session.scalars(sa.select(Surface).order_by(Surface.id)).all()
