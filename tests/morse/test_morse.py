@@ -264,7 +264,7 @@ def test_the_published_iris_graph_is_what_the_defaults_give(tmp_path: Path) -> N
     home = Home(tmp_path)
     code, out, err = _cli(home, "enqueue", "ensemble", "--setup", "doodl3-iris")
     assert code == 0 and "2 training task(s)" in out, err
-    work = run_tracker("work", "--workers", "2", "--no-progress", env=home.env, timeout=900)
+    work = run_tracker("work", "--no-progress", env=home.env, timeout=900)
     assert work.returncode == 0, work.stderr[-3000:]
     code, _, err = _cli(home, "enqueue", "morse", "--ensemble", "1")
     assert code == 0, err
