@@ -96,7 +96,7 @@ def _main(*argv: str) -> str:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
-    """The study trained, measured and surfaced by one real `tracker work` (1 Dask worker)."""
+    """The study trained, measured and surfaced by one real `tracker work` (in-process loops)."""
     root = tmp_path_factory.mktemp("curvature")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRACKER_HOME", str(root / ".tracker"))
