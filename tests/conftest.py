@@ -21,6 +21,7 @@ if str(SUPPORT_DIR) not in sys.path:
     sys.path.insert(0, str(SUPPORT_DIR))
 
 from cli_support import run_tracker, tracker_env  # noqa: E402,F401  (re-exported for tests)
+from schema_support import migrated, pg_template  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "TRACKER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -66,12 +67,16 @@ def pg_admin_url() -> str:
 
 
 @pytest.fixture
-def pg_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+def pg_url(pg_admin_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards: empty, or already migrated
+    (a copy of a template) when the test uses `db` on it."""
     name = f"tracker_test_{uuid.uuid4().hex[:12]}"
+    template = pg_template(pg_admin_url) if "db" in request.fixturenames else None
     admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        conn.exec_driver_sql(
+            f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+        )
     url = sa.engine.make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
@@ -100,11 +105,10 @@ def store_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def db(db_url: str):
-    """A migrated database (SQLite or PostgreSQL)."""
+    """A migrated database (SQLite or PostgreSQL): a copy of one migrated per test process."""
     from tracker._db import Database
-    from tracker._migrate import upgrade
 
     database = Database(db_url)
-    upgrade(database)
+    migrated(database)
     yield database
     database.dispose()

@@ -58,7 +58,7 @@ def test_work_reports_failures_and_status_shows_the_error(tmp_path: Path, sqlite
         st = get_or_create_study(session, "broken")
         bad, _ = enqueue(session, st, "test.fail", {}, max_attempts=2)
     work = run_tracker(
-        "work", "--workers", "1", "--plugin", "queue_kinds", "--no-progress", env=env
+        "work", "--plugin", "queue_kinds", "--no-progress", env=env
     )
     assert work.returncode == 1
     assert "1 task(s) failed: `tracker status` shows why" in work.stderr
@@ -140,7 +140,7 @@ def test_unknown_kinds_are_left_for_other_workers_with_a_note(tmp_path: Path, sq
         st = get_or_create_study(session, "mixed")
         enqueue(session, st, "test.append", {"log": str(tmp_path / "log")})
         enqueue(session, st, "noop", {})
-    work = run_tracker("work", "--workers", "1", "--no-progress", env=env)
+    work = run_tracker("work", "--no-progress", env=env)
     assert work.returncode == 0, work.stderr
     assert "1 pending task(s) of kind 'test.append' have no registered function here" in work.stderr
     with db.session() as session:

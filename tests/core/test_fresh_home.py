@@ -48,7 +48,7 @@ def test_fresh_home_enqueue_creates_the_schema_and_status_creates_nothing(tmp_pa
 @pytest.mark.parametrize(
     "command",
     [
-        ["work", "--workers", "1", "--no-progress"],
+        ["work", "--no-progress"],
         ["train", "--arch", "mlp", "--widths", "8", "--dataset", "iris", "--epochs", "1"],
     ],
     ids=["work", "train"],

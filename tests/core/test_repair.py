@@ -55,7 +55,7 @@ def test_a_damaged_chunk_is_recomputed_by_the_tile_that_wrote_it(db_url: str, tm
     _ok(run_tracker("db", "upgrade", env=env))
     (tmp_path / "study.toml").write_text(STUDY)
     _ok(run_tracker("enqueue", str(tmp_path / "study.toml"), env=env))
-    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
+    _ok(run_tracker("work", "--no-progress", env=env))
     path, done = _loss_path(db_url)
     store = tmp_path / ".tracker" / "store.zarr"
     before = np.asarray(zarr.open_group(str(store), mode="r")[path][...])
@@ -81,7 +81,7 @@ def test_a_damaged_chunk_is_recomputed_by_the_tile_that_wrote_it(db_url: str, tm
                                              ("surface.tile", "pending")]  # fmt: skip
     assert [tuple(r) for r in tile_ix] == [(3, 0)]
 
-    work = run_tracker("work", "--workers", "1", "--no-progress", env=env)
+    work = run_tracker("work", "--no-progress", env=env)
     _ok(work)
     # The tile, the completion, and the measures refresh the completion asks for.
     assert "done 3, failed 0" in work.stdout

@@ -51,7 +51,7 @@ def test_enqueue_status_show_and_ls_answer_in_json(env: dict[str, str]):
 
 def test_work_summary_in_json(env: dict[str, str]):
     _json("enqueue", "noop", "--count", "4", "--study", "w", env=env)
-    summary = _json("work", "--workers", "1", "--no-progress", env=env)
+    summary = _json("work", "--no-progress", env=env)
     assert (summary["done"], summary["failed"], summary["unfinished"]) == (4, 0, 0)
 
 
@@ -99,10 +99,10 @@ def test_cancel_takes_pending_work_off_the_queue_and_requeue_brings_it_back(
         states = dict(session.execute(sa.select(Task.id, Task.status)).all())
     assert [states[i] for i in a["ids"]] == ["failed"] * 3
     assert [states[i] for i in b["ids"]] == ["failed", "pending"]
-    summary = _json("work", "--workers", "1", "--no-progress", env=env)
+    summary = _json("work", "--no-progress", env=env)
     assert summary["done"] == 1  # only b's uncancelled task ran
     assert run_tracker("requeue", *map(str, a["ids"]), env=env).returncode == 0
-    assert _json("work", "--workers", "1", "--no-progress", env=env)["done"] == 3
+    assert _json("work", "--no-progress", env=env)["done"] == 3
     one_line_error(run_tracker("cancel", env=env), "task ids or --study", code=2)
     db.dispose()
 
@@ -115,7 +115,7 @@ def _study_with_arrays(env: dict[str, str], db_url: str, name: str, n: int) -> l
         study = get_or_create_study(session, name)
         ids = [enqueue(session, study, "test.array", {"value": i})[0].id for i in range(n)]
     db.dispose()
-    work = run_tracker("work", "--workers", "1", "--plugin", "queue_kinds", "--no-progress",
+    work = run_tracker("work", "--plugin", "queue_kinds", "--no-progress",
                        "--study", name, env=env)  # fmt: skip
     assert work.returncode == 0, work.stderr[-2000:]
     return ids

@@ -89,7 +89,7 @@ def test_requeue_broken_recomputes_a_damaged_array(tmp_path: Path, sqlite_url: s
     with db.session() as session:
         st = get_or_create_study(session, "arrays")
         task, _ = enqueue(session, st, "test.array", {"value": 7})
-    args = ("work", "--workers", "1", "--plugin", "queue_kinds", "--no-progress")
+    args = ("work", "--plugin", "queue_kinds", "--no-progress")
     assert run_tracker(*args, env=env).returncode == 0
     with db.session() as session:
         ref = session.scalar(sa.select(ArrayRef).where(ArrayRef.task_id == task.id))

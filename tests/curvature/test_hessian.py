@@ -115,7 +115,7 @@ def _main(*argv: str) -> str:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
-    """The study trained, measured and surfaced by one real `tracker work` (1 Dask worker)."""
+    """The study trained, measured and surfaced by one real `tracker work` (in-process loops)."""
     root = tmp_path_factory.mktemp("curvature")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRACKER_HOME", str(root / ".tracker"))
@@ -143,7 +143,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
             "--subset", str(SUBSET), "--metrics", "loss", "--curvature", "--curvature-tol",
             "1e-6", "--curvature-max-iter", str(PARAMS))  # fmt: skip
         h.ids["model"] = model_id
-    work = run_tracker("work", "--workers", "1", "--no-progress", env=h.env, timeout=900)
+    work = run_tracker("work", "--no-progress", env=h.env, timeout=900)
     assert work.returncode == 0, work.stderr[-3000:]
     failed = h.rows("SELECT kind, error FROM tasks WHERE status != 'done'")
     assert failed == [], failed

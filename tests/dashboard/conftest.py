@@ -84,7 +84,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
         study = get_or_create_study(session, "iris-sweep")
         enqueue(session, study, "test.fail", {"why": "dashboard failure row"}, max_attempts=1)
     db.dispose()
-    work = _run("work", "--workers", "1", "--plugin", "queue_kinds", "--no-progress",
+    work = _run("work", "--plugin", "queue_kinds", "--no-progress",
                 env=env, ok=False)  # fmt: skip
     assert work.returncode == 1 and "1 task(s) failed" in work.stderr, work.stderr[-3000:]
     _run("meta", "--study", "iris-sweep", "--no-mlflow", "--draws", "20", env=env)

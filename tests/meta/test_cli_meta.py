@@ -40,7 +40,7 @@ def worked(tmp_path_factory):
     env = tracker_env(root)
     (root / "study.toml").write_text(STUDY)
     _ok(run_tracker("enqueue", str(root / "study.toml"), env=env))
-    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env, timeout=600))
+    _ok(run_tracker("work", "--no-progress", env=env, timeout=600))
     return root, env
 
 

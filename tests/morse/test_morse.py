@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from cli_support import run_tracker, tracker_env
+from schema_support import migrated
 
 from compute import doodl3
 from tracker._config import resolve
 from tracker._db import open_database
-from tracker._migrate import upgrade
 from tracker._queue import get_or_create_study
 from tracker._schema import (
     ArrayRef,
@@ -40,7 +40,7 @@ class Home:
         self.settings = resolve(db_url=db_url, home=root / ".tracker")
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db = open_database(self.settings.db_url, check=False)
-        upgrade(self.db, "head")
+        migrated(self.db)  # a copy of a migrated template
         self.store = ArrayStore(self.settings.store_url)
         self.env = tracker_env(root, self.settings.db_url, self.settings.store_url)
 
@@ -141,7 +141,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Home:
             ).where(TaskDependency.task_id == early.task_id)).all()  # fmt: skip
             home.early_morse = (early.id, s.get(Task, early.task_id).status, parents)  # type: ignore[attr-defined]
     home.morse_rows_before_work = home.count(MorseGraph)  # type: ignore[attr-defined]
-    work = run_tracker("work", "--workers", "1", "--no-progress", env=home.env)
+    work = run_tracker("work", "--no-progress", env=home.env)
     assert work.returncode == 0, work.stderr[-3000:]
     return home
 
@@ -306,7 +306,7 @@ def test_the_published_iris_graph_is_what_the_defaults_give(tmp_path: Path) -> N
     home = Home(tmp_path)
     code, out, err = _cli(home, "enqueue", "ensemble", "--setup", "doodl3-iris")
     assert code == 0 and "2 training task(s)" in out, err
-    work = run_tracker("work", "--workers", "2", "--no-progress", env=home.env, timeout=900)
+    work = run_tracker("work", "--no-progress", env=home.env, timeout=900)
     assert work.returncode == 0, work.stderr[-3000:]
     code, _, err = _cli(home, "enqueue", "morse", "--ensemble", "1")
     assert code == 0, err

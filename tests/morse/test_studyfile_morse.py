@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from cli_support import run_tracker, tracker_env
+from schema_support import migrated
 
 from tracker._config import resolve
 from tracker._db import open_database
-from tracker._migrate import upgrade
 from tracker._schema import Ensemble, MorseGraph, Study, Task, TaskDependency
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "doodl3_figure3.toml"
@@ -46,7 +46,7 @@ class Home:
         self.settings = resolve(db_url=db_url, home=root / ".tracker")
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db = open_database(self.settings.db_url, check=False)
-        upgrade(self.db, "head")
+        migrated(self.db)  # a copy of a migrated template
 
     def cli(self, *argv: str) -> tuple[int, str, str]:
         from tracker.cli import main
@@ -89,7 +89,7 @@ def test_a_study_file_ensemble_and_its_morse_graphs_run_through_tracker_work(
                 sa.select(TaskDependency.depends_on_id).where(TaskDependency.task_id == task.id)
             ).all()
             assert task.status == "waiting" and parents == [ensemble.task_id]
-    work = run_tracker("work", "--workers", "1", "--no-progress",
+    work = run_tracker("work", "--no-progress",
                        env=tracker_env(tmp_path, home.settings.db_url, home.settings.store_url))  # fmt: skip
     assert work.returncode == 0, work.stderr[-3000:]
     with home.db.session() as s:

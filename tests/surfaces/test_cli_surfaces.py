@@ -148,7 +148,7 @@ def test_surface_flags_work_plot_export_and_import(trained) -> None:
                             "--tile", "3x2", "--subset", "300", env=env))  # fmt: skip
     assert "already queued" in again
     _ok(run_tracker("enqueue", "surface", "--model", "1", "--x", "-1:1:6", env=env))
-    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
+    _ok(run_tracker("work", "--no-progress", env=env))
     shown = _ok(run_tracker("show", "study", "default", env=env))
     assert "models:" in shown and "surfaces:" in shown and "5x4" in shown
 

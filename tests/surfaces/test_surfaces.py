@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
+from schema_support import migrated
 from torch.nn import functional as F
 
 from compute import data as data_mod
@@ -26,7 +27,6 @@ from compute import models as models_mod
 from compute.state import load_flat
 from tracker._config import resolve
 from tracker._db import open_database
-from tracker._migrate import upgrade
 from tracker._schema import ArrayRef, Checkpoint, Direction, Model, Surface, Task
 from tracker._store import ArrayStore
 from tracker._worker import WorkerConfig, run_worker
@@ -108,7 +108,7 @@ class Home:
         self.settings = resolve(db_url=db_url, home=root / ".tracker")
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db = open_database(self.settings.db_url, check=False)
-        upgrade(self.db, "head")
+        migrated(self.db)  # a copy of a migrated template
         self.store = ArrayStore(self.settings.store_url)
 
     def enqueue(self, text: str) -> dict:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from cli_support import run_tracker, tracker_env
+from schema_support import migrated
 
 from tracker._config import resolve
 from tracker._db import open_database
-from tracker._migrate import upgrade
 from tracker._schema import Embedding, PersistenceDiagram, Retrain, Task
 
 
@@ -21,7 +21,7 @@ class Home:
         self.settings = resolve(home=root / ".tracker")
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db = open_database(self.settings.db_url, check=False)
-        upgrade(self.db, "head")
+        migrated(self.db)  # a copy of a migrated template
         self.env = tracker_env(root)
 
     def cli(self, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -57,7 +57,7 @@ def test_enqueue_retrain_then_topology_then_one_work_run(
     with home.db.session() as s:
         emb = s.scalar(sa.select(Embedding))
         assert s.get(Task, emb.task_id).status == "waiting"
-    work = run_tracker("work", "--workers", "1", "--no-progress", env=home.env)
+    work = run_tracker("work", "--no-progress", env=home.env)
     assert work.returncode == 0, work.stderr[-3000:]
     assert "failed 0" in work.stdout
     with home.db.session() as s:

@@ -17,11 +17,11 @@ import pytest
 import sqlalchemy as sa
 import torch
 from cli_support import run_tracker, tracker_env
+from schema_support import migrated
 from sqlalchemy.orm import Session
 
 from tracker._config import resolve
 from tracker._db import open_database
-from tracker._migrate import upgrade
 from tracker._schema import (
     ArrayRef,
     Checkpoint,
@@ -85,7 +85,7 @@ class Home:
         self.settings = resolve(db_url=db_url, home=root / ".tracker")
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db = open_database(self.settings.db_url, check=False)
-        upgrade(self.db, "head")
+        migrated(self.db)  # a copy of a migrated template
         self.store = ArrayStore(self.settings.store_url)
 
     def study(self, text: str) -> Path:
@@ -109,7 +109,7 @@ def done(tmp_path_factory: pytest.TempPathFactory) -> Home:
     from tracker.studyfile import enqueue_study
 
     enqueue_study(home.db, path)  # in this process: a CLI process would import torch again
-    out = _ok(home.tracker("work", "--workers", "1", "--no-progress"))
+    out = _ok(home.tracker("work", "--no-progress"))
     assert "failed 0" in out
     return home
 
