@@ -5,9 +5,13 @@ stage of a dependency chain (directions -> tiles -> completion) could wait that 
 second worker to notice it. A waker ends the sleep early when the queue may have changed:
 
 - SQLite: ``PRAGMA data_version`` on a connection of the waker's own changes whenever another
-  connection commits to the file. Reading it costs microseconds and takes no lock, so the
-  waker checks it every few milliseconds. A claim that finds nothing writes nothing and so
-  does not wake the other idle workers (no wake-up storm).
+  connection commits to the file. Reading it costs microseconds and takes no lock. The waker
+  checks it 5 ms after a claim found nothing, then ever less often while nothing changes, up
+  to every 50 ms: an idle loop of `tracker work`'s threads woke its process every 5 ms for
+  the whole of a long task in another loop, taking the GIL from it 200 times a second. Worker
+  loops of the same process need no check: ``notify_workers`` also wakes them at once. A
+  claim that finds nothing writes nothing and so does not wake the other idle workers (no
+  wake-up storm).
 - PostgreSQL: ``LISTEN`` on a channel that the queue ``NOTIFY``s (in the same transaction)
   when tasks become pending: enqueue, dependencies released, retries, requeues. The
   notification is delivered at commit, never for a rolled-back change.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from typing import Any
 
@@ -28,13 +33,24 @@ import sqlalchemy as sa
 log = logging.getLogger(__name__)
 
 CHANNEL = "tracker_tasks"
-SQLITE_CHECK_SECONDS = 0.005
+SQLITE_CHECK_SECONDS = 0.005  # the first check after a claim that found nothing
+SQLITE_MAX_CHECK_SECONDS = 0.05  # checks back off (x2 each) to this while nothing changes
+
+# Worker loops in threads of this process: notify_workers bumps the count and wakes them.
+_LOCAL = threading.Condition()
+_local_changes = 0
 
 
 def notify_workers(conn: sa.Connection) -> None:
-    """Tell listening workers that tasks became pending (PostgreSQL; delivered at commit)."""
+    """Tell workers that tasks became pending: PostgreSQL listeners (delivered at commit) and
+    the worker loops of this process (at once: on SQLite the waking claim waits for this
+    transaction's write lock, so it sees the commit)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+    global _local_changes
+    with _LOCAL:
+        _local_changes += 1
+        _LOCAL.notify_all()
 
 
 class Waker:
@@ -56,6 +72,8 @@ class SqliteWaker(Waker):
             f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
         )
         self.version = self._read()
+        self.local = _local_changes
+        self.check = SQLITE_CHECK_SECONDS
 
     def _read(self) -> int:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
@@ -67,13 +85,17 @@ class SqliteWaker(Waker):
                 current = self._read()
             except sqlite3.Error:  # busy or checkpointing: fall back to sleeping this period
                 current = self.version
-            if current != self.version:
-                self.version = current
+            if current != self.version or _local_changes != self.local:
+                self.version, self.local = current, _local_changes
+                self.check = SQLITE_CHECK_SECONDS
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            time.sleep(min(SQLITE_CHECK_SECONDS, left))
+            with _LOCAL:
+                if _local_changes == self.local:
+                    _LOCAL.wait(min(self.check, left))
+            self.check = min(self.check * 2, SQLITE_MAX_CHECK_SECONDS)
 
     def close(self) -> None:
         self.conn.close()

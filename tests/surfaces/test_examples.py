@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,11 @@ def test_tracker_demo_runs_the_small_study(tmp_path: Path) -> None:
     assert "mlflow ui --backend-store-uri" in out
     plots = tmp_path / ".tracker" / "plots" / "demo"
     assert len(list(plots.glob("*.png"))) >= 5 and len(list(plots.glob("*.pdf"))) >= 5
+    # Its worker loops run as threads of one process: every stored loss is a cross-entropy
+    # (loops that shared an evaluator once stored negative ones).
+    with sqlite3.connect(tmp_path / ".tracker" / "tracker.db") as conn:
+        lows = [row[0] for row in conn.execute("SELECT min_loss FROM surfaces")]
+    assert len(lows) == 5 and all(low > 0 for low in lows), lows
     # Running it again resumes: nothing new is queued and it still prints the table.
     again = run_tracker("demo", "--no-progress", env=env, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -77,7 +77,9 @@ def add_parsers(
 
     p = sub.add_parser("demo", parents=[common],
                        help="train two MLPs on digits, compute their surfaces, plot, summarise")  # fmt: skip
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None,
+                   help="Dask worker processes (default: none, one worker loop per core in "
+                   "threads of this process, as `tracker work`)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     # The demo enqueues a study file (training and surfaces), so its body is in the top layer.
     p.set_defaults(func=lazy_command("tracker.demo", "cmd_demo"))

@@ -13,14 +13,16 @@ def plot_training_curves(
     history: Sequence[tuple[int, Mapping[str, float]]], path_stem: str | os.PathLike[str],
     *, title: str = "",
 ) -> list[Path]:
-    """Loss (left) and accuracy (right) against epoch, one line per split; PNG + PDF."""
-    import matplotlib
+    """Loss (left) and accuracy (right) against epoch, one line per split; PNG + PDF.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A plain ``Figure``, not pyplot: training runs in worker loops that are threads of one
+    process, and pyplot's figure registry and backend switch are process-wide state.
+    """
+    from matplotlib.figure import Figure
 
     epochs = [e for e, _ in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for split in ("train", "val", "test"):
         for ax, what in ((ax_loss, "loss"), (ax_acc, "acc")):
             values = [m.get(f"{split}_{what}") for _, m in history]
@@ -34,7 +36,4 @@ def plot_training_curves(
             ax.legend()
     if title:
         fig.suptitle(title)
-    try:
-        return save_figure(fig, path_stem)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path_stem)
