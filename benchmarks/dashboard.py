@@ -193,7 +193,8 @@ def serve(home: Path, server: str = "tracker", started: list[float] | None = Non
                 time.sleep(0.05)
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
 
