@@ -21,6 +21,15 @@ def save_figure(
     stem = os.fspath(path_stem)
     paths = [Path(f"{stem}.png"), Path(f"{stem}.pdf")]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None)
+    engine = fig.get_layout_engine()
+    try:
+        for path in paths:
+            fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None)
+            # The PNG's draw placed every axes: the PDF keeps those places instead of solving
+            # the constrained layout again (a third of a 2D surface plot's PDF time).
+            if engine is not None:
+                fig.set_layout_engine("none")
+    finally:
+        if engine is not None:
+            fig.set_layout_engine(engine)
     return paths
