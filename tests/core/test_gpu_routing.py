@@ -88,8 +88,9 @@ def test_cuda_with_a_cpu_pool_leaves_gpu_tasks_to_the_gpu_workers(
     monkeypatch.setattr(work_mod, "check_cuda", lambda: 1)
     monkeypatch.setattr(
         work_mod, "_start_local_cluster",
-        lambda n, cuda, resources: LocalCluster(
-            n_workers=n, processes=False, threads_per_worker=1, dashboard_address=None,
+        lambda n, cuda, resources, *_: LocalCluster(
+            n_workers=n, processes=False, threads_per_worker=1,
+            dashboard_address=work_mod.LOCAL_DASHBOARD,
             resources=resources),
     )  # fmt: skip
     with db.session() as s:
