@@ -534,7 +534,8 @@ def test_the_hessian_surface_waits_for_its_spectrum(tmp_path: Path, capsys, monk
     assert code == 0, err
     h = Home(root)
     kinds = h.rows("SELECT t.kind, t.status FROM tasks t ORDER BY t.id")
-    assert [k for k, _ in kinds] == ["train", "hessian", "surface.tile", "surface.complete"]
+    assert [k for k, _ in kinds] == ["train", "hessian", "surface.tile", "surface.complete",
+                                     "surface.artifacts"]  # fmt: skip
     deps = h.rows("SELECT p.kind FROM task_dependencies d JOIN tasks t ON t.id = d.task_id "
                   "JOIN tasks p ON p.id = d.depends_on_id WHERE t.kind = 'surface.tile'")  # fmt: skip
     assert sorted(d[0] for d in deps) == ["hessian", "train"]
