@@ -216,9 +216,22 @@ def request_measures_refresh(session: Session, study_id: int, after_task: int) -
     study = session.get(Study, study_id)
     if study is None:
         return False
-    _, new = enqueue(session, study, MEASURES_REFRESH, {"study_id": study_id},
-                     key=["after", after_task], priority=REFRESH_PRIORITY)  # fmt: skip
-    return new
+    task, new = enqueue(session, study, MEASURES_REFRESH, {"study_id": study_id},
+                        key=["after", after_task], priority=REFRESH_PRIORITY)  # fmt: skip
+    if new or task.status in ("pending", "running", "waiting"):
+        return new
+    # ``after_task`` ran again (tracker requeue): the refresh it asked for the first time has
+    # finished, so the same row goes back to the queue rather than being skipped as a duplicate.
+    session.execute(
+        _tasks.update()
+        .where(_tasks.c.id == task.id)
+        .values(
+            status="pending", attempts=0, error=None, lease_token=None, lease_expires_at=None,
+            finished_at=None,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    return True
 
 
 # The hot path's statements are built once; each call only binds values.

@@ -239,7 +239,7 @@ def test_level_set_and_morse_measures_on_postgresql(tmp_path: Path, pg_url: str)
     home.ok("enqueue", "ensemble", "--from-models", "1,2,3", "--study", "pg")
     with home.db.session() as s:
         assert s.get(Ensemble, 1).early_epoch == 1  # the models' first kept checkpoint
-        add_morse(s, None, MorseSpec(ensemble_id=1, subdiv=8), wait=True)
+        add_morse(s, None, MorseSpec(ensemble_id=1, subdiv=8))
     home.drain()  # measures refreshed by the queue itself
     with home.db.session() as s:
         levelset = _measures(s, "levelset")
