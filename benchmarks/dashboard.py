@@ -46,9 +46,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
+# `python benchmarks/dashboard.py` puts benchmarks/ first on sys.path, where queue.py would
+# shadow the standard library's `queue` (Streamlit's script thread pool imports it).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
 APP = REPO / "dashboard" / "app.py"
 VIEWS = ("heatmap", "contour", "3D")
 
