@@ -1,5 +1,5 @@
 """Meta-analysis: which measure ranks generalisation best in a study (Kendall and granulated
-tau with bootstrap intervals, over the ``measures`` rows `tracker meta` derives), the scatter
+tau with bootstrap intervals, over the ``measures`` rows the queue's refresh derives), the scatter
 of any measure against any target coloured by any hyperparameter, and a read-only SQL box."""
 
 from __future__ import annotations
@@ -88,11 +88,11 @@ st.title("Meta-analysis")
 st.subheader("Which measure predicts generalisation?")
 studies = study_names(src.db_url)
 if not studies:
-    st.info("No measures yet. `tracker enqueue examples/generalisation.toml`, `tracker work`, "
-            "then `tracker meta --study generalisation` fill this page (any study: "
-            "`tracker meta --study NAME` after its surfaces are computed); it reads one row "
-            "per checkpoint and measure definition, the mean and standard error over "
-            "direction seeds.")  # fmt: skip
+    st.info("No measures yet. `tracker enqueue examples/generalisation.toml` then "
+            "`tracker work` fill this page: the queue refreshes a study's measures when its "
+            "results land (`tracker meta --study NAME` prints the same table in a terminal). "
+            "It reads one row per checkpoint and measure definition, the mean and standard "
+            "error over direction seeds.")  # fmt: skip
 else:
     study = st.selectbox("study", list(studies), key="meta_study")
     measures, table = study_meta(src.db_url, studies[study])
