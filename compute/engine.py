@@ -63,10 +63,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -186,7 +186,9 @@ class _AfterFirst(nn.Module):
         self.model = model
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_after_first(z)
+        # The protocol's method (see _has_protocol), which nn.Module's typing does not know.
+        out: torch.Tensor = cast(Any, self.model).forward_after_first(z)
+        return out
 
 
 _PREPARE_METHODS = frozenset({"flatten", "view", "reshape", "float", "contiguous"})
@@ -462,8 +464,9 @@ class SurfaceEvaluator:
                     "use a model whose state_dict keys follow its modules"
                 ) from err
             view = flat[entry["offset"] : entry["offset"] + entry["size"]].view(entry["shape"])
-            if attr in module._parameters:
-                module._parameters[attr].data = view
+            param = module._parameters.get(attr)
+            if param is not None:
+                param.data = view
             elif attr in module._buffers:
                 module._buffers[attr] = view
             else:
@@ -651,8 +654,9 @@ class SurfaceEvaluator:
         name = self._model.first_affine
         step = self._plan["sample_batch"]
         outputs: list[list[torch.Tensor]] = [[] for _ in range(1 + self._ndim)]
+        prepare: Callable[[torch.Tensor], torch.Tensor] = cast(Any, self._model).prepare_input
         for start in range(0, x.shape[0], step):
-            u = self._model.prepare_input(x[start : start + step])
+            u = prepare(x[start : start + step])
             outputs[0].append(layer(u))
             for k, d in enumerate(self._dirs):
                 params = {
@@ -810,7 +814,7 @@ class SurfaceEvaluator:
         # The buffer receives the mixed first-layer output: no allocation per point.
         batches: list[list[tuple[Any, torch.Tensor, torch.Tensor | None]]] = []
         for g, (x, y) in enumerate(self._groups):
-            parts = []
+            parts: list[tuple[Any, torch.Tensor, torch.Tensor | None]] = []
             for start in range(0, x.shape[0], step):
                 stop = min(start + step, x.shape[0])
                 if use_first:
@@ -825,7 +829,7 @@ class SurfaceEvaluator:
         rows = self._ndim == 2
         row_flat = torch.empty_like(self._centre) if rows else self._centre
         row_z = [
-            [torch.empty_like(buffer) if rows else inputs[0] for inputs, _, buffer in parts]
+            [torch.empty_like(inputs[0]) if rows else inputs[0] for inputs, _, _buffer in parts]
             for parts in batches
         ] if use_first else []  # fmt: skip
         row_key: float | None = None
@@ -838,7 +842,8 @@ class SurfaceEvaluator:
             forward = compiled = self._forward(rep)
             infer = lambda z, _scratch: compiled(z)  # noqa: E731
         elif infer is None:
-            infer = lambda z, _scratch: rep.model.forward_after_first(z)  # noqa: E731
+            model: Any = rep.model  # the protocol's method, looked up only when called
+            infer = lambda z, _scratch: model.forward_after_first(z)  # noqa: E731
         for point in points.tolist():
             if rows and point[1] != row_key:
                 row_key = point[1]
@@ -1031,7 +1036,8 @@ class SurfaceEvaluator:
             return self._score(out, y)
 
         in_dims = (0, 0 if inputs_batched else None)
-        return torch.vmap(one, in_dims=in_dims)(params, inputs)
+        loss, correct = torch.vmap(one, in_dims=in_dims)(params, inputs)
+        return loss, correct
 
 
 def _classes_major(out: torch.Tensor, rank: int) -> bool:

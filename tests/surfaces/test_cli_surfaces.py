@@ -117,7 +117,19 @@ def test_enqueue_surface_sizes_tiles_from_the_stored_layout_without_torch(traine
     from tracker.surfaces.rows import default_tile
 
     root, env = trained
-    shutil.copytree(root / ".tracker", tmp_path / ".tracker")  # the shared home stays as it is
+    # The shared home stays as it is. Its database is copied with SQLite's backup API, never as
+    # files: copying a WAL database's -shm file from a process with connections to it drops
+    # that process's locks on it, and a later connection may then rebuild the WAL index under
+    # the test process's feet ("database disk image is malformed" in the next tests).
+    shutil.copytree(root / ".tracker", tmp_path / ".tracker",
+                    ignore=shutil.ignore_patterns("tracker.db*"))  # fmt: skip
+    source = sqlite3.connect(root / ".tracker" / "tracker.db")
+    target = sqlite3.connect(tmp_path / ".tracker" / "tracker.db")
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
     env = tracker_env(tmp_path)
     _ok(run_tracker("enqueue", "model", "--arch", "mlp", "--widths", "16", "--dataset", "digits",
                     "--lr", "0.01", "--name", "twin", env=env))  # fmt: skip
