@@ -168,6 +168,9 @@ def figure_violins(data: dict[str, Any]) -> Any:
                 body.set_facecolor(node_colour(groups[i][0]))
                 body.set_edgecolor("black")
                 body.set_alpha(0.8)
+        else:  # e.g. an ensemble of a study's models: their members carry no such metric
+            ax.text(0.5, 0.5, f"no {key} recorded for these models", transform=ax.transAxes,
+                    ha="center", va="center", color="0.4")  # fmt: skip
         ax.set_xticks(range(len(groups)), labels)
         ax.set_title(title)
     fig.suptitle(

@@ -45,8 +45,9 @@ class EnsembleSpec:
 
 @dataclass(frozen=True)
 class MorseSpec:
-    """A Morse graph to compute from a finished ensemble: on ``weights`` kernel weights chosen
-    by ``pick``, or on the parameters named in ``columns`` (names or flat indices) when given."""
+    """A Morse graph to compute from an ensemble (its task waits while the ensemble trains): on
+    ``weights`` kernel weights chosen by ``pick``, or on the parameters named in ``columns``
+    (names or flat indices) when given."""
 
     ensemble_id: int
     pick: str = "max-variance"
