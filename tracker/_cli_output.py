@@ -49,6 +49,8 @@ def dumps(data: Any) -> str:
 def emit(args: argparse.Namespace, data: Any, text: str | Callable[[], str] | None) -> None:
     """Print ``data`` as JSON under ``--json``, else ``text`` (a string, or a function that
     makes it: tables are built only for a person). ``None`` prints nothing in text mode."""
+    if isinstance(data, Enqueued):
+        args.enqueued = data  # what `enqueue --wait` waits for (tracker._wait)
     if wants_json(args):
         args.json_payload = data  # main prints it once the command has returned
     elif text is not None:
@@ -132,9 +134,13 @@ def json_mode(args: argparse.Namespace) -> Iterator[None]:
         yield  # an error propagates: stderr has its one line, stdout stays empty
     payload = getattr(args, "json_payload", rows)
     if isinstance(payload, Enqueued):
-        print(dumps(payload.to_json(rows.to_json()["created"])))
+        document = payload.to_json(rows.to_json()["created"])
     elif hasattr(args, "json_payload"):
-        print(dumps(payload))
+        document = payload
     else:
         lines = [line for line in captured.getvalue().splitlines() if line.strip()]
-        print(dumps({**rows.to_json(), "output": lines}))
+        document = {**rows.to_json(), "output": lines}
+    extra = getattr(args, "json_extra", None)  # e.g. what `enqueue --wait` waited for
+    if extra and isinstance(document, dict):
+        document = {**document, **extra}
+    print(dumps(document))

@@ -23,41 +23,82 @@ from tracker._status import error_summary
 LINE_INTERVAL = 10.0  # seconds between plain progress lines
 
 
+# At most this many id ranges in one query's OR (SQLite parses an OR chain as a deep tree).
+RANGES_PER_QUERY = 200
+
+
+def id_ranges(ids: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """Distinct ids as (first, last) runs of consecutive ids: an enqueue's tasks are mostly one
+    run, so a million no-ops are one BETWEEN rather than a million-item IN list."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(set(ids)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return tuple(runs)
+
+
 @dataclass(frozen=True)
 class Scope:
-    """The tasks a `tracker work` serves: its kinds and (optionally) studies."""
+    """The tasks a `tracker work` serves (its kinds and, optionally, studies), or the tasks an
+    `enqueue --wait` waits for (``task_ids``: runs of ids from ``id_ranges``)."""
 
     db: Database
-    kinds: Sequence[str]
+    kinds: Sequence[str] | None
     study_ids: Sequence[int] | None
+    task_ids: tuple[tuple[int, int], ...] | None = None
 
-    def _where(self, query: Any) -> Any:
-        query = query.where(Task.kind.in_(list(self.kinds)))
+    def _wheres(self, query: Any) -> list[Any]:
+        """``query`` restricted to the scope: one query, or one per chunk of id runs."""
+        if self.kinds is not None:
+            query = query.where(Task.kind.in_(list(self.kinds)))
         if self.study_ids is not None:
             query = query.where(Task.study_id.in_(list(self.study_ids)))
-        return query
+        if self.task_ids is None:
+            return [query]
+        runs = self.task_ids
+        return [
+            query.where(sa.or_(*(Task.id.between(lo, hi)
+                                 for lo, hi in runs[i : i + RANGES_PER_QUERY])))
+            for i in range(0, len(runs), RANGES_PER_QUERY)
+        ]  # fmt: skip
+
+    def rows(self, query: Any) -> list[Any]:
+        """The rows of ``query`` (a select on tasks) over the scope."""
+        with self.db.engine.connect() as conn:
+            return [row for q in self._wheres(query) for row in conn.execute(q)]
 
     def failed(self) -> list[tuple[int, str, str, str]]:
         """(id, study, kind, error's last line) of the failed tasks in scope."""
-        query = self._where(
+        rows = self.rows(
             sa.select(Task.id, Study.name, Task.kind, Task.error)
             .join(Study, Study.id == Task.study_id)
             .where(Task.status == "failed")
             .order_by(Task.id)
         )
-        with self.db.engine.connect() as conn:
-            return [(i, s, k, error_summary(e)) for i, s, k, e in conn.execute(query)]
+        return sorted((i, s, k, error_summary(e)) for i, s, k, e in rows)
 
     def grid_points_done(self) -> int:
         """Grid points of the surface tiles in scope that are done."""
         rows = sa.case((Tile.iy1 > Tile.iy0, Tile.iy1 - Tile.iy0), else_=1)
-        query = self._where(
+        found = self.rows(
             sa.select(sa.func.coalesce(sa.func.sum((Tile.ix1 - Tile.ix0) * rows), 0))
             .join(Task, Task.id == Tile.task_id)
             .where(Task.status == "done")
         )
-        with self.db.engine.connect() as conn:
-            return int(conn.execute(query).scalar() or 0)
+        return sum(int(n or 0) for (n,) in found)
+
+    def statuses(self) -> list[tuple[int, str, str]]:
+        """(id, kind, status) of every task in scope, by id."""
+        return sorted(tuple(r) for r in self.rows(sa.select(Task.id, Task.kind, Task.status)))
+
+    def counts(self) -> dict[str, int]:
+        """Tasks in scope by status (every status present, zero when none)."""
+        counts = dict.fromkeys(("waiting", "pending", "running", "done", "failed"), 0)
+        for status, n in self.rows(sa.select(Task.status, sa.func.count()).group_by(Task.status)):
+            counts[status] += int(n)
+        return counts
 
 
 def clock(seconds: float | None) -> str:
@@ -80,8 +121,10 @@ class Progress:
         quiet: bool = False,
         scope: Scope | None = None,
         interval: float = LINE_INTERVAL,
+        idle: str = "starting workers",
     ) -> None:
         self.stream, self.enabled, self.scope, self.interval = stream, enabled, scope, interval
+        self.idle = idle  # what the line says before the first task finishes
         self.start_finished = start["done"] + start["failed"]
         self.start_total = sum(start.values())
         self.start_unfinished = self.start_total - self.start_finished
@@ -117,7 +160,7 @@ class Progress:
         }  # fmt: skip
 
     def line(self, n: dict[str, Any]) -> str:
-        rate = "starting workers" if n["rate"] is None and n["finished"] == 0 else (
+        rate = self.idle if n["rate"] is None and n["finished"] == 0 else (
             f"{n['rate']:.2f} tasks/s" if n["rate"] else "0 tasks/s"
         )  # fmt: skip
         points = f", {n['points_per_s']:,.0f} points/s" if n["points_per_s"] else ""
@@ -157,6 +200,19 @@ class Progress:
         if self.enabled and link and not self.dashboard_shown:
             self.dashboard_shown = True
             self._print(f"Dask dashboard: {link}")
+
+    def note(self, text: str) -> None:
+        """Print one line even with progress off (a hint the user must see), above the bar."""
+        if self.live is not None:
+            self.live.print(text)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Stop the live bar (an interrupted wait must not leave it drawing)."""
+        if self.live is not None:
+            self.live.progress.stop()
 
     def _print(self, text: str) -> None:
         if self.live is not None:

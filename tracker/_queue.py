@@ -19,7 +19,9 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -128,6 +130,30 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+# The task ids an enqueue command touched (made, or found already queued), while it records:
+# what `tracker enqueue ... --wait` waits for (tracker._wait).
+_touched: ContextVar[list[int] | None] = ContextVar("tracker_touched_tasks", default=None)
+
+
+@contextmanager
+def recording_tasks() -> Iterator[list[int]]:
+    """Collect the id of every task ``enqueue`` makes or finds (and of every result row's
+    task that ``tracker._rows.get_or_add`` finds) while the block runs."""
+    ids: list[int] = []
+    token = _touched.set(ids)
+    try:
+        yield ids
+    finally:
+        _touched.reset(token)
+
+
+def note_task(task_id: int | None) -> None:
+    """Record ``task_id`` for the enclosing ``recording_tasks`` block, if any."""
+    ids = _touched.get()
+    if ids is not None and task_id is not None:
+        ids.append(int(task_id))
+
+
 def enqueue(
     session: Session,
     study: Study,
@@ -149,6 +175,7 @@ def enqueue(
     digest = spec_hash(study.name, kind, payload, key)
     task = session.scalar(sa.select(Task).where(Task.spec_hash == digest))
     if task is not None:
+        note_task(task.id)
         return task, False
     parents = list({p.id: p for p in depends_on}.values())  # each parent once
     status, error = "pending", None
@@ -189,7 +216,9 @@ def enqueue(
     except sa_exc.IntegrityError:
         task = session.scalar(sa.select(Task).where(Task.spec_hash == digest))
         assert task is not None
+        note_task(task.id)
         return task, False
+    note_task(task.id)
     return task, True
 
 

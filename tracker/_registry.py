@@ -65,6 +65,11 @@ BUILTIN_KINDS: dict[str, tuple[str, bool]] = {
     "measures.refresh": ("tracker.meta.kinds", False),
 }
 
+# Follow-ups: tasks an enqueue adds after the result asked for, or that finishing it asks for
+# (figures on the MLflow run, the study's measures). `tracker enqueue ... --wait` returns when
+# the result is done and leaves these to the workers.
+FOLLOW_UP_KINDS: frozenset[str] = frozenset({"surface.artifacts", "measures.refresh"})
+
 # Kinds whose body logs to MLflow and does nothing else: a worker where MLflow is not installed
 # (a GPU box, see benchmarks/gpu_wheels.sh) leaves them for workers that have it.
 MLFLOW_KINDS: frozenset[str] = frozenset({"surface.artifacts"})

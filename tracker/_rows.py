@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
+from tracker._queue import note_task
 from tracker._schema import WorkRow
 
 RowT = TypeVar("RowT", bound=WorkRow)
@@ -27,6 +28,7 @@ def get_or_add(session: Session, cls: type[RowT], digest: str, **values: Any) ->
     """
     row = session.scalar(sa.select(cls).where(cls.spec_hash == digest))
     if row is not None:
+        note_task(row.task_id)  # the row's result may still be coming: `--wait` waits for it
         return row, False
     try:
         with session.begin_nested():
@@ -38,5 +40,6 @@ def get_or_add(session: Session, cls: type[RowT], digest: str, **values: Any) ->
         row = session.scalar(sa.select(cls).where(cls.spec_hash == digest))
         if row is None:  # the violation was another constraint: report it
             raise
+        note_task(row.task_id)
         return row, False
     return row, True

@@ -484,12 +484,16 @@ def _register_examples() -> None:
     example("show morse", "tracker show morse 1")
     example("show surface", "tracker show surface 1", "tracker show surface 1 --json")
     example("requeue", "tracker requeue --failed --study sweep", "tracker requeue 12 13")
-    example("enqueue noop", "tracker enqueue noop --count 100 --seconds 0.1")
-    example("enqueue study", "tracker enqueue examples/demo.toml --json")
+    example("enqueue noop", "tracker enqueue noop --count 100 --seconds 0.1",
+            "tracker enqueue noop --count 10 --wait -q")
+    example("enqueue study", "tracker enqueue examples/demo.toml --json",
+            "tracker enqueue examples/demo.toml --wait")
     example("enqueue model", "tracker enqueue model --arch mlp --widths 64,64 --dataset digits "
             "--epochs 20 --lr 0.05 --json")  # fmt: skip
     example("enqueue surface", "tracker enqueue surface --model 1 --x -1:1:51 --y -1:1:51",
-            "tracker enqueue surface --interpolate 1 2 --x -0.5:1.5:41")  # fmt: skip
+            "tracker enqueue surface --interpolate 1 2 --x -0.5:1.5:41",
+            "tracker enqueue surface --model 1 --x -1:1:51 --y -1:1:51 --wait  "
+            "# with `tracker work --forever` running")  # fmt: skip
     example("enqueue retrain", "tracker enqueue retrain --model 1 --direction-seeds 0-3 "
             "--steps 0.25,0.5 --epochs 10")  # fmt: skip
     example("enqueue topology", "tracker enqueue topology --model 1 --loss test --knn 20")
@@ -717,6 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for module in FEATURE_CLI_MODULES:
         importlib.import_module(module).add_parsers(**groups)
+    from tracker._wait import add_wait_flags
+
+    for verb in enqsub.choices.values():  # every enqueue verb, a method's too: one --wait
+        add_wait_flags(verb)
     importlib.import_module("tracker.surfaces.cli").add_show_parser(showsub, common)
     importlib.import_module("tracker.curvature.cli").add_show_parser(showsub, common)
     return parser
@@ -780,6 +788,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, name):
             setattr(args, name, None)
     args.json = getattr(args, "json", False)
+    if getattr(args, "wait", False):
+        from tracker._wait import waiting
+
+        args.func = waiting(args.func)
     from tracker._cli_output import json_mode
     from tracker._exceptions import TrackerError
 
