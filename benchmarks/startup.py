@@ -17,6 +17,12 @@ printed as the median with the spread (min-max) of the runs:
   MLP (64,64) against ``benchmarks/plain_surface.py`` doing the same grid with plain torch
   (its import included), run as pairs; the ratio is tracker / plain per pair; the enqueue
   alone is printed too (it sizes tiles from the stored layout and imports no torch);
+- the user path, warm worker: in the same home ``tracker work --forever`` is started in the
+  background and made to drain one no-op (``enqueue noop --wait``: it is then up and idle;
+  "launch to idle" is that start), then ``tracker enqueue surface ... --wait`` of a new 51x51
+  surface is timed from launch to exit, against the same repeat's plain script; the worker is
+  stopped (SIGTERM) once its follow-ups are drained. It leaves out the worker's start, so the
+  cold user path is printed beside it (a user who keeps a worker up pays that start once);
 - ``--demo``: ``tracker demo`` in a new home (long: off by default).
 
 ``--base DIR`` runs every figure also on the tracker in DIR (e.g. a worktree of main), each
@@ -27,7 +33,8 @@ the figures are only comparable within one run.
     python benchmarks/startup.py [--repeat 3] [--base DIR] [--demo] [--only NAME,...]
 
 Targets: first claim <= 3 s, empty queue <= 1 s, worker start <= 0.3 s CPU, user path
-<= 0.67 of the plain script, demo <= 60 s. The exit status is 0 whatever the result.
+(cold and warm worker) <= 0.67 of the plain script, demo <= 60 s. A base tree without
+``--wait`` gets no warm figure. The exit status is 0 whatever the result.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -55,6 +63,7 @@ TARGETS = {  # figure -> the most it may be (seconds, or a ratio)
     "work, empty queue": 1.0,
     "worker start (CPU)": 0.3,
     "user path / plain": 0.67,
+    "user path, warm worker / plain": 0.67,
     "demo": 60.0,
 }
 
@@ -242,11 +251,18 @@ def train_tiny(tree: Tree, figs: dict[str, Figure]) -> None:
 
 
 class UserPath:
-    """One trained digits MLP per tree; each repeat enqueues a new surface and drains it."""
+    """One trained digits MLP per tree; each repeat runs the plain script once and, against it,
+    the cold path (enqueue a new surface, then `tracker work`) and the warm path (a new surface
+    by `tracker enqueue surface --wait` while `tracker work --forever` is up and idle)."""
 
     def __init__(self) -> None:
         self.homes: dict[str, Path] = {}
         self.seed = 0
+
+    def surface(self, tree: Tree, home: Path, *extra: str) -> Run:
+        self.seed += 2  # a new surface each time (the y direction takes seed + 1)
+        return tree.tracker(home, "enqueue", "surface", "--model", "1", "--x", "-1:1:51",
+                            "--y", "-1:1:51", "--seed", str(self.seed), *extra)  # fmt: skip
 
     def __call__(self, tree: Tree, figs: dict[str, Figure]) -> None:
         home = self.homes.get(tree.label)
@@ -255,11 +271,9 @@ class UserPath:
             tree.tracker(home, "train", "--arch", "mlp", "--widths", "64,64", "--dataset",
                          "digits", "--epochs", "5", "--batch-size", "32", "--lr", "0.05",
                          "--momentum", "0.9")  # fmt: skip
-        self.seed += 2
         plain = tree.python(home, str(PLAIN), "--n", "51", "--seed", str(self.seed))
         t0 = time.perf_counter()
-        enq = tree.tracker(home, "enqueue", "surface", "--model", "1", "--x", "-1:1:51",
-                           "--y", "-1:1:51", "--seed", str(self.seed))  # fmt: skip
+        enq = self.surface(tree, home)
         work = tree.tracker(home, "work", "--no-progress")
         wall = time.perf_counter() - t0
         figs["user path, tracker"].add(tree.label, wall)
@@ -269,6 +283,52 @@ class UserPath:
         figs["user path, plain script"].add(tree.label, plain.wall)
         figs["user path, plain script (CPU)"].add(tree.label, plain.cpu)
         figs["user path / plain"].add(tree.label, wall / plain.wall)
+        if not self.warm(tree, home, figs, plain):
+            figs["user path, warm worker"].notes[tree.label] = "this tree has no --wait"
+
+    def warm(self, tree: Tree, home: Path, figs: dict[str, Figure], plain: Run) -> bool:
+        """The warm path, timed from launch to exit of `enqueue surface --wait`; the worker's
+        own start (launch until it has drained one no-op) is printed apart."""
+        if "--wait" not in tree.tracker(home, "enqueue", "noop", "--help").out:
+            return False
+        log = (home / "worker.log").open("w")
+        t0 = time.perf_counter()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tracker.cli", "work", "--forever", "--no-progress"],
+            env=tree.env(home), cwd=home, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            # Ready: the worker has drained one no-op (it is up, has claimed, and is idle).
+            tree.tracker(home, "enqueue", "noop", "--count", "1", "--study", f"ready-{self.seed}",
+                         "--wait", "--no-progress")  # fmt: skip
+            figs["warm worker, launch to idle"].add(tree.label, time.perf_counter() - t0)
+            r = self.surface(tree, home, "--wait", "--no-progress")
+            figs["user path, warm worker"].add(tree.label, r.wall)
+            figs["user path, warm worker (CPU)"].add(tree.label, r.cpu)
+            figs["user path, warm worker / plain"].add(tree.label, r.wall / plain.wall)
+            drained(tree.db_path(home))  # the follow-ups (figures on MLflow) off the next runs
+        finally:
+            worker.send_signal(signal.SIGTERM)  # `tracker work`'s clean exit (status 143)
+            try:
+                worker.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+            log.close()
+        return True
+
+
+def drained(db: Path, patience: float = 600.0) -> None:
+    """Return once no task is waiting, pending or running (the worker is idle again)."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db) as conn:
+            (left,) = conn.execute("SELECT count(*) FROM tasks WHERE status IN "
+                                   "('waiting', 'pending', 'running')").fetchone()  # fmt: skip
+        if not left:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the warm worker left tasks unfinished after {patience:.0f} s")
 
 
 def demo(tree: Tree, figs: dict[str, Figure]) -> None:
@@ -295,7 +355,9 @@ MEASURES: dict[str, tuple[Callable[[Tree, dict[str, Figure]], None], list[str]]]
         ["train, tiny model, new home", "train, tiny model, new home (CPU)"],
     ),
     "user": (UserPath(), ["user path, tracker", "user path, plain script", "user path / plain",
+                          "user path, warm worker", "user path, warm worker / plain",
                           "user path, tracker (CPU)", "user path, plain script (CPU)",
+                          "user path, warm worker (CPU)", "warm worker, launch to idle",
                           "enqueue surface", "enqueue surface (CPU)"]),
     "demo": (demo, ["demo", "demo (CPU)"]),
 }

@@ -134,7 +134,7 @@ def json_mode(args: argparse.Namespace) -> Iterator[None]:
         yield  # an error propagates: stderr has its one line, stdout stays empty
     payload = getattr(args, "json_payload", rows)
     if isinstance(payload, Enqueued):
-        document = payload.to_json(rows.to_json()["created"])
+        document: Any = payload.to_json(rows.to_json()["created"])
     elif hasattr(args, "json_payload"):
         document = payload
     else:

@@ -141,7 +141,7 @@ def test_no_worker_gives_one_hint_and_ctrl_c_leaves_the_tasks_queued(tmp_path: P
         if "no worker" in line:
             break
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     lines += err.splitlines(keepends=True)
     assert proc.returncode == 130, lines
     hints = [line for line in lines if "no worker" in line]
