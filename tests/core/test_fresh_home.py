@@ -3,6 +3,7 @@ create nothing, and a database that exists but is not at head is still refused (
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,48 @@ def test_fresh_home_enqueue_creates_the_schema_and_status_creates_nothing(tmp_pa
     assert set(Base.metadata.tables) <= _tables(url)
     status = run_tracker("status", env=env)
     assert status.returncode == 0 and "fresh" in status.stdout, status.stderr
+
+
+def _schema(db_file: Path) -> list[tuple[str, str, str]]:
+    import sqlite3
+
+    with sqlite3.connect(db_file) as conn:
+        rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE "
+                            "'sqlite_%' ORDER BY type, name").fetchall()  # fmt: skip
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    # Alembic's table rebuilds list a table's constraints in an order of their own (a set's),
+    # which differs between two runs of the same migrations: compare the clauses as a set.
+    clauses = [(kind, name, " | ".join(sorted(re.split(r",\s*\n\t|, ", sql or ""))))
+               for kind, name, sql in rows]  # fmt: skip
+    return [*clauses, ("version", str(version), "")]
+
+
+def test_a_new_home_copies_the_prepared_schema_that_the_migrations_make(
+    tmp_path: Path, mlflow_template_dir: Path
+):
+    """A writing command in a new home copies a template made by the migrations (once per
+    machine and schema) instead of running them: the same tables, indexes and revision as
+    `tracker db upgrade` (Alembic) makes, and the copy takes rows and is in WAL mode."""
+    import sqlite3
+
+    migrated = tmp_path / "migrated"
+    copied = tmp_path / "copied"
+    migrated.mkdir()
+    copied.mkdir()
+    assert run_tracker("db", "upgrade", env=tracker_env(migrated)).returncode == 0
+    for _ in range(2):  # the first may make the template, the second surely copies it
+        copied_env = tracker_env(copied)
+        enq = run_tracker("enqueue", "noop", "--count", "2", env=copied_env)
+        assert enq.returncode == 0, enq.stderr
+        db_file = copied / ".tracker" / "tracker.db"
+        assert _schema(db_file) == _schema(migrated / ".tracker" / "tracker.db")
+        with sqlite3.connect(db_file) as conn:
+            assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (2,)
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        import shutil
+
+        shutil.rmtree(copied / ".tracker")
+    assert list(mlflow_template_dir.glob(f"tracker-{SCHEMA_REVISION}-*.db"))
 
 
 @pytest.mark.parametrize(
