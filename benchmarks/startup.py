@@ -20,8 +20,10 @@ printed as the median with the spread (min-max) of the runs:
 - the user path, warm worker: in the same home ``tracker work --forever`` is started in the
   background and made to drain one no-op (``enqueue noop --wait``: it is then up and idle;
   "launch to idle" is that start), then ``tracker enqueue surface ... --wait`` of a new 51x51
-  surface is timed from launch to exit, against the same repeat's plain script; the worker is
-  stopped (SIGTERM) once its follow-ups are drained. It leaves out the worker's start, so the
+  surface is timed from launch to exit, twice, against the same repeat's plain script: the
+  worker's first surface (its torch and engine imports happen then: a worker claims before
+  heavy imports) and the next one (the steady state of a worker kept up: the figure with the
+  target); the worker is stopped (SIGTERM) once its follow-ups are drained. It leaves out the worker's start, so the
   cold user path is printed beside it (a user who keeps a worker up pays that start once);
 - ``--demo``: ``tracker demo`` in a new home (long: off by default).
 
@@ -302,6 +304,12 @@ class UserPath:
             tree.tracker(home, "enqueue", "noop", "--count", "1", "--study", f"ready-{self.seed}",
                          "--wait", "--no-progress")  # fmt: skip
             figs["warm worker, launch to idle"].add(tree.label, time.perf_counter() - t0)
+            # Its first surface imports torch and the engine in the worker (a worker claims
+            # before heavy imports); the next one finds them loaded, as every later request does.
+            first = self.surface(tree, home, "--wait", "--no-progress")
+            figs["user path, warm worker, its first surface"].add(tree.label, first.wall)
+            figs["its first surface / plain"].add(tree.label, first.wall / plain.wall)
+            drained(tree.db_path(home))
             r = self.surface(tree, home, "--wait", "--no-progress")
             figs["user path, warm worker"].add(tree.label, r.wall)
             figs["user path, warm worker (CPU)"].add(tree.label, r.cpu)
@@ -356,6 +364,8 @@ MEASURES: dict[str, tuple[Callable[[Tree, dict[str, Figure]], None], list[str]]]
     ),
     "user": (UserPath(), ["user path, tracker", "user path, plain script", "user path / plain",
                           "user path, warm worker", "user path, warm worker / plain",
+                          "user path, warm worker, its first surface",
+                          "its first surface / plain",
                           "user path, tracker (CPU)", "user path, plain script (CPU)",
                           "user path, warm worker (CPU)", "warm worker, launch to idle",
                           "enqueue surface", "enqueue surface (CPU)"]),
