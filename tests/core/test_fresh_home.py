@@ -55,7 +55,8 @@ def _schema(db_file: Path) -> list[tuple[str, str, str]]:
         version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     # Alembic's table rebuilds list a table's constraints in an order of their own (a set's),
     # which differs between two runs of the same migrations: compare the clauses as a set.
-    clauses = [(kind, name, " | ".join(sorted(re.split(r",\s*\n\t|, ", sql or ""))))
+    clauses = [(kind, name, " | ".join(sorted(re.split(r",\s*\n\t|, ",
+                                                       (sql or "").removesuffix("\n)")))))
                for kind, name, sql in rows]  # fmt: skip
     return [*clauses, ("version", str(version), "")]
 
