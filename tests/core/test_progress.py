@@ -133,7 +133,11 @@ def test_a_local_cluster_serves_its_dask_dashboard_and_prints_the_address_once(
     with urllib.request.urlopen(url.strip(), timeout=30) as response:
         assert response.status == 200
     assert running, "the work ended before its dashboard was read"
-    stdout, _ = proc.communicate(timeout=300)
+    # stdout read here, stderr only by the reader thread (communicate() would read stderr too,
+    # and the lines the thread missed went to it).
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    proc.wait(timeout=300)
     reader.join(timeout=30)
     assert proc.returncode == 0, "".join(lines)
     terminal = stdout + "".join(lines)
