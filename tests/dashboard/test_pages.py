@@ -104,8 +104,9 @@ def _stored(db_url: str, store_url: str) -> tuple[dict[int, np.ndarray], dict[in
 
 
 def test_surfaces_page_draws_images_and_plotly_only_in_3d(dashboard_env: Seeded) -> None:
-    """Heatmaps, difference, curves and panel are server-drawn images (no Plotly bundle for
-    the browser); the 3D view is Plotly, on one colour scale, with the stored grids."""
+    """Heatmaps, difference, curves, panel and the default 3D view are server-drawn images
+    (no Plotly bundle for the browser); the interactive 3D view is Plotly, on one colour
+    scale, with the stored grids."""
     at = run_page("surfaces")
     assert figures(at) == []
     images = at.get("image")
@@ -118,6 +119,8 @@ def test_surfaces_page_draws_images_and_plotly_only_in_3d(dashboard_env: Seeded)
     at.radio(key="view").set_value("contour").run()
     assert not at.exception and figures(at) == [] and len(at.get("image")) == 4
     at.radio(key="view").set_value("3D").run()
+    assert not at.exception and figures(at) == [] and len(at.get("image")) == 4
+    at.toggle(key="rotate").set_value(True).run()
     assert not at.exception
     (side3d,) = figures(at)
     stored, _ = _stored(dashboard_env.db_url, dashboard_env.store_url)
