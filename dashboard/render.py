@@ -2,8 +2,9 @@
 
 Why not Plotly for these: a browser that shows a Plotly chart first downloads and compiles
 Streamlit's 4.7 MB Plotly bundle, which took longer than the whole 2 s budget of a page with
-four 101x101 surfaces. A PNG of the same four heatmaps is ~100 kB and is drawn at once. Plotly
-stays for the 3D view, which the user picks explicitly (it needs rotating to be read).
+four 101x101 surfaces. A PNG of the same four heatmaps is ~100 kB and is drawn at once. The 3D
+view is an image too by default (:func:`surfaces_3d`, turned by elevation/azimuth); Plotly
+draws only what the user asks to be interactive (hover values, rotating in the browser).
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so Streamlit's script
 threads can draw at the same time; their layout is fixed by hand (a grid with a colour-bar
