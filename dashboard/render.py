@@ -2,8 +2,9 @@
 
 Why not Plotly for these: a browser that shows a Plotly chart first downloads and compiles
 Streamlit's 4.7 MB Plotly bundle, which took longer than the whole 2 s budget of a page with
-four 101x101 surfaces. A PNG of the same four heatmaps is ~100 kB and is drawn at once. Plotly
-stays for the 3D view, which the user picks explicitly (it needs rotating to be read).
+four 101x101 surfaces. A PNG of the same four heatmaps is ~100 kB and is drawn at once. The 3D
+view is an image too by default (:func:`surfaces_3d`, turned by elevation/azimuth); Plotly
+draws only what the user asks to be interactive (hover values, rotating in the browser).
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so Streamlit's script
 threads can draw at the same time; their layout is fixed by hand (a grid with a colour-bar
@@ -153,6 +154,45 @@ def panel(surfs: list[dict[str, Any]], metric: str, log: bool) -> Figure:
                 ax.set_title(f"minibatch {g + 1}")
         axes[r][0].set_ylabel(f"#{s['id']}")
     fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), cax=bar, label=metric)
+    return fig
+
+
+ELEVATION, AZIMUTH = 30, -60  # the 3D image's default camera (degrees; matplotlib's own)
+MAX_3D_EDGES = 41  # quads per side of a surface in the 3D image (matplotlib samples larger grids)
+
+
+def surfaces_3d(
+    surfs: list[dict[str, Any]], metric: str, log: bool, elev: float = ELEVATION,
+    azim: float = AZIMUTH,
+) -> Figure:  # fmt: skip
+    """The surfaces in 3D seen from ``elev``/``azim`` degrees, four to a row: one colour scale
+    and one z range, each panel titled like the heatmaps. Drawn on the server (a PNG), so the
+    browser shows it at once; the page's interactive view rotates it in Plotly instead."""
+    from mpl_toolkits.mplot3d import Axes3D  # noqa: F401  (registers the 3d projection)
+
+    zs = [values(s, metric, log) for s in surfs]
+    norm = _norm(*value_range(zs))
+    cols = min(len(surfs), PER_ROW)
+    rows = -(-len(surfs) // PER_ROW)
+    fig = Figure(figsize=(3.3 * cols + 1.0, 3.4 * rows), dpi=DPI)
+    right = 1.0 - 0.8 / fig.get_figwidth()
+    gs = fig.add_gridspec(rows, cols + 1, width_ratios=[1.0] * cols + [0.05], left=0.0,
+                          right=right, bottom=0.04, top=0.92, wspace=0.05, hspace=0.1)  # fmt: skip
+    label = f"log10 {metric}" if log else metric
+    for i, (s, z) in enumerate(zip(surfs, zs, strict=True)):
+        ax = fig.add_subplot(gs[i // cols, i % cols], projection="3d")
+        gx, gy = np.meshgrid(np.asarray(s["xs"], float), np.asarray(s["ys"], float))
+        ax.plot_surface(gx, gy, np.ma.masked_invalid(z), cmap=CMAP, norm=norm,
+                        rcount=MAX_3D_EDGES, ccount=MAX_3D_EDGES, linewidth=0,
+                        antialiased=False)  # fmt: skip
+        ax.set_zlim(norm.vmin, norm.vmax)
+        ax.view_init(elev=elev, azim=azim)
+        ax.set_title(title(s), fontsize=8)
+        ax.set_xlabel("x", labelpad=-8)
+        ax.set_ylabel("y", labelpad=-8)
+        ax.tick_params(labelsize=6, pad=-2)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), cax=fig.add_subplot(gs[:, cols]),
+                 label=label)  # fmt: skip
     return fig
 
 

@@ -35,6 +35,14 @@ def streamlit_argv(args: argparse.Namespace) -> list[str]:
         "--server.fileWatcherType", "none",
         "--global.developmentMode", "false",
         "--client.toolbarMode", "minimal",
+        # Streamlit runs a full gc.collect() after every script run by default: with pandas,
+        # Plotly, matplotlib and SQLAlchemy loaded that held the GIL for 0.27-0.46 s after
+        # each page (the server could not send the page meanwhile), most of what a page in a
+        # new tab took beyond Streamlit's own floor. Python's generational GC still runs.
+        "--runner.postScriptGC", "false",
+        # No page uses "magic" (bare expressions written to the page), and Streamlit
+        # recompiles the app and page with its AST rewrite (~50 ms each) for every new tab.
+        "--runner.magicEnabled", "false",
     ]  # fmt: skip
 
 

@@ -150,6 +150,10 @@ except data.QueryRejected as err:
 if result.attrs.get("note"):
     st.caption(result.attrs["note"])
 result = common.numeric(result)
+if result.empty:  # its columns as a static table: no data grid to load for no rows
+    st.table(result, hide_index=True)
+    st.caption("The query returned no rows.")
+    st.stop()
 st.dataframe(result, hide_index=True, width="stretch")
 cols = numeric_columns(result)
 if len(cols) >= 2:

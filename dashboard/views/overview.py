@@ -1,4 +1,9 @@
-"""Overview: studies, work per kind and status, live queue progress, recent failures."""
+"""Overview: studies, work per kind and status, live queue progress, recent failures.
+
+Its tables are short summaries (a row per study, per study and kind, the last 20 failures),
+drawn as static tables: the interactive data grid (st.dataframe) loads and draws its own
+bundle in every new tab, ~0.3 s of a page that should show within 1 s.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +63,7 @@ def queue() -> None:
         st.info("No studies yet: `tracker enqueue examples/demo.toml` adds one, then "
                 "`tracker work` computes it (or `tracker demo` does both).")
     else:
-        st.dataframe(studies, hide_index=True, width="stretch")
+        st.table(studies, hide_index=True)
 
     st.subheader("Work per kind and status")
     if counts.empty:
@@ -71,7 +76,7 @@ def queue() -> None:
             .reindex(columns=STATUSES, fill_value=0)
             .reset_index()
         )
-        st.dataframe(pivot, hide_index=True, width="stretch")
+        st.table(pivot, hide_index=True)
 
     st.subheader("Recent failures")
     failures = common.query(src.db_url, FAILURES)
@@ -79,7 +84,7 @@ def queue() -> None:
         st.success("No failed tasks.")
         return
     failures.insert(3, "message", failures["error"].map(error_summary))
-    st.dataframe(failures.drop(columns=["error"]), hide_index=True, width="stretch")
+    st.table(failures.drop(columns=["error"]), hide_index=True)
     for row in failures.itertuples():
         retry = " (will retry)" if row.status == "pending" else ""
         with st.expander(f"task {row.task} [{row.study}/{row.kind}]{retry}"):

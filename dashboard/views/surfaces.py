@@ -1,9 +1,15 @@
 """Surfaces: up to eight side by side on one colour scale, 1D curves, differences, panels.
 
-Heatmaps, contours, differences, curves and panels are PNG images drawn on the server
-(dashboard/render.py) and cached per surface set, so a page of four 101x101 surfaces shows in
-the browser without Plotly's 4.7 MB bundle; Plotly draws only the interactive views (hover
-and 3D: dashboard/interactive.py).
+Heatmaps, contours, differences, curves, panels and, by default, the 3D view are PNG images
+drawn on the server (dashboard/render.py) and cached per surface set, so a page of four
+101x101 surfaces shows in the browser without Plotly's 4.7 MB bundle; Plotly draws only the
+interactive views (hover, and 3D when "interactive" is on: dashboard/interactive.py).
+
+Why the 3D view is an image by default: Plotly's WebGL scene took 4.9-5.9 s to show in
+headless Chromium on 2 cores (software GL), of which ~1.4 s is loading Plotly's bundle and
+2-3.5 s setting up the scene, whatever its size (one 41x41 surface without axes or hover
+still took 2-2.7 s), against the 3 s target; the image of the same four surfaces is drawn
+in ~0.8 s once and then cached per camera angle.
 """
 
 from __future__ import annotations
@@ -74,6 +80,25 @@ def chart_png(
     return render.png(fig)
 
 
+@st.cache_data(ttl=common.ARRAY_TTL, show_spinner=False, max_entries=64)
+def png_3d(
+    db_url: str, store_url: str, ids: tuple[int, ...], metric: str, log: bool, elev: int,
+    azim: int,
+) -> bytes:  # fmt: skip
+    """The surfaces in 3D from one camera angle, a server-drawn PNG, once per angle."""
+    surfs = [common.surface(db_url, store_url, i) for i in ids]
+    return render.png(render.surfaces_3d(surfs, metric, log, elev, azim))
+
+
+def _shared_int(name: str, default: int, lo: int, hi: int) -> int:
+    value = _shared(name, "")
+    try:
+        number = int(value)
+    except ValueError:
+        return default
+    return number if lo <= number <= hi else default
+
+
 def show_png(src: Any, chart: str, surfs: list[dict[str, Any]], caption: str, **kw: Any) -> None:
     """The chart as an image; ``kw``: metric, log and, for the side-by-side, view."""
     ids = tuple(int(s["id"]) for s in surfs)
@@ -126,12 +151,13 @@ metric = c1.radio("value", metrics, horizontal=True,
 view = c2.radio("view", VIEWS, horizontal=True, key="view",
                 index=VIEWS.index(_shared("view", "heatmap")) if _shared("view", "heatmap")
                 in VIEWS else 0,
-                help="hover and 3D are interactive (Plotly): hover shows each point's value; "
-                "heatmap and contour are drawn as images")  # fmt: skip
+                help="hover is interactive (Plotly): it shows each point's value; heatmap, "
+                "contour and 3D are drawn as images (3D can be rotated in the browser)")  # fmt: skip
 log = c3.checkbox("log10 scale", value=_shared("log", "0") == "1")
 
 st.subheader("2D surfaces side by side")
 chosen: list[int] = []
+camera: dict[str, str] = {}  # the 3D view's mode and angle, for the address bar
 if two_d.empty:
     st.caption("No complete 2D surfaces: `tracker enqueue surface --model ID --x -1:1:51 "
                "--y -1:1:51`, then `tracker work`.")  # fmt: skip
@@ -151,6 +177,26 @@ else:
     elif setups:
         st.caption(f"computed with {setups.pop()}")
     if surfs and view == "3D":
+        rotate = st.toggle("interactive (rotate in the browser)", key="rotate",
+                           value=_shared("rotate", "0") == "1",
+                           help="Plotly's 3D scene: drag to rotate, hover for values. It "
+                           "takes a few seconds to appear (WebGL); the image shows at once")  # fmt: skip
+        camera["rotate"] = "1" if rotate else "0"
+    if surfs and view == "3D" and camera["rotate"] == "0":
+        e_col, a_col = st.columns(2)
+        elev = e_col.slider("elevation (degrees)", 0, 90, step=15, key="elev",
+                            value=_shared_int("elev", render.ELEVATION, 0, 90))  # fmt: skip
+        azim = a_col.slider("azimuth (degrees)", -180, 180, step=15, key="azim",
+                            value=_shared_int("azim", render.AZIMUTH, -180, 180))  # fmt: skip
+        camera.update(elev=str(elev), azim=str(azim))
+        ids3 = tuple(int(s["id"]) for s in surfs)
+        side = max(max(len(s["xs"]), len(s["ys"])) for s in surfs)
+        note = (f" — drawn on at most {render.MAX_3D_EDGES} points a side; heatmap and hover "
+                "show every point") if side > render.MAX_3D_EDGES else ""  # fmt: skip
+        st.image(png_3d(src.db_url, src.store_url, ids3, metric, log, elev, azim),
+                 caption=" · ".join(s["label"] for s in surfs) + note, width="stretch",
+                 output_format="PNG")  # fmt: skip
+    elif surfs and view == "3D":
         meshes = [mesh_3d(src.db_url, src.store_url, s["id"], metric, log) for s in surfs]
         st.plotly_chart(interactive.side_by_side_3d(meshes, metric, log), width="stretch")
         thin = [f"#{m['id']} ({m['grid'][1]}x{m['grid'][0]})" for m in meshes
@@ -191,7 +237,8 @@ else:
 
 # The current selection in the address bar: copy the URL to share this view.
 st.query_params.from_dict({"study": study, "metric": metric, "view": view,
-                           "log": "1" if log else "0", "ids": ",".join(map(str, chosen))})
+                           "log": "1" if log else "0", "ids": ",".join(map(str, chosen)),
+                           **camera})  # fmt: skip
 st.caption("The address bar holds this selection: copy it to share the view.")
 
 st.subheader("1D curves overlaid")

@@ -269,8 +269,10 @@ def _every_page(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         if name == "overview":
             assert {m.label: m.value for m in at.metric}["Tasks"] == "3"
         if name == "meta":
-            # The SQL box's example query reads the documented measures view.
-            assert at.dataframe[-1].value.columns.tolist()[:2] == ["model_id", "batch_size"]
+            # The SQL box's example query reads the documented measures view (no rows yet:
+            # its columns as a static table).
+            assert at.table[-1].value.columns.tolist()[:2] == ["model_id", "batch_size"]
+            assert "no rows" in at.caption[-1].value
         if name == "levelsets":
             assert "the `levelset_runs` table has no rows" in at.info[0].value
         if name == "curvature":

@@ -45,7 +45,7 @@ def test_overview_counts_the_queue_and_shows_the_failure(dashboard_env: Seeded) 
     metrics = {m.label: m.value for m in at.metric}
     tasks = count(dashboard_env.db_url, "tasks")
     assert metrics == {"Studies": "1", "Tasks": str(tasks), "Done": str(tasks - 1), "Failed": "1"}
-    per_kind = at.dataframe[1].value
+    per_kind = at.table[1].value  # a static table (no data grid bundle in the browser)
     assert per_kind["failed"].sum() == 1 and per_kind["done"].sum() == tasks - 1
     assert set(per_kind.loc[per_kind["failed"] == 1, "kind"]) == {"test.fail"}
     errors = [c.value for c in at.code]
@@ -104,8 +104,9 @@ def _stored(db_url: str, store_url: str) -> tuple[dict[int, np.ndarray], dict[in
 
 
 def test_surfaces_page_draws_images_and_plotly_only_in_3d(dashboard_env: Seeded) -> None:
-    """Heatmaps, difference, curves and panel are server-drawn images (no Plotly bundle for
-    the browser); the 3D view is Plotly, on one colour scale, with the stored grids."""
+    """Heatmaps, difference, curves, panel and the default 3D view are server-drawn images
+    (no Plotly bundle for the browser); the interactive 3D view is Plotly, on one colour
+    scale, with the stored grids."""
     at = run_page("surfaces")
     assert figures(at) == []
     images = at.get("image")
@@ -118,6 +119,8 @@ def test_surfaces_page_draws_images_and_plotly_only_in_3d(dashboard_env: Seeded)
     at.radio(key="view").set_value("contour").run()
     assert not at.exception and figures(at) == [] and len(at.get("image")) == 4
     at.radio(key="view").set_value("3D").run()
+    assert not at.exception and figures(at) == [] and len(at.get("image")) == 4
+    at.toggle(key="rotate").set_value(True).run()
     assert not at.exception
     (side3d,) = figures(at)
     stored, _ = _stored(dashboard_env.db_url, dashboard_env.store_url)

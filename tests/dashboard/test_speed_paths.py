@@ -113,6 +113,7 @@ def test_a_large_surface_is_drawn_in_3d_on_a_thinned_grid_in_one_scene(
     at = AppTest.from_file(APP, default_timeout=120)
     at.switch_page("views/surfaces.py")
     at.query_params["view"] = "3D"
+    at.query_params["rotate"] = "1"  # the interactive scene (the default 3D view is an image)
     at.query_params["ids"] = "1,2"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
