@@ -206,6 +206,22 @@ def _make_schema_template(template: Path) -> None:
     os.replace(tmp, template)  # atomic: another process never copies a half-made one
 
 
+def add_wait_flags(parser: argparse.ArgumentParser) -> None:
+    """``--wait`` and its progress flags, on one enqueue verb's parser."""
+    parser.add_argument(
+        "--wait", action="store_true",
+        help="after enqueueing, wait until the result's tasks are done or failed, with the "
+        "progress `tracker work` shows; a worker does the work (keep `tracker work --forever` "
+        "running in another terminal). Follow-ups (a surface's figures on MLflow, the study's "
+        "measures refresh) are not waited for. Exit 1 if a task failed, 130 on Ctrl-C (the "
+        "tasks stay queued)",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true",
+                        help="with --wait: no progress output (the hint and errors still show)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="with --wait: a plain progress line every 10 s instead of a live bar")
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Rows under their headers (None prints as blank).
 

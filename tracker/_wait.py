@@ -1,7 +1,7 @@
 """`tracker enqueue ... --wait`: enqueue, then wait for the result with `tracker work`'s progress.
 
 Every enqueue verb (and a study file) gets ``--wait``, ``--no-progress`` and ``-q`` from
-``add_wait_flags``; ``main`` runs the verb through ``run_waiting``. The tasks waited for are
+``tracker._cliutil.add_wait_flags``; ``main`` runs the verb through ``run_waiting``. The tasks waited for are
 those the verb touched: every task ``tracker._queue.enqueue`` made or found already queued,
 the task of every result row ``tracker._rows.get_or_add`` found (an existing surface that is
 still being computed), and the tasks the verb reported. Follow-ups
@@ -35,22 +35,6 @@ HINT = ("tracker: no worker is claiming these tasks: start `tracker work --forev
         "terminal (or run `tracker work`)")  # fmt: skip
 GPU_HINT = ("tracker: no worker is claiming these tasks and some need a GPU: start "
             "`tracker work --cuda --forever` on a machine with one")  # fmt: skip
-
-
-def add_wait_flags(parser: argparse.ArgumentParser) -> None:
-    """``--wait`` and its progress flags, on one enqueue verb's parser."""
-    parser.add_argument(
-        "--wait", action="store_true",
-        help="after enqueueing, wait until the result's tasks are done or failed, with the "
-        "progress `tracker work` shows; a worker does the work (keep `tracker work --forever` "
-        "running in another terminal). Follow-ups (a surface's figures on MLflow, the study's "
-        "measures refresh) are not waited for. Exit 1 if a task failed, 130 on Ctrl-C (the "
-        "tasks stay queued)",
-    )  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true",
-                        help="with --wait: no progress output (the hint and errors still show)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="with --wait: a plain progress line every 10 s instead of a live bar")
 
 
 def waiting(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -721,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for module in FEATURE_CLI_MODULES:
         importlib.import_module(module).add_parsers(**groups)
-    from tracker._wait import add_wait_flags
+    from tracker._cliutil import add_wait_flags
 
     for verb in enqsub.choices.values():  # every enqueue verb, a method's too: one --wait
         add_wait_flags(verb)
