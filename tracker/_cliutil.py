@@ -116,23 +116,13 @@ def create_if_brand_new_sqlite(db: Database) -> bool:
     return True
 
 
-def prepared_folder() -> Path:
-    """Where this machine keeps prepared databases that new homes copy (the tracker's schema
-    here, MLflow's in tracker._mlflow): $TRACKER_MLFLOW_TEMPLATE_DIR, else the user's cache."""
-    import os
-
-    folder = os.environ.get("TRACKER_MLFLOW_TEMPLATE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tracker"
-    )
-    return Path(folder)
-
-
 def schema_template() -> Path:
     """The prepared SQLite database at head: named by the revision and a hash of the migration
     files, so an edited migration never hands out a stale copy."""
     import hashlib
 
     import migrations
+    from tracker._config import prepared_folder
     from tracker._db import SCHEMA_REVISION
 
     folder = Path(migrations.__file__).parent

@@ -41,3 +41,13 @@ def resolve(
     if not url.strip():
         raise ConfigError("the database URL is empty: set TRACKER_DB_URL or pass --db")
     return Settings(home=home_path, db_url=url, store_url=store, mlflow_uri=mlflow_uri)
+
+
+def prepared_folder() -> Path:
+    """Where this machine keeps the prepared databases that new homes copy (the tracker's
+    schema, tracker._cliutil; MLflow's tables, tracker._mlflow): $TRACKER_MLFLOW_TEMPLATE_DIR,
+    else the user's cache folder."""
+    folder = os.environ.get("TRACKER_MLFLOW_TEMPLATE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tracker"
+    )
+    return Path(folder)

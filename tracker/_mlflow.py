@@ -74,14 +74,12 @@ def _new_client(uri: str) -> MlflowClient:
 
 def template_path() -> Path:
     """The prepared MLflow database this machine copies into each new home, one per MLflow
-    version (its schema is that version's): in $TRACKER_MLFLOW_TEMPLATE_DIR, else the user's
-    cache folder."""
+    version (its schema is that version's), in the prepared folder (tracker._config)."""
     import mlflow
 
-    folder = os.environ.get("TRACKER_MLFLOW_TEMPLATE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tracker"
-    )
-    return Path(folder) / f"mlflow-{mlflow.__version__}.db"
+    from tracker._config import prepared_folder
+
+    return prepared_folder() / f"mlflow-{mlflow.__version__}.db"
 
 
 def _copy_template(db_path: Path) -> None:
