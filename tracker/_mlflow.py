@@ -8,18 +8,22 @@ start the run, and end it FINISHED, or FAILED with the reason when the body rais
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 # MLflow is imported where a run is logged, not when this module is: a worker that only
 # computes surfaces (a GPU machine without MLflow installed, see benchmarks/gpu_wheels.sh)
@@ -168,10 +172,12 @@ class RunLogger:
         self._pending: list[Metric] = []
         self._last = time.monotonic()
 
-    def metrics(self, values: Mapping[str, float | None], step: int) -> None:
+    def metrics(
+        self, values: Mapping[str, float | None], step: int, time_ms: int | None = None
+    ) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if time_ms is None else int(time_ms)
         for key, value in values.items():
             if value is None:
                 continue
@@ -252,11 +258,117 @@ def tag(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
 
 
 class TrackedRun(NamedTuple):
-    """A started run: its client, id and metric buffer."""
+    """A started run: its client, id and metric buffer; or, for a run logged by the side
+    process (``prestart``), no client and that process."""
 
-    client: MlflowClient
+    client: MlflowClient | None
     run_id: str
-    logger: RunLogger
+    logger: RunLogger | SideLogger
+    side: SideProcess | None = None
+
+
+# --- the side process (tracker._mlflow_side) ------------------------------------------------
+
+
+class SideProcess:
+    """The parent's end of a ``tracker._mlflow_side`` process logging one run to ``uri``."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        # Closed in close(): it outlives this call, so no `with`.
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tracker._mlflow_side", uri], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+        )  # fmt: skip
+
+    def send(self, op: str, **fields: object) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise RuntimeError(f"MLflow's logging process stopped{self._why()}") from None
+
+    def call(self, op: str, **fields: object) -> Any:
+        """Send a request and wait for its reply; MLflow's error is raised here."""
+        self.send(op, **fields)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"MLflow's logging process stopped{self._why()}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"MLflow logging failed: {reply['error']}")
+        return reply["ok"]
+
+    def _why(self) -> str:
+        self.proc.poll()
+        lines = self._tail().splitlines()
+        return f" ({lines[-1].strip()})" if lines else f" (exit {self.proc.returncode})"
+
+    def _tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read()[-4000:]
+
+    def close(self, *, wait: bool = True) -> None:
+        """End the process: let it finish (``wait``) or stop it (an unused one)."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        if not wait:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        text = self._tail().strip()
+        if text:  # MLflow's warnings: the log, not the terminal
+            logging.getLogger(__name__).info("MLflow logging process: %s", text)
+        self._stderr.close()
+
+
+class SideLogger:
+    """``RunLogger``'s interface for a run logged by the side process (which buffers)."""
+
+    def __init__(self, side: SideProcess) -> None:
+        self.side = side
+
+    def metrics(self, values: Mapping[str, float | None], step: int) -> None:
+        kept = {k: float(v) for k, v in values.items() if v is not None}
+        self.side.send("metrics", values=kept, step=step, time_ms=int(time.time() * 1000))
+
+    def flush(self) -> None:  # the side process flushes at the end of the run
+        return None
+
+
+_PRESTARTED: dict[str, SideProcess] = {}
+
+
+def prestart(uri: str | None) -> None:
+    """Start a side process that imports MLflow and opens the store at ``uri`` now, on
+    another core, for the next ``tracked_run(..., use_prestarted=True)`` in this process (one
+    foreground training). Best effort: without it the run is logged in-process."""
+    uri = uri or DEFAULT_URI
+    if uri in _PRESTARTED or uri in _CLIENTS:
+        return
+    try:
+        _PRESTARTED[uri] = SideProcess(uri)
+    except OSError:
+        return
+
+
+def discard_prestarted() -> None:
+    """Stop side processes no run used (the training was already done, or failed first)."""
+    while _PRESTARTED:
+        _, side = _PRESTARTED.popitem()
+        side.close(wait=False)
+
+
+atexit.register(discard_prestarted)
 
 
 @contextmanager
@@ -271,14 +383,23 @@ def tracked_run(
     previous_run_id: str | None = None,
     interrupted: str = "an earlier attempt was interrupted",
     flush_seconds: float = 5.0,
+    use_prestarted: bool = False,
 ) -> Iterator[TrackedRun]:
     """Run the body inside an MLflow run of the study's experiment.
 
     ``previous_run_id`` is the run an earlier attempt recorded: left RUNNING by a killed
     worker, it is closed FAILED with ``interrupted`` as the reason. The new run ends FINISHED
     (metrics flushed) when the body returns, FAILED with the error's text when it raises; the
-    body's own error is the one that propagates.
+    body's own error is the one that propagates. With ``use_prestarted`` a side process that
+    ``prestart`` started for ``uri`` logs the run, if there is one.
     """
+    side = _PRESTARTED.pop(uri or DEFAULT_URI, None) if use_prestarted else None
+    if side is not None:
+        with _side_run(side, study=study, name=name, params=params, tags=tags,
+                       parent_run_id=parent_run_id, previous_run_id=previous_run_id,
+                       interrupted=interrupted, flush_seconds=flush_seconds) as run:  # fmt: skip
+            yield run
+        return
     client = client_for(uri)
     mark_failed_if_running(client, previous_run_id, interrupted)
     run_id = start_run(client, study, name, params, tags, parent_run_id=parent_run_id)
@@ -295,3 +416,33 @@ def tracked_run(
             pass
         raise
     finish(client, run_id, "FINISHED")
+
+
+@contextmanager
+def _side_run(
+    side: SideProcess, *, study: str, name: str, params: Mapping[str, object],
+    tags: Mapping[str, str], parent_run_id: str | None, previous_run_id: str | None,
+    interrupted: str, flush_seconds: float,
+) -> Iterator[TrackedRun]:
+    """``tracked_run``'s life cycle, with the side process doing the logging."""
+    try:
+        run_id = side.call("start", study=study, name=name, params=dict(params), tags=dict(tags),
+                           parent_run_id=parent_run_id, previous_run_id=previous_run_id,
+                           interrupted=interrupted, flush_seconds=flush_seconds)  # fmt: skip
+    except BaseException:
+        side.close(wait=False)
+        raise
+    try:
+        yield TrackedRun(None, str(run_id), SideLogger(side), side)
+    except BaseException as err:
+        try:
+            side.call("end", status="FAILED", failure=f"{type(err).__name__}: {err}"[:5000])
+        except Exception:  # the task's own error is the one to report
+            pass
+        finally:
+            side.close()
+        raise
+    try:
+        side.call("end", status="FINISHED")
+    finally:
+        side.close()

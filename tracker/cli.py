@@ -826,5 +826,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+def console() -> None:
+    """The `tracker` command and `python -m tracker.cli`: ``main``, then a quick exit (see
+    ``exit_now``). An error the command does not turn into one line still raises here, with
+    the interpreter's own exit."""
+    from tracker._cliutil import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

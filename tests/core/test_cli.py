@@ -154,3 +154,36 @@ def test_unreachable_dask_scheduler(tmp_path: Path):
     assert run_tracker("enqueue", "noop", "--count", "1", env=env).returncode == 0
     proc = run_tracker("work", "--scheduler", "tcp://127.0.0.1:1", env=env)
     _one_line_error(proc, "cannot reach the Dask scheduler at tcp://127.0.0.1:1", "--scheduler")
+
+
+def test_the_quick_exit_keeps_what_an_exit_does(tmp_path: Path):
+    """`tracker` leaves through exit_now (no module teardown): the exit code, a non-daemon
+    thread's work, the exit hooks and buffered output all still happen."""
+    marker = tmp_path / "thread-done"
+    script = (
+        "import atexit, threading, time\n"
+        "from tracker._cliutil import exit_now\n"
+        "atexit.register(lambda: print('hook ran', flush=False))\n"
+        "def late():\n"
+        "    time.sleep(0.3)\n"
+        f"    open({str(marker)!r}, 'w').write('done')\n"
+        "threading.Thread(target=late).start()\n"
+        "print('buffered', end=' ')\n"
+        "exit_now(3)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == "buffered hook ran\n"
+    assert marker.read_text() == "done"
+    assert r.stderr == ""
+
+
+def test_the_console_entry_point_exits_with_the_commands_code(tmp_path: Path):
+    """The installed entry point (`tracker.cli:console`) returns the command's own exit code."""
+    env = tracker_env(tmp_path)
+    r = subprocess.run([sys.executable, "-c", "from tracker.cli import console; console()",
+                        "show", "task", "999"], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("tracker: error: the database ") and r.stderr.count("\n") == 1

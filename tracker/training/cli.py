@@ -181,14 +181,24 @@ def cmd_enqueue_model(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Enqueue one model and train it here, in the foreground."""
+    import importlib
+    import threading
+
     from tracker._exceptions import SpecError
+    from tracker._mlflow import discard_prestarted, prestart
     from tracker._queue import get_or_create_study
     from tracker._schema import Model, Task
     from tracker._worker import WorkerConfig, run_worker
     from tracker.training.rows import add_model, check_model
 
-    spec = check_model(model_spec_from_args(args))
     cfg = settings(args)
+    # MLflow's import and store open in a side process now, beside torch's import here (a
+    # spec that check_model refuses stops it at exit).
+    prestart(cfg.mlflow_uri)
+    spec = check_model(model_spec_from_args(args))
+    # torch.optim's first step imports torch._dynamo (~1.7 s): a thread starts on it now and
+    # runs while this thread waits on the database and on the side process.
+    threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True).start()
     db = open_db(args)
     with db.session() as session:
         study = get_or_create_study(session, args.study)
@@ -196,7 +206,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         mid, sid, tid = model.id, study.id, model.task_id
     with db.session() as session:
         status = Task.find_or_raise_by_id(session, tid).status
-    if status != "done":
+    if status == "done":
+        discard_prestarted()
+    else:
         print(f"training model {mid} ({spec.architecture} on {spec.dataset}, {spec.epochs} epochs)")
         run_worker(WorkerConfig(db_url=cfg.db_url, store_url=cfg.store_url,
                                 mlflow_uri=cfg.mlflow_uri, kinds=("train",),

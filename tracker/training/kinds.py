@@ -123,6 +123,7 @@ def train_task(ctx: TaskContext) -> dict[str, Any]:
         ctx.mlflow_uri, study=study, name=name, params=params, tags=tags,
         previous_run_id=previous_run,
         interrupted=f"task {ctx.id} was interrupted (worker killed or lease lost)",
+        use_prestarted=True,
     ) as run:  # fmt: skip
         run_id = run.run_id
         # Record the run at once: if this worker dies, the next attempt finds and closes it.
@@ -139,7 +140,12 @@ def train_task(ctx: TaskContext) -> dict[str, Any]:
 
         final = train(spec, device=device(), on_epoch=on_epoch, on_checkpoint=on_checkpoint,
                       should_stop=ctx.check_lease)  # fmt: skip
-        _log_training_files(run.client, run_id, history, params, tags, name)
+        if run.side is not None:  # `tracker train`: the side process draws and logs them
+            run.side.call("training_files", history=history, params=params, tags=tags, name=name)
+        else:
+            from tracker.training.plots import log_training_files
+
+            log_training_files(run.client, run_id, history, params, tags, name)
     return {"model_id": model_id, "run_id": run_id, "final": final, "checkpoints": saved,
             "layout": layout_seen[0]}  # fmt: skip
 
@@ -156,31 +162,6 @@ def import_task(ctx: TaskContext) -> dict[str, Any]:
         f"model {ctx.payload.get('model_id')} was imported from {files}: its checkpoints are "
         "written by `tracker import model`, run it again to import them"
     )
-
-
-def _log_training_files(
-    client: Any, run_id: str, history: list[tuple[int, dict[str, float]]],
-    params: dict[str, Any], tags: dict[str, str], name: str,
-) -> None:
-    """The run's artifacts: training curves (PNG, PDF), the architecture config as JSON, and
-    the tracker ids that lead back from the run (``tracker/ids.json``)."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from tracker._mlflow import log_files
-    from tracker.training.plots import plot_training_curves
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        curves = plot_training_curves(history, folder / "curves", title=name)
-        config = folder / "arch_config.json"
-        config.write_text(json.dumps({"architecture": params["architecture"],
-                                      **params["arch_config"]}, indent=1, sort_keys=True))  # fmt: skip
-        ids = folder / "ids.json"
-        ids.write_text(json.dumps(tags, indent=1, sort_keys=True))
-        log_files(client, run_id, [*curves, config], "training")
-        log_files(client, run_id, [ids], "tracker")
 
 
 # --- directions -------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""Training curves: loss and accuracy per epoch on each split (an MLflow artifact of each run)."""
+"""Training curves: loss and accuracy per epoch on each split, and the other files of a
+training run's MLflow artifacts. No torch here: the MLflow side process (tracker._mlflow_side)
+draws and logs them."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from tracker._figures import save_figure
 
@@ -37,3 +40,26 @@ def plot_training_curves(
     if title:
         fig.suptitle(title)
     return save_figure(fig, path_stem)
+
+
+def log_training_files(
+    client: Any, run_id: str, history: Sequence[tuple[int, Mapping[str, float]]],
+    params: Mapping[str, Any], tags: Mapping[str, str], name: str,
+) -> None:
+    """The run's artifacts: training curves (PNG, PDF), the architecture config as JSON, and
+    the tracker ids that lead back from the run (``tracker/ids.json``)."""
+    import json
+    import tempfile
+
+    from tracker._mlflow import log_files
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        curves = plot_training_curves(history, folder / "curves", title=name)
+        config = folder / "arch_config.json"
+        config.write_text(json.dumps({"architecture": params["architecture"],
+                                      **params["arch_config"]}, indent=1, sort_keys=True))  # fmt: skip
+        ids = folder / "ids.json"
+        ids.write_text(json.dumps(tags, indent=1, sort_keys=True))
+        log_files(client, run_id, [*curves, config], "training")
+        log_files(client, run_id, [ids], "tracker")
