@@ -6,6 +6,7 @@ It runs the same way inside a Dask worker (``tracker work``) or in a plain proce
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -30,7 +31,7 @@ from tracker._queue import (
     Queue,
     request_measures_refresh,
 )
-from tracker._registry import get_kind, known_kinds, runnable_here
+from tracker._registry import BUILTIN_KINDS, get_kind, known_kinds, runnable_here
 from tracker._retry import is_transient, retrying
 from tracker._schema import Task, TaskBlock
 from tracker._wake import open_waker
@@ -273,6 +274,28 @@ def _open_store(queue: Queue, url: str, batch: list[ClaimedTask]) -> ArrayStore:
         raise
 
 
+def warm_imports(kinds: list[str]) -> threading.Thread:
+    """Import the modules of the built-in ``kinds`` (and torch with them) in a daemon thread.
+
+    A worker serving forever starts this the first time it finds nothing to do: its first task
+    then does not pay seconds of imports (torch's alone is ~2 s on 2 cores), and a worker that
+    drains a queue and exits never pays them for nothing. An import that fails is left to the
+    task that needs the module, which reports it with its own error.
+    """
+    modules = sorted({BUILTIN_KINDS[k][0] for k in kinds if k in BUILTIN_KINDS})
+
+    def run() -> None:
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception as err:
+                log.debug("warm import of %s failed: %s", module, err)
+
+    thread = threading.Thread(target=run, name="tracker-warm-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     """Claim and run tasks until the queue is drained (or forever); return counts."""
     known = known_kinds(cfg.plugins)
@@ -292,6 +315,7 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     batchable = [k for k in kinds if known[k]]
     waker = open_waker(cfg.db_url)
     set_cpu_only(cfg.cpu_only)
+    warming: threading.Thread | None = None
     try:
         while cfg.max_tasks is None or handled < cfg.max_tasks:
             limit = sizer.next()
@@ -304,6 +328,8 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
                 if not batch:
                     break
             if not batch:
+                if cfg.forever and warming is None:
+                    warming = warm_imports(kinds)
                 # Woken early when the queue may have changed; else back off to the next look.
                 if not waker.wait(pause):
                     pause = min(pause * 1.5, cfg.max_poll_seconds)

@@ -81,3 +81,41 @@ def test_a_worker_claims_and_runs_noop_tasks_without_importing_torch(tmp_path, s
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "3 []", proc.stdout
+
+
+def test_an_idle_forever_worker_imports_its_kinds_modules_before_its_first_task(
+    tmp_path, sqlite_url
+):
+    """`tracker work --forever` waiting on an empty queue imports torch and the surface kinds'
+    module in the background, so the first surface enqueued does not wait for them; it claims
+    nothing meanwhile."""
+    import subprocess
+    import sys
+
+    from tracker._db import Database
+    from tracker._migrate import upgrade
+
+    db = Database(sqlite_url)
+    upgrade(db)
+    db.dispose()
+    script = (
+        "import sys, threading, time\n"
+        "from tracker._worker import WorkerConfig, run_worker\n"
+        f"cfg = WorkerConfig(db_url={sqlite_url!r}, store_url={str(tmp_path / 'store.zarr')!r},"
+        " forever=True, kinds=('surface.tile', 'surface.complete'))\n"
+        "threading.Thread(target=run_worker, args=(cfg,), daemon=True).start()\n"
+        "deadline = time.monotonic() + 90\n"
+        "while 'tracker.surfaces.kinds' not in sys.modules and time.monotonic() < deadline:\n"
+        "    time.sleep(0.1)\n"
+        "while any(t.name == 'tracker-warm-imports' for t in threading.enumerate()):\n"
+        "    time.sleep(0.1)\n"
+        "print(sorted(m for m in ('torch', 'tracker.surfaces.kinds') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=180)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['torch', 'tracker.surfaces.kinds']", proc.stdout
+    with Database(sqlite_url).session() as session:
+        from tracker._schema import Task
+
+        assert session.query(Task).count() == 0
