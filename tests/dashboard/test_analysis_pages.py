@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from dashboard_support import reader_role, values
@@ -270,8 +272,10 @@ def _every_page(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             assert {m.label: m.value for m in at.metric}["Tasks"] == "3"
         if name == "meta":
             # The SQL box's example query reads the documented measures view (no rows yet:
-            # its columns as a static table).
-            assert at.table[-1].value.columns.tolist()[:2] == ["model_id", "batch_size"]
+            # its columns as a static HTML table, no Arrow table or grid).
+            (html,) = [m.value for m in at.markdown if "<table" in m.value]
+            assert re.findall(r"<th>(.*?)</th>", html)[:2] == ["model_id", "batch_size"]
+            assert not at.table and not at.dataframe
             assert "no rows" in at.caption[-1].value
         if name == "levelsets":
             assert "the `levelset_runs` table has no rows" in at.info[0].value
@@ -279,3 +283,80 @@ def _every_page(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             assert "the `hessian_spectra` table has no rows" in at.info[0].value
             assert "`tracker enqueue hessian --model ID" in at.info[0].value
     assert list(elsewhere.iterdir()) == []  # no store or MLflow database was created
+
+
+@pytest.fixture
+def ranked(tmp_path: Path) -> dict[str, Any]:
+    """Five models whose one measure rises with their generalisation gap (tau = 1)."""
+    from tracker._db import Database
+    from tracker._migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'tracker.db'}"
+    db = Database(url)
+    upgrade(db)
+    with db.engine.begin() as conn:
+        study = insert(conn, "studies", name="ranked")
+        definition = insert(conn, "measure_definitions", key="rise_r050 2d", family="surface",
+                            kind="rise_r050")  # fmt: skip
+        for i in range(5):
+            model = insert(conn, "models", study_id=study, name=f"m{i}", architecture="mlp",
+                           dataset="iris", optimizer="sgd", batch_size=16 * 2**i, seed=0,
+                           train_acc=1.0, test_acc=0.9 - 0.1 * i, gap=0.1 + 0.1 * i)  # fmt: skip
+            ckpt = insert(conn, "checkpoints", model_id=model, epoch=3)
+            insert(conn, "measures", study_id=study, definition_id=definition, model_id=model,
+                   checkpoint_id=ckpt, epoch=3, value=1.0 + i, n_seeds=1)  # fmt: skip
+    db.dispose()
+    return {"url": url, "store": str(tmp_path / "store.zarr")}
+
+
+def _taus(at: AppTest) -> Any:
+    (table,) = [df.value for df in at.dataframe if "tau 2.5%" in df.value]
+    return table
+
+
+def test_meta_page_draws_the_bootstrap_once_per_data(ranked, monkeypatch) -> None:
+    import streamlit as st
+    from streamlit.runtime.caching import cache_utils
+
+    from tracker.meta import results
+
+    # A clock the page's caches read: moving it on expires the 10 s query caches.
+    later = [0.0]
+    monotonic = cache_utils.TTLCACHE_TIMER
+    monkeypatch.setattr(cache_utils, "TTLCACHE_TIMER", lambda: monotonic() + later[0])
+    st.cache_data.clear()  # caches made from now on use that clock
+    calls: list[int] = []
+    real = results.meta_table
+    monkeypatch.setattr(results, "meta_table", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    first = _taus(page(ranked, monkeypatch, "meta", empty_ok=True))
+    assert first[["target", "measure", "models", "tau"]].values.tolist() == [
+        ["gap", "rise_r050", 5, 1.0]]  # fmt: skip
+    later[0] += 60  # the measures are read again, unchanged: the bootstrap is not drawn again
+    again = _taus(page(ranked, monkeypatch, "meta", empty_ok=True))
+    assert len(calls) == 1
+    pd.testing.assert_frame_equal(again, first)
+
+    engine = sa.create_engine(ranked["url"])
+    with engine.begin() as conn:  # the measure now falls as the gap rises
+        conn.execute(sa.text("UPDATE measures SET value = 10 - value"))
+    engine.dispose()
+    later[0] += 60
+    changed = _taus(page(ranked, monkeypatch, "meta", empty_ok=True))
+    assert len(calls) == 2
+    assert changed["tau"].tolist() == [-1.0]
+    assert changed["tau 97.5%"].tolist() != first["tau 97.5%"].tolist()
+
+
+def test_sql_box_shows_an_empty_result_as_a_static_table_of_its_columns(
+    ranked, monkeypatch
+) -> None:
+    at = page(ranked, monkeypatch, "meta", empty_ok=True)
+    at.text_area(key="sql").set_value(
+        'SELECT id AS model, batch_size AS "<b>bs</b>" FROM models WHERE id < 0').run()  # fmt: skip
+    assert not at.exception and not at.error
+    (html,) = [m.value for m in at.markdown if "<table" in m.value]
+    assert "<th>model</th>" in html and "<th>&lt;b&gt;bs&lt;/b&gt;</th>" in html  # escaped
+    assert "<td>" not in html  # no rows
+    assert "The query returned no rows." in [c.value for c in at.caption]
+    assert not at.table and not [df for df in at.dataframe if "<b>bs</b>" in df.value.columns]
