@@ -169,9 +169,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if source is None or not Path(source.co_filename).resolve().is_relative_to(tests_dir):
                 continue  # pytest's and plugins' own fixtures
             if fixture.scope == "module":
-                keys.append(f"{name}:{item.path.relative_to(tests_dir)}")
+                keys.append(f"{name}:{item.nodeid.split('::')[0]}")
             elif fixture.scope == "package":
-                keys.append(f"{name}:{item.path.parent.relative_to(tests_dir)}")
+                keys.append(f"{name}:{item.nodeid.split('::')[0].rpartition('/')[0]}")
             else:
                 keys.append(name)
         for key in keys[1:]:
