@@ -7,8 +7,10 @@ where a missing server is an error.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +114,105 @@ def db(db_url: str):
     migrated(database)
     yield database
     database.dispose()
+
+
+# Fixtures shared by every test and cheap to make again: no reason to keep tests together.
+_SHARED_ANYWHERE = {"mlflow_template_dir", "pg_admin_url", "chromium"}
+# Where the workers leave the groups for the controller's scheduler (`--dist loadgroup`).
+_GROUPS_FILE = "TRACKER_TEST_XDIST_GROUPS"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and config.getoption("dist", "no") == "loadgroup":
+        fd, path = tempfile.mkstemp(prefix="tracker-xdist-groups-", suffix=".json")
+        os.close(fd)
+        os.environ[_GROUPS_FILE] = path  # the workers, started later, inherit it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and _GROUPS_FILE in os.environ:
+        Path(os.environ.pop(_GROUPS_FILE)).unlink(missing_ok=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the tests that share an expensive module- or session-scoped fixture of this suite on
+    one pytest-xdist worker, under ``--dist loadgroup``.
+
+    Under ``--dist load`` a module's tests are spread over both workers and each worker builds
+    the module's trained homes again (seen: test_surfaces' `done` 14.4 s + 6.5 s, test_morse's
+    `trained` twice, the dashboard's `seeded` study once per worker). Tests are joined when
+    they share one fixture instance (a module fixture per module, a session fixture per name),
+    transitively, and get an ``xdist_group`` mark named by their first such fixture.
+    """
+    tests_dir = Path(__file__).resolve().parent
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    keys_of: list[list[str]] = []
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        keys = []
+        for name in item.fixturenames if info is not None else ():
+            defs = info.name2fixturedefs.get(name)
+            if not defs or name in _SHARED_ANYWHERE:
+                continue
+            fixture = defs[-1]
+            if fixture.scope not in ("module", "package", "session"):
+                continue
+            source = getattr(fixture.func, "__code__", None)
+            if source is None or not Path(source.co_filename).resolve().is_relative_to(tests_dir):
+                continue  # pytest's and plugins' own fixtures
+            if fixture.scope == "module":
+                keys.append(f"{name}:{item.nodeid.split('::')[0]}")
+            elif fixture.scope == "package":
+                keys.append(f"{name}:{item.nodeid.split('::')[0].rpartition('/')[0]}")
+            else:
+                keys.append(name)
+        for key in keys[1:]:
+            parent[find(key)] = find(keys[0])
+        keys_of.append(keys)
+    for item, keys in zip(items, keys_of, strict=True):
+        if keys:
+            item.add_marker(pytest.mark.xdist_group(find(keys[0])))
+    if hasattr(config, "workerinput") and _GROUPS_FILE in os.environ:
+        groups = {}
+        for item in items:
+            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                            for m in item.iter_markers("xdist_group")})  # fmt: skip
+            if names:
+                groups[item.nodeid] = "_".join(names)
+        target = Path(os.environ[_GROUPS_FILE])
+        part = target.with_name(f"{target.name}.{os.getpid()}")
+        part.write_text(json.dumps(groups))
+        part.replace(target)  # each worker collects the same tests: the same groups
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadgroup`` that works with this pytest: xdist 3.8 marks a group by renaming
+    the test (``item._nodeid``), which pytest 9 no longer reads, so every test ran alone. The
+    scheduler here reads the groups the workers wrote (above) instead; every other test is
+    its own unit, as under ``--dist load``, and the groups (largest first) go out first."""
+    if config.getoption("dist", "no") != "loadgroup" or _GROUPS_FILE not in os.environ:
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    path = Path(os.environ[_GROUPS_FILE])
+
+    class FixtureGroups(LoadGroupScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                text = path.read_text() if path.exists() else ""
+                self.groups = json.loads(text) if text else {}
+            group = self.groups.get(nodeid)
+            return f"group:{group}" if group else super()._split_scope(nodeid)
+
+    return FixtureGroups(config, log)

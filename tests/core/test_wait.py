@@ -26,10 +26,13 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> str:
 
 @contextmanager
 def _worker(env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`tracker work --forever` in the background, stopped (SIGTERM) afterwards."""
+    """`tracker work --forever` in the background, stopped (SIGTERM) afterwards. One Dask
+    worker process: these tests are about the wait, not the cluster's size (a cluster of one
+    process per core spent ~20 s starting on a loaded 2-core machine)."""
     log = (cwd / "worker.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tracker.cli", "work", "--forever", "--no-progress"],
+        [sys.executable, "-m", "tracker.cli", "work", "--forever", "--workers", "1",
+         "--no-progress"],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
     )  # fmt: skip
     try:
