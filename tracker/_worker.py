@@ -123,14 +123,29 @@ def _record_arrays(session: Session, ctx: TaskContext) -> None:
 
 def _dask_worker_address() -> str | None:
     """The address of the Dask worker running this loop (tasks record who ran them), if any."""
+    host = _host_worker()
+    return None if host is None else str(host.address)
+
+
+def _host_worker() -> Any:
+    """The Dask worker running this loop, or None outside one."""
     if "distributed" not in sys.modules:
         return None
     from distributed import get_worker
 
     try:
-        return str(get_worker().address)
+        return get_worker()
     except ValueError:  # not inside a Dask task
         return None
+
+
+def _host_closing(host: Any) -> bool:
+    """Whether the Dask worker hosting this loop is shutting down (its cluster is closing).
+
+    A loop serving forever then returns between tasks; otherwise it held its worker open until
+    the nanny killed the process, ~4 s of every `tracker work --forever` stop (Ctrl-C, SIGTERM,
+    `docker stop`)."""
+    return host is not None and host.status.name in ("closing", "closing_gracefully", "closed", "failed")
 
 
 def worker_name(suffix: str | None = None) -> str:
@@ -316,6 +331,7 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     waker = open_waker(cfg.db_url)
     set_cpu_only(cfg.cpu_only)
     warming: threading.Thread | None = None
+    host = _host_worker()
     try:
         while cfg.max_tasks is None or handled < cfg.max_tasks:
             limit = sizer.next()
@@ -328,6 +344,8 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
                 if not batch:
                     break
             if not batch:
+                if _host_closing(host):
+                    break
                 if cfg.forever and warming is None:
                     warming = warm_imports(kinds)
                 # Woken early when the queue may have changed; else back off to the next look.

@@ -119,3 +119,48 @@ def test_an_idle_forever_worker_imports_its_kinds_modules_before_its_first_task(
         from tracker._schema import Task
 
         assert session.query(Task).count() == 0
+
+
+def test_a_forever_loop_returns_when_its_dask_worker_closes(sqlite_url):
+    """Closing the cluster (Ctrl-C or SIGTERM on `tracker work --forever`) ends an idle loop
+    between tasks, instead of leaving it to hold the worker open until the nanny kills it."""
+    import sys
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    from tracker._db import Database
+    from tracker._migrate import upgrade
+    from tracker._worker import WorkerConfig, run_worker
+
+    db = Database(sqlite_url)
+    upgrade(db)
+    db.dispose()
+    cfg = WorkerConfig(db_url=sqlite_url, store_url="unused.zarr", forever=True,
+                       kinds=("noop",))  # fmt: skip
+
+    def loop_frames() -> list[str]:
+        names = []
+        for frame in sys._current_frames().values():
+            while frame is not None:
+                if frame.f_code is run_worker.__code__:
+                    names.append(frame.f_code.co_name)
+                frame = frame.f_back
+        return names
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                           dashboard_address="127.0.0.1:0")  # fmt: skip
+    client = Client(cluster)
+    future = client.submit(run_worker, cfg, pure=False)
+    deadline = time.monotonic() + 30
+    while not loop_frames():
+        assert time.monotonic() < deadline, "the loop never started"
+        time.sleep(0.05)
+    client.close()
+    cluster.close()
+    deadline = time.monotonic() + 10
+    while loop_frames():
+        assert time.monotonic() < deadline, "the forever loop outlived its closed worker"
+        time.sleep(0.05)
+    assert future.status in ("cancelled", "finished", "lost", "error")
