@@ -128,6 +128,26 @@ def _ok(proc) -> str:
     return proc.stdout
 
 
+def _here(env: dict[str, str], *argv: str) -> str:
+    """`tracker ARGV` through cli.main in this process, on ``env``'s database, store and home;
+    it must succeed. Its stdout."""
+    import contextlib
+    import io
+
+    from tracker.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([*argv, "--db", env["TRACKER_DB_URL"], "--store", env["TRACKER_STORE"],
+                         "--home", env["TRACKER_HOME"]])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, out.getvalue() + err.getvalue()[-3000:]
+    return out.getvalue()
+
+
 USER_ARCH = ["--arch", "my_nets:make_net", "--arch-config", '{"width": 16}',
              "--dataset", "my_nets:load"]  # fmt: skip
 
@@ -142,18 +162,20 @@ def test_a_user_model_in_every_checkpoint_shape_is_surfaced_like_a_hand_evaluati
                             "--study", "own", "--metrics-from-eval", env=env))  # fmt: skip
     assert "(imported)" in first
     model_id = int(first.split()[1])
-    # Every other shape holds the same weights: the same model, found again.
+    # Every other shape holds the same weights: the same model, found again. The same command
+    # line, through cli.main in this process (the first import above was a real process; a
+    # process each would import torch's loaders and scan the installed distributions again).
     for path in paths[1:]:
-        out = _ok(run_tracker("import", "model", str(path), *USER_ARCH, "--name", "mine",
-                              "--study", "own", "--metrics-from-eval", env=env))  # fmt: skip
+        out = _here(env, "import", "model", str(path), *USER_ARCH, "--name", "mine",
+                    "--study", "own", "--metrics-from-eval")  # fmt: skip
         assert out.startswith(f"model {model_id} (already imported)"), (path, out)
     safetensors_file = tmp_path / "ckpts" / "net.safetensors"
     if safetensors_available():
         from safetensors.torch import save_file
 
         save_file(_train(), str(safetensors_file))
-        out = _ok(run_tracker("import", "model", str(safetensors_file), *USER_ARCH,
-                              "--name", "mine", "--study", "own", "--metrics-from-eval", env=env))  # fmt: skip
+        out = _here(env, "import", "model", str(safetensors_file), *USER_ARCH,
+                    "--name", "mine", "--study", "own", "--metrics-from-eval")  # fmt: skip
         assert out.startswith(f"model {model_id} (already imported)")
     else:  # not installed: the file is refused with the fix, and nothing is written
         safetensors_file.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
