@@ -128,6 +128,26 @@ def _ok(proc) -> str:
     return proc.stdout
 
 
+def _here(env: dict[str, str], *argv: str) -> str:
+    """`tracker ARGV` through cli.main in this process, on ``env``'s database, store and home;
+    it must succeed. Its stdout."""
+    import contextlib
+    import io
+
+    from tracker.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([*argv, "--db", env["TRACKER_DB_URL"], "--store", env["TRACKER_STORE"],
+                         "--home", env["TRACKER_HOME"]])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, out.getvalue() + err.getvalue()[-3000:]
+    return out.getvalue()
+
+
 USER_ARCH = ["--arch", "my_nets:make_net", "--arch-config", '{"width": 16}',
              "--dataset", "my_nets:load"]  # fmt: skip
 
@@ -142,18 +162,20 @@ def test_a_user_model_in_every_checkpoint_shape_is_surfaced_like_a_hand_evaluati
                             "--study", "own", "--metrics-from-eval", env=env))  # fmt: skip
     assert "(imported)" in first
     model_id = int(first.split()[1])
-    # Every other shape holds the same weights: the same model, found again.
+    # Every other shape holds the same weights: the same model, found again. The same command
+    # line, through cli.main in this process (the first import above was a real process; a
+    # process each would import torch's loaders and scan the installed distributions again).
     for path in paths[1:]:
-        out = _ok(run_tracker("import", "model", str(path), *USER_ARCH, "--name", "mine",
-                              "--study", "own", "--metrics-from-eval", env=env))  # fmt: skip
+        out = _here(env, "import", "model", str(path), *USER_ARCH, "--name", "mine",
+                    "--study", "own", "--metrics-from-eval")  # fmt: skip
         assert out.startswith(f"model {model_id} (already imported)"), (path, out)
     safetensors_file = tmp_path / "ckpts" / "net.safetensors"
     if safetensors_available():
         from safetensors.torch import save_file
 
         save_file(_train(), str(safetensors_file))
-        out = _ok(run_tracker("import", "model", str(safetensors_file), *USER_ARCH,
-                              "--name", "mine", "--study", "own", "--metrics-from-eval", env=env))  # fmt: skip
+        out = _here(env, "import", "model", str(safetensors_file), *USER_ARCH,
+                    "--name", "mine", "--study", "own", "--metrics-from-eval")  # fmt: skip
         assert out.startswith(f"model {model_id} (already imported)")
     else:  # not installed: the file is refused with the fix, and nothing is written
         safetensors_file.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
@@ -214,10 +236,11 @@ def test_a_trajectory_of_checkpoints_gives_a_pca_plane_a_user_loss_and_retrains(
                           '{"loss": "my_nets:per_sample"}', env=env))  # fmt: skip
     assert "epoch(s) 0, 5, 10, 20" in out
     model_id = int(out.split()[1])
-    _ok(run_tracker("enqueue", "surface", "--model", str(model_id), "--pca", "--x", "-1:1:3",
-                    "--y", "-1:1:3", env=env))  # fmt: skip
-    _ok(run_tracker("enqueue", "retrain", "--model", str(model_id), "--seeds", "0", "--steps",
-                    "0.5", "--epochs", "1", "--batch-size", "40", "--lr", "0.01", env=env))  # fmt: skip
+    # The two requests through cli.main in this process; `tracker work` is the real process.
+    _here(env, "enqueue", "surface", "--model", str(model_id), "--pca", "--x", "-1:1:3",
+          "--y", "-1:1:3")  # fmt: skip
+    _here(env, "enqueue", "retrain", "--model", str(model_id), "--seeds", "0", "--steps",
+          "0.5", "--epochs", "1", "--batch-size", "40", "--lr", "0.01")  # fmt: skip
     _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
     with Database(sqlite_url).session() as session:
         surface = session.scalars(sa.select(Surface)).one()
@@ -285,7 +308,7 @@ def test_bad_imports_are_one_line_exit_2_and_write_nothing(
     tmp_path, sqlite_url, user_code, tweak, argv, needles
 ) -> None:
     env = _env(tmp_path, sqlite_url, user_code)
-    _ok(run_tracker("db", "upgrade", env=env))
+    _here(env, "db", "upgrade")  # set-up: the refused import below is the real process
     state = _train(steps=1)
     path = tmp_path / "model.pt"
     if tweak == "drop":
