@@ -125,7 +125,6 @@ def test_a_forever_loop_returns_when_its_dask_worker_closes(sqlite_url):
     """Closing the cluster (Ctrl-C or SIGTERM on `tracker work --forever`) ends an idle loop
     between tasks, instead of leaving it to hold the worker open until the nanny kills it."""
     import sys
-    import threading
     import time
 
     from distributed import Client, LocalCluster
