@@ -5,6 +5,17 @@ from __future__ import annotations
 from tracker._worker import _BatchSize
 
 
+def _new_database(url: str) -> None:
+    """A migrated, empty tracker database at ``url`` (a copy of the suite's template)."""
+    from schema_support import migrated
+
+    from tracker._db import Database
+
+    db = Database(url)
+    migrated(db)
+    db.dispose()
+
+
 def test_batch_size_starts_at_one_and_follows_task_duration():
     sizer = _BatchSize(maximum=32, target=0.25)
     assert sizer.next() == 1
@@ -92,12 +103,7 @@ def test_an_idle_forever_worker_imports_its_kinds_modules_before_its_first_task(
     import subprocess
     import sys
 
-    from tracker._db import Database
-    from tracker._migrate import upgrade
-
-    db = Database(sqlite_url)
-    upgrade(db)
-    db.dispose()
+    _new_database(sqlite_url)
     script = (
         "import sys, threading, time\n"
         "from tracker._worker import WorkerConfig, run_worker\n"
@@ -115,9 +121,10 @@ def test_an_idle_forever_worker_imports_its_kinds_modules_before_its_first_task(
                           timeout=180)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['torch', 'tracker.surfaces.kinds']", proc.stdout
-    with Database(sqlite_url).session() as session:
-        from tracker._schema import Task
+    from tracker._db import Database
+    from tracker._schema import Task
 
+    with Database(sqlite_url).session() as session:
         assert session.query(Task).count() == 0
 
 
@@ -129,13 +136,9 @@ def test_a_forever_loop_returns_when_its_dask_worker_closes(sqlite_url):
 
     from distributed import Client, LocalCluster
 
-    from tracker._db import Database
-    from tracker._migrate import upgrade
     from tracker._worker import WorkerConfig, run_worker
 
-    db = Database(sqlite_url)
-    upgrade(db)
-    db.dispose()
+    _new_database(sqlite_url)
     cfg = WorkerConfig(db_url=sqlite_url, store_url="unused.zarr", forever=True,
                        kinds=("noop",))  # fmt: skip
 

@@ -90,9 +90,7 @@ def _child(request: dict, fds: list[int], base_path: list[str], drop: list) -> N
     """In the forked child: become `python -m tracker.cli ARGS` in the caller's place, then exit
     as the interpreter does (threads joined, atexit handlers run, output flushed) without
     tearing the inherited heap down object by object (seconds of copy-on-write faults)."""
-    import atexit
     import runpy
-    import threading
     import types
 
     for thing in drop:  # the server's sockets and selector, without touching reused numbers
@@ -131,12 +129,11 @@ def _child(request: dict, fds: list[int], base_path: list[str], drop: list) -> N
     except BaseException:
         sys.excepthook(*sys.exc_info())
         code = 1
-    threading._shutdown()  # type: ignore[attr-defined]  # the interpreter's own exit steps
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(code & 0xFF)
+    # A command that ends normally leaves through tracker.cli's own exit_now; this is the
+    # same exit for the others (SystemExit from argparse, an uncaught error).
+    from tracker._cliutil import exit_now
+
+    exit_now(code)
 
 
 def serve(path: str) -> None:
