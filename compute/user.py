@@ -99,13 +99,12 @@ def module_version(module_name: str) -> str:
     """The version of the code behind ``module_name``: its distribution's version, else the
     module's ``__version__``, else ``sha256:`` of its source file (code on PYTHONPATH)."""
     top = module_name.split(".", 1)[0]
-    dists = importlib.metadata.packages_distributions().get(top, [])
-    for dist in dists:
+    module = sys.modules.get(module_name)
+    for dist in _distributions_of(top, sys.modules.get(top) or module):
         try:
             return f"{dist} {importlib.metadata.version(dist)}"
         except importlib.metadata.PackageNotFoundError:
             continue
-    module = sys.modules.get(module_name)
     if module is None:
         return "unknown"
     version = getattr(module, "__version__", None)
@@ -143,3 +142,26 @@ def _import_error(module_name: str, what: str, ref: str, err: BaseException) -> 
 def _short(kwargs: dict[str, Any]) -> str:
     text = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _distributions_of(top: str, module: Any) -> list[str]:
+    """The installed distributions that provide the top-level package ``top``.
+
+    A distribution named like the package is looked up directly (a fraction of a millisecond).
+    Otherwise the whole mapping of installed packages is built, which reads every installed
+    distribution's file list (~0.8 s with this project's environment), but only when the
+    package's folder on sys.path holds installed distributions: code on PYTHONPATH or in the
+    working directory, the usual home of a user's model, belongs to none."""
+    try:
+        name = importlib.metadata.distribution(top).metadata["Name"]
+        return [name] if name else []
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    path = getattr(module, "__file__", None)
+    if path:
+        root = Path(path).resolve().parent
+        if Path(path).name == "__init__.py":
+            root = root.parent
+        if not any(root.glob("*.dist-info")) and not any(root.glob("*.egg-info")):
+            return []
+    return importlib.metadata.packages_distributions().get(top, [])
