@@ -42,7 +42,10 @@ PRELOAD = (
     "tracker._arrays", "tracker._queue", "tracker._work", "tracker._worker", "tracker._status",
 )  # fmt: skip
 # What the child's environment may change without a cold start (read when used, not on import).
-WARM_SAFE_PREFIXES = ("TRACKER_", "MLFLOW_", "PYTEST_", "PYTHONPATH")
+# glibc reads MALLOC_* at a process's start: a forked child keeps the server's allocator
+# settings, but the Dask workers it spawns read the child's environment as a cold start would
+# (`tracker work` sets them for those workers, in os.environ, when it runs in a test's process).
+WARM_SAFE_PREFIXES = ("TRACKER_", "MLFLOW_", "PYTEST_", "PYTHONPATH", "MALLOC_")
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")
 
