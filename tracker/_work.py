@@ -152,22 +152,24 @@ LOCAL_DASHBOARD = "127.0.0.1:0"
 def _start_local_cluster(
     n_workers: int, cuda: bool, resources: dict[str, int], dashboard: bool = True
 ) -> Any:
-    address = LOCAL_DASHBOARD if dashboard else None
+    # The scheduler serves HTTP (health, metrics, and the dashboard when asked) whatever
+    # `dashboard` says: without an address of our own it takes port 8787, and a second cluster
+    # on the machine then warns ("Port 8787 is already in use"). A free port, always.
+    options = {"dashboard_address": LOCAL_DASHBOARD, "scheduler_kwargs": {"dashboard": dashboard}}
     if cuda:
         from dask_cuda import LocalCUDACluster
 
-        return LocalCUDACluster(threads_per_worker=1, dashboard_address=address,
-                                resources=resources)  # fmt: skip
+        return LocalCUDACluster(threads_per_worker=1, resources=resources, **options)
     from distributed import LocalCluster
 
     return LocalCluster(
         n_workers=n_workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=address,
         memory_limit=0,
         silence_logs=logging.ERROR,
         resources=resources,
+        **options,
     )
 
 

@@ -45,7 +45,10 @@ PRELOAD = (
 # glibc reads MALLOC_* at a process's start: a forked child keeps the server's allocator
 # settings, but the Dask workers it spawns read the child's environment as a cold start would
 # (`tracker work` sets them for those workers, in os.environ, when it runs in a test's process).
-WARM_SAFE_PREFIXES = ("TRACKER_", "MLFLOW_", "PYTEST_", "PYTHONPATH", "MALLOC_")
+# torch._dynamo's import (an optimizer's first step) sets TORCHINDUCTOR_CACHE_DIR to the default
+# it reads on each use; a test that trained in-process had it, the server's copy did not.
+WARM_SAFE_PREFIXES = ("TRACKER_", "MLFLOW_", "PYTEST_", "PYTHONPATH", "MALLOC_",
+                      "TORCHINDUCTOR_CACHE_DIR")  # fmt: skip
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")
 
