@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 import torch
 from cli_support import run_tracker, tracker_env
+from schema_support import migrated
 from torch.func import functional_call
 from torch.nn import functional as F
 
@@ -96,6 +97,18 @@ class Home:
             return list(conn.execute(sa.text(sql)))
 
 
+def _migrate_home(root: Path) -> None:
+    """The default database of the home ``root/.tracker``, migrated: a copy of the suite's
+    template (as `tracker db upgrade` would leave it, without running Alembic again)."""
+    settings = resolve(home=root / ".tracker")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings.db_url, check=False)
+    try:
+        migrated(db)
+    finally:
+        db.dispose()
+
+
 def _ids(out: str) -> list[int]:
     return [int(i) for i in out.split("spectra ")[1].split(" ")[0].split(",")]
 
@@ -123,7 +136,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
             mp.delenv(key, raising=False)
         study = root / "study.toml"
         study.write_text(textwrap.dedent(STUDY))
-        _main("db", "upgrade")
+        _migrate_home(root)
         _main("enqueue", str(study))
         h = Home(root)
         model_id = h.rows("SELECT id FROM models")[0][0]
@@ -525,7 +538,7 @@ def test_the_hessian_surface_waits_for_its_spectrum(tmp_path: Path, capsys, monk
     for key in ("TRACKER_DB_URL", "TRACKER_STORE"):
         monkeypatch.delenv(key, raising=False)
     (root / "s.toml").write_text(textwrap.dedent(STUDY.split("[[hessian]]")[0]))
-    assert cli(capsys, "db", "upgrade")[0] == 0
+    _migrate_home(root)
     assert cli(capsys, "enqueue", str(root / "s.toml"))[0] == 0
     code, _, err = cli(capsys, "enqueue", "hessian", "--model", "1", "--top-k", "1")
     assert code == 0, err
@@ -619,7 +632,7 @@ def test_a_study_files_hessian_surface_waits_for_the_files_spectrum(
         bn_batches = 3
         """)  # fmt: skip
     (tmp_path / "s.toml").write_text(text)
-    assert cli(capsys, "db", "upgrade")[0] == 0
+    _migrate_home(tmp_path)
     code, out, err = cli(capsys, "enqueue", str(tmp_path / "s.toml"))
     assert code == 0, err
     assert "2 surface(s) (2 new), 2 Hessian measure(s) (2 new)" in out

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from schema_support import migrated
 
 from tracker._config import resolve
 from tracker._db import open_database
-from tracker._migrate import upgrade
 from tracker._schema import Direction, HessianSpectrum, Model, Study
 from tracker._worker import WorkerConfig, run_worker
 from tracker.curvature.rows import HessianRequest, add_hessian
@@ -35,7 +35,7 @@ def _measure(root: Path, db_url: str | None) -> list[tuple]:
     settings = resolve(db_url=db_url, home=root / ".tracker")
     settings.home.mkdir(parents=True, exist_ok=True)
     db = open_database(settings.db_url, check=False)
-    upgrade(db, "head")
+    migrated(db)  # a copy of the suite's migrated template
     (root / "s.toml").write_text(textwrap.dedent(STUDY))
     enqueue_study(db, root / "s.toml")
     req = HessianRequest(model="tiny", top_k=2, trace=True, per_layer=True, density=True,

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from schema_support import migrated
 
 from tracker._config import resolve
 from tracker._db import open_database
-from tracker._migrate import upgrade
 from tracker._queue import get_or_create_study
 from tracker._schema import (
     Checkpoint,
@@ -43,7 +43,7 @@ class Home:
         self.settings = resolve(db_url=db_url, home=root / ".tracker")
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db = open_database(self.settings.db_url, check=False)
-        upgrade(self.db, "head")
+        migrated(self.db)  # a copy of the suite's migrated template
         self.store = ArrayStore(self.settings.store_url)
 
     def cli(self, *argv: str) -> tuple[int, str, str]:

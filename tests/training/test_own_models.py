@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import sqlalchemy as sa
 import torch
 import torch.nn.functional as F
 from cli_support import one_line_error, run_tracker, tracker_env
+from schema_support import migrated
 
 from compute.checkpoints import safetensors_available
 from compute.state import load_flat
@@ -193,7 +193,9 @@ def test_a_user_model_in_every_checkpoint_shape_is_surfaced_like_a_hand_evaluati
 
     _ok(run_tracker("enqueue", "surface", "--model", str(model_id), "--x", "-1:1:5",
                     "--y", "-1:1:3", env=env))  # fmt: skip
-    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
+    # The worker loops in threads of the `work` process: a separate worker process (a fresh
+    # interpreter, ~5 CPU-s) is what test_a_worker_without_the_users_code_... is about.
+    _ok(run_tracker("work", "--no-progress", env=env))
     store = ArrayStore(str(tmp_path / "store.zarr"))
     with db.session() as session:
         surface = session.scalars(sa.select(Surface)).one()
@@ -241,7 +243,7 @@ def test_a_trajectory_of_checkpoints_gives_a_pca_plane_a_user_loss_and_retrains(
           "--y", "-1:1:3")  # fmt: skip
     _here(env, "enqueue", "retrain", "--model", str(model_id), "--seeds", "0", "--steps",
           "0.5", "--epochs", "1", "--batch-size", "40", "--lr", "0.01")  # fmt: skip
-    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
+    _ok(run_tracker("work", "--no-progress", env=env))
     with Database(sqlite_url).session() as session:
         surface = session.scalars(sa.select(Surface)).one()
         assert surface.completed_at is not None
@@ -268,6 +270,15 @@ def test_a_worker_without_the_users_code_fails_the_task_in_one_line(tmp_path, sq
     first = errors[0]
     assert "Traceback" not in first and len(first.splitlines()) == 1, first
     assert "cannot import module 'my_nets'" in first and "install it" in first
+
+
+def _migrated(url: str) -> None:
+    """A migrated database at ``url``: a copy of the suite's template, not Alembic again."""
+    database = Database(url)
+    try:
+        migrated(database)
+    finally:
+        database.dispose()
 
 
 def _counts(url: str, store: Path) -> tuple[int, ...]:
@@ -308,7 +319,7 @@ def test_bad_imports_are_one_line_exit_2_and_write_nothing(
     tmp_path, sqlite_url, user_code, tweak, argv, needles
 ) -> None:
     env = _env(tmp_path, sqlite_url, user_code)
-    _here(env, "db", "upgrade")  # set-up: the refused import below is the real process
+    _migrated(sqlite_url)  # set-up: the refused import below is the real process
     state = _train(steps=1)
     path = tmp_path / "model.pt"
     if tweak == "drop":
@@ -366,7 +377,7 @@ def test_a_torchvision_resnet_on_an_image_folder_gets_a_surface_and_an_interpola
                     "-1:1:3", "--subset", "64", env=env))  # fmt: skip
     _ok(run_tracker("enqueue", "surface", "--interpolate", str(ids[0]), str(ids[1]),
                     "--x", "0:1:3", env=env))  # fmt: skip
-    _ok(run_tracker("work", "--workers", "1", "--no-progress", env=env))
+    _ok(run_tracker("work", "--no-progress", env=env))
     store = ArrayStore(str(tmp_path / "store.zarr"))
     with Database(sqlite_url).session() as session:
         plane, line = session.scalars(sa.select(Surface).order_by(Surface.id)).all()
@@ -398,8 +409,6 @@ def test_a_torchvision_resnet_on_an_image_folder_gets_a_surface_and_an_interpola
 def test_the_python_api_round_trip(tmp_path, db, db_url, user_code, monkeypatch) -> None:
     import tracker
 
-    # The worker processes `work()` starts import the user's module too.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(user_code), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     state = _train()
     torch.save(state, tmp_path / "net.pt")
@@ -410,11 +419,15 @@ def test_the_python_api_round_trip(tmp_path, db, db_url, user_code, monkeypatch)
     assert t.import_model(tmp_path / "net.pt", arch="my_nets:make_net", arch_config={"width": 16},
                           dataset="my_nets:load", name="api", study="notebook") == model_id  # fmt: skip
     surface_id = t.enqueue_surface(model_id, x=(-1, 1, 5), y=(-1, 1, 3))
-    with warnings.catch_warnings():
-        # Dask warns (in this process) when another cluster on the machine holds its HTTP
-        # port; pytest would turn that into an error, a notebook just shows it.
-        warnings.filterwarnings("ignore", message="Port .* is already in use")
-        summary = t.work(workers=1)
+    # workers=None: the worker loops in threads of this process (the user's module is
+    # importable here), not a Dask cluster of fresh interpreters (~5 CPU-s, and its HTTP port
+    # may be taken by another cluster on the machine); worker processes and the user's code:
+    # test_a_worker_without_the_users_code_fails_the_task_in_one_line.
+    threads = torch.get_num_threads()
+    try:
+        summary = t.work(workers=None)
+    finally:
+        torch.set_num_threads(threads)  # the loops set this process's torch threads
     assert summary.failed == 0 and summary.done >= 2
 
     models = t.models()
