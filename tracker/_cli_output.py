@@ -132,6 +132,8 @@ def json_mode(args: argparse.Namespace) -> Iterator[None]:
     captured = io.StringIO()
     with RowsCreated().watching() as rows, redirect_stdout(captured):
         yield  # an error propagates: stderr has its one line, stdout stays empty
+    if getattr(args, "json_printed", False):  # the command printed its document itself
+        return
     payload = getattr(args, "json_payload", rows)
     if isinstance(payload, Enqueued):
         document: Any = payload.to_json(rows.to_json()["created"])

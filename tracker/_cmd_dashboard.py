@@ -82,6 +82,7 @@ def _skip_component_scan() -> None:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import threading
 
+    from tracker._cli_output import dumps, wants_json
     from tracker._config import resolve
     from tracker._db import open_database
     from tracker._exceptions import ConfigError
@@ -102,12 +103,17 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     )
     if args.mlflow_ui:
         os.environ["TRACKER_MLFLOW_UI"] = args.mlflow_ui
-    print(f"dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
+    url = f"http://{_local(args.address)}:{args.port}"
+    if wants_json(args):  # a server has no end to report at: its address, now, for scripts
+        print(dumps({"url": url, "address": args.address, "port": args.port}),
+              file=sys.__stdout__, flush=True)  # fmt: skip
+        args.json_printed = True
+    else:
+        print(f"dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
     from dashboard import warm
 
     warm.in_background(args.address, args.port)
     if not args.headless:
-        url = f"http://{_local(args.address)}:{args.port}"
         threading.Thread(target=_open_browser_when_up, args=(url,), daemon=True).start()
     from streamlit.web import cli as streamlit_cli
 
