@@ -25,10 +25,10 @@ def _json(*args: str, env: dict[str, str]) -> object:
 
 
 @pytest.fixture
-def env(tmp_path: Path, db_url: str) -> dict[str, str]:
-    environment = tracker_env(tmp_path, db_url, str(tmp_path / "store.zarr"))
-    assert run_tracker("db", "upgrade", env=environment).returncode == 0
-    return environment
+def env(tmp_path: Path, db_url: str, db: Database) -> dict[str, str]:
+    """The environment of a home on a migrated database (the suite's `db`: a copy of a
+    migrated template, not a `tracker db upgrade` process per test; test_cli covers that)."""
+    return tracker_env(tmp_path, db_url, str(tmp_path / "store.zarr"))
 
 
 def test_enqueue_status_show_and_ls_answer_in_json(env: dict[str, str]):
