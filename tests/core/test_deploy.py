@@ -410,8 +410,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
                 proc.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 continue
-            time.sleep(1)  # let the rest of the group exit before the SIGKILL sweep
+            _group_gone(proc.pid, within=1.0)  # let the rest exit before the SIGKILL sweep
     proc.wait()
+
+
+def _group_gone(pgid: int, within: float) -> None:
+    """Return once no process is left in group ``pgid``, or after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def _running_worker_loops(
@@ -576,11 +587,8 @@ def test_joined_workers_survive_tasks_that_write_a_lot_to_stderr(
                 for i in range(5)
             ]
         db.dispose()
-        proc = subprocess.run(
-            [sys.executable, "-m", "tracker.cli", "work", "--scheduler", address, "--workers", "1",
-             "--plugin", "queue_kinds", "--no-progress"],
-            env=env, cwd=tmp_path, capture_output=True, timeout=180,
-        )  # fmt: skip
+        proc = run_tracker("work", "--scheduler", address, "--workers", "1", "--plugin",
+                           "queue_kinds", "--no-progress", env=env, timeout=180)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert sorted(read_log(log)) == ids
         assert len(proc.stderr) > 5 * 100_000  # the tasks' output reached the caller
