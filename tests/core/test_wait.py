@@ -74,9 +74,8 @@ def test_wait_returns_once_a_running_worker_has_computed_the_surface(tmp_path: P
 
 
 @pytest.mark.slow
-def test_wait_with_a_worker_on_each_backend(tmp_path: Path, db_url: str) -> None:
-    env = tracker_env(tmp_path, db_url, str(tmp_path / "store.zarr"))
-    _ok(run_tracker("db", "upgrade", env=env))
+def test_wait_with_a_worker_on_each_backend(tmp_path: Path, db_url: str, db) -> None:
+    env = tracker_env(tmp_path, db_url, str(tmp_path / "store.zarr"))  # `db`: migrated
     with _worker(env, tmp_path):
         done = run_tracker("enqueue", "noop", "--count", "3", "--wait", "-q", "--json", env=env)
     report = json.loads(_ok(done))
