@@ -113,7 +113,7 @@ def test_a_failed_task_ends_the_wait_with_exit_1_and_one_line_naming_it(tmp_path
     with _worker(worker_env, tmp_path):
         done = run_tracker("enqueue", "model", "--arch", "broken_nets:make_net", "--dataset",
                            "broken_nets:load", "--epochs", "1", "--wait", "--no-progress",
-                           env=env, cold=True)  # fmt: skip
+                           env=env)  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     with sqlite3.connect(tmp_path / ".tracker" / "tracker.db") as conn:
         failed = [i for (i,) in conn.execute("SELECT id FROM tasks WHERE status = 'failed'")]
