@@ -24,6 +24,7 @@ import sqlalchemy as sa
 import yaml
 from cli_support import REPO, run_tracker, tracker_env
 from queue_kinds import read_log
+from schema_support import migrated
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -474,11 +475,9 @@ def test_two_machines_share_one_scheduler_and_queue(tmp_path: Path, pg_url: str)
     try:
         _wait_for_port(port, scheduler, scheduler_log, timeout=60)
 
-        upgrade = run_tracker("db", "upgrade", env=env)
-        assert upgrade.returncode == 0, upgrade.stderr
-
         log = tmp_path / "append.log"
         db = Database(pg_url)
+        migrated(db)  # set-up: a copy of the suite's migrated template
         with db.session() as session:
             # The 200 tasks wait for a gate task that this test holds, so neither machine
             # can drain the queue before the other has joined.
@@ -577,9 +576,9 @@ def test_joined_workers_survive_tasks_that_write_a_lot_to_stderr(
     env = tracker_env(tmp_path, sqlite_url)
     address, scheduler = _start_scheduler(tmp_path, env)
     try:
-        assert run_tracker("db", "upgrade", env=env).returncode == 0
         log = tmp_path / "noisy.log"
         db = Database(sqlite_url)
+        migrated(db)  # set-up: a copy of the suite's migrated template
         with db.session() as session:
             st = get_or_create_study(session, "noisy")
             ids = [
@@ -607,7 +606,11 @@ def test_sigterm_stops_the_workers_that_tracker_work_started(
     address, scheduler = _start_scheduler(tmp_path, env)
     out = tmp_path / "work.log"
     try:
-        assert run_tracker("db", "upgrade", env=env).returncode == 0
+        from tracker._db import Database
+
+        db = Database(sqlite_url)
+        migrated(db)  # set-up: a copy of the suite's migrated template
+        db.dispose()
         with out.open("wb") as sink:
             work = subprocess.Popen(
                 [sys.executable, "-m", "tracker.cli", "work", "--scheduler", address,
