@@ -199,3 +199,17 @@ def test_the_console_entry_point_exits_with_the_commands_code(tmp_path: Path):
                        cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("tracker: error: the database ") and r.stderr.count("\n") == 1
+
+
+def test_the_scheduler_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    from tracker._exceptions import ConfigError
+    from tracker._work import SCHEDULER_TIMEOUT_ENV, scheduler_timeout
+
+    monkeypatch.delenv(SCHEDULER_TIMEOUT_ENV, raising=False)
+    assert scheduler_timeout() == 10.0
+    monkeypatch.setenv(SCHEDULER_TIMEOUT_ENV, "2.5")
+    assert scheduler_timeout() == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        monkeypatch.setenv(SCHEDULER_TIMEOUT_ENV, bad)
+        with pytest.raises(ConfigError, match=SCHEDULER_TIMEOUT_ENV):
+            scheduler_timeout()
