@@ -41,6 +41,11 @@ from tracker._worker import WorkerConfig, run_worker
 log = logging.getLogger(__name__)
 
 WORKER_START_TIMEOUT = 120.0
+# How long `tracker work --scheduler ADDRESS` keeps trying to reach the scheduler (Dask retries
+# a refused connection until then): longer for a scheduler that is still starting, shorter to
+# fail fast in scripts and tests.
+SCHEDULER_TIMEOUT_ENV = "TRACKER_SCHEDULER_TIMEOUT_SECONDS"
+DEFAULT_SCHEDULER_TIMEOUT = 10.0
 # Each Dask worker offers one unit of this resource and each worker loop takes one, so there is
 # one loop per worker without pinning a loop to an address: when a killed worker is restarted
 # (at a new address) Dask runs its loop again there.
@@ -197,6 +202,21 @@ def tune_worker_malloc() -> None:
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 << 20))
 
 
+def scheduler_timeout() -> float:
+    """Seconds to keep trying to reach a Dask scheduler ($TRACKER_SCHEDULER_TIMEOUT_SECONDS)."""
+    text = os.environ.get(SCHEDULER_TIMEOUT_ENV)
+    if not text or not text.strip():
+        return DEFAULT_SCHEDULER_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{SCHEDULER_TIMEOUT_ENV}={text!r} is not a number of seconds > 0: "
+                          "unset it or give e.g. 10")  # fmt: skip
+    return value
+
+
 @contextlib.contextmanager
 def _joined_cluster(address: str, n_workers: int, cuda: bool) -> Iterator[Any]:
     """Start this machine's workers attached to ``address`` and yield their addresses."""
@@ -214,7 +234,7 @@ def _joined_cluster(address: str, n_workers: int, cuda: bool) -> Iterator[Any]:
     command += ["--nthreads", "1", "--no-dashboard", "--memory-limit", "0",
                 "--resources", f"{resource}=1"]  # fmt: skip
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address, timeout=scheduler_timeout())
     except OSError as err:
         raise ConfigError(
             f"cannot reach the Dask scheduler at {address} ({err}): start `dask scheduler` "

@@ -10,9 +10,22 @@ import pytest
 import sqlalchemy as sa
 from cli_support import one_line_error as _one_line_error
 from cli_support import run_tracker, tracker_env
+from schema_support import migrated
 
 from tracker._db import Database
 from tracker._schema import Task
+
+
+def _migrated_home(tmp_path: Path, db_url: str | None = None) -> dict[str, str]:
+    """The environment of a home whose database (the embedded default unless ``db_url``) is at
+    head: a copy of the suite's migrated template. Set-up for the tests below; the `tracker db
+    upgrade` command itself is test_upgrade_enqueue_work_status_on_the_embedded_default's."""
+    url = db_url or f"sqlite:///{tmp_path / '.tracker' / 'tracker.db'}"
+    (tmp_path / ".tracker").mkdir(exist_ok=True)
+    db = Database(url)
+    migrated(db)
+    db.dispose()
+    return tracker_env(tmp_path, db_url)
 
 
 def test_help_does_not_import_torch_or_the_database_stack():
@@ -40,7 +53,8 @@ def test_upgrade_enqueue_work_status_on_the_embedded_default(tmp_path: Path):
     )
     again = run_tracker("enqueue", "noop", "--count", "25", "--study", "smoke", env=env)
     assert "0 new noop task(s), 25 already queued" in again.stdout
-    work = run_tracker("work", "--workers", "2", "--no-progress", env=env)
+    # Worker loops in this process: a local cluster of processes is test_work's.
+    work = run_tracker("work", "--no-progress", env=env)
     assert work.returncode == 0, work.stderr
     assert "done 25, failed 0" in work.stdout
     status = run_tracker("status", env=env)
@@ -49,8 +63,7 @@ def test_upgrade_enqueue_work_status_on_the_embedded_default(tmp_path: Path):
 
 
 def test_work_reports_failures_and_status_shows_the_error(tmp_path: Path, sqlite_url: str):
-    env = tracker_env(tmp_path, sqlite_url)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    env = _migrated_home(tmp_path, sqlite_url)
     db = Database(sqlite_url)
     from tracker._queue import enqueue, get_or_create_study
 
@@ -104,8 +117,7 @@ def test_out_of_date_schema(tmp_path: Path, db_url: str):
 
 
 def test_cuda_without_a_gpu(tmp_path: Path):
-    env = tracker_env(tmp_path)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    env = _migrated_home(tmp_path)
     _one_line_error(run_tracker("work", "--cuda", env=env), "--cuda", "run without --cuda")
 
 
@@ -124,15 +136,13 @@ def test_cuda_without_a_gpu(tmp_path: Path):
     ],
 )
 def test_bad_requests_name_the_problem(tmp_path: Path, args: list[str], needles: list[str]):
-    env = tracker_env(tmp_path)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    env = _migrated_home(tmp_path)
     run_tracker("enqueue", "noop", "--count", "1", "--study", "known", env=env)
     _one_line_error(run_tracker(*args, env=env), *needles)
 
 
 def test_unknown_kinds_are_left_for_other_workers_with_a_note(tmp_path: Path, sqlite_url: str):
-    env = tracker_env(tmp_path, sqlite_url)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    env = _migrated_home(tmp_path, sqlite_url)
     from tracker._queue import enqueue, get_or_create_study
 
     db = Database(sqlite_url)
@@ -149,9 +159,11 @@ def test_unknown_kinds_are_left_for_other_workers_with_a_note(tmp_path: Path, sq
 
 
 def test_unreachable_dask_scheduler(tmp_path: Path):
-    env = tracker_env(tmp_path)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    env = _migrated_home(tmp_path)
     assert run_tracker("enqueue", "noop", "--count", "1", env=env).returncode == 0
+    # Dask retries a refused connection until the timeout (10 s by default): the one-line
+    # error is the same after one second.
+    env["TRACKER_SCHEDULER_TIMEOUT_SECONDS"] = "1"
     proc = run_tracker("work", "--scheduler", "tcp://127.0.0.1:1", env=env)
     _one_line_error(proc, "cannot reach the Dask scheduler at tcp://127.0.0.1:1", "--scheduler")
 
@@ -187,3 +199,17 @@ def test_the_console_entry_point_exits_with_the_commands_code(tmp_path: Path):
                        cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("tracker: error: the database ") and r.stderr.count("\n") == 1
+
+
+def test_the_scheduler_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    from tracker._exceptions import ConfigError
+    from tracker._work import SCHEDULER_TIMEOUT_ENV, scheduler_timeout
+
+    monkeypatch.delenv(SCHEDULER_TIMEOUT_ENV, raising=False)
+    assert scheduler_timeout() == 10.0
+    monkeypatch.setenv(SCHEDULER_TIMEOUT_ENV, "2.5")
+    assert scheduler_timeout() == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        monkeypatch.setenv(SCHEDULER_TIMEOUT_ENV, bad)
+        with pytest.raises(ConfigError, match=SCHEDULER_TIMEOUT_ENV):
+            scheduler_timeout()

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 import yaml
 from cli_support import REPO, run_tracker, tracker_env
 from queue_kinds import read_log
+from schema_support import migrated
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -410,8 +411,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
                 proc.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 continue
-            time.sleep(1)  # let the rest of the group exit before the SIGKILL sweep
+            _group_gone(proc.pid, within=1.0)  # let the rest exit before the SIGKILL sweep
     proc.wait()
+
+
+def _group_gone(pgid: int, within: float) -> None:
+    """Return once no process is left in group ``pgid``, or after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def _running_worker_loops(
@@ -463,11 +475,9 @@ def test_two_machines_share_one_scheduler_and_queue(tmp_path: Path, pg_url: str)
     try:
         _wait_for_port(port, scheduler, scheduler_log, timeout=60)
 
-        upgrade = run_tracker("db", "upgrade", env=env)
-        assert upgrade.returncode == 0, upgrade.stderr
-
         log = tmp_path / "append.log"
         db = Database(pg_url)
+        migrated(db)  # set-up: a copy of the suite's migrated template
         with db.session() as session:
             # The 200 tasks wait for a gate task that this test holds, so neither machine
             # can drain the queue before the other has joined.
@@ -566,9 +576,9 @@ def test_joined_workers_survive_tasks_that_write_a_lot_to_stderr(
     env = tracker_env(tmp_path, sqlite_url)
     address, scheduler = _start_scheduler(tmp_path, env)
     try:
-        assert run_tracker("db", "upgrade", env=env).returncode == 0
         log = tmp_path / "noisy.log"
         db = Database(sqlite_url)
+        migrated(db)  # set-up: a copy of the suite's migrated template
         with db.session() as session:
             st = get_or_create_study(session, "noisy")
             ids = [
@@ -576,11 +586,8 @@ def test_joined_workers_survive_tasks_that_write_a_lot_to_stderr(
                 for i in range(5)
             ]
         db.dispose()
-        proc = subprocess.run(
-            [sys.executable, "-m", "tracker.cli", "work", "--scheduler", address, "--workers", "1",
-             "--plugin", "queue_kinds", "--no-progress"],
-            env=env, cwd=tmp_path, capture_output=True, timeout=180,
-        )  # fmt: skip
+        proc = run_tracker("work", "--scheduler", address, "--workers", "1", "--plugin",
+                           "queue_kinds", "--no-progress", env=env, timeout=180)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert sorted(read_log(log)) == ids
         assert len(proc.stderr) > 5 * 100_000  # the tasks' output reached the caller
@@ -599,7 +606,11 @@ def test_sigterm_stops_the_workers_that_tracker_work_started(
     address, scheduler = _start_scheduler(tmp_path, env)
     out = tmp_path / "work.log"
     try:
-        assert run_tracker("db", "upgrade", env=env).returncode == 0
+        from tracker._db import Database
+
+        db = Database(sqlite_url)
+        migrated(db)  # set-up: a copy of the suite's migrated template
+        db.dispose()
         with out.open("wb") as sink:
             work = subprocess.Popen(
                 [sys.executable, "-m", "tracker.cli", "work", "--scheduler", address,

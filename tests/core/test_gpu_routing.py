@@ -44,8 +44,9 @@ def test_tracker_work_without_cuda_leaves_gpu_tasks_pending_and_says_so(
     tmp_path: Path, db, db_url: str, store_url: str
 ) -> None:
     gpu_ids, cpu_ids = _enqueue(db, gpu_tasks=2, cpu_tasks=4)
-    proc = run_tracker("work", "--workers", "1", "--no-progress",
-                       env=tracker_env(tmp_path, db_url, store_url))  # fmt: skip
+    # Worker loops in the `tracker work` process: the routing is the queue's, whatever runs
+    # the loops (a Dask cluster is test_work's and test_deploy's).
+    proc = run_tracker("work", "--no-progress", env=tracker_env(tmp_path, db_url, store_url))
     # The CPU work is done; the GPU work is not, so the exit status says "not finished" (1),
     # and the message says what runs it.
     assert proc.returncode == 1, proc.stderr[-2000:]

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from cli_support import run_tracker, tracker_env
+from schema_support import migrated
 
 from tracker._db import Database
 from tracker._progress import Progress, Scope, clock
-from tracker._queue import enqueue, get_or_create_study
+from tracker._queue import Queue, enqueue, get_or_create_study
 from tracker._schema import Task
 from tracker._work import scope_counts
 
@@ -60,8 +61,8 @@ def test_clock():
 
 def test_third_party_chatter_goes_to_the_log_file_not_the_terminal(tmp_path: Path, sqlite_url):
     env = tracker_env(tmp_path, sqlite_url)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
     db = Database(sqlite_url)
+    migrated(db)  # set-up: a copy of the suite's migrated template, not an upgrade process
     with db.session() as session:
         study = get_or_create_study(session, "chatty")
         ids = [enqueue(session, study, "test.chatty", {"i": i})[0].id for i in range(2)]
@@ -108,42 +109,59 @@ def test_a_local_cluster_serves_its_dask_dashboard_and_prints_the_address_once(
     import urllib.request
 
     env = tracker_env(tmp_path, sqlite_url)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
-    assert run_tracker("enqueue", "noop", "--count", "8", "--seconds", "1", env=env).returncode == 0
+    db = Database(sqlite_url)
+    migrated(db)
+    # Eight tasks wait for a gate task that this test holds: the work cannot end before its
+    # dashboard has been read, however slowly the cluster starts (no sleeping tasks to time).
+    with db.session() as session:
+        study = get_or_create_study(session, "default")
+        gate, _ = enqueue(session, study, "noop", {"gate": True})
+        for i in range(8):
+            enqueue(session, study, "noop", {"i": i}, depends_on=[gate])
+    gate_queue = Queue(db, lease_seconds=600)
+    held = gate_queue.claim("progress-test", kinds=["noop"])
+    assert held is not None and held.id == gate.id
     proc = subprocess.Popen(
         [sys.executable, "-m", "tracker.cli", "work", "--workers", "1"], env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
     )  # fmt: skip
-    lines: list[str] = []
-    seen = threading.Event()
+    try:
+        lines: list[str] = []
+        seen = threading.Event()
 
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if line.startswith("Dask dashboard: "):
-                seen.set()
+        def read() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+                if line.startswith("Dask dashboard: "):
+                    seen.set()
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    assert seen.wait(timeout=240), "".join(lines)
-    url = next(line for line in lines if line.startswith("Dask dashboard: ")).split(": ", 1)[1]
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/status", url.strip()), url
-    running = proc.poll() is None
-    with urllib.request.urlopen(url.strip(), timeout=30) as response:
-        assert response.status == 200
-    assert running, "the work ended before its dashboard was read"
-    # stdout read here, stderr only by the reader thread (communicate() would read stderr too,
-    # and the lines the thread missed went to it).
-    assert proc.stdout is not None
-    stdout = proc.stdout.read()
-    proc.wait(timeout=300)
-    reader.join(timeout=30)
-    assert proc.returncode == 0, "".join(lines)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert seen.wait(timeout=240), "".join(lines)
+        url = next(line for line in lines if line.startswith("Dask dashboard: ")).split(": ", 1)[1]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/status", url.strip()), url
+        running = proc.poll() is None
+        with urllib.request.urlopen(url.strip(), timeout=30) as response:
+            assert response.status == 200
+        assert running, "the work ended before its dashboard was read"
+        assert gate_queue.complete(held)  # now the eight can run
+        # stdout read here, stderr only by the reader thread (communicate() would read stderr too,
+        # and the lines the thread missed went to it).
+        assert proc.stdout is not None
+        stdout = proc.stdout.read()
+        proc.wait(timeout=300)
+        reader.join(timeout=30)
+        assert proc.returncode == 0, "".join(lines)
+    finally:  # a failed look above must not leave the work waiting for the gate
+        if proc.poll() is None:
+            proc.terminate()  # SIGTERM: `tracker work` stops its cluster on the way out
+            proc.wait(timeout=60)
     terminal = stdout + "".join(lines)
     assert terminal.count("Dask dashboard: ") == 1
     assert "8787" not in terminal and "in use" not in terminal
-    assert "8/8 tasks" in terminal
+    assert "9/9 tasks" in terminal  # the gate and the eight, all this run's
+    db.dispose()
 
     # Without progress nothing would show the address: no dashboard is served or printed.
     assert run_tracker("enqueue", "noop", "--count", "1", "--study", "q", env=env).returncode == 0

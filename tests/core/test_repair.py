@@ -50,9 +50,8 @@ def _loss_path(db_url: str) -> tuple[str, int]:
 
 
 @pytest.mark.slow
-def test_a_damaged_chunk_is_recomputed_by_the_tile_that_wrote_it(db_url: str, tmp_path: Path):
-    env = tracker_env(tmp_path, db_url)
-    _ok(run_tracker("db", "upgrade", env=env))
+def test_a_damaged_chunk_is_recomputed_by_the_tile_that_wrote_it(db_url: str, db, tmp_path: Path):
+    env = tracker_env(tmp_path, db_url)  # `db`: the database migrated (a template copy)
     (tmp_path / "study.toml").write_text(STUDY)
     _ok(run_tracker("enqueue", str(tmp_path / "study.toml"), env=env))
     _ok(run_tracker("work", "--no-progress", env=env))

@@ -25,10 +25,21 @@ def _json(*args: str, env: dict[str, str]) -> object:
 
 
 @pytest.fixture
-def env(tmp_path: Path, db_url: str) -> dict[str, str]:
-    environment = tracker_env(tmp_path, db_url, str(tmp_path / "store.zarr"))
-    assert run_tracker("db", "upgrade", env=environment).returncode == 0
-    return environment
+def env(tmp_path: Path, db_url: str, db: Database) -> dict[str, str]:
+    """The environment of a home on a migrated database (the suite's `db`: a copy of a
+    migrated template, not a `tracker db upgrade` process per test; test_cli covers that)."""
+    return tracker_env(tmp_path, db_url, str(tmp_path / "store.zarr"))
+
+
+def _noop(db: Database, count: int, study: str = "default") -> list[int]:
+    """Set-up: the rows `tracker enqueue noop --count COUNT --study STUDY` writes, written here
+    (the command itself is test_enqueue_status_show_and_ls_answer_in_json's)."""
+    from tracker._queue import enqueue, get_or_create_study
+
+    with db.session() as session:
+        st = get_or_create_study(session, study)
+        return [enqueue(session, st, "noop", {"index": i, "seconds": 0.0})[0].id
+                for i in range(count)]  # fmt: skip
 
 
 def test_enqueue_status_show_and_ls_answer_in_json(env: dict[str, str]):
@@ -49,8 +60,8 @@ def test_enqueue_status_show_and_ls_answer_in_json(env: dict[str, str]):
     assert [s["name"] for s in studies] == ["s1"]
 
 
-def test_work_summary_in_json(env: dict[str, str]):
-    _json("enqueue", "noop", "--count", "4", "--study", "w", env=env)
+def test_work_summary_in_json(env: dict[str, str], db: Database):
+    _noop(db, 4, "w")
     summary = _json("work", "--no-progress", env=env)
     assert (summary["done"], summary["failed"], summary["unfinished"]) == (4, 0, 0)
 
@@ -67,16 +78,16 @@ def test_work_summary_in_json(env: dict[str, str]):
     ],
 )
 def test_where_takes_only_known_columns_and_typed_values(
-    env: dict[str, str], where: str, needles: list[str]
+    env: dict[str, str], db: Database, where: str, needles: list[str]
 ):
-    _json("enqueue", "noop", "--count", "2", env=env)
+    _noop(db, 2)
     one_line_error(run_tracker("ls", "tasks", "--where", where, env=env), *needles, code=2)
     assert len(_json("ls", "tasks", env=env)) == 2  # nothing was dropped
 
 
-def test_where_values_are_parameters_not_sql(env: dict[str, str]):
-    _json("enqueue", "noop", "--count", "1", "--study", "plain", env=env)
-    _json("enqueue", "noop", "--count", "1", "--study", "100%_sure", env=env)
+def test_where_values_are_parameters_not_sql(env: dict[str, str], db: Database):
+    _noop(db, 1, "plain")
+    _noop(db, 1, "100%_sure")
     assert _json("ls", "studies", "--where", "name=x' OR '1'='1", env=env) == []
     # ~ is "contains" with % and _ taken literally, not as LIKE wildcards.
     assert [s["name"] for s in _json("ls", "studies", "--where", "name~%_", env=env)] == [
@@ -87,24 +98,22 @@ def test_where_values_are_parameters_not_sql(env: dict[str, str]):
 
 
 def test_cancel_takes_pending_work_off_the_queue_and_requeue_brings_it_back(
-    env: dict[str, str], db_url: str
+    env: dict[str, str], db: Database
 ):
-    a = _json("enqueue", "noop", "--count", "3", "--study", "a", env=env)
-    b = _json("enqueue", "noop", "--count", "2", "--study", "b", env=env)
+    a = _noop(db, 3, "a")
+    b = _noop(db, 2, "b")
     cancelled = _json("cancel", "--study", "a", env=env)
-    assert cancelled["cancelled"] == a["ids"]
-    assert _json("cancel", str(b["ids"][0]), env=env)["cancelled"] == [b["ids"][0]]
-    db = Database(db_url)
+    assert cancelled["cancelled"] == a
+    assert _json("cancel", str(b[0]), env=env)["cancelled"] == [b[0]]
     with db.session() as session:
         states = dict(session.execute(sa.select(Task.id, Task.status)).all())
-    assert [states[i] for i in a["ids"]] == ["failed"] * 3
-    assert [states[i] for i in b["ids"]] == ["failed", "pending"]
+    assert [states[i] for i in a] == ["failed"] * 3
+    assert [states[i] for i in b] == ["failed", "pending"]
     summary = _json("work", "--no-progress", env=env)
     assert summary["done"] == 1  # only b's uncancelled task ran
-    assert run_tracker("requeue", *map(str, a["ids"]), env=env).returncode == 0
+    assert run_tracker("requeue", *map(str, a), env=env).returncode == 0
     assert _json("work", "--no-progress", env=env)["done"] == 3
     one_line_error(run_tracker("cancel", env=env), "task ids or --study", code=2)
-    db.dispose()
 
 
 def _study_with_arrays(env: dict[str, str], db_url: str, name: str, n: int) -> list[int]:
@@ -147,15 +156,13 @@ def test_delete_a_study_takes_its_rows_and_arrays_and_nothing_else(
     one_line_error(run_tracker("delete", "study", "old", env=env), "unknown study 'old'", code=2)
 
 
-def test_delete_is_refused_while_a_task_runs(env: dict[str, str], db_url: str):
-    made = _json("enqueue", "noop", "--count", "2", "--study", "busy", env=env)
-    db = Database(db_url)
+def test_delete_is_refused_while_a_task_runs(env: dict[str, str], db: Database):
+    made = _noop(db, 2, "busy")
     with db.session() as session:
-        session.execute(sa.update(Task).where(Task.id == made["ids"][0]).values(status="running"))
+        session.execute(sa.update(Task).where(Task.id == made[0]).values(status="running"))
     one_line_error(run_tracker("delete", "study", "busy", env=env), "is running", code=2)
     with db.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Task)) == 2
-    db.dispose()
 
 
 def test_tags_and_notes_on_studies_and_models(env: dict[str, str]):
@@ -226,12 +233,14 @@ def _on_terminal(*args: str, env: dict[str, str], columns: int = 160) -> str:
     return b"".join(chunks).decode().replace("\r\n", "\n")
 
 
-def test_tables_are_drawn_by_rich_on_a_terminal_and_stay_plain_for_scripts(env: dict[str, str]):
+def test_tables_are_drawn_by_rich_on_a_terminal_and_stay_plain_for_scripts(
+    env: dict[str, str], db: Database
+):
     """Issue 19: the tables of ls and status use the progress bar's library on a terminal;
     piped, they are the plain columns scripts read, and --json is unchanged."""
     import re
 
-    ids = _json("enqueue", "noop", "--count", "2", "--study", "s1", env=env)["ids"]
+    ids = _noop(db, 2, "s1")
     plain = run_tracker("ls", "tasks", env=env).stdout.splitlines()
     assert plain[0].split()[:4] == ["id", "study_id", "kind", "status"]
     assert "─" not in "\n".join(plain) and "\x1b" not in "\n".join(plain)

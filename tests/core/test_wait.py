@@ -74,9 +74,8 @@ def test_wait_returns_once_a_running_worker_has_computed_the_surface(tmp_path: P
 
 
 @pytest.mark.slow
-def test_wait_with_a_worker_on_each_backend(tmp_path: Path, db_url: str) -> None:
-    env = tracker_env(tmp_path, db_url, str(tmp_path / "store.zarr"))
-    _ok(run_tracker("db", "upgrade", env=env))
+def test_wait_with_a_worker_on_each_backend(tmp_path: Path, db_url: str, db) -> None:
+    env = tracker_env(tmp_path, db_url, str(tmp_path / "store.zarr"))  # `db`: migrated
     with _worker(env, tmp_path):
         done = run_tracker("enqueue", "noop", "--count", "3", "--wait", "-q", "--json", env=env)
     report = json.loads(_ok(done))
@@ -114,7 +113,7 @@ def test_a_failed_task_ends_the_wait_with_exit_1_and_one_line_naming_it(tmp_path
     with _worker(worker_env, tmp_path):
         done = run_tracker("enqueue", "model", "--arch", "broken_nets:make_net", "--dataset",
                            "broken_nets:load", "--epochs", "1", "--wait", "--no-progress",
-                           env=env, cold=True)  # fmt: skip
+                           env=env)  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     with sqlite3.connect(tmp_path / ".tracker" / "tracker.db") as conn:
         failed = [i for (i,) in conn.execute("SELECT id FROM tasks WHERE status = 'failed'")]

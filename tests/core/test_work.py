@@ -7,17 +7,28 @@ from pathlib import Path
 import sqlalchemy as sa
 from cli_support import run_tracker, tracker_env
 from queue_kinds import read_log
+from schema_support import migrated
 
 from tracker._db import Database
 from tracker._queue import enqueue, get_or_create_study
 from tracker._schema import Task
 
 
-def test_work_on_a_local_cluster_of_two_processes_drains_the_queue(tmp_path: Path, db_url: str):
+def _home_at_head(tmp_path: Path) -> dict[str, str]:
+    """A home whose embedded database is a copy of the suite's migrated template (set-up; the
+    `tracker db upgrade` command is test_cli's)."""
+    (tmp_path / ".tracker").mkdir()
+    db = Database(f"sqlite:///{tmp_path / '.tracker' / 'tracker.db'}")
+    migrated(db)
+    db.dispose()
+    return tracker_env(tmp_path)
+
+
+def test_work_on_a_local_cluster_of_two_processes_drains_the_queue(
+    tmp_path: Path, db_url: str, db: Database
+):
     env = tracker_env(tmp_path, db_url)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
     log = tmp_path / "ran.log"
-    db = Database(db_url)
     with db.session() as session:
         st = get_or_create_study(session, "dask")
         first, _ = enqueue(session, st, "test.append", {"log": str(log), "n": -1})
@@ -37,26 +48,24 @@ def test_work_on_a_local_cluster_of_two_processes_drains_the_queue(tmp_path: Pat
         statuses = set(session.scalars(sa.select(Task.status)))
     assert statuses == {"done"}
     assert len(workers) == 2  # both Dask workers claimed tasks
-    db.dispose()
 
 
 def test_work_with_nothing_to_do_returns_at_once(tmp_path: Path):
-    env = tracker_env(tmp_path)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    env = _home_at_head(tmp_path)
     proc = run_tracker("work", env=env)
     assert proc.returncode == 0
     assert "nothing to do" in proc.stderr
 
 
-def test_work_without_workers_runs_its_loops_in_this_process(tmp_path: Path, db_url: str):
+def test_work_without_workers_runs_its_loops_in_this_process(
+    tmp_path: Path, db_url: str, db: Database
+):
     """No --workers/--scheduler: one loop per core in threads of the `tracker work` process
     (no Dask cluster), dependencies still first, every task done."""
     import os
 
     env = tracker_env(tmp_path, db_url)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
     log = tmp_path / "ran.log"
-    db = Database(db_url)
     with db.session() as session:
         st = get_or_create_study(session, "threads")
         first, _ = enqueue(session, st, "test.append", {"log": str(log), "n": -1})
@@ -78,15 +87,13 @@ def test_work_without_workers_runs_its_loops_in_this_process(tmp_path: Path, db_
     assert {worker.rsplit(":", 1)[1] for _, _, worker in rows} <= {
         f"loop{i}" for i in range(loops)
     }
-    db.dispose()
 
 
 def test_work_on_an_empty_queue_starts_no_cluster_and_imports_no_torch(tmp_path: Path):
     import subprocess
     import sys
 
-    env = tracker_env(tmp_path)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    env = _home_at_head(tmp_path)
     script = (
         "import sys\n"
         "from tracker.cli import main\n"

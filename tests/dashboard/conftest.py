@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from cli_support import run_tracker, tracker_env
 from dashboard_support import Seeded, free_port
+from schema_support import migrated
 
 STUDY = """
 study = "iris-sweep"
@@ -69,7 +70,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     env = tracker_env(root)
     home = root / ".tracker"
     db_url = f"sqlite:///{home / 'tracker.db'}"
-    _run("db", "upgrade", env=env)
+    home.mkdir()
+    template_copy = Database(db_url)
+    migrated(template_copy)  # the schema at head, as `tracker db upgrade` leaves it
+    template_copy.dispose()
     (root / "study.toml").write_text(STUDY)
     _run("enqueue", str(root / "study.toml"), env=env)
     # In-process (one torch import instead of one per command): the same commands a user types.

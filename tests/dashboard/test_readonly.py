@@ -154,10 +154,10 @@ HOSTILE = [
 @pytest.mark.postgres
 @pytest.mark.parametrize("template", HOSTILE)
 def test_statement_allow_list_refuses_what_reaches_beyond_the_tables(
-    template: str, pg_url: str, tmp_path
+    template: str, pg_admin_url: str, tmp_path
 ) -> None:
     """Layer 1: parsed with PostgreSQL's grammar, refused before the server sees it, even
-    when the dashboard's role could run it."""
+    when the dashboard's role could run it. (No database of its own: nothing reaches one.)"""
     from tracker._readonly import check_statement
 
     probe = tmp_path / "probe.txt"
@@ -170,11 +170,12 @@ def test_statement_allow_list_refuses_what_reaches_beyond_the_tables(
 
 @pytest.fixture
 def pg_db(pg_url: str):
+    from schema_support import migrated
+
     from tracker._db import Database
-    from tracker._migrate import upgrade
 
     database = Database(pg_url)
-    upgrade(database)
+    migrated(database)  # a copy of the suite's migrated template
     yield database
     database.dispose()
 
@@ -302,8 +303,14 @@ def test_sqlite_authorizer_allows_reads_only(sqlite_url: str) -> None:
 
 @pytest.mark.postgres
 def test_create_reader_command(pg_url: str, tmp_path) -> None:
+    from schema_support import migrated
+
+    from tracker._db import Database
+
     env = tracker_env(tmp_path, pg_url)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    owner = Database(pg_url)
+    migrated(owner)  # the schema, as its owner: a copy of the suite's migrated template
+    owner.dispose()
     role = f"r_{sa.engine.make_url(pg_url).database}"
     env["TRACKER_READER_PASSWORD"] = "s3cret'pw"
     made = run_tracker("db", "create-reader", "--role", role, env=env)

@@ -13,6 +13,18 @@ from cli_support import run_tracker, tracker_env
 TABLES = ("tasks", "models", "checkpoints", "directions", "surfaces", "tiles", "arrays", "studies")
 
 
+def _migrated(db_file: Path) -> None:
+    """A copy of the suite's migrated template at ``db_file`` (instead of an upgrade process)."""
+    from schema_support import migrated
+
+    from tracker._db import Database
+
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    db = Database(f"sqlite:///{db_file}")
+    migrated(db)
+    db.dispose()
+
+
 def _counts(home: Path) -> dict[str, int]:
     with sqlite3.connect(home / ".tracker" / "tracker.db") as conn:
         return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
@@ -39,7 +51,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     """A home with a trained MLP (model 1) and an untrained CNN (model 2)."""
     root = tmp_path_factory.mktemp("cli")
     env = tracker_env(root)
-    _ok(run_tracker("db", "upgrade", env=env))
+    _migrated(root / ".tracker" / "tracker.db")  # set-up, as `tracker db upgrade` leaves it
     out = _ok(run_tracker("train", "--arch", "mlp", "--widths", "16", "--dataset", "digits",
                           "--epochs", "2", "--lr", "0.05", "--batch-size", "64", "--name", "mlp",
                           "--checkpoints", "0,1", env=env))  # fmt: skip

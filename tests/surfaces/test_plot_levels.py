@@ -18,6 +18,19 @@ X, Y = np.meshgrid(XS, XS)
 BASIN = 0.05 + 8 * (1 - np.exp(-3 * (X**2 + 0.5 * Y**2))) ** 2
 
 
+def _home_at_head(root: Path) -> None:
+    """The embedded database of the home under ``root`` at head: a copy of the suite's migrated
+    template (set-up; the `tracker db upgrade` command is test_cli's)."""
+    from schema_support import migrated
+
+    from tracker._db import Database
+
+    (root / ".tracker").mkdir(parents=True, exist_ok=True)
+    db = Database(f"sqlite:///{root / '.tracker' / 'tracker.db'}")
+    migrated(db)
+    db.dispose()
+
+
 def _contours(fig):
     ax = fig.axes[0]
     return ax, ax.collections[0]
@@ -61,7 +74,7 @@ def test_log_scale_and_explicit_range():
 )
 def test_bad_plot_flags_are_refused_in_one_line(tmp_path: Path, flags, needles):
     env = tracker_env(tmp_path)
-    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    _home_at_head(tmp_path)
     one_line_error(run_tracker("plot", "surface", "1", *flags, env=env), *needles, code=2)
     assert not (tmp_path / ".tracker" / "plots").exists()
 
@@ -78,7 +91,7 @@ def test_interpolation_plots_name_both_models_and_label_alpha(tmp_path: Path, ca
     from tracker.surfaces.results import load_surface
 
     home = ["--home", str(tmp_path / ".tracker")]
-    assert main([*home, "db", "upgrade"]) == 0
+    _home_at_head(tmp_path)
     for name, seed in (("left-net", "0"), ("right-net", "1")):
         assert main([*home, "train", "--arch", "mlp", "--widths", "8", "--dataset", "digits",
                      "--epochs", "1", "--seed", seed, "--name", name]) == 0  # fmt: skip

@@ -375,7 +375,8 @@ def test_a_killed_training_leaves_a_failed_mlflow_run(tmp_path: Path) -> None:
     # The next attempt closes the dead run as FAILED and trains in a new one. Fewer epochs
     # would change the spec, so cut this attempt short by lowering max_tasks: run it fully.
     with home.db.session() as s:
-        s.execute(sa.update(Model).values(epochs=1))  # keep the retry short
+        # Keep the retry short: one epoch of 8 steps (500 steps at the first attempt's 8).
+        s.execute(sa.update(Model).values(epochs=1, batch_size=500))
     assert home.drain(lease_seconds=1.0)["failed"] == 0
     assert client.get_run(first).info.status == "FAILED"
     second = run_id()
