@@ -42,7 +42,8 @@ def _loss_path(db_url: str) -> tuple[str, int]:
     try:
         with engine.connect() as conn:
             path, done = conn.execute(sa.text(
-                "SELECT a.path, (SELECT count(*) FROM tasks WHERE status = 'done') FROM surfaces s "
+                "SELECT a.path, (SELECT count(*) FROM tasks WHERE status = 'done' "
+                "AND kind <> 'measures.refresh') FROM surfaces s "
                 "JOIN arrays a ON a.id = s.loss_array_id")).one()  # fmt: skip
     finally:
         engine.dispose()
@@ -86,6 +87,9 @@ def test_a_damaged_chunk_is_recomputed_by_the_tile_that_wrote_it(db_url: str, db
     assert "done 3, failed 0" in work.stdout
     after = np.asarray(zarr.open_group(str(store), mode="r")[path][...])
     np.testing.assert_array_equal(after, before)  # bitwise
-    # Same rows done again: the refresh the first completion asked for went back to the queue.
+    # Same rows done again, no new tile or completion. (Refreshes are left out of the count:
+    # with two worker loops the first run's completion may have found another task's refresh
+    # still pending and asked for none, so the repair's refresh is then a new row, not the
+    # old one requeued; either way one ran, the "done 3" above.)
     assert _loss_path(db_url) == (path, done)
     assert "requeued 0 task(s)" in _ok(run_tracker("requeue", "--broken", env=env))
