@@ -51,3 +51,20 @@ def prepared_folder() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tracker"
     )
     return Path(folder)
+
+
+def env_seconds(name: str, default: float, *, zero_ok: bool) -> float:
+    """A duration in seconds from the environment variable ``name`` (unset or blank: ``default``);
+    anything else than a finite number >= 0 (> 0 unless ``zero_ok``) is one line naming it."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (0 <= value < float("inf")) or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds {bound}: "
+                          f"unset it or give e.g. {default:g}")  # fmt: skip
+    return value

@@ -9,14 +9,14 @@ with one line. Errors that are not transient (a constraint, a bug) are raised at
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
 
-from tracker._exceptions import ConfigError, DatabaseUnreachable
+from tracker._config import env_seconds
+from tracker._exceptions import DatabaseUnreachable
 
 log = logging.getLogger("tracker.retry")
 
@@ -45,16 +45,7 @@ _TRANSIENT_TEXT = (
 
 def retry_window() -> float:
     """Seconds to keep retrying, from the environment (0 turns retrying off)."""
-    raw = os.environ.get(RETRY_ENV)
-    if raw is None or not raw.strip():
-        return DEFAULT_RETRY_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (value >= 0 and value < float("inf")):
-        raise ConfigError(f"{RETRY_ENV}={raw!r} is not a number of seconds >= 0")
-    return value
+    return env_seconds(RETRY_ENV, DEFAULT_RETRY_SECONDS, zero_ok=True)
 
 
 def is_transient(err: BaseException) -> bool:

@@ -20,7 +20,6 @@ commits of every worker that sends one, which the queue's throughput cannot affo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -99,19 +98,9 @@ def run_waiting(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
 def hint_seconds() -> float:
     """How long nothing may run before the no-worker hint ($TRACKER_WAIT_HINT_SECONDS)."""
-    from tracker._exceptions import ConfigError
+    from tracker._config import env_seconds
 
-    text = os.environ.get(HINT_SECONDS_ENV)
-    if not text:
-        return DEFAULT_HINT_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ConfigError(f"{HINT_SECONDS_ENV}={text!r} is not a number of seconds: "
-                          "unset it or give e.g. 5")  # fmt: skip
-    return value
+    return env_seconds(HINT_SECONDS_ENV, DEFAULT_HINT_SECONDS, zero_ok=True)
 
 
 def _row_tasks(db: Any, table_name: str, row_ids: Sequence[int]) -> set[int]:

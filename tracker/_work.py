@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from tracker._config import Settings
+from tracker._config import Settings, env_seconds
 from tracker._db import Database, open_database
 from tracker._exceptions import ConfigError, NoGPU
 from tracker._manage import CANCELLED
@@ -204,17 +204,7 @@ def tune_worker_malloc() -> None:
 
 def scheduler_timeout() -> float:
     """Seconds to keep trying to reach a Dask scheduler ($TRACKER_SCHEDULER_TIMEOUT_SECONDS)."""
-    text = os.environ.get(SCHEDULER_TIMEOUT_ENV)
-    if not text or not text.strip():
-        return DEFAULT_SCHEDULER_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise ConfigError(f"{SCHEDULER_TIMEOUT_ENV}={text!r} is not a number of seconds > 0: "
-                          "unset it or give e.g. 10")  # fmt: skip
-    return value
+    return env_seconds(SCHEDULER_TIMEOUT_ENV, DEFAULT_SCHEDULER_TIMEOUT, zero_ok=False)
 
 
 @contextlib.contextmanager
