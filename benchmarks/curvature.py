@@ -10,7 +10,12 @@ wall time of each tool, and the ratio PyHessian / tracker:
   top-1-residual  the same against the tracker's default, stricter stop (Ritz residual
            <= tol * |lambda|); an extra row, not part of 'whole'.
   trace    Hutchinson with ``--probes`` Rademacher probes (PyHessian with ``tol=-inf``, so its
-           early stop never fires and it takes exactly that many).
+           early stop never fires and it takes exactly that many): the tracker's default
+           estimator, which for these piecewise-linear networks (ReLU, BatchNorm in eval mode)
+           probes the Gauss-Newton matrix in output space, one backward per probe, whose trace
+           is the Hessian's (compute.piecewise); both standard errors are printed.
+  trace-hessian  the same with the tracker's probes of the Hessian (one Hessian-vector product
+           each, PyHessian's estimator): an extra row, not part of 'whole'.
   trace@se the trace at equal standard error: the tracker's Hutch++ (``--hutchpp-probes``
            products in all) against PyHessian's Hutchinson with ``--probes`` probes; it counts
            only where the tracker's standard error is no larger. An extra row, not in 'whole'.
@@ -20,7 +25,9 @@ wall time of each tool, and the ratio PyHessian / tracker:
            smoothing lives outside its package, in the repository's density_plot.py).
 
   whole    construction (PyHessian: the forward and create_graph backward it keeps; tracker:
-           the operator's sizing and its kept graphs, whose loss is its finite-loss check;
+           the operator's sizing and its kept forward graphs, whose loss is its finite-loss
+           check; the gradient graphs on them are built by the first Hessian-vector product,
+           inside top-1;
            with ``--hvp forward`` torch.func's one-time imports and one warm-up product)
            plus the three measures: the full path a task runs.
 
@@ -91,7 +98,7 @@ SEED = 0
 TARGET_RATIO = 2.0
 TARGET_R56_GIB = 4.0
 MEASURES = ("top-1", "trace", "density")  # the path 'whole' adds up
-EXTRA = ("top-1-residual", "trace@se")
+EXTRA = ("top-1-residual", "trace-hessian", "trace@se")
 
 
 def _problem(case: str, samples: int) -> tuple[Any, Any, Any]:
@@ -175,12 +182,17 @@ def _child_tracker(case: str, a: argparse.Namespace) -> dict[str, Any]:
         op.hvp_seconds, op.hvp_count = 0.0, 0
 
     def timed(name: str, fn: Any) -> Any:
+        """A measure's time, and its products: Hessian-vector products or, for a Gauss-Newton
+        trace, output probes (one backward each), with the fraction of time inside them."""
         hvp_s, hvp_n = op.hvp_seconds, op.hvp_count
+        gn_s, gn_n = op.gn_seconds, op.gn_count
         t = time.perf_counter()
         result = fn()
         seconds = time.perf_counter() - t
-        out[name] = {"seconds": seconds, "hvp_fraction": (op.hvp_seconds - hvp_s) / seconds,
-                     "hvps": op.hvp_count - hvp_n}  # fmt: skip
+        inside = op.hvp_seconds - hvp_s + op.gn_seconds - gn_s
+        out[name] = {"seconds": seconds, "hvp_fraction": inside / seconds,
+                     "hvps": op.hvp_count - hvp_n + op.gn_count - gn_n,
+                     "gn": op.gn_count > gn_n}  # fmt: skip
         return result
 
     if case == "resnet56":
@@ -198,6 +210,10 @@ def _child_tracker(case: str, a: argparse.Namespace) -> dict[str, Any]:
         out["top-1-residual"]["value"] = float(strict.eigenvalues[0])
         tr = timed("trace", lambda: hutchinson_trace(op, a.probes, seed=SEED))
         out["trace"]["value"], out["trace"]["stderr"] = tr.trace, tr.stderr
+        out["trace"]["estimator"] = tr.config["estimator"]
+        th = timed("trace-hessian", lambda: hutchinson_trace(op, a.probes, seed=SEED,
+                                                             estimator="hessian"))  # fmt: skip
+        out["trace-hessian"]["value"], out["trace-hessian"]["stderr"] = th.trace, th.stderr
         pp = timed("trace@se", lambda: hutchpp_trace(op, a.hutchpp_probes, seed=SEED))
         out["trace@se"]["value"], out["trace@se"]["stderr"] = pp.trace, pp.stderr
         timed("density", lambda: spectral_density(op, 1, a.slq_steps, seed=SEED))
@@ -259,6 +275,7 @@ def _child_pyhessian(case: str, a: argparse.Namespace) -> dict[str, Any]:
     out["trace"]["value"] = float(samples.mean())
     out["trace"]["stderr"] = float(samples.std(ddof=1) / np.sqrt(len(samples)))
     out["trace@se"] = out["trace"]  # PyHessian has Hutchinson only: the same run
+    out["trace-hessian"] = out["trace"]
     timed("density", lambda: h.density(iter=a.slq_steps, n_v=1))
     out["peak_rss"] = _peak_rss_bytes()
     return out
@@ -296,13 +313,20 @@ def _per_hvp(m: dict[str, Any]) -> str:
     return f"{1000 * m['seconds'] * m['hvp_fraction'] / max(m['hvps'], 1):.1f}"
 
 
+def _products(m: dict[str, Any]) -> str:
+    return f"{m['hvps']} GN" if m.get("gn") else str(m["hvps"])
+
+
 LIKE_FOR_LIKE = """
 Like for like: the same model, weights, data, loss and one torch thread per tool. top-1: both
 stop when the top eigenvalue estimate changes by < tol relative between two products
 (PyHessian's power iteration's rule; the tracker's Lanczos with stop='change'), so a gain is
 Lanczos converging in fewer products (the HVP column shows both counts). top-1-residual: the
 tracker's default, stricter stop (Ritz residual ||H y - theta y|| <= tol * |theta|) against
-the same PyHessian run; not in 'whole'. trace: exactly --probes Rademacher probes each.
+the same PyHessian run; not in 'whole'. trace: exactly --probes Rademacher probes each, the
+tracker's by its default estimator (GN: Gauss-Newton output probes, one backward each, where
+the network is piecewise linear; their standard error is printed beside PyHessian's);
+trace-hessian: the tracker's probes of the Hessian, PyHessian's estimator, not in 'whole'.
 density: exactly --slq-steps Lanczos steps each, one run. trace@se: the tracker's Hutch++ with
 --hutchpp-probes products against PyHessian's --probes-probe Hutchinson run; a ratio counts only
 where the tracker's standard error is no larger (else the row says SE ours>theirs). 'whole'
@@ -387,14 +411,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  top-1: tracker {ours['top-1']['value']:.6g} (residual stop "
               f"{ours['top-1-residual']['value']:.6g}), pyhessian "
               f"{theirs['top-1']['value']:.6g}")  # fmt: skip
-        print(f"  trace: tracker {ours['trace']['value']:.6g} +- {ours['trace']['stderr']:.2g}, "
+        print(f"  trace: tracker ({ours['trace']['estimator']} probes) "
+              f"{ours['trace']['value']:.6g} +- {ours['trace']['stderr']:.2g}, with Hessian "
+              f"probes {ours['trace-hessian']['value']:.6g} +- "
+              f"{ours['trace-hessian']['stderr']:.2g}; "
               f"pyhessian {theirs['trace']['value']:.6g} +- {theirs['trace']['stderr']:.2g}; "
               f"tracker Hutch++ ({a.hutchpp_probes} products) {ours['trace@se']['value']:.6g} "
               f"+- {ours['trace@se']['stderr']:.2g}")  # fmt: skip
         rows.append((case, ours, theirs))
     print(LIKE_FOR_LIKE)
-    print("\n| case | measure | tracker s | pyhessian s | pyhessian/tracker | HVPs tracker/pyh "
-          "| ms per HVP tracker/pyh | in HVPs tracker/pyh | spread tracker/pyh |")  # fmt: skip
+    print("\n| case | measure | tracker s | pyhessian s | pyhessian/tracker | products "
+          "tracker/pyh | ms per product tracker/pyh | in products tracker/pyh | spread "
+          "tracker/pyh |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for case, ours, theirs in rows:
         for m in MEASURES + EXTRA:
@@ -403,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             if m == "trace@se" and o["stderr"] > t["stderr"]:  # not at equal error: no claim
                 verdict = f"{t['seconds'] / o['seconds']:6.2f}x SE {o['stderr']:.2g}>{t['stderr']:.2g}"
             print(f"| {case} | {m} | {o['seconds']:.3f} | {t['seconds']:.3f} | "
-                  f"{verdict} | {o['hvps']}/{t['hvps']} | "
+                  f"{verdict} | {_products(o)}/{t['hvps']} | "
                   f"{_per_hvp(o)}/{_per_hvp(t)} | "
                   f"{o['hvp_fraction']:.0%}/{t['hvp_fraction']:.0%} | "
                   f"{o['spread']:.2f}/{t['spread']:.2f} |")  # fmt: skip

@@ -9,7 +9,13 @@ Three measures of the Hessian H of the mean loss over a data set (Yao et al. 202
 - the trace, by Hutchinson's estimator E[v^T H v] with Rademacher probes v, with its standard
   error and, optionally, per-layer traces from the same probes restricted to each layer's block;
   or by Hutch++ (``hutchpp_trace``), which takes the trace of a sketched dominant subspace
-  exactly and probes only the rest;
+  exactly and probes only the rest. Where the network is piecewise linear in each parameter
+  tensor (ReLU networks with BatchNorm in eval mode: compute.piecewise), the residual term of
+  H = J^T H_L J + sum_k dL/df_k d2 f_k has zero diagonal blocks, so tr(H) and every layer's
+  trace equal those of the Gauss-Newton matrix G = J^T H_L J. Hutchinson's estimator then
+  probes G in output space: with B B^T = H_L and Rademacher u over samples x outputs,
+  E ||J^T B u||^2 = tr(G), one backward pass through the kept forward graph per probe (about
+  a third of a Hessian-vector product's work), and per layer ||(J^T B u)_layer||^2;
 - the eigenvalue density, by stochastic Lanczos quadrature (SLQ): m Lanczos steps from random
   unit starts give Gauss quadrature nodes (Ritz values) and weights (squared first components
   of the Ritz vectors); the density is their mixture of Gaussians of variance
@@ -52,6 +58,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn import functional as F
 
+from compute.piecewise import nonlinearity
 from compute.threads import one_thread as _one_thread
 from tracker import SpecError
 
@@ -62,6 +69,10 @@ BN_MODES = ("eval", "train")
 HVP_MODES = ("auto", "forward", "reverse")
 WHICH = ("largest", "smallest", "magnitude")
 TRACE_METHODS = ("hutchinson", "hutchpp")
+# Hutchinson's probes: of H ('hessian'), of the Gauss-Newton matrix in output space
+# ('gauss-newton': its trace is H's for a piecewise-linear network), or the latter where the
+# network allows it ('auto').
+TRACE_ESTIMATORS = ("auto", "hessian", "gauss-newton")
 STOPS = ("residual", "change")
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes for the probe vectors batched under one vmap
 # Bytes the kept gradient graphs of 'reverse' may take: ResNet-20 on 512 CIFAR images needs
@@ -119,11 +130,16 @@ def _load_functorch_lazies() -> None:
 
 @dataclass
 class _Graph:
-    """A sample batch's gradient with its graph kept for Hessian-vector products."""
+    """A sample batch's forward pass with its graph, one leaf per parameter tensor (a flat
+    leaf split into views costs a split and a cat in every backward): Gauss-Newton probes are
+    backwards through ``output``; the gradient with its own graph, for Hessian-vector
+    products, is built from it on first use."""
 
     leaves: list[torch.Tensor]
-    gradient: tuple[torch.Tensor, ...]
+    output: torch.Tensor
+    loss_tensor: torch.Tensor
     loss: float
+    gradient: tuple[torch.Tensor, ...] | None = None
 
 
 class HessianOperator:
@@ -226,15 +242,19 @@ class HessianOperator:
             (x[i : i + size], y[i : i + size], (min(i + size, n_samples) - i) / n_samples)
             for i in range(0, n_samples, size)
         ]
+        self._first = (x[:1], y[:1])
+        self._gauss_newton: tuple[str | None] | None = None  # (why not,) once checked
         self.batch_size = size
         self.n_samples = n_samples
         self.hvp_count = 0  # Hessian-vector products done (one per probe vector)
         self.hvp_seconds = 0.0  # wall time inside them, for reports only
+        self.gn_count = 0  # Gauss-Newton output probes done (one backward each)
+        self.gn_seconds = 0.0
         graph_bytes = GRAPH_COPIES * self.theta.element_size() * per_sample * n_samples
         self.keep_graphs = hvp == "reverse" and graph_bytes <= int(graph_budget)
         self._kept: list[_Graph] = []
         if self.keep_graphs:  # built once here: their losses are the loss check's
-            self._kept = [self._gradient_graph(xb, yb) for xb, yb, _ in self.batches]
+            self._kept = [self._forward_graph(xb, yb) for xb, yb, _ in self.batches]
             weights = [w for _, _, w in self.batches]
             self.loss = float(sum(w * g.loss for g, w in zip(self._kept, weights, strict=True)))
         else:
@@ -279,6 +299,9 @@ class HessianOperator:
         self, params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor
     ) -> torch.Tensor:
         out = functional_call(self.model, (params, self.buffers), (xb,))
+        return self._loss_from(out, yb)
+
+    def _loss_from(self, out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "cross_entropy":
             return F.cross_entropy(out, yb)
         # Written out: F.mse_loss's backward fails under forward AD in torch 2.14 ("ZeroTensors
@@ -305,11 +328,28 @@ class HessianOperator:
         ]
         try:
             with torch.no_grad():
-                self._loss_at(self.theta, x1, y1)
+                out = functional_call(self.model, (self._params(self.theta), self.buffers), (x1,))
         finally:
             for h in hooks:
                 h.remove()
+        self.output_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
         return sum(counts)
+
+    def gauss_newton_refusal(self) -> str | None:
+        """None where Hutchinson's Gauss-Newton probes give H's trace (and each layer's): a
+        network piecewise linear in each parameter tensor (compute.piecewise, checked once on
+        one sample) with cross-entropy on [samples, classes] logits or MSE; else why not."""
+        if self._gauss_newton is None:
+            why: str | None
+            if self.output_shape is None:
+                why = "the model's output is not one tensor"
+            elif self.loss_name == "cross_entropy" and len(self.output_shape) != 1:
+                why = f"cross-entropy on outputs of shape {list(self.output_shape)} per sample"
+            else:
+                x1 = self._first[0]
+                why = nonlinearity(self.model, self._params(self.theta), self.buffers, x1)
+            self._gauss_newton = (why,)
+        return self._gauss_newton[0]
 
     # -- products
 
@@ -338,16 +378,23 @@ class HessianOperator:
                 out[lo : lo + chunk.shape[0]].add_(part, alpha=weight)
         return out
 
-    def _gradient_graph(self, xb: torch.Tensor, yb: torch.Tensor) -> _Graph:
-        """One sample batch's gradient with its graph built for a second backward, with one
-        leaf per parameter tensor (a flat leaf split into views costs a split and a cat in
-        every product's backward)."""
+    def _forward_graph(self, xb: torch.Tensor, yb: torch.Tensor) -> _Graph:
+        """One sample batch's output and loss with their graph."""
         leaves = [t.view(s).detach().requires_grad_() for t, s in
                   zip(self.theta.split(self.sizes), self.shapes, strict=True)]  # fmt: skip
         with torch.enable_grad():
-            loss = self._loss_of(dict(zip(self.names, leaves, strict=True)), xb, yb)
-            gradient = torch.autograd.grad(loss, leaves, create_graph=True)
-        return _Graph(leaves, gradient, float(loss.detach()))
+            params = dict(zip(self.names, leaves, strict=True))
+            out = functional_call(self.model, (params, self.buffers), (xb,))
+            loss = self._loss_from(out, yb)
+        return _Graph(leaves, out, loss, float(loss.detach()))
+
+    def _with_gradient(self, graph: _Graph) -> _Graph:
+        """``graph`` with its gradient built for a second backward (once)."""
+        if graph.gradient is None:
+            with torch.enable_grad():
+                graph.gradient = torch.autograd.grad(graph.loss_tensor, graph.leaves,
+                                                     create_graph=True)  # fmt: skip
+        return graph
 
     def _reverse_matmat(self, vectors: torch.Tensor) -> torch.Tensor:
         """H V by backwards through each batch's gradient graph: ``probe_block`` probes per
@@ -356,7 +403,9 @@ class HessianOperator:
         out = torch.zeros_like(vectors)
         block = self.probe_block
         for b, (xb, yb, weight) in enumerate(self.batches):
-            graph = self._kept[b] if self.keep_graphs else self._gradient_graph(xb, yb)
+            graph = self._with_gradient(self._kept[b] if self.keep_graphs
+                                        else self._forward_graph(xb, yb))  # fmt: skip
+            assert graph.gradient is not None
             with torch.enable_grad():
                 for lo in range(0, vectors.shape[0], block):
                     v = vectors[lo : lo + block]
@@ -372,6 +421,43 @@ class HessianOperator:
                     flat = torch.cat([h.reshape(k, -1) for h in hv], dim=1)
                     out[lo : lo + k].add_(flat, alpha=weight)
         return out
+
+    def gauss_newton_squares(self, probes: torch.Tensor) -> torch.Tensor:
+        """(J^T B u)^2 elementwise, [k, n], for output-space probes u [k, samples, *outputs]:
+        B B^T is the Hessian of the mean loss in the outputs (cross-entropy:
+        (diag p - p p^T) / N per sample, B = (diag sqrt p - p sqrt(p)^T) / sqrt N; MSE:
+        2 / (N outputs) I), so for Rademacher u the rows' sums average to tr(J^T H_L J). One
+        backward through each sample batch's forward graph per ``probe_block`` probes."""
+        start = time.perf_counter()
+        k = int(probes.shape[0])
+        total = torch.zeros(k, self.n, dtype=self.dtype, device=self.device)
+        lo = 0
+        for b, (xb, yb, _) in enumerate(self.batches):
+            graph = self._kept[b] if self.keep_graphs else self._forward_graph(xb, yb)
+            rows = int(xb.shape[0])
+            factor = self._loss_factor(graph.output.detach(), probes[:, lo : lo + rows])
+            lo += rows
+            with torch.enable_grad():
+                for s in range(0, k, self.probe_block):
+                    part = factor[s : s + self.probe_block]
+                    kk = int(part.shape[0])
+                    grads = torch.autograd.grad(graph.output, graph.leaves,
+                                                part if kk > 1 else part[0], retain_graph=True,
+                                                is_grads_batched=kk > 1)  # fmt: skip
+                    total[s : s + kk] += torch.cat([g.reshape(kk, -1) for g in grads], dim=1)
+        self.gn_count += k
+        self.gn_seconds += time.perf_counter() - start
+        return total.square_()
+
+    def _loss_factor(self, out: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """B u for probes u [k, rows, *outputs] of a batch with outputs ``out``."""
+        if self.loss_name == "cross_entropy":
+            p = out.softmax(dim=1)
+            root = p.sqrt()
+            su = root * u
+            return (su - p * su.sum(dim=-1, keepdim=True)) / math.sqrt(self.n_samples)
+        per_sample = math.prod(self.output_shape or ())
+        return u * math.sqrt(2.0 / (self.n_samples * per_sample))
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """H v for one flat vector v [n]."""
@@ -681,13 +767,34 @@ def hutchinson_trace(
     seed: int = 0,
     one_thread: bool = True,
     progress: Progress | None = None,
+    estimator: str = "auto",
 ) -> Trace:
-    """tr(H) from ``probes`` seeded Rademacher probes, ``op.probe_chunk`` per vmap call."""
+    """tr(H) from ``probes`` seeded Rademacher probes, ``op.probe_chunk`` at a time.
+
+    ``estimator``: 'hessian' probes H (v^T H v, one Hessian-vector product each);
+    'gauss-newton' probes the Gauss-Newton matrix in output space (||J^T B u||^2, one backward
+    each), whose trace and per-layer traces are H's for a network piecewise linear in each
+    parameter tensor, and refuses any other network; 'auto' (the default) takes
+    'gauss-newton' where ``op.gauss_newton_refusal()`` finds nothing against it, else
+    'hessian'. Both are unbiased for tr(H); their standard errors differ (each is reported).
+    What was used, and why not Gauss-Newton, is in ``config``.
+    """
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 2:
         raise SpecError(
             f"trace probes must be an integer >= 2 (for a standard error), got {probes!r}"
         )
+    if estimator not in TRACE_ESTIMATORS:
+        raise SpecError(f"unknown trace estimator {estimator!r}: use one of "
+                        f"{', '.join(TRACE_ESTIMATORS)}")  # fmt: skip
     _check_seed(seed)
+    refusal = op.gauss_newton_refusal() if estimator != "hessian" else None
+    if estimator == "gauss-newton" and refusal is not None:
+        raise SpecError(
+            f"the Gauss-Newton trace equals the Hessian's only for a piecewise-linear network, "
+            f"and this one is not ({refusal}): use the Hessian's probes (trace method "
+            "hutchinson) or auto"
+        )
+    gauss_newton = estimator != "hessian" and refusal is None
     layers = op.layers() if per_layer else {}
     samples = np.zeros(probes)
     per = {name: np.zeros(probes) for name in layers}
@@ -695,8 +802,13 @@ def hutchinson_trace(
         gen = torch.Generator(device=op.device).manual_seed(seed)
         for lo in range(0, probes, op.probe_chunk):
             hi = min(lo + op.probe_chunk, probes)
-            v = _draw((hi - lo, op.n), "rademacher", gen, op.dtype).to(op.device)
-            prod = v * op.matmat(v)
+            if gauss_newton:
+                u = _draw((hi - lo, op.n_samples, *(op.output_shape or ())), "rademacher", gen,
+                          op.dtype).to(op.device)  # fmt: skip
+                prod = op.gauss_newton_squares(u)
+            else:
+                v = _draw((hi - lo, op.n), "rademacher", gen, op.dtype).to(op.device)
+                prod = v * op.matmat(v)
             samples[lo:hi] = prod.sum(1).double().cpu().numpy()
             for name, block in layers.items():
                 per[name][lo:hi] = prod[:, block].sum(1).double().cpu().numpy()
@@ -714,7 +826,9 @@ def hutchinson_trace(
         layer_traces={name: float(a.mean()) for name, a in per.items()},
         layer_stderr={name: se(a) for name, a in per.items()},
         config={**op.config, "probes": probes, "seed": seed, "per_layer": per_layer,
-                "method": "hutchinson (rademacher)"},
+                "method": "hutchinson (rademacher)",
+                "estimator": "gauss-newton" if gauss_newton else "hessian",
+                "gauss_newton_refused": refusal},
     )  # fmt: skip
 
 

@@ -57,7 +57,7 @@ loss = "test"
 models = ["mlp-bs32"]
 epochs = "all"                       # "final" (default), "all", or a list of epochs
 top_k = 5                            # 0: no eigenvalues; trace/density add those measures
-trace = true                         # trace_method = "hutchpp": Hutch++ (probes = products)
+trace = true                         # trace_method = "auto" | "hutchinson" | "gauss-newton" | "hutchpp"
 density = false
 per_layer = true
 split = "train"                      # subset = N, or minibatches = K with minibatch_size = B

@@ -68,6 +68,15 @@ metrics = ["loss"]
 curvature = true
 curvature_tol = 1e-6
 curvature_max_iter = 310
+
+[[model]]                # piecewise linear: its trace takes Gauss-Newton probes
+name = "relu"
+architecture = "mlp"
+arch = { widths = [4], activation = "relu" }
+dataset = "digits"
+lr = 0.1
+batch_size = 64
+epochs = 1
 """
 PARAMS = 64 * 4 + 4 + 4 * 10 + 10  # 310
 
@@ -139,7 +148,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
         _migrate_home(root)
         _main("enqueue", str(study))
         h = Home(root)
-        model_id = h.rows("SELECT id FROM models")[0][0]
+        model_id = h.rows("SELECT id FROM models WHERE name = 'mlp'")[0][0]
+        relu_id = h.rows("SELECT id FROM models WHERE name = 'relu'")[0][0]
         base = ["enqueue", "hessian", "--model", str(model_id), "--subset", str(SUBSET)]
         exact = [*base, "--top-k", "3", "--trace", "--per-layer", "--density", "--probes", "200",
                  "--max-iter", str(PARAMS), "--tol", "1e-6"]  # fmt: skip
@@ -148,6 +158,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
         h.ids["again"] = _ids(_main(*exact))  # the same request finds the same rows
         h.ids["hutchpp"] = _ids(_main(*base, "--top-k", "0", "--trace", "--trace-method",
                                       "hutchpp", "--probes", "60", "--study", "hutchpp"))  # fmt: skip
+        relu = ["enqueue", "hessian", "--model", str(relu_id), "--subset", str(SUBSET), "--top-k",
+                "0", "--trace", "--per-layer", "--probes", "200", "--study", "gn"]  # fmt: skip
+        h.ids["gn"] = _ids(_main(*relu))
+        h.ids["gn_hessian"] = _ids(_main(*relu, "--trace-method", "hutchinson"))
         _main("enqueue", "surface", "--model", str(model_id), "--x-direction", "hessian:0",
               "--x=-0.1:0.1:21", "--subset", str(SUBSET), "--metrics", "loss")  # fmt: skip
         # The study file's curvature = true surface, asked for again from the command line.
@@ -163,8 +177,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     return h
 
 
-def exact_hessian(h: Home, ckpt_id: int, weights: torch.Tensor | None = None) -> np.ndarray:
-    """The Hessian of the mean cross-entropy on the subset, in float64, by autograd."""
+def _network(h: Home, ckpt_id: int, weights: torch.Tensor | None = None):
+    """(network at the checkpoint in float64, eval mode; subset inputs; labels)."""
     with h.db.session() as s:
         ckpt = s.get(Checkpoint, ckpt_id)
         model_row = s.get(Model, ckpt.model_id)
@@ -178,7 +192,12 @@ def exact_hessian(h: Home, ckpt_id: int, weights: torch.Tensor | None = None) ->
     load_flat(net, centre if weights is None else weights, layout)
     net = net.double().eval()
     x, y = data_mod.fixed_subset(*ds.split("train"), SUBSET, 0)
-    x = x.double()
+    return net, x.double(), y
+
+
+def exact_hessian(h: Home, ckpt_id: int, weights: torch.Tensor | None = None) -> np.ndarray:
+    """The Hessian of the mean cross-entropy on the subset, in float64, by autograd."""
+    net, x, y = _network(h, ckpt_id, weights)
     names = [n for n, _ in net.named_parameters()]
     shapes = [p.shape for _, p in net.named_parameters()]
     flat = torch.cat([p.detach().reshape(-1) for _, p in net.named_parameters()])
@@ -257,6 +276,58 @@ def test_hutchpp_trace_from_the_command_line(
     code, out, err = cli(capsys, "show", "hessian", str(sid))
     assert code == 0, err
     assert "trace_method=hutchpp" in out and "trace (Hutch++): " in out and "sketch 20" in out
+
+
+def test_a_relu_networks_trace_takes_gauss_newton_probes(
+    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default trace method on a piecewise-linear network: Hutchinson's seeded Rademacher
+    probes u in output space, each ||J^T B u||^2 with B B^T the loss's Hessian in the logits,
+    no Hessian-vector product; the stored numbers are that estimator on the exact Jacobian, and
+    both it and the Hessian's probes (--trace-method hutchinson) are within 4 standard errors
+    of the exact trace. `show` says which probes a trace took, and why not Gauss-Newton."""
+    (sid,) = home.ids["gn"]
+    (hid,) = home.ids["gn_hessian"]
+    row, other = spectrum(home, sid), spectrum(home, hid)
+    assert row.config["trace_method"] == "auto" and row.config["estimator"] == "gauss-newton"
+    assert row.hvp_count == 0 and row.trace_probes == 200 and len(row.layer_traces) == 2
+    assert other.config["trace_method"] == "hutchinson" and other.config["estimator"] == "hessian"
+    assert other.hvp_count == 200
+    hess = exact_hessian(home, row.checkpoint_id)
+    exact = float(np.trace(hess))
+    for r in (row, other):
+        assert abs(r.trace - exact) <= 4 * r.trace_stderr, (r.config["estimator"], r.trace, exact)
+    assert sum(row.layer_traces.values()) == pytest.approx(row.trace, rel=1e-6)
+    # The estimator itself, in float64: J of the logits on the subset, p their softmax.
+    net, x, _ = _network(home, row.checkpoint_id)
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for _, p in net.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for _, p in net.named_parameters()])
+
+    def logits(theta: torch.Tensor) -> torch.Tensor:
+        parts = theta.split([math.prod(s) for s in shapes])
+        views = [t.view(s) for t, s in zip(parts, shapes, strict=True)]
+        return functional_call(net, dict(zip(names, views, strict=True)), (x,))
+
+    out = logits(flat).detach()
+    jac = torch.autograd.functional.jacobian(logits, flat).reshape(out.numel(), -1)
+    p = out.softmax(1)
+    gen = torch.Generator().manual_seed(row.seed)
+    samples = []
+    for _ in range(200):
+        u = (torch.randint(0, 2, tuple(out.shape), generator=gen) * 2 - 1).double()
+        bu = (p.sqrt() * u - p * (p.sqrt() * u).sum(1, keepdim=True)) / math.sqrt(len(x))
+        samples.append(float((jac.T @ bu.reshape(-1)).square().sum()))
+    assert row.trace == pytest.approx(np.mean(samples), rel=1e-5)
+    assert row.trace_stderr == pytest.approx(np.std(samples, ddof=1) / math.sqrt(200), rel=1e-4)
+    monkeypatch.setenv("TRACKER_HOME", home.env["TRACKER_HOME"])
+    code, out_text, err = cli(capsys, "show", "hessian", str(sid))
+    assert code == 0, err
+    assert "(200 Gauss-Newton output probes)" in out_text
+    tanh_trace = _by_measure(home, home.ids["main"])["trace"]
+    code, out_text, err = cli(capsys, "show", "hessian", str(tanh_trace.id))
+    assert code == 0, err
+    assert "(200 Hessian probes; not piecewise linear: tanh)" in out_text
 
 
 def test_density_is_a_normalised_grid_spanning_the_spectrum(home: Home) -> None:

@@ -3,7 +3,7 @@
     tracker enqueue hessian --model ID [--epochs all|E1,E2] [--top-k 5] [--trace] [--density]
         [--per-layer] [--split train|test|val] [--subset N | --minibatches K --minibatch-size B]
         [--bn eval|train] [--seed S] [--tol 1e-3] [--max-iter 100] [--probes 100]
-        [--trace-method hutchinson|hutchpp] [--study S]
+        [--trace-method auto|hutchinson|gauss-newton|hutchpp] [--study S]
     tracker show hessian ID | --model ID
     tracker plot hessian ID... | --model ID | --surface ID
 
@@ -49,10 +49,15 @@ def add_parsers(
                    help="Lanczos steps (eigenvalues; density steps too)")  # fmt: skip
     p.add_argument("--probes", type=int, default=100,
                    help="Rademacher probes of the trace (hutchpp: products in all)")  # fmt: skip
-    p.add_argument("--trace-method", default="hutchinson", choices=["hutchinson", "hutchpp"],
-                   help="hutchpp: Hutch++, the trace of a sketched dominant subspace taken "
-                   "exactly and the rest probed (smaller error where a few eigenvalues "
-                   "dominate, as after training)")  # fmt: skip
+    p.add_argument("--trace-method", default="auto",
+                   choices=["auto", "hutchinson", "gauss-newton", "hutchpp"],
+                   help="auto (default): Hutchinson's probes of the Gauss-Newton matrix where "
+                   "the network is piecewise linear (ReLU, BatchNorm in eval mode; the same "
+                   "trace, a backward per probe instead of a Hessian-vector product), of the "
+                   "Hessian otherwise; hutchinson: of the Hessian always; gauss-newton: refuse "
+                   "other networks; hutchpp: Hutch++, the trace of a sketched dominant "
+                   "subspace taken exactly and the rest probed (smaller error where a few "
+                   "eigenvalues dominate, as after training)")  # fmt: skip
     p.add_argument("--density-runs", type=int, default=1, help="SLQ runs (default 1)")
     p.add_argument("--study", help="study label (default: the model's study)")
     p.set_defaults(func=lazy_command(__name__, "cmd_enqueue_hessian"))
@@ -165,8 +170,12 @@ def cmd_show_hessian(args: argparse.Namespace) -> int:
                          f"exact part {_num(s.config.get('exact_part'))}, "
                          f"{s.config.get('residual_probes')} deflated probes)")  # fmt: skip
         else:
+            probes = {"gauss-newton": "Gauss-Newton output probes",
+                      "hessian": "Hessian probes"}.get(s.config.get("estimator", "hessian"))  # fmt: skip
+            refused = s.config.get("gauss_newton_refused")
+            why = f"; not piecewise linear: {refused}" if refused else ""
             lines.append(f"  trace: {_num(s.trace)} +- {_num(s.trace_stderr)} "
-                         f"({s.trace_probes} probes)")  # fmt: skip
+                         f"({s.trace_probes} {probes}{why})")  # fmt: skip
         for name, value in (s.layer_traces or {}).items():
             lines.append(f"    {name}: {_num(value)}")
     if s.loss_value is not None:

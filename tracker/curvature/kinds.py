@@ -207,11 +207,14 @@ def _eigen(ctx: TaskContext, job: _Job, op: cv.HessianOperator) -> dict[str, Any
 def _trace(ctx: TaskContext, job: _Job, op: cv.HessianOperator) -> dict[str, Any]:
     row = job.row
     check = lambda *_: ctx.check_lease()  # noqa: E731
-    if (row.config or {}).get("trace_method") == "hutchpp":
+    method = (row.config or {}).get("trace_method", "hutchinson")
+    if method == "hutchpp":
         tr = cv.hutchpp_trace(op, int(row.probes or 100), seed=int(row.seed), progress=check)
-    else:
+    else:  # rows from before 'auto' ask for 'hutchinson': the Hessian's probes, as then
+        estimator = {"hutchinson": "hessian"}.get(method, method)
         tr = cv.hutchinson_trace(op, int(row.probes or 100), per_layer=bool(row.per_layer),
-                                 seed=int(row.seed), progress=check)  # fmt: skip
+                                 seed=int(row.seed), progress=check,
+                                 estimator=estimator)  # fmt: skip
     metrics = {"hessian.trace": tr.trace, "hessian.trace_stderr": tr.stderr}
     metrics |= {f"hessian.trace.{name}": v for name, v in tr.layer_traces.items()}
     return {

@@ -27,7 +27,7 @@ from tracker.training.rows import find_checkpoint, find_model, model_train_task,
 SPLITS = ("train", "test", "val")
 BN_MODES = ("eval", "train")
 MEASURES = ("eigen", "trace", "density")
-TRACE_METHODS = ("hutchinson", "hutchpp")
+TRACE_METHODS = ("auto", "hutchinson", "gauss-newton", "hutchpp")
 REGRESSION_DATASETS = frozenset({"autompg"})
 MAX_TOP_K = 1000
 MAX_ITER = 100_000
@@ -41,8 +41,12 @@ class HessianRequest:
     ``epochs``: None for the final checkpoint, "all" for every checkpoint, or epochs.
     ``top_k`` 0 skips the eigenvalues; ``trace`` and ``density`` add those measures.
     Density: ``density_runs`` SLQ runs of ``max_iter`` Lanczos steps (PyHessian: 1 x 100).
-    Trace: ``trace_method`` 'hutchinson' (``probes`` Rademacher probes) or 'hutchpp' (Hutch++:
-    ``probes`` products split between a sketch, its exact trace and deflated probes).
+    Trace: ``trace_method`` 'auto' (Hutchinson's ``probes`` Rademacher probes of the
+    Gauss-Newton matrix in output space where the network is piecewise linear, whose trace is
+    the Hessian's, else of the Hessian), 'hutchinson' (probes of the Hessian, one
+    Hessian-vector product each), 'gauss-newton' (the former, refused for other networks) or
+    'hutchpp' (Hutch++: ``probes`` products split between a sketch, its exact trace and
+    deflated probes).
     """
 
     model: int | str
@@ -62,7 +66,7 @@ class HessianRequest:
     probes: int = 100
     density_runs: int = 1
     subset_seed: int = 0
-    trace_method: str = "hutchinson"  # or "hutchpp": Hutch++, ``probes`` products in all
+    trace_method: str = "auto"  # hutchinson | gauss-newton | hutchpp (``probes`` products)
 
     def measures(self) -> list[str]:
         return [m for m, on in (("eigen", self.top_k > 0), ("trace", self.trace),
@@ -89,12 +93,12 @@ def check_request(req: HessianRequest) -> None:
     if not req.measures():
         raise SpecError("nothing to measure: --top-k 0 needs --trace or --density")
     if req.trace_method not in TRACE_METHODS:
-        raise SpecError(f"unknown --trace-method {req.trace_method!r}: use hutchinson or hutchpp")
+        raise SpecError(f"unknown --trace-method {req.trace_method!r}: use one of {', '.join(TRACE_METHODS)}")  # fmt: skip
     if req.trace_method == "hutchpp" and req.trace:
         if req.probes < 6:
             raise SpecError(f"--trace-method hutchpp splits --probes in three: give at least 6, got {req.probes}")  # fmt: skip
         if req.per_layer:
-            raise SpecError("per-layer traces are Hutchinson's: drop --per-layer or use --trace-method hutchinson")  # fmt: skip
+            raise SpecError("per-layer traces are Hutchinson's: drop --per-layer or use --trace-method auto")  # fmt: skip
     if isinstance(req.tol, bool) or not (math.isfinite(req.tol) and 0 < req.tol < 1):
         raise SpecError(f"--tol must be a number in (0, 1), e.g. 1e-3, got {req.tol!r}")
     if req.subset is not None:
