@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue 17): on a bare CUDA machine with Python 3.12 and PyTorch but no
 # network, install the wheels benchmarks/gpu_wheels.sh prepared, then run the GPU tests
-# (`pytest -m gpu`) and the GPU cases of benchmarks/surface.py (g1-g3). Writes OUTDIR/gpu.json
-# (the figures), OUTDIR/gpu_tests.txt (the tests' summary) and OUTDIR/gpu_check.log (everything).
-# Sized to finish within 8 minutes on one H100/H200-class GPU.
+# (`pytest -m gpu`), the GPU cases of benchmarks/surface.py (g1-g3) and benchmarks/curvature.py
+# on the GPU at the issue's sizes (issue 15: >= 3x PyHessian). Writes OUTDIR/gpu.json (the
+# surface figures), OUTDIR/gpu_tests.txt (the tests' summary), OUTDIR/curvature.txt (the
+# curvature table) and OUTDIR/gpu_check.log (everything). Sized to finish within 10 minutes on
+# one H100/H200-class GPU.
 #
 #   benchmarks/gpu_check.sh OUTDIR [WHEELDIR]      # WHEELDIR defaults to .whl
 set -uo pipefail
@@ -34,5 +36,9 @@ timeout 240 "$PY" -m pytest -m gpu tests/gpu -q -p no:cacheprovider -o addopts="
 
 echo "== $(date -u +%FT%TZ) GPU cases of benchmarks/surface.py"
 timeout 330 "$PY" benchmarks/surface.py --gpu-cases --json "$OUT/gpu.json" || rc=1
+echo "== $(date -u +%FT%TZ) benchmarks/curvature.py on the GPU (ResNet-20 on 512 samples, digits)"
+timeout 180 "$PY" benchmarks/curvature.py --device cuda --full --cases resnet20,digits \
+  --no-resnet56 2>&1 | tee "$OUT/curvature.txt" | tail -n 30
+[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 echo "== $(date -u +%FT%TZ) done (status $rc)"
 exit $rc

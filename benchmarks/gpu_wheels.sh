@@ -6,7 +6,8 @@
 #
 # Only what the surface path needs beyond such a machine's image (see DEVICE_HAS in
 # tests/core/test_gpu_check.py): the database (SQLAlchemy, Alembic), the store (Zarr), the
-# workers (Dask, distributed, dask-cuda). MLflow is not among them: the GPU check imports its
+# workers (Dask, distributed, dask-cuda), and PyHessian (pure Python) for the curvature
+# benchmark's GPU ratios. MLflow is not among them: the GPU check imports its
 # models (`tracker import model`) instead of training them. CPython 3.12 manylinux x86-64
 # wheels, without their dependencies (each one needed is named here), at the versions of this
 # checkout's .venv so the GPU runs the code the tests ran; the folder stays under 60 MiB. The
@@ -21,6 +22,7 @@ WHEELS=(
   zarr numcodecs donfig google-crc32c
   dask distributed tornado tblib zict locket partd
   dask-cuda rapids-dask-dependency importlib-metadata
+  pyhessian
 )
 mkdir -p "$OUT"
 rm -f "$OUT"/*.whl

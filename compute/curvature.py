@@ -59,6 +59,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from torch.nn import functional as F
 
 from compute.piecewise import nonlinearity
+from compute.threads import exact_float32
 from compute.threads import one_thread as _one_thread
 from tracker import SpecError
 
@@ -159,19 +160,20 @@ class HessianOperator:
             probes per call is derived from the model's and the data's sizes, never timing.
         hvp: 'auto' (the default: 'reverse'), 'forward' (forward-over-reverse, jvp of grad,
             probes batched under vmap; keeps nothing between products) or 'reverse'
-            (reverse-over-reverse, PyHessian's product: each sample batch's gradient graph
-            is built once and kept while all of them fit in ``graph_budget``, and each
-            product is one backward through it; past the budget each product rebuilds them
-            one batch at a time). The rule is fixed, not timed: measured on CPU, one thread,
+            (reverse-over-reverse, PyHessian's product: each sample batch's forward graph
+            is built at construction and kept while all of them fit in ``graph_budget``, its
+            gradient graph on the first product, and each product is one backward through
+            it; past the budget each product rebuilds them one batch at a time). The kept
+            forward graphs also serve the Gauss-Newton trace's output probes. The rule is fixed, not timed: measured on CPU, one thread,
             a kept-graph product cost 0.4-0.75x a forward one on the digits MLP and the CIFAR
             ResNet-20 alike (jvp of grad redoes the forward and the first backward per
             product; under vmap the batched convolutions and matmuls were no faster per
             probe); batching probes in the reverse product (``is_grads_batched``) pays only
             where one product is small (``probe_block``).
-        graph_budget: bytes the kept gradient graphs of 'reverse' may take (estimated as
+        graph_budget: bytes the kept graphs of 'reverse' may take (estimated as
             ``GRAPH_COPIES`` copies of every batch's activations).
-        probe_block: probes per 'reverse' product (one backward batched over them with
-            ``is_grads_batched``), at most ``probe_chunk``; None: ``default_probe_block`` of
+        probe_block: probes per 'reverse' product or Gauss-Newton backward (one backward
+            batched over them with ``is_grads_batched``), at most ``probe_chunk``; None: ``default_probe_block`` of
             the sample batch and parameter count. Results are bitwise equal between CPU
             reruns at the same block (it is in ``config``), not across blocks.
 
@@ -228,7 +230,8 @@ class HessianOperator:
         self.hvp_mode = hvp
         if loss == "mse":
             y = y.to(self.dtype)
-        per_sample = self._activations_per_sample(x[:1], y[:1])
+        with exact_float32(self.device):
+            per_sample = self._activations_per_sample(x[:1], y[:1])
         if batch_size is not None:
             size = min(int(batch_size), n_samples)
         elif bn == "train":
@@ -253,12 +256,13 @@ class HessianOperator:
         graph_bytes = GRAPH_COPIES * self.theta.element_size() * per_sample * n_samples
         self.keep_graphs = hvp == "reverse" and graph_bytes <= int(graph_budget)
         self._kept: list[_Graph] = []
-        if self.keep_graphs:  # built once here: their losses are the loss check's
-            self._kept = [self._forward_graph(xb, yb) for xb, yb, _ in self.batches]
-            weights = [w for _, _, w in self.batches]
-            self.loss = float(sum(w * g.loss for g, w in zip(self._kept, weights, strict=True)))
-        else:
-            self.loss = self._loss_value()
+        with exact_float32(self.device):
+            if self.keep_graphs:  # built once here: their losses are the loss check's
+                self._kept = [self._forward_graph(xb, yb) for xb, yb, _ in self.batches]
+                weights = [w for _, _, w in self.batches]
+                self.loss = float(sum(w * g.loss for g, w in zip(self._kept, weights, strict=True)))
+            else:
+                self.loss = self._loss_value()
         if not math.isfinite(self.loss):
             raise SpecError(
                 f"the loss at this checkpoint is {self.loss}: curvature needs a finite loss; "
@@ -356,10 +360,12 @@ class HessianOperator:
     def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
         """H V for probe vectors V [k, n] (rows), as [k, n]; ``probe_chunk`` rows per vmap."""
         start = time.perf_counter()
-        if self.hvp_mode == "reverse":
-            out = self._reverse_matmat(vectors)
-        else:
-            out = self._forward_matmat(vectors)
+        with exact_float32(self.device):
+            if self.hvp_mode == "reverse":
+                out = self._reverse_matmat(vectors)
+            else:
+                out = self._forward_matmat(vectors)
+        self._sync()
         self.hvp_count += int(vectors.shape[0])
         self.hvp_seconds += time.perf_counter() - start
         return out
@@ -431,6 +437,17 @@ class HessianOperator:
         start = time.perf_counter()
         k = int(probes.shape[0])
         total = torch.zeros(k, self.n, dtype=self.dtype, device=self.device)
+        with exact_float32(self.device):
+            self._gauss_newton_into(total, probes)
+        out = total.square_()
+        self._sync()
+        self.gn_count += k
+        self.gn_seconds += time.perf_counter() - start
+        return out
+
+    def _gauss_newton_into(self, total: torch.Tensor, probes: torch.Tensor) -> None:
+        """Add J^T B u of every probe (rows of ``total``), batch by batch."""
+        k = int(probes.shape[0])
         lo = 0
         for b, (xb, yb, _) in enumerate(self.batches):
             graph = self._kept[b] if self.keep_graphs else self._forward_graph(xb, yb)
@@ -445,9 +462,12 @@ class HessianOperator:
                                                 part if kk > 1 else part[0], retain_graph=True,
                                                 is_grads_batched=kk > 1)  # fmt: skip
                     total[s : s + kk] += torch.cat([g.reshape(kk, -1) for g in grads], dim=1)
-        self.gn_count += k
-        self.gn_seconds += time.perf_counter() - start
-        return total.square_()
+
+    def _sync(self) -> None:
+        """On a GPU, wait for the queued products so the reported seconds cover them (the
+        callers read the results back at once anyway)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _loss_factor(self, out: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """B u for probes u [k, rows, *outputs] of a batch with outputs ``out``."""

@@ -75,6 +75,7 @@ from torch import nn
 
 from compute import user
 from compute.state import Layout, check_length, layout_of, same_layout
+from compute.threads import exact_float32
 from tracker import SpecError, UserCodeError
 
 # softmax_mse: classification scored as Goldstein's --loss_name mse does, the mean squared error
@@ -122,10 +123,15 @@ _CONVS = (
 
 @contextlib.contextmanager
 def _precision(mode: str, device: torch.device) -> Iterator[None]:
-    """fp32 (exact float32 matmuls), tf32 (TensorFloat-32 matmuls and convolutions) or bf16
-    (autocast to bfloat16; losses still reduced in float32)."""
-    if mode == "fp32" or device.type != "cuda":
+    """fp32 (exact float32 matmuls and convolutions: cuDNN's TF32 default off), tf32
+    (TensorFloat-32 matmuls and convolutions) or bf16 (autocast to bfloat16; losses still
+    reduced in float32)."""
+    if device.type != "cuda":
         yield
+        return
+    if mode == "fp32":
+        with exact_float32(device):
+            yield
         return
     if mode == "bf16":
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16):

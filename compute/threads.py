@@ -1,4 +1,5 @@
-"""Torch's intra-op thread count, set for a block and restored after."""
+"""Torch settings that decide a computation's bits, set for a block and restored after: the
+intra-op thread count, and float32 without TensorFloat-32 on a GPU."""
 
 from __future__ import annotations
 
@@ -23,3 +24,24 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def exact_float32(device: torch.device | str) -> Iterator[None]:
+    """On a CUDA device, float32 matrix products and convolutions without TensorFloat-32 for
+    the block, then the flags as they were; nothing elsewhere.
+
+    PyTorch computes cuDNN convolutions in TF32 by default on Ampere and later GPUs (10-bit
+    mantissas, ~1e-3 relative error): a float32 result that should equal the CPU's within
+    float32 rounding (a surface in fp32, a Hessian-vector product) needs it off. The flags are
+    process-wide: a block run beside another thread's TF32 block sees whichever was set last.
+    """
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -25,7 +25,7 @@ SELECT h.id, h.model_id, COALESCE(m.name, 'model ' || CAST(m.id AS VARCHAR(20)))
            AS status, h.split,
        h.subset_size, h.bn_mode, h.top_eigenvalue, h.trace, h.trace_stderr, h.trace_probes,
        h.iterations, h.converged, h.seconds, h.eigenvalues, h.layer_traces,
-       h.history_array_id, h.density_array_id
+       h.history_array_id, h.density_array_id, h.config
 FROM hessian_spectra h JOIN models m ON m.id = h.model_id LEFT JOIN tasks t ON t.id = h.task_id
 ORDER BY h.model_id, h.epoch, h.measure, h.id
 """
@@ -38,6 +38,17 @@ FROM surfaces WHERE curvature AND lambda_max_array_id IS NOT NULL ORDER BY id
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+def _probes(measure: str, config: Any) -> str | None:
+    """What a trace's probes went through: 'gauss-newton' (output probes of a piecewise-linear
+    network), 'hessian', 'hutch++', or the method asked for while the task is pending."""
+    if measure != "trace":
+        return None
+    cfg = _json(config) or {}
+    if cfg.get("trace_method") == "hutchpp":
+        return "hutch++"
+    return cfg.get("estimator") or {"hutchinson": "hessian"}.get(cfg.get("trace_method"), "auto")
 
 
 src = common.sources()
@@ -54,8 +65,10 @@ if spectra.empty:
     )  # fmt: skip
     st.stop()
 
+spectra["trace probes"] = [_probes(m, c) for m, c in zip(spectra["measure"], spectra["config"],
+                                                         strict=True)]  # fmt: skip
 shown = spectra.drop(columns=["eigenvalues", "layer_traces", "history_array_id",
-                              "density_array_id"])  # fmt: skip
+                              "density_array_id", "config"])  # fmt: skip
 st.dataframe(shown, hide_index=True, width="stretch")
 
 done = spectra[spectra["status"] == "done"]

@@ -509,6 +509,30 @@ def test_reduced_precision_is_gpu_only_and_recorded_in_the_plan():
         _evaluator(model, layout, centre, dirs, pairs, precision="fp8")
 
 
+def test_exact_float32_turns_tf32_off_on_a_gpu_device_only_and_restores_it():
+    """cuDNN computes float32 convolutions in TF32 by default on recent GPUs; fp32 surfaces
+    and curvature turn it off for their block. The flags are process-wide settings (no GPU
+    is needed to read or set them)."""
+    from compute.threads import exact_float32
+
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = tuple(f.allow_tf32 for f in flags)
+    try:
+        for f in flags:
+            f.allow_tf32 = True
+        with exact_float32("cuda:0"):
+            assert [f.allow_tf32 for f in flags] == [False, False]
+        assert [f.allow_tf32 for f in flags] == [True, True]
+        with exact_float32("cpu"):
+            assert [f.allow_tf32 for f in flags] == [True, True]
+        with pytest.raises(RuntimeError, match="inside"), exact_float32(torch.device("cuda")):
+            raise RuntimeError("inside")
+        assert [f.allow_tf32 for f in flags] == [True, True]
+    finally:
+        for f, value in zip(flags, before, strict=True):
+            f.allow_tf32 = value
+
+
 # --------------------------------------------------------------------------- any nn.Module
 
 

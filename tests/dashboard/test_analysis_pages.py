@@ -198,8 +198,11 @@ def curved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                        top_eigenvalue=4.0 * (m + 1) + epoch, eigenvalues=[4.0, 2.0],
                        history_array_id=array(conn, store, f"h/{model}-{epoch}", history),
                        **common)  # fmt: skip
+                # A Gauss-Newton trace, and one from before the estimator was recorded.
+                config = ({"trace_method": "auto", "estimator": "gauss-newton"} if m == 0
+                          else {"trace_method": "hutchinson"})  # fmt: skip
                 insert(conn, "hessian_spectra", measure="trace", trace=10.0 + epoch, bn_mode="train",
-                       layer_traces={"fc1": 7.0, "fc2": 3.0 + epoch}, **common)  # fmt: skip
+                       layer_traces={"fc1": 7.0, "fc2": 3.0 + epoch}, config=config, **common)  # fmt: skip
         common["checkpoint_id"] = insert(conn, "checkpoints", model_id=model, epoch=5)
         insert(conn, "hessian_spectra", measure="density", bn_mode="eval", density_array_id=array(
             conn, store, "h/density", grid), **common)  # fmt: skip
@@ -216,6 +219,10 @@ def test_curvature_page_compares_models_and_draws_the_stored_arrays(curved, monk
     at = page(curved, monkeypatch, "curvature")
     table = at.dataframe[0].value
     assert len(table) == 9 and set(table["status"]) == {"done"}
+    traces_shown = table[table["measure"] == "trace"]
+    assert dict(zip(traces_shown["model"], traces_shown["trace probes"], strict=True)) == {
+        "wide": "gauss-newton", "narrow": "hessian"}  # fmt: skip
+    assert table[table["measure"] != "trace"]["trace probes"].isna().all()
     assert at.multiselect[0].value == ["narrow", "wide"]
     tops, traces, chosen, *rest = (spec(at, i) for i in range(len(at.get("plotly_chart"))))
     by_model = {t["name"]: values(t["y"]).tolist() for t in tops["data"]}

@@ -151,6 +151,22 @@ def test_curvature_runs_on_the_gpu_and_matches_the_cpu() -> None:
     np.testing.assert_allclose(values["cuda"], values["cpu"], rtol=1e-4)
 
 
+def test_the_gauss_newton_trace_runs_on_the_gpu_and_matches_the_cpu() -> None:
+    """A BatchNorm CNN (piecewise linear in eval mode): the same seeded output probes on the
+    GPU and the CPU give the same trace within float32 rounding, per layer too."""
+    from compute.curvature import HessianOperator, hutchinson_trace
+
+    model, _, _, _, [(x, y)] = _problem("cnn", n=64)
+    results = {}
+    for dev in ("cpu", "cuda"):
+        op = HessianOperator(model.to(dev), x.to(dev), y.to(dev), loss="cross_entropy")
+        results[dev] = hutchinson_trace(op, 20, seed=0, per_layer=True)
+        assert results[dev].config["estimator"] == "gauss-newton" and op.hvp_count == 0
+    np.testing.assert_allclose(results["cuda"].samples, results["cpu"].samples, rtol=1e-4)
+    for name, value in results["cpu"].layer_traces.items():
+        np.testing.assert_allclose(results["cuda"].layer_traces[name], value, rtol=1e-4)
+
+
 def test_level_set_traversal_runs_on_the_gpu_and_follows_the_cpu() -> None:
     from compute import levelset as ls
 
