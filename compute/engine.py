@@ -75,7 +75,7 @@ from torch import nn
 
 from compute import user
 from compute.state import Layout, check_length, layout_of, same_layout
-from compute.threads import exact_float32
+from compute.threads import exact_float32, tensor_float32
 from tracker import SpecError, UserCodeError
 
 # softmax_mse: classification scored as Goldstein's --loss_name mse does, the mean squared error
@@ -137,12 +137,8 @@ def _precision(mode: str, device: torch.device) -> Iterator[None]:
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
             yield
         return
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
+    with tensor_float32(device, True):
         yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 @contextlib.contextmanager

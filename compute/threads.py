@@ -4,7 +4,7 @@ intra-op thread count, and float32 without TensorFloat-32 on a GPU."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 
@@ -27,21 +27,24 @@ def one_thread() -> Iterator[None]:
 
 
 @contextmanager
-def exact_float32(device: torch.device | str) -> Iterator[None]:
-    """On a CUDA device, float32 matrix products and convolutions without TensorFloat-32 for
-    the block, then the flags as they were; nothing elsewhere.
-
-    PyTorch computes cuDNN convolutions in TF32 by default on Ampere and later GPUs (10-bit
-    mantissas, ~1e-3 relative error): a float32 result that should equal the CPU's within
-    float32 rounding (a surface in fp32, a Hessian-vector product) needs it off. The flags are
-    process-wide: a block run beside another thread's TF32 block sees whichever was set last.
-    """
+def tensor_float32(device: torch.device | str, allowed: bool) -> Iterator[None]:
+    """On a CUDA device, TensorFloat-32 in float32 matrix products and convolutions allowed or
+    not for the block, then the flags as they were; nothing elsewhere. The flags are
+    process-wide: a block run beside another thread's sees whichever was set last."""
     if torch.device(device).type != "cuda":
         yield
         return
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def exact_float32(device: torch.device | str) -> AbstractContextManager[None]:
+    """Float32 without TensorFloat-32 on a CUDA device. PyTorch computes cuDNN convolutions in
+    TF32 by default on Ampere and later GPUs (10-bit mantissas, ~1e-3 relative error): a
+    float32 result that should equal the CPU's within float32 rounding (a surface in fp32, a
+    Hessian-vector product) needs it off."""
+    return tensor_float32(device, False)
