@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torchvision
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
@@ -173,6 +174,8 @@ def test_the_check_accepts_relu_networks_and_names_what_is_not_piecewise_linear(
         (nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.ReLU6(), nn.Flatten(),
                        nn.Linear(18, 3)), torch.randn(2, 1, 8, 8)),
         (_Gated(), x4),
+        (torchvision.models.resnet18(num_classes=10), torch.randn(1, 3, 32, 32)),
+        (torchvision.models.densenet121(num_classes=10), torch.randn(1, 3, 32, 32)),
     ):  # fmt: skip
         assert _refusal(model, x) is None, type(model).__name__
     bn = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
@@ -188,6 +191,8 @@ def test_the_check_accepts_relu_networks_and_names_what_is_not_piecewise_linear(
         (_Square(), x4, "eval", "mul with parameter 'fc.bias' in two factors"),
         (_Normalised(), x4, "eval", "norm"),
         (_Unused(), x4, "eval", "parameter 'spare.weight' is not used by the forward pass"),
+        (torchvision.models.mobilenet_v3_small(num_classes=10), torch.randn(1, 3, 32, 32),
+         "eval", "hardswish"),
     ):  # fmt: skip
         assert _refusal(model, x, bn_mode) == reason, type(model).__name__
     assert _refusal(bn, torch.randn(3, 4), "eval") is None
