@@ -51,7 +51,7 @@ def _exact_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
             return F.mse_loss(out, y.reshape(out.shape))
         return F.cross_entropy(out, y)
 
-    return torch.autograd.functional.hessian(f, flat).double().numpy()
+    return torch.autograd.functional.hessian(f, flat, vectorize=True).double().numpy()
 
 
 @pytest.fixture(scope="module")

@@ -78,9 +78,9 @@ def _loss(out: torch.Tensor, y: torch.Tensor, mse: bool) -> torch.Tensor:
 def _exact_h_and_g(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mse: bool):
     """The exact Hessian of the mean loss and the exact Gauss-Newton matrix J^T H_L J."""
     theta, outputs = _flat_function(model, x)
-    h = torch.autograd.functional.hessian(lambda t: _loss(outputs(t), y, mse), theta)
+    h = torch.autograd.functional.hessian(lambda t: _loss(outputs(t), y, mse), theta, vectorize=True)
     out = outputs(theta).detach()
-    jac = torch.autograd.functional.jacobian(outputs, theta).reshape(out.numel(), -1)
+    jac = torch.autograd.functional.jacobian(outputs, theta, vectorize=True).reshape(out.numel(), -1)
     h_out = torch.autograd.functional.hessian(lambda o: _loss(o.view(out.shape), y, mse),
                                               out.reshape(-1))  # fmt: skip
     return h.numpy(), (jac.T @ h_out @ jac).numpy()

@@ -207,7 +207,7 @@ def exact_hessian(h: Home, ckpt_id: int, weights: torch.Tensor | None = None) ->
         params = {n: t.view(s) for n, t, s in zip(names, parts, shapes, strict=True)}
         return F.cross_entropy(functional_call(net, params, (x,)), y)
 
-    return torch.autograd.functional.hessian(loss, flat).numpy()
+    return torch.autograd.functional.hessian(loss, flat, vectorize=True).numpy()
 
 
 def spectrum(h: Home, sid: int) -> HessianSpectrum:
@@ -310,7 +310,7 @@ def test_a_relu_networks_trace_takes_gauss_newton_probes(
         return functional_call(net, dict(zip(names, views, strict=True)), (x,))
 
     out = logits(flat).detach()
-    jac = torch.autograd.functional.jacobian(logits, flat).reshape(out.numel(), -1)
+    jac = torch.autograd.functional.jacobian(logits, flat, vectorize=True).reshape(out.numel(), -1)
     p = out.softmax(1)
     gen = torch.Generator().manual_seed(row.seed)
     samples = []
