@@ -30,6 +30,10 @@ def log_path(home: Path) -> Path:
 def route_to_file(path: str | Path) -> None:
     """Send the third-party loggers and Python warnings of this process to ``path``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    target = str(Path(path).absolute())
+    if any(isinstance(h, logging.FileHandler) and h.baseFilename == target
+           for name in THIRD_PARTY for h in logging.getLogger(name).handlers):  # fmt: skip
+        return  # routed already (a plugin registered again after a lost worker)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.setLevel(logging.INFO)

@@ -364,7 +364,7 @@ def work(
         with cluster as (client, addresses, resource):
             bar.note_dashboard(_dashboard_link(client))
             if log_file is not None:
-                client.register_plugin(LogToFile(log_file))
+                register_plugin(client, LogToFile(log_file), stream)
             loops = _Loops(client, base, resource)
             futures = [loops.submit() for _ in addresses]
             if pool is not None:
@@ -587,3 +587,28 @@ def _warn_unknown_kinds(
             f"note: {n} pending task(s) of kind {kind!r} have no registered function here "
             "and are left for other workers (load their plugin with --plugin MODULE)\n"
         )
+
+
+PLUGIN_TRIES = 3
+
+
+def register_plugin(client: Any, plugin: Any, stream: IO[str], pause: float = 0.5) -> bool:
+    """Register a worker plugin, asking again when a worker is lost during the broadcast.
+
+    The scheduler keeps the plugin for every worker that joins later, but its broadcast to the
+    current ones fails as a whole when one of them dies meanwhile (killed, or out of memory,
+    while the cluster starts: "Stream is closed"); the nanny then starts a replacement. After
+    ``PLUGIN_TRIES`` failed broadcasts the run goes on without it (the plugin only routes the
+    workers' logs) and says so in one line. Returns whether every live worker has it.
+    """
+    for attempt in range(PLUGIN_TRIES):
+        try:
+            client.register_plugin(plugin)
+            return True
+        except OSError as err:  # distributed's CommClosedError is an OSError
+            if attempt + 1 == PLUGIN_TRIES:
+                stream.write(f"note: could not give every worker the plugin {plugin.name!r} "
+                             f"({type(err).__name__}: {err}); continuing without it\n")  # fmt: skip
+                return False
+            time.sleep(pause)
+    return False
