@@ -164,8 +164,8 @@ class HessianOperator:
             is built at construction and kept while all of them fit in ``graph_budget``, its
             gradient graph on the first product, and each product is one backward through
             it; past the budget each product rebuilds them one batch at a time). The kept
-            forward graphs also serve the Gauss-Newton trace's output probes. The rule is fixed, not timed: measured on CPU, one thread,
-            a kept-graph product cost 0.4-0.75x a forward one on the digits MLP and the CIFAR
+            forward graphs also serve the Gauss-Newton trace's output probes. The rule is
+            fixed, not timed: measured on CPU, one thread, a kept-graph product cost 0.4-0.75x a forward one on the digits MLP and the CIFAR
             ResNet-20 alike (jvp of grad redoes the forward and the first backward per
             product; under vmap the batched convolutions and matmuls were no faster per
             probe); batching probes in the reverse product (``is_grads_batched``) pays only
@@ -173,8 +173,8 @@ class HessianOperator:
         graph_budget: bytes the kept graphs of 'reverse' may take (estimated as
             ``GRAPH_COPIES`` copies of every batch's activations).
         probe_block: probes per 'reverse' product or Gauss-Newton backward (one backward
-            batched over them with ``is_grads_batched``), at most ``probe_chunk``; None: ``default_probe_block`` of
-            the sample batch and parameter count. Results are bitwise equal between CPU
+            batched over them with ``is_grads_batched``), at most ``probe_chunk``; None:
+            ``default_probe_block`` of the sample batch and parameter count. Results are bitwise equal between CPU
             reruns at the same block (it is in ``config``), not across blocks.
 
     Raises:
@@ -245,7 +245,7 @@ class HessianOperator:
             (x[i : i + size], y[i : i + size], (min(i + size, n_samples) - i) / n_samples)
             for i in range(0, n_samples, size)
         ]
-        self._first = (x[:1], y[:1])
+        self._x1 = x[:1]  # the sample the piecewise-linearity check runs on
         self._gauss_newton: tuple[str | None] | None = None  # (why not,) once checked
         self.batch_size = size
         self.n_samples = n_samples
@@ -350,8 +350,7 @@ class HessianOperator:
             elif self.loss_name == "cross_entropy" and len(self.output_shape) != 1:
                 why = f"cross-entropy on outputs of shape {list(self.output_shape)} per sample"
             else:
-                x1 = self._first[0]
-                why = nonlinearity(self.model, self._params(self.theta), self.buffers, x1)
+                why = nonlinearity(self.model, self._params(self.theta), self.buffers, self._x1)
             self._gauss_newton = (why,)
         return self._gauss_newton[0]
 
