@@ -69,7 +69,6 @@ LOSSES = ("cross_entropy", "mse")
 BN_MODES = ("eval", "train")
 HVP_MODES = ("auto", "forward", "reverse")
 WHICH = ("largest", "smallest", "magnitude")
-TRACE_METHODS = ("hutchinson", "hutchpp")
 # Hutchinson's probes: of H ('hessian'), of the Gauss-Newton matrix in output space
 # ('gauss-newton': its trace is H's for a piecewise-linear network), or the latter where the
 # network allows it ('auto').

@@ -22,7 +22,7 @@ from tracker._exceptions import ConfigError, DatabaseUnreachable, SchemaOutOfDat
 from tracker._schema import UTCDateTime
 
 # The Alembic head this code is written against; a test keeps it equal to migrations/.
-SCHEMA_REVISION = "0014_meta2"
+SCHEMA_REVISION = "0015_retrain_curvature"
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 

@@ -625,6 +625,11 @@ class HessianSpectrum(WorkRow, Base):
     asked for, largest first; per-layer traces by layer name). Non-finite values are NULL.
     Arrays: the eigenvectors [k, layout length] (also one ``directions`` row each), the Ritz
     values after each Lanczos step [iterations, k], the density's grid and values [2, bins].
+
+    A retrained network's measure (``retrain_id`` and ``save_index`` set) is taken at that
+    save of the retrain's trajectory instead; ``checkpoint_id`` and ``epoch`` are then the
+    checkpoint it jumped from (whose layout the trajectory has), and its eigenvectors are
+    stored on the row only: surfaces centre on checkpoints, so they get no ``directions`` rows.
     """
 
     __tablename__ = "hessian_spectra"
@@ -632,11 +637,22 @@ class HessianSpectrum(WorkRow, Base):
     find_hint = "`tracker enqueue hessian --model ID` creates them"
     __table_args__ = (
         sa.CheckConstraint("top_k IS NULL OR top_k >= 1", name="top_k_positive"),
+        sa.CheckConstraint(
+            "(retrain_id IS NULL AND save_index IS NULL) OR "
+            "(retrain_id IS NOT NULL AND save_index IS NOT NULL AND save_index >= 0)",
+            name="retrain_point",
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id"), index=True)
     checkpoint_id: Mapped[int] = mapped_column(sa.ForeignKey("checkpoints.id"), index=True)
     epoch: Mapped[int]
+    retrain_id: Mapped[int | None] = mapped_column(
+        # use_alter: retrains -> directions -> hessian_spectra -> retrains is a cycle, which
+        # SQLAlchemy's table sort breaks here (the migration adds the key after the column).
+        sa.ForeignKey("retrains.id", ondelete="CASCADE", use_alter=True), index=True
+    )
+    save_index: Mapped[int | None]
     measure: Mapped[str] = mapped_column(_enum("hessian_measure", *HESSIAN_MEASURES), index=True)
     split: Mapped[str] = mapped_column(sa.String(16))
     subset_size: Mapped[int | None]

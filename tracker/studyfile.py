@@ -56,6 +56,8 @@ loss = "test"
 [[hessian]]                          # Hessian spectra (default: every model of the file)
 models = ["mlp-bs32"]
 epochs = "all"                       # "final" (default), "all", or a list of epochs
+                                     # retrains = "all" (or ids): the retrained networks
+                                     # instead, at saves = "last" (default), "all" or a list
 top_k = 5                            # 0: no eigenvalues; trace/density add those measures
 trace = true                         # trace_method = "auto" | "hutchinson" | "gauss-newton" | "hutchpp"
 density = false
@@ -151,14 +153,14 @@ DIRECTION_KEYS = {"seed", "norm", "ignore", "target"}
 RETRAIN_KEYS = {"model", "seeds", "steps", "epochs", "lr", "momentum", "weight_decay",
                 "batch_size", "saves_per_epoch", "augment", "epoch"}  # fmt: skip
 TOPOLOGY_KEYS = {"model", "loss", "knn", "phate_seed", "n_pca", "legacy"}
-# [[hessian]]: value types; "models" and "epochs" are read apart.
+# [[hessian]]: value types; "models", "epochs", "retrains" and "saves" are read apart.
 HESSIAN_TYPES: dict[str, type] = {
     "top_k": int, "trace": bool, "density": bool, "per_layer": bool, "split": str,
     "subset": int, "minibatches": int, "minibatch_size": int, "bn": str, "seed": int,
     "tol": float, "max_iter": int, "probes": int, "density_runs": int, "subset_seed": int,
     "trace_method": str,
 }  # fmt: skip
-HESSIAN_KEYS = {"models", "epochs"} | set(HESSIAN_TYPES)
+HESSIAN_KEYS = {"models", "epochs", "retrains", "saves"} | set(HESSIAN_TYPES)
 ENSEMBLE_KEYS = {"name", "setup", "models", "epochs", "early_epoch", "batch_size", "seed",
                  "data_seed", "chunk"}  # fmt: skip
 MORSE_KEYS = {"ensemble", "pick", "weights", "subdiv", "seed", "conley", "force"}
@@ -591,14 +593,31 @@ def _hessian_epochs(value: Any, where: str) -> tuple[int, ...] | str | None:
     return tuple(sorted({int(e) for e in epochs if e is not None}))
 
 
+def _point_list(value: Any, key: str, words: tuple[str, ...], where: str) -> tuple[int, ...] | str | None:  # fmt: skip
+    """A [[hessian]] table's ``retrains`` or ``saves``: one of ``words`` or a list of ids."""
+    if value is None or value in words:
+        return value
+    if (isinstance(value, list) and value
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):  # fmt: skip
+        return tuple(sorted(set(value)))
+    choices = " or ".join(f'"{w}"' for w in words)
+    raise SpecError(f"{key} in {where} must be {choices} or a list of ids, got {value!r}")
+
+
 def hessian_requests(table: dict[str, Any], refs: Sequence[str], where: str) -> list[HessianRequest]:
     """One checked request per model of a [[hessian]] table (nothing is written)."""
     values = {key: _typed(table[key], kind, key, where)
               for key, kind in HESSIAN_TYPES.items() if key in table}  # fmt: skip
     epochs = _hessian_epochs(table.get("epochs", "final"), where)
+    retrains = _point_list(table.get("retrains"), "retrains", ("all",), where)
+    saves = _point_list(table.get("saves"), "saves", ("last", "all"), where)
+    if "epochs" in table and retrains is not None:
+        raise SpecError(f"{where}: epochs picks checkpoints and retrains retrained networks: give one of them")  # fmt: skip
     out = []
     for ref in refs:
-        req = HessianRequest(model=ref, epochs=epochs, **values)
+        req = HessianRequest(model=ref, epochs=None if retrains is not None else epochs,
+                             retrains=retrains, saves=None if saves == "last" else saves,
+                             **values)  # fmt: skip
         try:
             check_request(req)
         except SpecError as err:
@@ -824,12 +843,18 @@ def enqueue_study(db: Database, path: str | Path, store_url: str | None = None) 
         # Spectra before surfaces: a surface along eigenvectors finds the direction rows a
         # [[hessian]] table of the file adds, and its tiles wait for that spectrum's task.
         counts["hessians"] = counts["hessians_new"] = 0
-        for req in plan.hessians:
-            rows = add_hessian(session, study, req, names)
-            check_losses(session, store_url or resolve().store_url, rows)
-            for _, new in rows:
-                counts["hessians"] += 1
-                counts["hessians_new"] += new
+
+        def hessians(retrained: bool) -> None:
+            for req in plan.hessians:
+                if (req.retrains is not None) != retrained:
+                    continue
+                rows = add_hessian(session, study, req, names)
+                check_losses(session, store_url or resolve().store_url, rows)
+                for _, new in rows:
+                    counts["hessians"] += 1
+                    counts["hessians_new"] += new
+
+        hessians(retrained=False)
         for surface, where in zip(plan.surfaces, plan.surface_tables, strict=True):
             if surface.x_hessian is not None:
                 _check_eigenvectors(session, study, surface, names, where)
@@ -840,6 +865,7 @@ def enqueue_study(db: Database, path: str | Path, store_url: str | None = None) 
             counts.update(
                 add_study_topology(session, study, plan.retrains, plan.topologies, names)
             )
+        hessians(retrained=True)  # after the file's retrains: "all" includes them
         if plan.ensembles or plan.morse:
             counts.update(add_study_morse(session, study, plan.ensembles, plan.morse))
         counts["study_id"] = study.id

@@ -29,9 +29,10 @@ def _model(session) -> tuple[int, int, int, int]:
 
 
 def _spectrum(study: int, task: int, model: int, ckpt: int, **values) -> HessianSpectrum:
+    values.setdefault("spec_hash", "h")
     return HessianSpectrum(study_id=study, task_id=task, model_id=model, checkpoint_id=ckpt,
                            epoch=1, measure="eigen", split="train", bn_mode="eval", loss="mse",
-                           seed=0, tol=1e-3, max_iter=10, spec_hash="h", **values)  # fmt: skip
+                           seed=0, tol=1e-3, max_iter=10, **values)  # fmt: skip
 
 
 def _direction(study: int, model: int, ckpt: int, kind: str, **values) -> Direction:
@@ -81,3 +82,38 @@ def test_hessian_rows_and_directions_round_trip_through_the_migration(db) -> Non
                                hessian_spectrum_id=spec.id))  # fmt: skip
     with db.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Direction)) == 2
+
+
+def test_retrained_spectra_through_migration_0015(db) -> None:
+    """A spectrum of a retrained network names its retrain and save (both or neither),
+    goes with its retrain, and keeps the downgrade to 0014 from dropping it silently."""
+    from tracker._schema import Retrain
+
+    with db.session() as session:
+        ids = _model(session)
+        retrain = Retrain(study_id=ids[0], model_id=ids[2], checkpoint_id=ids[3], seed=0,
+                          step_size=0.5, epochs=1, lr=0.1, momentum=0.0, weight_decay=0.0,
+                          batch_size=32, spec_hash="r")  # fmt: skip
+        session.add(retrain)
+        session.flush()
+        rid = retrain.id
+        session.add(_spectrum(*ids, top_k=1, retrain_id=rid, save_index=2))
+    for values in ({"retrain_id": rid}, {"save_index": 0}, {"retrain_id": rid, "save_index": -1}):
+        with pytest.raises(sa_exc.IntegrityError), db.session() as session:
+            session.add(_spectrum(*ids, top_k=1, **{**values, "spec_hash": f"x{values}"}))
+    with pytest.raises(RuntimeError, match="1 Hessian spectra are of retrained networks"):
+        downgrade(db, "0014_meta2")
+    with db.engine.connect() as conn:  # the refused downgrade left the revision as it was
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == (
+            "0015_retrain_curvature"
+        )
+    with db.engine.begin() as conn:  # the retrain's spectra go with it
+        conn.execute(sa.text("DELETE FROM retrains WHERE id = :r"), {"r": rid})
+        assert conn.execute(sa.text("SELECT count(*) FROM hessian_spectra")).scalar() == 0
+    downgrade(db, "0014_meta2")
+    with db.engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("hessian_spectra")}
+    assert not {"retrain_id", "save_index"} & columns
+    upgrade(db)
+    with db.session() as session:
+        session.add(_spectrum(*ids, top_k=1, spec_hash="back"))

@@ -39,7 +39,7 @@ def insert(conn: sa.Connection, table: str, **values: Any) -> int:
         required = not column.nullable and column.default is None
         if required and column.server_default is None and not column.primary_key:
             row.setdefault(column.name, _filler(column, i))
-    if "spec_hash" in t.columns:
+    if "spec_hash" in t.columns and "spec_hash" not in values:
         row["spec_hash"] = f"{table}-{json.dumps(values, sort_keys=True, default=str)}"[:64]
     return int(conn.execute(sa.insert(t).values(**row).returning(t.c.id)).scalar_one())
 
@@ -242,6 +242,50 @@ def test_curvature_page_draws_a_density_on_a_log_axis(curved, monkeypatch) -> No
     fig = spec(at, 2)
     assert fig["layout"]["yaxis"]["type"] == "log"
     np.testing.assert_allclose(values(fig["data"][0]["x"]), curved["grid"][0])
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A model's final-checkpoint spectrum and its two retrained networks' (last saves)."""
+    from tracker._db import Database
+    from tracker._migrate import upgrade
+
+    root = tmp_path_factory.mktemp("retrained")
+    url, store_url = f"sqlite:///{root / 'tracker.db'}", str(root / "store.zarr")
+    db = Database(url)
+    upgrade(db)
+    with db.engine.begin() as conn:
+        study = insert(conn, "studies", name="jumps")
+        model = insert(conn, "models", study_id=study, name="base", architecture="mlp",
+                       dataset="digits", optimizer="sgd", batch_size=32)  # fmt: skip
+        ckpt = insert(conn, "checkpoints", model_id=model, epoch=4)
+        common = {"study_id": study, "model_id": model, "checkpoint_id": ckpt, "epoch": 4,
+                  "measure": "eigen", "top_k": 1, "bn_mode": "eval",
+                  "completed_at": sa.func.current_timestamp()}  # fmt: skip
+        insert(conn, "hessian_spectra", top_eigenvalue=6.0, **common)
+        for seed, (step, top) in enumerate(((0.5, 4.0), (1.0, 2.5))):
+            rid = insert(conn, "retrains", study_id=study, model_id=model, checkpoint_id=ckpt,
+                         seed=seed, step_size=step, epochs=2, spec_hash=f"r{seed}")  # fmt: skip
+            for save, value in ((0, 9.0), (2, top)):  # the jump, then the last save
+                insert(conn, "hessian_spectra", top_eigenvalue=value, retrain_id=rid,
+                       save_index=save, spec_hash=f"r{rid}-{save}", **common)  # fmt: skip
+    db.dispose()
+    return {"url": url, "store": store_url}
+
+
+def test_curvature_page_plots_retrained_networks_against_the_jump(retrained, monkeypatch) -> None:
+    at = page(retrained, monkeypatch, "curvature")
+    table = at.dataframe[0].value
+    assert sorted(table["save_index"].dropna().astype(int)) == [0, 0, 2, 2]
+    per_epoch, jumps, *_ = (spec(at, i) for i in range(len(at.get("plotly_chart"))))
+    # Per epoch: the checkpoint's own value only.
+    (line,) = per_epoch["data"]
+    assert values(line["y"]).tolist() == [6.0]
+    # Against the step size: each retrain's last save, and the model's value as a line.
+    (points,) = jumps["data"]
+    assert values(points["x"]).tolist() == [0.5, 1.0]
+    assert values(points["y"]).tolist() == [4.0, 2.5]
+    assert [shape["y0"] for shape in jumps["layout"]["shapes"]] == [6.0]
 
 
 PAGES = ["overview", "models", "surfaces", "topology", "levelsets", "morse", "meta", "curvature"]

@@ -1,6 +1,7 @@
-"""Curvature commands (issue 15): Hessian spectra of a model's checkpoints.
+"""Curvature commands (issue 15): Hessian spectra of a model's checkpoints or retrains.
 
-    tracker enqueue hessian --model ID [--epochs all|E1,E2] [--top-k 5] [--trace] [--density]
+    tracker enqueue hessian --model ID [--epochs all|E1,E2 | --retrains all|R1,R2
+        [--saves last|all|S1,S2]] [--top-k 5] [--trace] [--density]
         [--per-layer] [--split train|test|val] [--subset N | --minibatches K --minibatch-size B]
         [--bn eval|train] [--seed S] [--tol 1e-3] [--max-iter 100] [--probes 100]
         [--trace-method auto|hutchinson|gauss-newton|hutchpp] [--study S]
@@ -31,6 +32,13 @@ def add_parsers(
     p.add_argument("--model", required=True, metavar="ID", help="model id or name")
     p.add_argument("--epochs", default=None, metavar="all|E1,E2",
                    help="checkpoints to measure (default: the last)")  # fmt: skip
+    p.add_argument("--retrains", default=None, metavar="all|R1,R2",
+                   help="instead of checkpoints, the model's retrained networks (`tracker "
+                   "enqueue retrain`): all of them or these retrain ids; a retrain not yet "
+                   "done is waited for")  # fmt: skip
+    p.add_argument("--saves", default=None, metavar="last|all|S1,S2",
+                   help="with --retrains: the trajectory saves to measure (default: the "
+                   "last; 0 is the jump)")  # fmt: skip
     p.add_argument("--top-k", type=int, default=5, metavar="K",
                    help="eigenvalues (and eigenvector directions) per checkpoint; 0: none")  # fmt: skip
     p.add_argument("--trace", action="store_true", help="Hutchinson's trace estimate")
@@ -85,7 +93,7 @@ def add_show_parser(show: Any, common: argparse.ArgumentParser) -> None:
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
-    from tracker.curvature.rows import HessianRequest, parse_epochs
+    from tracker.curvature.rows import HessianRequest, parse_epochs, parse_retrains, parse_saves
 
     return HessianRequest(
         model=args.model, epochs=parse_epochs(args.epochs), top_k=args.top_k, trace=args.trace,
@@ -93,6 +101,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
         minibatches=args.minibatches, minibatch_size=args.minibatch_size, bn=args.bn,
         seed=args.seed, tol=args.tol, max_iter=args.max_iter, probes=args.probes,
         density_runs=args.density_runs, trace_method=args.trace_method,
+        retrains=parse_retrains(args.retrains), saves=parse_saves(args.saves),
     )  # fmt: skip
 
 
@@ -129,6 +138,13 @@ def _num(value: Any, fmt: str = ".6g") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _weights(s: Any) -> str:
+    """Which weights a spectrum measures, in words."""
+    if s.retrain_id is None:
+        return f"epoch {s.epoch}"
+    return f"retrain {s.retrain_id} save {s.save_index} (jumped from epoch {s.epoch})"
+
+
 def cmd_show_hessian(args: argparse.Namespace) -> int:
     from tracker._exceptions import SpecError
     from tracker.curvature.results import load_spectrum, model_spectra
@@ -144,16 +160,16 @@ def cmd_show_hessian(args: argparse.Namespace) -> int:
                       f"`tracker enqueue hessian --model {args.model}` makes them")  # fmt: skip
                 return 0
             print(table(
-                ["id", "epoch", "measure", "status", "split", "top eigenvalue", "trace",
-                 "trace se", "seconds"],
-                [[s.id, s.epoch, s.measure, s.status, s.settings["split"],
-                  _num(s.top_eigenvalue), _num(s.trace), _num(s.trace_stderr),
-                  _num(s.seconds, ".2f")] for s in spectra],
+                ["id", "epoch", "retrain", "save", "measure", "status", "split",
+                 "top eigenvalue", "trace", "trace se", "seconds"],
+                [[s.id, s.epoch, _num(s.retrain_id, "d"), _num(s.save_index, "d"), s.measure,
+                  s.status, s.settings["split"], _num(s.top_eigenvalue), _num(s.trace),
+                  _num(s.trace_stderr), _num(s.seconds, ".2f")] for s in spectra],
             ))  # fmt: skip
             return 0
         s = load_spectrum(session, args.id)
     settings_text = ", ".join(f"{k}={v}" for k, v in s.settings.items() if v is not None)
-    lines = [f"Hessian spectrum {s.id}: model {s.model_id}, epoch {s.epoch}, {s.measure} "
+    lines = [f"Hessian spectrum {s.id}: model {s.model_id}, {_weights(s)}, {s.measure} "
              f"({s.status})", f"  settings: {settings_text}"]  # fmt: skip
     if s.error:
         lines.append(f"  error: {s.error.strip().splitlines()[-1]}")
@@ -161,8 +177,9 @@ def cmd_show_hessian(args: argparse.Namespace) -> int:
         lines.append("  eigenvalues: " + ", ".join(_num(v) for v in s.eigenvalues))
         lines.append("  residuals:   " + ", ".join(_num(v, ".2e") for v in s.residuals or []))
         lines.append(f"  Lanczos steps: {s.iterations}, converged: {s.converged}")
-        lines.append("  directions (surface with --x-direction hessian:I): "
-                     + ", ".join(map(str, s.direction_ids)))  # fmt: skip
+        if s.direction_ids:
+            lines.append("  directions (surface with --x-direction hessian:I): "
+                         + ", ".join(map(str, s.direction_ids)))  # fmt: skip
     if s.measure == "trace" and s.trace is not None:
         if s.config.get("trace_method") == "hutchpp":
             lines.append(f"  trace (Hutch++): {_num(s.trace)} +- {_num(s.trace_stderr)} "
@@ -195,6 +212,8 @@ def print_study_spectra(db: Any, study_id: int) -> None:
     if counts:
         print("\nHessian spectra:")
         keys = ["measure", "spectra", "models", "checkpoints", "done", "queued", "failed"]
+        if any(c["retrain saves"] for c in counts):
+            keys.insert(4, "retrain saves")
         print(table(keys, [[c[k] for k in keys] for c in counts]))
 
 
@@ -217,7 +236,7 @@ def cmd_plot_hessian(args: argparse.Namespace) -> int:
     with db.session() as session:
         for sid in args.ids:
             s = res.load_spectrum(session, sid)
-            title = f"model {s.model_id}, epoch {s.epoch}"
+            title = f"model {s.model_id}, {_weights(s)}"
             if s.measure == "density":
                 grid, values = res.density(session, store, s)
                 fig = plots.density_figure(grid, values, f"eigenvalue density, {title}")

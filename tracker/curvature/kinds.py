@@ -1,4 +1,5 @@
-"""The task kind ``hessian``: one curvature measure of one checkpoint.
+"""The task kind ``hessian``: one curvature measure of one checkpoint (or of one save of a
+retrain's trajectory: the retrained network).
 
 The body reads its ``hessian_spectra`` row, the checkpoint's weights and the model's data into
 plain values, builds ``compute.curvature.HessianOperator`` at those weights and runs the
@@ -26,13 +27,13 @@ from sqlalchemy.orm import Session
 from compute import curvature as cv
 from compute import data as data_mod
 from compute.state import Layout, check_length, load_flat
-from tracker._arrays import array_id, array_path, read_array
+from tracker._arrays import array_id, array_path, array_ref, read_array
 from tracker._context import TaskContext
 from tracker._db import utcnow
 from tracker._exceptions import SpecError
 from tracker._mlflow import client_for
 from tracker._registry import task_kind
-from tracker._schema import Checkpoint, Direction, HessianSpectrum, Model
+from tracker._schema import Checkpoint, Direction, HessianSpectrum, Model, Retrain
 from tracker._store import ArrayStore
 from tracker.training.kinds import device, setup_torch, vector_chunks
 from tracker.training.rows import direction_path
@@ -94,14 +95,38 @@ def checkpoint_weights(session: Session, store: ArrayStore, ckpt: Checkpoint) ->
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
 
 
+def retrain_weights(session: Session, store: ArrayStore, retrain: Retrain, save: int) -> torch.Tensor:  # fmt: skip
+    """Save ``save`` of a retrain's trajectory: the retrained network's flat weights, in the
+    layout of the checkpoint it jumped from."""
+    what = f"the trajectory of retrain {retrain.id}"
+    ref = array_ref(session, retrain.trajectory_array_id, what)
+    if not 0 <= save < int(ref.shape[0]):
+        raise SpecError(f"{what} has saves 0..{int(ref.shape[0]) - 1}, not {save}: ask for "
+                        "one of those")  # fmt: skip
+    data = store.read(ref.path, (slice(save, save + 1), slice(None)))[0]
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+
+
+def spectrum_weights(
+    session: Session, store: ArrayStore, row: HessianSpectrum, ckpt: Checkpoint
+) -> tuple[torch.Tensor, str]:
+    """The weights a spectrum row measures, and how to name them in a message."""
+    if row.retrain_id is None:
+        return checkpoint_weights(session, store, ckpt), f"epoch {ckpt.epoch}"
+    retrain = Retrain.find_or_raise_by_id(session, row.retrain_id)
+    save = int(row.save_index or 0)
+    return retrain_weights(session, store, retrain, save), f"retrain {retrain.id}, save {save}"
+
+
 def check_finite_loss(session: Session, store: ArrayStore, row: HessianSpectrum) -> None:
-    """Refuse a measure whose checkpoint has a non-finite loss on its data (enqueue time)."""
+    """Refuse a measure whose weights have a non-finite loss on its data (enqueue time)."""
     ckpt = Checkpoint.find_or_raise_by_id(session, row.checkpoint_id)
     model = Model.find_or_raise_by_id(session, row.model_id)
+    weights, which = spectrum_weights(session, store, row, ckpt)
     try:
-        op = operator_at(model, ckpt.layout, checkpoint_weights(session, store, ckpt), _choice(row))
+        op = operator_at(model, ckpt.layout, weights, _choice(row))
     except SpecError as err:
-        raise SpecError(f"model {model.id}, epoch {ckpt.epoch}: {err}") from None
+        raise SpecError(f"model {model.id}, {which}: {err}") from None
     if row.top_k is not None and row.top_k > op.n:
         raise SpecError(f"--top-k {row.top_k} exceeds the {op.n} parameters of model {model.id}: "
                         f"ask for at most {op.n}")  # fmt: skip
@@ -151,6 +176,7 @@ class _Job:
     weights: torch.Tensor
     folder: str
     directions: list[tuple[int, int, str]]  # (direction id, eigen index, path)
+    mlflow_run: tuple[str | None, int]  # the run the measures go to, and their step
 
 
 def _read_job(ctx: TaskContext, spectrum_id: int) -> _Job:
@@ -160,7 +186,12 @@ def _read_job(ctx: TaskContext, spectrum_id: int) -> _Job:
             raise SpecError(f"Hessian spectrum {spectrum_id} no longer exists")
         ckpt = Checkpoint.find_or_raise_by_id(session, row.checkpoint_id)
         model = Model.find_or_raise_by_id(session, row.model_id)
-        weights = checkpoint_weights(session, ctx.store, ckpt)
+        weights, _ = spectrum_weights(session, ctx.store, row, ckpt)
+        if row.retrain_id is None:  # a checkpoint's measures: the model's run, step = epoch
+            run = (model.mlflow_run_id, int(row.epoch))
+        else:  # a retrained network's: the retrain's run, step = the save (as its metrics)
+            retrain = session.get(Retrain, row.retrain_id)
+            run = (retrain.mlflow_run_id if retrain else None, int(row.save_index or 0))
         dirs = session.scalars(
             sa.select(Direction).where(Direction.hessian_spectrum_id == row.id)
             .order_by(Direction.eigen_index)
@@ -171,7 +202,7 @@ def _read_job(ctx: TaskContext, spectrum_id: int) -> _Job:
         session.expunge(row)
         session.expunge(model)
     return _Job(row=row, model=model, layout=layout, weights=weights, folder=folder,
-                directions=directions)  # fmt: skip
+                directions=directions, mlflow_run=run)  # fmt: skip
 
 
 def _eigen(ctx: TaskContext, job: _Job, op: cv.HessianOperator) -> dict[str, Any]:
@@ -240,8 +271,9 @@ MEASURE_BODIES = {"eigen": _eigen, "trace": _trace, "density": _density}
 
 
 def _log_to_model_run(ctx: TaskContext, job: _Job, metrics: dict[str, Any]) -> bool:
-    """The measures on the model's MLflow run (step = the checkpoint's epoch), if it has one."""
-    run_id = job.model.mlflow_run_id
+    """The measures on the model's MLflow run (step = the checkpoint's epoch), or for a
+    retrained network on the retrain's run (step = the save), if there is one."""
+    run_id, step = job.mlflow_run
     values = {k: v for k, v in finite(metrics).items() if v is not None}
     if not run_id or not values:
         return False
@@ -249,7 +281,7 @@ def _log_to_model_run(ctx: TaskContext, job: _Job, metrics: dict[str, Any]) -> b
 
     client = client_for(ctx.mlflow_uri)
     now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, int(job.row.epoch)) for k, v in sorted(values.items())]
+    batch = [Metric(k, float(v), now, step) for k, v in sorted(values.items())]
     for i in range(0, len(batch), 900):
         client.log_batch(run_id, metrics=batch[i : i + 900])
     return True

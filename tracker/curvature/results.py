@@ -31,6 +31,8 @@ class Spectrum:
     model_id: int
     checkpoint_id: int
     epoch: int
+    retrain_id: int | None  # a retrained network's measure: the retrain and the save (the
+    save_index: int | None  # checkpoint and epoch are then the ones it jumped from)
     measure: str
     status: str
     error: str | None
@@ -72,7 +74,7 @@ def _spectrum(session: Session, row: HessianSpectrum) -> Spectrum:
     ).all()  # fmt: skip
     return Spectrum(
         id=row.id, model_id=row.model_id, checkpoint_id=row.checkpoint_id, epoch=row.epoch,
-        measure=row.measure, status=task.status if task else "done",
+        retrain_id=row.retrain_id, save_index=row.save_index, measure=row.measure, status=task.status if task else "done",
         error=task.error if task else None, settings=settings,
         eigenvalues=row.eigenvalues, residuals=row.residuals, iterations=row.iterations,
         converged=row.converged, top_eigenvalue=row.top_eigenvalue, trace=row.trace,
@@ -89,21 +91,24 @@ def load_spectrum(session: Session, spectrum_id: int) -> Spectrum:
 
 
 def model_spectra(session: Session, model_id: int) -> list[Spectrum]:
-    """Every spectrum of a model, by epoch, measure and id."""
+    """Every spectrum of a model: its checkpoints' by epoch, measure and id, then its retrained
+    networks' by retrain, save, measure and id."""
     Model.find_or_raise_by_id(session, model_id)
+    h = HessianSpectrum
     rows = session.scalars(
-        sa.select(HessianSpectrum).where(HessianSpectrum.model_id == model_id)
-        .order_by(HessianSpectrum.epoch, HessianSpectrum.measure, HessianSpectrum.id)
+        sa.select(h).where(h.model_id == model_id)
+        .order_by(h.retrain_id.is_not(None), h.retrain_id, h.save_index, h.epoch, h.measure, h.id)
     ).all()  # fmt: skip
     return [_spectrum(session, r) for r in rows]
 
 
 def study_counts(session: Session, study_id: int) -> list[dict[str, Any]]:
-    """A study's Hessian spectra counted per measure: how many, of how many models and
-    checkpoints, and how many are done, queued (waiting, pending, running) and failed."""
+    """A study's Hessian spectra counted per measure: how many, of how many models,
+    checkpoints and retrained networks' saves, and how many are done, queued (waiting,
+    pending, running) and failed."""
     rows = session.execute(
         sa.select(HessianSpectrum.measure, HessianSpectrum.model_id, HessianSpectrum.checkpoint_id,
-                  Task.status)
+                  Task.status, HessianSpectrum.retrain_id, HessianSpectrum.save_index)
         .outerjoin(Task, Task.id == HessianSpectrum.task_id)
         .where(HessianSpectrum.study_id == study_id)
     ).all()  # fmt: skip
@@ -115,7 +120,9 @@ def study_counts(session: Session, study_id: int) -> list[dict[str, Any]]:
         status = [r[3] or "done" for r in mine]
         out.append({
             "measure": measure, "spectra": len(mine), "models": len({r[1] for r in mine}),
-            "checkpoints": len({r[2] for r in mine}), "done": status.count("done"),
+            "checkpoints": len({r[2] for r in mine if r[4] is None}),
+            "retrain saves": len({(r[4], r[5]) for r in mine if r[4] is not None}),
+            "done": status.count("done"),
             "queued": sum(s in ("waiting", "pending", "running") for s in status),
             "failed": status.count("failed"),
         })  # fmt: skip
@@ -148,11 +155,12 @@ def eigenvectors(session: Session, store: ArrayStore, spec: Spectrum) -> np.ndar
 
 
 def top_k_over_training(spectra: Sequence[Spectrum]) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs [E], eigenvalues [E, k]) from the finished eigen measures, the newest per epoch;
-    NaN where an epoch has fewer eigenvalues (or a NULL)."""
+    """(epochs [E], eigenvalues [E, k]) from the finished eigen measures of checkpoints (not
+    of retrained networks), the newest per epoch; NaN where an epoch has fewer eigenvalues
+    (or a NULL)."""
     newest: dict[int, Spectrum] = {}
     for s in spectra:
-        if s.measure == "eigen" and s.status == "done" and s.eigenvalues:
+        if s.measure == "eigen" and s.status == "done" and s.eigenvalues and s.retrain_id is None:
             newest[s.epoch] = s
     epochs = sorted(newest)
     k = max((len(newest[e].eigenvalues or []) for e in epochs), default=0)

@@ -6,6 +6,11 @@ the first error), and every row has a spec hash: the same request twice finds th
 the first time. Task graph::
 
     train(model) --> hessian(checkpoint, measure) --> surfaces along its eigenvectors
+    retrain(jump) --> hessian(save of its trajectory, measure)
+
+A retrained network's measures (``retrains``) are taken at saves of the retrains'
+trajectories; their rows name the retrain and save, keep the checkpoint the retrain jumped
+from, and make no eigenvector directions (surfaces centre on checkpoints).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sqlalchemy.orm import Session
 from tracker._exceptions import SpecError
 from tracker._queue import enqueue, spec_hash
 from tracker._rows import get_or_add
-from tracker._schema import Checkpoint, Direction, HessianSpectrum, Model, Study, Task
+from tracker._schema import Checkpoint, Direction, HessianSpectrum, Model, Retrain, Study, Task
 from tracker.training.rows import find_checkpoint, find_model, model_train_task, parameter_count
 
 SPLITS = ("train", "test", "val")
@@ -39,6 +44,8 @@ class HessianRequest:
     """What `tracker enqueue hessian` and a study file's [[hessian]] table ask for.
 
     ``epochs``: None for the final checkpoint, "all" for every checkpoint, or epochs.
+    ``retrains``: instead of checkpoints, the model's retrains ("all", or retrain ids) at
+    ``saves`` of their trajectories (None: the last save, "all", or save indices).
     ``top_k`` 0 skips the eigenvalues; ``trace`` and ``density`` add those measures.
     Density: ``density_runs`` SLQ runs of ``max_iter`` Lanczos steps (PyHessian: 1 x 100).
     Trace: ``trace_method`` 'auto' (Hutchinson's ``probes`` Rademacher probes of the
@@ -67,6 +74,8 @@ class HessianRequest:
     density_runs: int = 1
     subset_seed: int = 0
     trace_method: str = "auto"  # hutchinson | gauss-newton | hutchpp (``probes`` products)
+    retrains: tuple[int, ...] | str | None = None
+    saves: tuple[int, ...] | str | None = None
 
     def measures(self) -> list[str]:
         return [m for m, on in (("eigen", self.top_k > 0), ("trace", self.trace),
@@ -112,6 +121,22 @@ def check_request(req: HessianRequest) -> None:
             raise SpecError("choose either --subset N or --minibatches K, not both")
     if req.epochs is not None and not isinstance(req.epochs, tuple) and req.epochs != "all":
         raise SpecError(f"epochs must be 'all' or a list of epochs, got {req.epochs!r}")
+    if req.retrains is not None:
+        if req.epochs is not None:
+            raise SpecError("--epochs picks checkpoints and --retrains retrained networks: give one of them")  # fmt: skip
+        if req.retrains != "all" and not (
+            isinstance(req.retrains, tuple) and req.retrains
+            and all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in req.retrains)
+        ):  # fmt: skip
+            raise SpecError(f"retrains must be 'all' or retrain ids, got {req.retrains!r}")
+    if req.saves is not None:
+        if req.retrains is None:
+            raise SpecError("--saves picks points of retrain trajectories: add --retrains all (or R1,R2)")  # fmt: skip
+        if req.saves != "all" and not (
+            isinstance(req.saves, tuple) and req.saves
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in req.saves)
+        ):  # fmt: skip
+            raise SpecError(f"saves must be 'last', 'all' or save indices, got {req.saves!r}")
 
 
 def parse_epochs(text: str | None) -> tuple[int, ...] | str | None:
@@ -127,6 +152,73 @@ def parse_epochs(text: str | None) -> tuple[int, ...] | str | None:
     if not epochs or any(e < 0 for e in epochs):
         raise SpecError(f"--epochs {text!r} is not all, final or E1,E2 (e.g. 0,5,10)")
     return tuple(sorted(set(epochs)))
+
+
+def _id_list(text: str, flag: str, example: str, low: int) -> tuple[int, ...]:
+    try:
+        ids = tuple(int(e) for e in text.split(",") if e.strip())
+    except ValueError:
+        raise SpecError(f"{flag} {text!r} is not {example}") from None
+    if not ids or any(i < low for i in ids):
+        raise SpecError(f"{flag} {text!r} is not {example}")
+    return tuple(sorted(set(ids)))
+
+
+def parse_retrains(text: str | None) -> tuple[int, ...] | str | None:
+    """``--retrains``: 'all' (every retrain of the model) or R1,R2 (retrain ids)."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return "all"
+    return _id_list(text, "--retrains", "all or retrain ids R1,R2 (e.g. 3,4)", 1)
+
+
+def parse_saves(text: str | None) -> tuple[int, ...] | str | None:
+    """``--saves``: 'last' (or nothing), 'all', or S1,S2 (save indices, 0 = the jump)."""
+    if text is None or text.strip() in ("", "last"):
+        return None
+    if text.strip() == "all":
+        return "all"
+    return _id_list(text, "--saves", "last, all or save indices S1,S2 (e.g. 0,4)", 0)
+
+
+def _retrain_points(session: Session, model: Model, req: HessianRequest) -> list[tuple[Retrain, int]]:  # fmt: skip
+    """(retrain, save index) of each point a retrain request measures."""
+    query = sa.select(Retrain).where(Retrain.model_id == model.id).order_by(Retrain.id)
+    if req.retrains == "all":
+        retrains = list(session.scalars(query))
+        if not retrains:
+            raise SpecError(
+                f"model {model.id} has no retrains: enqueue them first (`tracker enqueue "
+                f"retrain --model {model.id}`)"
+            )
+    else:
+        assert isinstance(req.retrains, tuple)
+        found = {r.id: r for r in session.scalars(query.where(Retrain.id.in_(req.retrains)))}
+        missing = [r for r in req.retrains if r not in found]
+        if missing:
+            raise SpecError(
+                f"retrain(s) {', '.join(map(str, missing))} are not retrains of model "
+                f"{model.id}: `tracker ls retrains --where model_id={model.id}` lists them"
+            )
+        retrains = [found[r] for r in req.retrains]
+    points = []
+    for r in retrains:
+        n_saves = int(r.epochs) * int(r.saves_per_epoch) + 1
+        if req.saves is None:
+            saves: tuple[int, ...] = (n_saves - 1,)
+        elif req.saves == "all":
+            saves = tuple(range(n_saves))
+        else:
+            assert isinstance(req.saves, tuple)
+            saves = req.saves
+            if max(saves) >= n_saves:
+                raise SpecError(
+                    f"retrain {r.id} has saves 0..{n_saves - 1} ({r.epochs} epochs x "
+                    f"{r.saves_per_epoch} per epoch, and the jump): ask for saves below {n_saves}"
+                )
+        points += [(r, s) for s in saves]
+    return points
 
 
 def _checkpoints(session: Session, model: Model, epochs: tuple[int, ...] | str | None) -> list[Checkpoint]:  # fmt: skip
@@ -174,6 +266,15 @@ def add_hessian(
             f"--top-k {req.top_k} exceeds the {n} parameters of model {model.id}: "
             f"ask for at most {n}"
         )
+    loss = "mse" if model.dataset in REGRESSION_DATASETS else "cross_entropy"
+    out = []
+    if req.retrains is not None:
+        for retrain, save in _retrain_points(session, model, req):
+            ckpt = Checkpoint.find_or_raise_by_id(session, retrain.checkpoint_id)
+            for measure in req.measures():
+                out.append(_add_measure(session, study, req, model, ckpt, measure, loss,
+                                        point=(retrain, save)))  # fmt: skip
+        return out
     checkpoints = _checkpoints(session, model, req.epochs)
     trained = train_done(session, model)
     for ckpt in checkpoints:
@@ -183,23 +284,32 @@ def add_hessian(
                 "(its training finished without it): pick an epoch with data, or retrain "
                 "the model with that checkpoint epoch"
             )
-    loss = "mse" if model.dataset in REGRESSION_DATASETS else "cross_entropy"
-    out = []
     for ckpt in checkpoints:
         for measure in req.measures():
             out.append(_add_measure(session, study, req, model, ckpt, measure, loss))
     return out
 
 
+def _waits_on(session: Session, model: Model, point: tuple[Retrain, int] | None) -> Task | None:
+    """The task whose weights a measure reads: the model's training, or the retrain's."""
+    if point is None:
+        return model_train_task(session, model)
+    retrain = point[0]
+    return session.get(Task, retrain.task_id) if retrain.task_id is not None else None
+
+
 def _add_measure(
     session: Session, study: Study, req: HessianRequest, model: Model, ckpt: Checkpoint,
-    measure: str, loss: str,
+    measure: str, loss: str, point: tuple[Retrain, int] | None = None,
 ) -> tuple[HessianSpectrum, bool]:  # fmt: skip
     settings = _settings(req, measure)
+    if point is not None:  # a checkpoint's own rows keep the hashes they had
+        settings.update(retrain=point[0].id, save=point[1])
     digest = spec_hash("hessian", study.name, ckpt.id, measure, settings)
     row, new = get_or_add(
         session, HessianSpectrum, digest, study_id=study.id, model_id=model.id,
         checkpoint_id=ckpt.id, epoch=ckpt.epoch, measure=measure, split=req.split,
+        retrain_id=point[0].id if point else None, save_index=point[1] if point else None,
         subset_size=req.subset, subset_seed=req.subset_seed,
         minibatch_size=req.minibatch_size, n_minibatches=req.minibatches, bn_mode=req.bn,
         dropout="off", loss=loss, seed=req.seed, tol=req.tol, max_iter=req.max_iter,
@@ -213,10 +323,11 @@ def _add_measure(
     )  # fmt: skip
     if not new:
         return row, False
+    parent = _waits_on(session, model, point)
     task, _ = enqueue(session, study, "hessian", {"spectrum_id": row.id},
-                      depends_on=[model_train_task(session, model)], key=digest)  # fmt: skip
+                      depends_on=[parent] if parent is not None else [], key=digest)  # fmt: skip
     row.task_id = task.id
-    if measure == "eigen":
+    if measure == "eigen" and point is None:
         for i in range(req.top_k):
             session.add(Direction(
                 study_id=study.id, task_id=task.id, model_id=model.id, kind="hessian",
@@ -234,17 +345,31 @@ def check_losses(session: Session, store_url: str, rows: Sequence[tuple[HessianS
     hessian` and a study file's [[hessian]] both call this after ``add_hessian``; the store is
     opened only when a trained checkpoint is to be checked."""
     store = None
-    seen: set[int] = set()
+    seen: set[tuple[int, int | None, int | None]] = set()
     for row, new in rows:
-        if not new or row.checkpoint_id in seen:
+        weights = (row.checkpoint_id, row.retrain_id, row.save_index)
+        if not new or weights in seen:
             continue
-        seen.add(row.checkpoint_id)
-        if train_done(session, Model.find_or_raise_by_id(session, row.model_id)):
+        seen.add(weights)
+        if _weights_stored(session, row):
             from tracker._store import ArrayStore
             from tracker.curvature.kinds import check_finite_loss
 
             store = store or ArrayStore(store_url)
             check_finite_loss(session, store, row)
+
+
+def _weights_stored(session: Session, row: HessianSpectrum) -> bool:
+    """Whether the weights a new row measures exist yet (else its task waits for them)."""
+    if row.retrain_id is None:
+        return train_done(session, Model.find_or_raise_by_id(session, row.model_id))
+    retrain = session.get(Retrain, row.retrain_id)
+    task = session.get(Task, retrain.task_id) if retrain is not None and retrain.task_id else None
+    return (
+        retrain is not None
+        and retrain.trajectory_array_id is not None
+        and (task is None or task.status == "done")
+    )
 
 
 def hessian_command(model_id: int, epoch: int, index: int) -> str:
@@ -253,5 +378,6 @@ def hessian_command(model_id: int, epoch: int, index: int) -> str:
 
 
 __all__: Sequence[str] = (
-    "HessianRequest", "add_hessian", "check_losses", "check_request", "hessian_command", "parse_epochs",
+    "HessianRequest", "add_hessian", "check_losses", "check_request", "hessian_command",
+    "parse_epochs", "parse_retrains", "parse_saves",
 )  # fmt: skip

@@ -208,20 +208,24 @@ def curvature_samples(
 
     Written against the planned columns (required: id, checkpoint_id, model_id, completed_at;
     read when present: split, subset_size, n_minibatches, minibatch_size, bn_mode, loss,
-    dropout, top_eigenvalue, trace, layer_traces as JSON layer name -> trace). Rows differing
+    dropout, top_eigenvalue, trace, layer_traces as JSON layer name -> trace; rows with a
+    ``retrain_id`` are of retrained networks, not of the checkpoint, and left out). Rows differing
     in ``seed`` (or ``subset_seed``) are seeds. ``table``: for tests, before the ORM has it.
     """
     table = table if table is not None else Base.metadata.tables.get("hessian_spectra")
     if table is None:
         return
     c = table.c
-    rows = session.execute(
+    query = (
         sa.select(table, Checkpoint.epoch.label("ckpt_epoch"))
         .join(Checkpoint, Checkpoint.id == c.checkpoint_id)
         .join(Model, Model.id == Checkpoint.model_id)
         .where(Model.study_id == study_id, c.completed_at.is_not(None))
         .order_by(c.id)
-    ).mappings().all()
+    )
+    if "retrain_id" in c:  # a retrained network's curvature is not its model's checkpoint's
+        query = query.where(c.retrain_id.is_(None))
+    rows = session.execute(query).mappings().all()
     for r in rows:
         base = Definition(
             family="curvature", kind="", split=r.get("split"), subset_size=r.get("subset_size"),
