@@ -58,10 +58,11 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn import functional as F
 
+from compute import user
 from compute.piecewise import nonlinearity
 from compute.threads import exact_float32
 from compute.threads import one_thread as _one_thread
-from tracker import SpecError
+from tracker import SpecError, UserCodeError
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -194,8 +195,11 @@ class HessianOperator:
         graph_budget: int = DEFAULT_GRAPH_BUDGET,
         probe_block: int | None = None,
     ) -> None:
-        if loss not in LOSSES:
-            raise SpecError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+        # A module:fn loss (an imported model's data set may name one, compute.userdata)
+        # gives per-sample losses; H is the Hessian of their mean, as for the built-in ones.
+        self._loss_fn = user.resolve(loss, user.LOSSES, "loss") if user.is_reference(loss) else None
+        if loss not in LOSSES and self._loss_fn is None:
+            raise SpecError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)} or module:fn")
         if hvp not in HVP_MODES:
             raise SpecError(
                 f"unknown Hessian-vector product {hvp!r}: use 'auto', 'forward' or 'reverse'"
@@ -305,6 +309,15 @@ class HessianOperator:
         return self._loss_from(out, yb)
 
     def _loss_from(self, out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if self._loss_fn is not None:
+            per = self._loss_fn(out, yb)
+            if not isinstance(per, torch.Tensor) or per.shape != (yb.shape[0],):
+                shape = tuple(per.shape) if isinstance(per, torch.Tensor) else type(per).__name__
+                raise UserCodeError(
+                    f"loss {self.loss_name!r} returned {shape} for {yb.shape[0]} samples: "
+                    "return one loss per sample (reduction='none')"
+                )
+            return per.mean()
         if self.loss_name == "cross_entropy":
             return F.cross_entropy(out, yb)
         # Written out: F.mse_loss's backward fails under forward AD in torch 2.14 ("ZeroTensors
@@ -344,7 +357,9 @@ class HessianOperator:
         one sample) with cross-entropy on [samples, classes] logits or MSE; else why not."""
         if self._gauss_newton is None:
             why: str | None
-            if self.output_shape is None:
+            if self._loss_fn is not None:
+                why = f"the loss {self.loss_name} is user code (its output Hessian is unknown)"
+            elif self.output_shape is None:
                 why = "the model's output is not one tensor"
             elif self.loss_name == "cross_entropy" and len(self.output_shape) != 1:
                 why = f"cross-entropy on outputs of shape {list(self.output_shape)} per sample"

@@ -299,6 +299,42 @@ def test_mse_loss_curvature_matches_the_exact_hessian() -> None:
     np.testing.assert_allclose(result.eigenvalues, np.linalg.eigvalsh(h)[::-1][:2], rtol=1e-4)
 
 
+def test_a_user_loss_is_the_hessian_of_its_mean_and_takes_hessian_probes(mlp_case) -> None:
+    """An imported model's data set may name its own per-sample loss (module:fn)."""
+    from tracker import UserCodeError
+
+    model, x, y, h, _ = mlp_case
+    v = torch.randn(2, sum(p.numel() for p in model.parameters()),
+                    generator=torch.Generator().manual_seed(0), dtype=torch.float64)  # fmt: skip
+    # The user's cross-entropy is the built-in one's Hessian.
+    op = HessianOperator(model, x, y, loss="curvature_losses:cross_entropy")
+    np.testing.assert_allclose(op.matmat(v).numpy(), v.numpy() @ h, rtol=0, atol=1e-12)
+    # Another loss: the exact Hessian of its mean, by autograd.
+    named = list(model.named_parameters())
+    flat = torch.cat([p.detach().reshape(-1) for _, p in named])
+
+    def mean_loss(theta: torch.Tensor) -> torch.Tensor:
+        parts = theta.split([p.numel() for _, p in named])
+        params = {k: t.view(p.shape) for (k, p), t in zip(named, parts, strict=True)}
+        out = functional_call(model.eval(), params, (x,))
+        d = out - F.one_hot(y, out.shape[1]).to(out.dtype)
+        return (d.square() / 2).sum(1).mean()
+
+    exact = torch.autograd.functional.hessian(mean_loss, flat, vectorize=True).numpy()
+    op = HessianOperator(model, x, y, loss="curvature_losses:smooth_l1")
+    np.testing.assert_allclose(op.matmat(v).numpy(), v.numpy() @ exact, rtol=0, atol=1e-12)
+    top = top_eigenvalues(op, 1, tol=1e-8, max_iter=op.n)
+    assert top.eigenvalues[0] == pytest.approx(np.linalg.eigvalsh(exact)[-1], rel=1e-6)
+    # Its output Hessian is unknown: the trace takes the Hessian's probes, and says why.
+    tr = hutchinson_trace(op, 8, seed=0)
+    assert tr.config["estimator"] == "hessian"
+    assert "user code" in tr.config["gauss_newton_refused"]
+    with pytest.raises(
+        UserCodeError, match=r"returned \(\) for 64 samples: return one loss per sample"
+    ):
+        HessianOperator(model, x, y, loss="curvature_losses:summed")
+
+
 def test_same_seed_gives_the_same_bits_and_another_seed_does_not(mlp_case) -> None:
     model, x, y, _, _ = mlp_case
     model32, x32 = model.float(), x.float()

@@ -5,6 +5,7 @@ evaluation of that module; bad input is one line, exit 2, nothing written."""
 
 from __future__ import annotations
 
+import math
 import os
 import textwrap
 from pathlib import Path
@@ -21,7 +22,16 @@ from compute.checkpoints import safetensors_available
 from compute.state import load_flat
 from tracker._arrays import read_array
 from tracker._db import Database
-from tracker._schema import ArrayRef, Checkpoint, Direction, Model, Retrain, Surface, Task
+from tracker._schema import (
+    ArrayRef,
+    Checkpoint,
+    Direction,
+    HessianSpectrum,
+    Model,
+    Retrain,
+    Surface,
+    Task,
+)
 from tracker._store import ArrayStore
 
 USER_MODULE = textwrap.dedent('''
@@ -243,7 +253,23 @@ def test_a_trajectory_of_checkpoints_gives_a_pca_plane_a_user_loss_and_retrains(
           "--y", "-1:1:3")  # fmt: skip
     _here(env, "enqueue", "retrain", "--model", str(model_id), "--seeds", "0", "--steps",
           "0.5", "--epochs", "1", "--batch-size", "40", "--lr", "0.01")  # fmt: skip
+    # Curvature of the imported network under its own loss (the Hessian's probes: the
+    # Gauss-Newton shortcut needs a known output Hessian), and below of the retrained one.
+    _here(env, "enqueue", "hessian", "--model", str(model_id), "--top-k", "1", "--trace",
+          "--probes", "10")  # fmt: skip
     _ok(run_tracker("work", "--no-progress", env=env))
+    _here(env, "enqueue", "hessian", "--model", str(model_id), "--retrains", "all", "--top-k", "1")
+    _ok(run_tracker("work", "--no-progress", env=env))
+    with Database(sqlite_url).session() as session:
+        spectra = session.scalars(sa.select(HessianSpectrum).order_by(HessianSpectrum.id)).all()
+        assert [(h.measure, h.retrain_id is not None) for h in spectra] == [
+            ("eigen", False), ("trace", False), ("eigen", True)]  # fmt: skip
+        assert all(h.completed_at is not None and h.loss == "user" for h in spectra)
+        assert all(h.config["loss"] == "my_nets:per_sample" for h in spectra)
+        assert spectra[1].config["estimator"] == "hessian"
+        assert "user code" in spectra[1].config["gauss_newton_refused"]
+        assert math.isfinite(spectra[0].top_eigenvalue) and math.isfinite(spectra[2].top_eigenvalue)
+        assert spectra[0].top_eigenvalue != spectra[2].top_eigenvalue
     with Database(sqlite_url).session() as session:
         surface = session.scalars(sa.select(Surface)).one()
         assert surface.completed_at is not None

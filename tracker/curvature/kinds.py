@@ -311,7 +311,9 @@ def hessian_task(ctx: TaskContext) -> dict[str, Any]:
     out = MEASURE_BODIES[job.row.measure](ctx, job, op)
     seconds = time.perf_counter() - started
     logged = _log_to_model_run(ctx, job, out.pop("metrics"))
+    # The loss the data set names (its module:fn in the config when it is user code).
+    loss = op.loss_name if op.loss_name in cv.LOSSES else "user"
     out["columns"].update(loss_value=finite(op.loss), hvp_count=op.hvp_count,
-                          seconds=round(seconds, 4))  # fmt: skip
+                          seconds=round(seconds, 4), loss=loss)  # fmt: skip
     out["config"] = finite({**out["config"], "mlflow_logged": logged})
     return {"id": job.row.id, **out}
