@@ -28,6 +28,18 @@ dataset = "iris"
 lr = 0.1
 batch_size = 32
 epochs = 1
+
+[[retrain]]
+model = "tiny"
+seeds = [0]
+steps = [0.5]
+epochs = 1
+batch_size = 32
+
+[[hessian]]                # the retrained network's curvature, waiting on its retrain
+models = ["tiny"]
+retrains = "all"
+top_k = 1
 """
 
 
@@ -47,11 +59,18 @@ def _measure(root: Path, db_url: str | None) -> list[tuple]:
                                     mlflow_uri=settings.mlflow_uri))  # fmt: skip
     assert stats["failed"] == 0
     with db.session() as session:
-        rows = session.scalars(sa.select(HessianSpectrum).order_by(HessianSpectrum.measure)).all()
+        rows = session.scalars(
+            sa.select(HessianSpectrum)
+            .order_by(HessianSpectrum.measure, HessianSpectrum.retrain_id.is_not(None))
+        ).all()
         dirs = session.scalars(sa.select(Direction.array_id).where(Direction.kind == "hessian")).all()
         assert len(dirs) == 2 and all(d is not None for d in dirs)
         out = [(r.measure, r.eigenvalues, r.top_eigenvalue, r.converged, r.trace, r.layer_traces,
-                r.completed_at is not None, r.density_array_id is not None) for r in rows]  # fmt: skip
+                r.completed_at is not None, r.density_array_id is not None,
+                r.retrain_id is not None, r.save_index) for r in rows]  # fmt: skip
+        assert [(o[0], o[8], o[9]) for o in out] == [
+            ("density", False, None), ("eigen", False, None), ("eigen", True, 1),
+            ("trace", False, None)]  # fmt: skip
     db.dispose()
     return out
 
@@ -60,8 +79,9 @@ def _measure(root: Path, db_url: str | None) -> list[tuple]:
 def test_postgres_stores_what_sqlite_stores(tmp_path: Path, pg_url: str) -> None:
     on_pg = _measure(tmp_path / "pg", pg_url)
     on_sqlite = _measure(tmp_path / "lite", None)
-    assert [r[0] for r in on_pg] == ["density", "eigen", "trace"]
+    assert [r[0] for r in on_pg] == ["density", "eigen", "eigen", "trace"]
     assert on_pg == on_sqlite
-    eigen, trace = on_pg[1], on_pg[2]
+    eigen, retrained, trace = on_pg[1], on_pg[2], on_pg[3]
     assert len(eigen[1]) == 2 and eigen[2] == eigen[1][0] and eigen[3] is True
+    assert len(retrained[1]) == 1 and retrained[6] and retrained[2] != eigen[2]
     assert set(trace[5]) and trace[6] and on_pg[0][7]
