@@ -72,10 +72,13 @@ def measured_data(
 
 
 def operator_at(
-    model_row: Any, layout: Layout, weights: torch.Tensor, choice: DataChoice
-) -> cv.HessianOperator:
+    model_row: Any, layout: Layout, weights: torch.Tensor, choice: DataChoice, *,
+    keep_graphs: bool = True,
+) -> cv.HessianOperator:  # fmt: skip
     """The Hessian operator of ``model_row``'s network at the flat ``weights`` on the chosen
-    data, on this worker's device. A non-finite loss is a SpecError naming the fix."""
+    data, on this worker's device. A non-finite loss is a SpecError naming the fix.
+    ``keep_graphs=False``: no forward graph is built (the loss by a plain forward pass), for
+    a check that computes no product."""
     from compute.train import TrainSpec
 
     spec = TrainSpec.from_row(model_row)
@@ -85,8 +88,9 @@ def operator_at(
     load_flat(net, weights, layout)
     dev = device()
     x, y, batch = measured_data(ds, choice)
+    budget = cv.DEFAULT_GRAPH_BUDGET if keep_graphs else 0
     return cv.HessianOperator(net.to(dev), x.to(dev), y.to(dev), loss=data_mod.loss_kind(ds),
-                              bn=choice.bn, batch_size=batch)  # fmt: skip
+                              bn=choice.bn, batch_size=batch, graph_budget=budget)  # fmt: skip
 
 
 def checkpoint_weights(session: Session, store: ArrayStore, ckpt: Checkpoint) -> torch.Tensor:
@@ -124,7 +128,7 @@ def check_finite_loss(session: Session, store: ArrayStore, row: HessianSpectrum)
     model = Model.find_or_raise_by_id(session, row.model_id)
     weights, which = spectrum_weights(session, store, row, ckpt)
     try:
-        op = operator_at(model, ckpt.layout, weights, _choice(row))
+        op = operator_at(model, ckpt.layout, weights, _choice(row), keep_graphs=False)
     except SpecError as err:
         raise SpecError(f"model {model.id}, {which}: {err}") from None
     if row.top_k is not None and row.top_k > op.n:
