@@ -9,8 +9,10 @@ tables come back as pandas DataFrames and a surface's grid with its coordinates 
     t = tracker.connect()                      # TRACKER_HOME / TRACKER_DB_URL, like the CLI
     m = t.import_model("net.pt", arch="my_pkg.nets:make_net", dataset="my_pkg.data:load")
     s = t.enqueue_surface(m, x=(-1, 1, 21), y=(-1, 1, 21))
+    h = t.enqueue_hessian(m, top_k=5, trace=True)  # Hessian spectra: one row per measure
     t.work()
     t.surface(s).plot()
+    t.spectra()                                # top eigenvalue, trace +- SE, ... per row
 """
 
 from __future__ import annotations
@@ -152,6 +154,39 @@ class Client:
             surface, _ = add_surface(session, study, spec)
             return surface.id
 
+    def enqueue_hessian(
+        self, model: int | str, *, study: str | None = None, **fields: Any
+    ) -> list[int]:
+        """Hessian spectra of ``model``, as `tracker enqueue hessian`: the fields of
+        ``tracker.curvature.rows.HessianRequest`` (``top_k``, ``trace``, ``density``,
+        ``per_layer``, ``epochs`` "all" or a list, ``retrains`` "all" or ids with ``saves``,
+        ``subset``, ``probes``, ``trace_method``, ...), checked the same way (a finite loss
+        at weights that exist); the spectra ids, one per (checkpoint or save, measure)."""
+        from tracker._queue import get_or_create_study
+        from tracker._schema import Study
+        from tracker.curvature.rows import HessianRequest, add_hessian, check_losses, check_request
+        from tracker.training.rows import find_model
+
+        for key in ("epochs", "retrains", "saves"):
+            if isinstance(fields.get(key), list | tuple):
+                fields[key] = tuple(fields[key])
+        if fields.get("saves") == "last":
+            fields["saves"] = None
+        try:
+            req = HessianRequest(model=model, **fields)
+        except TypeError as err:
+            raise SpecError(f"enqueue_hessian: {err}: use the fields of HessianRequest") from None
+        check_request(req)
+        if req.per_layer and not req.trace:
+            raise SpecError("per_layer splits the trace by layer: add trace=True")
+        with self.db.session() as session:
+            row = find_model(session, model)
+            home = Study.find_or_raise_by_id(session, row.study_id)
+            target = get_or_create_study(session, study) if study else home
+            rows = add_hessian(session, target, req)
+            check_losses(session, self.settings.store_url, rows)
+            return [r.id for r, _ in rows]
+
     def enqueue_study(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """A study file (TOML), as `tracker enqueue FILE.toml`; the counts it added."""
         from tracker.studyfile import enqueue_study
@@ -228,6 +263,37 @@ class Client:
                     "flatness_width": s.flatness_width, "complete": s.completed_at is not None,
                     "first_affine": engine.get("first_affine"),
                     "provenance": surface_provenance(session, s),
+                })  # fmt: skip
+        return pd.DataFrame(rows)
+
+    def spectra(self, study: str | None = None) -> Any:
+        """The Hessian spectra with their settings, results and state, one row per measure
+        (``retrain_id``/``save_index`` set for a retrained network's)."""
+        import pandas as pd
+
+        from tracker._schema import HessianSpectrum, Model, Study, Task
+
+        h = HessianSpectrum
+        query = (
+            sa.select(h, Study.name, Model.name, Task.status)
+            .join(Study, Study.id == h.study_id)
+            .join(Model, Model.id == h.model_id)
+            .outerjoin(Task, Task.id == h.task_id)
+            .order_by(h.id)
+        )
+        if study is not None:
+            query = query.where(Study.name == study)
+        columns = ("id", "model_id", "epoch", "retrain_id", "save_index", "measure", "split",
+                   "subset_size", "bn_mode", "loss", "seed", "top_k", "top_eigenvalue",
+                   "eigenvalues", "iterations", "converged", "trace", "trace_stderr",
+                   "trace_probes", "layer_traces", "loss_value", "hvp_count", "seconds")  # fmt: skip
+        rows = []
+        with self.db.session() as session:
+            for spectrum, study_name, model_name, status in session.execute(query).all():
+                rows.append({
+                    **{c: getattr(spectrum, c) for c in columns}, "study": study_name,
+                    "model": model_name, "status": "done" if status is None else status,
+                    "complete": spectrum.completed_at is not None,
                 })  # fmt: skip
         return pd.DataFrame(rows)
 

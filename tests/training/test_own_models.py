@@ -445,6 +445,12 @@ def test_the_python_api_round_trip(tmp_path, db, db_url, user_code, monkeypatch)
     assert t.import_model(tmp_path / "net.pt", arch="my_nets:make_net", arch_config={"width": 16},
                           dataset="my_nets:load", name="api", study="notebook") == model_id  # fmt: skip
     surface_id = t.enqueue_surface(model_id, x=(-1, 1, 5), y=(-1, 1, 3))
+    spectra_ids = t.enqueue_hessian(model_id, top_k=2, trace=True, probes=10)
+    assert t.enqueue_hessian(model_id, top_k=2, trace=True, probes=10) == spectra_ids
+    with pytest.raises(tracker.SpecError, match="use the fields of HessianRequest"):
+        t.enqueue_hessian(model_id, topk=2)
+    with pytest.raises(tracker.SpecError, match="add --retrains"):
+        t.enqueue_hessian(model_id, saves="all")
     # workers=None: the worker loops in threads of this process (the user's module is
     # importable here), not a Dask cluster of fresh interpreters (~5 CPU-s, and its HTTP port
     # may be taken by another cluster on the machine); worker processes and the user's code:
@@ -464,6 +470,12 @@ def test_the_python_api_round_trip(tmp_path, db, db_url, user_code, monkeypatch)
     srow = surfaces.set_index("id").loc[surface_id]
     assert bool(srow["complete"]) and bool(srow["first_affine"]) and srow["model_id"] == model_id
     assert f"torch {torch.__version__}" in srow["provenance"] and "fp32" in srow["provenance"]
+    spectra = t.spectra(study="notebook").set_index("id")
+    assert sorted(spectra.index) == sorted(spectra_ids)
+    assert set(spectra["measure"]) == {"eigen", "trace"} and spectra["complete"].all()
+    eigen = spectra[spectra["measure"] == "eigen"].iloc[0]
+    assert eigen["top_eigenvalue"] == eigen["eigenvalues"][0] and len(eigen["eigenvalues"]) == 2
+    assert spectra["retrain_id"].isna().all() and set(spectra["model"]) == {"api"}
 
     grid = t.surface(surface_id)
     import my_nets
