@@ -38,6 +38,10 @@ products is printed (PyHessian's ``hessian_vector_product`` is wrapped with a ti
 anything is timed each process pays the one-time import that the first product of either tool
 triggers (torch.fx's symbolic shapes, with sympy: ~0.5 s); it is printed, not counted, since
 otherwise it lands in whichever measure runs first, for both tools alike.
+The tracker's child sets glibc's allocator as `tracker work` and `tracker train` set it for the
+threads they compute on (``tracker._malloc``: freed tensor memory reused instead of faulted in
+again); PyHessian's keeps a plain script's defaults, or the same settings with
+``--same-malloc``, which separates the allocator from the rest.
 ``--probe-block B`` forces the tracker's probes per reverse product (default: its size rule,
 ``compute.curvature.default_probe_block``; 1 for the digits MLP on its full split).
 
@@ -342,6 +346,10 @@ def _run_child(tool: str, case: str, argv: list[str]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _malloc_text(m: dict[str, Any]) -> str:
+    return "tuned (tracker._malloc)" if m.get("malloc") else "glibc defaults"
+
+
 def _ratio(r: float, target: float) -> str:
     return f"{r:6.2f}x {'PASS' if r >= target else 'MISS'}"
 
@@ -469,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="runs per tool, alternating; each measure's fastest counts")  # fmt: skip
     p.add_argument("--cli", action="store_true",
                    help="the user path from command launch: tracker enqueue + work vs a script")  # fmt: skip
+    p.add_argument("--same-malloc", action="store_true",
+                   help="PyHessian's process gets the tracker's allocator settings too")  # fmt: skip
     p.add_argument("--child", nargs=2, metavar=("TOOL", "CASE"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.full:
@@ -483,7 +493,13 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(1)
         tool, case = a.child
+        malloc: dict[str, int] = {}
+        if tool == "tracker" or a.same_malloc:
+            from tracker._malloc import tune_this_process
+
+            malloc = tune_this_process(1)
         result = (_child_tracker if tool == "tracker" else _child_pyhessian)(case, a)
+        result["malloc"] = malloc
         print(json.dumps(result))
         return 0
     if a.cli:
@@ -494,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
                   "--r56-max-iter", str(a.r56_max_iter), "--r56-samples", str(a.r56_samples), "--hvp", a.hvp,
                   "--device", a.device]  # fmt: skip
     child_argv += ["--hutchpp-probes", str(a.hutchpp_probes)]
+    if a.same_malloc:
+        child_argv.append("--same-malloc")
     if a.probe_block is not None:
         child_argv += ["--probe-block", str(a.probe_block)]
     print(f"curvature benchmark: samples {a.samples} (resnet), probes {a.probes}, SLQ steps "
@@ -515,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{ours['batch_size']}, probe chunk {ours['probe_chunk']}, probe block "
               f"{ours['probe_block']}; construction: tracker {ours['build']:.3f} s, pyhessian "
               f"{theirs['build']:.3f} s; process warm-up outside the measures: tracker "
-              f"{ours['warm_up']:.3f} s, pyhessian {theirs['warm_up']:.3f} s")  # fmt: skip
+              f"{ours['warm_up']:.3f} s, pyhessian {theirs['warm_up']:.3f} s; allocator: "
+              f"tracker {_malloc_text(ours)}, pyhessian {_malloc_text(theirs)}")  # fmt: skip
         print(f"  top-1: tracker {ours['top-1']['value']:.6g} (residual stop "
               f"{ours['top-1-residual']['value']:.6g}), pyhessian "
               f"{theirs['top-1']['value']:.6g}")  # fmt: skip

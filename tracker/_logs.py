@@ -3,7 +3,7 @@
 MLflow's INFO lines, Dask's notes (a port in use, a worker restarted), PHATE's and
 scikit-learn's warnings are useful when something goes wrong and noise otherwise: they are
 written to ``TRACKER_HOME/logs/work.log``, in this process and in each local Dask worker (a
-worker plugin sets the same up there). The terminal keeps the progress and the tracker's own
+worker plugin, tracker._logplugin, sets the same up there). The terminal keeps the progress and the tracker's own
 messages. Workers joined to an external scheduler keep logging to their stderr, which is what
 `docker logs` shows.
 """
@@ -13,9 +13,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
-
-from distributed.diagnostics.plugin import WorkerPlugin
 
 # Loggers of the libraries whose messages go to the file only.
 THIRD_PARTY = ("mlflow", "alembic", "distributed", "dask", "phate", "graphtools", "tasklogger",
@@ -49,15 +46,3 @@ def route_to_file(path: str | Path) -> None:
         logger.propagate = False
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
             logger.setLevel(logging.INFO)
-
-
-class LogToFile(WorkerPlugin):
-    """A Dask worker plugin: the same routing in each worker process."""
-
-    name = "tracker-log-to-file"
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-
-    def setup(self, worker: Any) -> None:
-        route_to_file(self.path)

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from tracker._config import Settings, env_seconds
 from tracker._db import Database, open_database
 from tracker._exceptions import ConfigError, NoGPU
+from tracker._malloc import tune_this_process, worker_environment
 from tracker._manage import CANCELLED
 from tracker._progress import Progress, Scope
 from tracker._queue import DEFAULT_LEASE_SECONDS, find_study
@@ -120,7 +121,7 @@ def _local_cluster(n_workers: int, cuda: bool, dashboard: bool = True) -> Iterat
 
     # Worker processes inherit this: torch in each uses its share of the cores, not all.
     os.environ.setdefault("TRACKER_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // n_workers)))
-    tune_worker_malloc()
+    worker_environment()
     resources = {LOOP_RESOURCE: 1}
     cluster = None
     for attempt in range(1, CLUSTER_START_ATTEMPTS + 1):
@@ -190,18 +191,6 @@ def _close_quietly(*closables: Any) -> None:
             )
 
 
-def tune_worker_malloc() -> None:
-    """Let worker processes reuse freed memory instead of mapping fresh pages for every tensor.
-
-    Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in the workers it spawns, which also turns
-    off glibc's adaptive mmap threshold: every tensor over 128 KiB then costs an mmap and page
-    faults. Measured on the digits MLP surface: 1,158 -> 421 points/s. An explicit value in the
-    environment wins over Dask's (and a user's own setting wins over ours).
-    """
-    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(256 << 20))
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 << 20))
-
-
 def scheduler_timeout() -> float:
     """Seconds to keep trying to reach a Dask scheduler ($TRACKER_SCHEDULER_TIMEOUT_SECONDS)."""
     return env_seconds(SCHEDULER_TIMEOUT_ENV, DEFAULT_SCHEDULER_TIMEOUT, zero_ok=False)
@@ -233,7 +222,7 @@ def _joined_cluster(address: str, n_workers: int, cuda: bool) -> Iterator[Any]:
     # The workers' stderr is inherited: it holds the tasks' logs (and `docker logs` shows
     # them); a pipe nobody reads would block the workers once it filled.
     os.environ.setdefault("TRACKER_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // n_workers)))
-    tune_worker_malloc()
+    worker_environment()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + WORKER_START_TIMEOUT
@@ -291,8 +280,11 @@ def work(
     progress: bool = True,
     quiet: bool = False,
     stream: IO[str] = sys.stderr,
+    tune_malloc: bool = False,
 ) -> WorkSummary:
-    """Drain the queue (or serve it forever) with worker loops; return what was done."""
+    """Drain the queue (or serve it forever) with worker loops; return what was done.
+    ``tune_malloc``: set this process's allocator for the loops it runs (tracker._malloc;
+    the command does, a notebook's process is left as it is)."""
     check_cpu_pool(cuda, cpu_workers)
     db = open_database(settings.db_url)
     known = list(known_kinds(plugins))
@@ -338,8 +330,7 @@ def work(
     bar = Progress(stream, start, progress, quiet=quiet,
                    scope=Scope(db, scope_kinds, study_ids))  # fmt: skip
     t0 = time.monotonic()
-    # Imported past the empty-queue answer: the plugin base class is distributed's.
-    from tracker._logs import LogToFile, log_path, route_to_file
+    from tracker._logs import log_path, route_to_file
 
     log_file = None if scheduler else log_path(settings.home)
     if log_file is not None:
@@ -350,6 +341,8 @@ def work(
 
     restarts = 0
     if in_process:
+        if tune_malloc:
+            tune_this_process(n_workers)
         results = _run_in_threads(base, n_workers, tick)
         n_loops = n_workers
     else:
@@ -361,9 +354,13 @@ def work(
         # The CPU pool beside the GPU workers: loops in threads of this process that compute
         # on the CPU and leave GPU tasks to the dask-cuda workers.
         pool = _cpu_pool(base, cpu_workers) if cuda and cpu_workers else None
+        if pool is not None and tune_malloc:
+            tune_this_process(cpu_workers)
         with cluster as (client, addresses, resource):
             bar.note_dashboard(_dashboard_link(client))
             if log_file is not None:
+                from tracker._logplugin import LogToFile  # distributed's plugin class
+
                 register_plugin(client, LogToFile(log_file), stream)
             loops = _Loops(client, base, resource)
             futures = [loops.submit() for _ in addresses]

@@ -107,6 +107,7 @@ def cmd_work(args: argparse.Namespace) -> int:
         lease_seconds=args.lease,
         progress=not args.no_progress,
         quiet=args.quiet,
+        tune_malloc=True,
     )
     rate = summary.done / summary.seconds if summary.seconds else 0.0
     restarts = f", {summary.restarts} loop(s) restarted" if summary.restarts else ""

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from distributed.comm.core import CommClosedError
 
-from tracker._logs import THIRD_PARTY, LogToFile, route_to_file
+from tracker._logplugin import LogToFile
+from tracker._logs import THIRD_PARTY, route_to_file
 from tracker._work import PLUGIN_TRIES, register_plugin
 
 
