@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 import torch
 from cli_support import run_tracker, tracker_env
+from hessian_support import exact_cross_entropy_hessian
 from schema_support import migrated
 from torch.func import functional_call
-from torch.nn import functional as F
 
 from compute import data as data_mod
 from compute.state import load_flat
@@ -197,17 +197,7 @@ def _network(h: Home, ckpt_id: int, weights: torch.Tensor | None = None):
 
 def exact_hessian(h: Home, ckpt_id: int, weights: torch.Tensor | None = None) -> np.ndarray:
     """The Hessian of the mean cross-entropy on the subset, in float64, by autograd."""
-    net, x, y = _network(h, ckpt_id, weights)
-    names = [n for n, _ in net.named_parameters()]
-    shapes = [p.shape for _, p in net.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for _, p in net.named_parameters()])
-
-    def loss(theta: torch.Tensor) -> torch.Tensor:
-        parts = theta.split([math.prod(s) for s in shapes])
-        params = {n: t.view(s) for n, t, s in zip(names, parts, shapes, strict=True)}
-        return F.cross_entropy(functional_call(net, params, (x,)), y)
-
-    return torch.autograd.functional.hessian(loss, flat, vectorize=True).numpy()
+    return exact_cross_entropy_hessian(*_network(h, ckpt_id, weights))
 
 
 def spectrum(h: Home, sid: int) -> HessianSpectrum:

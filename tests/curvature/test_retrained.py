@@ -6,7 +6,6 @@ their retrain, and bad requests write nothing."""
 
 from __future__ import annotations
 
-import math
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ import pytest
 import sqlalchemy as sa
 import torch
 from cli_support import run_tracker, tracker_env
+from hessian_support import exact_cross_entropy_hessian
 from schema_support import migrated
-from torch.func import functional_call
-from torch.nn import functional as F
 
 from compute import data as data_mod
 from compute.state import load_flat
@@ -135,17 +133,7 @@ def _exact(h: Home, retrain_id: int, save: int) -> np.ndarray:
     load_flat(net, weights, layout)
     net = net.double().eval()
     x, y = data_mod.fixed_subset(*ds.split("train"), SUBSET, 0)
-    x = x.double()
-    names = [n for n, _ in net.named_parameters()]
-    shapes = [p.shape for _, p in net.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for _, p in net.named_parameters()])
-
-    def loss(theta: torch.Tensor) -> torch.Tensor:
-        parts = theta.split([math.prod(s) for s in shapes])
-        params = {n: t.view(s) for n, t, s in zip(names, parts, shapes, strict=True)}
-        return F.cross_entropy(functional_call(net, params, (x,)), y)
-
-    return torch.autograd.functional.hessian(loss, flat, vectorize=True).numpy()
+    return exact_cross_entropy_hessian(net, x.double(), y)
 
 
 def test_spectra_wait_for_the_retrains_and_equal_exact_hessians_at_their_last_save(
