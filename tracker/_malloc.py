@@ -43,8 +43,9 @@ def _user_tunables() -> bool:
     return "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
 
 
-def worker_environment(one_arena: bool = True) -> None:
-    """Set, in this process's environment, the allocator of the worker processes it spawns.
+def worker_environment() -> None:
+    """Set, in this process's environment, the allocator of the worker processes it spawns
+    (each computes on one thread: one arena).
 
     Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers (every tensor over 128 KiB
     then costs an mmap and page faults; the digits MLP surface ran at 421 instead of 1,158
@@ -54,8 +55,7 @@ def worker_environment(one_arena: bool = True) -> None:
         return
     os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(TRIM_THRESHOLD))
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))
-    if one_arena:
-        os.environ.setdefault("MALLOC_ARENA_MAX", "1")
+    os.environ.setdefault("MALLOC_ARENA_MAX", "1")
 
 
 def tune_this_process(compute_threads: int) -> dict[str, int]:

@@ -162,10 +162,7 @@ class Client:
         ``per_layer``, ``epochs`` "all" or a list, ``retrains`` "all" or ids with ``saves``,
         ``subset``, ``probes``, ``trace_method``, ...), checked the same way (a finite loss
         at weights that exist); the spectra ids, one per (checkpoint or save, measure)."""
-        from tracker._queue import get_or_create_study
-        from tracker._schema import Study
-        from tracker.curvature.rows import HessianRequest, add_hessian, check_losses, check_request
-        from tracker.training.rows import find_model
+        from tracker.curvature.rows import HessianRequest, check_request, enqueue_request
 
         for key in ("epochs", "retrains", "saves"):
             if isinstance(fields.get(key), list | tuple):
@@ -180,12 +177,7 @@ class Client:
         if req.per_layer and not req.trace:
             raise SpecError("per_layer splits the trace by layer: add trace=True")
         with self.db.session() as session:
-            row = find_model(session, model)
-            home = Study.find_or_raise_by_id(session, row.study_id)
-            target = get_or_create_study(session, study) if study else home
-            rows = add_hessian(session, target, req)
-            check_losses(session, self.settings.store_url, rows)
-            return [r.id for r, _ in rows]
+            return enqueue_request(session, req, study, self.settings.store_url).ids
 
     def enqueue_study(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """A study file (TOML), as `tracker enqueue FILE.toml`; the counts it added."""

@@ -107,10 +107,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_enqueue_hessian(args: argparse.Namespace) -> int:
     from tracker._exceptions import SpecError
-    from tracker._queue import get_or_create_study
-    from tracker._schema import Study
-    from tracker.curvature.rows import add_hessian, check_losses, check_request
-    from tracker.training.rows import find_model
+    from tracker.curvature.rows import check_request, enqueue_request
 
     req = request_from_args(args)
     check_request(req)
@@ -118,16 +115,10 @@ def cmd_enqueue_hessian(args: argparse.Namespace) -> int:
         raise SpecError("--per-layer splits the trace by layer: add --trace")
     db = open_db(args)
     with db.session() as session:
-        model = find_model(session, req.model)
-        home = Study.find_or_raise_by_id(session, model.study_id)
-        study = get_or_create_study(session, args.study) if args.study else home
-        rows = add_hessian(session, study, req)
-        check_losses(session, settings(args).store_url, rows)
-        ids = [r.id for r, _ in rows]
-        fresh = sum(new for _, new in rows)
-        name, mid = study.name, model.id
-    print(f"hessian: {len(ids)} measure(s) of model {mid} ({fresh} new), spectra "
-          f"{','.join(map(str, ids))} in study {name!r}; run `tracker work` to compute them")  # fmt: skip
+        done = enqueue_request(session, req, args.study, settings(args).store_url)
+    print(f"hessian: {len(done.ids)} measure(s) of model {done.model_id} ({done.new} new), "
+          f"spectra {','.join(map(str, done.ids))} in study {done.study!r}; run `tracker "
+          "work` to compute them")  # fmt: skip
     return 0
 
 

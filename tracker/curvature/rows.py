@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tracker._exceptions import SpecError
-from tracker._queue import enqueue, spec_hash
+from tracker._queue import enqueue, get_or_create_study, spec_hash
 from tracker._rows import get_or_add
 from tracker._schema import Checkpoint, Direction, HessianSpectrum, Model, Retrain, Study, Task
 from tracker.training.rows import find_checkpoint, find_model, model_train_task, parameter_count
@@ -145,16 +145,12 @@ def parse_epochs(text: str | None) -> tuple[int, ...] | str | None:
         return None
     if text.strip() == "all":
         return "all"
-    try:
-        epochs = tuple(int(e) for e in text.split(",") if e.strip())
-    except ValueError:
-        raise SpecError(f"--epochs {text!r} is not all, final or E1,E2 (e.g. 0,5,10)") from None
-    if not epochs or any(e < 0 for e in epochs):
-        raise SpecError(f"--epochs {text!r} is not all, final or E1,E2 (e.g. 0,5,10)")
-    return tuple(sorted(set(epochs)))
+    return _id_list(text, "--epochs", "all, final or E1,E2 (e.g. 0,5,10)", 0)
 
 
 def _id_list(text: str, flag: str, example: str, low: int) -> tuple[int, ...]:
+    """Comma-separated integers of at least ``low``, sorted and each once; else a SpecError
+    saying ``flag`` is not ``example``."""
     try:
         ids = tuple(int(e) for e in text.split(",") if e.strip())
     except ValueError:
@@ -372,12 +368,35 @@ def _weights_stored(session: Session, row: HessianSpectrum) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Enqueued:
+    """What ``enqueue_request`` wrote: the spectra ids, how many are new, where."""
+
+    ids: list[int]
+    new: int
+    model_id: int
+    study: str
+
+
+def enqueue_request(session: Session, req: HessianRequest, study: str | None, store_url: str) -> Enqueued:  # fmt: skip
+    """`tracker enqueue hessian` and ``Client.enqueue_hessian``: the request's rows in
+    ``study`` (default: the model's), refused whole if any measured weights have a non-finite
+    loss. The caller checked the request (``check_request``, per-layer needs a trace)."""
+    model = find_model(session, req.model)
+    home = Study.find_or_raise_by_id(session, model.study_id)
+    target = get_or_create_study(session, study) if study else home
+    rows = add_hessian(session, target, req)
+    check_losses(session, store_url, rows)
+    return Enqueued([r.id for r, _ in rows], sum(new for _, new in rows), model.id, target.name)
+
+
 def hessian_command(model_id: int, epoch: int, index: int) -> str:
     """The command that makes eigenvector ``index`` of a checkpoint."""
     return f"tracker enqueue hessian --model {model_id} --epochs {epoch} --top-k {index + 1}"
 
 
 __all__: Sequence[str] = (
-    "HessianRequest", "add_hessian", "check_losses", "check_request", "hessian_command",
+    "Enqueued", "HessianRequest", "add_hessian", "check_losses", "check_request",
+    "enqueue_request", "hessian_command",
     "parse_epochs", "parse_retrains", "parse_saves",
 )  # fmt: skip
