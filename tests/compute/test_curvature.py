@@ -415,3 +415,29 @@ def test_top_eigenvalue_and_trace_agree_with_pyhessian() -> None:
     assert len(samples) == probes
     their_se = samples.std(ddof=1) / math.sqrt(probes)
     assert abs(trace.trace - samples.mean()) <= 3 * math.hypot(trace.stderr, their_se)
+
+
+def test_cpu_reverse_products_take_cache_sized_sample_batches(monkeypatch) -> None:
+    """On a CPU the kept-graph products split the data so that the largest activation of a
+    batch fits ``CPU_BATCH_ACTIVATION_BYTES``; the Hessian is the same, and forward products
+    and batch statistics keep their own rules."""
+    import compute.curvature as cv
+
+    model = build_model("cnn", {"channels": [4], "hidden": [8], "batchnorm": True},
+                        input_shape=(1, 8, 8), num_classes=3, seed=0).double()  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=g)
+    whole = HessianOperator(model, x, y)  # 40 samples x 256 activations x 8 bytes: 80 KiB
+    assert whole.batch_size == 40
+    # The largest activation is the convolution's 4 x 8 x 8 outputs: 2 KiB a sample here.
+    monkeypatch.setattr(cv, "CPU_BATCH_ACTIVATION_BYTES", 16 * 1024)
+    split = HessianOperator(model, x, y)
+    assert split.batch_size == 8 and len(split.batches) == 5
+    assert split.config["batch_size"] == 8
+    v = torch.randn(2, split.n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        np.testing.assert_allclose(split.matmat(v).numpy(), whole.matmat(v).numpy(),
+                                   rtol=0, atol=1e-12)  # fmt: skip
+    assert HessianOperator(model, x, y, hvp="forward").batch_size == 40
+    assert HessianOperator(model, x, y, bn="train").batch_size == 40
