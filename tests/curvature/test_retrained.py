@@ -225,6 +225,56 @@ def test_show_names_the_retrain_and_plots_keep_to_checkpoints(
     assert "retrain saves" in out
 
 
+def test_loss_checks_load_the_data_once_and_name_a_diverged_save(
+    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--retrains all --saves all` checks the loss at every save before it commits: the
+    model's data set is loaded once for all of them, and a save whose weights diverged is
+    refused by retrain and save, with nothing written."""
+    loads: list[str] = []
+    original = TrainSpec.load_data
+
+    def counted(spec: TrainSpec) -> Any:
+        loads.append(spec.dataset)
+        return original(spec)
+
+    monkeypatch.setattr(TrainSpec, "load_data", counted)
+    code, out, err = home.cli(capsys, "enqueue", "hessian", "--model", "mlp", "--retrains",
+                              "all", "--saves", "all", "--subset", str(SUBSET), "--trace",
+                              "--study", "loss-checks")  # fmt: skip
+    assert code == 0, err
+    assert len(_ids(out)) == 12  # (top-k, trace) x 2 retrains x 3 saves: 6 weights checked
+    assert loads == ["digits"]
+
+    with home.db.session() as s:
+        retrain = s.scalars(sa.select(Retrain).order_by(Retrain.id)).first()
+        rid, good = retrain.id, retrain.trajectory_array_id
+        path = s.get(ArrayRef, good).path
+    trajectory = home.store.read(path).copy()
+    trajectory[1] = np.nan  # save 1 diverged
+    bad = home.store.write("test/nan-trajectory", trajectory)
+    with home.db.session() as s:
+        ref = ArrayRef(path=bad.path, shape=list(bad.shape), dtype=bad.dtype,
+                       chunks=list(bad.chunks))  # fmt: skip
+        s.add(ref)
+        s.flush()
+        s.get(Retrain, rid).trajectory_array_id = ref.id
+        s.commit()
+    try:
+        spectra, tasks = home.count(HessianSpectrum), home.count(Task)
+        code, _, err = home.cli(capsys, "enqueue", "hessian", "--model", "mlp", "--retrains",
+                                str(rid), "--saves", "all", "--subset", str(SUBSET),
+                                "--top-k", "1", "--study", "diverged")  # fmt: skip
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert f"retrain {rid}, save 1" in lines[0] and "finite loss" in lines[0], lines[0]
+        assert (home.count(HessianSpectrum), home.count(Task)) == (spectra, tasks)
+    finally:
+        with home.db.session() as s:
+            s.get(Retrain, rid).trajectory_array_id = good
+            s.commit()
+
+
 def test_the_meta_analysis_reads_only_the_checkpoints_spectra(home: Home) -> None:
     from tracker.meta.rows import curvature_samples
 

@@ -71,19 +71,31 @@ def measured_data(
     return x, y, None
 
 
+# A model's data set and network, built once for several weights (the enqueue-time loss
+# checks of many retrain saves): model id -> (data set, network on this worker's device).
+Built = dict[int, tuple[data_mod.Dataset, torch.nn.Module]]
+
+
 def operator_at(
     model_row: Any, layout: Layout, weights: torch.Tensor, choice: DataChoice, *,
-    keep_graphs: bool = True,
+    keep_graphs: bool = True, built: Built | None = None,
 ) -> cv.HessianOperator:  # fmt: skip
     """The Hessian operator of ``model_row``'s network at the flat ``weights`` on the chosen
     data, on this worker's device. A non-finite loss is a SpecError naming the fix.
     ``keep_graphs=False``: no forward graph is built (the loss by a plain forward pass), for
-    a check that computes no product."""
+    a check that computes no product. ``built``: where the model's data set and network are
+    kept between calls (the operator copies the network, so loading other weights into it
+    later leaves an operator alone)."""
     from compute.train import TrainSpec
 
-    spec = TrainSpec.from_row(model_row)
-    ds = spec.load_data()
-    net = spec.build(ds)
+    if built is not None and model_row.id in built:
+        ds, net = built[model_row.id]
+    else:
+        spec = TrainSpec.from_row(model_row)
+        ds = spec.load_data()
+        net = spec.build(ds)
+        if built is not None:
+            built[model_row.id] = (ds, net)
     check_length(weights, layout)
     load_flat(net, weights, layout)
     dev = device()
@@ -122,13 +134,17 @@ def spectrum_weights(
     return retrain_weights(session, store, retrain, save), f"retrain {retrain.id}, save {save}"
 
 
-def check_finite_loss(session: Session, store: ArrayStore, row: HessianSpectrum) -> None:
-    """Refuse a measure whose weights have a non-finite loss on its data (enqueue time)."""
+def check_finite_loss(
+    session: Session, store: ArrayStore, row: HessianSpectrum, built: Built | None = None
+) -> None:
+    """Refuse a measure whose weights have a non-finite loss on its data (enqueue time);
+    ``built`` keeps the model's data set and network for the next check (``operator_at``)."""
     ckpt = Checkpoint.find_or_raise_by_id(session, row.checkpoint_id)
     model = Model.find_or_raise_by_id(session, row.model_id)
     weights, which = spectrum_weights(session, store, row, ckpt)
     try:
-        op = operator_at(model, ckpt.layout, weights, _choice(row), keep_graphs=False)
+        op = operator_at(model, ckpt.layout, weights, _choice(row), keep_graphs=False,
+                         built=built)  # fmt: skip
     except SpecError as err:
         raise SpecError(f"model {model.id}, {which}: {err}") from None
     if row.top_k is not None and row.top_k > op.n:

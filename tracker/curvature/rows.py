@@ -341,6 +341,7 @@ def check_losses(session: Session, store_url: str, rows: Sequence[tuple[HessianS
     hessian` and a study file's [[hessian]] both call this after ``add_hessian``; the store is
     opened only when a trained checkpoint is to be checked."""
     store = None
+    built: dict[int, Any] = {}  # each model's data set and network, loaded once for all its weights
     seen: set[tuple[int, int | None, int | None]] = set()
     for row, new in rows:
         weights = (row.checkpoint_id, row.retrain_id, row.save_index)
@@ -352,7 +353,7 @@ def check_losses(session: Session, store_url: str, rows: Sequence[tuple[HessianS
             from tracker.curvature.kinds import check_finite_loss
 
             store = store or ArrayStore(store_url)
-            check_finite_loss(session, store, row)
+            check_finite_loss(session, store, row, built)
 
 
 def _weights_stored(session: Session, row: HessianSpectrum) -> bool:
