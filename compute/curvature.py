@@ -165,8 +165,8 @@ class HessianOperator:
         batch_size: samples per forward; None: the most with which one probe fits in
             ``memory_budget`` and, for reverse products on a CPU, whose largest activation
             fits in ``CPU_BATCH_ACTIVATION_BYTES`` (all of them with ``bn='train'``, where
-            the batch defines the statistics). The loss is the mean over all samples, so each batch's HVP counts
-            with weight len(batch) / len(x).
+            the batch defines the statistics). The loss is the mean over all samples, so
+            each batch's HVP counts with weight len(batch) / len(x).
         memory_budget: bytes that the probe vectors of one vmap call may take; the number of
             probes per call is derived from the model's and the data's sizes, never timing.
         hvp: 'auto' (the default: 'reverse'), 'forward' (forward-over-reverse, jvp of grad,
