@@ -93,8 +93,11 @@ MAX_PROBE_CHUNK = 64
 # 5.25 s in batches of 177 (what the probe memory budget allows), 5.1 s in 96s, 8.5 s in one
 # batch of 512 and 5.4 s in 32s (past this, each batch's fixed costs take over); Gauss-Newton
 # probes were indifferent (1.39 against 1.42 s). An MLP's largest activation is a few hundred
-# bytes a sample, so the cap never splits its data.
+# bytes a sample, so the cap never splits its data. Where no batch of ``CPU_BATCH_MIN``
+# samples fits (large images), nothing stays in cache anyway and smaller batches would only
+# add their fixed costs: the cap stops there.
 CPU_BATCH_ACTIVATION_BYTES = 4 << 20
+CPU_BATCH_MIN = 32
 # PyHessian's density_generate defaults: the published smoothing.
 DENSITY_BINS = 10_000
 DENSITY_SIGMA_SQUARED = 1e-5
@@ -164,9 +167,10 @@ class HessianOperator:
         bn: 'eval' (running statistics) or 'train' (batch statistics of each sample batch).
         batch_size: samples per forward; None: the most with which one probe fits in
             ``memory_budget`` and, for reverse products on a CPU, whose largest activation
-            fits in ``CPU_BATCH_ACTIVATION_BYTES`` (all of them with ``bn='train'``, where
-            the batch defines the statistics). The loss is the mean over all samples, so
-            each batch's HVP counts with weight len(batch) / len(x).
+            fits in ``CPU_BATCH_ACTIVATION_BYTES`` (but at least ``CPU_BATCH_MIN``); all of
+            them with ``bn='train'``, where the batch defines the statistics. The loss is
+            the mean over all samples, so each batch's HVP counts with weight
+            len(batch) / len(x).
         memory_budget: bytes that the probe vectors of one vmap call may take; the number of
             probes per call is derived from the model's and the data's sizes, never timing.
         hvp: 'auto' (the default: 'reverse'), 'forward' (forward-over-reverse, jvp of grad,
@@ -257,7 +261,8 @@ class HessianOperator:
             size = max(1, min(n_samples, room // max(per_sample, 1)))
             if hvp == "reverse" and self.device.type == "cpu":
                 largest = self._largest_per_sample * self.theta.element_size()
-                size = max(1, min(size, CPU_BATCH_ACTIVATION_BYTES // max(largest, 1)))
+                fits = CPU_BATCH_ACTIVATION_BYTES // max(largest, 1)
+                size = max(1, min(size, max(CPU_BATCH_MIN, fits)))
         self.batches = [
             (x[i : i + size], y[i : i + size], (min(i + size, n_samples) - i) / n_samples)
             for i in range(0, n_samples, size)

@@ -432,6 +432,9 @@ def test_cpu_reverse_products_take_cache_sized_sample_batches(monkeypatch) -> No
     assert whole.batch_size == 40
     # The largest activation is the convolution's 4 x 8 x 8 outputs: 2 KiB a sample here.
     monkeypatch.setattr(cv, "CPU_BATCH_ACTIVATION_BYTES", 16 * 1024)
+    # Batches of 8 would fit, but the cap stops at CPU_BATCH_MIN (32): 32 and 8.
+    assert [len(b[0]) for b in HessianOperator(model, x, y).batches] == [32, 8]
+    monkeypatch.setattr(cv, "CPU_BATCH_MIN", 4)
     split = HessianOperator(model, x, y)
     assert split.batch_size == 8 and len(split.batches) == 5
     assert split.config["batch_size"] == 8
