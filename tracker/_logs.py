@@ -3,9 +3,9 @@
 MLflow's INFO lines, Dask's notes (a port in use, a worker restarted), PHATE's and
 scikit-learn's warnings are useful when something goes wrong and noise otherwise: they are
 written to ``TRACKER_HOME/logs/work.log``, in this process and in each local Dask worker (a
-worker plugin, tracker._logplugin, sets the same up there). The terminal keeps the progress and the tracker's own
-messages. Workers joined to an external scheduler keep logging to their stderr, which is what
-`docker logs` shows.
+worker plugin, tracker._logplugin, sets the same up there). The terminal keeps the progress
+and the tracker's own messages. Workers joined to an external scheduler keep logging to their
+stderr, which is what `docker logs` shows.
 """
 
 from __future__ import annotations

@@ -39,6 +39,18 @@ _ENV = {_M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_", _M_MMAP_THRESHOLD: "MALLOC_
         _M_ARENA_MAX: "MALLOC_ARENA_MAX"}  # fmt: skip
 
 
+def on_glibc() -> bool:
+    """Whether this process runs on glibc (Linux), where these settings exist; asked once
+    (``platform.libc_ver`` reads the interpreter's binary)."""
+    global _GLIBC
+    if _GLIBC is None:
+        _GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    return _GLIBC
+
+
+_GLIBC: bool | None = None
+
+
 def _user_tunables() -> bool:
     return "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
 
@@ -62,7 +74,7 @@ def tune_this_process(compute_threads: int) -> dict[str, int]:
     """Set this process's allocator with ``mallopt`` (before its compute threads start: an
     arena is chosen at a thread's first allocation); return what was set, by variable name.
     ``compute_threads`` 1 also asks for one arena."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or _user_tunables():
+    if not on_glibc() or _user_tunables():
         return {}
     wanted = {_M_TRIM_THRESHOLD: TRIM_THRESHOLD, _M_MMAP_THRESHOLD: MMAP_THRESHOLD}
     if compute_threads == 1:

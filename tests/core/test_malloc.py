@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -36,10 +35,7 @@ t.start()
 t.join()
 print(json.dumps({"tuned": tuned, "faults": out["after"] - out["before"]}))
 """
-glibc = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-    reason="the allocator settings are glibc's",
-)
+glibc = pytest.mark.skipif(not _malloc.on_glibc(), reason="the allocator settings are glibc's")
 
 
 def _probe(mode: str, **env: str) -> dict:
