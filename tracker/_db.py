@@ -22,7 +22,7 @@ from tracker._exceptions import ConfigError, DatabaseUnreachable, SchemaOutOfDat
 from tracker._schema import UTCDateTime
 
 # The Alembic head this code is written against; a test keeps it equal to migrations/.
-SCHEMA_REVISION = "0015_retrain_curvature"
+SCHEMA_REVISION = "0016_retrain_surfaces"
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 

@@ -327,20 +327,48 @@ def delete(session: Session, plan: Deletion) -> None:
                    deps.c.depends_on_id.in_(plan.rows["tasks"]))
         )
     )  # fmt: skip
-    for table in reversed(Base.metadata.sorted_tables):
-        ids = plan.rows.get(table.name)
-        if not ids:
+    # Children before parents. The tables' order is not enough where their keys form a cycle
+    # (retrains -> directions -> hessian_spectra -> retrains: a retrain's jump direction, and
+    # the eigenvector directions of its networks' spectra), so each pass deletes the planned
+    # rows no other planned row still points at; the rows themselves never form a cycle.
+    order = list(reversed(Base.metadata.sorted_tables))
+    left = {t.name: set(plan.rows.get(t.name) or ()) for t in order}
+    while any(left.values()):
+        progressed = False
+        for table in order:
+            ids = left[table.name] - _held(session, table, left)
+            if not ids:
+                continue
+            # Pointers that are cleared on delete: cleared here too, whatever the backend does.
+            for child, fk in _fks_into(table):
+                if fk.ondelete == "SET NULL":
+                    session.execute(
+                        child.update().where(fk.parent.in_(ids)).values({fk.parent.name: None})
+                    )
+            if table.name == "tasks":
+                blocks = Base.metadata.tables["task_blocks"]
+                session.execute(blocks.delete().where(blocks.c.task_id.in_(ids)))
+            session.execute(table.delete().where(table.c.id.in_(ids)))
+            left[table.name] -= ids
+            progressed = True
+        if not progressed:  # only a cycle among the rows themselves could stop it
+            raise QueueError(f"these rows point at each other in a cycle: {left}")
+
+
+def _held(session: Session, table: sa.Table, left: dict[str, set[int]]) -> set[int]:
+    """The planned rows of ``table`` that planned rows of other tables, not yet deleted,
+    still point at (by a key that is not cleared on delete)."""
+    ids = left[table.name]
+    held: set[int] = set()
+    if not ids:
+        return held
+    for child, fk in _fks_into(table):
+        pending = left.get(child.name)
+        if fk.ondelete == "SET NULL" or child is table or not pending:
             continue
-        # Pointers that are cleared on delete: cleared here too, whatever the backend does.
-        for child, fk in _fks_into(table):
-            if fk.ondelete == "SET NULL":
-                session.execute(
-                    child.update().where(fk.parent.in_(ids)).values({fk.parent.name: None})
-                )
-        if table.name == "tasks":
-            blocks = Base.metadata.tables["task_blocks"]
-            session.execute(blocks.delete().where(blocks.c.task_id.in_(ids)))
-        session.execute(table.delete().where(table.c.id.in_(ids)))
+        held |= _ids(session, child, sa.and_(child.c.id.in_(pending), fk.parent.in_(ids)),
+                     fk.parent)  # fmt: skip
+    return held
 
 
 def find_study_id(session: Session, name: str) -> int:

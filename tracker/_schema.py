@@ -330,7 +330,14 @@ class Direction(WorkRow, Base):
 
 
 class Surface(WorkRow, Base):
-    """A 1D or 2D grid of loss (and accuracy) values around a centre checkpoint."""
+    """A 1D or 2D grid of loss (and accuracy) values around a centre checkpoint, or around a
+    save of a retrain's trajectory (the retrained network).
+
+    A retrained network's surface (``retrain_id`` and ``save_index`` set) runs along the
+    Hessian eigenvectors of that save; ``checkpoint_id`` is then the checkpoint the retrain
+    jumped from (whose layout the trajectory has), and the surface is not its checkpoint's
+    (``v_surfaces`` and the meta-analysis leave it out).
+    """
 
     __tablename__ = "surfaces"
     noun = "surface"
@@ -338,10 +345,19 @@ class Surface(WorkRow, Base):
     __table_args__ = (
         sa.CheckConstraint("nx >= 1", name="nx_positive"),
         sa.CheckConstraint("ny IS NULL OR ny >= 1", name="ny_positive"),
+        sa.CheckConstraint(
+            "(retrain_id IS NULL AND save_index IS NULL) OR "
+            "(retrain_id IS NOT NULL AND save_index IS NOT NULL AND save_index >= 0)",
+            name="retrain_point",
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     # Both empty only for a surface imported from a file (``source``).
     checkpoint_id: Mapped[int | None] = mapped_column(sa.ForeignKey("checkpoints.id"), index=True)
+    retrain_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("retrains.id", ondelete="CASCADE"), index=True
+    )
+    save_index: Mapped[int | None]
     x_direction_id: Mapped[int | None] = mapped_column(sa.ForeignKey("directions.id"))
     y_direction_id: Mapped[int | None] = mapped_column(sa.ForeignKey("directions.id"))
     x_min: Mapped[float]
@@ -628,8 +644,8 @@ class HessianSpectrum(WorkRow, Base):
 
     A retrained network's measure (``retrain_id`` and ``save_index`` set) is taken at that
     save of the retrain's trajectory instead; ``checkpoint_id`` and ``epoch`` are then the
-    checkpoint it jumped from (whose layout the trajectory has), and its eigenvectors are
-    stored on the row only: surfaces centre on checkpoints, so they get no ``directions`` rows.
+    checkpoint it jumped from (whose layout the trajectory has). Its eigenvector
+    ``directions`` rows name that checkpoint too; surfaces centred on the save use them.
     """
 
     __tablename__ = "hessian_spectra"

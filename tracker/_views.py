@@ -50,13 +50,14 @@ VIEW_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         },
     ),
     "v_surfaces": (
-        "One row per surface centred on a trained checkpoint: the model's hyperparameters and "
-        "everything that defines the surface.",
+        "One row per surface centred on a trained checkpoint (surfaces around retrained "
+        "networks are left out): the model's hyperparameters and everything that defines the "
+        "surface.",
         {
             "surface_id": "surfaces.id",
             **_MODEL_COLUMNS,
             "epoch": "the centre checkpoint's epoch",
-            "direction_kind": "random, interpolation or pca (the x direction)",
+            "direction_kind": "random, interpolation, pca or hessian (the x direction)",
             "normalization": "filter, layer, model or none (the x direction)",
             "ignore": "biasbn (biases and BN weights not moved) or none",
             "direction_target": "weights (parameters only) or states (BN statistics too)",

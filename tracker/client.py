@@ -124,12 +124,27 @@ class Client:
         precision: str = "fp32",
         norm: str = "filter",
         ignore: str = "biasbn",
+        x_direction: str = "random",
+        y_direction: str | None = None,
+        retrain: int | None = None,
+        save: int | None = None,
     ) -> int:
         """A 1D/2D surface around ``model`` (random directions, or the line to
-        ``interpolate_to``, or the PCA plane of its checkpoints); return its id."""
+        ``interpolate_to``, or the PCA plane of its checkpoints); return its id.
+        ``x_direction``/``y_direction`` "hessian:I": along Hessian eigenvectors, as
+        `--x-direction`; ``retrain`` (with ``save``, default the last): around that retrained
+        network, along its eigenvectors, as `--retrain`/`--save`."""
         from tracker._schema import Study
-        from tracker.surfaces.rows import EvalSpec, SurfaceSpec, add_surface
+        from tracker.surfaces.rows import EvalSpec, SurfaceSpec, add_surface, parse_direction_choice
         from tracker.training.rows import DirectionSpec, find_model
+
+        x_hessian = parse_direction_choice(x_direction, "x_direction")
+        y_hessian = parse_direction_choice(y_direction, "y_direction")
+        if (x_hessian is not None or y_hessian is not None or retrain is not None) and (
+            interpolate_to is not None or pca
+        ):
+            raise SpecError("Hessian directions and retrain centres go with a model's own "
+                            "surface: drop interpolate_to/pca")  # fmt: skip
 
         gx = _grid(x, "x grid")
         gy = None if y is None else _grid(y, "y grid")
@@ -147,7 +162,9 @@ class Client:
             spec = SurfaceSpec(model=model, x=gx, y=gy, epoch=epoch, x_direction=xd, evaluation=ev)  # fmt: skip
         else:
             spec = SurfaceSpec(model=model, x=gx, y=gy, epoch=epoch, x_direction=random_dir,
-                               y_direction=y_dir if gy else None, evaluation=ev)  # fmt: skip
+                               y_direction=y_dir if gy else None, evaluation=ev,
+                               x_hessian=x_hessian, y_hessian=y_hessian, retrain=retrain,
+                               save=save)  # fmt: skip
         with self.db.session() as session:
             row = find_model(session, model)
             study = Study.find_or_raise_by_id(session, row.study_id)

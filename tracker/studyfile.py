@@ -33,6 +33,9 @@ y_direction = "hessian:1"            # or a table { seed = 1 } for a random y di
 curvature = true                     # also map lambda_min, lambda_max per point (Goldstein)
 curvature_tol = 1e-3                 # optional, as --curvature-tol / --curvature-max-iter
 curvature_max_iter = 100
+# retrains = "all"                   # around the retrained networks instead (or retrain ids),
+                                     # at saves = "last" (default), "all" or a list; their
+                                     # eigenvectors from [[hessian]] with the same retrains
 
 [[interpolation]]
 from = "mlp-bs32"
@@ -145,6 +148,8 @@ SURFACE_KEYS = {
     "epochs",
     "tile",
     "same_dir",
+    "retrains",
+    "saves",
 } | EVAL_KEYS | CURVATURE_KEYS
 INTERP_KEYS = {"from", "to", "y_model", "x", "y", "epoch", "target", "tile",
                "direction"} | EVAL_KEYS | CURVATURE_KEYS  # fmt: skip
@@ -184,6 +189,9 @@ class Study:
     morse: list[StudyMorse] = field(default_factory=list)
     # The table each of ``surfaces`` came from ("[[surface]] number 2"), for messages.
     surface_tables: list[str] = field(default_factory=list)
+    # [[surface]] tables with ``retrains``: one surface per (retrain, save), known only once
+    # the file's retrains are written: (spec without the centre, retrains, saves, table).
+    retrained_surfaces: list[tuple[SurfaceSpec, tuple[int, ...] | str, tuple[int, ...] | str | None, str]] = field(default_factory=list)  # fmt: skip
 
 
 # Sizes a study file may ask for, checked before anything is built or allocated.
@@ -446,6 +454,22 @@ def load(path: str | Path) -> Study:
             raise SpecError(f'{where}: {key} draw random x directions, but x_direction = "hessian:{x_hessian}" is one eigenvector and no random y direction varies: every surface would be the same; drop {key}')  # fmt: skip
         curvature = _curvature(table, where)
         refs = model_refs(table["models"], where) if "models" in table else all_names
+        retrains = _point_list(table.get("retrains"), "retrains", ("all",), where)
+        saves = _point_list(table.get("saves"), "saves", ("last", "all"), where)
+        if retrains is None and saves is not None:
+            raise SpecError(f'{where}: saves picks saves of retrains\' trajectories: add retrains = "all" (or retrain ids)')  # fmt: skip
+        if retrains is not None:
+            if "epochs" in table:
+                raise SpecError(f"{where}: epochs picks checkpoints and retrains retrained networks: give one of them")  # fmt: skip
+            if x_hessian is None or (y is not None and y_hessian is None and not same_dir):
+                raise SpecError(f'{where}: a surface around retrained networks runs along their Hessian eigenvectors: set x_direction = "hessian:I" (and y_direction = "hessian:J" for a 2D one)')  # fmt: skip
+            for ref in refs:
+                study.retrained_surfaces.append((SurfaceSpec(
+                    model=ref, x=x, y=y, same_dir=same_dir, evaluation=ev,
+                    tile=_tile(table.get("tile"), where), x_hessian=x_hessian,
+                    y_hessian=y_hessian, curvature=curvature,
+                ), retrains, None if saves == "last" else saves, where))  # fmt: skip
+            continue
         epochs = _epochs(table.get("epochs", "final"), where)
         # Checked before a single spec is built: pairs x models x epochs surfaces.
         count = len(study.surfaces) + pairs * len(refs) * len(epochs)
@@ -823,11 +847,11 @@ def enqueue_study(db: Database, path: str | Path, store_url: str | None = None) 
     resolved settings' store, TRACKER_STORE or TRACKER_HOME/store.zarr)."""
     from tracker._config import resolve
     from tracker._queue import get_or_create_study
-    from tracker.curvature.rows import add_hessian, check_losses
+    from tracker.curvature.rows import add_hessian, check_losses, retrain_points
     from tracker.morse.rows import add_study_morse
     from tracker.surfaces.rows import add_surface
     from tracker.topology.rows import add_study_topology
-    from tracker.training.rows import add_model, check_model
+    from tracker.training.rows import add_model, check_model, find_model
 
     plan = load(path)
     models = [check_model(m) for m in plan.models]
@@ -866,6 +890,18 @@ def enqueue_study(db: Database, path: str | Path, store_url: str | None = None) 
                 add_study_topology(session, study, plan.retrains, plan.topologies, names)
             )
         hessians(retrained=True)  # after the file's retrains: "all" includes them
+        for template, retrains, saves, where in plan.retrained_surfaces:  # after those spectra
+            model = find_model(session, template.model, names)
+            try:
+                points = retrain_points(session, model, retrains, saves)
+            except SpecError as err:
+                raise SpecError(f"{where}: {err}") from None
+            for retrain, save in points:
+                surface = replace(template, retrain=retrain.id, save=save)
+                _check_eigenvectors(session, study, surface, names, where)
+                _, new = add_surface(session, study, surface, names)
+                counts["surfaces"] += 1
+                counts["surfaces_new"] += new
         if plan.ensembles or plan.morse:
             counts.update(add_study_morse(session, study, plan.ensembles, plan.morse))
         counts["study_id"] = study.id
@@ -878,24 +914,40 @@ def _check_eigenvectors(
 ) -> None:
     """A surface along eigenvectors needs their direction rows, from a [[hessian]] table of the
     file or an earlier `tracker enqueue hessian`: refused in study-file words otherwise."""
+    from tracker._schema import Checkpoint, Retrain
     from tracker.curvature.rows import hessian_command
     from tracker.surfaces.rows import hessian_direction
     from tracker.training.rows import find_checkpoint, find_model
 
     model = find_model(session, spec.model, names)
-    centre = find_checkpoint(session, model, spec.epoch)
+    point = None
+    if spec.retrain is not None and spec.save is not None:  # retrain_points checked both
+        point = (Retrain.find_or_raise_by_id(session, spec.retrain), spec.save)
+        centre = Checkpoint.find_or_raise_by_id(session, point[0].checkpoint_id)
+    else:
+        centre = find_checkpoint(session, model, spec.epoch)
     indices = [i for i in (spec.x_hessian, spec.y_hessian) if i is not None]
     found = None
     for index in indices:
         try:
-            found = hessian_direction(session, study, model, centre, index, found)
+            found = hessian_direction(session, study, model, centre, index, found, point=point)
         except SpecError:
             ref = str(spec.model)
             label = ref if ref.isdigit() else f'"{ref}"'
             k = max(indices) + 1
+            same = " in the spectrum of its x direction" if found else ""
+            if point is not None:
+                rid, save = point[0].id, point[1]
+                raise SpecError(
+                    f"{where}: model {label} has no Hessian eigenvector {index} at save {save} "
+                    f"of retrain {rid}{same}: add a [[hessian]] table with models = [{label}], "
+                    f'retrains = "all", saves covering {save} and top_k = {k}, or make it first '
+                    f"with `tracker enqueue hessian --model {model.id} --retrains {rid} "
+                    f"--saves {save} --top-k {k}`"
+                ) from None
             raise SpecError(
                 f"{where}: model {label} has no Hessian eigenvector {index} at epoch "
-                f"{centre.epoch}{' in the spectrum of its x direction' if found else ''}: add a "
+                f"{centre.epoch}{same}: add a "
                 f"[[hessian]] table with models = [{label}], top_k = {k} and epochs covering "
                 f"{centre.epoch}, or make it first with "
                 f"`{hessian_command(model.id, centre.epoch, k - 1)}`"

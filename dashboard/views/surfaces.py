@@ -24,7 +24,7 @@ from dashboard import common, interactive, render
 
 SURFACES = """
 SELECT s.id, st.name AS study, m.id AS model_id, m.name AS model, c.epoch,
-       d.kind AS direction, s.nx, s.ny, s.x_min, s.x_max, s.y_min, s.y_max, s.split, s.bn_mode,
+       s.retrain_id, s.save_index, d.kind AS direction, s.nx, s.ny, s.x_min, s.x_max, s.y_min, s.y_max, s.split, s.bn_mode,
        s.n_minibatches, s.centre_loss, s.min_loss, s.rise_r050, s.flatness_width,
        s.completed_at, s.loss_array_id, s.source,
        (SELECT t.provenance FROM tiles ti JOIN tasks t ON t.id = ti.task_id
@@ -45,6 +45,8 @@ def _label(row: Any) -> str:
     grid = f"{row.nx}x{int(row.ny)}" if pd.notna(row.ny) else f"{row.nx}"
     who = row.model if isinstance(row.model, str) else (row.source or "imported")
     epoch = f", epoch {int(row.epoch)}" if pd.notna(row.epoch) else ""
+    if pd.notna(row.retrain_id):  # around a retrained network: a save of its trajectory
+        epoch = f", retrain {int(row.retrain_id)} save {int(row.save_index)}"
     return f"#{row.id} {who}{epoch} {row.direction or ''} {grid}"
 
 
@@ -255,7 +257,7 @@ else:
         )
 
 st.subheader("Minibatch panels per epoch (seed 001)")
-multi = two_d[two_d["n_minibatches"].fillna(1) > 1]
+multi = two_d[(two_d["n_minibatches"].fillna(1) > 1) & two_d["retrain_id"].isna()]
 if multi.empty:
     st.caption("No 2D surfaces over several minibatches (minibatches = N in a [[surface]]).")
 else:

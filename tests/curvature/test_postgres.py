@@ -1,5 +1,6 @@
 """Hessian spectra on PostgreSQL: the same request drained by the real worker loop stores the
-same numbers (JSON lists and objects, NULLs, booleans) as on SQLite."""
+same numbers (JSON lists and objects, NULLs, booleans) as on SQLite, and so does a surface
+around a retrained network along its top eigenvector."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from schema_support import migrated
 
 from tracker._config import resolve
 from tracker._db import open_database
-from tracker._schema import Direction, HessianSpectrum, Model, Study
+from tracker._schema import Direction, HessianSpectrum, Model, Study, Surface
 from tracker._worker import WorkerConfig, run_worker
 from tracker.curvature.rows import HessianRequest, add_hessian
 from tracker.studyfile import enqueue_study
@@ -40,6 +41,12 @@ batch_size = 32
 models = ["tiny"]
 retrains = "all"
 top_k = 1
+
+[[surface]]                # around the retrained network, along its top eigenvector
+models = ["tiny"]
+retrains = "all"
+x = "-0.1:0.1:3"
+x_direction = "hessian:0"
 """
 
 
@@ -64,7 +71,10 @@ def _measure(root: Path, db_url: str | None) -> list[tuple]:
             .order_by(HessianSpectrum.measure, HessianSpectrum.retrain_id.is_not(None))
         ).all()
         dirs = session.scalars(sa.select(Direction.array_id).where(Direction.kind == "hessian")).all()
-        assert len(dirs) == 2 and all(d is not None for d in dirs)
+        assert len(dirs) == 3 and all(d is not None for d in dirs)  # 2 + the retrained one
+        surfaces = [(x.retrain_id is not None, x.save_index, x.centre_loss, x.completed_at is not None)
+                    for x in session.scalars(sa.select(Surface))]  # fmt: skip
+        assert [x[:2] for x in surfaces] == [(True, 1)] and surfaces[0][3]
         out = [(r.measure, r.eigenvalues, r.top_eigenvalue, r.converged, r.trace, r.layer_traces,
                 r.completed_at is not None, r.density_array_id is not None,
                 r.retrain_id is not None, r.save_index) for r in rows]  # fmt: skip
@@ -72,14 +82,14 @@ def _measure(root: Path, db_url: str | None) -> list[tuple]:
             ("density", False, None), ("eigen", False, None), ("eigen", True, 1),
             ("trace", False, None)]  # fmt: skip
     db.dispose()
-    return out
+    return [*out, *surfaces]
 
 
 @pytest.mark.postgres
 def test_postgres_stores_what_sqlite_stores(tmp_path: Path, pg_url: str) -> None:
     on_pg = _measure(tmp_path / "pg", pg_url)
     on_sqlite = _measure(tmp_path / "lite", None)
-    assert [r[0] for r in on_pg] == ["density", "eigen", "eigen", "trace"]
+    assert [r[0] for r in on_pg] == ["density", "eigen", "eigen", "trace", True]
     assert on_pg == on_sqlite
     eigen, retrained, trace = on_pg[1], on_pg[2], on_pg[3]
     assert len(eigen[1]) == 2 and eigen[2] == eigen[1][0] and eigen[3] is True

@@ -2,11 +2,11 @@
 hessian --retrains` measures saves of jump-and-retrain trajectories, waits for unfinished
 retrains, and one real `tracker work` fills rows that equal exact Hessians at the stored
 trajectory weights; the rows stay out of the per-epoch plots and the meta-analysis, go with
-their retrain, and bad requests write nothing."""
+their retrain, and bad requests write nothing. Their eigenvectors are directions: `tracker
+enqueue surface --retrain R` runs a surface along them around the retrained network."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,16 @@ from compute.state import load_flat
 from compute.train import TrainSpec
 from tracker._config import resolve
 from tracker._db import open_database
-from tracker._schema import ArrayRef, Checkpoint, Direction, HessianSpectrum, Model, Retrain, Task
+from tracker._schema import (
+    ArrayRef,
+    Checkpoint,
+    Direction,
+    HessianSpectrum,
+    Model,
+    Retrain,
+    Surface,
+    Task,
+)
 from tracker._store import ArrayStore
 
 SUBSET = 300
@@ -59,6 +68,21 @@ def _ids(out: str) -> list[int]:
     return [int(i) for i in out.split("spectra ")[1].split(" ")[0].split(",")]
 
 
+def _main(h: Home, *argv: str) -> str:
+    """`tracker ARGV` in this process; its standard output (a module fixture has no capsys)."""
+    import contextlib
+    import io
+
+    from tracker.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["--db", h.settings.db_url, "--store", h.settings.store_url,
+                     "--home", str(h.settings.home), *argv])  # fmt: skip
+    assert code == 0, argv
+    return buf.getvalue()
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     """A tanh MLP, two retrains of it, their spectra enqueued before anything ran, and one
@@ -66,17 +90,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     h = Home(tmp_path_factory.mktemp("retrained"))
 
     def cli(*argv: str) -> str:
-        import contextlib
-        import io
-
-        from tracker.cli import main
-
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            code = main(["--db", h.settings.db_url, "--store", h.settings.store_url,
-                         "--home", str(h.settings.home), *argv])  # fmt: skip
-        assert code == 0, argv
-        return buf.getvalue()
+        return _main(h, *argv)
 
     cli("enqueue", "model", "--name", "mlp", "--arch", "mlp", "--widths", "4", "--activation",
         "tanh", "--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--study", "rt")  # fmt: skip
@@ -104,6 +118,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
         failed = s.execute(sa.select(Task.kind, Task.error).where(Task.status != "done")).all()
     assert failed == [], failed
     return h
+
+
+def _path_of(s: Any, array_id: int) -> str:
+    return s.get(ArrayRef, array_id).path
 
 
 def _rows(h: Home, ids: list[int]) -> list[HessianSpectrum]:
@@ -149,9 +167,21 @@ def test_spectra_wait_for_the_retrains_and_equal_exact_hessians_at_their_last_sa
     with home.db.session() as s:
         origin = {r.id: (r.checkpoint_id, s.get(Checkpoint, r.checkpoint_id).epoch)
                   for r in s.scalars(sa.select(Retrain))}  # fmt: skip
-        # No eigenvector directions: surfaces centre on checkpoints, not on retrained networks.
-        assert s.scalar(sa.select(sa.func.count()).select_from(Direction).where(
-            Direction.hessian_spectrum_id.in_(home.ids["last"]))) == 0  # fmt: skip
+        # One eigenvector direction per eigenvalue, stored as the row's eigenvectors are.
+        directions = {
+            (d.hessian_spectrum_id, d.eigen_index): (d.checkpoint_a_id, _path_of(s, d.array_id))
+            for d in s.scalars(sa.select(Direction).where(
+                Direction.hessian_spectrum_id.in_(home.ids["last"])))
+        }  # fmt: skip
+    eigen_rows = [r for r in rows if r.measure == "eigen"]
+    assert sorted(directions) == sorted((r.id, i) for r in eigen_rows for i in range(2))
+    for r in eigen_rows:
+        with home.db.session() as s:
+            vectors = home.store.read(_path_of(s, r.eigenvectors_array_id))
+        for i in range(2):
+            ckpt_id, path = directions[(r.id, i)]
+            assert ckpt_id == r.checkpoint_id
+            assert home.store.read(path).tobytes() == vectors[i].tobytes()
     seen = set()
     for r in rows:
         assert r.save_index == 2  # 1 epoch x 2 saves per epoch, after the jump (save 0)
@@ -207,10 +237,11 @@ def test_show_names_the_retrain_and_plots_keep_to_checkpoints(
 ) -> None:
     from tracker.curvature.results import model_spectra, top_k_over_training
 
-    row = _rows(home, home.ids["last"])[0]
+    row = next(r for r in _rows(home, home.ids["last"]) if r.measure == "eigen")
     code, out, err = home.cli(capsys, "show", "hessian", str(row.id))
     assert code == 0, err
     assert f"retrain {row.retrain_id} save 2 (jumped from epoch {row.epoch})" in out
+    assert f"surface with --retrain {row.retrain_id} --save 2 --x-direction hessian:I" in out
     code, out, err = home.cli(capsys, "show", "hessian", "--model", str(row.model_id))
     assert code == 0, err
     assert "retrain" in out.splitlines()[0] and "save" in out.splitlines()[0]
@@ -285,6 +316,164 @@ def test_the_meta_analysis_reads_only_the_checkpoints_spectra(home: Home) -> Non
     assert sources == {f"hessian_spectrum:{i}" for i in home.ids["own"]}
 
 
+def _surface_id(out: str) -> int:
+    return int(out.split()[1])  # "surface 7 (new, 1 tile task(s)) in study ..."
+
+
+@pytest.fixture(scope="module")
+def around(home: Home) -> dict[str, Any]:
+    """Surfaces along Hessian eigenvectors enqueued after the spectra ran: around the first
+    retrain's last save (1D, and 2D along eigenvectors 0 and 1) and around the model's final
+    checkpoint (the checkpoint the retrains jumped from, which also has newer retrain
+    eigenvectors in the same study); an eigen measure from before retrained networks'
+    eigenvectors were directions (its direction rows deleted) asked for again; then one more
+    real `tracker work`."""
+    ids: dict[str, Any] = {}
+    eigen = [r for r in _rows(home, home.ids["last"]) if r.measure == "eigen"]
+    spectrum = min(eigen, key=lambda r: r.retrain_id)
+    ids["spectrum"] = spectrum
+    grid = ["--subset", str(SUBSET), "--metrics", "loss"]
+    ids["line"] = _surface_id(_main(
+        home, "enqueue", "surface", "--model", "mlp", "--retrain", str(spectrum.retrain_id),
+        "--x-direction", "hessian:0", "--x=-0.1:0.1:21", *grid))  # fmt: skip
+    ids["plane"] = _surface_id(_main(
+        home, "enqueue", "surface", "--model", "mlp", "--retrain", str(spectrum.retrain_id),
+        "--save", "2", "--x-direction", "hessian:0", "--y-direction", "hessian:1",
+        "--x=-0.1:0.1:3", "--y=-0.1:0.1:3", *grid))  # fmt: skip
+    ids["newer"] = _ids(_main(home, "enqueue", "hessian", "--model", "mlp", "--retrains", "all",
+                              "--saves", "1", "--subset", str(SUBSET), "--top-k", "1"))  # fmt: skip
+    ids["own_line"] = _surface_id(_main(
+        home, "enqueue", "surface", "--model", "mlp", "--x-direction", "hessian:0",
+        "--x=-0.1:0.1:21", *grid))  # fmt: skip
+    # An eigen measure of revision 0015: done, no direction rows.
+    old = min((r for r in _rows(home, home.ids["all_saves"]) if r.save_index == 0),
+              key=lambda r: r.retrain_id)  # fmt: skip
+    with home.db.session() as s:
+        s.execute(sa.delete(Direction).where(Direction.hessian_spectrum_id == old.id))
+        s.commit()
+    again = _ids(_main(home, "enqueue", "hessian", "--model", "mlp", "--retrains", "all",
+                       "--saves", "all", "--subset", str(SUBSET), "--top-k", "1",
+                       "--study", "saves"))  # fmt: skip
+    assert again == home.ids["all_saves"]
+    with home.db.session() as s:
+        ids["old"] = old
+        ids["old_status"] = {
+            r.id: s.get(Task, r.task_id).status for r in _rows(home, home.ids["all_saves"])
+        }
+    work = run_tracker("work", "--no-progress", env=home.env, timeout=900)
+    assert work.returncode == 0, work.stderr[-3000:]
+    with home.db.session() as s:
+        failed = s.execute(sa.select(Task.kind, Task.error).where(Task.status != "done")).all()
+    assert failed == [], failed
+    return ids
+
+
+def _surface(h: Home, sid: int) -> tuple[Surface, Direction, np.ndarray]:
+    with h.db.session() as s:
+        surface = s.get(Surface, sid)
+        direction = s.get(Direction, surface.x_direction_id)
+        loss = h.store.read(_path_of(s, surface.loss_array_id)).astype(np.float64)
+        s.expunge_all()
+    return surface, direction, loss
+
+
+def test_a_surface_around_a_retrained_network_curves_by_its_top_eigenvalue(
+    home: Home, around: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's eigenvector test at a retrained network: the 1D surface along the top
+    eigenvector of the retrain's last save is centred on that save's weights (its centre loss
+    is the loss there) and its second difference at 0 is the save's top eigenvalue (2%)."""
+    spectrum = around["spectrum"]
+    surface, direction, loss = _surface(home, around["line"])
+    assert (surface.retrain_id, surface.save_index) == (spectrum.retrain_id, 2)
+    assert surface.checkpoint_id == spectrum.checkpoint_id
+    assert (direction.hessian_spectrum_id, direction.eigen_index) == (spectrum.id, 0)
+    weights, layout, spec = _trajectory_weights(home, spectrum.retrain_id, 2)
+    ds = spec.load_data()
+    net = spec.build(ds)
+    load_flat(net, weights, layout)
+    x, y = data_mod.fixed_subset(*ds.split("train"), SUBSET, 0)
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(net.double().eval()(x.double()), y).item()
+    f = loss[0, 0]
+    mid = surface.nx // 2
+    assert surface.centre_loss == pytest.approx(expected, rel=1e-5)
+    assert f[mid] == pytest.approx(expected, rel=1e-5)
+    step = (surface.x_max - surface.x_min) / (surface.nx - 1)
+    for k in (1, 2):
+        second = (f[mid + k] - 2 * f[mid] + f[mid - k]) / (k * step) ** 2
+        assert second == pytest.approx(spectrum.eigenvalues[0], rel=0.02), (k, second)
+    plane, x_direction, grid = _surface(home, around["plane"])
+    assert x_direction.id == direction.id
+    with home.db.session() as s:
+        y_dir = s.get(Direction, plane.y_direction_id)
+        assert (y_dir.hessian_spectrum_id, y_dir.eigen_index) == (spectrum.id, 1)
+    assert grid.shape == (1, 3, 3) and grid[0, 1, 1] == pytest.approx(expected, rel=1e-5)
+    code, out, err = home.cli(capsys, "show", "surface", str(around["line"]))
+    assert code == 0, err
+    assert f"retrain {spectrum.retrain_id} save 2 (jumped from epoch {spectrum.epoch})" in out
+
+
+def test_a_checkpoints_surface_keeps_to_the_checkpoints_own_eigenvectors(
+    home: Home, around: dict[str, Any]
+) -> None:
+    """The retrains jumped from the final checkpoint, so their eigenvector directions name it
+    too, and newer ones than the checkpoint's own: a surface around the checkpoint still runs
+    along the checkpoint's eigenvector."""
+    surface, direction, _ = _surface(home, around["own_line"])
+    assert surface.retrain_id is None and surface.save_index is None
+    assert direction.hessian_spectrum_id == home.ids["own"][0]
+    with home.db.session() as s:
+        newer = s.scalar(sa.select(sa.func.max(Direction.id)).where(
+            Direction.hessian_spectrum_id.in_(around["newer"])))  # fmt: skip
+    assert newer is not None and newer > direction.id
+
+
+def test_an_eigen_measure_from_before_directions_gets_them_when_asked_again(
+    home: Home, around: dict[str, Any]
+) -> None:
+    """A retrained network's eigen measure from revision 0015 has no direction rows: asked for
+    again, it gets them and runs again (alone) to write their arrays, bit for bit the same."""
+    old = around["old"]
+    statuses = around["old_status"]
+    assert statuses.pop(old.id) == "pending"
+    assert set(statuses.values()) == {"done"}
+    new = _rows(home, [old.id])[0]
+    assert new.eigenvalues == old.eigenvalues
+    with home.db.session() as s:
+        d = s.scalar(sa.select(Direction).where(Direction.hessian_spectrum_id == old.id))
+        vectors = home.store.read(_path_of(s, new.eigenvectors_array_id))
+        assert home.store.read(_path_of(s, d.array_id)).tobytes() == vectors[0].tobytes()
+
+
+def test_surfaces_around_retrained_networks_stay_out_of_the_meta_analysis(
+    home: Home, around: dict[str, Any]
+) -> None:
+    from tracker.meta.rows import surface_samples
+
+    with home.db.session() as s:
+        study_id = s.scalar(sa.select(Model.study_id))
+        sources = {x.source for x in surface_samples(s, home.store, study_id)}
+        in_view = set(s.scalars(sa.text("SELECT surface_id FROM v_surfaces")))
+    assert sources == {f"surface:{around['own_line']}"}
+    assert around["own_line"] in in_view
+    assert not {around["line"], around["plane"]} & in_view
+
+
+def test_a_retrained_networks_surface_figures_go_to_the_retrains_run(
+    home: Home, around: dict[str, Any]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    with home.db.session() as s:
+        run_id = s.get(Retrain, around["spectrum"].retrain_id).mlflow_run_id
+    client = MlflowClient(tracking_uri=home.settings.mlflow_uri)
+    tags = client.get_run(run_id).data.tags
+    label = tags.get(f"tracker.surface.{around['line']}", "")
+    assert f"retrain {around['spectrum'].retrain_id} save 2" in label, tags
+    assert client.list_artifacts(run_id, "surfaces")
+
+
 @pytest.fixture
 def fresh(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Home:
     """A model with one retrain, nothing run."""
@@ -324,35 +513,45 @@ def test_bad_retrain_requests_are_one_line_and_write_nothing(
     assert (fresh.count(Task), fresh.count(HessianSpectrum)) == (tasks, spectra)
 
 
+# A model, a retrain of it, its spectra at every save and a surface around each save.
+RETRAINED_STUDY = """
+study = "rt-surfaces"
+
+[[model]]
+name = "mlp"
+architecture = "mlp"
+arch = { widths = [4] }
+dataset = "digits"
+epochs = 1
+
+[[retrain]]
+model = "mlp"
+seeds = [0]
+steps = [0.5]
+epochs = 1
+
+[[hessian]]
+models = ["mlp"]
+retrains = "all"
+saves = "all"
+top_k = 1
+
+[[surface]]
+models = ["mlp"]
+retrains = "all"
+saves = "all"
+x = "-0.1:0.1:3"
+x_direction = "hessian:0"
+"""
+
+
 def test_a_study_files_hessian_table_measures_the_files_own_retrains(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     h = Home(tmp_path)
     study = tmp_path / "rt.toml"
-    study.write_text(
-        textwrap.dedent("""
-        study = "rt-file"
-
-        [[model]]
-        name = "mlp"
-        architecture = "mlp"
-        arch = { widths = [4] }
-        dataset = "digits"
-        epochs = 1
-
-        [[retrain]]
-        model = "mlp"
-        seeds = [0, 1]
-        steps = [0.5]
-        epochs = 1
-
-        [[hessian]]
-        models = ["mlp"]
-        retrains = "all"
-        saves = "all"
-        top_k = 1
-    """)
-    )
+    study.write_text(RETRAINED_STUDY.replace("rt-surfaces", "rt-file")
+                     .replace("seeds = [0]", "seeds = [0, 1]").split("[[surface]]")[0])  # fmt: skip
     code, _, err = h.cli(capsys, "enqueue", str(study))
     assert code == 0, err
     with h.db.session() as s:
@@ -390,3 +589,113 @@ def test_deleting_a_retrain_deletes_its_spectra_and_their_tasks(
     assert fresh.count(HessianSpectrum) == 0
     with fresh.db.session() as s:
         assert not set(s.scalars(sa.select(Task.id).where(Task.id.in_(tasks))))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--retrain", "99", "--x-direction", "hessian:0"], "retrain 99 is not a retrain of model 1"),
+        (["--retrain", "1", "--save", "5", "--x-direction", "hessian:0"], "has saves 0..1"),
+        (["--retrain", "1"], "give --x-direction hessian:I"),
+        (["--retrain", "1", "--x-direction", "hessian:0", "--y=-1:1:3"],
+         "--y-direction hessian:J for a 2D one"),
+        (["--retrain", "1", "--epoch", "1", "--x-direction", "hessian:0"], "drop --epoch"),
+        (["--save", "1", "--x-direction", "hessian:0"], "add --retrain R"),
+        (["--retrain", "1", "--pca"], "drop --interpolate/--pca"),
+        (["--retrain", "1", "--x-direction", "hessian:0"],
+         "no Hessian eigenvector 0 at save 1 of retrain 1: make it first with `tracker enqueue "
+         "hessian --model 1 --retrains 1 --saves 1 --top-k 1`"),
+    ],
+)
+def test_bad_retrained_surfaces_are_one_line_and_write_nothing(
+    fresh: Home, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    before = (fresh.count(Task), fresh.count(Surface), fresh.count(Direction))
+    code, _, err = fresh.cli(capsys, "enqueue", "surface", "--model", "mlp", "--x=-1:1:3", *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert message in err and "Traceback" not in err
+    assert (fresh.count(Task), fresh.count(Surface), fresh.count(Direction)) == before
+
+
+def test_a_retrained_surface_waits_for_its_spectrum_and_goes_with_its_retrain(
+    fresh: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Enqueued before anything ran: the tiles wait on the spectrum's task, which waits on the
+    retrain's; deleting the retrain takes the spectrum, its directions and the surface."""
+    code, out, err = fresh.cli(capsys, "enqueue", "hessian", "--model", "mlp", "--retrains",
+                               "all", "--top-k", "2")  # fmt: skip
+    assert code == 0, err
+    code, out, err = fresh.cli(capsys, "enqueue", "surface", "--model", "mlp", "--retrain", "1",
+                               "--x-direction", "hessian:1", "--x=-1:1:3")  # fmt: skip
+    assert code == 0, err
+    sid = _surface_id(out)
+    with fresh.db.session() as s:
+        surface = s.get(Surface, sid)
+        spectrum = s.get(HessianSpectrum, s.get(Direction, surface.x_direction_id).hessian_spectrum_id)
+        retrain = s.get(Retrain, 1)
+        assert (surface.retrain_id, surface.save_index) == (1, 1)
+        assert (spectrum.retrain_id, spectrum.save_index) == (1, 1)
+
+        def parents(task_id: int) -> set[int]:
+            return set(s.scalars(sa.text(
+                "SELECT depends_on_id FROM task_dependencies WHERE task_id = :t"
+            ).bindparams(t=task_id)))  # fmt: skip
+
+        tile_task = s.scalar(sa.text("SELECT task_id FROM tiles WHERE surface_id = :s")
+                             .bindparams(s=sid))  # fmt: skip
+        assert spectrum.task_id in parents(tile_task)
+        assert parents(spectrum.task_id) == {retrain.task_id}
+    # The notebook API makes the same row.
+    import tracker
+
+    client = tracker.connect(db=fresh.settings.db_url, store=fresh.settings.store_url,
+                             home=fresh.settings.home)  # fmt: skip
+    assert client.enqueue_surface("mlp", x=(-1, 1, 3), x_direction="hessian:1", retrain=1) == sid
+    with pytest.raises(tracker.SpecError, match="give --x-direction hessian:I"):
+        client.enqueue_surface("mlp", x=(-1, 1, 3), retrain=1)
+    code, _, err = fresh.cli(capsys, "delete", "retrains", "1")
+    assert code == 0, err
+    assert (fresh.count(Surface), fresh.count(HessianSpectrum)) == (0, 0)
+    with fresh.db.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Direction)
+                        .where(Direction.kind == "hessian")) == 0  # fmt: skip
+
+
+def test_a_study_files_surface_table_centres_on_the_files_own_retrains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """retrains = "all" in a [[surface]] table: one surface per save of every retrain the file
+    makes, each along the eigenvector of its own save; refused in study-file words without
+    eigenvector directions, or without the [[hessian]] table that makes them."""
+    h = Home(tmp_path)
+    study = tmp_path / "rt.toml"
+    study.write_text(RETRAINED_STUDY)
+    code, out, err = h.cli(capsys, "enqueue", str(study))
+    assert code == 0, err
+    assert "2 surface(s) (2 new)" in out
+    with h.db.session() as s:
+        pairs = []
+        for surface in s.scalars(sa.select(Surface).order_by(Surface.id)):
+            spectrum = s.get(HessianSpectrum,
+                             s.get(Direction, surface.x_direction_id).hessian_spectrum_id)  # fmt: skip
+            pairs.append(((surface.retrain_id, surface.save_index),
+                          (spectrum.retrain_id, spectrum.save_index)))  # fmt: skip
+    rid = pairs[0][0][0]
+    assert pairs == [((rid, 0), (rid, 0)), ((rid, 1), (rid, 1))]
+    for old, new, message in (
+        ('x_direction = "hessian:0"\n', "", 'set x_direction = "hessian:I"'),
+        ('saves = "all"\ntop_k', 'saves = "last"\ntop_k',
+         'no Hessian eigenvector 0 at save 0 of retrain 2: add a [[hessian]] table with models '
+         '= ["mlp"], retrains = "all", saves covering 0 and top_k = 1'),
+        ('retrains = "all"\nsaves = "all"\nx =', 'saves = "all"\nx =', 'add retrains = "all"'),
+        ('retrains = "all"\nsaves = "all"\nx =', 'retrains = "all"\nepochs = [1]\nx =',
+         "give one of them"),
+    ):
+        text = RETRAINED_STUDY.replace("rt-surfaces", f"rt-bad-{len(message)}")
+        assert old in text
+        study.write_text(text.replace(old, new))
+        before = (h.count(Surface), h.count(Task))
+        code, _, err = h.cli(capsys, "enqueue", str(study))
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "[[surface]] number 1" in err and message in err, err
+        assert (h.count(Surface), h.count(Task)) == before

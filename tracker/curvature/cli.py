@@ -169,7 +169,8 @@ def cmd_show_hessian(args: argparse.Namespace) -> int:
         lines.append("  residuals:   " + ", ".join(_num(v, ".2e") for v in s.residuals or []))
         lines.append(f"  Lanczos steps: {s.iterations}, converged: {s.converged}")
         if s.direction_ids:
-            lines.append("  directions (surface with --x-direction hessian:I): "
+            around = "" if s.retrain_id is None else f" --retrain {s.retrain_id} --save {s.save_index}"
+            lines.append(f"  directions (surface with{around} --x-direction hessian:I): "
                          + ", ".join(map(str, s.direction_ids)))  # fmt: skip
     if s.measure == "trace" and s.trace is not None:
         if s.config.get("trace_method") == "hutchpp":

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from compute import curvature as cv
 from compute import data as data_mod
 from compute.state import Layout, check_length, load_flat
-from tracker._arrays import array_id, array_path, array_ref, read_array
+from tracker._arrays import array_id, array_path, read_array
 from tracker._context import TaskContext
 from tracker._db import utcnow
 from tracker._exceptions import SpecError
@@ -35,7 +35,7 @@ from tracker._mlflow import client_for
 from tracker._registry import task_kind
 from tracker._schema import Checkpoint, Direction, HessianSpectrum, Model, Retrain
 from tracker._store import ArrayStore
-from tracker.training.kinds import device, setup_torch, vector_chunks
+from tracker.training.kinds import device, retrain_weights, setup_torch, vector_chunks
 from tracker.training.rows import direction_path
 
 
@@ -108,18 +108,6 @@ def operator_at(
 def checkpoint_weights(session: Session, store: ArrayStore, ckpt: Checkpoint) -> torch.Tensor:
     what = f"checkpoint {ckpt.id} (model {ckpt.model_id}, epoch {ckpt.epoch})"
     data = read_array(session, store, ckpt.array_id, verify=False, what=what)
-    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-
-
-def retrain_weights(session: Session, store: ArrayStore, retrain: Retrain, save: int) -> torch.Tensor:  # fmt: skip
-    """Save ``save`` of a retrain's trajectory: the retrained network's flat weights, in the
-    layout of the checkpoint it jumped from."""
-    what = f"the trajectory of retrain {retrain.id}"
-    ref = array_ref(session, retrain.trajectory_array_id, what)
-    if not 0 <= save < int(ref.shape[0]):
-        raise SpecError(f"{what} has saves 0..{int(ref.shape[0]) - 1}, not {save}: ask for "
-                        "one of those")  # fmt: skip
-    data = store.read(ref.path, (slice(save, save + 1), slice(None)))[0]
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
 
 

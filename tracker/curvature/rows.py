@@ -9,8 +9,8 @@ the first time. Task graph::
     retrain(jump) --> hessian(save of its trajectory, measure)
 
 A retrained network's measures (``retrains``) are taken at saves of the retrains'
-trajectories; their rows name the retrain and save, keep the checkpoint the retrain jumped
-from, and make no eigenvector directions (surfaces centre on checkpoints).
+trajectories; their rows name the retrain and save and keep the checkpoint the retrain jumped
+from, and so do their eigenvector directions (a surface centred on the save runs along them).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tracker._exceptions import SpecError
-from tracker._queue import enqueue, get_or_create_study, spec_hash
+from tracker._queue import enqueue, get_or_create_study, requeue, spec_hash
 from tracker._rows import get_or_add
 from tracker._schema import Checkpoint, Direction, HessianSpectrum, Model, Retrain, Study, Task
 from tracker.training.rows import find_checkpoint, find_model, model_train_task, parameter_count
@@ -178,10 +178,14 @@ def parse_saves(text: str | None) -> tuple[int, ...] | str | None:
     return _id_list(text, "--saves", "last, all or save indices S1,S2 (e.g. 0,4)", 0)
 
 
-def _retrain_points(session: Session, model: Model, req: HessianRequest) -> list[tuple[Retrain, int]]:  # fmt: skip
-    """(retrain, save index) of each point a retrain request measures."""
+def retrain_points(
+    session: Session, model: Model, which: tuple[int, ...] | str, saves: tuple[int, ...] | str | None
+) -> list[tuple[Retrain, int]]:  # fmt: skip
+    """(retrain, save index) of each point of the model's retrains ``which`` ("all" or ids) at
+    ``saves`` (None: the last, "all", or indices), checked: a [[hessian]] table or `--retrains`
+    measures them, a [[surface]] table with ``retrains`` centres surfaces on them."""
     query = sa.select(Retrain).where(Retrain.model_id == model.id).order_by(Retrain.id)
-    if req.retrains == "all":
+    if which == "all":
         retrains = list(session.scalars(query))
         if not retrains:
             raise SpecError(
@@ -189,31 +193,31 @@ def _retrain_points(session: Session, model: Model, req: HessianRequest) -> list
                 f"retrain --model {model.id}`)"
             )
     else:
-        assert isinstance(req.retrains, tuple)
-        found = {r.id: r for r in session.scalars(query.where(Retrain.id.in_(req.retrains)))}
-        missing = [r for r in req.retrains if r not in found]
+        assert isinstance(which, tuple)
+        found = {r.id: r for r in session.scalars(query.where(Retrain.id.in_(which)))}
+        missing = [r for r in which if r not in found]
         if missing:
             raise SpecError(
                 f"retrain(s) {', '.join(map(str, missing))} are not retrains of model "
                 f"{model.id}: `tracker ls retrains --where model_id={model.id}` lists them"
             )
-        retrains = [found[r] for r in req.retrains]
+        retrains = [found[r] for r in which]
     points = []
     for r in retrains:
         n_saves = int(r.epochs) * int(r.saves_per_epoch) + 1
-        if req.saves is None:
-            saves: tuple[int, ...] = (n_saves - 1,)
-        elif req.saves == "all":
-            saves = tuple(range(n_saves))
+        if saves is None:
+            picked: tuple[int, ...] = (n_saves - 1,)
+        elif saves == "all":
+            picked = tuple(range(n_saves))
         else:
-            assert isinstance(req.saves, tuple)
-            saves = req.saves
-            if max(saves) >= n_saves:
+            assert isinstance(saves, tuple)
+            picked = saves
+            if max(picked) >= n_saves:
                 raise SpecError(
                     f"retrain {r.id} has saves 0..{n_saves - 1} ({r.epochs} epochs x "
                     f"{r.saves_per_epoch} per epoch, and the jump): ask for saves below {n_saves}"
                 )
-        points += [(r, s) for s in saves]
+        points += [(r, s) for s in picked]
     return points
 
 
@@ -265,7 +269,7 @@ def add_hessian(
     loss = "mse" if model.dataset in REGRESSION_DATASETS else "cross_entropy"
     out = []
     if req.retrains is not None:
-        for retrain, save in _retrain_points(session, model, req):
+        for retrain, save in retrain_points(session, model, req.retrains, req.saves):
             ckpt = Checkpoint.find_or_raise_by_id(session, retrain.checkpoint_id)
             for measure in req.measures():
                 out.append(_add_measure(session, study, req, model, ckpt, measure, loss,
@@ -318,21 +322,47 @@ def _add_measure(
         else {"trace_method": req.trace_method} if measure == "trace" else {},
     )  # fmt: skip
     if not new:
+        if measure == "eigen" and point is not None:
+            _add_missing_directions(session, study, row, digest)
         return row, False
     parent = _waits_on(session, model, point)
     task, _ = enqueue(session, study, "hessian", {"spectrum_id": row.id},
                       depends_on=[parent] if parent is not None else [], key=digest)  # fmt: skip
     row.task_id = task.id
-    if measure == "eigen" and point is None:
-        for i in range(req.top_k):
-            session.add(Direction(
-                study_id=study.id, task_id=task.id, model_id=model.id, kind="hessian",
-                seed=req.seed, normalization="none", ignore="none", target="weights",
-                checkpoint_a_id=ckpt.id, eigen_index=i, hessian_spectrum_id=row.id,
-                spec_hash=spec_hash("direction", study.name, "hessian", digest, i),
-            ))  # fmt: skip
+    if measure == "eigen":
+        _add_directions(session, study, row, digest)
     session.flush()
     return row, True
+
+
+def _add_directions(session: Session, study: Study, row: HessianSpectrum, digest: str) -> None:
+    """One ``directions`` row per eigenvector the eigen measure ``row`` will find (its task
+    writes their arrays)."""
+    for i in range(int(row.top_k or 0)):
+        session.add(Direction(
+            study_id=study.id, task_id=row.task_id, model_id=row.model_id, kind="hessian",
+            seed=row.seed, normalization="none", ignore="none", target="weights",
+            checkpoint_a_id=row.checkpoint_id, eigen_index=i, hessian_spectrum_id=row.id,
+            spec_hash=spec_hash("direction", study.name, "hessian", digest, i),
+        ))  # fmt: skip
+
+
+def _add_missing_directions(session: Session, study: Study, row: HessianSpectrum, digest: str) -> None:  # fmt: skip
+    """A retrained network's eigen measure from before its eigenvectors became directions
+    (revision 0015) has none: asked for again, it gets them, and a finished measure runs
+    again to write their arrays (the same bits: its draws are seeded from the row)."""
+    has = session.scalar(sa.select(sa.func.count()).select_from(Direction)
+                         .where(Direction.hessian_spectrum_id == row.id))  # fmt: skip
+    if has or row.task_id is None:
+        return
+    task = Task.find_or_raise_by_id(session, row.task_id)
+    if task.status == "running":
+        raise SpecError(f"Hessian spectrum {row.id} (retrain {row.retrain_id}, save "
+                        f"{row.save_index}) is being computed: ask again when it has finished")  # fmt: skip
+    _add_directions(session, study, row, digest)  # the row's study: ``digest`` names it
+    session.flush()
+    if task.status == "done":
+        requeue(session, [task.id])
 
 
 def check_losses(session: Session, store_url: str, rows: Sequence[tuple[HessianSpectrum, bool]]) -> None:  # fmt: skip
@@ -399,5 +429,5 @@ def hessian_command(model_id: int, epoch: int, index: int) -> str:
 __all__: Sequence[str] = (
     "Enqueued", "HessianRequest", "add_hessian", "check_losses", "check_request",
     "enqueue_request", "hessian_command",
-    "parse_epochs", "parse_retrains", "parse_saves",
+    "parse_epochs", "parse_retrains", "parse_saves", "retrain_points",
 )  # fmt: skip

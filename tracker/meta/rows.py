@@ -127,7 +127,9 @@ def surface_samples(session: Session, store: ArrayStore, study_id: int) -> Itera
         .join(Checkpoint, Checkpoint.id == Surface.checkpoint_id)
         .join(Model, Model.id == Checkpoint.model_id)
         .join(Direction, Direction.id == Surface.x_direction_id)
-        .where(Model.study_id == study_id, Surface.completed_at.is_not(None))
+        # A retrained network's surface is not its model's checkpoint's.
+        .where(Model.study_id == study_id, Surface.completed_at.is_not(None),
+               Surface.retrain_id.is_(None))
         .order_by(Surface.id)
     ).all()
     for s, d, c in rows:

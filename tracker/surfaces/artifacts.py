@@ -3,7 +3,8 @@
 Enqueued with every surface, waiting on its ``surface.complete``: when the last tile is in and
 the surface is summarised, this task draws the surface as `tracker plot surface` does (a line
 for 1D, contours for 2D; PNG and PDF) and logs the files under ``surfaces/`` on the model's
-training run, with a ``tracker.surface.<id>`` tag naming the figure.
+training run (a retrained network's surface: on the retrain's run), with a
+``tracker.surface.<id>`` tag naming the figure.
 
 Why a task of its own rather than logging where the surface completes: tiles and the
 completing task run on GPU workers too, and a GPU box has no MLflow (benchmarks/gpu_wheels.sh
@@ -23,7 +24,7 @@ from typing import Any
 from tracker._context import TaskContext
 from tracker._exceptions import SpecError
 from tracker._registry import task_kind
-from tracker._schema import Checkpoint, Model, Surface
+from tracker._schema import Checkpoint, Model, Retrain, Surface
 
 ARTIFACT_FOLDER = "surfaces"
 
@@ -44,8 +45,12 @@ def surface_artifacts(ctx: TaskContext) -> dict[str, Any]:
         ckpt = session.get(Checkpoint, surface.checkpoint_id) if surface.checkpoint_id else None
         model = session.get(Model, ckpt.model_id) if ckpt is not None else None
         run_id = model.mlflow_run_id if model is not None else None
+        owner = "the model"
+        if surface.retrain_id is not None:  # a retrained network's surface: the retrain's run
+            retrain = session.get(Retrain, surface.retrain_id)
+            run_id, owner = (retrain.mlflow_run_id if retrain else None), "the retrain"
         if run_id is None:
-            return {"surface_id": surface_id, "logged": [], "skipped": "the model has no MLflow run"}
+            return {"surface_id": surface_id, "logged": [], "skipped": f"{owner} has no MLflow run"}
         client = client_for(ctx.mlflow_uri)
         try:
             client.get_run(run_id)

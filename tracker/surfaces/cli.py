@@ -91,6 +91,11 @@ def add_surface_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="ID", help="centre model (id or name)")
     p.add_argument("--epoch", type=int, default=None,
                    help="centre checkpoint epoch (default: the last)")  # fmt: skip
+    p.add_argument("--retrain", type=int, default=None, metavar="R",
+                   help="centre on retrain R of the model (`tracker enqueue retrain`), along "
+                   "its Hessian eigenvectors (--x-direction hessian:I)")  # fmt: skip
+    p.add_argument("--save", type=int, default=None, metavar="S",
+                   help="with --retrain: the trajectory save to centre on (default: the last)")
     p.add_argument("--interpolate", nargs=2, metavar=("A", "B"),
                    help="the line theta_A + x (theta_B - theta_A) between two models")  # fmt: skip
     p.add_argument("--pca", action="store_true",
@@ -186,7 +191,7 @@ def surface_text(d: dict[str, Any]) -> str:
 
     if d["model_id"] is not None:
         name = f" {d['model_name']!r}" if d["model_name"] else ""
-        centre = f"model {d['model_id']}{name}, epoch {d['epoch']}"
+        centre = f"model {d['model_id']}{name}, {d['centre']}"
     else:
         centre = f"imported from {d['source']}"
     grid = d["grid"]
@@ -289,6 +294,9 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
     y_hessian = parse_direction_choice(args.y_direction, "--y-direction")
     if (x_hessian is not None or y_hessian is not None) and (args.interpolate or args.pca):
         raise SpecError("--x-direction/--y-direction hessian:I go with --model, not --interpolate or --pca")  # fmt: skip
+    if (args.retrain is not None or args.save is not None) and (args.interpolate or args.pca):
+        raise SpecError("--retrain centres a surface on a retrained network, along its Hessian "
+                        "eigenvectors: drop --interpolate/--pca")  # fmt: skip
     if y_hessian is not None and not args.y:
         raise SpecError("--y-direction needs a 2D surface: give --y MIN:MAX:N too")
     given = [f for f, v in (("--curvature-tol", args.curvature_tol),
@@ -359,7 +367,8 @@ def cmd_enqueue_surface(args: argparse.Namespace) -> int:
                                      x_direction=xd, y_direction=yd, same_dir=args.same_dir,
                                      evaluation=ev, tile=parse_tile(args.tile),
                                      x_hessian=x_hessian, y_hessian=y_hessian,
-                                     curvature=curvature))  # fmt: skip
+                                     curvature=curvature, retrain=args.retrain,
+                                     save=args.save))  # fmt: skip
         spec = specs[0]
     spec = replace(spec, curvature=curvature)
     db = open_db(args)

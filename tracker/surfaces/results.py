@@ -41,7 +41,14 @@ class SurfaceData:
             return f"surface {self.surface.id}: imported from {self.surface.source}"
         name = self.model.name or f"model {self.model.id}"
         kind = self.x_direction.kind if self.x_direction else "?"
-        return f"surface {self.surface.id}: {name}, epoch {self.epoch}, {kind}"
+        return f"surface {self.surface.id}: {name}, {centre_text(self.surface, self.epoch)}, {kind}"
+
+
+def centre_text(surface: Surface, epoch: int | None) -> str:
+    """Where a surface is centred: ``epoch E``, or a save of a retrain (the retrained network)."""
+    if surface.retrain_id is not None:
+        return f"retrain {surface.retrain_id} save {surface.save_index} (jumped from epoch {epoch})"
+    return f"epoch {epoch}"
 
 
 def get_surface(session: Session, surface_id: int) -> Surface:
@@ -146,7 +153,9 @@ def describe_surface(session: Session, surface_id: int) -> dict[str, Any]:
         "id": s.id, "study_id": s.study_id,
         "status": "complete" if s.completed_at else (task.status if task else "unknown"),
         "model_id": model.id if model else None, "model_name": model.name if model else None,
-        "epoch": ckpt.epoch if ckpt else None, "source": s.source,
+        "epoch": ckpt.epoch if ckpt else None, "retrain_id": s.retrain_id,
+        "save_index": s.save_index, "centre": centre_text(s, ckpt.epoch) if ckpt else None,
+        "source": s.source,
         "x_direction": _direction_text(xd), "y_direction": _direction_text(yd), "grid": grid,
         "split": s.split, "subset": s.subset_size, "subset_seed": config.get("subset_seed"),
         "minibatches": s.n_minibatches, "minibatch_size": s.minibatch_size,

@@ -8,6 +8,9 @@ directions are the training package's rows.
 Task graph of one surface::
 
     train(model) --> direction(s) --> surface.tile x N --> surface.complete
+
+A surface around a retrained network (a save of a retrain's trajectory) runs along that
+save's Hessian eigenvectors; their directions wait for the retrain.
 """
 
 from __future__ import annotations
@@ -28,7 +31,17 @@ from tracker._db import Database, utcnow
 from tracker._exceptions import SpecError
 from tracker._queue import enqueue, get_or_create_study, spec_hash
 from tracker._rows import get_or_add
-from tracker._schema import Checkpoint, Direction, Model, Study, Surface, Task, Tile
+from tracker._schema import (
+    Checkpoint,
+    Direction,
+    HessianSpectrum,
+    Model,
+    Retrain,
+    Study,
+    Surface,
+    Task,
+    Tile,
+)
 from tracker._store import ArrayStore
 from tracker.training.rows import (
     DirectionSpec,
@@ -182,6 +195,10 @@ class SurfaceSpec:
     # PCA: the grid's range is set from the projected path (PATH_MARGIN around it) once the
     # directions exist; x and y then only give the point counts.
     path_range: bool = False
+    # Centred on a retrained network: save ``save`` (None: the last) of the model's retrain
+    # ``retrain``, along that save's Hessian eigenvectors (x_hessian, y_hessian).
+    retrain: int | None = None
+    save: int | None = None
 
 
 def parse_direction_choice(text: str | None, what: str) -> int | None:
@@ -304,7 +321,11 @@ def add_surface(
     points = spec.x.n * (spec.y.n if spec.y else 1)
     if points > MAX_GRID_POINTS:
         raise SpecError(f"the grid has {points:,} points, more than {MAX_GRID_POINTS:,}: use a coarser grid")  # fmt: skip
-    centre = find_checkpoint(session, model, spec.epoch)
+    point = _retrain_centre(session, model, spec)
+    if point is None:
+        centre = find_checkpoint(session, model, spec.epoch)
+    else:  # the trajectory has the layout of the checkpoint the retrain jumped from
+        centre = Checkpoint.find_or_raise_by_id(session, point[0].checkpoint_id)
     xdir = spec.x_direction
     if spec.other_model is not None:
         # Interpolation theta_A + x (theta_B - theta_A): the centre is A, the direction B - A.
@@ -327,7 +348,7 @@ def add_surface(
             ydir = spec.y_direction or DirectionSpec(seed=1)
             y_rows = add_direction(session, study, ydir, model, centre)
     elif spec.x_hessian is not None:
-        x_rows = [hessian_direction(session, study, model, centre, spec.x_hessian)]
+        x_rows = [hessian_direction(session, study, model, centre, spec.x_hessian, point=point)]
         y_rows = []
         if spec.same_dir:
             if spec.y is None:
@@ -336,7 +357,8 @@ def add_surface(
                 raise SpecError("--same-dir and --y-direction both give the y direction: keep one of them")  # fmt: skip
             y_rows = x_rows
         elif spec.y is not None:
-            y_rows = [hessian_direction(session, study, model, centre, spec.y_hessian, x_rows[0])
+            y_rows = [hessian_direction(session, study, model, centre, spec.y_hessian, x_rows[0],
+                                        point=point)
                       if spec.y_hessian is not None
                       else add_direction(session, study, spec.y_direction or DirectionSpec(seed=1),
                                          model, centre)[0]]  # fmt: skip
@@ -399,6 +421,8 @@ def add_surface(
         check_curvature(spec.curvature)
         eval_config["curvature"] = asdict(spec.curvature)
         extra = [{"curvature": asdict(spec.curvature)}]
+    if point is not None:  # a checkpoint's surfaces keep the hashes they had
+        extra.append({"retrain": point[0].id, "save": point[1]})
     texts = [g.text() if g else None for g in (spec.x, spec.y)]
     if spec.path_range:  # the range is not known yet: the hash names the point counts
         texts = [f"path:{g.n}" if g else None for g in (spec.x, spec.y)]
@@ -415,6 +439,7 @@ def add_surface(
         subset_size=ev.subset, minibatch_size=ev.minibatch_size, n_minibatches=ev.minibatches,
         bn_mode=ev.bn, metrics=list(ev.metrics), eval_config=eval_config,
         curvature=spec.curvature is not None,
+        retrain_id=point[0].id if point else None, save_index=point[1] if point else None,
     )  # fmt: skip
     if not new:
         return surface, False
@@ -450,30 +475,76 @@ def add_surface(
 
 def hessian_direction(
     session: Session, study: Study, model: Model, centre: Checkpoint, index: int,
-    sibling: Direction | None = None,
+    sibling: Direction | None = None, point: tuple[Retrain, int] | None = None,
 ) -> Direction:  # fmt: skip
-    """Eigenvector ``index`` of the centre checkpoint's Hessian (a ``directions`` row of kind
-    'hessian', made by `tracker enqueue hessian`): from the same spectrum as ``sibling`` when
-    given, else from the newest spectrum that has it, one of ``study`` first. Its task may
-    still be queued: the surface's tiles wait for it."""
+    """Eigenvector ``index`` of the Hessian at the centre checkpoint, or at save ``point[1]``
+    of retrain ``point[0]`` (a ``directions`` row of kind 'hessian', made by `tracker enqueue
+    hessian`): from the same spectrum as ``sibling`` when given, else from the newest spectrum
+    that has it, one of ``study`` first. Its task may still be queued: the surface's tiles
+    wait for it."""
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise SpecError(f"hessian:{index} is not an eigen index: write hessian:0 for the top one")
-    query = sa.select(Direction).where(
-        Direction.kind == "hessian", Direction.checkpoint_a_id == centre.id,
-        Direction.eigen_index == index,
+    query = (
+        sa.select(Direction)
+        .join(HessianSpectrum, HessianSpectrum.id == Direction.hessian_spectrum_id)
+        .where(Direction.kind == "hessian", Direction.checkpoint_a_id == centre.id,
+               Direction.eigen_index == index)
     )  # fmt: skip
+    if point is None:  # the checkpoint's own, not a retrained network's
+        query = query.where(HessianSpectrum.retrain_id.is_(None))
+    else:
+        query = query.where(HessianSpectrum.retrain_id == point[0].id,
+                            HessianSpectrum.save_index == point[1])  # fmt: skip
     if sibling is not None:
         query = query.where(Direction.hessian_spectrum_id == sibling.hessian_spectrum_id)
     order = (sa.case((Direction.study_id == study.id, 0), else_=1), Direction.id.desc())
     found = session.scalar(query.order_by(*order).limit(1))
     if found is None:
+        same = " in the same spectrum as the x direction" if sibling is not None else ""
+        if point is None:
+            where, ask = f"at epoch {centre.epoch}", f"--epochs {centre.epoch}"
+        else:
+            where = f"at save {point[1]} of retrain {point[0].id}"
+            ask = f"--retrains {point[0].id} --saves {point[1]}"
         raise SpecError(
-            f"model {model.id} has no Hessian eigenvector {index} at epoch {centre.epoch}"
-            f"{' in the same spectrum as the x direction' if sibling is not None else ''}: "
-            f"make it first with `tracker enqueue hessian --model {model.id} --epochs "
-            f"{centre.epoch} --top-k {index + 1}`"
+            f"model {model.id} has no Hessian eigenvector {index} {where}{same}: make it first "
+            f"with `tracker enqueue hessian --model {model.id} {ask} --top-k {index + 1}`"
         )
     return found
+
+
+def _retrain_centre(session: Session, model: Model, spec: SurfaceSpec) -> tuple[Retrain, int] | None:  # fmt: skip
+    """The retrain and save a surface is centred on (None: a checkpoint), checked: a retrain
+    of the model, a save of its trajectory, and Hessian eigenvector directions only (random,
+    PCA and interpolation directions are made around checkpoints)."""
+    if spec.retrain is None:
+        if spec.save is not None:
+            raise SpecError("--save S picks a save of a retrain's trajectory: add --retrain R")
+        return None
+    if spec.epoch is not None:
+        raise SpecError("--epoch and --retrain both name the centre (a retrain starts from "
+                        "its own checkpoint): drop --epoch")  # fmt: skip
+    if spec.other_model is not None or spec.x_direction.kind != "random" or spec.path_range:
+        raise SpecError("a surface around a retrained network (--retrain) runs along its "
+                        "Hessian eigenvectors: drop --interpolate/--pca and give "
+                        "--x-direction hessian:I")  # fmt: skip
+    if spec.x_hessian is None or (spec.y is not None and spec.y_hessian is None
+                                  and not spec.same_dir):  # fmt: skip
+        raise SpecError("a surface around a retrained network (--retrain) runs along its "
+                        "Hessian eigenvectors: give --x-direction hessian:I (and "
+                        "--y-direction hessian:J for a 2D one)")  # fmt: skip
+    retrain = session.get(Retrain, spec.retrain)
+    if retrain is None or retrain.model_id != model.id:
+        raise SpecError(f"retrain {spec.retrain} is not a retrain of model {model.id}: "
+                        f"`tracker ls retrains --where model_id={model.id}` lists them")  # fmt: skip
+    n_saves = int(retrain.epochs) * int(retrain.saves_per_epoch) + 1
+    save = n_saves - 1 if spec.save is None else spec.save
+    if isinstance(save, bool) or not isinstance(save, int) or not 0 <= save < n_saves:
+        raise SpecError(
+            f"retrain {retrain.id} has saves 0..{n_saves - 1} ({retrain.epochs} epochs x "
+            f"{retrain.saves_per_epoch} per epoch, and the jump): ask for one of those"
+        )
+    return retrain, save
 
 
 def path_range(trajectory: np.ndarray) -> tuple[float, float, float, float]:

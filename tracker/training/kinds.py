@@ -19,13 +19,14 @@ import torch
 from sqlalchemy.orm import Session
 
 from compute.state import Layout, check_length
-from tracker._arrays import array_id, read_array
+from tracker._arrays import array_id, array_ref, read_array
 from tracker._context import TaskContext
 from tracker._device import cpu_only
 from tracker._exceptions import SpecError
 from tracker._mlflow import tracked_run
 from tracker._registry import task_kind
-from tracker._schema import Checkpoint, Direction, Model, Study
+from tracker._schema import Checkpoint, Direction, Model, Retrain, Study
+from tracker._store import ArrayStore
 from tracker.training.rows import IMPORT_KIND, checkpoint_path, direction_path
 
 _THREADS_SET = False
@@ -175,6 +176,18 @@ def checkpoint_vector(
     vec = read_vector(ctx, session, ckpt.array_id, f"checkpoint {ckpt_id} (model {ckpt.model_id}, epoch {ckpt.epoch})")  # fmt: skip
     check_length(vec, ckpt.layout)
     return vec, ckpt.layout
+
+
+def retrain_weights(session: Session, store: ArrayStore, retrain: Retrain, save: int) -> torch.Tensor:  # fmt: skip
+    """Save ``save`` of a retrain's trajectory: the retrained network's flat weights, in the
+    layout of the checkpoint it jumped from."""
+    what = f"the trajectory of retrain {retrain.id}"
+    ref = array_ref(session, retrain.trajectory_array_id, what)
+    if not 0 <= save < int(ref.shape[0]):
+        raise SpecError(f"{what} has saves 0..{int(ref.shape[0]) - 1}, not {save}: ask for "
+                        "one of those")  # fmt: skip
+    data = store.read(ref.path, (slice(save, save + 1), slice(None)))[0]
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
 
 
 def _direction_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
