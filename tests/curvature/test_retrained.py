@@ -699,3 +699,35 @@ def test_a_study_files_surface_table_centres_on_the_files_own_retrains(
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert "[[surface]] number 1" in err and message in err, err
         assert (h.count(Surface), h.count(Task)) == before
+
+
+def test_deleting_the_model_takes_its_retrains_eigenvectors_and_surfaces(
+    fresh: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The model's rows form a cycle of tables (retrain -> its jump direction, spectrum ->
+    retrain, eigenvector direction -> spectrum), never of rows: all of it goes, children first."""
+    for argv in (
+        ["enqueue", "hessian", "--model", "mlp", "--retrains", "all", "--saves", "all"],
+        ["enqueue", "hessian", "--model", "mlp", "--top-k", "1"],
+        ["enqueue", "surface", "--model", "mlp", "--retrain", "1", "--x-direction", "hessian:0",
+         "--x=-1:1:3"],
+        ["enqueue", "surface", "--model", "mlp", "--x-direction", "hessian:0", "--x=-1:1:3"],
+    ):  # fmt: skip
+        code, _, err = fresh.cli(capsys, *argv)
+        assert code == 0, err
+    with fresh.db.session() as s:
+        model_id = s.scalar(sa.select(Model.id).where(Model.name == "mlp"))
+        jump = s.get(Retrain, 1).direction_id
+    assert jump is not None
+    code, _, err = fresh.cli(capsys, "delete", "models", str(model_id))
+    assert code == 0, err
+    with fresh.db.session() as s:
+        left = {
+            cls.__name__: s.scalar(sa.select(sa.func.count()).select_from(cls)
+                                   .where(cls.model_id == model_id))
+            for cls in (Retrain, HessianSpectrum, Direction, Checkpoint)
+        }  # fmt: skip
+        assert s.get(Direction, jump) is None
+    assert set(left.values()) == {0}, left
+    assert fresh.count(Surface) == 0
+    assert fresh.count(Model) == 1  # "other"
