@@ -412,6 +412,16 @@ def test_a_surface_around_a_retrained_network_curves_by_its_top_eigenvalue(
     code, out, err = home.cli(capsys, "show", "surface", str(around["line"]))
     assert code == 0, err
     assert f"retrain {spectrum.retrain_id} save 2 (jumped from epoch {spectrum.epoch})" in out
+    # Plotted and exported as any other surface.
+    folder = home.settings.home / "retrained-plots"
+    code, _, err = home.cli(capsys, "plot", "surface", str(around["plane"]), "--out", str(folder))
+    assert code == 0, err
+    assert any(p.suffix == ".png" for p in folder.iterdir())
+    for fmt in ("h5", "vtp", "csv"):
+        target = home.settings.home / f"plane.{fmt}"
+        code, _, err = home.cli(capsys, "export", "surface", str(around["plane"]), "--format",
+                                fmt, "--out", str(target))  # fmt: skip
+        assert code == 0 and target.stat().st_size > 0, (fmt, err)
 
 
 def test_a_checkpoints_surface_keeps_to_the_checkpoints_own_eigenvectors(
