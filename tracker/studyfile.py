@@ -896,6 +896,9 @@ def enqueue_study(db: Database, path: str | Path, store_url: str | None = None) 
                 points = retrain_points(session, model, retrains, saves)
             except SpecError as err:
                 raise SpecError(f"{where}: {err}") from None
+            if counts["surfaces"] + len(points) > MAX_SURFACES:
+                raise SpecError(f"{where} makes {len(points):,} surfaces (retrains x saves); a "
+                                f"study file may make at most {MAX_SURFACES:,} in all")  # fmt: skip
             for retrain, save in points:
                 surface = replace(template, retrain=retrain.id, save=save)
                 _check_eigenvectors(session, study, surface, names, where)

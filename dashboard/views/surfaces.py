@@ -24,7 +24,8 @@ from dashboard import common, interactive, render
 
 SURFACES = """
 SELECT s.id, st.name AS study, m.id AS model_id, m.name AS model, c.epoch,
-       s.retrain_id, s.save_index, d.kind AS direction, s.nx, s.ny, s.x_min, s.x_max, s.y_min, s.y_max, s.split, s.bn_mode,
+       s.retrain_id, s.save_index, d.kind AS direction, s.nx, s.ny, s.x_min, s.x_max,
+       s.y_min, s.y_max, s.split, s.bn_mode,
        s.n_minibatches, s.centre_loss, s.min_loss, s.rise_r050, s.flatness_width,
        s.completed_at, s.loss_array_id, s.source,
        (SELECT t.provenance FROM tiles ti JOIN tasks t ON t.id = ti.task_id

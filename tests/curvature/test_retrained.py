@@ -672,7 +672,7 @@ def test_a_retrained_surface_waits_for_its_spectrum_and_goes_with_its_retrain(
 
 
 def test_a_study_files_surface_table_centres_on_the_files_own_retrains(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """retrains = "all" in a [[surface]] table: one surface per save of every retrain the file
     makes, each along the eigenvector of its own save; refused in study-file words without
@@ -709,6 +709,15 @@ def test_a_study_files_surface_table_centres_on_the_files_own_retrains(
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert "[[surface]] number 1" in err and message in err, err
         assert (h.count(Surface), h.count(Task)) == before
+    # The surfaces a file may make count the retrains' saves too, once they are known.
+    import tracker.studyfile
+
+    monkeypatch.setattr(tracker.studyfile, "MAX_SURFACES", 1)
+    study.write_text(RETRAINED_STUDY.replace("rt-surfaces", "rt-many"))
+    before = (h.count(Surface), h.count(Task))
+    code, _, err = h.cli(capsys, "enqueue", str(study))
+    assert code == 2 and "makes 2 surfaces (retrains x saves)" in err, err
+    assert (h.count(Surface), h.count(Task)) == before
 
 
 def test_deleting_the_model_takes_its_retrains_eigenvectors_and_surfaces(
