@@ -249,7 +249,9 @@ def cmd_show_study(args: argparse.Namespace) -> int:
         print(_table(
             ["id", "model", "epoch", "direction", "grid", "eval", "bn", "centre", "rise@0.5",
              "flat width", "complete"],
-            [[s.id, mid, ep, kind or "imported",
+            # A retrained network's surface: the retrain and save in place of the epoch.
+            [[s.id, mid, ep if s.retrain_id is None else f"retrain {s.retrain_id} save {s.save_index}",
+              kind or "imported",
               f"{s.nx}" + (f"x{s.ny}" if s.ny else ""),
               s.split + (f"/{s.subset_size}" if s.subset_size else "")
               + (f"/{s.n_minibatches}x{s.minibatch_size}" if s.n_minibatches else ""),

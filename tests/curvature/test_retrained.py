@@ -412,6 +412,11 @@ def test_a_surface_around_a_retrained_network_curves_by_its_top_eigenvalue(
     code, out, err = home.cli(capsys, "show", "surface", str(around["line"]))
     assert code == 0, err
     assert f"retrain {spectrum.retrain_id} save 2 (jumped from epoch {spectrum.epoch})" in out
+    code, out, err = home.cli(capsys, "show", "study", "rt")
+    assert code == 0, err
+    table = out.split("\nsurfaces:")[1].splitlines()
+    row = next(line for line in table if line.split()[:1] == [str(around["line"])])
+    assert f"retrain {spectrum.retrain_id} save 2" in row, row
     # Plotted and exported as any other surface.
     folder = home.settings.home / "retrained-plots"
     code, _, err = home.cli(capsys, "plot", "surface", str(around["plane"]), "--out", str(folder))
