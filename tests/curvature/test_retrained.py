@@ -143,9 +143,12 @@ def _trajectory_weights(h: Home, retrain_id: int, save: int) -> tuple[torch.Tens
     return weights, layout, spec
 
 
-def _exact(h: Home, retrain_id: int, save: int) -> np.ndarray:
-    """The Hessian of the mean cross-entropy on the subset at the trajectory's save, float64."""
+def _exact(h: Home, retrain_id: int, save: int, step: torch.Tensor | None = None) -> np.ndarray:
+    """The Hessian of the mean cross-entropy on the subset at the trajectory's save (moved by
+    ``step`` when given), float64."""
     weights, layout, spec = _trajectory_weights(h, retrain_id, save)
+    if step is not None:
+        weights = weights + step
     ds = spec.load_data()
     net = spec.build(ds)
     load_flat(net, weights, layout)
@@ -340,6 +343,10 @@ def around(home: Home) -> dict[str, Any]:
         home, "enqueue", "surface", "--model", "mlp", "--retrain", str(spectrum.retrain_id),
         "--save", "2", "--x-direction", "hessian:0", "--y-direction", "hessian:1",
         "--x=-0.1:0.1:3", "--y=-0.1:0.1:3", *grid))  # fmt: skip
+    ids["map"] = _surface_id(_main(
+        home, "enqueue", "surface", "--model", "mlp", "--retrain", str(spectrum.retrain_id),
+        "--x-direction", "hessian:0", "--x=-0.1:0.1:3", "--curvature", "--curvature-tol", "1e-6",
+        "--curvature-max-iter", str(PARAMS), *grid))  # fmt: skip
     ids["newer"] = _ids(_main(home, "enqueue", "hessian", "--model", "mlp", "--retrains", "all",
                               "--saves", "1", "--subset", str(SUBSET), "--top-k", "1"))  # fmt: skip
     ids["own_line"] = _surface_id(_main(
@@ -427,6 +434,24 @@ def test_a_surface_around_a_retrained_network_curves_by_its_top_eigenvalue(
         code, _, err = home.cli(capsys, "export", "surface", str(around["plane"]), "--format",
                                 fmt, "--out", str(target))  # fmt: skip
         assert code == 0 and target.stat().st_size > 0, (fmt, err)
+
+
+def test_the_curvature_map_around_a_retrained_network_is_its_hessians(
+    home: Home, around: dict[str, Any]
+) -> None:
+    """Goldstein's lambda_max at the centre of a retrained network's --curvature surface is the
+    save's top eigenvalue; off the centre it is the exact Hessian's at the displaced weights."""
+    spectrum = around["spectrum"]
+    with home.db.session() as s:
+        surface = s.get(Surface, around["map"])
+        hi = home.store.read(_path_of(s, surface.lambda_max_array_id))
+        d = torch.from_numpy(home.store.read(
+            _path_of(s, s.get(Direction, surface.x_direction_id).array_id)))  # fmt: skip
+    assert hi.shape == (1, 1, 3)
+    assert hi[0, 0, 1] == pytest.approx(spectrum.eigenvalues[0], rel=1e-4)
+    exact = np.linalg.eigvalsh(_exact(home, spectrum.retrain_id, 2, 0.1 * d))
+    assert hi[0, 0, 2] == pytest.approx(exact[-1], rel=1e-4)
+    assert hi[0, 0, 2] != pytest.approx(hi[0, 0, 1], rel=1e-4)  # it moved with the weights
 
 
 def test_a_checkpoints_surface_keeps_to_the_checkpoints_own_eigenvectors(
