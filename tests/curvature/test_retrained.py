@@ -83,6 +83,15 @@ def _main(h: Home, *argv: str) -> str:
     return buf.getvalue()
 
 
+def _work(h: Home) -> None:
+    """One real `tracker work` (a process), after which every task is done."""
+    work = run_tracker("work", "--no-progress", env=h.env, timeout=900)
+    assert work.returncode == 0, work.stderr[-3000:]
+    with h.db.session() as s:
+        failed = s.execute(sa.select(Task.kind, Task.error).where(Task.status != "done")).all()
+    assert failed == [], failed
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     """A tanh MLP, two retrains of it, their spectra enqueued before anything ran, and one
@@ -112,11 +121,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
             sa.select(Task.status).join(HessianSpectrum, HessianSpectrum.task_id == Task.id)
             .where(HessianSpectrum.id.in_(h.ids["last"]))
         )))  # fmt: skip
-    work = run_tracker("work", "--no-progress", env=h.env, timeout=900)
-    assert work.returncode == 0, work.stderr[-3000:]
-    with h.db.session() as s:
-        failed = s.execute(sa.select(Task.kind, Task.error).where(Task.status != "done")).all()
-    assert failed == [], failed
+    _work(h)
     return h
 
 
@@ -367,11 +372,7 @@ def around(home: Home) -> dict[str, Any]:
         ids["old_status"] = {
             r.id: s.get(Task, r.task_id).status for r in _rows(home, home.ids["all_saves"])
         }
-    work = run_tracker("work", "--no-progress", env=home.env, timeout=900)
-    assert work.returncode == 0, work.stderr[-3000:]
-    with home.db.session() as s:
-        failed = s.execute(sa.select(Task.kind, Task.error).where(Task.status != "done")).all()
-    assert failed == [], failed
+    _work(home)
     return ids
 
 
