@@ -795,6 +795,77 @@ def top_eigenvalues(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Extremes:
+    """The algebraically largest and smallest eigenvalues of H from one Lanczos run.
+
+    Attributes:
+        largest, smallest: the Ritz values, each taken at the step its own stop was met (or at
+            the last step), so each equals ``top_eigenvalues(op, 1, which=...)`` with the same
+            seed, tolerance and step limit, bit for bit.
+        residuals: (largest's, smallest's) ||H y - theta y|| when taken.
+        steps: (largest's, smallest's) Lanczos steps when taken.
+        iterations: Lanczos steps run (= Hessian-vector products): the larger of the two.
+        converged: (largest's, smallest's) stop met, or Lanczos spanned the whole space.
+    """
+
+    largest: float
+    smallest: float
+    residuals: tuple[float, float]
+    steps: tuple[int, int]
+    iterations: int
+    converged: tuple[bool, bool]
+
+
+def extreme_eigenvalues(
+    op: HessianOperator,
+    *,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    one_thread: bool = True,
+    progress: Progress | None = None,
+) -> Extremes:
+    """lambda_max and lambda_min of H (Goldstein's map) from one Lanczos run.
+
+    ``top_eigenvalues(op, 1, which='largest')`` and ``(..., which='smallest')`` with one seed
+    start from the same vector, so their Krylov bases, tridiagonals and Ritz values agree step
+    for step: the run that stops first is a prefix of the other. One run to the later of the
+    two stops (each end's value frozen at its own stop, with the residual stop of
+    ``top_eigenvalues``) gives both results exactly, at max(a, b) products instead of a + b.
+    """
+    _check_seed(seed)
+    steps = min(max(int(max_iter), 1), op.n)
+    taken: dict[str, tuple[float, float, int, bool]] = {}
+    last: dict[str, tuple[float, float, int, bool]] = {}
+
+    def done(alphas: np.ndarray, betas: np.ndarray, j: int) -> bool:
+        values, vectors = np.linalg.eigh(_tridiagonal(alphas[0], betas[0]))
+        for which in ("largest", "smallest"):
+            if which in taken:
+                continue
+            pick = _order(values, which)[0]
+            value = float(values[pick])
+            residual = float(abs(betas[0, j] * vectors[-1, pick]))
+            met = residual <= tol * max(abs(value), np.finfo(float).tiny)
+            last[which] = (value, residual, j + 1, met)
+            if met:
+                taken[which] = last[which]
+        return len(taken) == 2
+
+    with _threads(one_thread), torch.no_grad():
+        gen = torch.Generator(device=op.device).manual_seed(seed)
+        start = _draw((1, op.n), "gaussian", gen, op.dtype).to(op.device)
+        basis, _, _, _ = _lanczos(op, start, steps, restart=gen, stop=done,
+                                  progress=progress, stage="eigenvalues")  # fmt: skip
+    spanned = basis.shape[0] == op.n
+    hi, lo = (taken.get(w, last[w]) for w in ("largest", "smallest"))
+    return Extremes(
+        largest=hi[0], smallest=lo[0], residuals=(hi[1], lo[1]), steps=(hi[2], lo[2]),
+        iterations=int(basis.shape[0]), converged=(hi[3] or spanned, lo[3] or spanned),
+    )  # fmt: skip
+
+
 # ---------------------------------------------------------------------------- trace
 
 

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from compute.curvature import (
     HessianOperator,
     default_probe_block,
+    extreme_eigenvalues,
     hutchinson_trace,
     hutchpp_trace,
     smooth_density,
@@ -124,6 +125,35 @@ def test_top_k_eigenvalues_match_the_exact_spectrum_within_1e_4(mlp_case) -> Non
     np.testing.assert_allclose(change.eigenvalues, top, rtol=1e-2)
     smallest = top_eigenvalues(op, 2, which="smallest")
     np.testing.assert_allclose(smallest.eigenvalues, exact[:2], rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("tol", "max_iter"), [(1e-3, 100), (1e-8, 100), (1e-3, 3)])
+def test_one_run_gives_both_ends_as_two_runs_do(mlp_case, dtype, tol, max_iter) -> None:
+    """Goldstein's map takes lambda_max and lambda_min from one Lanczos run: each equals its own
+    top_eigenvalues run bit for bit (same seed, same Krylov basis), at the larger of the two
+    runs' products instead of their sum; with too few steps, unconverged as they are."""
+    model, x, y, _, exact = mlp_case
+    op = HessianOperator(model.to(dtype), x.to(dtype), y)
+    try:
+        kw = {"tol": tol, "max_iter": max_iter, "seed": 3}
+        hi = top_eigenvalues(op, 1, which="largest", **kw)
+        lo = top_eigenvalues(op, 1, which="smallest", **kw)
+        before = op.hvp_count
+        both = extreme_eigenvalues(op, **kw)
+        assert op.hvp_count - before == both.iterations == max(hi.iterations, lo.iterations)
+    finally:
+        model.to(torch.float64)
+    assert (both.largest, both.smallest) == (hi.eigenvalues[0], lo.eigenvalues[0])
+    assert both.residuals == (hi.residuals[0], lo.residuals[0])
+    assert both.steps == (hi.iterations, lo.iterations)
+    assert both.converged == (hi.converged, lo.converged)
+    if max_iter == 100 and tol == 1e-3:
+        assert hi.iterations != lo.iterations  # the case the shared run saves products on
+        np.testing.assert_allclose([both.largest, both.smallest], [exact[-1], exact[0]],
+                                   rtol=1e-3, atol=1e-8)  # fmt: skip
+    if max_iter == 3:
+        assert both.converged == (False, False) and both.iterations == 3
 
 
 def test_trace_and_per_layer_traces_are_within_their_standard_errors(mlp_case) -> None:

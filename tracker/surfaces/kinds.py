@@ -180,7 +180,8 @@ class CurvatureMap:
     """Goldstein's min/max Hessian eigenvalue map: at each grid point the weights
     centre + x d1 (+ y d2) are loaded into the network, and per evaluation group the
     algebraically largest and smallest Hessian eigenvalues are found by Lanczos
-    (``compute.curvature.top_eigenvalues``, which='largest' and which='smallest', seeded);
+    (``compute.curvature.extreme_eigenvalues``: both ends of one seeded run, each equal to
+    ``top_eigenvalues`` with which='largest' / 'smallest');
     the ratio is |lambda_min / lambda_max| (NaN where lambda_max is 0)."""
 
     model: torch.nn.Module
@@ -208,14 +209,11 @@ class CurvatureMap:
             load_flat(self.model, theta, self.layout)
             for g, (gx, gy) in enumerate(self.groups):
                 op = cv.HessianOperator(self.model, gx, gy, loss=self.loss, bn=self.bn)
-                ends = {}
-                for which in ("largest", "smallest"):
-                    pairs = cv.top_eigenvalues(op, 1, which=which, tol=self.tol,
-                                               max_iter=self.max_iter, seed=self.seed)  # fmt: skip
-                    ends[which] = float(pairs.eigenvalues[0])
-                    if check is not None:
-                        check()
-                hi, lo = ends["largest"], ends["smallest"]
+                ends = cv.extreme_eigenvalues(op, tol=self.tol, max_iter=self.max_iter,
+                                              seed=self.seed)  # fmt: skip
+                if check is not None:
+                    check()
+                hi, lo = ends.largest, ends.smallest
                 out["lambda_max"][g, p], out["lambda_min"][g, p] = hi, lo
                 out["lambda_ratio"][g, p] = abs(lo / hi) if hi != 0 else np.nan
         return out

@@ -156,8 +156,8 @@ _OPTIONAL = frozenset({"loss", "bn_batches"})
 class CurvatureSpec:
     """Goldstein's min/max Hessian eigenvalue map: per grid point (and minibatch group), the
     algebraically largest and smallest eigenvalue of the Hessian of the loss at the displaced
-    weights, each by Lanczos (``which='largest'`` / ``'smallest'``) to ``tol`` relative
-    residual in at most ``max_iter`` steps from a start seeded with ``seed``."""
+    weights, both from one Lanczos run (each end, ``which='largest'`` / ``'smallest'``, to
+    ``tol`` relative residual) of at most ``max_iter`` steps from a start seeded with ``seed``."""
 
     tol: float = 1e-3
     max_iter: int = 100
