@@ -9,8 +9,9 @@ map took before, in the same process on the same points, and the whole user path
 - user path: in a new home (embedded defaults), a digits MLP trained first (not timed), then
   ``tracker enqueue surface --curvature`` + ``tracker work`` from launch to exit.
 
-Case: the MLP [32] (relu) of examples/curvature.toml, 5 epochs of seeded SGD on digits, 256
-samples, tol 1e-3, at most 50 steps (the example's settings), random unit directions.
+Case: the MLP [32] (relu) of examples/curvature.toml after 5 epochs of benchmarks/curvature.py's
+seeded SGD (``_train``) on digits, 256 samples, tol 1e-3, at most 50 steps (the example's
+settings), random unit directions.
 
     python benchmarks/curvature_map.py [--points 11] [--repeat 3] [--no-cli]
 """
@@ -40,8 +41,8 @@ SEED = 0
 def _case(points: int) -> tuple[Any, Any]:
     import numpy as np
     import torch
-    from torch.nn import functional as F
 
+    from benchmarks.curvature import _train
     from compute.data import fixed_subset, load_dataset, loss_kind
     from compute.models import build_model
     from compute.state import flatten_state, layout_of
@@ -51,15 +52,8 @@ def _case(points: int) -> tuple[Any, Any]:
     x, y = ds.split("train")
     model = build_model("mlp", {"widths": [32], "activation": "relu"},
                         input_shape=ds.input_shape, num_classes=ds.num_classes, seed=SEED)  # fmt: skip
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    _train(model, x, y, epochs=5)
     g = torch.Generator().manual_seed(SEED)
-    for _ in range(5):
-        order = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 16):
-            batch = order[i : i + 16]
-            opt.zero_grad()
-            F.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
     xs, ys = fixed_subset(x, y, 256, 0)
     layout = layout_of(model)
     centre = flatten_state(model, layout)

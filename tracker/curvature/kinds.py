@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from compute import curvature as cv
 from compute import data as data_mod
 from compute.state import Layout, check_length, load_flat
-from tracker._arrays import array_id, array_path, read_array
+from tracker._arrays import array_id, array_path
 from tracker._context import TaskContext
 from tracker._db import utcnow
 from tracker._exceptions import SpecError
@@ -35,7 +35,7 @@ from tracker._mlflow import client_for
 from tracker._registry import task_kind
 from tracker._schema import Checkpoint, Direction, HessianSpectrum, Model, Retrain
 from tracker._store import ArrayStore
-from tracker.training.kinds import device, retrain_weights, setup_torch, vector_chunks
+from tracker.training.kinds import device, setup_torch, vector_chunks, weights_at
 from tracker.training.rows import direction_path
 
 
@@ -105,21 +105,11 @@ def operator_at(
                               bn=choice.bn, batch_size=batch, graph_budget=budget)  # fmt: skip
 
 
-def checkpoint_weights(session: Session, store: ArrayStore, ckpt: Checkpoint) -> torch.Tensor:
-    what = f"checkpoint {ckpt.id} (model {ckpt.model_id}, epoch {ckpt.epoch})"
-    data = read_array(session, store, ckpt.array_id, verify=False, what=what)
-    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-
-
 def spectrum_weights(
     session: Session, store: ArrayStore, row: HessianSpectrum, ckpt: Checkpoint
 ) -> tuple[torch.Tensor, str]:
     """The weights a spectrum row measures, and how to name them in a message."""
-    if row.retrain_id is None:
-        return checkpoint_weights(session, store, ckpt), f"epoch {ckpt.epoch}"
-    retrain = Retrain.find_or_raise_by_id(session, row.retrain_id)
-    save = int(row.save_index or 0)
-    return retrain_weights(session, store, retrain, save), f"retrain {retrain.id}, save {save}"
+    return weights_at(session, store, ckpt, row.retrain_id, row.save_index)
 
 
 def check_finite_loss(

@@ -29,15 +29,14 @@ from tracker._context import TaskContext
 from tracker._db import utcnow
 from tracker._exceptions import SpecError
 from tracker._registry import task_kind
-from tracker._schema import Checkpoint, Direction, Model, Retrain, Surface, Task, Tile
+from tracker._schema import Checkpoint, Direction, Model, Surface, Task, Tile
 from tracker._store import ArraySpec
 from tracker.surfaces.rows import surface_dir
 from tracker.training.kinds import (
-    checkpoint_vector,
     device,
     read_vector,
-    retrain_weights,
     setup_torch,
+    weights_at,
 )
 
 log = logging.getLogger("tracker.surfaces")
@@ -131,13 +130,9 @@ def _build_evaluator(
         ckpt = session.get(Checkpoint, surface.checkpoint_id)
         model_row = session.get(Model, ckpt.model_id)
         spec = TrainSpec.from_row(model_row)
-        if surface.retrain_id is None:
-            centre, layout = checkpoint_vector(ctx, session, ckpt.id)
-        else:  # a retrained network: its trajectory's save, in the checkpoint's layout
-            retrain = Retrain.find_or_raise_by_id(session, surface.retrain_id)
-            layout = ckpt.layout
-            centre = retrain_weights(session, ctx.store, retrain, int(surface.save_index or 0))
-            check_length(centre, layout)
+        # The checkpoint, or a retrained network: its trajectory's save, in the same layout.
+        centre, _ = weights_at(session, ctx.store, ckpt, surface.retrain_id, surface.save_index)
+        layout = ckpt.layout
         dir_vecs = []
         for did in (surface.x_direction_id, surface.y_direction_id):
             if did is None:

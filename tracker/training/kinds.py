@@ -190,6 +190,26 @@ def retrain_weights(session: Session, store: ArrayStore, retrain: Retrain, save:
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
 
 
+def weights_at(
+    session: Session, store: ArrayStore, ckpt: Checkpoint, retrain_id: int | None,
+    save: int | None,
+) -> tuple[torch.Tensor, str]:  # fmt: skip
+    """The flat weights of a checkpoint, or of save ``save`` of retrain ``retrain_id`` (which
+    jumped from ``ckpt``, in its layout), checked against the layout, and how to name them in
+    a message: what a Hessian measure or a surface is centred on."""
+    if retrain_id is None:
+        what = f"checkpoint {ckpt.id} (model {ckpt.model_id}, epoch {ckpt.epoch})"
+        data = read_array(session, store, ckpt.array_id, verify=False, what=what)
+        weights = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        label = f"epoch {ckpt.epoch}"
+    else:
+        retrain = Retrain.find_or_raise_by_id(session, retrain_id)
+        weights = retrain_weights(session, store, retrain, int(save or 0))
+        label = f"retrain {retrain.id}, save {int(save or 0)}"
+    check_length(weights, ckpt.layout)
+    return weights, label
+
+
 def _direction_finalize(session: Session, ctx: TaskContext, result: dict[str, Any] | None) -> None:
     assert result is not None
     for item in result["directions"]:
